@@ -1,0 +1,106 @@
+"""Merchants and their API keys."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.admin.errors import ApiKeyNotFound, MerchantNotFound
+from services.admin.models import ApiKey, Merchant
+from services.common.api_keys import Kind, Mode, generate_key, parse_key
+from services.common.errors import InvalidArgument
+from services.common.ids import new_id
+
+DEFAULT_FEE_BPS = 290
+DEFAULT_FEE_FIXED = 30
+NAME_LENGTH_MAX = 200
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A key just created: the only time its full value exists outside the client."""
+
+    api_key: ApiKey
+    key: str
+
+
+def create_merchant(
+    session: Session,
+    *,
+    name: str,
+    fee_bps: int = DEFAULT_FEE_BPS,
+    fee_fixed: int = DEFAULT_FEE_FIXED,
+) -> Merchant:
+    """Creates a merchant with a fee schedule."""
+    name = name.strip()
+    if not name or len(name) > NAME_LENGTH_MAX:
+        raise InvalidArgument.field("name", f"must be 1 to {NAME_LENGTH_MAX} characters")
+    if not 0 <= fee_bps <= 10_000:
+        raise InvalidArgument.field("fee_bps", "must be between 0 and 10000")
+    if not 0 <= fee_fixed <= 1_000_000:
+        raise InvalidArgument.field("fee_fixed", "must be between 0 and 1000000")
+    merchant = Merchant(id=new_id("mer"), name=name, fee_bps=fee_bps, fee_fixed=fee_fixed)
+    session.add(merchant)
+    session.flush()
+    return merchant
+
+
+def get_merchant_or_raise(session: Session, merchant_id: str) -> Merchant:
+    """The merchant, or MerchantNotFound."""
+    merchant = session.get(Merchant, merchant_id)
+    if merchant is None:
+        raise MerchantNotFound(f"no merchant {merchant_id!r}")
+    return merchant
+
+
+def create_api_key(session: Session, *, merchant_id: str, mode: Mode, kind: Kind) -> IssuedKey:
+    """Issues a new key for a merchant; the caller shows `key` once and forgets it."""
+    if mode not in ("test", "live"):
+        raise InvalidArgument.field("mode", "must be 'test' or 'live'")
+    if kind not in ("secret", "publishable"):
+        raise InvalidArgument.field("kind", "must be 'secret' or 'publishable'")
+    get_merchant_or_raise(session, merchant_id)
+    key = generate_key(kind=kind, mode=mode)
+    parsed = parse_key(key)
+    assert parsed is not None, "a generated key always parses"
+    api_key = ApiKey(
+        id=new_id("key"),
+        merchant_id=merchant_id,
+        mode=mode,
+        kind=kind,
+        prefix=parsed.prefix,
+        key_hash=parsed.key_hash,
+    )
+    session.add(api_key)
+    session.flush()
+    return IssuedKey(api_key=api_key, key=key)
+
+
+def revoke_api_key(session: Session, *, key_id: str) -> ApiKey:
+    """Revokes a key; revoking twice keeps the first revocation time."""
+    api_key = session.get(ApiKey, key_id, with_for_update=True)
+    if api_key is None:
+        raise ApiKeyNotFound(f"no API key {key_id!r}")
+    if api_key.revoke_time is None:
+        api_key.revoke_time = datetime.now(UTC)
+    return api_key
+
+
+def authenticate_api_key(session: Session, key: str) -> tuple[ApiKey, Merchant] | None:
+    """The live key and its merchant, or None when unknown, malformed or revoked."""
+    parsed = parse_key(key)
+    if parsed is None:
+        return None
+    rows = session.execute(
+        select(ApiKey, Merchant)
+        .join(Merchant, Merchant.id == ApiKey.merchant_id)
+        .where(ApiKey.prefix == parsed.prefix, ApiKey.revoke_time.is_(None))
+    ).all()
+    for api_key, merchant in rows:
+        if secrets.compare_digest(api_key.key_hash, parsed.key_hash):
+            return api_key, merchant
+    return None

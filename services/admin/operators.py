@@ -1,0 +1,34 @@
+"""Operator accounts; passwords hashed with argon2id."""
+
+from __future__ import annotations
+
+from argon2 import PasswordHasher
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.admin.errors import InvalidOperator
+from services.admin.models import Operator
+from services.common.ids import new_id
+
+ROLES = ("viewer", "operator")
+PASSWORD_LENGTH_MIN = 8
+_hasher = PasswordHasher()
+
+
+def create_operator(session: Session, *, email: str, password: str, role: str) -> Operator:
+    """Creates an operator, or updates the password and role of an existing one."""
+    email = email.strip().lower()
+    if "@" not in email or len(email) > 320:
+        raise InvalidOperator.field("email", "must be an email address")
+    if len(password) < PASSWORD_LENGTH_MIN:
+        raise InvalidOperator.field("password", f"must be at least {PASSWORD_LENGTH_MIN} long")
+    if role not in ROLES:
+        raise InvalidOperator.field("role", "must be 'viewer' or 'operator'")
+    operator = session.scalars(select(Operator).where(Operator.email == email)).one_or_none()
+    if operator is None:
+        operator = Operator(id=new_id("op"), email=email, role=role, password_hash="")
+        session.add(operator)
+    operator.password_hash = _hasher.hash(password)
+    operator.role = role
+    session.flush()
+    return operator

@@ -1,0 +1,40 @@
+"""gRPC channels to other paymesh services, for servers (aio) and workers (sync)."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+
+# Transient failures of idempotent internal calls are retried by the channel itself.
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+_OPTIONS = [
+    ("grpc.service_config", _SERVICE_CONFIG),
+    ("grpc.enable_retries", 1),
+    ("grpc.keepalive_time_ms", 30_000),
+]
+
+
+def aio_channel(target: str) -> grpc.aio.Channel:
+    """An asyncio channel to `target` ("host:port")."""
+    return grpc.aio.insecure_channel(target, options=_OPTIONS)
+
+
+def sync_channel(target: str) -> grpc.Channel:
+    """A blocking channel to `target` ("host:port")."""
+    return grpc.insecure_channel(target, options=_OPTIONS)

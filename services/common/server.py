@@ -1,0 +1,234 @@
+"""grpc.aio server bootstrap: health, reflection, auth, error mapping, metrics, graceful stop.
+
+Every service builds its server with `create_server` and runs it with `run_server`. One
+interceptor wraps each call: it sets the request id, authenticates the API key where the method
+needs one, turns domain errors into `google.rpc.Status`, and records metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter, Histogram, start_http_server
+
+from services.common.auth import ApiKeyAuthenticator, AuthPolicy, key_from_metadata, principal_var
+from services.common.errors import DomainError, internal_status
+from services.common.logs import request_id_var
+
+logger = logging.getLogger(__name__)
+
+RPC_TOTAL = Counter("paymesh_rpc_total", "RPCs served", ["method", "code"])
+RPC_SECONDS = Histogram("paymesh_rpc_duration_seconds", "RPC latency", ["method"])
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+MESSAGE_BYTES_MAX = 4 * 1024 * 1024
+
+
+@dataclass
+class ServiceSpec:
+    """What a service registers: its servicers, and the auth policy of its methods."""
+
+    name: str
+    register: Callable[[grpc.aio.Server], None]
+    service_names: list[str]
+    # Full method name ("/pkg.Service/Method") or service name ("pkg.Service") -> policy.
+    policies: dict[str, AuthPolicy] = field(default_factory=dict)
+
+
+def _policy_for(policies: dict[str, AuthPolicy], method: str) -> AuthPolicy:
+    if method in policies:
+        return policies[method]
+    service = method.lstrip("/").split("/", 1)[0]
+    return policies.get(service, AuthPolicy.NONE)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: DomainError | None) -> None:
+    status = error.to_status() if error is not None else internal_status()
+    await context.abort(
+        grpc.StatusCode(_code_from_int(status.code)),
+        status.message,
+        trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),),
+    )
+
+
+def _code_from_int(value: int) -> tuple[int, str]:
+    for code in grpc.StatusCode:
+        if code.value[0] == value:
+            return code.value  # type: ignore[no-any-return]
+    return grpc.StatusCode.INTERNAL.value  # type: ignore[no-any-return]
+
+
+class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Request id, authentication, error mapping and metrics for every method."""
+
+    def __init__(
+        self, policies: dict[str, AuthPolicy], authenticator: ApiKeyAuthenticator | None
+    ) -> None:
+        self._policies = policies
+        self._authenticator = authenticator
+
+    async def _begin(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        metadata = context.invocation_metadata()
+        request_id = ""
+        for name, value in metadata or ():
+            if name == "x-request-id" and isinstance(value, str):
+                request_id = value[:128]
+        request_id_var.set(request_id or uuid.uuid4().hex)
+        principal_var.set(None)
+        policy = _policy_for(self._policies, method)
+        if policy is AuthPolicy.NONE:
+            return
+        if self._authenticator is None:
+            raise RuntimeError(f"{method} needs an API key but no authenticator is configured")
+        key = key_from_metadata(metadata)  # type: ignore[arg-type]
+        principal_var.set(await self._authenticator.authenticate(key, policy))
+
+    async def _fail(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any], error: Exception
+    ) -> None:
+        if isinstance(error, DomainError):
+            RPC_TOTAL.labels(method, error.code.name).inc()
+            await _abort(context, error)
+        logger.exception("unhandled error in %s", method)
+        RPC_TOTAL.labels(method, "INTERNAL").inc()
+        await _abort(context, None)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _wrap_unary(self, method: str, inner: Any) -> Any:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            start = time.perf_counter()
+            try:
+                await self._begin(method, context)
+                response = await inner(request, context)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if context.code() is not None and not isinstance(error, DomainError):
+                    raise  # the servicer aborted on purpose
+                await self._fail(method, context, error)
+                raise
+            finally:
+                RPC_SECONDS.labels(method).observe(time.perf_counter() - start)
+            RPC_TOTAL.labels(method, "OK").inc()
+            return response
+
+        return wrapper
+
+    def _wrap_stream(self, method: str, inner: Any) -> Any:
+        async def wrapper(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            try:
+                await self._begin(method, context)
+                async for item in inner(request, context):
+                    yield item
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if context.code() is not None and not isinstance(error, DomainError):
+                    raise
+                await self._fail(method, context, error)
+                raise
+
+        return wrapper
+
+
+def create_server(
+    spec: ServiceSpec,
+    *,
+    port: int,
+    authenticator: ApiKeyAuthenticator | None = None,
+    host: str = "127.0.0.1",
+) -> tuple[grpc.aio.Server, int, Any]:
+    """A server with the service, health and reflection registered, bound to `port` (0 = any)."""
+    server = grpc.aio.server(
+        interceptors=[KitInterceptor(spec.policies, authenticator)],
+        options=[
+            ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
+            ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    spec.register(server)
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [
+            *spec.service_names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port}")
+    return server, bound, health_servicer
+
+
+async def run_server(
+    spec: ServiceSpec,
+    *,
+    port: int,
+    metrics_port: int | None,
+    grace_period_s: float,
+    authenticator: ApiKeyAuthenticator | None = None,
+    on_stop: Iterable[Callable[[], Awaitable[None]]] = (),
+    host: str = "127.0.0.1",
+    thread_pool_size: int = 10,
+) -> None:
+    """Serves until SIGTERM or SIGINT, then drains in-flight calls for `grace_period_s`."""
+    # Domain code is synchronous SQLAlchemy; it runs here, beside the event loop.
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=thread_pool_size))
+    if metrics_port is not None:
+        start_http_server(metrics_port, addr=host)
+    server, bound, health_servicer = create_server(
+        spec, port=port, authenticator=authenticator, host=host
+    )
+    await server.start()
+    for name in ["", *spec.service_names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    logger.info("%s listening", spec.name, extra={"port": bound, "metrics_port": metrics_port})
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logger.info("%s stopping", spec.name)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace_period_s)
+    for callback in on_stop:
+        await callback()

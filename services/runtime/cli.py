@@ -1,0 +1,151 @@
+"""The `paymesh` command: run the platform, migrate, and manage operators and merchants."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+
+from honcho.manager import Manager
+
+from services.common.db import make_engine, make_sessionmaker, transaction
+from services.common.logs import configure_logging
+from services.common.settings import Settings
+from services.runtime import platform
+
+logger = logging.getLogger(__name__)
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
+    """Starts everything, prints how to use it, and stops everything on Ctrl-C."""
+    environment = platform.prepare(settings)
+    try:
+        live = environment.settings()
+        platform.migrate(live)
+        demo = platform.ensure_demo_data(live)
+        platform.write_envoy_config(live)
+        manager = Manager()
+        for name, command in platform.processes(live).items():
+            manager.add_process(name, shlex.join(command), env={**environment.variables})
+        base = f"http://localhost:{live.http_port}"
+        _print(
+            "\n".join(
+                [
+                    "",
+                    f"paymesh is starting on {base}",
+                    f"  REST API        {base}/v1/payments",
+                    f"  operator login  {demo['operator_email']} / {demo['operator_password']}",
+                    f"  demo merchant   {demo['merchant_id']}",
+                    f"  secret key      {demo['secret_key']}",
+                    f"  publishable key {demo['publishable_key']}",
+                    "",
+                    "Try it:",
+                    f"  curl -s {base}/v1/payments -H 'X-API-Key: {demo['secret_key']}' "
+                    '-H \'Idempotency-Key: demo-1\' -d \'{"amount": 100, "currency": "INR"}\'',
+                    "",
+                    "Ctrl-C stops every process, embedded servers included.",
+                    "",
+                ]
+            )
+        )
+        manager.loop()
+        return manager.returncode or 0
+    finally:
+        platform.stop_embedded(settings)
+
+
+def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+    """Brings every schema up to date."""
+    with platform.database(settings) as live:
+        platform.migrate(live)
+    _print("migrated")
+    return 0
+
+
+def cmd_operator_create(settings: Settings, args: argparse.Namespace) -> int:
+    """Creates an operator (or resets its password and role)."""
+    from services.admin import operators  # noqa: PLC0415
+
+    with platform.database(settings) as live:
+        platform.migrate(live)
+        engine = make_engine(live.require_database_url(), pool_size=1)
+        with transaction(make_sessionmaker(engine)) as session:
+            operator = operators.create_operator(
+                session, email=args.email, password=args.password, role=args.role
+            )
+            _print(json.dumps({"id": operator.id, "email": operator.email, "role": operator.role}))
+        engine.dispose()
+    return 0
+
+
+def cmd_merchant_create(settings: Settings, args: argparse.Namespace) -> int:
+    """Creates a merchant with test-mode secret and publishable keys."""
+    from services.admin import merchants  # noqa: PLC0415
+
+    with platform.database(settings) as live:
+        platform.migrate(live)
+        engine = make_engine(live.require_database_url(), pool_size=1)
+        with transaction(make_sessionmaker(engine)) as session:
+            merchant = merchants.create_merchant(session, name=args.name)
+            secret = merchants.create_api_key(
+                session, merchant_id=merchant.id, mode="test", kind="secret"
+            )
+            publishable = merchants.create_api_key(
+                session, merchant_id=merchant.id, mode="test", kind="publishable"
+            )
+            result = {
+                "merchant_id": merchant.id,
+                "name": merchant.name,
+                "secret_key": secret.key,
+                "publishable_key": publishable.key,
+            }
+        engine.dispose()
+    if args.json:
+        _print(json.dumps(result))
+    else:
+        _print("\n".join(f"{name}: {value}" for name, value in result.items()))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command-line grammar."""
+    root = argparse.ArgumentParser(prog="paymesh", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="run the whole platform").set_defaults(func=cmd_up)
+    commands.add_parser("migrate", help="migrate every schema").set_defaults(func=cmd_migrate)
+
+    operator = commands.add_parser("operator", help="operator accounts")
+    operator_commands = operator.add_subparsers(dest="operator_command", required=True)
+    create_operator = operator_commands.add_parser("create", help="create an operator")
+    create_operator.add_argument("--email", required=True)
+    create_operator.add_argument("--password", required=True)
+    create_operator.add_argument("--role", choices=["viewer", "operator"], default="operator")
+    create_operator.set_defaults(func=cmd_operator_create)
+
+    merchant = commands.add_parser("merchant", help="merchants")
+    merchant_commands = merchant.add_subparsers(dest="merchant_command", required=True)
+    create_merchant = merchant_commands.add_parser("create", help="create a merchant")
+    create_merchant.add_argument("--name", required=True)
+    create_merchant.add_argument("--json", action="store_true", help="print JSON")
+    create_merchant.set_defaults(func=cmd_merchant_create)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `paymesh` console script."""
+    args = parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(service="cli", level="WARNING", json=False)
+    code: int = args.func(settings, args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

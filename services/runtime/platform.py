@@ -1,0 +1,293 @@
+"""The whole platform on one machine: embedded servers, migrations, demo data, processes.
+
+`paymesh up`, the integration tests and the benchmarks all start paymesh from here, so the
+process list and their settings exist once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.db import make_engine, make_sessionmaker, transaction
+from services.common.migrations import upgrade
+from services.common.settings import SERVICE_NAMES, Settings
+from services.runtime import embedded
+from services.runtime.envoy import envoy_binary, render_local
+
+logger = logging.getLogger(__name__)
+
+DEMO_OPERATOR_EMAIL = "demo@paymesh.local"
+DEMO_OPERATOR_PASSWORD = "paymesh-demo"  # noqa: S105 - a published demo credential
+DEMO_MERCHANT_NAME = "Demo Shop"
+# Secrets a fresh data directory gets once, so services have them without any setup.
+GENERATED_SECRETS = ("card_fingerprint_key", "secret_encryption_key")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What every paymesh process of this platform gets in its environment."""
+
+    variables: dict[str, str]
+    started_postgres: bool
+    started_redis: bool
+
+    def settings(self) -> Settings:
+        """The settings the processes will see."""
+        return settings_from(self.variables)
+
+
+def settings_from(variables: dict[str, str]) -> Settings:
+    """Settings built from `variables` on top of this process's environment."""
+    merged = {**os.environ, **variables}
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(merged)
+        return Settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _secrets_file(data_dir: Path) -> dict[str, str]:
+    path = data_dir / "secrets.json"
+    if path.exists():
+        stored: dict[str, str] = json.loads(path.read_text())
+        return stored
+    values = {name: secrets.token_urlsafe(32) for name in GENERATED_SECRETS}
+    path.write_text(json.dumps(values))
+    path.chmod(0o600)
+    return values
+
+
+def prepare(settings: Settings) -> Environment:
+    """Starts embedded PostgreSQL and Redis where no URL is set; returns the environment."""
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    variables = {
+        f"PAYMESH_{name.upper()}": value
+        for name, value in _secrets_file(data_dir).items()
+        if getattr(settings, name) is None
+    }
+    variables["PAYMESH_DATA_DIR"] = str(data_dir)
+    started_postgres = started_redis = False
+    if settings.database_url is None:
+        started_postgres = not embedded.postgres_running(data_dir / "pg")
+        postgres = embedded.start_postgres(data_dir / "pg")
+        variables["PAYMESH_DATABASE_URL"] = postgres.url()
+    if settings.redis_url is None:
+        started_redis = not embedded.redis_running(data_dir / "redis")
+        redis = embedded.start_redis(data_dir / "redis")
+        variables["PAYMESH_REDIS_URL"] = redis.url()
+    return Environment(variables, started_postgres, started_redis)
+
+
+def stop_embedded(settings: Settings) -> None:
+    """Stops the embedded servers of this data directory (no-op for external URLs)."""
+    data_dir = settings.data_dir.resolve()
+    if settings.database_url is None:
+        embedded.stop_postgres(data_dir / "pg")
+    if settings.redis_url is None:
+        embedded.stop_redis(data_dir / "redis")
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[Settings]:
+    """Settings with a database URL, starting (and afterwards stopping) embedded PostgreSQL."""
+    environment = prepare(settings)
+    try:
+        yield environment.settings()
+    finally:
+        if environment.started_postgres:
+            embedded.stop_postgres(settings.data_dir.resolve() / "pg")
+        if environment.started_redis:
+            embedded.stop_redis(settings.data_dir.resolve() / "redis")
+
+
+def migrate(settings: Settings) -> None:
+    """Brings every service's schema up to date."""
+    upgrade(settings.require_database_url())
+
+
+def ensure_demo_data(settings: Settings) -> dict[str, str]:
+    """Creates the demo operator and merchant once; returns their credentials."""
+    from services.admin import merchants, operators  # noqa: PLC0415 - the CLI side only
+
+    path = settings.data_dir.resolve() / "demo.json"
+    if path.exists():
+        demo: dict[str, str] = json.loads(path.read_text())
+        return demo
+    engine = make_engine(settings.require_database_url(), pool_size=1)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            operators.create_operator(
+                session,
+                email=DEMO_OPERATOR_EMAIL,
+                password=DEMO_OPERATOR_PASSWORD,
+                role="operator",
+            )
+            merchant = merchants.create_merchant(session, name=DEMO_MERCHANT_NAME)
+            secret = merchants.create_api_key(
+                session, merchant_id=merchant.id, mode="test", kind="secret"
+            )
+            publishable = merchants.create_api_key(
+                session, merchant_id=merchant.id, mode="test", kind="publishable"
+            )
+            demo = {
+                "operator_email": DEMO_OPERATOR_EMAIL,
+                "operator_password": DEMO_OPERATOR_PASSWORD,
+                "merchant_id": merchant.id,
+                "secret_key": secret.key,
+                "publishable_key": publishable.key,
+            }
+    finally:
+        engine.dispose()
+    # A local demo's keys, kept so every `make up` can print them; never for real merchants.
+    path.write_text(json.dumps(demo, indent=2))
+    path.chmod(0o600)
+    return demo
+
+
+def write_envoy_config(settings: Settings) -> Path:
+    """Renders the edge configuration into the data directory."""
+    path = settings.data_dir.resolve() / "envoy.yaml"
+    path.write_text(render_local(settings))
+    return path
+
+
+def processes(settings: Settings) -> dict[str, list[str]]:
+    """Every long-running paymesh process, by name, as a command line."""
+    python = sys.executable
+    commands: dict[str, list[str]] = {
+        name: [python, "-m", f"services.{name}.server"] for name in SERVICE_NAMES
+    }
+    commands["envoy"] = [
+        envoy_binary(),
+        "-c",
+        str(settings.data_dir.resolve() / "envoy.yaml"),
+        "--log-level",
+        "warn",
+        "--base-id",
+        str(settings.http_port),
+        "--concurrency",
+        "2",
+    ]
+    return commands
+
+
+def free_port_settings() -> dict[str, str]:
+    """Environment variables that put every listener of a platform on a free port."""
+    names = ["http_port", "envoy_admin_port"] + [
+        f"{service}_{kind}_port" for service in SERVICE_NAMES for kind in ("grpc", "metrics")
+    ]
+    return {f"PAYMESH_{name.upper()}": str(embedded.free_port()) for name in names}
+
+
+class LocalPlatform:
+    """Runs the platform's processes as children, for tests, benchmarks and fault drills."""
+
+    def __init__(self, variables: dict[str, str]) -> None:
+        self.variables = dict(variables)
+        self.settings = settings_from(self.variables)
+        self.log_dir = self.settings.data_dir.resolve() / "logs"
+        self.environment: Environment | None = None
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def base_url(self) -> str:
+        """The edge's URL."""
+        return f"http://127.0.0.1:{self.settings.http_port}"
+
+    def start(self, *, timeout_s: float = 90.0) -> None:
+        """Starts embedded servers, migrates, starts every process, waits until all healthy."""
+        self.environment = prepare(self.settings)
+        self.variables.update(self.environment.variables)
+        self.settings = settings_from(self.variables)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        migrate(self.settings)
+        write_envoy_config(self.settings)
+        for name in processes(self.settings):
+            self.start_process(name)
+        self.wait_healthy(timeout_s=timeout_s)
+
+    def start_process(self, name: str) -> None:
+        """Starts (or restarts) one process by name, logging to `logs/<name>.log`."""
+        command = processes(self.settings)[name]
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self.children[name] = subprocess.Popen(
+            command,
+            env={**os.environ, **self.variables},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Sends `sig` to one process and waits for it to end."""
+        child = self.children[name]
+        if child.poll() is None:
+            child.send_signal(sig)
+            child.wait(timeout=30)
+
+    def wait_healthy(self, *, timeout_s: float) -> None:
+        """Waits until each service answers gRPC health through the edge."""
+        deadline = time.monotonic() + timeout_s
+        pending = list(SERVICE_NAMES)
+        channel = grpc.insecure_channel(f"127.0.0.1:{self.settings.http_port}")
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            while pending:
+                for name, child in self.children.items():
+                    if child.poll() is not None:
+                        raise RuntimeError(f"{name} exited: see {self.log_dir / name}.log")
+                service = pending[0]
+                try:
+                    reply = stub.Check(
+                        health_pb2.HealthCheckRequest(),
+                        metadata=(("x-paymesh-service", service),),
+                        timeout=2,
+                    )
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        pending.pop(0)
+                        continue
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{service} not healthy through the edge in {timeout_s}s")
+                time.sleep(0.2)
+        finally:
+            channel.close()
+
+    def stop(self) -> None:
+        """Stops every process it started, then the embedded servers it started."""
+        for child in self.children.values():
+            if child.poll() is None:
+                child.terminate()
+        for child in self.children.values():
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        data_dir = self.settings.data_dir.resolve()
+        if self.environment is None:
+            return
+        if self.environment.started_postgres:
+            embedded.stop_postgres(data_dir / "pg")
+        if self.environment.started_redis:
+            embedded.stop_redis(data_dir / "redis")
