@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 BUILD := .build
 BUF_VERSION := 1.75.0
 BUF := $(BUILD)/node/node_modules/.bin/buf
+LINT_PATHS := services tests tools $(wildcard bench examples)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help up test gen check-gen lint buf-lint buf-breaking envoy-validate unit integration bench chaos clean
@@ -51,9 +52,9 @@ buf-breaking: $(BUF) $(BUILD)/protodeps/.copied
 	$(BUF) breaking --against '$(BUF_AGAINST)'
 
 lint: venv
-	$(VENV)/bin/ruff check services tests bench tools
-	$(VENV)/bin/ruff format --check services tests bench tools
-	$(VENV)/bin/mypy services tests tools
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy $(LINT_PATHS)
 
 envoy-validate: venv
 	$(PY) -m services.runtime.envoy --validate
