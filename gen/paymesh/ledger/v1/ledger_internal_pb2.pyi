@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from paymesh.ledger.v1 import ledger_pb2 as _ledger_pb2
 import builtins as _builtins
@@ -180,3 +181,461 @@ class Transaction(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Transaction: _TypeAlias = Transaction  # noqa: Y015
+
+@_typing.final
+class GetTrialBalanceRequest(_message.Message):
+    """GetTrialBalanceRequest optionally fixes a point in time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AS_OF_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """Entries posted before this time; unset for now."""
+
+    def __init__(
+        self,
+        *,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTrialBalanceRequest: _TypeAlias = GetTrialBalanceRequest  # noqa: Y015
+
+@_typing.final
+class CurrencyTotals(_message.Message):
+    """CurrencyTotals are the sums of one currency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    DEBITS_FIELD_NUMBER: _builtins.int
+    CREDITS_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    """ISO 4217 code."""
+    debits: _builtins.int
+    """Sum of debit entries."""
+    credits: _builtins.int
+    """Sum of credit entries."""
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        debits: _builtins.int = ...,
+        credits: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credits", b"credits", "currency", b"currency", "debits", b"debits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CurrencyTotals: _TypeAlias = CurrencyTotals  # noqa: Y015
+
+@_typing.final
+class GetTrialBalanceResponse(_message.Message):
+    """GetTrialBalanceResponse holds one line per currency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCIES_FIELD_NUMBER: _builtins.int
+    BALANCED_FIELD_NUMBER: _builtins.int
+    balanced: _builtins.bool
+    """True when debits equal credits in every currency."""
+    @_builtins.property
+    def currencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyTotals]:
+        """Sorted by currency."""
+
+    def __init__(
+        self,
+        *,
+        currencies: _abc.Iterable[Global___CurrencyTotals] | None = ...,
+        balanced: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balanced", b"balanced", "currencies", b"currencies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTrialBalanceResponse: _TypeAlias = GetTrialBalanceResponse  # noqa: Y015
+
+@_typing.final
+class Account(_message.Message):
+    """Account is one ledger account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    NORMAL_SIDE_FIELD_NUMBER: _builtins.int
+    BALANCE_FIELD_NUMBER: _builtins.int
+    LIVEMODE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Identifier, "acct_..." ."""
+    owner: _builtins.str
+    """A merchant id, or "platform"."""
+    kind: _builtins.str
+    """"processor_receivable", "platform_fees" or "merchant_balance"."""
+    currency: _builtins.str
+    """ISO 4217 code."""
+    normal_side: _builtins.str
+    """"debit" or "credit": the side that increases it."""
+    balance: _builtins.int
+    """Balance on its normal side, in minor units; may be negative."""
+    livemode: _builtins.bool
+    """True for live mode."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        normal_side: _builtins.str = ...,
+        balance: _builtins.int = ...,
+        livemode: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "currency", b"currency", "id", b"id", "kind", b"kind", "livemode", b"livemode", "normal_side", b"normal_side", "owner", b"owner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Account: _TypeAlias = Account  # noqa: Y015
+
+@_typing.final
+class ListAccountsRequest(_message.Message):
+    """ListAccountsRequest filters accounts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    owner: _builtins.str
+    """Only this owner's accounts; empty for all."""
+    page_size: _builtins.int
+    """Maximum items per page, 1 to 100; default 20."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    def __init__(
+        self,
+        *,
+        owner: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccountsRequest: _TypeAlias = ListAccountsRequest  # noqa: Y015
+
+@_typing.final
+class ListAccountsResponse(_message.Message):
+    """ListAccountsResponse is one page of accounts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Account]:
+        """The accounts."""
+
+    def __init__(
+        self,
+        *,
+        accounts: _abc.Iterable[Global___Account] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccountsResponse: _TypeAlias = ListAccountsResponse  # noqa: Y015
+
+@_typing.final
+class GetAccountRequest(_message.Message):
+    """GetAccountRequest names an account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Account identifier."""
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """Balance from entries posted before this time; unset for now."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAccountRequest: _TypeAlias = GetAccountRequest  # noqa: Y015
+
+@_typing.final
+class ListEntriesRequest(_message.Message):
+    """ListEntriesRequest filters entries; exactly one of account_id and source_id is set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """Entries of this account."""
+    source_id: _builtins.str
+    """Entries caused by this payment or refund id."""
+    page_size: _builtins.int
+    """Maximum items per page, 1 to 100; default 20."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        source_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "page_size", b"page_size", "page_token", b"page_token", "source_id", b"source_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEntriesRequest: _TypeAlias = ListEntriesRequest  # noqa: Y015
+
+@_typing.final
+class ListEntriesResponse(_message.Message):
+    """ListEntriesResponse is one page of entries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[_ledger_pb2.Entry]:
+        """The entries, newest first."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[_ledger_pb2.Entry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEntriesResponse: _TypeAlias = ListEntriesResponse  # noqa: Y015
+
+@_typing.final
+class ReconcileRequest(_message.Message):
+    """ReconcileRequest bounds a reconciliation run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Movements at or after this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Movements before this time."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileRequest: _TypeAlias = ReconcileRequest  # noqa: Y015
+
+@_typing.final
+class ReconciliationTotals(_message.Message):
+    """ReconciliationTotals are one currency's figures from each side."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    PAYMENTS_CAPTURED_FIELD_NUMBER: _builtins.int
+    PAYMENTS_FEES_FIELD_NUMBER: _builtins.int
+    PAYMENTS_REFUNDED_FIELD_NUMBER: _builtins.int
+    PROCESSOR_CAPTURED_FIELD_NUMBER: _builtins.int
+    PROCESSOR_REFUNDED_FIELD_NUMBER: _builtins.int
+    LEDGER_RECEIVABLE_NET_FIELD_NUMBER: _builtins.int
+    LEDGER_FEES_FIELD_NUMBER: _builtins.int
+    LEDGER_MERCHANT_NET_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    """ISO 4217 code."""
+    payments_captured: _builtins.int
+    """Captured amounts per the payment service."""
+    payments_fees: _builtins.int
+    """Fees per the payment service."""
+    payments_refunded: _builtins.int
+    """Refunds per the payment service."""
+    processor_captured: _builtins.int
+    """Captures per the processor."""
+    processor_refunded: _builtins.int
+    """Refunds per the processor."""
+    ledger_receivable_net: _builtins.int
+    """Net processor_receivable movement per the ledger."""
+    ledger_fees: _builtins.int
+    """Platform fees per the ledger."""
+    ledger_merchant_net: _builtins.int
+    """Net merchant_balance movement per the ledger."""
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        payments_captured: _builtins.int = ...,
+        payments_fees: _builtins.int = ...,
+        payments_refunded: _builtins.int = ...,
+        processor_captured: _builtins.int = ...,
+        processor_refunded: _builtins.int = ...,
+        ledger_receivable_net: _builtins.int = ...,
+        ledger_fees: _builtins.int = ...,
+        ledger_merchant_net: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "ledger_fees", b"ledger_fees", "ledger_merchant_net", b"ledger_merchant_net", "ledger_receivable_net", b"ledger_receivable_net", "payments_captured", b"payments_captured", "payments_fees", b"payments_fees", "payments_refunded", b"payments_refunded", "processor_captured", b"processor_captured", "processor_refunded", b"processor_refunded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconciliationTotals: _TypeAlias = ReconciliationTotals  # noqa: Y015
+
+@_typing.final
+class Mismatch(_message.Message):
+    """Mismatch is one discrepancy, with the ids needed to investigate it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    IDS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    EXPECTED_FIELD_NUMBER: _builtins.int
+    ACTUAL_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """e.g. "MISSING_LEDGER_TRANSACTION", "AMOUNT_MISMATCH", "PROCESSOR_MISMATCH",
+    "MERCHANT_BALANCE_MISMATCH", "TRIAL_BALANCE_UNBALANCED", "UNEXPECTED_LEDGER_TRANSACTION".
+    """
+    description: _builtins.str
+    """Human-readable explanation."""
+    currency: _builtins.str
+    """ISO 4217 code, when it applies."""
+    expected: _builtins.int
+    """What one side says."""
+    actual: _builtins.int
+    """What the other side says."""
+    @_builtins.property
+    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The payment, refund, transaction, account or merchant ids involved."""
+
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        description: _builtins.str = ...,
+        ids: _abc.Iterable[_builtins.str] | None = ...,
+        currency: _builtins.str = ...,
+        expected: _builtins.int = ...,
+        actual: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual", b"actual", "currency", b"currency", "description", b"description", "expected", b"expected", "ids", b"ids", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Mismatch: _TypeAlias = Mismatch  # noqa: Y015
+
+@_typing.final
+class ReconciliationReport(_message.Message):
+    """ReconciliationReport is the outcome of a run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    MISMATCHES_FIELD_NUMBER: _builtins.int
+    CHECKED_COUNT_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    checked_count: _builtins.int
+    """Movements checked."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the range."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the range."""
+
+    @_builtins.property
+    def totals(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReconciliationTotals]:
+        """Per-currency totals."""
+
+    @_builtins.property
+    def mismatches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Mismatch]:
+        """Every discrepancy found; empty when clean."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the run finished."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        totals: _abc.Iterable[Global___ReconciliationTotals] | None = ...,
+        mismatches: _abc.Iterable[Global___Mismatch] | None = ...,
+        checked_count: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked_count", b"checked_count", "create_time", b"create_time", "end_time", b"end_time", "mismatches", b"mismatches", "start_time", b"start_time", "totals", b"totals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconciliationReport: _TypeAlias = ReconciliationReport  # noqa: Y015

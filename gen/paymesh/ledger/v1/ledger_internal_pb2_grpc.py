@@ -41,6 +41,31 @@ class LedgerInternalServiceStub:
                 request_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.PostTransactionRequest.SerializeToString,
                 response_deserializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.Transaction.FromString,
                 _registered_method=True)
+        self.GetTrialBalance = channel.unary_unary(
+                '/paymesh.ledger.v1.LedgerInternalService/GetTrialBalance',
+                request_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.GetTrialBalanceRequest.SerializeToString,
+                response_deserializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.GetTrialBalanceResponse.FromString,
+                _registered_method=True)
+        self.ListAccounts = channel.unary_unary(
+                '/paymesh.ledger.v1.LedgerInternalService/ListAccounts',
+                request_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ListAccountsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ListAccountsResponse.FromString,
+                _registered_method=True)
+        self.GetAccount = channel.unary_unary(
+                '/paymesh.ledger.v1.LedgerInternalService/GetAccount',
+                request_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.GetAccountRequest.SerializeToString,
+                response_deserializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.Account.FromString,
+                _registered_method=True)
+        self.ListEntries = channel.unary_unary(
+                '/paymesh.ledger.v1.LedgerInternalService/ListEntries',
+                request_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ListEntriesRequest.SerializeToString,
+                response_deserializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ListEntriesResponse.FromString,
+                _registered_method=True)
+        self.Reconcile = channel.unary_unary(
+                '/paymesh.ledger.v1.LedgerInternalService/Reconcile',
+                request_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ReconcileRequest.SerializeToString,
+                response_deserializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ReconciliationReport.FromString,
+                _registered_method=True)
 
 
 class LedgerInternalServiceServicer:
@@ -55,6 +80,41 @@ class LedgerInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTrialBalance(self, request, context):
+        """Sums of debits and credits per currency over every account; they must be equal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccounts(self, request, context):
+        """Lists accounts, optionally of one owner.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAccount(self, request, context):
+        """Returns one account with its balance, optionally as of a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEntries(self, request, context):
+        """Lists entries of an account, or of a source (payment or refund id), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reconcile(self, request, context):
+        """Checks the ledger against the payment service's records and the processor's, for a range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -62,6 +122,31 @@ def add_LedgerInternalServiceServicer_to_server(servicer, server):
                     servicer.PostTransaction,
                     request_deserializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.PostTransactionRequest.FromString,
                     response_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.Transaction.SerializeToString,
+            ),
+            'GetTrialBalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrialBalance,
+                    request_deserializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.GetTrialBalanceRequest.FromString,
+                    response_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.GetTrialBalanceResponse.SerializeToString,
+            ),
+            'ListAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccounts,
+                    request_deserializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ListAccountsRequest.FromString,
+                    response_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ListAccountsResponse.SerializeToString,
+            ),
+            'GetAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccount,
+                    request_deserializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.GetAccountRequest.FromString,
+                    response_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.Account.SerializeToString,
+            ),
+            'ListEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEntries,
+                    request_deserializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ListEntriesRequest.FromString,
+                    response_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ListEntriesResponse.SerializeToString,
+            ),
+            'Reconcile': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reconcile,
+                    request_deserializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ReconcileRequest.FromString,
+                    response_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ReconciliationReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -93,6 +178,141 @@ class LedgerInternalService:
             '/paymesh.ledger.v1.LedgerInternalService/PostTransaction',
             paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.PostTransactionRequest.SerializeToString,
             paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.Transaction.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrialBalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.ledger.v1.LedgerInternalService/GetTrialBalance',
+            paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.GetTrialBalanceRequest.SerializeToString,
+            paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.GetTrialBalanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.ledger.v1.LedgerInternalService/ListAccounts',
+            paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ListAccountsRequest.SerializeToString,
+            paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ListAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.ledger.v1.LedgerInternalService/GetAccount',
+            paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.GetAccountRequest.SerializeToString,
+            paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.Account.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.ledger.v1.LedgerInternalService/ListEntries',
+            paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ListEntriesRequest.SerializeToString,
+            paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ListEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reconcile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.ledger.v1.LedgerInternalService/Reconcile',
+            paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ReconcileRequest.SerializeToString,
+            paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ReconciliationReport.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,16 @@ class LedgerInternalServiceStub:
     def __new__(cls, channel: _aio.Channel) -> LedgerInternalServiceAsyncStub: ...
     PostTransaction: _grpc.UnaryUnaryMultiCallable[_ledger_internal_pb2.PostTransactionRequest, _ledger_internal_pb2.Transaction]
     """Posts a balanced transaction; idempotent by external_reference."""
+    GetTrialBalance: _grpc.UnaryUnaryMultiCallable[_ledger_internal_pb2.GetTrialBalanceRequest, _ledger_internal_pb2.GetTrialBalanceResponse]
+    """Sums of debits and credits per currency over every account; they must be equal."""
+    ListAccounts: _grpc.UnaryUnaryMultiCallable[_ledger_internal_pb2.ListAccountsRequest, _ledger_internal_pb2.ListAccountsResponse]
+    """Lists accounts, optionally of one owner."""
+    GetAccount: _grpc.UnaryUnaryMultiCallable[_ledger_internal_pb2.GetAccountRequest, _ledger_internal_pb2.Account]
+    """Returns one account with its balance, optionally as of a time."""
+    ListEntries: _grpc.UnaryUnaryMultiCallable[_ledger_internal_pb2.ListEntriesRequest, _ledger_internal_pb2.ListEntriesResponse]
+    """Lists entries of an account, or of a source (payment or refund id), newest first."""
+    Reconcile: _grpc.UnaryUnaryMultiCallable[_ledger_internal_pb2.ReconcileRequest, _ledger_internal_pb2.ReconciliationReport]
+    """Checks the ledger against the payment service's records and the processor's, for a range."""
 
 @_typing.type_check_only
 class LedgerInternalServiceAsyncStub(LedgerInternalServiceStub):
@@ -47,6 +57,16 @@ class LedgerInternalServiceAsyncStub(LedgerInternalServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     PostTransaction: _aio.UnaryUnaryMultiCallable[_ledger_internal_pb2.PostTransactionRequest, _ledger_internal_pb2.Transaction]  # type: ignore[assignment]
     """Posts a balanced transaction; idempotent by external_reference."""
+    GetTrialBalance: _aio.UnaryUnaryMultiCallable[_ledger_internal_pb2.GetTrialBalanceRequest, _ledger_internal_pb2.GetTrialBalanceResponse]  # type: ignore[assignment]
+    """Sums of debits and credits per currency over every account; they must be equal."""
+    ListAccounts: _aio.UnaryUnaryMultiCallable[_ledger_internal_pb2.ListAccountsRequest, _ledger_internal_pb2.ListAccountsResponse]  # type: ignore[assignment]
+    """Lists accounts, optionally of one owner."""
+    GetAccount: _aio.UnaryUnaryMultiCallable[_ledger_internal_pb2.GetAccountRequest, _ledger_internal_pb2.Account]  # type: ignore[assignment]
+    """Returns one account with its balance, optionally as of a time."""
+    ListEntries: _aio.UnaryUnaryMultiCallable[_ledger_internal_pb2.ListEntriesRequest, _ledger_internal_pb2.ListEntriesResponse]  # type: ignore[assignment]
+    """Lists entries of an account, or of a source (payment or refund id), newest first."""
+    Reconcile: _aio.UnaryUnaryMultiCallable[_ledger_internal_pb2.ReconcileRequest, _ledger_internal_pb2.ReconciliationReport]  # type: ignore[assignment]
+    """Checks the ledger against the payment service's records and the processor's, for a range."""
 
 class LedgerInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     """LedgerInternalService posts money and answers operators' questions; other paymesh services
@@ -60,5 +80,45 @@ class LedgerInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ledger_internal_pb2.Transaction, _abc.Awaitable[_ledger_internal_pb2.Transaction]]:
         """Posts a balanced transaction; idempotent by external_reference."""
+
+    @_abc_1.abstractmethod
+    def GetTrialBalance(
+        self,
+        request: _ledger_internal_pb2.GetTrialBalanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_internal_pb2.GetTrialBalanceResponse, _abc.Awaitable[_ledger_internal_pb2.GetTrialBalanceResponse]]:
+        """Sums of debits and credits per currency over every account; they must be equal."""
+
+    @_abc_1.abstractmethod
+    def ListAccounts(
+        self,
+        request: _ledger_internal_pb2.ListAccountsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_internal_pb2.ListAccountsResponse, _abc.Awaitable[_ledger_internal_pb2.ListAccountsResponse]]:
+        """Lists accounts, optionally of one owner."""
+
+    @_abc_1.abstractmethod
+    def GetAccount(
+        self,
+        request: _ledger_internal_pb2.GetAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_internal_pb2.Account, _abc.Awaitable[_ledger_internal_pb2.Account]]:
+        """Returns one account with its balance, optionally as of a time."""
+
+    @_abc_1.abstractmethod
+    def ListEntries(
+        self,
+        request: _ledger_internal_pb2.ListEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_internal_pb2.ListEntriesResponse, _abc.Awaitable[_ledger_internal_pb2.ListEntriesResponse]]:
+        """Lists entries of an account, or of a source (payment or refund id), newest first."""
+
+    @_abc_1.abstractmethod
+    def Reconcile(
+        self,
+        request: _ledger_internal_pb2.ReconcileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_internal_pb2.ReconciliationReport, _abc.Awaitable[_ledger_internal_pb2.ReconciliationReport]]:
+        """Checks the ledger against the payment service's records and the processor's, for a range."""
 
 def add_LedgerInternalServiceServicer_to_server(servicer: LedgerInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,23 +22,49 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from paymesh.payment.v1 import payment_pb2 as paymesh_dot_payment_dot_v1_dot_payment__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)paymesh/payment/v1/payment_internal.proto\x12\x12paymesh.payment.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a paymesh/payment/v1/payment.proto\"}\n\x15SearchPaymentsRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x18\n\npayment_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\"`\n\x16SearchPaymentsResponse\x12-\n\x08payments\x18\x01 \x03(\x0b\x32\x1b.paymesh.payment.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x81\x01\n\x16PaymentInternalService\x12g\n\x0eSearchPayments\x12).paymesh.payment.v1.SearchPaymentsRequest\x1a*.paymesh.payment.v1.SearchPaymentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)paymesh/payment/v1/payment_internal.proto\x12\x12paymesh.payment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a paymesh/payment/v1/payment.proto\"w\n\x15SearchPaymentsRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\npayment_id\x18\x05 \x01(\t\"`\n\x16SearchPaymentsResponse\x12-\n\x08payments\x18\x01 \x03(\x0b\x32\x1b.paymesh.payment.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9d\x01\n\x16GetPaymentStatsRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x04 \x01(\x08\"\x93\x02\n\rCurrencyStats\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x17\n\x0fsucceeded_count\x18\x02 \x01(\x03\x12\x14\n\x0c\x66\x61iled_count\x18\x03 \x01(\x03\x12\x18\n\x10processing_count\x18\x04 \x01(\x03\x12\x1e\n\x16requires_capture_count\x18\x05 \x01(\x03\x12\x16\n\x0e\x63\x61nceled_count\x18\x06 \x01(\x03\x12%\n\x1drequires_payment_method_count\x18\x07 \x01(\x03\x12\x14\n\x0cgross_volume\x18\x08 \x01(\x03\x12\x0c\n\x04\x66\x65\x65s\x18\t \x01(\x03\x12\x10\n\x08refunded\x18\n \x01(\x03\x12\x12\n\nnet_volume\x18\x0b \x01(\x03\"P\n\x17GetPaymentStatsResponse\x12\x35\n\ncurrencies\x18\x01 \x03(\x0b\x32!.paymesh.payment.v1.CurrencyStats\"\xc7\x01\n\x19GetRevenueTimelineRequest\x12\x13\n\x0bgranularity\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmerchant_id\x18\x05 \x01(\t\x12\x10\n\x08livemode\x18\x06 \x01(\x08\"\x9c\x01\n\rRevenueBucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05gross\x18\x02 \x01(\x03\x12\x0c\n\x04\x66\x65\x65s\x18\x03 \x01(\x03\x12\x0f\n\x07refunds\x18\x04 \x01(\x03\x12\x17\n\x0fsucceeded_count\x18\x05 \x01(\x03\x12\x14\n\x0c\x66\x61iled_count\x18\x06 \x01(\x03\"P\n\x1aGetRevenueTimelineResponse\x12\x32\n\x07\x62uckets\x18\x01 \x03(\x0b\x32!.paymesh.payment.v1.RevenueBucket\"/\n\x19ListPaymentRefundsRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"\x7f\n\x1b\x43reateOperatorRefundRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x13\n\x0boperator_id\x18\x05 \x01(\t\"\xa2\x01\n\x1bListSettledMovementsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xe0\x01\n\x0fSettledMovement\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x12\n\npayment_id\x18\x03 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x0b\n\x03\x66\x65\x65\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\x10\n\x08livemode\x18\x08 \x01(\x08\x12/\n\x0bsettle_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10ledger_reference\x18\n \x01(\t\"o\n\x1cListSettledMovementsResponse\x12\x36\n\tmovements\x18\x01 \x03(\x0b\x32#.paymesh.payment.v1.SettledMovement\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa2\x01\n\x1bListProcessorRecordsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xaf\x01\n\x0fProcessorRecord\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x14\n\x0cprocessor_id\x18\x02 \x01(\t\x12\x12\n\npayment_id\x18\x03 \x01(\t\x12\x11\n\trefund_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"m\n\x1cListProcessorRecordsResponse\x12\x34\n\x07records\x18\x01 \x03(\x0b\x32#.paymesh.payment.v1.ProcessorRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xab\x06\n\x16PaymentInternalService\x12g\n\x0eSearchPayments\x12).paymesh.payment.v1.SearchPaymentsRequest\x1a*.paymesh.payment.v1.SearchPaymentsResponse\x12j\n\x0fGetPaymentStats\x12*.paymesh.payment.v1.GetPaymentStatsRequest\x1a+.paymesh.payment.v1.GetPaymentStatsResponse\x12s\n\x12GetRevenueTimeline\x12-.paymesh.payment.v1.GetRevenueTimelineRequest\x1a..paymesh.payment.v1.GetRevenueTimelineResponse\x12l\n\x12ListPaymentRefunds\x12-.paymesh.payment.v1.ListPaymentRefundsRequest\x1a\'.paymesh.payment.v1.ListRefundsResponse\x12\x63\n\x14\x43reateOperatorRefund\x12/.paymesh.payment.v1.CreateOperatorRefundRequest\x1a\x1a.paymesh.payment.v1.Refund\x12y\n\x14ListSettledMovements\x12/.paymesh.payment.v1.ListSettledMovementsRequest\x1a\x30.paymesh.payment.v1.ListSettledMovementsResponse\x12y\n\x14ListProcessorRecords\x12/.paymesh.payment.v1.ListProcessorRecordsRequest\x1a\x30.paymesh.payment.v1.ListProcessorRecordsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paymesh.payment.v1.payment_internal_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEARCHPAYMENTSREQUEST'].fields_by_name['payment_id']._loaded_options = None
-  _globals['_SEARCHPAYMENTSREQUEST'].fields_by_name['payment_id']._serialized_options = b'\342A\001\001'
   _globals['_SEARCHPAYMENTSREQUEST']._serialized_start=132
-  _globals['_SEARCHPAYMENTSREQUEST']._serialized_end=257
-  _globals['_SEARCHPAYMENTSRESPONSE']._serialized_start=259
-  _globals['_SEARCHPAYMENTSRESPONSE']._serialized_end=355
-  _globals['_PAYMENTINTERNALSERVICE']._serialized_start=358
-  _globals['_PAYMENTINTERNALSERVICE']._serialized_end=487
+  _globals['_SEARCHPAYMENTSREQUEST']._serialized_end=251
+  _globals['_SEARCHPAYMENTSRESPONSE']._serialized_start=253
+  _globals['_SEARCHPAYMENTSRESPONSE']._serialized_end=349
+  _globals['_GETPAYMENTSTATSREQUEST']._serialized_start=352
+  _globals['_GETPAYMENTSTATSREQUEST']._serialized_end=509
+  _globals['_CURRENCYSTATS']._serialized_start=512
+  _globals['_CURRENCYSTATS']._serialized_end=787
+  _globals['_GETPAYMENTSTATSRESPONSE']._serialized_start=789
+  _globals['_GETPAYMENTSTATSRESPONSE']._serialized_end=869
+  _globals['_GETREVENUETIMELINEREQUEST']._serialized_start=872
+  _globals['_GETREVENUETIMELINEREQUEST']._serialized_end=1071
+  _globals['_REVENUEBUCKET']._serialized_start=1074
+  _globals['_REVENUEBUCKET']._serialized_end=1230
+  _globals['_GETREVENUETIMELINERESPONSE']._serialized_start=1232
+  _globals['_GETREVENUETIMELINERESPONSE']._serialized_end=1312
+  _globals['_LISTPAYMENTREFUNDSREQUEST']._serialized_start=1314
+  _globals['_LISTPAYMENTREFUNDSREQUEST']._serialized_end=1361
+  _globals['_CREATEOPERATORREFUNDREQUEST']._serialized_start=1363
+  _globals['_CREATEOPERATORREFUNDREQUEST']._serialized_end=1490
+  _globals['_LISTSETTLEDMOVEMENTSREQUEST']._serialized_start=1493
+  _globals['_LISTSETTLEDMOVEMENTSREQUEST']._serialized_end=1655
+  _globals['_SETTLEDMOVEMENT']._serialized_start=1658
+  _globals['_SETTLEDMOVEMENT']._serialized_end=1882
+  _globals['_LISTSETTLEDMOVEMENTSRESPONSE']._serialized_start=1884
+  _globals['_LISTSETTLEDMOVEMENTSRESPONSE']._serialized_end=1995
+  _globals['_LISTPROCESSORRECORDSREQUEST']._serialized_start=1998
+  _globals['_LISTPROCESSORRECORDSREQUEST']._serialized_end=2160
+  _globals['_PROCESSORRECORD']._serialized_start=2163
+  _globals['_PROCESSORRECORD']._serialized_end=2338
+  _globals['_LISTPROCESSORRECORDSRESPONSE']._serialized_start=2340
+  _globals['_LISTPROCESSORRECORDSRESPONSE']._serialized_end=2449
+  _globals['_PAYMENTINTERNALSERVICE']._serialized_start=2452
+  _globals['_PAYMENTINTERNALSERVICE']._serialized_end=3263
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from paymesh.payment.v1 import payment_pb2 as _payment_pb2
 import builtins as _builtins
@@ -39,7 +40,7 @@ class SearchPaymentsRequest(_message.Message):
     page_token: _builtins.str
     """Token from a previous response."""
     payment_id: _builtins.str
-    """A payment id to look up directly."""
+    """A payment id to look up directly; empty for no such filter."""
     def __init__(
         self,
         *,
@@ -84,3 +85,541 @@ class SearchPaymentsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SearchPaymentsResponse: _TypeAlias = SearchPaymentsResponse  # noqa: Y015
+
+@_typing.final
+class GetPaymentStatsRequest(_message.Message):
+    """GetPaymentStatsRequest scopes the figures."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    LIVEMODE_FIELD_NUMBER: _builtins.int
+    merchant_id: _builtins.str
+    """Only this merchant; empty for all."""
+    livemode: _builtins.bool
+    """Live-mode payments when true, test-mode otherwise."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Payments created at or after this time; unset for no lower bound."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Payments created before this time; unset for no upper bound."""
+
+    def __init__(
+        self,
+        *,
+        merchant_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        livemode: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "livemode", b"livemode", "merchant_id", b"merchant_id", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPaymentStatsRequest: _TypeAlias = GetPaymentStatsRequest  # noqa: Y015
+
+@_typing.final
+class CurrencyStats(_message.Message):
+    """CurrencyStats are the figures of one currency; amounts are never summed across currencies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_COUNT_FIELD_NUMBER: _builtins.int
+    FAILED_COUNT_FIELD_NUMBER: _builtins.int
+    PROCESSING_COUNT_FIELD_NUMBER: _builtins.int
+    REQUIRES_CAPTURE_COUNT_FIELD_NUMBER: _builtins.int
+    CANCELED_COUNT_FIELD_NUMBER: _builtins.int
+    REQUIRES_PAYMENT_METHOD_COUNT_FIELD_NUMBER: _builtins.int
+    GROSS_VOLUME_FIELD_NUMBER: _builtins.int
+    FEES_FIELD_NUMBER: _builtins.int
+    REFUNDED_FIELD_NUMBER: _builtins.int
+    NET_VOLUME_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    """ISO 4217 code."""
+    succeeded_count: _builtins.int
+    """Payments by status."""
+    failed_count: _builtins.int
+    """Failed payments."""
+    processing_count: _builtins.int
+    """Payments being processed."""
+    requires_capture_count: _builtins.int
+    """Authorized payments waiting for capture."""
+    canceled_count: _builtins.int
+    """Canceled payments."""
+    requires_payment_method_count: _builtins.int
+    """Payments waiting for a card."""
+    gross_volume: _builtins.int
+    """Sum of captured amounts."""
+    fees: _builtins.int
+    """Sum of platform fees on captured amounts."""
+    refunded: _builtins.int
+    """Sum of succeeded refunds."""
+    net_volume: _builtins.int
+    """gross_volume - fees - refunded."""
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        succeeded_count: _builtins.int = ...,
+        failed_count: _builtins.int = ...,
+        processing_count: _builtins.int = ...,
+        requires_capture_count: _builtins.int = ...,
+        canceled_count: _builtins.int = ...,
+        requires_payment_method_count: _builtins.int = ...,
+        gross_volume: _builtins.int = ...,
+        fees: _builtins.int = ...,
+        refunded: _builtins.int = ...,
+        net_volume: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canceled_count", b"canceled_count", "currency", b"currency", "failed_count", b"failed_count", "fees", b"fees", "gross_volume", b"gross_volume", "net_volume", b"net_volume", "processing_count", b"processing_count", "refunded", b"refunded", "requires_capture_count", b"requires_capture_count", "requires_payment_method_count", b"requires_payment_method_count", "succeeded_count", b"succeeded_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CurrencyStats: _TypeAlias = CurrencyStats  # noqa: Y015
+
+@_typing.final
+class GetPaymentStatsResponse(_message.Message):
+    """GetPaymentStatsResponse holds one entry per currency seen."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def currencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyStats]:
+        """Sorted by currency code."""
+
+    def __init__(
+        self,
+        *,
+        currencies: _abc.Iterable[Global___CurrencyStats] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currencies", b"currencies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPaymentStatsResponse: _TypeAlias = GetPaymentStatsResponse  # noqa: Y015
+
+@_typing.final
+class GetRevenueTimelineRequest(_message.Message):
+    """GetRevenueTimelineRequest selects the buckets."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANULARITY_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    LIVEMODE_FIELD_NUMBER: _builtins.int
+    granularity: _builtins.str
+    """"HOUR" or "DAY"."""
+    currency: _builtins.str
+    """ISO 4217 code; required."""
+    merchant_id: _builtins.str
+    """Only this merchant; empty for all."""
+    livemode: _builtins.bool
+    """Live-mode payments when true, test-mode otherwise."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """First bucket covers this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Last bucket ends here."""
+
+    def __init__(
+        self,
+        *,
+        granularity: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        merchant_id: _builtins.str = ...,
+        livemode: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "end_time", b"end_time", "granularity", b"granularity", "livemode", b"livemode", "merchant_id", b"merchant_id", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRevenueTimelineRequest: _TypeAlias = GetRevenueTimelineRequest  # noqa: Y015
+
+@_typing.final
+class RevenueBucket(_message.Message):
+    """RevenueBucket is one hour or day of figures."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    GROSS_FIELD_NUMBER: _builtins.int
+    FEES_FIELD_NUMBER: _builtins.int
+    REFUNDS_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_COUNT_FIELD_NUMBER: _builtins.int
+    FAILED_COUNT_FIELD_NUMBER: _builtins.int
+    gross: _builtins.int
+    """Captured amounts of payments that succeeded in the bucket."""
+    fees: _builtins.int
+    """Platform fees on those."""
+    refunds: _builtins.int
+    """Refunds that succeeded in the bucket."""
+    succeeded_count: _builtins.int
+    """Payments that succeeded in the bucket."""
+    failed_count: _builtins.int
+    """Payments that failed in the bucket."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the bucket."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        gross: _builtins.int = ...,
+        fees: _builtins.int = ...,
+        refunds: _builtins.int = ...,
+        succeeded_count: _builtins.int = ...,
+        failed_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed_count", b"failed_count", "fees", b"fees", "gross", b"gross", "refunds", b"refunds", "start_time", b"start_time", "succeeded_count", b"succeeded_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevenueBucket: _TypeAlias = RevenueBucket  # noqa: Y015
+
+@_typing.final
+class GetRevenueTimelineResponse(_message.Message):
+    """GetRevenueTimelineResponse lists the buckets in time order, empty buckets included."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevenueBucket]:
+        """The buckets."""
+
+    def __init__(
+        self,
+        *,
+        buckets: _abc.Iterable[Global___RevenueBucket] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRevenueTimelineResponse: _TypeAlias = GetRevenueTimelineResponse  # noqa: Y015
+
+@_typing.final
+class ListPaymentRefundsRequest(_message.Message):
+    """ListPaymentRefundsRequest names a payment of any merchant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    payment_id: _builtins.str
+    """Payment identifier."""
+    def __init__(
+        self,
+        *,
+        payment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_id", b"payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPaymentRefundsRequest: _TypeAlias = ListPaymentRefundsRequest  # noqa: Y015
+
+@_typing.final
+class CreateOperatorRefundRequest(_message.Message):
+    """CreateOperatorRefundRequest refunds on an operator's behalf."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    payment_id: _builtins.str
+    """Payment identifier (any merchant)."""
+    amount: _builtins.int
+    """Amount; zero refunds what is left."""
+    reason: _builtins.str
+    """Refund reason."""
+    idempotency_key: _builtins.str
+    """Makes the call idempotent, like the Idempotency-Key header."""
+    operator_id: _builtins.str
+    """The operator who asked, for the refund's metadata."""
+    def __init__(
+        self,
+        *,
+        payment_id: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "idempotency_key", b"idempotency_key", "operator_id", b"operator_id", "payment_id", b"payment_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateOperatorRefundRequest: _TypeAlias = CreateOperatorRefundRequest  # noqa: Y015
+
+@_typing.final
+class ListSettledMovementsRequest(_message.Message):
+    """ListSettledMovementsRequest bounds a reconciliation run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum items per page, 1 to 1000; default 500."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Movements that settled at or after this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Movements that settled before this time."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSettledMovementsRequest: _TypeAlias = ListSettledMovementsRequest  # noqa: Y015
+
+@_typing.final
+class SettledMovement(_message.Message):
+    """SettledMovement is a succeeded payment capture or refund as the payment service records it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    FEE_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    LIVEMODE_FIELD_NUMBER: _builtins.int
+    SETTLE_TIME_FIELD_NUMBER: _builtins.int
+    LEDGER_REFERENCE_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"payment" or "refund"."""
+    id: _builtins.str
+    """The payment or refund id."""
+    payment_id: _builtins.str
+    """The payment id (same as id for payments)."""
+    merchant_id: _builtins.str
+    """Owning merchant."""
+    amount: _builtins.int
+    """Captured or refunded amount."""
+    fee: _builtins.int
+    """Fee charged (payments only)."""
+    currency: _builtins.str
+    """ISO 4217 code."""
+    livemode: _builtins.bool
+    """True for live mode."""
+    ledger_reference: _builtins.str
+    """The ledger reference it was posted under."""
+    @_builtins.property
+    def settle_time(self) -> _timestamp_pb2.Timestamp:
+        """When it succeeded."""
+
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        merchant_id: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        fee: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        livemode: _builtins.bool = ...,
+        settle_time: _timestamp_pb2.Timestamp | None = ...,
+        ledger_reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settle_time", b"settle_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency", "fee", b"fee", "id", b"id", "kind", b"kind", "ledger_reference", b"ledger_reference", "livemode", b"livemode", "merchant_id", b"merchant_id", "payment_id", b"payment_id", "settle_time", b"settle_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettledMovement: _TypeAlias = SettledMovement  # noqa: Y015
+
+@_typing.final
+class ListSettledMovementsResponse(_message.Message):
+    """ListSettledMovementsResponse is one page of movements."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVEMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def movements(self) -> _containers.RepeatedCompositeFieldContainer[Global___SettledMovement]:
+        """The movements, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        movements: _abc.Iterable[Global___SettledMovement] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["movements", b"movements", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSettledMovementsResponse: _TypeAlias = ListSettledMovementsResponse  # noqa: Y015
+
+@_typing.final
+class ListProcessorRecordsRequest(_message.Message):
+    """ListProcessorRecordsRequest bounds a reconciliation run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum items per page, 1 to 1000; default 500."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Records created at or after this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Records created before this time."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProcessorRecordsRequest: _TypeAlias = ListProcessorRecordsRequest  # noqa: Y015
+
+@_typing.final
+class ProcessorRecord(_message.Message):
+    """ProcessorRecord is a capture or refund the processor simulator performed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    PROCESSOR_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"capture" or "refund"."""
+    processor_id: _builtins.str
+    """The processor's own id."""
+    payment_id: _builtins.str
+    """The payment it belongs to."""
+    refund_id: _builtins.str
+    """The refund, for refunds."""
+    amount: _builtins.int
+    """Amount moved."""
+    currency: _builtins.str
+    """ISO 4217 code."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        processor_id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        refund_id: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "currency", b"currency", "kind", b"kind", "payment_id", b"payment_id", "processor_id", b"processor_id", "refund_id", b"refund_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessorRecord: _TypeAlias = ProcessorRecord  # noqa: Y015
+
+@_typing.final
+class ListProcessorRecordsResponse(_message.Message):
+    """ListProcessorRecordsResponse is one page of records."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProcessorRecord]:
+        """The records, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[Global___ProcessorRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProcessorRecordsResponse: _TypeAlias = ListProcessorRecordsResponse  # noqa: Y015

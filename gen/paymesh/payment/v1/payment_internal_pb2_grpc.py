@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from paymesh.payment.v1 import payment_internal_pb2 as paymesh_dot_payment_dot_v1_dot_payment__internal__pb2
+from paymesh.payment.v1 import payment_pb2 as paymesh_dot_payment_dot_v1_dot_payment__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -26,8 +27,8 @@ if _version_not_supported:
 
 
 class PaymentInternalServiceStub:
-    """PaymentInternalService is for other paymesh services (the admin service) only; the edge
-    never routes it.
+    """PaymentInternalService is for other paymesh services (admin, ledger) only; the edge never
+    routes it. Its methods are not scoped to one merchant: callers are trusted services.
     """
 
     def __init__(self, channel):
@@ -41,15 +42,87 @@ class PaymentInternalServiceStub:
                 request_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.SearchPaymentsRequest.SerializeToString,
                 response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.SearchPaymentsResponse.FromString,
                 _registered_method=True)
+        self.GetPaymentStats = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentInternalService/GetPaymentStats',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetPaymentStatsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetPaymentStatsResponse.FromString,
+                _registered_method=True)
+        self.GetRevenueTimeline = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentInternalService/GetRevenueTimeline',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetRevenueTimelineRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetRevenueTimelineResponse.FromString,
+                _registered_method=True)
+        self.ListPaymentRefunds = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentInternalService/ListPaymentRefunds',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.ListPaymentRefundsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListRefundsResponse.FromString,
+                _registered_method=True)
+        self.CreateOperatorRefund = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentInternalService/CreateOperatorRefund',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.CreateOperatorRefundRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Refund.FromString,
+                _registered_method=True)
+        self.ListSettledMovements = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentInternalService/ListSettledMovements',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.ListSettledMovementsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.ListSettledMovementsResponse.FromString,
+                _registered_method=True)
+        self.ListProcessorRecords = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentInternalService/ListProcessorRecords',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.ListProcessorRecordsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.ListProcessorRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentInternalServiceServicer:
-    """PaymentInternalService is for other paymesh services (the admin service) only; the edge
-    never routes it.
+    """PaymentInternalService is for other paymesh services (admin, ledger) only; the edge never
+    routes it. Its methods are not scoped to one merchant: callers are trusted services.
     """
 
     def SearchPayments(self, request, context):
         """Lists payments across merchants for operators, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPaymentStats(self, request, context):
+        """Counts and sums payments per currency, for the operators' overview.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRevenueTimeline(self, request, context):
+        """Buckets succeeded volume, fees and refunds over time in one currency.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPaymentRefunds(self, request, context):
+        """Lists the refunds of any payment (operators' payment detail view).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateOperatorRefund(self, request, context):
+        """Refunds a payment on an operator's behalf, like a merchant's CreateRefund.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSettledMovements(self, request, context):
+        """Lists succeeded payments and refunds in a time range, for reconciliation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProcessorRecords(self, request, context):
+        """Lists the processor simulator's own records of charges and refunds, for reconciliation.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -63,6 +136,36 @@ def add_PaymentInternalServiceServicer_to_server(servicer, server):
                     request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.SearchPaymentsRequest.FromString,
                     response_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.SearchPaymentsResponse.SerializeToString,
             ),
+            'GetPaymentStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPaymentStats,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetPaymentStatsRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetPaymentStatsResponse.SerializeToString,
+            ),
+            'GetRevenueTimeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRevenueTimeline,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetRevenueTimelineRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetRevenueTimelineResponse.SerializeToString,
+            ),
+            'ListPaymentRefunds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPaymentRefunds,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.ListPaymentRefundsRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListRefundsResponse.SerializeToString,
+            ),
+            'CreateOperatorRefund': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateOperatorRefund,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.CreateOperatorRefundRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Refund.SerializeToString,
+            ),
+            'ListSettledMovements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSettledMovements,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.ListSettledMovementsRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.ListSettledMovementsResponse.SerializeToString,
+            ),
+            'ListProcessorRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProcessorRecords,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.ListProcessorRecordsRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.ListProcessorRecordsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'paymesh.payment.v1.PaymentInternalService', rpc_method_handlers)
@@ -72,8 +175,8 @@ def add_PaymentInternalServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PaymentInternalService:
-    """PaymentInternalService is for other paymesh services (the admin service) only; the edge
-    never routes it.
+    """PaymentInternalService is for other paymesh services (admin, ledger) only; the edge never
+    routes it. Its methods are not scoped to one merchant: callers are trusted services.
     """
 
     @staticmethod
@@ -93,6 +196,168 @@ class PaymentInternalService:
             '/paymesh.payment.v1.PaymentInternalService/SearchPayments',
             paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.SearchPaymentsRequest.SerializeToString,
             paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.SearchPaymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPaymentStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentInternalService/GetPaymentStats',
+            paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetPaymentStatsRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetPaymentStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRevenueTimeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentInternalService/GetRevenueTimeline',
+            paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetRevenueTimelineRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetRevenueTimelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPaymentRefunds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentInternalService/ListPaymentRefunds',
+            paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.ListPaymentRefundsRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.ListRefundsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateOperatorRefund(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentInternalService/CreateOperatorRefund',
+            paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.CreateOperatorRefundRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.Refund.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSettledMovements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentInternalService/ListSettledMovements',
+            paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.ListSettledMovementsRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.ListSettledMovementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProcessorRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentInternalService/ListProcessorRecords',
+            paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.ListProcessorRecordsRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.ListProcessorRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from grpc import aio as _aio
 from paymesh.payment.v1 import payment_internal_pb2 as _payment_internal_pb2
+from paymesh.payment.v1 import payment_pb2 as _payment_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -27,8 +28,8 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class PaymentInternalServiceStub:
-    """PaymentInternalService is for other paymesh services (the admin service) only; the edge
-    never routes it.
+    """PaymentInternalService is for other paymesh services (admin, ledger) only; the edge never
+    routes it. Its methods are not scoped to one merchant: callers are trusted services.
     """
 
     @_typing.overload
@@ -37,20 +38,44 @@ class PaymentInternalServiceStub:
     def __new__(cls, channel: _aio.Channel) -> PaymentInternalServiceAsyncStub: ...
     SearchPayments: _grpc.UnaryUnaryMultiCallable[_payment_internal_pb2.SearchPaymentsRequest, _payment_internal_pb2.SearchPaymentsResponse]
     """Lists payments across merchants for operators, newest first."""
+    GetPaymentStats: _grpc.UnaryUnaryMultiCallable[_payment_internal_pb2.GetPaymentStatsRequest, _payment_internal_pb2.GetPaymentStatsResponse]
+    """Counts and sums payments per currency, for the operators' overview."""
+    GetRevenueTimeline: _grpc.UnaryUnaryMultiCallable[_payment_internal_pb2.GetRevenueTimelineRequest, _payment_internal_pb2.GetRevenueTimelineResponse]
+    """Buckets succeeded volume, fees and refunds over time in one currency."""
+    ListPaymentRefunds: _grpc.UnaryUnaryMultiCallable[_payment_internal_pb2.ListPaymentRefundsRequest, _payment_pb2.ListRefundsResponse]
+    """Lists the refunds of any payment (operators' payment detail view)."""
+    CreateOperatorRefund: _grpc.UnaryUnaryMultiCallable[_payment_internal_pb2.CreateOperatorRefundRequest, _payment_pb2.Refund]
+    """Refunds a payment on an operator's behalf, like a merchant's CreateRefund."""
+    ListSettledMovements: _grpc.UnaryUnaryMultiCallable[_payment_internal_pb2.ListSettledMovementsRequest, _payment_internal_pb2.ListSettledMovementsResponse]
+    """Lists succeeded payments and refunds in a time range, for reconciliation."""
+    ListProcessorRecords: _grpc.UnaryUnaryMultiCallable[_payment_internal_pb2.ListProcessorRecordsRequest, _payment_internal_pb2.ListProcessorRecordsResponse]
+    """Lists the processor simulator's own records of charges and refunds, for reconciliation."""
 
 @_typing.type_check_only
 class PaymentInternalServiceAsyncStub(PaymentInternalServiceStub):
-    """PaymentInternalService is for other paymesh services (the admin service) only; the edge
-    never routes it.
+    """PaymentInternalService is for other paymesh services (admin, ledger) only; the edge never
+    routes it. Its methods are not scoped to one merchant: callers are trusted services.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SearchPayments: _aio.UnaryUnaryMultiCallable[_payment_internal_pb2.SearchPaymentsRequest, _payment_internal_pb2.SearchPaymentsResponse]  # type: ignore[assignment]
     """Lists payments across merchants for operators, newest first."""
+    GetPaymentStats: _aio.UnaryUnaryMultiCallable[_payment_internal_pb2.GetPaymentStatsRequest, _payment_internal_pb2.GetPaymentStatsResponse]  # type: ignore[assignment]
+    """Counts and sums payments per currency, for the operators' overview."""
+    GetRevenueTimeline: _aio.UnaryUnaryMultiCallable[_payment_internal_pb2.GetRevenueTimelineRequest, _payment_internal_pb2.GetRevenueTimelineResponse]  # type: ignore[assignment]
+    """Buckets succeeded volume, fees and refunds over time in one currency."""
+    ListPaymentRefunds: _aio.UnaryUnaryMultiCallable[_payment_internal_pb2.ListPaymentRefundsRequest, _payment_pb2.ListRefundsResponse]  # type: ignore[assignment]
+    """Lists the refunds of any payment (operators' payment detail view)."""
+    CreateOperatorRefund: _aio.UnaryUnaryMultiCallable[_payment_internal_pb2.CreateOperatorRefundRequest, _payment_pb2.Refund]  # type: ignore[assignment]
+    """Refunds a payment on an operator's behalf, like a merchant's CreateRefund."""
+    ListSettledMovements: _aio.UnaryUnaryMultiCallable[_payment_internal_pb2.ListSettledMovementsRequest, _payment_internal_pb2.ListSettledMovementsResponse]  # type: ignore[assignment]
+    """Lists succeeded payments and refunds in a time range, for reconciliation."""
+    ListProcessorRecords: _aio.UnaryUnaryMultiCallable[_payment_internal_pb2.ListProcessorRecordsRequest, _payment_internal_pb2.ListProcessorRecordsResponse]  # type: ignore[assignment]
+    """Lists the processor simulator's own records of charges and refunds, for reconciliation."""
 
 class PaymentInternalServiceServicer(metaclass=_abc_1.ABCMeta):
-    """PaymentInternalService is for other paymesh services (the admin service) only; the edge
-    never routes it.
+    """PaymentInternalService is for other paymesh services (admin, ledger) only; the edge never
+    routes it. Its methods are not scoped to one merchant: callers are trusted services.
     """
 
     @_abc_1.abstractmethod
@@ -60,5 +85,53 @@ class PaymentInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payment_internal_pb2.SearchPaymentsResponse, _abc.Awaitable[_payment_internal_pb2.SearchPaymentsResponse]]:
         """Lists payments across merchants for operators, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetPaymentStats(
+        self,
+        request: _payment_internal_pb2.GetPaymentStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_internal_pb2.GetPaymentStatsResponse, _abc.Awaitable[_payment_internal_pb2.GetPaymentStatsResponse]]:
+        """Counts and sums payments per currency, for the operators' overview."""
+
+    @_abc_1.abstractmethod
+    def GetRevenueTimeline(
+        self,
+        request: _payment_internal_pb2.GetRevenueTimelineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_internal_pb2.GetRevenueTimelineResponse, _abc.Awaitable[_payment_internal_pb2.GetRevenueTimelineResponse]]:
+        """Buckets succeeded volume, fees and refunds over time in one currency."""
+
+    @_abc_1.abstractmethod
+    def ListPaymentRefunds(
+        self,
+        request: _payment_internal_pb2.ListPaymentRefundsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ListRefundsResponse, _abc.Awaitable[_payment_pb2.ListRefundsResponse]]:
+        """Lists the refunds of any payment (operators' payment detail view)."""
+
+    @_abc_1.abstractmethod
+    def CreateOperatorRefund(
+        self,
+        request: _payment_internal_pb2.CreateOperatorRefundRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.Refund, _abc.Awaitable[_payment_pb2.Refund]]:
+        """Refunds a payment on an operator's behalf, like a merchant's CreateRefund."""
+
+    @_abc_1.abstractmethod
+    def ListSettledMovements(
+        self,
+        request: _payment_internal_pb2.ListSettledMovementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_internal_pb2.ListSettledMovementsResponse, _abc.Awaitable[_payment_internal_pb2.ListSettledMovementsResponse]]:
+        """Lists succeeded payments and refunds in a time range, for reconciliation."""
+
+    @_abc_1.abstractmethod
+    def ListProcessorRecords(
+        self,
+        request: _payment_internal_pb2.ListProcessorRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_internal_pb2.ListProcessorRecordsResponse, _abc.Awaitable[_payment_internal_pb2.ListProcessorRecordsResponse]]:
+        """Lists the processor simulator's own records of charges and refunds, for reconciliation."""
 
 def add_PaymentInternalServiceServicer_to_server(servicer: PaymentInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

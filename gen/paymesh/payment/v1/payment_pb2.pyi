@@ -660,3 +660,93 @@ class ListRefundsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListRefundsResponse: _TypeAlias = ListRefundsResponse  # noqa: Y015
+
+@_typing.final
+class GetCheckoutRequest(_message.Message):
+    """GetCheckoutRequest names a payment and proves the right to see it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_SECRET_FIELD_NUMBER: _builtins.int
+    payment_id: _builtins.str
+    """Payment identifier."""
+    client_secret: _builtins.str
+    """The payment's client secret."""
+    def __init__(
+        self,
+        *,
+        payment_id: _builtins.str = ...,
+        client_secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_secret", b"client_secret", "payment_id", b"payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCheckoutRequest: _TypeAlias = GetCheckoutRequest  # noqa: Y015
+
+@_typing.final
+class Checkout(_message.Message):
+    """Checkout is what the hosted checkout page shows of a payment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    MERCHANT_NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    RETURN_URL_FIELD_NUMBER: _builtins.int
+    FAILURE_CODE_FIELD_NUMBER: _builtins.int
+    FAILURE_MESSAGE_FIELD_NUMBER: _builtins.int
+    CARD_FIELD_NUMBER: _builtins.int
+    LIVEMODE_FIELD_NUMBER: _builtins.int
+    payment_id: _builtins.str
+    """Payment identifier."""
+    amount: _builtins.int
+    """Amount in the currency's minor unit."""
+    currency: _builtins.str
+    """ISO 4217 currency code."""
+    description: _builtins.str
+    """Merchant's description."""
+    merchant_name: _builtins.str
+    """Merchant's display name."""
+    status: _builtins.str
+    """Payment status, as in Payment."""
+    return_url: _builtins.str
+    """Where to send the customer when done."""
+    failure_code: _builtins.str
+    """Decline code of the last attempt, if it failed."""
+    failure_message: _builtins.str
+    """Decline message of the last attempt, if it failed."""
+    livemode: _builtins.bool
+    """True for live mode."""
+    @_builtins.property
+    def card(self) -> Global___CardDetails:
+        """The card of the last attempt."""
+
+    def __init__(
+        self,
+        *,
+        payment_id: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        description: _builtins.str = ...,
+        merchant_name: _builtins.str = ...,
+        status: _builtins.str = ...,
+        return_url: _builtins.str = ...,
+        failure_code: _builtins.str = ...,
+        failure_message: _builtins.str = ...,
+        card: Global___CardDetails | None = ...,
+        livemode: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "card", b"card", "currency", b"currency", "description", b"description", "failure_code", b"failure_code", "failure_message", b"failure_message", "livemode", b"livemode", "merchant_name", b"merchant_name", "payment_id", b"payment_id", "return_url", b"return_url", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Checkout: _TypeAlias = Checkout  # noqa: Y015

@@ -54,6 +54,11 @@ class PaymentServiceStub:
                 request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListPaymentsRequest.SerializeToString,
                 response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListPaymentsResponse.FromString,
                 _registered_method=True)
+        self.GetCheckout = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/GetCheckout',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.GetCheckoutRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Checkout.FromString,
+                _registered_method=True)
         self.ConfirmPayment = channel.unary_unary(
                 '/paymesh.payment.v1.PaymentService/ConfirmPayment',
                 request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ConfirmPaymentRequest.SerializeToString,
@@ -111,6 +116,14 @@ class PaymentServiceServicer:
 
     def ListPayments(self, request, context):
         """Lists the calling merchant's payments, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCheckout(self, request, context):
+        """Shows the hosted checkout page what it needs about a payment. The payment's client secret is
+        the credential: no API key is needed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -175,6 +188,11 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.ListPayments,
                     request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListPaymentsRequest.FromString,
                     response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListPaymentsResponse.SerializeToString,
+            ),
+            'GetCheckout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckout,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.GetCheckoutRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Checkout.SerializeToString,
             ),
             'ConfirmPayment': grpc.unary_unary_rpc_method_handler(
                     servicer.ConfirmPayment,
@@ -293,6 +311,33 @@ class PaymentService:
             '/paymesh.payment.v1.PaymentService/ListPayments',
             paymesh_dot_payment_dot_v1_dot_payment__pb2.ListPaymentsRequest.SerializeToString,
             paymesh_dot_payment_dot_v1_dot_payment__pb2.ListPaymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCheckout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/GetCheckout',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.GetCheckoutRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.Checkout.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,10 @@ class PaymentServiceStub:
     """Returns one payment of the calling merchant."""
     ListPayments: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ListPaymentsRequest, _payment_pb2.ListPaymentsResponse]
     """Lists the calling merchant's payments, newest first."""
+    GetCheckout: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetCheckoutRequest, _payment_pb2.Checkout]
+    """Shows the hosted checkout page what it needs about a payment. The payment's client secret is
+    the credential: no API key is needed.
+    """
     ConfirmPayment: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ConfirmPaymentRequest, _payment_pb2.Payment]
     """Attaches a card to a payment and starts processing it."""
     CapturePayment: _grpc.UnaryUnaryMultiCallable[_payment_pb2.CapturePaymentRequest, _payment_pb2.Payment]
@@ -77,6 +81,10 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     """Returns one payment of the calling merchant."""
     ListPayments: _aio.UnaryUnaryMultiCallable[_payment_pb2.ListPaymentsRequest, _payment_pb2.ListPaymentsResponse]  # type: ignore[assignment]
     """Lists the calling merchant's payments, newest first."""
+    GetCheckout: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetCheckoutRequest, _payment_pb2.Checkout]  # type: ignore[assignment]
+    """Shows the hosted checkout page what it needs about a payment. The payment's client secret is
+    the credential: no API key is needed.
+    """
     ConfirmPayment: _aio.UnaryUnaryMultiCallable[_payment_pb2.ConfirmPaymentRequest, _payment_pb2.Payment]  # type: ignore[assignment]
     """Attaches a card to a payment and starts processing it."""
     CapturePayment: _aio.UnaryUnaryMultiCallable[_payment_pb2.CapturePaymentRequest, _payment_pb2.Payment]  # type: ignore[assignment]
@@ -123,6 +131,16 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.ListPaymentsResponse, _abc.Awaitable[_payment_pb2.ListPaymentsResponse]]:
         """Lists the calling merchant's payments, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetCheckout(
+        self,
+        request: _payment_pb2.GetCheckoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.Checkout, _abc.Awaitable[_payment_pb2.Checkout]]:
+        """Shows the hosted checkout page what it needs about a payment. The payment's client secret is
+        the credential: no API key is needed.
+        """
 
     @_abc_1.abstractmethod
     def ConfirmPayment(

@@ -41,6 +41,36 @@ class WebhookInternalServiceStub:
                 request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.PublishEventRequest.SerializeToString,
                 response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.Event.FromString,
                 _registered_method=True)
+        self.ListFailedDeliveries = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookInternalService/ListFailedDeliveries',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListFailedDeliveriesRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListFailedDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.ReplayDelivery = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookInternalService/ReplayDelivery',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ReplayDeliveryRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.Delivery.FromString,
+                _registered_method=True)
+        self.ReplayDeliveries = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookInternalService/ReplayDeliveries',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ReplayDeliveriesRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ReplayDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.GetDeliveryStats = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookInternalService/GetDeliveryStats',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.GetDeliveryStatsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.GetDeliveryStatsResponse.FromString,
+                _registered_method=True)
+        self.ListObjectEvents = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookInternalService/ListObjectEvents',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListObjectEventsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListObjectEventsResponse.FromString,
+                _registered_method=True)
+        self.ListDeliveryAttempts = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookInternalService/ListDeliveryAttempts',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListDeliveryAttemptsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListDeliveryAttemptsResponse.FromString,
+                _registered_method=True)
 
 
 class WebhookInternalServiceServicer:
@@ -54,6 +84,48 @@ class WebhookInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListFailedDeliveries(self, request, context):
+        """Lists dead (and optionally failing) deliveries across merchants, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDelivery(self, request, context):
+        """Re-sends one delivery (dead or delivered) with the same event id; the job id is accepted too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeliveries(self, request, context):
+        """Re-sends every dead delivery matching a filter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeliveryStats(self, request, context):
+        """Counts deliveries by state, for the operators' overview.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListObjectEvents(self, request, context):
+        """Lists the events about one object (a payment or refund id) of any merchant, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeliveryAttempts(self, request, context):
+        """Lists a delivery's attempts, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WebhookInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +133,36 @@ def add_WebhookInternalServiceServicer_to_server(servicer, server):
                     servicer.PublishEvent,
                     request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.PublishEventRequest.FromString,
                     response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.Event.SerializeToString,
+            ),
+            'ListFailedDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFailedDeliveries,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListFailedDeliveriesRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListFailedDeliveriesResponse.SerializeToString,
+            ),
+            'ReplayDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDelivery,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ReplayDeliveryRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.Delivery.SerializeToString,
+            ),
+            'ReplayDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeliveries,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ReplayDeliveriesRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ReplayDeliveriesResponse.SerializeToString,
+            ),
+            'GetDeliveryStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeliveryStats,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.GetDeliveryStatsRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.GetDeliveryStatsResponse.SerializeToString,
+            ),
+            'ListObjectEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListObjectEvents,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListObjectEventsRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListObjectEventsResponse.SerializeToString,
+            ),
+            'ListDeliveryAttempts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeliveryAttempts,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListDeliveryAttemptsRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListDeliveryAttemptsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +193,168 @@ class WebhookInternalService:
             '/paymesh.webhook.v1.WebhookInternalService/PublishEvent',
             paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.PublishEventRequest.SerializeToString,
             paymesh_dot_webhook_dot_v1_dot_webhook__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFailedDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookInternalService/ListFailedDeliveries',
+            paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListFailedDeliveriesRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListFailedDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookInternalService/ReplayDelivery',
+            paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ReplayDeliveryRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.Delivery.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookInternalService/ReplayDeliveries',
+            paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ReplayDeliveriesRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ReplayDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeliveryStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookInternalService/GetDeliveryStats',
+            paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.GetDeliveryStatsRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.GetDeliveryStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListObjectEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookInternalService/ListObjectEvents',
+            paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListObjectEventsRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListObjectEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeliveryAttempts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookInternalService/ListDeliveryAttempts',
+            paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListDeliveryAttemptsRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListDeliveryAttemptsResponse.FromString,
             options,
             channel_credentials,
             insecure,

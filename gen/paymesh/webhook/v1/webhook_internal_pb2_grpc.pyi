@@ -36,6 +36,18 @@ class WebhookInternalServiceStub:
     def __new__(cls, channel: _aio.Channel) -> WebhookInternalServiceAsyncStub: ...
     PublishEvent: _grpc.UnaryUnaryMultiCallable[_webhook_internal_pb2.PublishEventRequest, _webhook_pb2.Event]
     """Stores an event and fans it out to matching endpoints; idempotent by event id."""
+    ListFailedDeliveries: _grpc.UnaryUnaryMultiCallable[_webhook_internal_pb2.ListFailedDeliveriesRequest, _webhook_internal_pb2.ListFailedDeliveriesResponse]
+    """Lists dead (and optionally failing) deliveries across merchants, newest first."""
+    ReplayDelivery: _grpc.UnaryUnaryMultiCallable[_webhook_internal_pb2.ReplayDeliveryRequest, _webhook_internal_pb2.Delivery]
+    """Re-sends one delivery (dead or delivered) with the same event id; the job id is accepted too."""
+    ReplayDeliveries: _grpc.UnaryUnaryMultiCallable[_webhook_internal_pb2.ReplayDeliveriesRequest, _webhook_internal_pb2.ReplayDeliveriesResponse]
+    """Re-sends every dead delivery matching a filter."""
+    GetDeliveryStats: _grpc.UnaryUnaryMultiCallable[_webhook_internal_pb2.GetDeliveryStatsRequest, _webhook_internal_pb2.GetDeliveryStatsResponse]
+    """Counts deliveries by state, for the operators' overview."""
+    ListObjectEvents: _grpc.UnaryUnaryMultiCallable[_webhook_internal_pb2.ListObjectEventsRequest, _webhook_internal_pb2.ListObjectEventsResponse]
+    """Lists the events about one object (a payment or refund id) of any merchant, oldest first."""
+    ListDeliveryAttempts: _grpc.UnaryUnaryMultiCallable[_webhook_internal_pb2.ListDeliveryAttemptsRequest, _webhook_internal_pb2.ListDeliveryAttemptsResponse]
+    """Lists a delivery's attempts, oldest first."""
 
 @_typing.type_check_only
 class WebhookInternalServiceAsyncStub(WebhookInternalServiceStub):
@@ -44,6 +56,18 @@ class WebhookInternalServiceAsyncStub(WebhookInternalServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     PublishEvent: _aio.UnaryUnaryMultiCallable[_webhook_internal_pb2.PublishEventRequest, _webhook_pb2.Event]  # type: ignore[assignment]
     """Stores an event and fans it out to matching endpoints; idempotent by event id."""
+    ListFailedDeliveries: _aio.UnaryUnaryMultiCallable[_webhook_internal_pb2.ListFailedDeliveriesRequest, _webhook_internal_pb2.ListFailedDeliveriesResponse]  # type: ignore[assignment]
+    """Lists dead (and optionally failing) deliveries across merchants, newest first."""
+    ReplayDelivery: _aio.UnaryUnaryMultiCallable[_webhook_internal_pb2.ReplayDeliveryRequest, _webhook_internal_pb2.Delivery]  # type: ignore[assignment]
+    """Re-sends one delivery (dead or delivered) with the same event id; the job id is accepted too."""
+    ReplayDeliveries: _aio.UnaryUnaryMultiCallable[_webhook_internal_pb2.ReplayDeliveriesRequest, _webhook_internal_pb2.ReplayDeliveriesResponse]  # type: ignore[assignment]
+    """Re-sends every dead delivery matching a filter."""
+    GetDeliveryStats: _aio.UnaryUnaryMultiCallable[_webhook_internal_pb2.GetDeliveryStatsRequest, _webhook_internal_pb2.GetDeliveryStatsResponse]  # type: ignore[assignment]
+    """Counts deliveries by state, for the operators' overview."""
+    ListObjectEvents: _aio.UnaryUnaryMultiCallable[_webhook_internal_pb2.ListObjectEventsRequest, _webhook_internal_pb2.ListObjectEventsResponse]  # type: ignore[assignment]
+    """Lists the events about one object (a payment or refund id) of any merchant, oldest first."""
+    ListDeliveryAttempts: _aio.UnaryUnaryMultiCallable[_webhook_internal_pb2.ListDeliveryAttemptsRequest, _webhook_internal_pb2.ListDeliveryAttemptsResponse]  # type: ignore[assignment]
+    """Lists a delivery's attempts, oldest first."""
 
 class WebhookInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     """WebhookInternalService takes events from other paymesh services; the edge never routes it."""
@@ -55,5 +79,53 @@ class WebhookInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_webhook_pb2.Event, _abc.Awaitable[_webhook_pb2.Event]]:
         """Stores an event and fans it out to matching endpoints; idempotent by event id."""
+
+    @_abc_1.abstractmethod
+    def ListFailedDeliveries(
+        self,
+        request: _webhook_internal_pb2.ListFailedDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_internal_pb2.ListFailedDeliveriesResponse, _abc.Awaitable[_webhook_internal_pb2.ListFailedDeliveriesResponse]]:
+        """Lists dead (and optionally failing) deliveries across merchants, newest first."""
+
+    @_abc_1.abstractmethod
+    def ReplayDelivery(
+        self,
+        request: _webhook_internal_pb2.ReplayDeliveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_internal_pb2.Delivery, _abc.Awaitable[_webhook_internal_pb2.Delivery]]:
+        """Re-sends one delivery (dead or delivered) with the same event id; the job id is accepted too."""
+
+    @_abc_1.abstractmethod
+    def ReplayDeliveries(
+        self,
+        request: _webhook_internal_pb2.ReplayDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_internal_pb2.ReplayDeliveriesResponse, _abc.Awaitable[_webhook_internal_pb2.ReplayDeliveriesResponse]]:
+        """Re-sends every dead delivery matching a filter."""
+
+    @_abc_1.abstractmethod
+    def GetDeliveryStats(
+        self,
+        request: _webhook_internal_pb2.GetDeliveryStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_internal_pb2.GetDeliveryStatsResponse, _abc.Awaitable[_webhook_internal_pb2.GetDeliveryStatsResponse]]:
+        """Counts deliveries by state, for the operators' overview."""
+
+    @_abc_1.abstractmethod
+    def ListObjectEvents(
+        self,
+        request: _webhook_internal_pb2.ListObjectEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_internal_pb2.ListObjectEventsResponse, _abc.Awaitable[_webhook_internal_pb2.ListObjectEventsResponse]]:
+        """Lists the events about one object (a payment or refund id) of any merchant, oldest first."""
+
+    @_abc_1.abstractmethod
+    def ListDeliveryAttempts(
+        self,
+        request: _webhook_internal_pb2.ListDeliveryAttemptsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_internal_pb2.ListDeliveryAttemptsResponse, _abc.Awaitable[_webhook_internal_pb2.ListDeliveryAttemptsResponse]]:
+        """Lists a delivery's attempts, oldest first."""
 
 def add_WebhookInternalServiceServicer_to_server(servicer: WebhookInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
