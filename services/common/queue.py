@@ -36,9 +36,7 @@ _LIVE_STATUSES = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobS
 
 def redis_connection(settings: Settings) -> Redis:
     """A Redis connection from the settings, with bounded timeouts."""
-    return Redis.from_url(
-        settings.require_redis_url(), socket_timeout=10, socket_connect_timeout=5
-    )
+    return Redis.from_url(settings.require_redis_url(), socket_timeout=10, socket_connect_timeout=5)
 
 
 def make_queue(name: str, connection: Redis) -> Queue:
