@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import shlex
 import sys
+import threading
 
+import grpc
 from honcho.manager import Manager
 
 from services.common.db import make_engine, make_sessionmaker, transaction
@@ -23,6 +26,38 @@ def _print(text: str) -> None:
     sys.stdout.flush()
 
 
+def _banner(live: Settings, demo: dict[str, str]) -> str:
+    base = f"http://localhost:{live.http_port}"
+    return "\n".join(
+        [
+            "",
+            f"paymesh is up on {base}",
+            f"  REST API        {base}/v1/payments",
+            f"  operator login  {demo['operator_email']} / {demo['operator_password']}",
+            f"  demo merchant   {demo['merchant_id']}",
+            f"  secret key      {demo['secret_key']}",
+            f"  publishable key {demo['publishable_key']}",
+            "",
+            "Try it:",
+            f"  curl -s {base}/v1/payments -H 'X-API-Key: {demo['secret_key']}' "
+            '-H \'Idempotency-Key: demo-1\' -d \'{"amount": 100, "currency": "INR"}\'',
+            "",
+            "Ctrl-C stops every process, embedded servers included.",
+            "",
+        ]
+    )
+
+
+def _announce(live: Settings, banner: str) -> None:
+    """Prints the banner once every service answers health through the edge."""
+    try:
+        platform.wait_healthy(live, timeout_s=120)
+    except (TimeoutError, RuntimeError) as error:
+        _print(f"paymesh did not become healthy: {error}")
+        return
+    _print(banner)
+
+
 def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
     """Starts everything, prints how to use it, and stops everything on Ctrl-C."""
     environment = platform.prepare(settings)
@@ -34,27 +69,8 @@ def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
         manager = Manager()
         for name, command in platform.processes(live).items():
             manager.add_process(name, shlex.join(command), env={**environment.variables})
-        base = f"http://localhost:{live.http_port}"
-        _print(
-            "\n".join(
-                [
-                    "",
-                    f"paymesh is starting on {base}",
-                    f"  REST API        {base}/v1/payments",
-                    f"  operator login  {demo['operator_email']} / {demo['operator_password']}",
-                    f"  demo merchant   {demo['merchant_id']}",
-                    f"  secret key      {demo['secret_key']}",
-                    f"  publishable key {demo['publishable_key']}",
-                    "",
-                    "Try it:",
-                    f"  curl -s {base}/v1/payments -H 'X-API-Key: {demo['secret_key']}' "
-                    '-H \'Idempotency-Key: demo-1\' -d \'{"amount": 100, "currency": "INR"}\'',
-                    "",
-                    "Ctrl-C stops every process, embedded servers included.",
-                    "",
-                ]
-            )
-        )
+        banner = _banner(live, demo)
+        threading.Thread(target=_announce, args=(live, banner), daemon=True).start()
         manager.loop()
         return manager.returncode or 0
     finally:
@@ -114,6 +130,40 @@ def cmd_merchant_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _utc_time(text: str) -> datetime.datetime:
+    """An ISO 8601 time; one without a zone is taken as UTC."""
+    value = datetime.datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+
+
+def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    """Reconciles the ledger for a range through the ledger service; exit 1 on mismatches."""
+    from google.protobuf.json_format import MessageToDict  # noqa: PLC0415
+    from paymesh.ledger.v1 import (  # noqa: PLC0415
+        ledger_internal_pb2,
+        ledger_internal_pb2_grpc,
+    )
+
+    from services.common.clients import sync_channel  # noqa: PLC0415
+    from services.ledger.reconciliation import render_text  # noqa: PLC0415
+
+    request = ledger_internal_pb2.ReconcileRequest()
+    request.start_time.FromDatetime(args.start)
+    request.end_time.FromDatetime(args.end)
+    with sync_channel(settings.target("ledger")) as channel:
+        stub = ledger_internal_pb2_grpc.LedgerInternalServiceStub(channel)
+        try:
+            report = stub.Reconcile(request, timeout=args.timeout_s)
+        except grpc.RpcError as error:
+            _print(f"reconciliation failed: {error.code().name}: {error.details()}")
+            return 2
+    if args.json:
+        _print(json.dumps(MessageToDict(report, preserving_proto_field_name=True), indent=2))
+    else:
+        _print(render_text(report))
+    return 1 if report.mismatches else 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The command-line grammar."""
     root = argparse.ArgumentParser(prog="paymesh", description=__doc__)
@@ -135,6 +185,15 @@ def parser() -> argparse.ArgumentParser:
     create_merchant.add_argument("--name", required=True)
     create_merchant.add_argument("--json", action="store_true", help="print JSON")
     create_merchant.set_defaults(func=cmd_merchant_create)
+
+    reconcile = commands.add_parser(
+        "reconcile", help="check the ledger against payments and the processor (exit 1 if not)"
+    )
+    reconcile.add_argument("--start", required=True, type=_utc_time, help="ISO 8601, inclusive")
+    reconcile.add_argument("--end", required=True, type=_utc_time, help="ISO 8601, exclusive")
+    reconcile.add_argument("--json", action="store_true", help="print the report as JSON")
+    reconcile.add_argument("--timeout-s", type=float, default=300.0, help="RPC deadline")
+    reconcile.set_defaults(func=cmd_reconcile)
     return root
 
 

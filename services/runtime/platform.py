@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +197,33 @@ def free_port_settings() -> dict[str, str]:
     return {f"PAYMESH_{name.upper()}": str(embedded.free_port()) for name in names}
 
 
+def wait_healthy(
+    settings: Settings, *, timeout_s: float, check: Callable[[], None] = lambda: None
+) -> None:
+    """Waits until each service answers gRPC health through the edge; `check` may raise."""
+    deadline = time.monotonic() + timeout_s
+    pending = list(SERVICE_NAMES)
+    with grpc.insecure_channel(f"127.0.0.1:{settings.http_port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while pending:
+            check()
+            service = pending[0]
+            try:
+                reply = stub.Check(
+                    health_pb2.HealthCheckRequest(),
+                    metadata=(("x-paymesh-service", service),),
+                    timeout=2,
+                )
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    pending.pop(0)
+                    continue
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{service} not healthy through the edge in {timeout_s}s")
+            time.sleep(0.2)
+
+
 class LocalPlatform:
     """Runs the platform's processes as children, for tests, benchmarks and fault drills."""
 
@@ -246,32 +273,13 @@ class LocalPlatform:
 
     def wait_healthy(self, *, timeout_s: float) -> None:
         """Waits until each service answers gRPC health through the edge."""
-        deadline = time.monotonic() + timeout_s
-        pending = list(SERVICE_NAMES)
-        channel = grpc.insecure_channel(f"127.0.0.1:{self.settings.http_port}")
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            while pending:
-                for name, child in self.children.items():
-                    if child.poll() is not None:
-                        raise RuntimeError(f"{name} exited: see {self.log_dir / name}.log")
-                service = pending[0]
-                try:
-                    reply = stub.Check(
-                        health_pb2.HealthCheckRequest(),
-                        metadata=(("x-paymesh-service", service),),
-                        timeout=2,
-                    )
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        pending.pop(0)
-                        continue
-                except grpc.RpcError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{service} not healthy through the edge in {timeout_s}s")
-                time.sleep(0.2)
-        finally:
-            channel.close()
+
+        def check_children() -> None:
+            for name, child in self.children.items():
+                if child.poll() is not None:
+                    raise RuntimeError(f"{name} exited: see {self.log_dir / name}.log")
+
+        wait_healthy(self.settings, timeout_s=timeout_s, check=check_children)
 
     def stop(self) -> None:
         """Stops every process it started, then the embedded servers it started."""
