@@ -14,8 +14,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 help:
 	@echo "make up     - install, generate, migrate and run the whole platform (Ctrl-C stops it)"
+	@echo "              PAYMESH_REPLICAS=2 PAYMESH_WORKER_REPLICAS=2 make up: two copies of each"
 	@echo "make test   - lint, contract checks, unit and integration tests"
 	@echo "make gen    - regenerate gen/ from protos/"
+	@echo "make bench  - benchmarks against same-run baselines (BENCH_QUICK=1: ~2 min)"
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -38,10 +40,11 @@ $(BUF):
 
 gen: $(BUILD)/protodeps/.copied
 	tools/gen.sh gen
+	$(PY) -m services.runtime.envoy --kubernetes
 
 check-gen: $(BUILD)/protodeps/.copied
 	rm -rf $(BUILD)/gen-check && tools/gen.sh $(BUILD)/gen-check
-	diff -r gen $(BUILD)/gen-check || { echo "gen/ is stale: run 'make gen' and commit"; exit 1; }
+	diff -r -x __pycache__ gen $(BUILD)/gen-check || { echo "gen/ is stale: run 'make gen' and commit"; exit 1; }
 
 buf-lint: $(BUF) $(BUILD)/protodeps/.copied
 	$(BUF) lint
@@ -65,11 +68,54 @@ unit: venv
 integration: venv
 	$(PY) -m pytest tests/integration -q
 
-test: venv check-gen buf-lint lint envoy-validate
+test: venv check-gen buf-lint lint envoy-validate frontend chromium
 	$(PY) -m pytest -q
 
-up: venv gen
+up: venv gen frontend
 	$(VENV)/bin/paymesh up
+
+# The long fault run (tests/chaos; `make test` runs a bounded one). CHAOS_SEED=n repeats a run;
+# CHAOS_PAYMENTS and CHAOS_FAULTS size it.
+chaos: venv
+	CHAOS_PAYMENTS=$${CHAOS_PAYMENTS:-300} CHAOS_FAULTS=$${CHAOS_FAULTS:-25} \
+		CHAOS_DRAIN_TIMEOUT_S=$${CHAOS_DRAIN_TIMEOUT_S:-900} $(PY) -m pytest tests/chaos -q -s
+
+# Benchmarks (never part of `make test`; see bench/README.md): about 10 minutes on 2 cores.
+# BENCH_QUICK=1 runs a ~2 minute smoke of every scenario; BENCH_PROFILE=1 adds a py-spy profile
+# of create-payment. Load comes from wrk (Debian), installed here when missing.
+bench: venv
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(PY) -m bench.run
+
+# Web apps (frontend/, see frontend/README.md): npm ci from the lockfile, TypeScript types
+# generated from protos/ (buf + the lockfile's protoc-gen-es, into git-ignored frontend/gen),
+# then `ng build` of both apps. Each step is skipped while its inputs are unchanged, so a second
+# `make up` starts in seconds.
+.PHONY: frontend frontend-gen chromium
+FRONTEND_SOURCES := $(shell find frontend/projects frontend/shared frontend/tools -type f 2>/dev/null) \
+	frontend/angular.json frontend/tsconfig.json
+PROTO_SOURCES := $(shell find protos -name '*.proto')
+
+frontend/node_modules/.installed: frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+frontend/gen/.generated: $(PROTO_SOURCES) frontend/buf.gen.yaml frontend/node_modules/.installed \
+		| $(BUF) $(BUILD)/protodeps/.copied
+	cd frontend && BUF=$(CURDIR)/$(BUF) node tools/gen-types.mjs
+	touch $@
+
+frontend/dist/.built: frontend/gen/.generated $(FRONTEND_SOURCES) frontend/node_modules/.installed
+	cd frontend && NG_CLI_ANALYTICS=false npx ng build dashboard && NG_CLI_ANALYTICS=false npx ng build checkout
+	touch $@
+
+frontend-gen: frontend/gen/.generated
+
+frontend: frontend/dist/.built
+
+# Browser tests drive Debian's chromium, installed here when missing (never a browser download).
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 clean:
 	rm -rf $(BUILD) .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,17 @@
 """Errors of the admin service."""
 
-from services.common.errors import InvalidArgument, NotFound
+import grpc
+
+from services.common.errors import (
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 
 
 class MerchantNotFound(NotFound):
@@ -19,3 +30,60 @@ class InvalidOperator(InvalidArgument):
     """An operator's email, password or role is unacceptable."""
 
     reason = "INVALID_OPERATOR"
+
+
+class InvalidCredentials(Unauthenticated):
+    """The email or the password is wrong (which one is not said)."""
+
+    reason = "INVALID_CREDENTIALS"
+
+
+class SessionInvalid(Unauthenticated):
+    """No session token, or an unknown, expired or ended one."""
+
+    reason = "SESSION_INVALID"
+
+
+class OperatorSessionRequired(PermissionDenied):
+    """A merchant API key was used on an admin method."""
+
+    reason = "OPERATOR_SESSION_REQUIRED"
+
+
+class OperatorRoleRequired(PermissionDenied):
+    """A viewer called a method that changes something."""
+
+    reason = "OPERATOR_ROLE_REQUIRED"
+
+
+class LoginRateLimited(ResourceExhausted):
+    """Too many failed logins for this email from this address."""
+
+    reason = "LOGIN_RATE_LIMITED"
+
+
+class ReconciliationNotFound(NotFound):
+    """No reconciliation run with this id."""
+
+    reason = "RECONCILIATION_NOT_FOUND"
+
+
+class DependencyUnavailable(Unavailable):
+    """A service the admin views read from did not answer."""
+
+    reason = "DEPENDENCY_UNAVAILABLE"
+
+
+class RemoteError(DomainError):
+    """A client error another service answered, passed on with its code, reason and fields."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: grpc.StatusCode,
+        reason: str,
+        violations: list[FieldViolation] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, violations=violations)
+        self.code = code

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from services.admin.errors import ApiKeyNotFound, MerchantNotFound
@@ -18,6 +19,11 @@ from services.common.ids import new_id
 DEFAULT_FEE_BPS = 290
 DEFAULT_FEE_FIXED = 30
 NAME_LENGTH_MAX = 200
+FEE_FIXED_MAX = 1_000_000
+PAGE_SIZE_DEFAULT = 20
+PAGE_SIZE_MAX = 100
+# A merchant rotates keys now and then; a list this long means something else is wrong.
+API_KEYS_MAX = 1000
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,7 @@ def create_merchant(
     name = name.strip()
     if not name or len(name) > NAME_LENGTH_MAX:
         raise InvalidArgument.field("name", f"must be 1 to {NAME_LENGTH_MAX} characters")
-    if not 0 <= fee_bps <= 10_000:
-        raise InvalidArgument.field("fee_bps", "must be between 0 and 10000")
-    if not 0 <= fee_fixed <= 1_000_000:
-        raise InvalidArgument.field("fee_fixed", "must be between 0 and 1000000")
+    _check_fees(fee_bps, fee_fixed)
     merchant = Merchant(id=new_id("mer"), name=name, fee_bps=fee_bps, fee_fixed=fee_fixed)
     session.add(merchant)
     session.flush()
@@ -104,3 +107,70 @@ def authenticate_api_key(session: Session, key: str) -> tuple[ApiKey, Merchant] 
         if secrets.compare_digest(api_key.key_hash, parsed.key_hash):
             return api_key, merchant
     return None
+
+
+def _check_fees(fee_bps: int, fee_fixed: int) -> None:
+    if not 0 <= fee_bps <= 10_000:
+        raise InvalidArgument.field("fee_bps", "must be between 0 and 10000")
+    if not 0 <= fee_fixed <= FEE_FIXED_MAX:
+        raise InvalidArgument.field("fee_fixed", f"must be between 0 and {FEE_FIXED_MAX}")
+
+
+def update_fees(session: Session, *, merchant_id: str, fee_bps: int, fee_fixed: int) -> Merchant:
+    """Sets a merchant's fee schedule."""
+    _check_fees(fee_bps, fee_fixed)
+    merchant = session.get(Merchant, merchant_id, with_for_update=True)
+    if merchant is None:
+        raise MerchantNotFound(f"no merchant {merchant_id!r}")
+    merchant.fee_bps = fee_bps
+    merchant.fee_fixed = fee_fixed
+    session.flush()
+    return merchant
+
+
+def _page_token(merchant: Merchant) -> str:
+    raw = f"{merchant.create_time.isoformat()}|{merchant.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _parse_page_token(token: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token.encode()).decode()
+        when, merchant_id = raw.split("|", 1)
+        return datetime.fromisoformat(when), merchant_id
+    except ValueError as error:
+        raise InvalidArgument.field(
+            "page_token", "is not a token from a previous response"
+        ) from error
+
+
+def list_merchants(
+    session: Session, *, page_size: int = 0, page_token: str = ""
+) -> tuple[list[Merchant], str]:
+    """A page of merchants, newest first, and the next page's token ("" on the last)."""
+    if not 0 <= page_size <= PAGE_SIZE_MAX:
+        raise InvalidArgument.field("page_size", f"must be between 1 and {PAGE_SIZE_MAX}")
+    size = page_size or PAGE_SIZE_DEFAULT
+    query = (
+        select(Merchant).order_by(Merchant.create_time.desc(), Merchant.id.desc()).limit(size + 1)
+    )
+    if page_token:
+        when, merchant_id = _parse_page_token(page_token)
+        query = query.where(tuple_(Merchant.create_time, Merchant.id) < (when, merchant_id))
+    rows = list(session.scalars(query))
+    if len(rows) > size:
+        return rows[:size], _page_token(rows[size - 1])
+    return rows, ""
+
+
+def list_api_keys(session: Session, *, merchant_id: str) -> list[ApiKey]:
+    """A merchant's keys, newest first (revoked ones included)."""
+    get_merchant_or_raise(session, merchant_id)
+    return list(
+        session.scalars(
+            select(ApiKey)
+            .where(ApiKey.merchant_id == merchant_id)
+            .order_by(ApiKey.create_time.desc(), ApiKey.id)
+            .limit(API_KEYS_MAX)
+        )
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -13,6 +14,8 @@ from services.common.ids import new_id
 ROLES = ("viewer", "operator")
 PASSWORD_LENGTH_MIN = 8
 _hasher = PasswordHasher()
+# Checked against when the email is unknown, so a login takes as long either way.
+_DUMMY_HASH = _hasher.hash("paymesh-no-such-operator")
 
 
 def create_operator(session: Session, *, email: str, password: str, role: str) -> Operator:
@@ -32,3 +35,19 @@ def create_operator(session: Session, *, email: str, password: str, role: str) -
     operator.role = role
     session.flush()
     return operator
+
+
+def find_by_email(session: Session, email: str) -> Operator | None:
+    """The operator with this email (case-insensitive), if any."""
+    return session.scalars(
+        select(Operator).where(Operator.email == email.strip().lower())
+    ).one_or_none()
+
+
+def verify_password(operator: Operator | None, password: str) -> bool:
+    """Whether `password` is the operator's; spends the same time when there is no operator."""
+    try:
+        _hasher.verify(operator.password_hash if operator else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return False
+    return operator is not None

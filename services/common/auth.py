@@ -11,6 +11,7 @@ import contextvars
 import enum
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 from paymesh.admin.v1 import admin_internal_pb2, admin_internal_pb2_grpc
@@ -30,6 +31,14 @@ class AuthPolicy(enum.Enum):
     NONE = "none"
     SECRET_KEY = "secret_key"  # noqa: S105 - a policy name, not a secret
     ANY_KEY = "any_key"  # secret, or publishable where the method checks a client secret
+    # The key is optional (the hosted checkout page has none); a key that is given must be
+    # valid. The method itself checks the object's client secret unless the caller is a secret
+    # key of the owning merchant.
+    CLIENT_SECRET = "client_secret"  # noqa: S105 - a policy name, not a secret
+    # Admin methods: an operator session (never a merchant key); WRITE also needs the
+    # "operator" role. The admin service provides the OperatorAuthenticator that checks them.
+    OPERATOR_SESSION = "operator_session"
+    OPERATOR_WRITE = "operator_write"
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,46 @@ def current_principal() -> Principal:
     if principal is None:
         raise Unauthenticated("no API key was provided")
     return principal
+
+
+def optional_principal() -> Principal | None:
+    """The principal of the call being served, or None when it came without a key."""
+    return principal_var.get()
+
+
+@dataclass(frozen=True)
+class OperatorPrincipal:
+    """The operator (and session) an admin call is made by, with where it came from."""
+
+    operator_id: str
+    email: str
+    role: str
+    session_id: str
+    client_ip: str
+    user_agent: str
+
+
+operator_var: contextvars.ContextVar[OperatorPrincipal | None] = contextvars.ContextVar(
+    "operator", default=None
+)
+
+
+def current_operator() -> OperatorPrincipal:
+    """The operator of the admin call being served."""
+    operator = operator_var.get()
+    if operator is None:
+        raise Unauthenticated("an operator session is required")
+    return operator
+
+
+class OperatorAuthenticator(Protocol):
+    """Checks operator sessions for OPERATOR_* policies (implemented by the admin service)."""
+
+    async def authenticate_operator(
+        self, metadata: tuple[tuple[str, str | bytes], ...], policy: AuthPolicy
+    ) -> OperatorPrincipal:
+        """The operator for the call's credentials, or Unauthenticated / PermissionDenied."""
+        ...
 
 
 def key_from_metadata(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:

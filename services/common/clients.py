@@ -9,6 +9,9 @@ import grpc
 # Transient failures of idempotent internal calls are retried by the channel itself.
 _SERVICE_CONFIG = json.dumps(
     {
+        # Spread calls over every address the target lists (several local copies, or every
+        # ready pod behind a headless Service) and skip the ones that do not answer.
+        "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
                 "name": [{}],
@@ -20,7 +23,7 @@ _SERVICE_CONFIG = json.dumps(
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
             }
-        ]
+        ],
     }
 )
 _OPTIONS = [

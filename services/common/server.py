@@ -18,13 +18,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram, start_http_server
 
-from services.common.auth import ApiKeyAuthenticator, AuthPolicy, key_from_metadata, principal_var
-from services.common.errors import DomainError, internal_status
+from services.common.auth import (
+    ApiKeyAuthenticator,
+    AuthPolicy,
+    OperatorAuthenticator,
+    Principal,
+    key_from_metadata,
+    operator_var,
+    principal_var,
+)
+from services.common.errors import DomainError, InvalidArgument, Unauthenticated, internal_status
 from services.common.logs import request_id_var
+from services.common.ratelimit import ApiRateLimiter, RateLimited, client_address
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +53,8 @@ class ServiceSpec:
     service_names: list[str]
     # Full method name ("/pkg.Service/Method") or service name ("pkg.Service") -> policy.
     policies: dict[str, AuthPolicy] = field(default_factory=dict)
+    # Checks OPERATOR_* policies; only the admin service has one.
+    operator_authenticator: OperatorAuthenticator | None = None
 
 
 def _policy_for(policies: dict[str, AuthPolicy], method: str) -> AuthPolicy:
@@ -61,6 +73,31 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: DomainError
     )
 
 
+# What a request deserializer returns for bytes that are not the method's message, so the
+# interceptor can answer INVALID_ARGUMENT (grpc itself would answer UNKNOWN, a 500 at the edge).
+# The edge's transcoder produces such bytes from some JSON (e.g. an object where a map wants a
+# string), so this is hostile input to refuse, not a bug to crash on.
+UNDECODABLE = object()
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def wrapped(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError:
+            return UNDECODABLE
+
+    return wrapped
+
+
+def _check_decoded(request: Any) -> None:
+    if request is UNDECODABLE:
+        raise InvalidArgument("the request body could not be decoded")
+
+
 def _code_from_int(value: int) -> tuple[int, str]:
     for code in grpc.StatusCode:
         if code.value[0] == value:
@@ -72,10 +109,16 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Request id, authentication, error mapping and metrics for every method."""
 
     def __init__(
-        self, policies: dict[str, AuthPolicy], authenticator: ApiKeyAuthenticator | None
+        self,
+        policies: dict[str, AuthPolicy],
+        authenticator: ApiKeyAuthenticator | None,
+        operator_authenticator: OperatorAuthenticator | None = None,
+        rate_limiter: ApiRateLimiter | None = None,
     ) -> None:
         self._policies = policies
         self._authenticator = authenticator
+        self._operator_authenticator = operator_authenticator
+        self._rate_limiter = rate_limiter
 
     async def _begin(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         metadata = context.invocation_metadata()
@@ -85,19 +128,57 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 request_id = value[:128]
         request_id_var.set(request_id or uuid.uuid4().hex)
         principal_var.set(None)
+        operator_var.set(None)
         policy = _policy_for(self._policies, method)
         if policy is AuthPolicy.NONE:
+            return
+        if policy in (AuthPolicy.OPERATOR_SESSION, AuthPolicy.OPERATOR_WRITE):
+            if self._operator_authenticator is None:
+                raise RuntimeError(f"{method} needs an operator but no authenticator is set")
+            operator_var.set(
+                await self._operator_authenticator.authenticate_operator(
+                    tuple(metadata or ()),  # type: ignore[arg-type]
+                    policy,
+                )
+            )
             return
         if self._authenticator is None:
             raise RuntimeError(f"{method} needs an API key but no authenticator is configured")
         key = key_from_metadata(metadata)  # type: ignore[arg-type]
-        principal_var.set(await self._authenticator.authenticate(key, policy))
+        if policy is AuthPolicy.CLIENT_SECRET and not key:
+            return  # the method checks the client secret itself
+        principal_var.set(await self._authenticate_key(self._authenticator, key, policy, metadata))
+
+    async def _authenticate_key(
+        self,
+        authenticator: ApiKeyAuthenticator,
+        key: str | None,
+        policy: AuthPolicy,
+        metadata: Any,
+    ) -> Principal:
+        """The key's principal, with failures per address and calls per key rate-limited."""
+        limiter = self._rate_limiter
+        if limiter is None:
+            return await authenticator.authenticate(key, policy)
+        address = client_address(tuple(metadata or ()))
+        await limiter.check_failures(address)
+        try:
+            principal = await authenticator.authenticate(key, policy)
+        except Unauthenticated:
+            await limiter.failed(address)
+            raise
+        # Before the method runs, so a refused call stores nothing (no idempotency record).
+        await limiter.check_key(merchant_id=principal.merchant_id, key_id=principal.key_id)
+        return principal
 
     async def _fail(
         self, method: str, context: grpc.aio.ServicerContext[Any, Any], error: Exception
     ) -> None:
         if isinstance(error, DomainError):
             RPC_TOTAL.labels(method, error.code.name).inc()
+            if isinstance(error, RateLimited):
+                # Initial metadata is what the edge turns into HTTP response headers.
+                await context.send_initial_metadata((("retry-after", str(error.retry_after_s)),))
             await _abort(context, error)
         logger.exception("unhandled error in %s", method)
         RPC_TOTAL.labels(method, "INTERNAL").inc()
@@ -115,13 +196,13 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -131,6 +212,7 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             start = time.perf_counter()
             try:
                 await self._begin(method, context)
+                _check_decoded(request)
                 response = await inner(request, context)
             except asyncio.CancelledError:
                 raise
@@ -152,6 +234,7 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         ) -> AsyncIterator[Any]:
             try:
                 await self._begin(method, context)
+                _check_decoded(request)
                 async for item in inner(request, context):
                     yield item
             except asyncio.CancelledError:
@@ -171,10 +254,13 @@ def create_server(
     port: int,
     authenticator: ApiKeyAuthenticator | None = None,
     host: str = "127.0.0.1",
+    rate_limiter: ApiRateLimiter | None = None,
 ) -> tuple[grpc.aio.Server, int, Any]:
     """A server with the service, health and reflection registered, bound to `port` (0 = any)."""
     server = grpc.aio.server(
-        interceptors=[KitInterceptor(spec.policies, authenticator)],
+        interceptors=[
+            KitInterceptor(spec.policies, authenticator, spec.operator_authenticator, rate_limiter)
+        ],
         options=[
             ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
             ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
@@ -208,6 +294,7 @@ async def run_server(
     on_stop: Iterable[Callable[[], Awaitable[None]]] = (),
     host: str = "127.0.0.1",
     thread_pool_size: int = 10,
+    rate_limiter: ApiRateLimiter | None = None,
 ) -> None:
     """Serves until SIGTERM or SIGINT, then drains in-flight calls for `grace_period_s`."""
     # Domain code is synchronous SQLAlchemy; it runs here, beside the event loop.
@@ -216,7 +303,7 @@ async def run_server(
     if metrics_port is not None:
         start_http_server(metrics_port, addr=host)
     server, bound, health_servicer = create_server(
-        spec, port=port, authenticator=authenticator, host=host
+        spec, port=port, authenticator=authenticator, host=host, rate_limiter=rate_limiter
     )
     await server.start()
     for name in ["", *spec.service_names]:

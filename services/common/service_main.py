@@ -8,6 +8,7 @@ from collections.abc import Callable
 from services.common.auth import ApiKeyAuthenticator
 from services.common.clients import aio_channel
 from services.common.logs import configure_logging
+from services.common.ratelimit import ApiRateLimiter
 from services.common.server import ServiceSpec, run_server
 from services.common.settings import ServiceName, Settings
 
@@ -34,10 +35,12 @@ def run_service(
         await run_server(
             spec,
             port=settings.grpc_port(name),
+            host=settings.bind_host,
             metrics_port=settings.metrics_port(name),
             grace_period_s=settings.grace_period_s,
             authenticator=authenticator,
             thread_pool_size=settings.db_pool_size,
+            rate_limiter=ApiRateLimiter.from_settings(settings) if needs_api_keys else None,
         )
 
     asyncio.run(serve())

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.errors import ConfigurationError
 
 ServiceName = Literal["payment", "ledger", "webhook", "admin"]
 SERVICE_NAMES: tuple[ServiceName, ...] = ("payment", "ledger", "webhook", "admin")
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class Settings(BaseSettings):
@@ -28,9 +37,16 @@ class Settings(BaseSettings):
     http_port: int = 8080
     envoy_admin_port: int = 9901
     public_base_url: str = "http://localhost:8080"
+    # The built web apps (dashboard, checkout) are served on this port behind the edge, and the
+    # demo merchant shop that `make up` runs listens on its own.
+    webapps_port: int = 8081
+    demo_shop_port: int = 8090
 
     # Each service listens on its own gRPC port and serves metrics on another.
     services_host: str = "127.0.0.1"
+    # The address services listen on (gRPC and metrics); 0.0.0.0 in containers, where the
+    # kubelet's probes and other pods reach them through the pod's own IP.
+    bind_host: str = "127.0.0.1"
     payment_grpc_port: int = 50051
     ledger_grpc_port: int = 50052
     webhook_grpc_port: int = 50053
@@ -39,6 +55,12 @@ class Settings(BaseSettings):
     ledger_metrics_port: int = 9102
     webhook_metrics_port: int = 9103
     admin_metrics_port: int = 9104
+    # Local scale-out (`PAYMESH_REPLICAS=2 make up`, LocalPlatform): copies of each gRPC service
+    # and of each worker kind. Copy k (from 1) of a service listens on its own ports shifted by
+    # (k - 1) * replica_port_step; Envoy and the other services balance over every copy.
+    replicas: int = Field(default=1, ge=1, le=8)
+    worker_replicas: int = Field(default=1, ge=1, le=8)
+    replica_port_step: int = 1000
     # Overrides for clients when services live elsewhere, e.g. "ledger:50052".
     payment_target: str | None = None
     ledger_target: str | None = None
@@ -54,10 +76,69 @@ class Settings(BaseSettings):
     # API keys resolved by the admin service are cached this long in every other service;
     # it bounds how long a revoked key keeps working.
     auth_cache_ttl_s: float = 5.0
+    # Per-API-key rate limit in `limits` notation ("1000/second", "50 per 10 seconds"), counted
+    # per key in Redis; empty turns it off. A merchant may get its own limit: a JSON object of
+    # merchant id -> limit (PAYMESH_API_RATE_LIMIT_MERCHANTS='{"mer_x": "10/second"}').
+    api_rate_limit: str = "1000/second"
+    api_rate_limit_merchants: dict[str, str] = Field(default_factory=dict)
+    # Failed API-key authentications allowed per client address within the window before 429.
+    api_auth_failures_max: int = 100
+    api_auth_failure_window_s: int = 60
 
     # Keys for hashing card numbers into fingerprints and encrypting webhook secrets.
     card_fingerprint_key: SecretStr | None = None
     secret_encryption_key: SecretStr | None = None
+
+    # Payments: the processor simulator, the outbox relay and its sweeper.
+    processor_latency_ms: int = 20
+    payment_relay_poll_interval_ms: int = 200
+    payment_relay_batch_size: int = 100
+    payment_outbox_retry_delay_max_s: float = 30.0
+    payment_sweep_interval_s: float = 5.0
+    # A `processing` payment (or pending refund) untouched this long is re-driven.
+    payment_stuck_after_s: float = 60.0
+    # Manual-capture payments not captured within this window are canceled.
+    payment_capture_window_s: float = 7 * 24 * 3600.0
+    # Idempotency keys are kept at least this long (the API promises 24 hours).
+    idempotency_key_ttl_s: float = 24 * 3600.0
+    # A claimed key whose request died is released after this long.
+    idempotency_lock_timeout_s: float = 60.0
+
+    # Webhooks: delivery HTTP limits, retries, SSRF policy, retention (services/webhook).
+    webhook_timeout_s: float = 15.0
+    # Comma-separated delays in seconds between attempts; its length + 1 attempts in all.
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,36000"
+    # Each delay is scaled by a random factor in [1 - ratio, 1 + ratio].
+    webhook_retry_jitter_ratio: float = 0.1
+    webhook_retry_after_max_s: float = 3600.0
+    webhook_allow_private_networks: bool = False
+    webhook_secret_overlap_s: float = 24 * 3600.0
+    webhook_disable_after_failing_s: float = 5 * 24 * 3600.0
+    webhook_event_bytes_max: int = 256 * 1024
+    webhook_event_retention_days: float = 30.0
+    webhook_sweep_interval_s: float = 1.0
+    # A claimed attempt whose worker vanished is retried after timeout + this margin.
+    webhook_lease_margin_s: float = 10.0
+
+    # Admin: operator sessions, stream tokens, login throttling, the live overview stream.
+    admin_session_ttl_s: float = 12 * 3600.0
+    # A stream token only opens the overview stream; the stream then lives as its session does.
+    admin_stream_token_ttl_s: float = 60.0
+    # Failed logins allowed per email and client IP within the window before 429.
+    admin_login_failures_max: int = 5
+    admin_login_failure_window_s: int = 900
+    # How often the overview stream re-reads the figures, and re-sends them even unchanged.
+    admin_watch_poll_interval_s: float = 0.5
+    admin_watch_keepalive_s: float = 30.0
+
+    # Ledger: the platform's accounts (fees, receivable) are touched by every payment; their
+    # stored balance is spread over this many rows so postings do not queue on one row lock
+    # (measured in bench/README.md). Applies to accounts created after a change.
+    ledger_hot_account_shards: int = 16
+    # Reconciliation also reads movements and processor records this far past the range's
+    # edges, to match items that straddle them (the processor acts, then the ledger posts,
+    # then the payment settles).
+    ledger_reconcile_grace_s: float = 300.0
 
     def grpc_port(self, service: ServiceName) -> int:
         """The gRPC port a service listens on."""
@@ -69,10 +150,24 @@ class Settings(BaseSettings):
         port: int = getattr(self, f"{service}_metrics_port")
         return port
 
+    def replica_ports(self, service: ServiceName) -> list[tuple[int, int]]:
+        """(gRPC, metrics) ports of each local copy of a service; the first is its own."""
+        shifts = [copy * self.replica_port_step for copy in range(self.replicas)]
+        return [
+            (self.grpc_port(service) + shift, self.metrics_port(service) + shift)
+            for shift in shifts
+        ]
+
     def target(self, service: ServiceName) -> str:
         """The address other processes use to reach a service."""
         override: str | None = getattr(self, f"{service}_target")
-        return override or f"{self.services_host}:{self.grpc_port(service)}"
+        if override:
+            return override
+        if self.replicas == 1 or not _is_ipv4(self.services_host):
+            return f"{self.services_host}:{self.grpc_port(service)}"
+        # Every local copy: gRPC's ipv4 resolver lists them, round_robin spreads the calls.
+        ports = [grpc for grpc, _ in self.replica_ports(service)]
+        return "ipv4:" + ",".join(f"{self.services_host}:{port}" for port in ports)
 
     def require_database_url(self) -> str:
         """The database URL, or a clear error when it is missing."""

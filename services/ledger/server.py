@@ -1,20 +1,340 @@
-"""The ledger service's gRPC servicers."""
+"""The ledger service's gRPC servicers: proto <-> domain, nothing more."""
 
 from __future__ import annotations
 
-import grpc
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
-from services.common.auth import AuthPolicy
+import grpc
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
+from paymesh.ledger.v1 import (
+    ledger_internal_pb2,
+    ledger_internal_pb2_grpc,
+    ledger_pb2,
+    ledger_pb2_grpc,
+)
+from paymesh.payment.v1 import payment_internal_pb2_grpc
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.common.auth import AuthPolicy, Principal, current_principal
+from services.common.clients import sync_channel
+from services.common.db import make_engine, make_sessionmaker, transaction
+from services.common.errors import InvalidArgument
 from services.common.server import ServiceSpec
 from services.common.service_main import run_service
 from services.common.settings import Settings
+from services.ledger import accounts, posting, reconciliation
+from services.ledger.models import Entry
+
+logger = logging.getLogger(__name__)
+Context = grpc.aio.ServicerContext[Any, Any]
+T = TypeVar("T")
+
+# Deadlocks and serialization failures are retried this many times in all; the unit of work is
+# safe to repeat (posting is idempotent by reference).
+ATTEMPTS_MAX = 3
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def run_unit_of_work(sessions: sessionmaker[Session], work: Callable[[Session], T]) -> T:
+    """Runs `work` in one transaction, again on a deadlock or serialization failure."""
+    for attempt in range(1, ATTEMPTS_MAX + 1):
+        try:
+            with transaction(sessions) as session:
+                return work(session)
+        except OperationalError as error:
+            sqlstate = getattr(error.orig, "sqlstate", None)
+            if sqlstate not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS_MAX:
+                raise
+            logger.warning("retrying a ledger unit of work", extra={"sqlstate": sqlstate})
+    raise AssertionError("unreachable")
+
+
+def entry_to_proto(entry: Entry) -> ledger_pb2.Entry:
+    """An entry as the API shows it."""
+    message = ledger_pb2.Entry(
+        id=entry.id,
+        transaction_id=entry.transaction_id,
+        account_id=entry.account_id,
+        direction=entry.direction,
+        amount=entry.amount,
+        currency=entry.currency,
+        source_id=entry.source_id,
+    )
+    message.create_time.FromDatetime(entry.create_time)
+    return message
+
+
+def account_to_proto(item: accounts.AccountWithBalance) -> ledger_internal_pb2.Account:
+    """An account and its balance as the API shows them."""
+    return ledger_internal_pb2.Account(
+        id=item.account.id,
+        owner=item.account.owner,
+        kind=item.account.kind,
+        currency=item.account.currency,
+        normal_side=item.account.normal_side,
+        balance=item.balance,
+        livemode=item.account.livemode,
+    )
+
+
+def _time_or_none(request: Message, field: str) -> datetime | None:
+    """A Timestamp field as an aware datetime, or None when unset."""
+    if not request.HasField(field):
+        return None
+    value: timestamp_pb2.Timestamp = getattr(request, field)
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def report_to_proto(report: reconciliation.Report) -> ledger_internal_pb2.ReconciliationReport:
+    """A reconciliation report as the API shows it."""
+    message = ledger_internal_pb2.ReconciliationReport(
+        totals=[
+            ledger_internal_pb2.ReconciliationTotals(**dataclasses.asdict(line))
+            for line in report.totals
+        ],
+        mismatches=[
+            ledger_internal_pb2.Mismatch(**dataclasses.asdict(mismatch))
+            for mismatch in report.mismatches
+        ],
+        checked_count=report.checked_count,
+    )
+    message.start_time.FromDatetime(report.start)
+    message.end_time.FromDatetime(report.end)
+    message.create_time.FromDatetime(report.create_time)
+    return message
+
+
+def posted_to_proto(posted: posting.PostedTransaction) -> ledger_internal_pb2.Transaction:
+    """A posted transaction as the API shows it."""
+    return ledger_internal_pb2.Transaction(
+        id=posted.transaction.id,
+        external_reference=posted.transaction.external_reference,
+        description=posted.transaction.description,
+        entries=[entry_to_proto(entry) for entry in posted.entries],
+        metadata=posted.transaction.metadata_,
+    )
+
+
+class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServicer):
+    """Posting and operators' views; called by other paymesh services only."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        payment_records: reconciliation.PaymentRecords,
+    ) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._payment_records = payment_records
+
+    def _post(
+        self, request: ledger_internal_pb2.PostTransactionRequest
+    ) -> ledger_internal_pb2.Transaction:
+        postings = [
+            posting.Posting(p.owner, p.kind, p.direction, p.amount, p.currency)
+            for p in request.postings
+        ]
+
+        def work(session: Session) -> ledger_internal_pb2.Transaction:
+            posted = posting.post_transaction(
+                session,
+                external_reference=request.external_reference,
+                postings=postings,
+                livemode=request.livemode,
+                description=request.description,
+                metadata=dict(request.metadata),
+                hot_account_shards=self._settings.ledger_hot_account_shards,
+            )
+            return posted_to_proto(posted)
+
+        return run_unit_of_work(self._sessions, work)
+
+    def _read(self, work: Callable[[Session], T]) -> T:
+        with transaction(self._sessions) as session:
+            return work(session)
+
+    async def PostTransaction(
+        self, request: ledger_internal_pb2.PostTransactionRequest, context: Context
+    ) -> ledger_internal_pb2.Transaction:
+        """Posts a balanced transaction, once per external reference."""
+        return await asyncio.to_thread(self._post, request)
+
+    async def GetTrialBalance(
+        self, request: ledger_internal_pb2.GetTrialBalanceRequest, context: Context
+    ) -> ledger_internal_pb2.GetTrialBalanceResponse:
+        """Debits and credits per currency over every account."""
+        as_of = _time_or_none(request, "as_of")
+
+        def work(session: Session) -> ledger_internal_pb2.GetTrialBalanceResponse:
+            totals = accounts.trial_balance(session, as_of=as_of)
+            return ledger_internal_pb2.GetTrialBalanceResponse(
+                currencies=[
+                    ledger_internal_pb2.CurrencyTotals(
+                        currency=t.currency, debits=t.debits, credits=t.credits
+                    )
+                    for t in totals
+                ],
+                balanced=all(t.debits == t.credits for t in totals),
+            )
+
+        return await asyncio.to_thread(self._read, work)
+
+    async def Reconcile(
+        self, request: ledger_internal_pb2.ReconcileRequest, context: Context
+    ) -> ledger_internal_pb2.ReconciliationReport:
+        """Checks the ledger against the payment service's and the processor's records."""
+        start = _time_or_none(request, "start_time")
+        end = _time_or_none(request, "end_time")
+        if start is None:
+            raise InvalidArgument.field("start_time", "is required")
+        if end is None:
+            raise InvalidArgument.field("end_time", "is required")
+
+        def work(session: Session) -> ledger_internal_pb2.ReconciliationReport:
+            return report_to_proto(
+                reconciliation.reconcile(
+                    session,
+                    self._payment_records,
+                    start=start,
+                    end=end,
+                    grace=timedelta(seconds=self._settings.ledger_reconcile_grace_s),
+                    timeout_s=self._settings.grpc_timeout_s,
+                )
+            )
+
+        return await asyncio.to_thread(self._read, work)
+
+    async def ListAccounts(
+        self, request: ledger_internal_pb2.ListAccountsRequest, context: Context
+    ) -> ledger_internal_pb2.ListAccountsResponse:
+        """One page of accounts with their balances."""
+
+        def work(session: Session) -> ledger_internal_pb2.ListAccountsResponse:
+            page = accounts.list_accounts(
+                session,
+                owner=request.owner,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+            return ledger_internal_pb2.ListAccountsResponse(
+                accounts=[account_to_proto(item) for item in page.items],
+                next_page_token=page.next_page_token,
+            )
+
+        return await asyncio.to_thread(self._read, work)
+
+    async def GetAccount(
+        self, request: ledger_internal_pb2.GetAccountRequest, context: Context
+    ) -> ledger_internal_pb2.Account:
+        """One account with its balance, now or as of a time."""
+        as_of = _time_or_none(request, "as_of")
+
+        def work(session: Session) -> ledger_internal_pb2.Account:
+            return account_to_proto(
+                accounts.get_account(session, account_id=request.id, as_of=as_of)
+            )
+
+        return await asyncio.to_thread(self._read, work)
+
+    async def ListEntries(
+        self, request: ledger_internal_pb2.ListEntriesRequest, context: Context
+    ) -> ledger_internal_pb2.ListEntriesResponse:
+        """Entries of an account or of a payment or refund, newest first."""
+
+        def work(session: Session) -> ledger_internal_pb2.ListEntriesResponse:
+            page = accounts.list_entries(
+                session,
+                account_id=request.account_id,
+                source_id=request.source_id,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+            return ledger_internal_pb2.ListEntriesResponse(
+                entries=[entry_to_proto(entry) for entry in page.items],
+                next_page_token=page.next_page_token,
+            )
+
+        return await asyncio.to_thread(self._read, work)
+
+
+class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
+    """The merchant's own balance and entries."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def _balance(self, principal: Principal) -> ledger_pb2.Balance:
+        with transaction(self._sessions) as session:
+            balances = accounts.merchant_balances(
+                session, merchant_id=principal.merchant_id, livemode=principal.livemode
+            )
+        return ledger_pb2.Balance(
+            available=[
+                ledger_pb2.BalanceAmount(currency=currency, available=amount)
+                for currency, amount in balances.items()
+            ],
+            livemode=principal.livemode,
+        )
+
+    def _entries(
+        self, principal: Principal, request: ledger_pb2.ListBalanceEntriesRequest
+    ) -> ledger_pb2.ListBalanceEntriesResponse:
+        with transaction(self._sessions) as session:
+            page = accounts.list_merchant_entries(
+                session,
+                merchant_id=principal.merchant_id,
+                livemode=principal.livemode,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+            return ledger_pb2.ListBalanceEntriesResponse(
+                entries=[entry_to_proto(entry) for entry in page.items],
+                next_page_token=page.next_page_token,
+            )
+
+    async def GetBalance(
+        self, request: ledger_pb2.GetBalanceRequest, context: Context
+    ) -> ledger_pb2.Balance:
+        """The caller's balance per currency, in the key's mode."""
+        return await asyncio.to_thread(self._balance, current_principal())
+
+    async def ListBalanceEntries(
+        self, request: ledger_pb2.ListBalanceEntriesRequest, context: Context
+    ) -> ledger_pb2.ListBalanceEntriesResponse:
+        """The caller's balance entries, newest first."""
+        return await asyncio.to_thread(self._entries, current_principal(), request)
 
 
 def build_spec(settings: Settings) -> ServiceSpec:
     """The ledger service's servicers and their auth policies."""
+    sessions = make_sessionmaker(
+        make_engine(
+            settings.require_database_url(),
+            pool_size=settings.db_pool_size,
+            application_name="paymesh-ledger",
+        )
+    )
 
     def register(server: grpc.aio.Server) -> None:
-        """Nothing yet: the servicers land with the ledger issue."""
+        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(sessions), server)
+        ledger_internal_pb2_grpc.add_LedgerInternalServiceServicer_to_server(
+            LedgerInternalServicer(
+                sessions,
+                settings,
+                payment_internal_pb2_grpc.PaymentInternalServiceStub(
+                    sync_channel(settings.target("payment"))
+                ),
+            ),
+            server,
+        )
 
     return ServiceSpec(
         name="ledger",

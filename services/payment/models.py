@@ -1,14 +1,38 @@
-"""Tables of the payment service (schema `payment`)."""
+"""Tables of the payment service (schema `payment`) and of its processor simulator (`processor`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Index, String, func
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.db import schema_metadata
+from services.common.db import NAMING_CONVENTION, schema_metadata
+
+PAYMENT_STATUSES = (
+    "requires_payment_method",
+    "processing",
+    "requires_capture",
+    "succeeded",
+    "failed",
+    "canceled",
+)
+REFUND_STATUSES = ("pending", "succeeded", "failed")
+CAPTURE_METHODS = ("automatic", "manual")
 
 
 class Base(DeclarativeBase):
@@ -28,16 +52,173 @@ class Payment(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(String(40))
+    merchant_name: Mapped[str] = mapped_column(String(200), default="")
     livemode: Mapped[bool]
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(32))
     capture_method: Mapped[str] = mapped_column(String(16))
+    amount_capturable: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_to_capture: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    amount_received: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+    fee: Mapped[int] = mapped_column(BigInteger, default=0)
+    fee_bps: Mapped[int] = mapped_column(Integer)
+    fee_fixed: Mapped[int] = mapped_column(BigInteger)
+    card_brand: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    card_last4: Mapped[str | None] = mapped_column(String(4), nullable=True)
+    card_exp_month: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    card_exp_year: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    card_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    processor_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    processor_charge_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    failure_code: Mapped[str] = mapped_column(String(64), default="")
+    failure_message: Mapped[str] = mapped_column(String(500), default="")
     description: Mapped[str] = mapped_column(String(1000), default="")
     metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONB, default=dict)
+    return_url: Mapped[str] = mapped_column(String(2048), default="")
+    cancellation_reason: Mapped[str] = mapped_column(String(32), default="")
+    client_secret: Mapped[str] = mapped_column(String(120))
+    ledger_reference: Mapped[str] = mapped_column(String(120), default="")
+    # How many times the worker was asked to drive this payment; part of the job id of
+    # re-drives, so a job lost with a dead worker never blocks a new one.
+    drive_count: Mapped[int] = mapped_column(Integer, default=0)
+    drive_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    authorize_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    settle_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     create_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
     update_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Refund(Base):
+    """Money given back from a captured payment."""
+
+    __tablename__ = "refunds"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    payment_id: Mapped[str] = mapped_column(String(40), ForeignKey("payments.id"))
+    merchant_id: Mapped[str] = mapped_column(String(40))
+    livemode: Mapped[bool]
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(32), default="")
+    failure_code: Mapped[str] = mapped_column(String(64), default="")
+    operator_id: Mapped[str] = mapped_column(String(40), default="")
+    ledger_reference: Mapped[str] = mapped_column(String(120), default="")
+    drive_count: Mapped[int] = mapped_column(Integer, default=0)
+    drive_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    settle_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    update_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class IdempotencyKey(Base):
+    """A client's idempotency key, its request's fingerprint, and the stored response."""
+
+    __tablename__ = "idempotency_keys"
+
+    merchant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    livemode: Mapped[bool] = mapped_column(primary_key=True)
+    operation: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    # "in_progress" while the first request runs, then "completed" with its response.
+    state: Mapped[str] = mapped_column(String(16))
+    response: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    lock_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    expire_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OutboxMessage(Base):
+    """Work to hand to RQ, or an event to publish, written with the change that caused it."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    # "job" (an RQ job to enqueue) or "event" (published to the webhook service).
+    kind: Mapped[str] = mapped_column(String(8))
+    topic: Mapped[str] = mapped_column(String(120))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+    next_attempt_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    relay_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class ProcessorBase(DeclarativeBase):
+    """Base of the processor simulator's tables: the card network's side of the world."""
+
+    metadata = MetaData(schema="processor", naming_convention=NAMING_CONVENTION)
+
+
+class ProcessorToken(ProcessorBase):
+    """A card as the simulator's vault knows it: the behaviour it triggers, never its number."""
+
+    __tablename__ = "tokens"
+
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scenario: Mapped[str] = mapped_column(String(32))
+    brand: Mapped[str] = mapped_column(String(32))
+    last4: Mapped[str] = mapped_column(String(4))
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class ProcessorAttempt(ProcessorBase):
+    """How many times each payment was presented for authorization."""
+
+    __tablename__ = "attempts"
+
+    payment_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+
+class ProcessorCharge(ProcessorBase):
+    """An authorization, and its capture or void; one per payment."""
+
+    __tablename__ = "charges"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    payment_id: Mapped[str] = mapped_column(String(40), unique=True)
+    amount_authorized: Mapped[int] = mapped_column(BigInteger)
+    amount_captured: Mapped[int] = mapped_column(BigInteger, default=0)
+    currency: Mapped[str] = mapped_column(String(3))
+    # "authorized", "captured" or "voided".
+    status: Mapped[str] = mapped_column(String(16))
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    capture_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ProcessorRefund(ProcessorBase):
+    """Money the simulator sent back to a card; one per refund."""
+
+    __tablename__ = "refunds"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    refund_id: Mapped[str] = mapped_column(String(40), unique=True)
+    payment_id: Mapped[str] = mapped_column(String(40))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
     )

@@ -1,64 +1,328 @@
-"""Payments: creation, lookup, and the rules of their lifecycle."""
+"""Payments: creation, lookup, listing, and the rules of their lifecycle.
+
+    requires_payment_method ──confirm──> processing ──worker──> succeeded | failed
+                                              │                  (automatic capture)
+                                              └──worker──> requires_capture ──capture──> processing
+    requires_payment_method | requires_capture ──cancel (or capture window)──> canceled
+
+Domain functions take a session and never commit; every state change writes its event (and
+any work for the worker) to the outbox in the same transaction.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from services.common.auth import Principal
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.ids import has_prefix, new_id
-from services.common.money import AMOUNT_MAX, normalize_currency
-from services.payment.errors import PaymentNotFound
-from services.payment.models import Payment
+from services.payment import outbox
+from services.payment.errors import AmountTooLarge, PaymentNotFound, PaymentStateInvalid
+from services.payment.models import PAYMENT_STATUSES, Payment
+from services.payment.processor import CardToken
+from services.payment.validation import (
+    CANCELLATION_REASONS,
+    CardInput,
+    PaymentInput,
+    card_fingerprint,
+    validate_choice,
+)
 
-DESCRIPTION_LENGTH_MAX = 1000
+PAGE_SIZE_DEFAULT = 20
+PAGE_SIZE_MAX = 100
+CLIENT_SECRET_RANDOM_BYTES = 24
+
+
+@dataclass(frozen=True)
+class AttachedCard:
+    """A card once the processor vaulted it: what the payment may keep of it."""
+
+    token: CardToken
+    exp_month: int
+    exp_year: int
+    fingerprint: str
+
+
+def attach_card(card: CardInput, token: CardToken, *, fingerprint_key: str) -> AttachedCard:
+    """What a payment keeps of a card: token, brand, last4, expiry, keyed fingerprint."""
+    return AttachedCard(
+        token=token,
+        exp_month=card.exp_month,
+        exp_year=card.exp_year,
+        fingerprint=card_fingerprint(card.number, fingerprint_key),
+    )
+
+
+def _start_processing(session: Session, payment: Payment, card: AttachedCard) -> None:
+    payment.card_brand = card.token.brand
+    payment.card_last4 = card.token.last4
+    payment.card_exp_month = card.exp_month
+    payment.card_exp_year = card.exp_year
+    payment.card_fingerprint = card.fingerprint
+    payment.processor_token = card.token.token
+    payment.status = "processing"
+    outbox.drive_payment(session, payment)
+    outbox.payment_event(session, payment, "payment.processing")
 
 
 def create_payment(
-    session: Session,
-    *,
-    principal: Principal,
-    amount: int,
-    currency: str,
-    description: str = "",
-    metadata: dict[str, str] | None = None,
+    session: Session, *, principal: Principal, data: PaymentInput, card: AttachedCard | None
 ) -> Payment:
-    """Creates a payment waiting for a payment method."""
-    violations = []
-    if not 0 < amount <= AMOUNT_MAX:
-        violations.append(FieldViolation("amount", f"must be between 1 and {AMOUNT_MAX}"))
-    code = normalize_currency(currency)
-    if code is None:
-        violations.append(FieldViolation("currency", "must be an ISO 4217 currency code"))
-    if len(description) > DESCRIPTION_LENGTH_MAX:
-        violations.append(
-            FieldViolation("description", f"must be at most {DESCRIPTION_LENGTH_MAX} characters")
-        )
-    if violations or code is None:
-        raise InvalidArgument("the payment is invalid", violations=violations)
+    """Creates a payment; with a card it starts processing at once."""
+    payment_id = new_id("pay")
     payment = Payment(
-        id=new_id("pay"),
+        id=payment_id,
         merchant_id=principal.merchant_id,
+        merchant_name=principal.merchant_name,
         livemode=principal.livemode,
-        amount=amount,
-        currency=code,
+        amount=data.amount,
+        currency=data.currency,
         status="requires_payment_method",
-        capture_method="automatic",
-        description=description,
-        metadata_=dict(metadata or {}),
+        capture_method=data.capture_method,
+        amount_capturable=0,
+        amount_received=0,
+        amount_refunded=0,
+        fee=0,
+        fee_bps=principal.fee_bps,
+        fee_fixed=principal.fee_fixed,
+        description=data.description,
+        metadata_=dict(data.metadata),
+        return_url=data.return_url,
+        client_secret=f"{payment_id}_secret_{secrets.token_urlsafe(CLIENT_SECRET_RANDOM_BYTES)}",
+        drive_count=0,
     )
     session.add(payment)
     session.flush()
+    if card is not None:
+        _start_processing(session, payment, card)
+    session.flush()
+    session.refresh(payment)
     return payment
 
 
-def get_payment_or_raise(session: Session, *, principal: Principal, payment_id: str) -> Payment:
+def _owned(payment: Payment | None, principal: Principal) -> bool:
+    return (
+        payment is not None
+        and payment.merchant_id == principal.merchant_id
+        and payment.livemode == principal.livemode
+    )
+
+
+def get_payment_or_raise(
+    session: Session, *, principal: Principal, payment_id: str, for_update: bool = False
+) -> Payment:
     """The caller's payment, or PaymentNotFound (also for another merchant's or mode's)."""
-    payment = session.get(Payment, payment_id) if has_prefix(payment_id, "pay") else None
-    if (
-        payment is None
-        or payment.merchant_id != principal.merchant_id
-        or payment.livemode != principal.livemode
-    ):
+    payment = _load(session, payment_id, for_update=for_update)
+    if payment is None or not _owned(payment, principal):
         raise PaymentNotFound(f"no such payment: {payment_id!r}")
     return payment
+
+
+def _load(session: Session, payment_id: str, *, for_update: bool) -> Payment | None:
+    if not has_prefix(payment_id, "pay"):
+        return None
+    return session.get(Payment, payment_id, with_for_update=for_update)
+
+
+def get_payment_by_id_or_raise(
+    session: Session, *, payment_id: str, for_update: bool = False
+) -> Payment:
+    """Any merchant's payment (for trusted internal callers), or PaymentNotFound."""
+    payment = _load(session, payment_id, for_update=for_update)
+    if payment is None:
+        raise PaymentNotFound(f"no such payment: {payment_id!r}")
+    return payment
+
+
+def get_payment_with_secret_or_raise(
+    session: Session,
+    *,
+    principal: Principal | None,
+    payment_id: str,
+    client_secret: str,
+    for_update: bool = False,
+) -> Payment:
+    """The payment for a caller holding its client secret, or the owner's secret key.
+
+    A secret key of the owning merchant needs no client secret. Anyone else (a publishable
+    key, or no key at all on the hosted checkout page) must present the payment's client
+    secret; a key of another merchant or mode finds nothing. Every refusal is PaymentNotFound,
+    so a guess learns nothing about which ids exist.
+    """
+    payment = _load(session, payment_id, for_update=for_update)
+    not_found = PaymentNotFound(f"no such payment: {payment_id!r}")
+    if payment is None:
+        raise not_found
+    if principal is not None:
+        if not _owned(payment, principal):
+            raise not_found
+        if principal.kind == "secret":
+            return payment
+    if not client_secret or not hmac.compare_digest(
+        client_secret.encode(), payment.client_secret.encode()
+    ):
+        raise not_found
+    return payment
+
+
+def check_confirmable(payment: Payment) -> None:
+    """PaymentStateInvalid unless the payment waits for a card."""
+    if payment.status != "requires_payment_method":
+        raise PaymentStateInvalid(
+            f"a payment in status {payment.status!r} cannot be confirmed",
+            metadata={"status": payment.status},
+        )
+
+
+def confirm_payment(session: Session, *, payment: Payment, card: AttachedCard) -> Payment:
+    """Attaches a card to a payment waiting for one and starts processing it."""
+    check_confirmable(payment)
+    _start_processing(session, payment, card)
+    session.flush()
+    session.refresh(payment)
+    return payment
+
+
+def capture_payment(
+    session: Session, *, principal: Principal, payment_id: str, amount_to_capture: int
+) -> Payment:
+    """Captures an authorized payment (all, or `amount_to_capture`); the worker settles it."""
+    if amount_to_capture < 0:
+        raise InvalidArgument.field("amount_to_capture", "must be positive")
+    payment = get_payment_or_raise(
+        session, principal=principal, payment_id=payment_id, for_update=True
+    )
+    if payment.status != "requires_capture":
+        raise PaymentStateInvalid(
+            f"a payment in status {payment.status!r} cannot be captured",
+            metadata={"status": payment.status},
+        )
+    amount = amount_to_capture or payment.amount_capturable
+    if amount > payment.amount_capturable:
+        raise AmountTooLarge(
+            f"at most {payment.amount_capturable} can be captured",
+            violations=[
+                FieldViolation("amount_to_capture", f"must be at most {payment.amount_capturable}")
+            ],
+        )
+    payment.amount_to_capture = amount
+    payment.status = "processing"
+    outbox.drive_payment(session, payment)
+    outbox.payment_event(session, payment, "payment.processing")
+    return payment
+
+
+def cancel_payment(
+    session: Session,
+    *,
+    payment: Payment,
+    cancellation_reason: str,
+) -> Payment:
+    """Cancels a payment that holds no captured money; an authorization is voided."""
+    if payment.status not in ("requires_payment_method", "requires_capture"):
+        raise PaymentStateInvalid(
+            f"a payment in status {payment.status!r} cannot be canceled",
+            metadata={"status": payment.status},
+        )
+    if payment.processor_charge_id is not None:
+        outbox.add_job(
+            session,
+            func=outbox.VOID_PAYMENT,
+            job_id=f"payment-{payment.id}-void",
+            args=[payment.id],
+        )
+    payment.status = "canceled"
+    payment.amount_capturable = 0
+    payment.cancellation_reason = cancellation_reason
+    outbox.payment_event(session, payment, "payment.canceled")
+    return payment
+
+
+def cancel_payment_for(
+    session: Session, *, principal: Principal, payment_id: str, cancellation_reason: str
+) -> Payment:
+    """Cancels the caller's payment."""
+    validate_choice(cancellation_reason, CANCELLATION_REASONS, "cancellation_reason")
+    payment = get_payment_or_raise(
+        session, principal=principal, payment_id=payment_id, for_update=True
+    )
+    return cancel_payment(session, payment=payment, cancellation_reason=cancellation_reason)
+
+
+# Pagination: newest first, keyed on (create_time, id); the token is opaque to clients.
+
+
+def encode_page_token(create_time: datetime, object_id: str) -> str:
+    """An opaque token for the page after the object at (create_time, id)."""
+    raw = json.dumps({"t": create_time.isoformat(), "i": object_id}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> tuple[datetime, str]:
+    """The position a token stands for, or InvalidArgument."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        return datetime.fromisoformat(data["t"]), str(data["i"])
+    except (ValueError, KeyError, TypeError, binascii.Error) as error:
+        raise InvalidArgument.field("page_token", "is not a token from a previous page") from error
+
+
+def page_size_or_raise(
+    page_size: int, *, maximum: int = PAGE_SIZE_MAX, default: int = PAGE_SIZE_DEFAULT
+) -> int:
+    """The page size to use, or InvalidArgument when out of range."""
+    if page_size == 0:
+        return default
+    if not 1 <= page_size <= maximum:
+        raise InvalidArgument.field("page_size", f"must be between 1 and {maximum}")
+    return page_size
+
+
+def list_payments(
+    session: Session,
+    *,
+    principal: Principal | None,
+    page_size: int,
+    page_token: str,
+    status: str = "",
+    merchant_id: str = "",
+    payment_id: str = "",
+) -> tuple[list[Payment], str]:
+    """A page of payments, newest first; scoped to the principal when there is one."""
+    size = page_size_or_raise(page_size)
+    if status and status not in PAYMENT_STATUSES:
+        raise InvalidArgument.field("status", "must be one of " + ", ".join(PAYMENT_STATUSES))
+    query = select(Payment)
+    if principal is not None:
+        query = query.where(
+            Payment.merchant_id == principal.merchant_id, Payment.livemode == principal.livemode
+        )
+    elif merchant_id:
+        query = query.where(Payment.merchant_id == merchant_id)
+    if status:
+        query = query.where(Payment.status == status)
+    if payment_id:
+        query = query.where(Payment.id == payment_id)
+    if page_token:
+        create_time, last_id = decode_page_token(page_token)
+        query = query.where(tuple_(Payment.create_time, Payment.id) < tuple_(create_time, last_id))
+    rows = list(
+        session.scalars(
+            query.order_by(Payment.create_time.desc(), Payment.id.desc()).limit(size + 1)
+        )
+    )
+    next_token = ""
+    if len(rows) > size:
+        rows = rows[:size]
+        next_token = encode_page_token(rows[-1].create_time, rows[-1].id)
+    return rows, next_token

@@ -1,83 +1,311 @@
-"""The payment service's gRPC servicer: proto <-> domain, nothing more."""
+"""The payment service's gRPC servicers: proto <-> domain, idempotency, nothing more."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
-from paymesh.payment.v1 import payment_pb2, payment_pb2_grpc
+from google.protobuf.message import Message
+from paymesh.payment.v1 import payment_internal_pb2_grpc, payment_pb2, payment_pb2_grpc
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.common.auth import AuthPolicy, Principal, current_principal
+from services.common.auth import AuthPolicy, Principal, current_principal, optional_principal
 from services.common.db import make_engine, make_sessionmaker, transaction
 from services.common.server import ServiceSpec
 from services.common.service_main import run_service
 from services.common.settings import Settings
-from services.payment import payments
-from services.payment.models import Payment
+from services.payment import idempotency, payments, refunds
+from services.payment.internal import PaymentInternalServicer
+from services.payment.processor import Connector, SimulatedProcessor
+from services.payment.validation import CardInput, validate_card, validate_create
+from services.payment.views import checkout_to_proto, payment_to_proto, refund_to_proto
 
 Context = grpc.aio.ServicerContext[Any, Any]
+M = TypeVar("M", bound=Message)
+REPLAYED_HEADER = "idempotent-replayed"
 
 
-def payment_to_proto(payment: Payment) -> payment_pb2.Payment:
-    """The payment as the API shows it."""
-    message = payment_pb2.Payment(
-        id=payment.id,
-        amount=payment.amount,
-        currency=payment.currency,
-        status=payment.status,
-        capture_method=payment.capture_method,
-        description=payment.description,
-        metadata=payment.metadata_,
-        livemode=payment.livemode,
-        merchant_id=payment.merchant_id,
+def idempotency_key(context: Context) -> str | None:
+    """The `Idempotency-Key` request header, validated, or None when absent."""
+    for name, value in context.invocation_metadata() or ():
+        if name == idempotency.HEADER and isinstance(value, str):
+            return idempotency.validate_key(value.strip())
+    return None
+
+
+def card_from(method: payment_pb2.PaymentMethod) -> CardInput | None:
+    """The card of a request's payment method, if one was sent."""
+    if not method.HasField("card"):
+        return None
+    card = method.card
+    return CardInput(
+        number=card.number.replace(" ", ""),
+        exp_month=card.exp_month,
+        exp_year=card.exp_year,
+        cvc=card.cvc,
     )
-    message.create_time.FromDatetime(payment.create_time)
-    message.update_time.FromDatetime(payment.update_time)
-    return message
+
+
+async def _reply(context: Context, result: tuple[M, bool]) -> M:
+    response, replayed = result
+    if replayed:
+        await context.send_initial_metadata(((REPLAYED_HEADER, "true"),))
+    return response
+
+
+def _parse_payment(data: bytes) -> payment_pb2.Payment:
+    return payment_pb2.Payment.FromString(data)
+
+
+def _parse_refund(data: bytes) -> payment_pb2.Refund:
+    return payment_pb2.Refund.FromString(data)
 
 
 class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     """Merchant-facing payment methods."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], settings: Settings, processor: Connector
+    ) -> None:
         self._sessions = sessions
+        self._settings = settings
+        self._processor = processor
+        self._fingerprint_key = settings.require_secret("card_fingerprint_key")
+        self._idempotent = idempotency.Runner(sessions, settings)
+
+    def _view(self, payment: Any) -> payment_pb2.Payment:
+        return payment_to_proto(payment, base_url=self._settings.public_base_url, with_secret=True)
+
+    def _attach(self, card: CardInput) -> payments.AttachedCard:
+        return payments.attach_card(
+            card, self._processor.tokenize(card), fingerprint_key=self._fingerprint_key
+        )
 
     def _create(
-        self, principal: Principal, request: payment_pb2.CreatePaymentRequest
-    ) -> payment_pb2.Payment:
-        with transaction(self._sessions) as session:
+        self, principal: Principal, key: str | None, request: payment_pb2.CreatePaymentRequest
+    ) -> tuple[payment_pb2.Payment, bool]:
+        card = card_from(request.payment_method) if request.HasField("payment_method") else None
+        data = validate_create(
+            amount=request.amount,
+            currency=request.currency,
+            capture_method=request.capture_method,
+            description=request.description,
+            metadata=dict(request.metadata),
+            return_url=request.return_url,
+            card=card,
+        )
+        if request.HasField("payment_method") and card is None:
+            validate_card(None)
+
+        def work(session: Session) -> payment_pb2.Payment:
+            attached = self._attach(data.card) if data.card is not None else None
             payment = payments.create_payment(
-                session,
-                principal=principal,
-                amount=request.amount,
-                currency=request.currency,
-                description=request.description,
-                metadata=dict(request.metadata),
+                session, principal=principal, data=data, card=attached
             )
-            session.flush()
-            session.refresh(payment)
-            return payment_to_proto(payment)
+            return self._view(payment)
+
+        return self._idempotent.run(
+            merchant_id=principal.merchant_id,
+            livemode=principal.livemode,
+            operation="create_payment",
+            key=key,
+            request=request,
+            work=work,
+            parse=_parse_payment,
+        )
 
     def _get(self, principal: Principal, payment_id: str) -> payment_pb2.Payment:
         with transaction(self._sessions) as session:
-            payment = payments.get_payment_or_raise(
-                session, principal=principal, payment_id=payment_id
+            return self._view(
+                payments.get_payment_or_raise(session, principal=principal, payment_id=payment_id)
             )
-            return payment_to_proto(payment)
+
+    def _list(
+        self, principal: Principal, request: payment_pb2.ListPaymentsRequest
+    ) -> payment_pb2.ListPaymentsResponse:
+        with transaction(self._sessions) as session:
+            rows, token = payments.list_payments(
+                session,
+                principal=principal,
+                page_size=request.page_size,
+                page_token=request.page_token,
+                status=request.status,
+            )
+            return payment_pb2.ListPaymentsResponse(
+                payments=[self._view(row) for row in rows], next_page_token=token
+            )
+
+    def _checkout(
+        self, principal: Principal | None, request: payment_pb2.GetCheckoutRequest
+    ) -> payment_pb2.Checkout:
+        with transaction(self._sessions) as session:
+            payment = payments.get_payment_with_secret_or_raise(
+                session,
+                principal=principal,
+                payment_id=request.payment_id,
+                client_secret=request.client_secret,
+            )
+            return checkout_to_proto(payment)
+
+    def _confirm(
+        self, principal: Principal | None, request: payment_pb2.ConfirmPaymentRequest
+    ) -> payment_pb2.Payment:
+        card = validate_card(
+            card_from(request.payment_method) if request.HasField("payment_method") else None
+        )
+        with transaction(self._sessions) as session:
+            payment = payments.get_payment_with_secret_or_raise(
+                session,
+                principal=principal,
+                payment_id=request.id,
+                client_secret=request.client_secret,
+                for_update=True,
+            )
+            payments.check_confirmable(payment)
+            confirmed = payments.confirm_payment(session, payment=payment, card=self._attach(card))
+            return self._view(confirmed)
+
+    def _capture(
+        self, principal: Principal, request: payment_pb2.CapturePaymentRequest
+    ) -> payment_pb2.Payment:
+        with transaction(self._sessions) as session:
+            return self._view(
+                payments.capture_payment(
+                    session,
+                    principal=principal,
+                    payment_id=request.id,
+                    amount_to_capture=request.amount_to_capture,
+                )
+            )
+
+    def _cancel(
+        self, principal: Principal, request: payment_pb2.CancelPaymentRequest
+    ) -> payment_pb2.Payment:
+        with transaction(self._sessions) as session:
+            return self._view(
+                payments.cancel_payment_for(
+                    session,
+                    principal=principal,
+                    payment_id=request.id,
+                    cancellation_reason=request.cancellation_reason,
+                )
+            )
+
+    def _create_refund(
+        self, principal: Principal, key: str | None, request: payment_pb2.CreateRefundRequest
+    ) -> tuple[payment_pb2.Refund, bool]:
+        refunds.validate_refund_input(
+            payment_id=request.payment_id, amount=request.amount, reason=request.reason
+        )
+
+        def work(session: Session) -> payment_pb2.Refund:
+            return refund_to_proto(
+                refunds.create_refund_for(
+                    session,
+                    principal=principal,
+                    payment_id=request.payment_id,
+                    amount=request.amount,
+                    reason=request.reason,
+                )
+            )
+
+        return self._idempotent.run(
+            merchant_id=principal.merchant_id,
+            livemode=principal.livemode,
+            operation="create_refund",
+            key=key,
+            request=request,
+            work=work,
+            parse=_parse_refund,
+        )
+
+    def _get_refund(self, principal: Principal, refund_id: str) -> payment_pb2.Refund:
+        with transaction(self._sessions) as session:
+            return refund_to_proto(
+                refunds.get_refund_or_raise(session, principal=principal, refund_id=refund_id)
+            )
+
+    def _list_refunds(
+        self, principal: Principal, request: payment_pb2.ListRefundsRequest
+    ) -> payment_pb2.ListRefundsResponse:
+        with transaction(self._sessions) as session:
+            rows, token = refunds.list_refunds(
+                session,
+                principal=principal,
+                payment_id=request.payment_id,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+            return payment_pb2.ListRefundsResponse(
+                refunds=[refund_to_proto(row) for row in rows], next_page_token=token
+            )
 
     async def CreatePayment(
         self, request: payment_pb2.CreatePaymentRequest, context: Context
     ) -> payment_pb2.Payment:
         """Creates a payment."""
-        return await asyncio.to_thread(self._create, current_principal(), request)
+        result = await asyncio.to_thread(
+            self._create, current_principal(), idempotency_key(context), request
+        )
+        return await _reply(context, result)
 
     async def GetPayment(
         self, request: payment_pb2.GetPaymentRequest, context: Context
     ) -> payment_pb2.Payment:
         """Returns one payment."""
         return await asyncio.to_thread(self._get, current_principal(), request.id)
+
+    async def ListPayments(
+        self, request: payment_pb2.ListPaymentsRequest, context: Context
+    ) -> payment_pb2.ListPaymentsResponse:
+        """Lists payments, newest first."""
+        return await asyncio.to_thread(self._list, current_principal(), request)
+
+    async def GetCheckout(
+        self, request: payment_pb2.GetCheckoutRequest, context: Context
+    ) -> payment_pb2.Checkout:
+        """The hosted checkout page's view of a payment."""
+        return await asyncio.to_thread(self._checkout, optional_principal(), request)
+
+    async def ConfirmPayment(
+        self, request: payment_pb2.ConfirmPaymentRequest, context: Context
+    ) -> payment_pb2.Payment:
+        """Attaches a card and starts processing."""
+        return await asyncio.to_thread(self._confirm, optional_principal(), request)
+
+    async def CapturePayment(
+        self, request: payment_pb2.CapturePaymentRequest, context: Context
+    ) -> payment_pb2.Payment:
+        """Captures an authorized payment."""
+        return await asyncio.to_thread(self._capture, current_principal(), request)
+
+    async def CancelPayment(
+        self, request: payment_pb2.CancelPaymentRequest, context: Context
+    ) -> payment_pb2.Payment:
+        """Cancels a payment."""
+        return await asyncio.to_thread(self._cancel, current_principal(), request)
+
+    async def CreateRefund(
+        self, request: payment_pb2.CreateRefundRequest, context: Context
+    ) -> payment_pb2.Refund:
+        """Refunds a payment."""
+        result = await asyncio.to_thread(
+            self._create_refund, current_principal(), idempotency_key(context), request
+        )
+        return await _reply(context, result)
+
+    async def GetRefund(
+        self, request: payment_pb2.GetRefundRequest, context: Context
+    ) -> payment_pb2.Refund:
+        """Returns one refund."""
+        return await asyncio.to_thread(self._get_refund, current_principal(), request.id)
+
+    async def ListRefunds(
+        self, request: payment_pb2.ListRefundsRequest, context: Context
+    ) -> payment_pb2.ListRefundsResponse:
+        """Lists refunds, newest first."""
+        return await asyncio.to_thread(self._list_refunds, current_principal(), request)
 
 
 def build_spec(settings: Settings) -> ServiceSpec:
@@ -89,20 +317,28 @@ def build_spec(settings: Settings) -> ServiceSpec:
             application_name="paymesh-payment",
         )
     )
+    processor = SimulatedProcessor(sessions, latency_ms=settings.processor_latency_ms)
 
     def register(server: grpc.aio.Server) -> None:
         payment_pb2_grpc.add_PaymentServiceServicer_to_server(
-            PaymentServicer(sessions),  # type: ignore[abstract]  # the payments issue fills it in
-            server,
+            PaymentServicer(sessions, settings, processor), server
+        )
+        payment_internal_pb2_grpc.add_PaymentInternalServiceServicer_to_server(
+            PaymentInternalServicer(sessions, settings), server
         )
 
     return ServiceSpec(
         name="payment",
         register=register,
-        service_names=["paymesh.payment.v1.PaymentService"],
+        service_names=[
+            "paymesh.payment.v1.PaymentService",
+            "paymesh.payment.v1.PaymentInternalService",
+        ],
         policies={
             "paymesh.payment.v1.PaymentService": AuthPolicy.SECRET_KEY,
-            "/paymesh.payment.v1.PaymentService/ConfirmPayment": AuthPolicy.ANY_KEY,
+            "/paymesh.payment.v1.PaymentService/ConfirmPayment": AuthPolicy.CLIENT_SECRET,
+            "/paymesh.payment.v1.PaymentService/GetCheckout": AuthPolicy.CLIENT_SECRET,
+            "paymesh.payment.v1.PaymentInternalService": AuthPolicy.NONE,
         },
     )
 

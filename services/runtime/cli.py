@@ -6,6 +6,7 @@ import argparse
 import datetime
 import json
 import logging
+import os
 import shlex
 import sys
 import threading
@@ -33,11 +34,23 @@ def _banner(live: Settings, demo: dict[str, str]) -> str:
             "",
             f"paymesh is up on {base}",
             f"  REST API        {base}/v1/payments",
+            f"  dashboard       {base}/dashboard/",
+            f"  checkout        {base}/checkout/<payment id>?client_secret=... (from checkout_url)",
+            f"  demo shop       http://localhost:{live.demo_shop_port}/",
             f"  operator login  {demo['operator_email']} / {demo['operator_password']}",
             f"  demo merchant   {demo['merchant_id']}",
             f"  secret key      {demo['secret_key']}",
             f"  publishable key {demo['publishable_key']}",
             "",
+            *(
+                [
+                    "Webhooks may be sent to private and loopback addresses (local demo):",
+                    "  set PAYMESH_WEBHOOK_ALLOW_PRIVATE_NETWORKS=false to refuse them.",
+                    "",
+                ]
+                if live.webhook_allow_private_networks
+                else []
+            ),
             "Try it:",
             f"  curl -s {base}/v1/payments -H 'X-API-Key: {demo['secret_key']}' "
             '-H \'Idempotency-Key: demo-1\' -d \'{"amount": 100, "currency": "INR"}\'',
@@ -61,6 +74,10 @@ def _announce(live: Settings, banner: str) -> None:
 def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
     """Starts everything, prints how to use it, and stops everything on Ctrl-C."""
     environment = platform.prepare(settings)
+    # Local demos post webhooks to receivers on this machine; production refuses private
+    # addresses (SSRF). An explicit setting in the environment wins.
+    if "PAYMESH_WEBHOOK_ALLOW_PRIVATE_NETWORKS" not in os.environ:
+        environment.variables["PAYMESH_WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = "true"
     try:
         live = environment.settings()
         platform.migrate(live)

@@ -32,6 +32,9 @@ PUBLIC_SERVICES: dict[str, list[str]] = {
 }
 
 
+# Server-streaming methods (as the transcoder rewrites their path) that must not time out.
+STREAMING_PATHS = {"/paymesh.admin.v1.AdminService/WatchOverview": "admin"}
+
 HTTP_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
@@ -58,6 +61,47 @@ def _indent(lines: list[str], spaces: int) -> str:
     return "\n".join(" " * spaces + line for line in lines)
 
 
+# Envoy's own retries. A call that never reached a service (the connection or the HTTP/2
+# stream was refused) may go to another replica whatever the method. A safe method (annotated
+# HTTP GET, or a health check) is also sent again when a replica answers UNAVAILABLE or its
+# connection drops mid-call, e.g. while it stops. Other methods are not: a create is retried by
+# its client with the same Idempotency-Key, which answers the first outcome.
+RETRY_ON_ANY = "connect-failure,refused-stream"
+RETRY_ON_SAFE = "connect-failure,refused-stream,unavailable,reset"
+RETRIES_MAX = 2
+PREVIOUS_HOSTS_TYPE = (
+    "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+)
+
+
+def _retry_policy(retry_on: str) -> str:
+    # A retry goes to another replica than the ones that already failed this call.
+    return (
+        f'{{retry_on: "{retry_on}", num_retries: {RETRIES_MAX}, '
+        "retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts, "
+        f'typed_config: {{"@type": {PREVIOUS_HOSTS_TYPE}}}}}], '
+        "host_selection_retry_max_attempts: 3}"
+    )
+
+
+def safe_methods(descriptor: Path = DESCRIPTOR) -> list[str]:
+    """Paths of the public unary methods annotated with HTTP GET, which are safe to repeat."""
+    from google.api import annotations_pb2  # noqa: PLC0415 - only when rendering
+    from google.protobuf import descriptor_pb2  # noqa: PLC0415
+
+    public = {name for names in PUBLIC_SERVICES.values() for name in names}
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor.read_bytes()).file
+    return [
+        f"/{file.package}.{service.name}/{method.name}"
+        for file in files
+        for service in file.service
+        if f"{file.package}.{service.name}" in public
+        for method in service.method
+        if not method.server_streaming
+        and method.options.Extensions[annotations_pb2.http].WhichOneof("pattern") == "get"
+    ]
+
+
 def _routes() -> list[str]:
     lines: list[str] = []
     for service in SERVICE_NAMES:
@@ -68,13 +112,30 @@ def _routes() -> list[str]:
             "    headers:",
             "    - name: x-paymesh-service",
             f"      string_match: {{exact: {service}}}",
-            f"  route: {{cluster: {service}, timeout: 5s}}",
+            f"  route: {{cluster: {service}, timeout: 5s, "
+            f"retry_policy: {_retry_policy(RETRY_ON_SAFE)}}}",
+        ]
+    for path, cluster in STREAMING_PATHS.items():
+        # A server stream lives as long as its client: no route timeout (the stream's own
+        # keepalive messages keep Envoy's idle timeout from firing).
+        lines += [
+            f"- match: {{path: {path}}}",
+            f"  route: {{cluster: {cluster}, timeout: 0s}}",
+        ]
+    clusters = {name: cluster for cluster, names in PUBLIC_SERVICES.items() for name in names}
+    for path in safe_methods():
+        cluster = clusters[path.split("/")[1]]
+        lines += [
+            f"- match: {{path: {path}}}",
+            f"  route: {{cluster: {cluster}, timeout: 30s, "
+            f"retry_policy: {_retry_policy(RETRY_ON_SAFE)}}}",
         ]
     for cluster, names in PUBLIC_SERVICES.items():
         for name in names:
             lines += [
                 f"- match: {{prefix: /{name}/}}",
-                f"  route: {{cluster: {cluster}, timeout: 30s}}",
+                f"  route: {{cluster: {cluster}, timeout: 30s, "
+                f"retry_policy: {_retry_policy(RETRY_ON_ANY)}}}",
             ]
     return lines
 
@@ -116,6 +177,48 @@ def _clusters(upstreams: Mapping[str, list[Upstream]]) -> list[str]:
     return lines
 
 
+# The built web apps, served by services/runtime/webapps.py. The transcoder is off on their
+# routes: they are no API, and it would refuse their paths as unknown methods.
+WEBAPP_PREFIXES = ("/dashboard/", "/checkout/")
+FILTER_CONFIG_TYPE = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
+
+
+def _webapp_routes() -> list[str]:
+    lines = [
+        "- match: {path: /}",
+        "  redirect: {path_redirect: /dashboard/}",
+        "- match: {path: /dashboard}",
+        "  redirect: {path_redirect: /dashboard/}",
+    ]
+    for prefix in WEBAPP_PREFIXES:
+        lines += [
+            f"- match: {{prefix: {prefix}}}",
+            "  route: {cluster: webapps, timeout: 15s}",
+            "  typed_per_filter_config:",
+            "    envoy.filters.http.grpc_json_transcoder:",
+            f'      "@type": {FILTER_CONFIG_TYPE}',
+            "      disabled: true",
+        ]
+    return lines
+
+
+def _webapp_cluster(upstream: Upstream) -> list[str]:
+    return [
+        "- name: webapps",
+        "  type: STATIC" if _all_ips([upstream]) else "  type: STRICT_DNS",
+        "  connect_timeout: 1s",
+        "  load_assignment:",
+        "    cluster_name: webapps",
+        "    endpoints:",
+        "    - lb_endpoints:",
+        "      - endpoint:",
+        "          address:",
+        "            socket_address:",
+        f"              address: {upstream.host}",
+        f"              port_value: {upstream.port}",
+    ]
+
+
 def _all_ips(upstreams: list[Upstream]) -> bool:
     return all(u.host.replace(".", "").isdigit() for u in upstreams)
 
@@ -127,28 +230,60 @@ def render(
     upstreams: Mapping[str, list[Upstream]],
     descriptor: Path = DESCRIPTOR,
     listen_address: str = "127.0.0.1",
+    webapps: Upstream | None = None,
 ) -> str:
-    """The Envoy configuration for this topology, as YAML."""
+    """The Envoy configuration for this topology, as YAML (web apps too when `webapps` is set)."""
     transcoded = [name for names in PUBLIC_SERVICES.values() for name in names]
     return Template(TEMPLATE.read_text()).substitute(
         http_port=http_port,
         admin_port=admin_port,
         listen_address=listen_address,
         descriptor=str(descriptor),
-        routes=_indent(_routes(), 14),
+        routes=_indent(_routes() + (_webapp_routes() if webapps else []), 14),
         transcoded_services=_indent([f"- {name}" for name in transcoded], 14),
-        clusters=_indent(_clusters(upstreams), 2),
+        clusters=_indent(_clusters(upstreams) + (_webapp_cluster(webapps) if webapps else []), 2),
     )
 
 
 def render_local(settings: Settings) -> str:
     """The configuration for every service on this machine, as `make up` runs them."""
     upstreams: dict[str, list[Upstream]] = {
-        service: [Upstream(settings.services_host, settings.grpc_port(service))]
+        service: [
+            Upstream(settings.services_host, grpc_port)
+            for grpc_port, _ in settings.replica_ports(service)
+        ]
         for service in SERVICE_NAMES
     }
     return render(
-        http_port=settings.http_port, admin_port=settings.envoy_admin_port, upstreams=upstreams
+        http_port=settings.http_port,
+        admin_port=settings.envoy_admin_port,
+        upstreams=upstreams,
+        webapps=Upstream(settings.services_host, settings.webapps_port),
+    )
+
+
+# In the container image (deploy/Dockerfile) the repository lives at /app.
+IMAGE_DESCRIPTOR = Path("/app/gen/paymesh.binpb")
+KUBERNETES_CONFIG = ROOT / "deploy" / "kubernetes" / "base" / "envoy.yaml"
+
+
+def render_kubernetes(*, descriptor: Path = IMAGE_DESCRIPTOR) -> str:
+    """The configuration for a Kubernetes cluster: each service by its Service's DNS name.
+
+    The names resolve to every ready pod (headless Services), so Envoy balances calls across
+    pods itself; the ports are the settings' defaults, which the manifests keep.
+    """
+    defaults = Settings.model_construct()  # defaults only: the output must not depend on env
+    upstreams: dict[str, list[Upstream]] = {
+        service: [Upstream(service, defaults.grpc_port(service))] for service in SERVICE_NAMES
+    }
+    return render(
+        http_port=defaults.http_port,
+        admin_port=defaults.envoy_admin_port,
+        upstreams=upstreams,
+        descriptor=descriptor,
+        listen_address="0.0.0.0",  # noqa: S104 - the pod's edge listener, behind its Service
+        webapps=Upstream("webapps", defaults.webapps_port),
     )
 
 
@@ -169,10 +304,19 @@ def validate(config: str) -> None:
 
 
 def main() -> None:
-    """`python -m services.runtime.envoy [--validate]`: prints or validates the local config."""
+    """`python -m services.runtime.envoy [--validate | --kubernetes]`: the local config."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--validate", action="store_true", help="run envoy --mode validate")
+    parser.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help=f"write the cluster's config to {KUBERNETES_CONFIG.relative_to(ROOT)}",
+    )
     args = parser.parse_args()
+    if args.kubernetes:
+        KUBERNETES_CONFIG.write_text(render_kubernetes())
+        sys.stdout.write(f"wrote {KUBERNETES_CONFIG.relative_to(ROOT)}\n")
+        return
     config = render_local(Settings())
     if args.validate:
         validate(config)

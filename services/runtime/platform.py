@@ -30,6 +30,8 @@ from services.runtime.envoy import envoy_binary, render_local
 
 logger = logging.getLogger(__name__)
 
+# Example apps that run beside the platform (the demo shop), outside the installed packages.
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DEMO_OPERATOR_EMAIL = "demo@paymesh.local"
 DEMO_OPERATOR_PASSWORD = "paymesh-demo"  # noqa: S105 - a published demo credential
 DEMO_MERCHANT_NAME = "Demo Shop"
@@ -175,6 +177,10 @@ def processes(settings: Settings) -> dict[str, list[str]]:
     commands: dict[str, list[str]] = {
         name: [python, "-m", f"services.{name}.server"] for name in SERVICE_NAMES
     }
+    commands["payment-worker"] = [python, "-m", "services.payment.worker"]
+    commands["payment-relay"] = [python, "-m", "services.payment.relay"]
+    commands["webhook-worker"] = [python, "-m", "services.webhook.worker"]
+    commands["webhook-sweeper"] = [python, "-m", "services.webhook.sweeper"]
     commands["envoy"] = [
         envoy_binary(),
         "-c",
@@ -186,12 +192,39 @@ def processes(settings: Settings) -> dict[str, list[str]]:
         "--concurrency",
         "2",
     ]
+    # The built dashboard and checkout behind the edge, and the demo merchant shop.
+    commands["webapps"] = [python, "-m", "services.runtime.webapps"]
+    commands["demo-shop"] = [python, str(EXAMPLES / "demo_shop" / "shop.py")]
+    commands.update(_copies(settings, commands))
     return commands
+
+
+# The worker kinds `PAYMESH_WORKER_REPLICAS` multiplies; one relay and one sweeper suffice here.
+WORKER_KINDS = ("payment-worker", "webhook-worker")
+
+
+def _copies(settings: Settings, commands: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Extra local copies: `payment-2`... on shifted ports, `payment-worker-2`..."""
+    extra: dict[str, list[str]] = {}
+    for service in SERVICE_NAMES:
+        ports = settings.replica_ports(service)[1:]
+        for copy, (grpc_port, metrics_port) in enumerate(ports, start=2):
+            prefix = f"PAYMESH_{service.upper()}"
+            extra[f"{service}-{copy}"] = [
+                "env",
+                f"{prefix}_GRPC_PORT={grpc_port}",
+                f"{prefix}_METRICS_PORT={metrics_port}",
+                *commands[service],
+            ]
+    for kind in WORKER_KINDS:
+        for copy in range(2, settings.worker_replicas + 1):
+            extra[f"{kind}-{copy}"] = commands[kind]
+    return extra
 
 
 def free_port_settings() -> dict[str, str]:
     """Environment variables that put every listener of a platform on a free port."""
-    names = ["http_port", "envoy_admin_port"] + [
+    names = ["http_port", "envoy_admin_port", "webapps_port", "demo_shop_port"] + [
         f"{service}_{kind}_port" for service in SERVICE_NAMES for kind in ("grpc", "metrics")
     ]
     return {f"PAYMESH_{name.upper()}": str(embedded.free_port()) for name in names}

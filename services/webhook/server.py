@@ -1,20 +1,506 @@
-"""The webhook service's gRPC servicers."""
+"""The webhook service's gRPC servicers: proto <-> domain, nothing more."""
 
 from __future__ import annotations
 
-import grpc
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
 
-from services.common.auth import AuthPolicy
+import grpc
+from google.protobuf import json_format, timestamp_pb2
+from paymesh.webhook.v1 import (
+    webhook_internal_pb2,
+    webhook_internal_pb2_grpc,
+    webhook_pb2,
+    webhook_pb2_grpc,
+)
+
+from services.common.auth import AuthPolicy, current_principal
+from services.common.db import transaction
+from services.common.errors import InvalidArgument
 from services.common.server import ServiceSpec
 from services.common.service_main import run_service
 from services.common.settings import Settings
+from services.webhook import deliveries, endpoints, events
+from services.webhook.endpoints import Owner
+from services.webhook.models import Delivery, DeliveryAttempt
+from services.webhook.pages import page_size
+from services.webhook.runtime import Runtime, build_runtime
+from services.webhook.views import (
+    attempt_to_proto,
+    delivery_to_proto,
+    endpoint_to_proto,
+    event_to_proto,
+)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _owner() -> Owner:
+    principal = current_principal()
+    return Owner(merchant_id=principal.merchant_id, livemode=principal.livemode)
+
+
+# Struct holds every number as a double; integers up to 2**53 are exact and read back as ints.
+_EXACT_INT_MAX = 2**53
+
+
+def _plain(value: Any) -> Any:
+    """A Struct's JSON value with integral numbers as ints, as the publisher meant them."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT_INT_MAX:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _time_or_none(value: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
+    return value.ToDatetime(tzinfo=UTC) if present else None
+
+
+def public_delivery(delivery: Delivery, *, event_type: str) -> webhook_pb2.WebhookDelivery:
+    """A delivery as its merchant sees it."""
+    message = webhook_pb2.WebhookDelivery(
+        id=delivery.id,
+        event_id=delivery.event_id,
+        event_type=event_type,
+        endpoint_id=delivery.endpoint_id,
+        status=delivery.status,
+        attempt_count=delivery.attempt_count,
+        last_status_code=delivery.last_status_code,
+        last_error=delivery.last_error,
+        livemode=delivery.livemode,
+    )
+    if delivery.status in deliveries.LIVE_STATUSES and delivery.next_attempt_time is not None:
+        message.next_attempt_time.FromDatetime(delivery.next_attempt_time)
+    message.create_time.FromDatetime(delivery.create_time)
+    message.update_time.FromDatetime(delivery.update_time)
+    return message
+
+
+def public_attempt(attempt: DeliveryAttempt) -> webhook_pb2.WebhookDeliveryAttempt:
+    """An attempt as the merchant sees it."""
+    message = webhook_pb2.WebhookDeliveryAttempt(
+        attempt_number=attempt.attempt_number,
+        duration_ms=attempt.duration_ms or 0,
+        status_code=attempt.status_code,
+        response_body=attempt.response_body,
+        error=attempt.error,
+    )
+    message.start_time.FromDatetime(attempt.start_time)
+    return message
+
+
+class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
+    """Merchant-facing endpoints, events and deliveries."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._allow_private = runtime.settings.webhook_allow_private_networks
+
+    def _create(
+        self, owner: Owner, request: webhook_pb2.CreateWebhookEndpointRequest
+    ) -> webhook_pb2.WebhookEndpoint:
+        with transaction(self._runtime.sessions) as session:
+            endpoint, secret = endpoints.create_endpoint(
+                session,
+                owner=owner,
+                url=request.url,
+                enabled_events=list(request.enabled_events),
+                description=request.description,
+                box=self._runtime.box,
+                allow_private=self._allow_private,
+            )
+            return endpoint_to_proto(endpoint, secret=secret)
+
+    def _get(self, owner: Owner, endpoint_id: str) -> webhook_pb2.WebhookEndpoint:
+        with transaction(self._runtime.sessions) as session:
+            endpoint = endpoints.get_endpoint_or_raise(
+                session, owner=owner, endpoint_id=endpoint_id
+            )
+            return endpoint_to_proto(endpoint)
+
+    def _list(
+        self, owner: Owner, request: webhook_pb2.ListWebhookEndpointsRequest
+    ) -> webhook_pb2.ListWebhookEndpointsResponse:
+        with transaction(self._runtime.sessions) as session:
+            rows, token = endpoints.list_endpoints(
+                session,
+                owner=owner,
+                page_size=page_size(request.page_size),
+                page_token=request.page_token,
+            )
+            return webhook_pb2.ListWebhookEndpointsResponse(
+                webhook_endpoints=[endpoint_to_proto(row) for row in rows], next_page_token=token
+            )
+
+    def _update(
+        self, owner: Owner, request: webhook_pb2.UpdateWebhookEndpointRequest
+    ) -> webhook_pb2.WebhookEndpoint:
+        with transaction(self._runtime.sessions) as session:
+            endpoint = endpoints.update_endpoint(
+                session,
+                owner=owner,
+                endpoint_id=request.id,
+                url=request.url if request.HasField("url") else None,
+                enabled_events=list(request.enabled_events),
+                description=request.description if request.HasField("description") else None,
+                enabled=request.enabled if request.HasField("enabled") else None,
+                allow_private=self._allow_private,
+            )
+            return endpoint_to_proto(endpoint)
+
+    def _delete(self, owner: Owner, endpoint_id: str) -> webhook_pb2.DeleteWebhookEndpointResponse:
+        with transaction(self._runtime.sessions) as session:
+            endpoint = endpoints.delete_endpoint(session, owner=owner, endpoint_id=endpoint_id)
+            return webhook_pb2.DeleteWebhookEndpointResponse(id=endpoint.id, deleted=True)
+
+    def _rotate(self, owner: Owner, endpoint_id: str) -> webhook_pb2.WebhookEndpoint:
+        with transaction(self._runtime.sessions) as session:
+            endpoint, secret = endpoints.rotate_secret(
+                session,
+                owner=owner,
+                endpoint_id=endpoint_id,
+                box=self._runtime.box,
+                overlap_s=self._runtime.settings.webhook_secret_overlap_s,
+            )
+            return endpoint_to_proto(endpoint, secret=secret)
+
+    def _list_deliveries(
+        self, owner: Owner, request: webhook_pb2.ListWebhookDeliveriesRequest
+    ) -> webhook_pb2.ListWebhookDeliveriesResponse:
+        with transaction(self._runtime.sessions) as session:
+            endpoint = endpoints.get_endpoint_or_raise(
+                session, owner=owner, endpoint_id=request.endpoint_id
+            )
+            rows, token = deliveries.list_for_endpoint(
+                session,
+                endpoint_id=endpoint.id,
+                status=request.status,
+                page_size=page_size(request.page_size),
+                page_token=request.page_token,
+            )
+            context = deliveries.context_of(session, rows)
+            return webhook_pb2.ListWebhookDeliveriesResponse(
+                deliveries=[public_delivery(row, event_type=context[row.id][0]) for row in rows],
+                next_page_token=token,
+            )
+
+    def _replay_many(
+        self, owner: Owner, request: webhook_pb2.ReplayWebhookDeliveriesRequest
+    ) -> webhook_pb2.ReplayWebhookDeliveriesResponse:
+        if not request.HasField("since"):
+            raise InvalidArgument.field("since", "is required")
+        with transaction(self._runtime.sessions) as session:
+            endpoint = endpoints.get_endpoint_or_raise(
+                session, owner=owner, endpoint_id=request.endpoint_id
+            )
+            replayed = deliveries.replay_many(
+                session,
+                endpoint_id=endpoint.id,
+                merchant_id=owner.merchant_id,
+                livemode=owner.livemode,
+                since=request.since.ToDatetime(tzinfo=UTC),
+                include_delivered=request.include_delivered,
+                limit=deliveries.replay_limit(request.limit),
+            )
+        self._runtime.enqueue(replayed)
+        return webhook_pb2.ReplayWebhookDeliveriesResponse(
+            delivery_ids=[delivery_id for delivery_id, _ in replayed]
+        )
+
+    def _get_delivery(self, owner: Owner, delivery_id: str) -> webhook_pb2.WebhookDelivery:
+        with transaction(self._runtime.sessions) as session:
+            delivery = deliveries.get_delivery_or_raise(
+                session, delivery_or_job_id=delivery_id, owner=owner
+            )
+            event_type, _ = deliveries.context_of(session, [delivery])[delivery.id]
+            return public_delivery(delivery, event_type=event_type)
+
+    def _attempts(
+        self, owner: Owner, delivery_id: str
+    ) -> webhook_pb2.ListWebhookDeliveryAttemptsResponse:
+        with transaction(self._runtime.sessions) as session:
+            delivery = deliveries.get_delivery_or_raise(
+                session, delivery_or_job_id=delivery_id, owner=owner
+            )
+            rows = deliveries.list_attempts(session, delivery_id=delivery.id)
+            return webhook_pb2.ListWebhookDeliveryAttemptsResponse(
+                attempts=[public_attempt(row) for row in rows]
+            )
+
+    def _replay(self, owner: Owner, delivery_id: str) -> webhook_pb2.WebhookDelivery:
+        with transaction(self._runtime.sessions) as session:
+            delivery = deliveries.get_delivery_or_raise(
+                session, delivery_or_job_id=delivery_id, owner=owner
+            )
+            next_attempt = deliveries.replay(session, delivery=delivery)
+            event_type, _ = deliveries.context_of(session, [delivery])[delivery.id]
+            message = public_delivery(delivery, event_type=event_type)
+        self._runtime.enqueue([next_attempt])
+        return message
+
+    def _get_event(self, owner: Owner, event_id: str) -> webhook_pb2.Event:
+        with transaction(self._runtime.sessions) as session:
+            event = events.get_event_or_raise(
+                session, merchant_id=owner.merchant_id, livemode=owner.livemode, event_id=event_id
+            )
+            return event_to_proto(event)
+
+    def _list_events(
+        self, owner: Owner, request: webhook_pb2.ListEventsRequest
+    ) -> webhook_pb2.ListEventsResponse:
+        with transaction(self._runtime.sessions) as session:
+            rows, token = events.list_events(
+                session,
+                merchant_id=owner.merchant_id,
+                livemode=owner.livemode,
+                event_type=request.type,
+                page_size=page_size(request.page_size),
+                page_token=request.page_token,
+            )
+            return webhook_pb2.ListEventsResponse(
+                events=[event_to_proto(row) for row in rows], next_page_token=token
+            )
+
+    async def CreateWebhookEndpoint(
+        self, request: webhook_pb2.CreateWebhookEndpointRequest, context: Context
+    ) -> webhook_pb2.WebhookEndpoint:
+        """Registers an endpoint; the response is the only time its secret is shown."""
+        return await asyncio.to_thread(self._create, _owner(), request)
+
+    async def GetWebhookEndpoint(
+        self, request: webhook_pb2.GetWebhookEndpointRequest, context: Context
+    ) -> webhook_pb2.WebhookEndpoint:
+        """Returns one endpoint."""
+        return await asyncio.to_thread(self._get, _owner(), request.id)
+
+    async def ListWebhookEndpoints(
+        self, request: webhook_pb2.ListWebhookEndpointsRequest, context: Context
+    ) -> webhook_pb2.ListWebhookEndpointsResponse:
+        """Lists the caller's endpoints."""
+        return await asyncio.to_thread(self._list, _owner(), request)
+
+    async def UpdateWebhookEndpoint(
+        self, request: webhook_pb2.UpdateWebhookEndpointRequest, context: Context
+    ) -> webhook_pb2.WebhookEndpoint:
+        """Changes an endpoint."""
+        return await asyncio.to_thread(self._update, _owner(), request)
+
+    async def DeleteWebhookEndpoint(
+        self, request: webhook_pb2.DeleteWebhookEndpointRequest, context: Context
+    ) -> webhook_pb2.DeleteWebhookEndpointResponse:
+        """Deletes an endpoint."""
+        return await asyncio.to_thread(self._delete, _owner(), request.id)
+
+    async def RotateWebhookEndpointSecret(
+        self, request: webhook_pb2.RotateWebhookEndpointSecretRequest, context: Context
+    ) -> webhook_pb2.WebhookEndpoint:
+        """Issues a new signing secret."""
+        return await asyncio.to_thread(self._rotate, _owner(), request.id)
+
+    async def ListWebhookDeliveries(
+        self, request: webhook_pb2.ListWebhookDeliveriesRequest, context: Context
+    ) -> webhook_pb2.ListWebhookDeliveriesResponse:
+        """Lists an endpoint's deliveries."""
+        return await asyncio.to_thread(self._list_deliveries, _owner(), request)
+
+    async def ReplayWebhookDeliveries(
+        self, request: webhook_pb2.ReplayWebhookDeliveriesRequest, context: Context
+    ) -> webhook_pb2.ReplayWebhookDeliveriesResponse:
+        """Re-sends an endpoint's finished deliveries since a time."""
+        return await asyncio.to_thread(self._replay_many, _owner(), request)
+
+    async def GetWebhookDelivery(
+        self, request: webhook_pb2.GetWebhookDeliveryRequest, context: Context
+    ) -> webhook_pb2.WebhookDelivery:
+        """Returns one delivery."""
+        return await asyncio.to_thread(self._get_delivery, _owner(), request.id)
+
+    async def ListWebhookDeliveryAttempts(
+        self, request: webhook_pb2.ListWebhookDeliveryAttemptsRequest, context: Context
+    ) -> webhook_pb2.ListWebhookDeliveryAttemptsResponse:
+        """Lists a delivery's attempts."""
+        return await asyncio.to_thread(self._attempts, _owner(), request.delivery_id)
+
+    async def ReplayWebhookDelivery(
+        self, request: webhook_pb2.ReplayWebhookDeliveryRequest, context: Context
+    ) -> webhook_pb2.WebhookDelivery:
+        """Re-sends one finished delivery."""
+        return await asyncio.to_thread(self._replay, _owner(), request.id)
+
+    async def GetEvent(
+        self, request: webhook_pb2.GetEventRequest, context: Context
+    ) -> webhook_pb2.Event:
+        """Returns one event."""
+        return await asyncio.to_thread(self._get_event, _owner(), request.id)
+
+    async def ListEvents(
+        self, request: webhook_pb2.ListEventsRequest, context: Context
+    ) -> webhook_pb2.ListEventsResponse:
+        """Lists the caller's events, newest first."""
+        return await asyncio.to_thread(self._list_events, _owner(), request)
+
+
+class WebhookInternalServicer(webhook_internal_pb2_grpc.WebhookInternalServiceServicer):
+    """Methods for other paymesh services (events) and the admin service (operators)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def _internal_deliveries(
+        self, session: Any, rows: list[Delivery]
+    ) -> list[webhook_internal_pb2.Delivery]:
+        context = deliveries.context_of(session, rows)
+        return [
+            delivery_to_proto(row, event_type=context[row.id][0], endpoint_url=context[row.id][1])
+            for row in rows
+        ]
+
+    def _publish(self, request: webhook_internal_pb2.PublishEventRequest) -> webhook_pb2.Event:
+        obj = (
+            _plain(json_format.MessageToDict(request.object)) if request.HasField("object") else {}
+        )
+        with transaction(self._runtime.sessions) as session:
+            published = events.publish_event(
+                session,
+                event_id=request.id,
+                merchant_id=request.merchant_id,
+                event_type=request.type,
+                livemode=request.livemode,
+                obj=obj,
+                create_time=_time_or_none(request.create_time, request.HasField("create_time")),
+                bytes_max=self._runtime.settings.webhook_event_bytes_max,
+            )
+            message = event_to_proto(published.event)
+        self._runtime.enqueue_first(published.delivery_ids)
+        return message
+
+    def _list_failed(
+        self, request: webhook_internal_pb2.ListFailedDeliveriesRequest
+    ) -> webhook_internal_pb2.ListFailedDeliveriesResponse:
+        with transaction(self._runtime.sessions) as session:
+            rows, token = deliveries.list_failed(
+                session,
+                merchant_id=request.merchant_id,
+                include_failing=request.include_failing,
+                page_size=page_size(request.page_size),
+                page_token=request.page_token,
+            )
+            return webhook_internal_pb2.ListFailedDeliveriesResponse(
+                deliveries=self._internal_deliveries(session, rows), next_page_token=token
+            )
+
+    def _replay(self, delivery_or_job_id: str) -> webhook_internal_pb2.Delivery:
+        with transaction(self._runtime.sessions) as session:
+            delivery = deliveries.get_delivery_or_raise(
+                session, delivery_or_job_id=delivery_or_job_id, owner=None
+            )
+            next_attempt = deliveries.replay(session, delivery=delivery)
+            (message,) = self._internal_deliveries(session, [delivery])
+        self._runtime.enqueue([next_attempt])
+        return message
+
+    def _replay_many(
+        self, request: webhook_internal_pb2.ReplayDeliveriesRequest
+    ) -> webhook_internal_pb2.ReplayDeliveriesResponse:
+        with transaction(self._runtime.sessions) as session:
+            replayed = deliveries.replay_many(
+                session,
+                endpoint_id=request.endpoint_id,
+                merchant_id=request.merchant_id,
+                livemode=None,
+                since=_time_or_none(request.since, request.HasField("since")),
+                include_delivered=request.include_delivered,
+                limit=deliveries.replay_limit(request.limit),
+            )
+        self._runtime.enqueue(replayed)
+        return webhook_internal_pb2.ReplayDeliveriesResponse(
+            delivery_ids=[delivery_id for delivery_id, _ in replayed]
+        )
+
+    def _stats(self, merchant_id: str) -> webhook_internal_pb2.GetDeliveryStatsResponse:
+        with transaction(self._runtime.sessions) as session:
+            counts = deliveries.stats(session, merchant_id=merchant_id)
+        return webhook_internal_pb2.GetDeliveryStatsResponse(**counts)
+
+    def _object_events(self, object_id: str) -> webhook_internal_pb2.ListObjectEventsResponse:
+        with transaction(self._runtime.sessions) as session:
+            rows = events.list_object_events(session, object_id=object_id)
+            return webhook_internal_pb2.ListObjectEventsResponse(
+                events=[event_to_proto(row) for row in rows]
+            )
+
+    def _attempts(self, delivery_id: str) -> webhook_internal_pb2.ListDeliveryAttemptsResponse:
+        with transaction(self._runtime.sessions) as session:
+            delivery = deliveries.get_delivery_or_raise(
+                session, delivery_or_job_id=delivery_id, owner=None
+            )
+            rows = deliveries.list_attempts(session, delivery_id=delivery.id)
+            return webhook_internal_pb2.ListDeliveryAttemptsResponse(
+                attempts=[attempt_to_proto(row) for row in rows]
+            )
+
+    async def PublishEvent(
+        self, request: webhook_internal_pb2.PublishEventRequest, context: Context
+    ) -> webhook_pb2.Event:
+        """Stores an event and fans it out; idempotent by event id."""
+        return await asyncio.to_thread(self._publish, request)
+
+    async def ListFailedDeliveries(
+        self, request: webhook_internal_pb2.ListFailedDeliveriesRequest, context: Context
+    ) -> webhook_internal_pb2.ListFailedDeliveriesResponse:
+        """Lists dead (and optionally failing) deliveries, newest first."""
+        return await asyncio.to_thread(self._list_failed, request)
+
+    async def ReplayDelivery(
+        self, request: webhook_internal_pb2.ReplayDeliveryRequest, context: Context
+    ) -> webhook_internal_pb2.Delivery:
+        """Re-sends one finished delivery, named by delivery id or job id."""
+        return await asyncio.to_thread(self._replay, request.id)
+
+    async def ReplayDeliveries(
+        self, request: webhook_internal_pb2.ReplayDeliveriesRequest, context: Context
+    ) -> webhook_internal_pb2.ReplayDeliveriesResponse:
+        """Re-sends every finished delivery matching a filter."""
+        return await asyncio.to_thread(self._replay_many, request)
+
+    async def GetDeliveryStats(
+        self, request: webhook_internal_pb2.GetDeliveryStatsRequest, context: Context
+    ) -> webhook_internal_pb2.GetDeliveryStatsResponse:
+        """Counts deliveries by state."""
+        return await asyncio.to_thread(self._stats, request.merchant_id)
+
+    async def ListObjectEvents(
+        self, request: webhook_internal_pb2.ListObjectEventsRequest, context: Context
+    ) -> webhook_internal_pb2.ListObjectEventsResponse:
+        """Lists the events about one object, oldest first."""
+        return await asyncio.to_thread(self._object_events, request.object_id)
+
+    async def ListDeliveryAttempts(
+        self, request: webhook_internal_pb2.ListDeliveryAttemptsRequest, context: Context
+    ) -> webhook_internal_pb2.ListDeliveryAttemptsResponse:
+        """Lists a delivery's attempts, oldest first."""
+        return await asyncio.to_thread(self._attempts, request.delivery_id)
 
 
 def build_spec(settings: Settings) -> ServiceSpec:
     """The webhook service's servicers and their auth policies."""
+    return spec_for(
+        build_runtime(settings, application_name="paymesh-webhook", pool_size=settings.db_pool_size)
+    )
+
+
+def spec_for(runtime: Runtime) -> ServiceSpec:
+    """The service spec over an already built runtime."""
 
     def register(server: grpc.aio.Server) -> None:
-        """Nothing yet: the servicers land with the webhook issue."""
+        webhook_pb2_grpc.add_WebhookServiceServicer_to_server(WebhookServicer(runtime), server)
+        webhook_internal_pb2_grpc.add_WebhookInternalServiceServicer_to_server(
+            WebhookInternalServicer(runtime), server
+        )
 
     return ServiceSpec(
         name="webhook",

@@ -8,6 +8,11 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from paymesh.ledger.v1 import ledger_internal_pb2 as _ledger_internal_pb2
+from paymesh.ledger.v1 import ledger_pb2 as _ledger_pb2
+from paymesh.payment.v1 import payment_pb2 as _payment_pb2
+from paymesh.webhook.v1 import webhook_internal_pb2 as _webhook_internal_pb2
+from paymesh.webhook.v1 import webhook_pb2 as _webhook_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -335,3 +340,1177 @@ class RevokeApiKeyRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokeApiKeyRequest: _TypeAlias = RevokeApiKeyRequest  # noqa: Y015
+
+@_typing.final
+class LogoutRequest(_message.Message):
+    """LogoutRequest is the (empty) body of POST /admin/logout; the session is the caller's."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutRequest: _TypeAlias = LogoutRequest  # noqa: Y015
+
+@_typing.final
+class LogoutResponse(_message.Message):
+    """LogoutResponse confirms the session ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutResponse: _TypeAlias = LogoutResponse  # noqa: Y015
+
+@_typing.final
+class CreateStreamTokenRequest(_message.Message):
+    """CreateStreamTokenRequest is the (empty) body of POST /admin/stream_tokens."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateStreamTokenRequest: _TypeAlias = CreateStreamTokenRequest  # noqa: Y015
+
+@_typing.final
+class StreamToken(_message.Message):
+    """StreamToken opens the overview stream, and nothing else, for a short while."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    stream_token: _builtins.str
+    """Pass as `stream_token` in the query string of /admin/overview:watch."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """After this the token opens no new stream."""
+
+    def __init__(
+        self,
+        *,
+        stream_token: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "stream_token", b"stream_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamToken: _TypeAlias = StreamToken  # noqa: Y015
+
+@_typing.final
+class UpdateMerchantFeesRequest(_message.Message):
+    """UpdateMerchantFeesRequest is the body of POST /admin/merchants/{id}/fees."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    FEE_BPS_FIELD_NUMBER: _builtins.int
+    FEE_FIXED_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Merchant identifier."""
+    fee_bps: _builtins.int
+    """Fee in basis points, 0 to 10000."""
+    fee_fixed: _builtins.int
+    """Fixed fee in minor units per captured payment, 0 to 1000000."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        fee_bps: _builtins.int = ...,
+        fee_fixed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fee_bps", b"fee_bps", "fee_fixed", b"fee_fixed", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateMerchantFeesRequest: _TypeAlias = UpdateMerchantFeesRequest  # noqa: Y015
+
+@_typing.final
+class ListApiKeysRequest(_message.Message):
+    """ListApiKeysRequest names a merchant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    merchant_id: _builtins.str
+    """Merchant identifier."""
+    def __init__(
+        self,
+        *,
+        merchant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["merchant_id", b"merchant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListApiKeysRequest: _TypeAlias = ListApiKeysRequest  # noqa: Y015
+
+@_typing.final
+class ListApiKeysResponse(_message.Message):
+    """ListApiKeysResponse holds a merchant's keys, newest first, without their secret part."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_KEYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def api_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApiKey]:
+        """The keys; `key` is always empty here."""
+
+    def __init__(
+        self,
+        *,
+        api_keys: _abc.Iterable[Global___ApiKey] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_keys", b"api_keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListApiKeysResponse: _TypeAlias = ListApiKeysResponse  # noqa: Y015
+
+@_typing.final
+class GetOverviewRequest(_message.Message):
+    """GetOverviewRequest scopes the overview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    LIVEMODE_FIELD_NUMBER: _builtins.int
+    merchant_id: _builtins.str
+    """Only this merchant; empty for all."""
+    livemode: _builtins.bool
+    """Live-mode figures when true, test-mode otherwise."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Payments created at or after this time; unset for no lower bound."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Payments created before this time; unset for no upper bound."""
+
+    def __init__(
+        self,
+        *,
+        merchant_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        livemode: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "livemode", b"livemode", "merchant_id", b"merchant_id", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOverviewRequest: _TypeAlias = GetOverviewRequest  # noqa: Y015
+
+@_typing.final
+class CurrencyOverview(_message.Message):
+    """CurrencyOverview is one currency's payment figures; currencies are never summed together."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_COUNT_FIELD_NUMBER: _builtins.int
+    FAILED_COUNT_FIELD_NUMBER: _builtins.int
+    PROCESSING_COUNT_FIELD_NUMBER: _builtins.int
+    REQUIRES_CAPTURE_COUNT_FIELD_NUMBER: _builtins.int
+    CANCELED_COUNT_FIELD_NUMBER: _builtins.int
+    REQUIRES_PAYMENT_METHOD_COUNT_FIELD_NUMBER: _builtins.int
+    SUCCESS_RATE_FIELD_NUMBER: _builtins.int
+    GROSS_VOLUME_FIELD_NUMBER: _builtins.int
+    FEES_FIELD_NUMBER: _builtins.int
+    REFUNDED_FIELD_NUMBER: _builtins.int
+    NET_VOLUME_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    """ISO 4217 code."""
+    succeeded_count: _builtins.int
+    """Payments that succeeded."""
+    failed_count: _builtins.int
+    """Payments that failed."""
+    processing_count: _builtins.int
+    """Payments being processed."""
+    requires_capture_count: _builtins.int
+    """Authorized payments waiting for capture."""
+    canceled_count: _builtins.int
+    """Canceled payments."""
+    requires_payment_method_count: _builtins.int
+    """Payments waiting for a card."""
+    success_rate: _builtins.float
+    """succeeded / (succeeded + failed), 0 when neither; payments still in flight do not count."""
+    gross_volume: _builtins.int
+    """Sum of captured amounts, in minor units."""
+    fees: _builtins.int
+    """Platform fees on captured amounts (the platform's revenue)."""
+    refunded: _builtins.int
+    """Sum of succeeded refunds."""
+    net_volume: _builtins.int
+    """gross_volume - fees - refunded."""
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        succeeded_count: _builtins.int = ...,
+        failed_count: _builtins.int = ...,
+        processing_count: _builtins.int = ...,
+        requires_capture_count: _builtins.int = ...,
+        canceled_count: _builtins.int = ...,
+        requires_payment_method_count: _builtins.int = ...,
+        success_rate: _builtins.float = ...,
+        gross_volume: _builtins.int = ...,
+        fees: _builtins.int = ...,
+        refunded: _builtins.int = ...,
+        net_volume: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canceled_count", b"canceled_count", "currency", b"currency", "failed_count", b"failed_count", "fees", b"fees", "gross_volume", b"gross_volume", "net_volume", b"net_volume", "processing_count", b"processing_count", "refunded", b"refunded", "requires_capture_count", b"requires_capture_count", "requires_payment_method_count", b"requires_payment_method_count", "succeeded_count", b"succeeded_count", "success_rate", b"success_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CurrencyOverview: _TypeAlias = CurrencyOverview  # noqa: Y015
+
+@_typing.final
+class WebhookDeliveryCounts(_message.Message):
+    """WebhookDeliveryCounts counts deliveries by state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    FAILING_FIELD_NUMBER: _builtins.int
+    DEAD_FIELD_NUMBER: _builtins.int
+    delivered: _builtins.int
+    """Delivered."""
+    pending: _builtins.int
+    """Not yet attempted."""
+    failing: _builtins.int
+    """Failed at least once, still retrying."""
+    dead: _builtins.int
+    """Retries exhausted: on the dead-letter list."""
+    def __init__(
+        self,
+        *,
+        delivered: _builtins.int = ...,
+        pending: _builtins.int = ...,
+        failing: _builtins.int = ...,
+        dead: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead", b"dead", "delivered", b"delivered", "failing", b"failing", "pending", b"pending"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookDeliveryCounts: _TypeAlias = WebhookDeliveryCounts  # noqa: Y015
+
+@_typing.final
+class Overview(_message.Message):
+    """Overview is what the dashboard's front page shows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCIES_FIELD_NUMBER: _builtins.int
+    WEBHOOKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def currencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyOverview]:
+        """One entry per currency seen, sorted by code."""
+
+    @_builtins.property
+    def webhooks(self) -> Global___WebhookDeliveryCounts:
+        """Webhook deliveries (of the merchant, when filtered; not bounded by the time window)."""
+
+    def __init__(
+        self,
+        *,
+        currencies: _abc.Iterable[Global___CurrencyOverview] | None = ...,
+        webhooks: Global___WebhookDeliveryCounts | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["webhooks", b"webhooks"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currencies", b"currencies", "webhooks", b"webhooks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Overview: _TypeAlias = Overview  # noqa: Y015
+
+@_typing.final
+class WatchOverviewRequest(_message.Message):
+    """WatchOverviewRequest scopes the stream and carries its credential."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_TOKEN_FIELD_NUMBER: _builtins.int
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    LIVEMODE_FIELD_NUMBER: _builtins.int
+    stream_token: _builtins.str
+    """Token from POST /admin/stream_tokens; may be left out when an operator session comes in
+    the Authorization header instead.
+    """
+    merchant_id: _builtins.str
+    """Only this merchant; empty for all."""
+    livemode: _builtins.bool
+    """Live-mode figures when true, test-mode otherwise."""
+    def __init__(
+        self,
+        *,
+        stream_token: _builtins.str = ...,
+        merchant_id: _builtins.str = ...,
+        livemode: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["livemode", b"livemode", "merchant_id", b"merchant_id", "stream_token", b"stream_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchOverviewRequest: _TypeAlias = WatchOverviewRequest  # noqa: Y015
+
+@_typing.final
+class GetRevenueTimelineRequest(_message.Message):
+    """GetRevenueTimelineRequest selects the buckets."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANULARITY_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    LIVEMODE_FIELD_NUMBER: _builtins.int
+    granularity: _builtins.str
+    """"HOUR" or "DAY"."""
+    currency: _builtins.str
+    """ISO 4217 code."""
+    merchant_id: _builtins.str
+    """Only this merchant; empty for all."""
+    livemode: _builtins.bool
+    """Live-mode figures when true, test-mode otherwise."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """First bucket covers this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Last bucket ends here."""
+
+    def __init__(
+        self,
+        *,
+        granularity: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        merchant_id: _builtins.str = ...,
+        livemode: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "end_time", b"end_time", "granularity", b"granularity", "livemode", b"livemode", "merchant_id", b"merchant_id", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRevenueTimelineRequest: _TypeAlias = GetRevenueTimelineRequest  # noqa: Y015
+
+@_typing.final
+class RevenueBucket(_message.Message):
+    """RevenueBucket is one hour or day of figures in the requested currency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    GROSS_FIELD_NUMBER: _builtins.int
+    FEES_FIELD_NUMBER: _builtins.int
+    REFUNDS_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_COUNT_FIELD_NUMBER: _builtins.int
+    FAILED_COUNT_FIELD_NUMBER: _builtins.int
+    gross: _builtins.int
+    """Captured amounts of payments that succeeded in the bucket."""
+    fees: _builtins.int
+    """Platform fees on those."""
+    refunds: _builtins.int
+    """Refunds that succeeded in the bucket."""
+    succeeded_count: _builtins.int
+    """Payments that succeeded in the bucket."""
+    failed_count: _builtins.int
+    """Payments that failed in the bucket."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the bucket."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        gross: _builtins.int = ...,
+        fees: _builtins.int = ...,
+        refunds: _builtins.int = ...,
+        succeeded_count: _builtins.int = ...,
+        failed_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed_count", b"failed_count", "fees", b"fees", "gross", b"gross", "refunds", b"refunds", "start_time", b"start_time", "succeeded_count", b"succeeded_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevenueBucket: _TypeAlias = RevenueBucket  # noqa: Y015
+
+@_typing.final
+class GetRevenueTimelineResponse(_message.Message):
+    """GetRevenueTimelineResponse lists the buckets in time order, empty buckets included."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    """ISO 4217 code of every amount below."""
+    @_builtins.property
+    def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevenueBucket]:
+        """The buckets."""
+
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        buckets: _abc.Iterable[Global___RevenueBucket] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets", "currency", b"currency"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRevenueTimelineResponse: _TypeAlias = GetRevenueTimelineResponse  # noqa: Y015
+
+@_typing.final
+class SearchPaymentsRequest(_message.Message):
+    """SearchPaymentsRequest filters payments across merchants."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    merchant_id: _builtins.str
+    """Only this merchant's payments; empty for all."""
+    status: _builtins.str
+    """Only payments in this status, e.g. "succeeded"."""
+    page_size: _builtins.int
+    """Maximum items per page, 1 to 100; default 20."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    def __init__(
+        self,
+        *,
+        merchant_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["merchant_id", b"merchant_id", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchPaymentsRequest: _TypeAlias = SearchPaymentsRequest  # noqa: Y015
+
+@_typing.final
+class SearchPaymentsResponse(_message.Message):
+    """SearchPaymentsResponse is one page of payments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def payments(self) -> _containers.RepeatedCompositeFieldContainer[_payment_pb2.Payment]:
+        """The payments, newest first."""
+
+    def __init__(
+        self,
+        *,
+        payments: _abc.Iterable[_payment_pb2.Payment] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "payments", b"payments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchPaymentsResponse: _TypeAlias = SearchPaymentsResponse  # noqa: Y015
+
+@_typing.final
+class GetPaymentDetailRequest(_message.Message):
+    """GetPaymentDetailRequest names a payment of any merchant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Payment identifier."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPaymentDetailRequest: _TypeAlias = GetPaymentDetailRequest  # noqa: Y015
+
+@_typing.final
+class PaymentDetail(_message.Message):
+    """PaymentDetail is everything paymesh knows about one payment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    REFUNDS_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    LEDGER_ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payment(self) -> _payment_pb2.Payment:
+        """The payment."""
+
+    @_builtins.property
+    def refunds(self) -> _containers.RepeatedCompositeFieldContainer[_payment_pb2.Refund]:
+        """Its refunds."""
+
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_webhook_pb2.Event]:
+        """Events about it, oldest first."""
+
+    @_builtins.property
+    def ledger_entries(self) -> _containers.RepeatedCompositeFieldContainer[_ledger_pb2.Entry]:
+        """Ledger entries it caused (its refunds' entries included), newest first."""
+
+    def __init__(
+        self,
+        *,
+        payment: _payment_pb2.Payment | None = ...,
+        refunds: _abc.Iterable[_payment_pb2.Refund] | None = ...,
+        events: _abc.Iterable[_webhook_pb2.Event] | None = ...,
+        ledger_entries: _abc.Iterable[_ledger_pb2.Entry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "ledger_entries", b"ledger_entries", "payment", b"payment", "refunds", b"refunds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentDetail: _TypeAlias = PaymentDetail  # noqa: Y015
+
+@_typing.final
+class RefundPaymentRequest(_message.Message):
+    """RefundPaymentRequest is the body of POST /admin/payments/{payment_id}/refund."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    payment_id: _builtins.str
+    """Payment identifier (any merchant)."""
+    amount: _builtins.int
+    """Amount in minor units; zero or unset refunds what is left."""
+    reason: _builtins.str
+    """"duplicate", "fraudulent" or "requested_by_customer"."""
+    idempotency_key: _builtins.str
+    """Makes the refund idempotent; the Idempotency-Key header may carry it instead."""
+    def __init__(
+        self,
+        *,
+        payment_id: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "idempotency_key", b"idempotency_key", "payment_id", b"payment_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundPaymentRequest: _TypeAlias = RefundPaymentRequest  # noqa: Y015
+
+@_typing.final
+class ListFailedWebhooksRequest(_message.Message):
+    """ListFailedWebhooksRequest filters the dead-letter list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_FAILING_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    merchant_id: _builtins.str
+    """Only this merchant; empty for all."""
+    include_failing: _builtins.bool
+    """Include deliveries still retrying, not only dead ones."""
+    page_size: _builtins.int
+    """Maximum items per page, 1 to 100; default 20."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    def __init__(
+        self,
+        *,
+        merchant_id: _builtins.str = ...,
+        include_failing: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_failing", b"include_failing", "merchant_id", b"merchant_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFailedWebhooksRequest: _TypeAlias = ListFailedWebhooksRequest  # noqa: Y015
+
+@_typing.final
+class ListFailedWebhooksResponse(_message.Message):
+    """ListFailedWebhooksResponse is one page of failed deliveries (job id, delivery id, event id
+    and type, merchant, endpoint URL, attempts, last status and error, times).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[_webhook_internal_pb2.Delivery]:
+        """The deliveries, newest first."""
+
+    def __init__(
+        self,
+        *,
+        deliveries: _abc.Iterable[_webhook_internal_pb2.Delivery] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFailedWebhooksResponse: _TypeAlias = ListFailedWebhooksResponse  # noqa: Y015
+
+@_typing.final
+class ReplayWebhookRequest(_message.Message):
+    """ReplayWebhookRequest names a delivery by its job id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The delivery's job id (its delivery id is accepted too)."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayWebhookRequest: _TypeAlias = ReplayWebhookRequest  # noqa: Y015
+
+@_typing.final
+class ReplayWebhooksRequest(_message.Message):
+    """ReplayWebhooksRequest selects dead deliveries to replay."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    merchant_id: _builtins.str
+    """Only this merchant; empty for any."""
+    endpoint_id: _builtins.str
+    """Only this endpoint; empty for any."""
+    limit: _builtins.int
+    """At most this many, 1 to 1000; default 100."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Only deliveries created at or after this time."""
+
+    def __init__(
+        self,
+        *,
+        merchant_id: _builtins.str = ...,
+        endpoint_id: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "limit", b"limit", "merchant_id", b"merchant_id", "since", b"since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayWebhooksRequest: _TypeAlias = ReplayWebhooksRequest  # noqa: Y015
+
+@_typing.final
+class ReplayWebhooksResponse(_message.Message):
+    """ReplayWebhooksResponse says what was replayed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def delivery_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The ids of the replayed deliveries."""
+
+    def __init__(
+        self,
+        *,
+        delivery_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_ids", b"delivery_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayWebhooksResponse: _TypeAlias = ReplayWebhooksResponse  # noqa: Y015
+
+@_typing.final
+class ListDeliveryAttemptsRequest(_message.Message):
+    """ListDeliveryAttemptsRequest names a delivery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_ID_FIELD_NUMBER: _builtins.int
+    delivery_id: _builtins.str
+    """Delivery identifier, "whd_..." ."""
+    def __init__(
+        self,
+        *,
+        delivery_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_id", b"delivery_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeliveryAttemptsRequest: _TypeAlias = ListDeliveryAttemptsRequest  # noqa: Y015
+
+@_typing.final
+class ListDeliveryAttemptsResponse(_message.Message):
+    """ListDeliveryAttemptsResponse holds a delivery's attempts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[_webhook_internal_pb2.DeliveryAttempt]:
+        """Oldest first."""
+
+    def __init__(
+        self,
+        *,
+        attempts: _abc.Iterable[_webhook_internal_pb2.DeliveryAttempt] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeliveryAttemptsResponse: _TypeAlias = ListDeliveryAttemptsResponse  # noqa: Y015
+
+@_typing.final
+class ReconcileRequest(_message.Message):
+    """ReconcileRequest bounds a reconciliation run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Movements at or after this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Movements before this time."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileRequest: _TypeAlias = ReconcileRequest  # noqa: Y015
+
+@_typing.final
+class ReconciliationRun(_message.Message):
+    """ReconciliationRun is a kept reconciliation report."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    MISMATCH_COUNT_FIELD_NUMBER: _builtins.int
+    REPORT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Identifier, "rec_..." ."""
+    operator_id: _builtins.str
+    """The operator who ran it."""
+    mismatch_count: _builtins.int
+    """Number of discrepancies found."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was run."""
+
+    @_builtins.property
+    def report(self) -> _ledger_internal_pb2.ReconciliationReport:
+        """The ledger's report."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        mismatch_count: _builtins.int = ...,
+        report: _ledger_internal_pb2.ReconciliationReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "mismatch_count", b"mismatch_count", "operator_id", b"operator_id", "report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconciliationRun: _TypeAlias = ReconciliationRun  # noqa: Y015
+
+@_typing.final
+class ListReconciliationsRequest(_message.Message):
+    """ListReconciliationsRequest pages through runs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum items per page, 1 to 100; default 20."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReconciliationsRequest: _TypeAlias = ListReconciliationsRequest  # noqa: Y015
+
+@_typing.final
+class ListReconciliationsResponse(_message.Message):
+    """ListReconciliationsResponse is one page of runs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUNS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReconciliationRun]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        runs: _abc.Iterable[Global___ReconciliationRun] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "runs", b"runs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReconciliationsResponse: _TypeAlias = ListReconciliationsResponse  # noqa: Y015
+
+@_typing.final
+class GetReconciliationRequest(_message.Message):
+    """GetReconciliationRequest names a run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Run identifier."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReconciliationRequest: _TypeAlias = GetReconciliationRequest  # noqa: Y015
+
+@_typing.final
+class GetTrialBalanceRequest(_message.Message):
+    """GetTrialBalanceRequest optionally fixes a point in time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AS_OF_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """Entries posted before this time; unset for now."""
+
+    def __init__(
+        self,
+        *,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTrialBalanceRequest: _TypeAlias = GetTrialBalanceRequest  # noqa: Y015
+
+@_typing.final
+class ListAccountsRequest(_message.Message):
+    """ListAccountsRequest filters ledger accounts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    owner: _builtins.str
+    """Only this owner's accounts (a merchant id, or "platform"); empty for all."""
+    page_size: _builtins.int
+    """Maximum items per page, 1 to 100; default 20."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    def __init__(
+        self,
+        *,
+        owner: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccountsRequest: _TypeAlias = ListAccountsRequest  # noqa: Y015
+
+@_typing.final
+class ListAuditLogRequest(_message.Message):
+    """ListAuditLogRequest pages through the audit log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    TARGET_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    operator_id: _builtins.str
+    """Only this operator's actions; empty for all."""
+    action: _builtins.str
+    """Only this action, e.g. "api_key.revoke"."""
+    target_id: _builtins.str
+    """Only actions on this object (merchant, key, payment, delivery... id)."""
+    page_size: _builtins.int
+    """Maximum items per page, 1 to 100; default 50."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    def __init__(
+        self,
+        *,
+        operator_id: _builtins.str = ...,
+        action: _builtins.str = ...,
+        target_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "operator_id", b"operator_id", "page_size", b"page_size", "page_token", b"page_token", "target_id", b"target_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditLogRequest: _TypeAlias = ListAuditLogRequest  # noqa: Y015
+
+@_typing.final
+class AuditEntry(_message.Message):
+    """AuditEntry is one recorded operator action; entries are never changed or deleted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DetailsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    OPERATOR_EMAIL_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    TARGET_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_IP_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Identifier, increasing with time."""
+    operator_id: _builtins.str
+    """Who: the operator's id (empty for a login attempt by an unknown email)."""
+    operator_email: _builtins.str
+    """Who: the email used."""
+    action: _builtins.str
+    """What, e.g. "login", "logout", "merchant.create", "api_key.create", "api_key.revoke",
+    "merchant.fees_update", "webhook.replay", "webhook.replay_bulk", "payment.refund",
+    "reconciliation.run".
+    """
+    target_id: _builtins.str
+    """The object acted on."""
+    client_ip: _builtins.str
+    """From where: the client's IP address as the edge saw it."""
+    user_agent: _builtins.str
+    """From where: the client's User-Agent."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    @_builtins.property
+    def details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """What exactly, e.g. old and new fees, amounts, counts."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        operator_id: _builtins.str = ...,
+        operator_email: _builtins.str = ...,
+        action: _builtins.str = ...,
+        target_id: _builtins.str = ...,
+        client_ip: _builtins.str = ...,
+        user_agent: _builtins.str = ...,
+        details: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "client_ip", b"client_ip", "create_time", b"create_time", "details", b"details", "id", b"id", "operator_email", b"operator_email", "operator_id", b"operator_id", "target_id", b"target_id", "user_agent", b"user_agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
+
+@_typing.final
+class ListAuditLogResponse(_message.Message):
+    """ListAuditLogResponse is one page of the audit log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___AuditEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditLogResponse: _TypeAlias = ListAuditLogResponse  # noqa: Y015

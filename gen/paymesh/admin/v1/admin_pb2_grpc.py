@@ -4,6 +4,9 @@ import grpc
 import warnings
 
 from paymesh.admin.v1 import admin_pb2 as paymesh_dot_admin_dot_v1_dot_admin__pb2
+from paymesh.ledger.v1 import ledger_internal_pb2 as paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2
+from paymesh.payment.v1 import payment_pb2 as paymesh_dot_payment_dot_v1_dot_payment__pb2
+from paymesh.webhook.v1 import webhook_internal_pb2 as paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -66,6 +69,106 @@ class AdminServiceStub:
                 request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ApiKey.FromString,
                 _registered_method=True)
+        self.Logout = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/Logout',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.LogoutRequest.SerializeToString,
+                response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.LogoutResponse.FromString,
+                _registered_method=True)
+        self.CreateStreamToken = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/CreateStreamToken',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.CreateStreamTokenRequest.SerializeToString,
+                response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.StreamToken.FromString,
+                _registered_method=True)
+        self.UpdateMerchantFees = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/UpdateMerchantFees',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.UpdateMerchantFeesRequest.SerializeToString,
+                response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.Merchant.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/ListApiKeys',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.GetOverview = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/GetOverview',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.GetOverviewRequest.SerializeToString,
+                response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.Overview.FromString,
+                _registered_method=True)
+        self.WatchOverview = channel.unary_stream(
+                '/paymesh.admin.v1.AdminService/WatchOverview',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.WatchOverviewRequest.SerializeToString,
+                response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.Overview.FromString,
+                _registered_method=True)
+        self.GetRevenueTimeline = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/GetRevenueTimeline',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.GetRevenueTimelineRequest.SerializeToString,
+                response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.GetRevenueTimelineResponse.FromString,
+                _registered_method=True)
+        self.SearchPayments = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/SearchPayments',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchPaymentsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchPaymentsResponse.FromString,
+                _registered_method=True)
+        self.GetPaymentDetail = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/GetPaymentDetail',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.GetPaymentDetailRequest.SerializeToString,
+                response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.PaymentDetail.FromString,
+                _registered_method=True)
+        self.RefundPayment = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/RefundPayment',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.RefundPaymentRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Refund.FromString,
+                _registered_method=True)
+        self.ListFailedWebhooks = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/ListFailedWebhooks',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListFailedWebhooksRequest.SerializeToString,
+                response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListFailedWebhooksResponse.FromString,
+                _registered_method=True)
+        self.ReplayWebhook = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/ReplayWebhook',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ReplayWebhookRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.Delivery.FromString,
+                _registered_method=True)
+        self.ReplayWebhooks = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/ReplayWebhooks',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ReplayWebhooksRequest.SerializeToString,
+                response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ReplayWebhooksResponse.FromString,
+                _registered_method=True)
+        self.ListDeliveryAttempts = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/ListDeliveryAttempts',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListDeliveryAttemptsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListDeliveryAttemptsResponse.FromString,
+                _registered_method=True)
+        self.Reconcile = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/Reconcile',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ReconcileRequest.SerializeToString,
+                response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ReconciliationRun.FromString,
+                _registered_method=True)
+        self.ListReconciliations = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/ListReconciliations',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListReconciliationsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListReconciliationsResponse.FromString,
+                _registered_method=True)
+        self.GetReconciliation = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/GetReconciliation',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.GetReconciliationRequest.SerializeToString,
+                response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ReconciliationRun.FromString,
+                _registered_method=True)
+        self.GetTrialBalance = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/GetTrialBalance',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.GetTrialBalanceRequest.SerializeToString,
+                response_deserializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.GetTrialBalanceResponse.FromString,
+                _registered_method=True)
+        self.ListAccounts = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/ListAccounts',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListAccountsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ListAccountsResponse.FromString,
+                _registered_method=True)
+        self.ListAuditLog = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/ListAuditLog',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListAuditLogRequest.SerializeToString,
+                response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListAuditLogResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -115,6 +218,147 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Logout(self, request, context):
+        """Ends the caller's session; its token and its stream tokens stop working at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateStreamToken(self, request, context):
+        """Issues a short-lived token that opens the overview stream, for browsers' EventSource,
+        which cannot send an Authorization header.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateMerchantFees(self, request, context):
+        """Changes a merchant's fee schedule; new payments use it within the auth cache's lifetime.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Lists a merchant's API keys; only their prefixes are shown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOverview(self, request, context):
+        """Payment and webhook figures per currency, optionally for one merchant and a time window.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchOverview(self, request, context):
+        """Streams the overview (as Server-Sent Events through the edge) whenever it changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRevenueTimeline(self, request, context):
+        """Hourly or daily buckets of volume, fees and refunds in one currency.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchPayments(self, request, context):
+        """Searches payments across merchants, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPaymentDetail(self, request, context):
+        """One payment of any merchant with its refunds, events and ledger entries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefundPayment(self, request, context):
+        """Refunds a payment on an operator's behalf, through the payment service like any refund.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFailedWebhooks(self, request, context):
+        """The dead-letter list: deliveries whose retries ran out (and, on request, those retrying).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayWebhook(self, request, context):
+        """Re-sends one delivery, named by its job id (or delivery id), with the same event id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayWebhooks(self, request, context):
+        """Re-sends every dead delivery matching a filter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeliveryAttempts(self, request, context):
+        """Lists a delivery's HTTP attempts, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reconcile(self, request, context):
+        """Runs the ledger's reconciliation for a range, keeps the report and returns it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReconciliations(self, request, context):
+        """Lists kept reconciliation runs, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReconciliation(self, request, context):
+        """Returns one kept reconciliation run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTrialBalance(self, request, context):
+        """Debits and credits per currency over the whole ledger.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccounts(self, request, context):
+        """Lists ledger accounts with their balances, optionally of one owner.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditLog(self, request, context):
+        """The append-only record of operators' actions, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +391,106 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeApiKey,
                     request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ApiKey.SerializeToString,
+            ),
+            'Logout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logout,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.LogoutRequest.FromString,
+                    response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.LogoutResponse.SerializeToString,
+            ),
+            'CreateStreamToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateStreamToken,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.CreateStreamTokenRequest.FromString,
+                    response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.StreamToken.SerializeToString,
+            ),
+            'UpdateMerchantFees': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMerchantFees,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.UpdateMerchantFeesRequest.FromString,
+                    response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.Merchant.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'GetOverview': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOverview,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.GetOverviewRequest.FromString,
+                    response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.Overview.SerializeToString,
+            ),
+            'WatchOverview': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchOverview,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.WatchOverviewRequest.FromString,
+                    response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.Overview.SerializeToString,
+            ),
+            'GetRevenueTimeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRevenueTimeline,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.GetRevenueTimelineRequest.FromString,
+                    response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.GetRevenueTimelineResponse.SerializeToString,
+            ),
+            'SearchPayments': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchPayments,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchPaymentsRequest.FromString,
+                    response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchPaymentsResponse.SerializeToString,
+            ),
+            'GetPaymentDetail': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPaymentDetail,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.GetPaymentDetailRequest.FromString,
+                    response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.PaymentDetail.SerializeToString,
+            ),
+            'RefundPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundPayment,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.RefundPaymentRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Refund.SerializeToString,
+            ),
+            'ListFailedWebhooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFailedWebhooks,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListFailedWebhooksRequest.FromString,
+                    response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListFailedWebhooksResponse.SerializeToString,
+            ),
+            'ReplayWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayWebhook,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ReplayWebhookRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.Delivery.SerializeToString,
+            ),
+            'ReplayWebhooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayWebhooks,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ReplayWebhooksRequest.FromString,
+                    response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ReplayWebhooksResponse.SerializeToString,
+            ),
+            'ListDeliveryAttempts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeliveryAttempts,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListDeliveryAttemptsRequest.FromString,
+                    response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListDeliveryAttemptsResponse.SerializeToString,
+            ),
+            'Reconcile': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reconcile,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ReconcileRequest.FromString,
+                    response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ReconciliationRun.SerializeToString,
+            ),
+            'ListReconciliations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReconciliations,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListReconciliationsRequest.FromString,
+                    response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListReconciliationsResponse.SerializeToString,
+            ),
+            'GetReconciliation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReconciliation,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.GetReconciliationRequest.FromString,
+                    response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ReconciliationRun.SerializeToString,
+            ),
+            'GetTrialBalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrialBalance,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.GetTrialBalanceRequest.FromString,
+                    response_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.GetTrialBalanceResponse.SerializeToString,
+            ),
+            'ListAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccounts,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListAccountsRequest.FromString,
+                    response_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ListAccountsResponse.SerializeToString,
+            ),
+            'ListAuditLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditLog,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListAuditLogRequest.FromString,
+                    response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListAuditLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +657,546 @@ class AdminService:
             '/paymesh.admin.v1.AdminService/RevokeApiKey',
             paymesh_dot_admin_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.SerializeToString,
             paymesh_dot_admin_dot_v1_dot_admin__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/Logout',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.LogoutRequest.SerializeToString,
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.LogoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateStreamToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/CreateStreamToken',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.CreateStreamTokenRequest.SerializeToString,
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.StreamToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMerchantFees(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/UpdateMerchantFees',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.UpdateMerchantFeesRequest.SerializeToString,
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.Merchant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/ListApiKeys',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ListApiKeysRequest.SerializeToString,
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOverview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/GetOverview',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.GetOverviewRequest.SerializeToString,
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.Overview.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchOverview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/WatchOverview',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.WatchOverviewRequest.SerializeToString,
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.Overview.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRevenueTimeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/GetRevenueTimeline',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.GetRevenueTimelineRequest.SerializeToString,
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.GetRevenueTimelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchPayments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/SearchPayments',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchPaymentsRequest.SerializeToString,
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchPaymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPaymentDetail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/GetPaymentDetail',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.GetPaymentDetailRequest.SerializeToString,
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.PaymentDetail.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/RefundPayment',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.RefundPaymentRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.Refund.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFailedWebhooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/ListFailedWebhooks',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ListFailedWebhooksRequest.SerializeToString,
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ListFailedWebhooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/ReplayWebhook',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ReplayWebhookRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.Delivery.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayWebhooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/ReplayWebhooks',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ReplayWebhooksRequest.SerializeToString,
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ReplayWebhooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeliveryAttempts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/ListDeliveryAttempts',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ListDeliveryAttemptsRequest.SerializeToString,
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ListDeliveryAttemptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reconcile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/Reconcile',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ReconcileRequest.SerializeToString,
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ReconciliationRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReconciliations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/ListReconciliations',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ListReconciliationsRequest.SerializeToString,
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ListReconciliationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReconciliation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/GetReconciliation',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.GetReconciliationRequest.SerializeToString,
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ReconciliationRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrialBalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/GetTrialBalance',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.GetTrialBalanceRequest.SerializeToString,
+            paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.GetTrialBalanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/ListAccounts',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ListAccountsRequest.SerializeToString,
+            paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.ListAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/ListAuditLog',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ListAuditLogRequest.SerializeToString,
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ListAuditLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,9 @@ isort:skip_file
 from collections import abc as _abc
 from grpc import aio as _aio
 from paymesh.admin.v1 import admin_pb2 as _admin_pb2
+from paymesh.ledger.v1 import ledger_internal_pb2 as _ledger_internal_pb2
+from paymesh.payment.v1 import payment_pb2 as _payment_pb2
+from paymesh.webhook.v1 import webhook_internal_pb2 as _webhook_internal_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -47,6 +50,48 @@ class AdminServiceStub:
     """Creates an API key for a merchant; the response is the only time the key is shown."""
     RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RevokeApiKeyRequest, _admin_pb2.ApiKey]
     """Revokes an API key; every service refuses it within seconds."""
+    Logout: _grpc.UnaryUnaryMultiCallable[_admin_pb2.LogoutRequest, _admin_pb2.LogoutResponse]
+    """Ends the caller's session; its token and its stream tokens stop working at once."""
+    CreateStreamToken: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateStreamTokenRequest, _admin_pb2.StreamToken]
+    """Issues a short-lived token that opens the overview stream, for browsers' EventSource,
+    which cannot send an Authorization header.
+    """
+    UpdateMerchantFees: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpdateMerchantFeesRequest, _admin_pb2.Merchant]
+    """Changes a merchant's fee schedule; new payments use it within the auth cache's lifetime."""
+    ListApiKeys: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListApiKeysRequest, _admin_pb2.ListApiKeysResponse]
+    """Lists a merchant's API keys; only their prefixes are shown."""
+    GetOverview: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetOverviewRequest, _admin_pb2.Overview]
+    """Payment and webhook figures per currency, optionally for one merchant and a time window."""
+    WatchOverview: _grpc.UnaryStreamMultiCallable[_admin_pb2.WatchOverviewRequest, _admin_pb2.Overview]
+    """Streams the overview (as Server-Sent Events through the edge) whenever it changes."""
+    GetRevenueTimeline: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetRevenueTimelineRequest, _admin_pb2.GetRevenueTimelineResponse]
+    """Hourly or daily buckets of volume, fees and refunds in one currency."""
+    SearchPayments: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SearchPaymentsRequest, _admin_pb2.SearchPaymentsResponse]
+    """Searches payments across merchants, newest first."""
+    GetPaymentDetail: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetPaymentDetailRequest, _admin_pb2.PaymentDetail]
+    """One payment of any merchant with its refunds, events and ledger entries."""
+    RefundPayment: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RefundPaymentRequest, _payment_pb2.Refund]
+    """Refunds a payment on an operator's behalf, through the payment service like any refund."""
+    ListFailedWebhooks: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListFailedWebhooksRequest, _admin_pb2.ListFailedWebhooksResponse]
+    """The dead-letter list: deliveries whose retries ran out (and, on request, those retrying)."""
+    ReplayWebhook: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ReplayWebhookRequest, _webhook_internal_pb2.Delivery]
+    """Re-sends one delivery, named by its job id (or delivery id), with the same event id."""
+    ReplayWebhooks: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ReplayWebhooksRequest, _admin_pb2.ReplayWebhooksResponse]
+    """Re-sends every dead delivery matching a filter."""
+    ListDeliveryAttempts: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListDeliveryAttemptsRequest, _admin_pb2.ListDeliveryAttemptsResponse]
+    """Lists a delivery's HTTP attempts, oldest first."""
+    Reconcile: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ReconcileRequest, _admin_pb2.ReconciliationRun]
+    """Runs the ledger's reconciliation for a range, keeps the report and returns it."""
+    ListReconciliations: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListReconciliationsRequest, _admin_pb2.ListReconciliationsResponse]
+    """Lists kept reconciliation runs, newest first."""
+    GetReconciliation: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetReconciliationRequest, _admin_pb2.ReconciliationRun]
+    """Returns one kept reconciliation run."""
+    GetTrialBalance: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetTrialBalanceRequest, _ledger_internal_pb2.GetTrialBalanceResponse]
+    """Debits and credits per currency over the whole ledger."""
+    ListAccounts: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAccountsRequest, _ledger_internal_pb2.ListAccountsResponse]
+    """Lists ledger accounts with their balances, optionally of one owner."""
+    ListAuditLog: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAuditLogRequest, _admin_pb2.ListAuditLogResponse]
+    """The append-only record of operators' actions, newest first."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -67,6 +112,48 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Creates an API key for a merchant; the response is the only time the key is shown."""
     RevokeApiKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeApiKeyRequest, _admin_pb2.ApiKey]  # type: ignore[assignment]
     """Revokes an API key; every service refuses it within seconds."""
+    Logout: _aio.UnaryUnaryMultiCallable[_admin_pb2.LogoutRequest, _admin_pb2.LogoutResponse]  # type: ignore[assignment]
+    """Ends the caller's session; its token and its stream tokens stop working at once."""
+    CreateStreamToken: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateStreamTokenRequest, _admin_pb2.StreamToken]  # type: ignore[assignment]
+    """Issues a short-lived token that opens the overview stream, for browsers' EventSource,
+    which cannot send an Authorization header.
+    """
+    UpdateMerchantFees: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpdateMerchantFeesRequest, _admin_pb2.Merchant]  # type: ignore[assignment]
+    """Changes a merchant's fee schedule; new payments use it within the auth cache's lifetime."""
+    ListApiKeys: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListApiKeysRequest, _admin_pb2.ListApiKeysResponse]  # type: ignore[assignment]
+    """Lists a merchant's API keys; only their prefixes are shown."""
+    GetOverview: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetOverviewRequest, _admin_pb2.Overview]  # type: ignore[assignment]
+    """Payment and webhook figures per currency, optionally for one merchant and a time window."""
+    WatchOverview: _aio.UnaryStreamMultiCallable[_admin_pb2.WatchOverviewRequest, _admin_pb2.Overview]  # type: ignore[assignment]
+    """Streams the overview (as Server-Sent Events through the edge) whenever it changes."""
+    GetRevenueTimeline: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetRevenueTimelineRequest, _admin_pb2.GetRevenueTimelineResponse]  # type: ignore[assignment]
+    """Hourly or daily buckets of volume, fees and refunds in one currency."""
+    SearchPayments: _aio.UnaryUnaryMultiCallable[_admin_pb2.SearchPaymentsRequest, _admin_pb2.SearchPaymentsResponse]  # type: ignore[assignment]
+    """Searches payments across merchants, newest first."""
+    GetPaymentDetail: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetPaymentDetailRequest, _admin_pb2.PaymentDetail]  # type: ignore[assignment]
+    """One payment of any merchant with its refunds, events and ledger entries."""
+    RefundPayment: _aio.UnaryUnaryMultiCallable[_admin_pb2.RefundPaymentRequest, _payment_pb2.Refund]  # type: ignore[assignment]
+    """Refunds a payment on an operator's behalf, through the payment service like any refund."""
+    ListFailedWebhooks: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListFailedWebhooksRequest, _admin_pb2.ListFailedWebhooksResponse]  # type: ignore[assignment]
+    """The dead-letter list: deliveries whose retries ran out (and, on request, those retrying)."""
+    ReplayWebhook: _aio.UnaryUnaryMultiCallable[_admin_pb2.ReplayWebhookRequest, _webhook_internal_pb2.Delivery]  # type: ignore[assignment]
+    """Re-sends one delivery, named by its job id (or delivery id), with the same event id."""
+    ReplayWebhooks: _aio.UnaryUnaryMultiCallable[_admin_pb2.ReplayWebhooksRequest, _admin_pb2.ReplayWebhooksResponse]  # type: ignore[assignment]
+    """Re-sends every dead delivery matching a filter."""
+    ListDeliveryAttempts: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListDeliveryAttemptsRequest, _admin_pb2.ListDeliveryAttemptsResponse]  # type: ignore[assignment]
+    """Lists a delivery's HTTP attempts, oldest first."""
+    Reconcile: _aio.UnaryUnaryMultiCallable[_admin_pb2.ReconcileRequest, _admin_pb2.ReconciliationRun]  # type: ignore[assignment]
+    """Runs the ledger's reconciliation for a range, keeps the report and returns it."""
+    ListReconciliations: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListReconciliationsRequest, _admin_pb2.ListReconciliationsResponse]  # type: ignore[assignment]
+    """Lists kept reconciliation runs, newest first."""
+    GetReconciliation: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetReconciliationRequest, _admin_pb2.ReconciliationRun]  # type: ignore[assignment]
+    """Returns one kept reconciliation run."""
+    GetTrialBalance: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetTrialBalanceRequest, _ledger_internal_pb2.GetTrialBalanceResponse]  # type: ignore[assignment]
+    """Debits and credits per currency over the whole ledger."""
+    ListAccounts: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAccountsRequest, _ledger_internal_pb2.ListAccountsResponse]  # type: ignore[assignment]
+    """Lists ledger accounts with their balances, optionally of one owner."""
+    ListAuditLog: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAuditLogRequest, _admin_pb2.ListAuditLogResponse]  # type: ignore[assignment]
+    """The append-only record of operators' actions, newest first."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService is the operators' API behind the dashboard. Every method but Login needs an
@@ -120,5 +207,167 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ApiKey, _abc.Awaitable[_admin_pb2.ApiKey]]:
         """Revokes an API key; every service refuses it within seconds."""
+
+    @_abc_1.abstractmethod
+    def Logout(
+        self,
+        request: _admin_pb2.LogoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.LogoutResponse, _abc.Awaitable[_admin_pb2.LogoutResponse]]:
+        """Ends the caller's session; its token and its stream tokens stop working at once."""
+
+    @_abc_1.abstractmethod
+    def CreateStreamToken(
+        self,
+        request: _admin_pb2.CreateStreamTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.StreamToken, _abc.Awaitable[_admin_pb2.StreamToken]]:
+        """Issues a short-lived token that opens the overview stream, for browsers' EventSource,
+        which cannot send an Authorization header.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateMerchantFees(
+        self,
+        request: _admin_pb2.UpdateMerchantFeesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.Merchant, _abc.Awaitable[_admin_pb2.Merchant]]:
+        """Changes a merchant's fee schedule; new payments use it within the auth cache's lifetime."""
+
+    @_abc_1.abstractmethod
+    def ListApiKeys(
+        self,
+        request: _admin_pb2.ListApiKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListApiKeysResponse, _abc.Awaitable[_admin_pb2.ListApiKeysResponse]]:
+        """Lists a merchant's API keys; only their prefixes are shown."""
+
+    @_abc_1.abstractmethod
+    def GetOverview(
+        self,
+        request: _admin_pb2.GetOverviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.Overview, _abc.Awaitable[_admin_pb2.Overview]]:
+        """Payment and webhook figures per currency, optionally for one merchant and a time window."""
+
+    @_abc_1.abstractmethod
+    def WatchOverview(
+        self,
+        request: _admin_pb2.WatchOverviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.Overview], _abc.AsyncIterator[_admin_pb2.Overview]]:
+        """Streams the overview (as Server-Sent Events through the edge) whenever it changes."""
+
+    @_abc_1.abstractmethod
+    def GetRevenueTimeline(
+        self,
+        request: _admin_pb2.GetRevenueTimelineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetRevenueTimelineResponse, _abc.Awaitable[_admin_pb2.GetRevenueTimelineResponse]]:
+        """Hourly or daily buckets of volume, fees and refunds in one currency."""
+
+    @_abc_1.abstractmethod
+    def SearchPayments(
+        self,
+        request: _admin_pb2.SearchPaymentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SearchPaymentsResponse, _abc.Awaitable[_admin_pb2.SearchPaymentsResponse]]:
+        """Searches payments across merchants, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetPaymentDetail(
+        self,
+        request: _admin_pb2.GetPaymentDetailRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.PaymentDetail, _abc.Awaitable[_admin_pb2.PaymentDetail]]:
+        """One payment of any merchant with its refunds, events and ledger entries."""
+
+    @_abc_1.abstractmethod
+    def RefundPayment(
+        self,
+        request: _admin_pb2.RefundPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.Refund, _abc.Awaitable[_payment_pb2.Refund]]:
+        """Refunds a payment on an operator's behalf, through the payment service like any refund."""
+
+    @_abc_1.abstractmethod
+    def ListFailedWebhooks(
+        self,
+        request: _admin_pb2.ListFailedWebhooksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListFailedWebhooksResponse, _abc.Awaitable[_admin_pb2.ListFailedWebhooksResponse]]:
+        """The dead-letter list: deliveries whose retries ran out (and, on request, those retrying)."""
+
+    @_abc_1.abstractmethod
+    def ReplayWebhook(
+        self,
+        request: _admin_pb2.ReplayWebhookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_internal_pb2.Delivery, _abc.Awaitable[_webhook_internal_pb2.Delivery]]:
+        """Re-sends one delivery, named by its job id (or delivery id), with the same event id."""
+
+    @_abc_1.abstractmethod
+    def ReplayWebhooks(
+        self,
+        request: _admin_pb2.ReplayWebhooksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ReplayWebhooksResponse, _abc.Awaitable[_admin_pb2.ReplayWebhooksResponse]]:
+        """Re-sends every dead delivery matching a filter."""
+
+    @_abc_1.abstractmethod
+    def ListDeliveryAttempts(
+        self,
+        request: _admin_pb2.ListDeliveryAttemptsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListDeliveryAttemptsResponse, _abc.Awaitable[_admin_pb2.ListDeliveryAttemptsResponse]]:
+        """Lists a delivery's HTTP attempts, oldest first."""
+
+    @_abc_1.abstractmethod
+    def Reconcile(
+        self,
+        request: _admin_pb2.ReconcileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ReconciliationRun, _abc.Awaitable[_admin_pb2.ReconciliationRun]]:
+        """Runs the ledger's reconciliation for a range, keeps the report and returns it."""
+
+    @_abc_1.abstractmethod
+    def ListReconciliations(
+        self,
+        request: _admin_pb2.ListReconciliationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListReconciliationsResponse, _abc.Awaitable[_admin_pb2.ListReconciliationsResponse]]:
+        """Lists kept reconciliation runs, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetReconciliation(
+        self,
+        request: _admin_pb2.GetReconciliationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ReconciliationRun, _abc.Awaitable[_admin_pb2.ReconciliationRun]]:
+        """Returns one kept reconciliation run."""
+
+    @_abc_1.abstractmethod
+    def GetTrialBalance(
+        self,
+        request: _admin_pb2.GetTrialBalanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_internal_pb2.GetTrialBalanceResponse, _abc.Awaitable[_ledger_internal_pb2.GetTrialBalanceResponse]]:
+        """Debits and credits per currency over the whole ledger."""
+
+    @_abc_1.abstractmethod
+    def ListAccounts(
+        self,
+        request: _admin_pb2.ListAccountsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_internal_pb2.ListAccountsResponse, _abc.Awaitable[_ledger_internal_pb2.ListAccountsResponse]]:
+        """Lists ledger accounts with their balances, optionally of one owner."""
+
+    @_abc_1.abstractmethod
+    def ListAuditLog(
+        self,
+        request: _admin_pb2.ListAuditLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListAuditLogResponse, _abc.Awaitable[_admin_pb2.ListAuditLogResponse]]:
+        """The append-only record of operators' actions, newest first."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

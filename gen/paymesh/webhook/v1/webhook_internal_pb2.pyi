@@ -241,12 +241,15 @@ class ReplayDeliveriesRequest(_message.Message):
     MERCHANT_ID_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    INCLUDE_DELIVERED_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.str
     """Only this endpoint; empty for any."""
     merchant_id: _builtins.str
     """Only this merchant; empty for any."""
     limit: _builtins.int
     """At most this many, 1 to 1000; default 100."""
+    include_delivered: _builtins.bool
+    """Also re-send delivered ones, not only dead ones."""
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
         """Only deliveries created at or after this time."""
@@ -258,10 +261,11 @@ class ReplayDeliveriesRequest(_message.Message):
         merchant_id: _builtins.str = ...,
         since: _timestamp_pb2.Timestamp | None = ...,
         limit: _builtins.int = ...,
+        include_delivered: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "limit", b"limit", "merchant_id", b"merchant_id", "since", b"since"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "include_delivered", b"include_delivered", "limit", b"limit", "merchant_id", b"merchant_id", "since", b"since"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -426,6 +430,7 @@ class DeliveryAttempt(_message.Message):
     STATUS_CODE_FIELD_NUMBER: _builtins.int
     RESPONSE_BODY_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    ATTEMPT_NUMBER_FIELD_NUMBER: _builtins.int
     duration_ms: _builtins.int
     """How long it took."""
     status_code: _builtins.int
@@ -434,6 +439,8 @@ class DeliveryAttempt(_message.Message):
     """First 2 KiB of the response body."""
     error: _builtins.str
     """Error, when there was no usable response."""
+    attempt_number: _builtins.int
+    """1 for the first attempt, counting on through replays."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """When it started."""
@@ -446,10 +453,11 @@ class DeliveryAttempt(_message.Message):
         status_code: _builtins.int = ...,
         response_body: _builtins.str = ...,
         error: _builtins.str = ...,
+        attempt_number: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "error", b"error", "response_body", b"response_body", "start_time", b"start_time", "status_code", b"status_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_number", b"attempt_number", "duration_ms", b"duration_ms", "error", b"error", "response_body", b"response_body", "start_time", b"start_time", "status_code", b"status_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

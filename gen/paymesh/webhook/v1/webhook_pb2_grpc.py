@@ -50,6 +50,46 @@ class WebhookServiceStub:
                 request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookEndpointsRequest.SerializeToString,
                 response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookEndpointsResponse.FromString,
                 _registered_method=True)
+        self.UpdateWebhookEndpoint = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/UpdateWebhookEndpoint',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.UpdateWebhookEndpointRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.FromString,
+                _registered_method=True)
+        self.DeleteWebhookEndpoint = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/DeleteWebhookEndpoint',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.DeleteWebhookEndpointRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.DeleteWebhookEndpointResponse.FromString,
+                _registered_method=True)
+        self.RotateWebhookEndpointSecret = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/RotateWebhookEndpointSecret',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RotateWebhookEndpointSecretRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.FromString,
+                _registered_method=True)
+        self.ListWebhookDeliveries = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/ListWebhookDeliveries',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.ReplayWebhookDeliveries = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/ReplayWebhookDeliveries',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayWebhookDeliveriesRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayWebhookDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.GetWebhookDelivery = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/GetWebhookDelivery',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.GetWebhookDeliveryRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookDelivery.FromString,
+                _registered_method=True)
+        self.ListWebhookDeliveryAttempts = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/ListWebhookDeliveryAttempts',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookDeliveryAttemptsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookDeliveryAttemptsResponse.FromString,
+                _registered_method=True)
+        self.ReplayWebhookDelivery = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/ReplayWebhookDelivery',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayWebhookDeliveryRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookDelivery.FromString,
+                _registered_method=True)
         self.GetEvent = channel.unary_unary(
                 '/paymesh.webhook.v1.WebhookService/GetEvent',
                 request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.GetEventRequest.SerializeToString,
@@ -87,6 +127,64 @@ class WebhookServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateWebhookEndpoint(self, request, context):
+        """Changes an endpoint's URL, event types, description, or enables/disables it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWebhookEndpoint(self, request, context):
+        """Deletes an endpoint; its pending deliveries are dead-lettered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateWebhookEndpointSecret(self, request, context):
+        """Issues a new signing secret, shown in the response only; the old one keeps signing for an
+        overlap (24 hours by default).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookDeliveries(self, request, context):
+        """Lists an endpoint's deliveries, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayWebhookDeliveries(self, request, context):
+        """Re-sends the caller's finished (dead or delivered) deliveries of an endpoint made since a
+        time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWebhookDelivery(self, request, context):
+        """Returns one delivery.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookDeliveryAttempts(self, request, context):
+        """Lists a delivery's attempts, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayWebhookDelivery(self, request, context):
+        """Re-sends one finished delivery: same event and webhook-id, fresh timestamp and signature.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetEvent(self, request, context):
         """Returns one event.
         """
@@ -118,6 +216,46 @@ def add_WebhookServiceServicer_to_server(servicer, server):
                     servicer.ListWebhookEndpoints,
                     request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookEndpointsRequest.FromString,
                     response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookEndpointsResponse.SerializeToString,
+            ),
+            'UpdateWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWebhookEndpoint,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.UpdateWebhookEndpointRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.SerializeToString,
+            ),
+            'DeleteWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWebhookEndpoint,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.DeleteWebhookEndpointRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.DeleteWebhookEndpointResponse.SerializeToString,
+            ),
+            'RotateWebhookEndpointSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookEndpointSecret,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RotateWebhookEndpointSecretRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.SerializeToString,
+            ),
+            'ListWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookDeliveries,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesResponse.SerializeToString,
+            ),
+            'ReplayWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayWebhookDeliveries,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayWebhookDeliveriesRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayWebhookDeliveriesResponse.SerializeToString,
+            ),
+            'GetWebhookDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhookDelivery,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.GetWebhookDeliveryRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookDelivery.SerializeToString,
+            ),
+            'ListWebhookDeliveryAttempts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookDeliveryAttempts,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookDeliveryAttemptsRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookDeliveryAttemptsResponse.SerializeToString,
+            ),
+            'ReplayWebhookDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayWebhookDelivery,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayWebhookDeliveryRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookDelivery.SerializeToString,
             ),
             'GetEvent': grpc.unary_unary_rpc_method_handler(
                     servicer.GetEvent,
@@ -212,6 +350,222 @@ class WebhookService:
             '/paymesh.webhook.v1.WebhookService/ListWebhookEndpoints',
             paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookEndpointsRequest.SerializeToString,
             paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookEndpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/UpdateWebhookEndpoint',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.UpdateWebhookEndpointRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/DeleteWebhookEndpoint',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.DeleteWebhookEndpointRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.DeleteWebhookEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookEndpointSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/RotateWebhookEndpointSecret',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RotateWebhookEndpointSecretRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/ListWebhookDeliveries',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayWebhookDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/ReplayWebhookDeliveries',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayWebhookDeliveriesRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayWebhookDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWebhookDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/GetWebhookDelivery',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.GetWebhookDeliveryRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookDelivery.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookDeliveryAttempts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/ListWebhookDeliveryAttempts',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookDeliveryAttemptsRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookDeliveryAttemptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayWebhookDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/ReplayWebhookDelivery',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayWebhookDeliveryRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookDelivery.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,26 @@ class WebhookServiceStub:
     """Returns one endpoint."""
     ListWebhookEndpoints: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ListWebhookEndpointsRequest, _webhook_pb2.ListWebhookEndpointsResponse]
     """Lists the caller's endpoints."""
+    UpdateWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.UpdateWebhookEndpointRequest, _webhook_pb2.WebhookEndpoint]
+    """Changes an endpoint's URL, event types, description, or enables/disables it."""
+    DeleteWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.DeleteWebhookEndpointRequest, _webhook_pb2.DeleteWebhookEndpointResponse]
+    """Deletes an endpoint; its pending deliveries are dead-lettered."""
+    RotateWebhookEndpointSecret: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.RotateWebhookEndpointSecretRequest, _webhook_pb2.WebhookEndpoint]
+    """Issues a new signing secret, shown in the response only; the old one keeps signing for an
+    overlap (24 hours by default).
+    """
+    ListWebhookDeliveries: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ListWebhookDeliveriesRequest, _webhook_pb2.ListWebhookDeliveriesResponse]
+    """Lists an endpoint's deliveries, newest first."""
+    ReplayWebhookDeliveries: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ReplayWebhookDeliveriesRequest, _webhook_pb2.ReplayWebhookDeliveriesResponse]
+    """Re-sends the caller's finished (dead or delivered) deliveries of an endpoint made since a
+    time.
+    """
+    GetWebhookDelivery: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.GetWebhookDeliveryRequest, _webhook_pb2.WebhookDelivery]
+    """Returns one delivery."""
+    ListWebhookDeliveryAttempts: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ListWebhookDeliveryAttemptsRequest, _webhook_pb2.ListWebhookDeliveryAttemptsResponse]
+    """Lists a delivery's attempts, oldest first."""
+    ReplayWebhookDelivery: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ReplayWebhookDeliveryRequest, _webhook_pb2.WebhookDelivery]
+    """Re-sends one finished delivery: same event and webhook-id, fresh timestamp and signature."""
     GetEvent: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.GetEventRequest, _webhook_pb2.Event]
     """Returns one event."""
     ListEvents: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ListEventsRequest, _webhook_pb2.ListEventsResponse]
@@ -55,6 +75,26 @@ class WebhookServiceAsyncStub(WebhookServiceStub):
     """Returns one endpoint."""
     ListWebhookEndpoints: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ListWebhookEndpointsRequest, _webhook_pb2.ListWebhookEndpointsResponse]  # type: ignore[assignment]
     """Lists the caller's endpoints."""
+    UpdateWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_webhook_pb2.UpdateWebhookEndpointRequest, _webhook_pb2.WebhookEndpoint]  # type: ignore[assignment]
+    """Changes an endpoint's URL, event types, description, or enables/disables it."""
+    DeleteWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_webhook_pb2.DeleteWebhookEndpointRequest, _webhook_pb2.DeleteWebhookEndpointResponse]  # type: ignore[assignment]
+    """Deletes an endpoint; its pending deliveries are dead-lettered."""
+    RotateWebhookEndpointSecret: _aio.UnaryUnaryMultiCallable[_webhook_pb2.RotateWebhookEndpointSecretRequest, _webhook_pb2.WebhookEndpoint]  # type: ignore[assignment]
+    """Issues a new signing secret, shown in the response only; the old one keeps signing for an
+    overlap (24 hours by default).
+    """
+    ListWebhookDeliveries: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ListWebhookDeliveriesRequest, _webhook_pb2.ListWebhookDeliveriesResponse]  # type: ignore[assignment]
+    """Lists an endpoint's deliveries, newest first."""
+    ReplayWebhookDeliveries: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ReplayWebhookDeliveriesRequest, _webhook_pb2.ReplayWebhookDeliveriesResponse]  # type: ignore[assignment]
+    """Re-sends the caller's finished (dead or delivered) deliveries of an endpoint made since a
+    time.
+    """
+    GetWebhookDelivery: _aio.UnaryUnaryMultiCallable[_webhook_pb2.GetWebhookDeliveryRequest, _webhook_pb2.WebhookDelivery]  # type: ignore[assignment]
+    """Returns one delivery."""
+    ListWebhookDeliveryAttempts: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ListWebhookDeliveryAttemptsRequest, _webhook_pb2.ListWebhookDeliveryAttemptsResponse]  # type: ignore[assignment]
+    """Lists a delivery's attempts, oldest first."""
+    ReplayWebhookDelivery: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ReplayWebhookDeliveryRequest, _webhook_pb2.WebhookDelivery]  # type: ignore[assignment]
+    """Re-sends one finished delivery: same event and webhook-id, fresh timestamp and signature."""
     GetEvent: _aio.UnaryUnaryMultiCallable[_webhook_pb2.GetEventRequest, _webhook_pb2.Event]  # type: ignore[assignment]
     """Returns one event."""
     ListEvents: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ListEventsRequest, _webhook_pb2.ListEventsResponse]  # type: ignore[assignment]
@@ -86,6 +126,74 @@ class WebhookServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_webhook_pb2.ListWebhookEndpointsResponse, _abc.Awaitable[_webhook_pb2.ListWebhookEndpointsResponse]]:
         """Lists the caller's endpoints."""
+
+    @_abc_1.abstractmethod
+    def UpdateWebhookEndpoint(
+        self,
+        request: _webhook_pb2.UpdateWebhookEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.WebhookEndpoint, _abc.Awaitable[_webhook_pb2.WebhookEndpoint]]:
+        """Changes an endpoint's URL, event types, description, or enables/disables it."""
+
+    @_abc_1.abstractmethod
+    def DeleteWebhookEndpoint(
+        self,
+        request: _webhook_pb2.DeleteWebhookEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.DeleteWebhookEndpointResponse, _abc.Awaitable[_webhook_pb2.DeleteWebhookEndpointResponse]]:
+        """Deletes an endpoint; its pending deliveries are dead-lettered."""
+
+    @_abc_1.abstractmethod
+    def RotateWebhookEndpointSecret(
+        self,
+        request: _webhook_pb2.RotateWebhookEndpointSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.WebhookEndpoint, _abc.Awaitable[_webhook_pb2.WebhookEndpoint]]:
+        """Issues a new signing secret, shown in the response only; the old one keeps signing for an
+        overlap (24 hours by default).
+        """
+
+    @_abc_1.abstractmethod
+    def ListWebhookDeliveries(
+        self,
+        request: _webhook_pb2.ListWebhookDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.ListWebhookDeliveriesResponse, _abc.Awaitable[_webhook_pb2.ListWebhookDeliveriesResponse]]:
+        """Lists an endpoint's deliveries, newest first."""
+
+    @_abc_1.abstractmethod
+    def ReplayWebhookDeliveries(
+        self,
+        request: _webhook_pb2.ReplayWebhookDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.ReplayWebhookDeliveriesResponse, _abc.Awaitable[_webhook_pb2.ReplayWebhookDeliveriesResponse]]:
+        """Re-sends the caller's finished (dead or delivered) deliveries of an endpoint made since a
+        time.
+        """
+
+    @_abc_1.abstractmethod
+    def GetWebhookDelivery(
+        self,
+        request: _webhook_pb2.GetWebhookDeliveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.WebhookDelivery, _abc.Awaitable[_webhook_pb2.WebhookDelivery]]:
+        """Returns one delivery."""
+
+    @_abc_1.abstractmethod
+    def ListWebhookDeliveryAttempts(
+        self,
+        request: _webhook_pb2.ListWebhookDeliveryAttemptsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.ListWebhookDeliveryAttemptsResponse, _abc.Awaitable[_webhook_pb2.ListWebhookDeliveryAttemptsResponse]]:
+        """Lists a delivery's attempts, oldest first."""
+
+    @_abc_1.abstractmethod
+    def ReplayWebhookDelivery(
+        self,
+        request: _webhook_pb2.ReplayWebhookDeliveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.WebhookDelivery, _abc.Awaitable[_webhook_pb2.WebhookDelivery]]:
+        """Re-sends one finished delivery: same event and webhook-id, fresh timestamp and signature."""
 
     @_abc_1.abstractmethod
     def GetEvent(

@@ -1,0 +1,1038 @@
+"""`make bench`: paymesh against this machine's own limits, every figure beside a same-run baseline.
+
+Brings the platform up as `make up` does (same process list and settings, plus the tuning in
+`BENCH_VARIABLES`) in a temporary data directory, runs the scenarios of issue 8 with `wrk` and
+`pgbench` as the load generators, then prints one table, writes the raw results as JSON and a
+chart under bench/results/. `BENCH_QUICK=1` (or `--quick`) runs a short smoke of every scenario;
+`BENCH_PROFILE=1` (or `--profile`) also samples the payment service with py-spy under
+create-payment load and summarises where its CPU time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform as host
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+from paymesh.webhook.v1 import webhook_internal_pb2, webhook_internal_pb2_grpc
+from redis import Redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
+from sqlalchemy import text
+
+from bench import ledger_postings, loadgen, noop_worker, report
+from bench.loadgen import Point, Run
+from bench.resources import CpuMeter, Sampler
+from services.common.db import make_engine, make_sessionmaker, transaction
+from services.common.ids import new_id
+from services.common.queue import (
+    PAYMENTS_QUEUE,
+    WEBHOOKS_QUEUE,
+    enqueue_once,
+    make_queue,
+    redis_connection,
+)
+from services.runtime import embedded
+from services.runtime.platform import (
+    LocalPlatform,
+    ensure_demo_data,
+    free_port_settings,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "bench" / "results"
+# The only departure from `make up`'s settings: the webhook receiver listens on loopback, which
+# the SSRF policy refuses unless private networks are allowed (the tests do the same).
+BENCH_VARIABLES = {"PAYMESH_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true"}
+CARD_EVENT = "payment.succeeded"
+# Below Linux's default ephemeral range (32768-60999), see bench_ports().
+PORT_RANGE = (20000, 32000)
+API_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how big each scenario is."""
+
+    name: str
+    duration_s: float
+    slice_s: float
+    pg_scale: int
+    e2e_s: float
+    drain_s: float
+    fanout_events: int
+    settle_s: float
+    profile_s: float
+
+
+FULL = Plan("full", 30, 5, 10, 60, 45, 50, 5, 20)
+QUICK = Plan("quick", 5, 1, 1, 10, 10, 15, 1, 8)
+
+
+@dataclass
+class Bench:
+    """The running platform and what the scenarios share."""
+
+    plan: Plan
+    platform: LocalPlatform
+    data_dir: Path
+    demo: dict[str, str]
+    results: dict[str, Any] = field(default_factory=dict)
+    series: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """The edge."""
+        return self.platform.base_url
+
+    def pids(self) -> dict[str, int]:
+        """Every process tree the platform runs, PostgreSQL and Redis included."""
+        pids = {name: child.pid for name, child in self.platform.children.items()}
+        pg_pid = self.data_dir / "pg" / "postmaster.pid"
+        redis_pid = self.data_dir / "redis" / embedded.REDIS_PID_FILE_NAME
+        pids["postgres"] = int(pg_pid.read_text().split()[0])
+        pids["redis"] = int(redis_pid.read_text().split()[0])
+        return pids
+
+    def postgres(self) -> loadgen.Postgres:
+        """PostgreSQL's client programs against the platform's server."""
+        url = self.platform.settings.require_database_url()
+        port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+        return loadgen.Postgres(
+            bin_dir=embedded.EmbeddedPostgres(self.data_dir, port, self.data_dir, 0)
+            .bin("pgbench")
+            .parent,
+            host=embedded.LOCALHOST,
+            port=port,
+            user=embedded.PG_SUPERUSER,
+        )
+
+    def record(self, name: str, run: Run, cpu: dict[str, float] | None = None) -> dict[str, Any]:
+        """Keeps a run's figures and series under `name`."""
+        data = run.to_json()
+        if cpu is not None:
+            data["cpu_cores"] = cpu
+        self.results[name] = data
+        self.series[name] = [point.__dict__ for point in run.series]
+        return data
+
+
+def log(message: str) -> None:
+    """Progress on stderr; the table goes to stdout."""
+    sys.stderr.write(f"[bench {datetime.now(UTC):%H:%M:%S}] {message}\n")
+    sys.stderr.flush()
+
+
+def free_port() -> int:
+    """A free TCP port on loopback, below the ephemeral range."""
+    port = random.randrange(*PORT_RANGE)
+    while not _port_free(port):
+        port = random.randrange(*PORT_RANGE)
+    return port
+
+
+# --- bring-up -------------------------------------------------------------------------------
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((embedded.LOCALHOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def bench_ports() -> dict[str, str]:
+    """Every listener's port setting, free now and below the kernel's ephemeral range.
+
+    Ports the kernel hands out for port 0 come from the ephemeral range, where the outgoing
+    connections of everything else on a busy shared machine can take them before our servers
+    bind them; ports below that range are only ever taken by a listener.
+    """
+    chosen: dict[str, str] = {}
+    taken: set[int] = set()
+    for name in free_port_settings():
+        port = PORT_RANGE[0]
+        while port in taken or not _port_free(port):
+            port = random.randrange(*PORT_RANGE)
+        taken.add(port)
+        chosen[name] = str(port)
+    return chosen
+
+
+def _platform_variables(data_dir: Path) -> dict[str, str]:
+    return {**bench_ports(), **BENCH_VARIABLES, "PAYMESH_DATA_DIR": str(data_dir)}
+
+
+def start_platform(data_dir: Path) -> tuple[LocalPlatform, float]:
+    """The platform on free ports over `data_dir`, and seconds it took to be healthy.
+
+    This is `make up` less its banner: embedded servers started (or found running), every
+    schema migrated, Envoy's configuration rendered, every process of `processes()` started,
+    each service healthy through the edge. (`paymesh up` itself cannot be timed on free ports:
+    honcho gives its children only the variables `cmd_up` passes, so port settings from the
+    environment reach Envoy's configuration but not the services.)
+    """
+    last_error: Exception | None = None
+    for _ in range(3):
+        platform = LocalPlatform(_platform_variables(data_dir))
+        started = time.monotonic()
+        try:
+            platform.start(timeout_s=180)
+            return platform, time.monotonic() - started
+        except (RuntimeError, TimeoutError) as error:
+            last_error = error
+            platform.stop()
+    raise RuntimeError(f"the platform never became healthy: {last_error}")
+
+
+def keep_logs(source: Path, target: Path) -> None:
+    """Copies the processes' logs out of the temporary data directory (the latest run's only)."""
+    shutil.rmtree(target, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        shutil.copytree(source, target)
+
+
+# --- scenarios ------------------------------------------------------------------------------
+
+
+def scenario_pgbench(bench: Bench, clients: int) -> dict[str, Any]:
+    """1. PostgreSQL's own TPC-B-like throughput at `clients` clients."""
+    meter = CpuMeter(bench.pids())
+    run = loadgen.pgbench_run(
+        bench.postgres(),
+        clients=clients,
+        duration_s=bench.plan.duration_s,
+        slice_s=bench.plan.slice_s,
+        log_dir=bench.data_dir / "pgbench-logs",
+    )
+    return bench.record(f"pgbench_c{clients}", run, meter.shares())
+
+
+def scenario_wrk(
+    bench: Bench,
+    name: str,
+    script: str,
+    *,
+    connections: int,
+    args: list[str],
+    non_2xx_is_error: bool = True,
+) -> dict[str, Any]:
+    """A closed-loop wrk run through the edge."""
+    meter = CpuMeter(bench.pids())
+    run = loadgen.wrk_run(
+        script,
+        bench.url,
+        connections=connections,
+        duration_s=bench.plan.duration_s,
+        slice_s=bench.plan.slice_s,
+        args=args,
+        non_2xx_is_error=non_2xx_is_error,
+    )
+    return bench.record(name, run, meter.shares())
+
+
+def scenario_ledger(bench: Bench, clients: int) -> dict[str, Any]:
+    """3. Payment-shaped ledger postings with hot platform accounts (bench/ledger_postings.py)."""
+    meter = CpuMeter(bench.pids())
+    run = ledger_postings.run_postings(
+        settings=bench.platform.settings,
+        clients=clients,
+        duration_s=bench.plan.duration_s,
+        slice_s=bench.plan.slice_s,
+    )
+    return bench.record(f"ledger_c{clients}", run, meter.shares())
+
+
+def create_merchant(bench: Bench, name: str) -> str:
+    """A merchant with a test-mode secret key, made directly in the database as tests do."""
+    from services.admin import merchants  # noqa: PLC0415 - arranging data, like the tests
+
+    engine = make_engine(bench.platform.settings.require_database_url(), pool_size=1)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            merchant = merchants.create_merchant(session, name=name)
+            key = merchants.create_api_key(
+                session, merchant_id=merchant.id, mode="test", kind="secret"
+            )
+            bench.results.setdefault("merchants", {})[name] = merchant.id
+            return key.key
+    finally:
+        engine.dispose()
+
+
+def create_endpoint(bench: Bench, api_key: str, url: str) -> str:
+    """A webhook endpoint for `payment.succeeded` through the public API; returns its secret."""
+    response = httpx.post(
+        f"{bench.url}/v1/webhook_endpoints",
+        headers={"X-API-Key": api_key},
+        json={"url": url, "enabled_events": [CARD_EVENT]},
+        timeout=API_TIMEOUT_S,
+    )
+    response.raise_for_status()
+    secret: str = response.json()["secret"]
+    return secret
+
+
+@dataclass
+class Receiver:
+    """The webhook receiver process."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    def stats(self) -> dict[str, Any]:
+        """What it received so far."""
+        response = httpx.get(f"http://127.0.0.1:{self.port}/stats", timeout=API_TIMEOUT_S)
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    def arrivals(self, path: str) -> list[list[Any]]:
+        """Arrivals at one endpoint path: [received_us, sent_us, type, path]."""
+        return [a for a in self.stats()["arrivals"] if a[3] == path]
+
+
+@contextlib.contextmanager
+def receiver(port: int, secrets_: list[str], log_path: Path) -> Iterator[Receiver]:
+    """Runs bench/receiver.py until the block ends."""
+    with log_path.open("ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.receiver", "--port", str(port)],
+            stdin=subprocess.PIPE,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    assert process.stdin is not None
+    process.stdin.write("\n".join(secrets_).encode() + b"\n")
+    process.stdin.close()
+    running = Receiver(port, process)
+    try:
+        _poll(lambda: _answers(port), timeout_s=30, what="the webhook receiver")
+        yield running
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _answers(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+def _poll(ready: Callable[[], bool], *, timeout_s: float, what: str, every_s: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready within {timeout_s} s")
+        time.sleep(every_s)
+
+
+class Backlog:
+    """Samples the work not done yet: outbox, processing payments, undelivered, RQ queues."""
+
+    QUERIES = {
+        "outbox_unrelayed": "SELECT count(*) FROM payment.outbox WHERE relay_time IS NULL",
+        "payments_processing": "SELECT count(*) FROM payment.payments WHERE status = 'processing'",
+        "deliveries_undelivered": (
+            "SELECT count(*) FROM webhook.deliveries WHERE status IN ('pending', 'failing')"
+        ),
+    }
+
+    def __init__(self, bench: Bench) -> None:
+        self.engine = make_engine(bench.platform.settings.require_database_url(), pool_size=1)
+        self.redis = redis_connection(bench.platform.settings)
+        self.samples: list[dict[str, float]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.started = time.monotonic()
+
+    def read(self) -> dict[str, float]:
+        """One reading."""
+        with self.engine.connect() as connection:
+            values = {
+                name: float(connection.execute(text(sql)).scalar_one())
+                for name, sql in self.QUERIES.items()
+            }
+        values["rq_payments_queued"] = float(make_queue(PAYMENTS_QUEUE, self.redis).count)
+        values["rq_webhooks_queued"] = float(make_queue(WEBHOOKS_QUEUE, self.redis).count)
+        values["total"] = (
+            values["outbox_unrelayed"]
+            + values["payments_processing"]
+            + values["deliveries_undelivered"]
+        )
+        values["t_s"] = round(time.monotonic() - self.started, 2)
+        return values
+
+    def _loop(self, every_s: float) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):  # a missed sample must not end the run
+                self.samples.append(self.read())
+            self._stop.wait(every_s)
+
+    def start(self, every_s: float) -> None:
+        """Samples in the background from now on."""
+        self.started = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, args=(every_s,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops sampling and closes its connections."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.engine.dispose()
+        self.redis.close()
+
+
+def latency_series(arrivals: list[list[Any]], *, start_us: int, slice_s: float) -> list[Point]:
+    """Deliveries per second and create -> webhook p50/p99 per slice of receive time."""
+    buckets: dict[int, list[float]] = {}
+    for received_us, sent_us, *_ in arrivals:
+        if sent_us is None:
+            continue
+        index = int((received_us - start_us) / 1e6 // slice_s)
+        buckets.setdefault(index, []).append((received_us - sent_us) / 1000)
+    return [
+        Point(
+            t_s=round(index * slice_s, 2),
+            rps=round(len(values) / slice_s, 1),
+            p50_ms=round(loadgen.percentile(values, 50), 1),
+            p99_ms=round(loadgen.percentile(values, 99), 1),
+        )
+        for index, values in sorted(buckets.items())
+        if index >= 0
+    ]
+
+
+def scenario_end_to_end(
+    bench: Bench, hooks: Receiver, *, api_key: str, rate: float
+) -> dict[str, Any]:
+    """4. Payments at a fixed rate, processed, posted, their webhook received and verified."""
+    plan = bench.plan
+    connections = max(8, min(128, int(rate)))  # room for ~1 s of latency at the offered rate
+    threads = min(loadgen.WRK_THREADS, connections)
+    backlog = Backlog(bench)
+    meter = CpuMeter(bench.pids())
+    start_us = time.time_ns() // 1000
+    backlog.start(every_s=1.0)
+    report_ = loadgen.wrk(
+        "create_payment.lua",
+        bench.url,
+        connections=connections,
+        duration_s=plan.e2e_s,
+        args=[api_key, secrets.token_hex(4), "1", f"{rate / threads:.3f}"],
+    )
+    load_end_us = time.time_ns() // 1000
+    at_end = backlog.samples[-1] if backlog.samples else backlog.read()
+    created = int(report_["requests"]) - sum(int(v) for v in report_["errors"].values())
+    drain_started = time.monotonic()
+    with contextlib.suppress(TimeoutError):
+        _poll(
+            lambda: len(hooks.arrivals("/hook/e2e")) >= created,
+            timeout_s=plan.drain_s,
+            what="every webhook",
+            every_s=1.0,
+        )
+    drain_s = time.monotonic() - drain_started
+    backlog.stop()
+    cpu = meter.shares()
+    arrivals = hooks.arrivals("/hook/e2e")
+    in_window = [a for a in arrivals if a[0] <= load_end_us]
+    latencies = [(a[0] - a[1]) / 1000 for a in arrivals if a[1] is not None]
+    window_s = (load_end_us - start_us) / 1e6
+    peak = max((s["total"] for s in backlog.samples), default=0.0)
+    bound = round(max(20.0, rate * 5))  # five seconds of offered work
+    run = Run(
+        requests=len(in_window),
+        duration_s=round(window_s, 3),
+        p50_ms=round(loadgen.percentile(latencies, 50), 1),
+        p99_ms=round(loadgen.percentile(latencies, 99), 1),
+        errors=sum(int(v) for v in report_["errors"].values()),
+        series=latency_series(arrivals, start_us=start_us, slice_s=plan.slice_s),
+    )
+    data = bench.record("end_to_end", run, cpu)
+    data.update(
+        offered_rate=round(rate, 1),
+        created=created,
+        create_p99_ms=round(int(report_["latency_us"]["p99"]) / 1000, 1),
+        delivered_total=len(arrivals),
+        delivered_in_window=len(in_window),
+        drain_s=round(drain_s, 1),
+        backlog_at_end=at_end,
+        backlog_peak=peak,
+        backlog_bound=bound,
+        backlog_bounded=at_end["total"] <= bound,
+        backlog_samples=backlog.samples,
+        bad_signatures=hooks.stats()["bad_signature"],
+    )
+    return data
+
+
+def scenario_fanout(
+    bench: Bench, hooks: Receiver, *, merchant_id: str, endpoints: list[str]
+) -> dict[str, Any]:
+    """5. Webhook deliveries per second against no-op RQ jobs per second, same worker model."""
+    plan = bench.plan
+    settings = bench.platform.settings
+    events = plan.fanout_events
+    expected = events * len(endpoints)
+    redis = redis_connection(settings)
+    webhooks = make_queue(WEBHOOKS_QUEUE, redis)
+    # Queue everything first with the workers stopped, then time only the draining.
+    workers = [
+        name
+        for name in bench.platform.children
+        if name == "webhook-worker" or name.startswith("webhook-worker-")
+    ]
+    for name in workers:
+        bench.platform.kill(name, signal.SIGTERM)
+    channel = grpc.insecure_channel(settings.target("webhook"))
+    stub = webhook_internal_pb2_grpc.WebhookInternalServiceStub(channel)
+    queued_before = webhooks.count
+    for index in range(events):
+        request = webhook_internal_pb2.PublishEventRequest(
+            id=new_id("evt"), merchant_id=merchant_id, type=CARD_EVENT, livemode=False
+        )
+        request.object.update({"id": f"pay_fanout{index}", "object": "payment", "metadata": {}})
+        request.create_time.FromDatetime(datetime.now(UTC))
+        stub.PublishEvent(request, timeout=API_TIMEOUT_S)
+    channel.close()
+    _poll(
+        lambda: webhooks.count - queued_before >= expected,
+        timeout_s=60,
+        what="the fan-out deliveries in RQ",
+    )
+    meter = CpuMeter(bench.pids())
+    for name in workers:
+        bench.platform.start_process(name)
+
+    def fanout_arrivals() -> list[list[Any]]:
+        return [a for path in endpoints for a in hooks.arrivals(path)]
+
+    with contextlib.suppress(TimeoutError):
+        _poll(
+            lambda: len(fanout_arrivals()) >= expected,
+            timeout_s=max(120, plan.drain_s),
+            what="every fan-out delivery",
+            every_s=0.5,
+        )
+    cpu = meter.shares()
+    times = sorted(a[0] for a in fanout_arrivals())
+    delivered_rate = (len(times) - 1) / ((times[-1] - times[0]) / 1e6) if len(times) > 1 else 0.0
+
+    noop = _noop_rate(bench, redis, expected, workers=len(workers))
+    redis.close()
+    data = {
+        "deliveries": len(times),
+        "expected": expected,
+        "deliveries_per_s": round(delivered_rate, 1),
+        "noop_jobs": expected,
+        "noop_jobs_per_s": round(noop, 1),
+        "cpu_cores": cpu,
+        "worker_processes": len(workers),
+    }
+    bench.results["webhook_fanout"] = data
+    return data
+
+
+def _noop_rate(bench: Bench, redis: Redis, jobs: int, *, workers: int) -> float:
+    """No-op jobs per second through as many workers as the webhook's (first to last end)."""
+    queue = make_queue(noop_worker.QUEUE, redis)
+    run_id = secrets.token_hex(4)
+    ids = [f"bench-noop-{run_id}-{index}" for index in range(jobs)]
+    for index, job_id in enumerate(ids):
+        enqueue_once(queue, noop_worker.FUNC, job_id=job_id, args=(index,))
+    with (bench.platform.log_dir / "bench-noop-worker.log").open("ab") as output:
+        started = [
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.noop_worker"],
+                env={**os.environ, **bench.platform.variables},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+            for _ in range(workers)
+        ]
+    try:
+        with contextlib.suppress(TimeoutError):
+            _poll(
+                lambda: queue.count == 0 and queue.started_job_registry.count == 0,
+                timeout_s=120,
+                what="the no-op jobs",
+                every_s=0.5,
+            )
+    finally:
+        for worker in started:
+            worker.terminate()
+        for worker in started:
+            worker.wait(timeout=30)
+    ends = sorted(
+        job.ended_at.timestamp()
+        for job in Job.fetch_many(ids, connection=redis, serializer=JSONSerializer)
+        if job is not None and job.ended_at is not None
+    )
+    return (len(ends) - 1) / (ends[-1] - ends[0]) if len(ends) > 1 else 0.0
+
+
+# What each profiled process is sampled for: the service's CPU (it is CPU-bound under load),
+# the worker's wall clock (it mostly waits: the processor, the ledger RPC, the database).
+PROFILED = {"payment": False, "payment-worker": True}
+
+
+def _py_spy(pid: int, output: Path, *, duration_s: int, idle: bool) -> subprocess.Popen[bytes]:
+    command = [
+        str(Path(sys.executable).parent / "py-spy"),
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(duration_s),
+        "--rate",
+        "50",
+        "--nonblocking",  # never pauses the process: less exact stacks, undisturbed figures
+        "--format",
+        "raw",
+        "--output",
+        str(output),
+    ]
+    if idle:
+        command.append("--idle")
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def profile_create(bench: Bench, api_key: str) -> dict[str, Any]:
+    """py-spy samples of the payment service and worker under create-with-card load."""
+    spy_s = max(5, int(bench.plan.profile_s) - 3)
+    spies = {
+        name: (
+            bench.data_dir / f"profile-{name}.txt",
+            _py_spy(
+                bench.platform.children[name].pid,
+                bench.data_dir / f"profile-{name}.txt",
+                duration_s=spy_s,
+                idle=idle,
+            ),
+        )
+        for name, idle in PROFILED.items()
+    }
+    run = loadgen.wrk(
+        "create_payment.lua",
+        bench.url,
+        connections=32,
+        duration_s=bench.plan.profile_s,
+        args=[api_key, secrets.token_hex(4), "1"],
+    )
+    summaries: dict[str, Any] = {"load_requests": run["requests"]}
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    for name, (raw, spy) in spies.items():
+        _, err = spy.communicate(timeout=120)
+        if spy.returncode != 0 or not raw.exists():
+            summaries[name] = {"error": err.decode(errors="replace")[-1000:]}
+            continue
+        lines = raw.read_text().splitlines()
+        summaries[name] = {"idle_included": PROFILED[name], **summarise_stacks(lines)}
+        shutil.copyfile(raw, RESULTS_DIR / f"profile-{name}.txt")
+    return summaries
+
+
+def summarise_stacks(lines: list[str], top: int = 15) -> dict[str, Any]:
+    """Where the samples went, from py-spy's collapsed stacks.
+
+    py-spy's raw format is one `frame;frame;...;leaf count` line per distinct stack, root first.
+    `self` is the share of samples whose leaf is a frame; `project` is the inclusive share of
+    each paymesh frame (file under services/), which reads as the request path line by line.
+    """
+    project: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in lines:
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [frame.strip() for frame in stack.split(";") if frame.strip()]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            if "(services/" in frame:
+                project[frame] += count
+
+    def shares(counter: Counter[str]) -> list[tuple[str, float]]:
+        return [(frame, round(n / total, 3)) for frame, n in counter.most_common(top)]
+
+    return {"samples": total, "project": shares(project), "self": shares(own)}
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def rows_from(results: dict[str, Any]) -> list[report.Row]:
+    """The table: each figure beside its same-run baseline and goal."""
+    get = results.get
+
+    def rps(name: str) -> float | None:
+        entry = get(name) or {}
+        value = entry.get("rps")
+        return float(value) if value is not None else None
+
+    def ms(name: str, key: str) -> float | None:
+        value = (get(name) or {}).get(key)
+        return float(value) if value is not None else None
+
+    pg8, pg32 = rps("pgbench_c8"), rps("pgbench_c32")
+    noop = rps("noop_health_c32")
+    rows = [
+        report.info_row("1 pgbench TPC-B c8", "throughput", pg8, "tps"),
+        report.info_row(
+            "1 pgbench TPC-B c8",
+            "p50 / p99",
+            ms("pgbench_c8", "p99_ms"),
+            "ms",
+            f"p50 {ms('pgbench_c8', 'p50_ms')} ms",
+        ),
+        report.info_row("1 pgbench TPC-B c32", "throughput", pg32, "tps"),
+        report.info_row(
+            "1 pgbench TPC-B c32",
+            "p50 / p99",
+            ms("pgbench_c32", "p99_ms"),
+            "ms",
+            f"p50 {ms('pgbench_c32', 'p50_ms')} ms",
+        ),
+        report.info_row("1 no-op RPC via Envoy c32", "throughput", noop, "req/s"),
+        report.info_row(
+            "1 no-op RPC via Envoy c32",
+            "p99",
+            ms("noop_health_c32", "p99_ms"),
+            "ms",
+            f"p50 {ms('noop_health_c32', 'p50_ms')} ms",
+        ),
+        report.info_row(
+            "1 GET unknown payment c32",
+            "throughput",
+            rps("get_unknown_c32"),
+            "req/s",
+            "REST + auth + 1 lookup (reference)",
+        ),
+        report.ratio_row(
+            "2 create payment c32",
+            "throughput",
+            rps("create_payment_c32"),
+            "req/s",
+            baseline_name="pgbench c32",
+            baseline=pg32,
+            baseline_unit="tps",
+            goal_ratio=0.6,
+        ),
+        report.ratio_row(
+            "2 create payment c32",
+            "throughput",
+            rps("create_payment_c32"),
+            "req/s",
+            baseline_name="no-op c32",
+            baseline=noop,
+            baseline_unit="req/s",
+            goal_ratio=0.5,
+        ),
+        report.limit_row(
+            "2 create payment c32", "p99", ms("create_payment_c32", "p99_ms"), "ms", limit=100
+        ),
+        report.limit_row(
+            "2 create payment c32",
+            "errors (non-2xx, timeouts)",
+            (get("create_payment_c32") or {}).get("errors"),
+            "req",
+            limit=1,
+        ),
+    ]
+    ledger8, ledger32 = rps("ledger_c8"), rps("ledger_c32")
+    rows += [
+        report.ratio_row(
+            "3 ledger postings c8",
+            "throughput",
+            ledger8,
+            "tx/s",
+            baseline_name="pgbench c8",
+            baseline=pg8,
+            baseline_unit="tps",
+            goal_ratio=0.5,
+        ),
+        report.ratio_row(
+            "3 ledger postings c32",
+            "throughput",
+            ledger32,
+            "tx/s",
+            baseline_name="pgbench c32",
+            baseline=pg32,
+            baseline_unit="tps",
+            goal_ratio=0.5,
+        ),
+    ]
+    if ledger8 and ledger32 and pg8 and pg32:
+        kept, pg_kept = ledger32 / ledger8, pg32 / pg8
+        rows.append(
+            report.Row(
+                "3 ledger postings c32",
+                "c32/c8 kept",
+                round(kept, 3),
+                "",
+                f"pgbench c32/c8 {pg_kept:.2f}",
+                round(kept / pg_kept, 3),
+                ">= 1.00 (no worse drop)",
+                kept >= pg_kept,
+            )
+        )
+    e2e = get("end_to_end") or {}
+    best_pg = max(pg8 or 0.0, pg32 or 0.0) or None
+    rows += [
+        report.ratio_row(
+            "4 end to end",
+            "payments/s sustained",
+            e2e.get("rps"),
+            "/s",
+            baseline_name="pgbench best",
+            baseline=best_pg,
+            baseline_unit="tps",
+            goal_ratio=0.15,
+        ),
+        report.Row(
+            "4 end to end",
+            "backlog at end",
+            e2e.get("backlog_at_end", {}).get("total"),
+            "items",
+            f"offered {e2e.get('offered_rate')}/s",
+            None,
+            f"<= {e2e.get('backlog_bound')}",
+            e2e.get("backlog_bounded"),
+        ),
+        report.info_row("4 end to end", "create->webhook p50", e2e.get("p50_ms"), "ms"),
+        report.info_row("4 end to end", "create->webhook p99", e2e.get("p99_ms"), "ms"),
+        report.info_row(
+            "4 end to end",
+            "create errors / bad signatures",
+            e2e.get("errors"),
+            "req",
+            f"{e2e.get('bad_signatures')} bad signatures",
+        ),
+    ]
+    fan = get("webhook_fanout") or {}
+    rows.append(
+        report.ratio_row(
+            "5 webhook fan-out",
+            "deliveries/s",
+            fan.get("deliveries_per_s"),
+            "/s",
+            baseline_name="no-op RQ",
+            baseline=fan.get("noop_jobs_per_s"),
+            baseline_unit="jobs/s",
+            goal_ratio=0.5,
+        )
+    )
+    memory = get("memory") or {}
+    idle, loaded = memory.get("idle_rss_mib", {}), memory.get("loaded_peak_rss_mib", {})
+    if idle:
+        name = max(idle, key=lambda n: idle[n])
+        rows.append(
+            report.limit_row("6 resources", f"idle RSS max ({name})", idle[name], "MiB", limit=150)
+        )
+    if loaded:
+        name = max(loaded, key=lambda n: loaded[n])
+        rows.append(
+            report.limit_row(
+                "6 resources", f"loaded RSS max ({name})", loaded[name], "MiB", limit=300
+            )
+        )
+    startup = get("startup") or {}
+    rows += [
+        report.limit_row(
+            "6 resources", "warm start -> healthy", startup.get("warm_s"), "s", limit=15
+        ),
+        report.info_row("6 resources", "cold start -> healthy", startup.get("cold_s"), "s"),
+    ]
+    return rows
+
+
+def run_scenarios(bench: Bench, only: set[str], e2e_rate: float | None = None) -> None:
+    """Every scenario in order, each guarded so one failure still leaves a report.
+
+    The end-to-end rate is the goal's (0.15 x pgbench's best) unless `e2e_rate` fixes it, for
+    before/after comparisons of one scenario.
+    """
+    plan = bench.plan
+
+    def step(name: str, action: Callable[[], object]) -> None:
+        if only and not any(name.startswith(prefix) for prefix in only):
+            return
+        log(f"{name} ...")
+        try:
+            action()
+        except Exception as error:  # report the rest even when one scenario breaks
+            log(f"{name} failed: {error!r}")
+            bench.results.setdefault("failures", {})[name] = repr(error)
+
+    pids = bench.pids()
+    paymesh_names = [n for n in pids if n not in ("postgres", "redis")]
+    sampler = Sampler(pids, proportional={"postgres"})
+    time.sleep(plan.settle_s)
+    bench.results["memory"] = {"idle_rss_mib": sampler.sample(), "note": "postgres is PSS"}
+    sampler.start()
+
+    step("pgbench", lambda: loadgen.pgbench_init(bench.postgres(), scale=plan.pg_scale))
+    step("pgbench_c8", lambda: scenario_pgbench(bench, 8))
+    step("pgbench_c32", lambda: scenario_pgbench(bench, 32))
+    step(
+        "noop_health_c32",
+        lambda: scenario_wrk(
+            bench, "noop_health_c32", "noop_health.lua", connections=32, args=["payment"]
+        ),
+    )
+    key = bench.demo["secret_key"]
+    step(
+        "get_unknown_c32",
+        lambda: scenario_wrk(
+            bench,
+            "get_unknown_c32",
+            "get_unknown_payment.lua",
+            connections=32,
+            args=[key],
+            non_2xx_is_error=False,
+        ),
+    )
+    step(
+        "create_payment_c32",
+        lambda: scenario_wrk(
+            bench,
+            "create_payment_c32",
+            "create_payment.lua",
+            connections=32,
+            args=[key, secrets.token_hex(4), "0"],
+        ),
+    )
+    step("ledger_c8", lambda: scenario_ledger(bench, 8))
+    step("ledger_c32", lambda: scenario_ledger(bench, 32))
+
+    hook_port = free_port()
+    e2e_key = create_merchant(bench, "Bench End To End")
+    fan_key = create_merchant(bench, "Bench Fan-out")
+    hook = f"http://127.0.0.1:{hook_port}"
+    endpoint_secrets = [
+        create_endpoint(bench, e2e_key, f"{hook}/hook/e2e"),
+        create_endpoint(bench, fan_key, f"{hook}/hook/fan-a"),
+        create_endpoint(bench, fan_key, f"{hook}/hook/fan-b"),
+    ]
+    with receiver(hook_port, endpoint_secrets, bench.platform.log_dir / "receiver.log") as hooks:
+        fan_merchant = bench.results["merchants"]["Bench Fan-out"]
+        step(
+            "webhook_fanout",
+            lambda: scenario_fanout(
+                bench, hooks, merchant_id=fan_merchant, endpoints=["/hook/fan-a", "/hook/fan-b"]
+            ),
+        )
+        pg_best = max(
+            float((bench.results.get(n) or {}).get("rps") or 0)
+            for n in ("pgbench_c8", "pgbench_c32")
+        )
+        rate = e2e_rate or max(5.0, 0.15 * pg_best)
+        step("end_to_end", lambda: scenario_end_to_end(bench, hooks, api_key=e2e_key, rate=rate))
+    peaks = sampler.stop()
+    bench.results["memory"]["loaded_peak_rss_mib"] = peaks
+    bench.results["memory"]["paymesh_processes"] = paymesh_names
+    if os.environ.get("BENCH_PROFILE") == "1" or "profile" in only:
+        step(
+            "profile",
+            lambda: bench.results.__setitem__("profile_create_payment", profile_create(bench, key)),
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the benchmark; prints the table; exit 1 only when the harness itself broke."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short smoke of every scenario")
+    parser.add_argument("--profile", action="store_true", help="also profile create-payment")
+    parser.add_argument("--only", default="", help="comma-separated scenario name prefixes")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--e2e-rate", type=float, help="fixed end-to-end payments/s")
+    args = parser.parse_args(argv)
+    quick = args.quick or os.environ.get("BENCH_QUICK") == "1"
+    if args.profile:
+        os.environ["BENCH_PROFILE"] = "1"
+    plan = QUICK if quick else FULL
+    only = {name for name in args.only.split(",") if name}
+    loadgen.require_wrk()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "meta": {
+            "started": stamp,
+            "plan": plan.__dict__,
+            "machine": {"cpus": os.cpu_count(), "platform": host.platform()},
+            "load_average_start": os.getloadavg(),
+            "variables": BENCH_VARIABLES,
+            # Settings given to `make bench` reach every process, as with `make up`.
+            "environment": {k: v for k, v in os.environ.items() if k.startswith("PAYMESH_")},
+        }
+    }
+    with tempfile.TemporaryDirectory(prefix="paymesh-bench-") as tmp:
+        data_dir = Path(tmp) / "data"
+        data_dir.mkdir()
+        log("starting the platform cold (initdb, migrations, demo data) ...")
+        platform, cold_s = start_platform(data_dir)
+        ensure_demo_data(platform.settings)
+        platform.stop()
+        log("starting it again, warm ...")
+        platform, warm_s = start_platform(data_dir)
+        results["startup"] = {"cold_s": round(cold_s, 2), "warm_s": round(warm_s, 2)}
+        log(f"platform up at {platform.base_url} (cold {cold_s:.1f} s, warm {warm_s:.1f} s)")
+        bench = Bench(plan, platform, data_dir, {}, results)
+        try:
+            bench.demo = ensure_demo_data(platform.settings)
+            run_scenarios(bench, only, args.e2e_rate)
+        finally:
+            platform.stop()
+            keep_logs(platform.log_dir, args.results_dir / "logs")
+    results["meta"]["load_average_end"] = os.getloadavg()
+    results["meta"]["elapsed_s"] = round(time.monotonic() - started, 1)
+    rows = rows_from(results)
+    out_dir: Path = args.results_dir
+    json_path = out_dir / f"bench-{plan.name}-{stamp}.json"
+    png_path = out_dir / f"bench-{plan.name}-{stamp}.png"
+    report.write_json(json_path, results, rows)
+    report.write_json(out_dir / f"latest-{plan.name}.json", results, rows)
+    report.chart(png_path, bench.series, f"paymesh bench {plan.name} {stamp}")
+    print(report.table(rows))
+    print(f"\nraw results: {json_path}\nchart:       {png_path}")
+    print(f"elapsed {results['meta']['elapsed_s']} s; load average {os.getloadavg()}")
+    for name, summary in (results.get("profile_create_payment") or {}).items():
+        if isinstance(summary, dict) and "project" in summary:
+            print(f"\nprofile of {name} ({summary['samples']} samples), paymesh frames:")
+            for frame, share in summary["project"][:10]:
+                print(f"  {share:6.1%}  {frame}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+import { Component, OnInit, computed, inject, input, signal } from '@angular/core';
+import { FormsModule } from '@angular/forms';
+import { MatButtonModule } from '@angular/material/button';
+import { MatFormFieldModule } from '@angular/material/form-field';
+import { MatInputModule } from '@angular/material/input';
+import { MatSelectModule } from '@angular/material/select';
+import { RouterLink } from '@angular/router';
+
+import { AdminService, type ApiKey, type Merchant } from '@gen/paymesh/admin/v1/admin_pb';
+import { TimePipe } from '../format';
+import { Session, describeError } from '../session';
+
+/** One merchant: fee schedule, API keys (create once-shown, list by prefix, revoke). */
+@Component({
+  selector: 'pm-merchant-detail-page',
+  imports: [FormsModule, RouterLink, MatButtonModule, MatFormFieldModule, MatInputModule, MatSelectModule, TimePipe],
+  templateUrl: './merchant-detail.html',
+  styles: `
+    table { width: 100%; border-collapse: collapse; }
+    th, td { text-align: left; padding: 0.5rem; border-bottom: 1px solid #e6e8ee; font-size: 0.9rem; }
+    th { font-weight: 500; color: #545b69; }
+    .revoked td { color: #7a8090; }
+    .new-key { border: 2px solid #2e9d55; background: #f1faf3; }
+    .key { display: block; padding: 0.5rem; background: #fff; border: 1px solid #c9d2e3; border-radius: 6px; word-break: break-all; margin: 0.5rem 0; }
+    mat-form-field { width: 200px; }
+  `,
+})
+export class MerchantDetailPage implements OnInit {
+  readonly id = input.required<string>();
+  readonly session = inject(Session);
+  readonly merchant = signal<Merchant | null>(null);
+  readonly keys = signal<ApiKey[]>([]);
+  readonly newKey = signal<ApiKey | null>(null);
+  readonly copied = signal(false);
+  readonly error = signal('');
+  readonly notice = signal('');
+  readonly busy = signal(false);
+  readonly prefixFilter = signal('');
+  readonly shownKeys = computed(() => {
+    const filter = this.prefixFilter().trim();
+    return this.keys().filter((k) => k.prefix.startsWith(filter));
+  });
+  feeBps = 0;
+  feeFixed = 0;
+  keyMode = 'test';
+  keyKind = 'secret';
+
+  ngOnInit(): void {
+    void this.load();
+  }
+
+  async load(): Promise<void> {
+    try {
+      const [merchant, keys] = await Promise.all([
+        this.session.api(AdminService.method.getMerchant, { id: this.id() }),
+        this.session.api(AdminService.method.listApiKeys, { merchantId: this.id() }),
+      ]);
+      this.merchant.set(merchant);
+      this.feeBps = merchant.feeBps;
+      this.feeFixed = Number(merchant.feeFixed);
+      this.keys.set(keys.apiKeys);
+    } catch (error) {
+      this.error.set(describeError(error));
+    }
+  }
+
+  async saveFees(): Promise<void> {
+    await this.run(async () => {
+      this.merchant.set(
+        await this.session.api(AdminService.method.updateMerchantFees, {
+          id: this.id(),
+          feeBps: Math.trunc(this.feeBps),
+          feeFixed: BigInt(Math.trunc(this.feeFixed)),
+        }),
+      );
+      this.notice.set('Fee schedule saved.');
+    });
+  }
+
+  async createKey(): Promise<void> {
+    await this.run(async () => {
+      const key = await this.session.api(AdminService.method.createApiKey, {
+        merchantId: this.id(),
+        mode: this.keyMode,
+        kind: this.keyKind,
+      });
+      this.copied.set(false);
+      this.newKey.set(key);
+      const keys = await this.session.api(AdminService.method.listApiKeys, { merchantId: this.id() });
+      this.keys.set(keys.apiKeys);
+    });
+  }
+
+  async copyKey(): Promise<void> {
+    const key = this.newKey()?.key;
+    if (!key) return;
+    try {
+      await navigator.clipboard.writeText(key);
+      this.copied.set(true);
+    } catch {
+      this.error.set('The browser refused the clipboard: select the key and copy it by hand.');
+    }
+  }
+
+  async revoke(key: ApiKey): Promise<void> {
+    if (!window.confirm(`Revoke ${key.prefix}…? Calls with this key will be refused within seconds.`)) return;
+    await this.run(async () => {
+      const revoked = await this.session.api(AdminService.method.revokeApiKey, { id: key.id });
+      this.keys.update((all) => all.map((k) => (k.id === revoked.id ? revoked : k)));
+      if (this.newKey()?.id === revoked.id) this.newKey.set(null);
+      this.notice.set(`Key ${revoked.prefix}… revoked.`);
+    });
+  }
+
+  private async run(action: () => Promise<void>): Promise<void> {
+    if (this.busy()) return;
+    this.busy.set(true);
+    this.error.set('');
+    this.notice.set('');
+    try {
+      await action();
+    } catch (error) {
+      this.error.set(describeError(error));
+    } finally {
+      this.busy.set(false);
+    }
+  }
+}

@@ -1,0 +1,93 @@
+import { Injectable, computed, inject, signal } from '@angular/core';
+import { Router } from '@angular/router';
+import type { DescMessage, DescMethodUnary, MessageInitShape, MessageShape } from '@bufbuild/protobuf';
+
+import { AdminService } from '@gen/paymesh/admin/v1/admin_pb';
+import { ApiError, call } from '@shared/rest';
+
+interface Stored {
+  token: string;
+  role: string;
+  email: string;
+  expires: number;
+}
+
+const STORAGE_KEY = 'paymesh.session';
+
+/** The operator's session: token, role, and the one way pages call the admin API. */
+@Injectable({ providedIn: 'root' })
+export class Session {
+  private readonly router = inject(Router);
+  private readonly state = signal<Stored | null>(this.restore());
+
+  readonly signedIn = computed(() => this.state() !== null);
+  readonly role = computed(() => this.state()?.role ?? '');
+  readonly email = computed(() => this.state()?.email ?? '');
+  /** Viewers see no mutating controls; the server refuses them anyway. */
+  readonly canMutate = computed(() => this.role() === 'operator');
+
+  private restore(): Stored | null {
+    try {
+      const stored = JSON.parse(sessionStorage.getItem(STORAGE_KEY) ?? 'null') as Stored | null;
+      return stored && stored.expires > Date.now() ? stored : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Exchanges credentials for a session; throws ApiError when refused. */
+  async login(email: string, password: string): Promise<void> {
+    const response = await call(AdminService.method.login, { email, password });
+    const expireTime = response.expireTime;
+    const stored: Stored = {
+      token: response.sessionToken,
+      role: response.role,
+      email,
+      expires: expireTime ? Number(expireTime.seconds) * 1000 : Date.now() + 3_600_000,
+    };
+    sessionStorage.setItem(STORAGE_KEY, JSON.stringify(stored));
+    this.state.set(stored);
+  }
+
+  /** Ends the session here and on the server. */
+  async logout(): Promise<void> {
+    const token = this.state()?.token;
+    this.forget();
+    if (token) {
+      await call(AdminService.method.logout, {}, { headers: { Authorization: `Bearer ${token}` } }).catch(() => undefined);
+    }
+    await this.router.navigate(['/login']);
+  }
+
+  private forget(): void {
+    sessionStorage.removeItem(STORAGE_KEY);
+    this.state.set(null);
+  }
+
+  /** Calls an admin RPC with the session; an expired session sends the operator to login. */
+  async api<I extends DescMessage, O extends DescMessage>(
+    method: DescMethodUnary<I, O>,
+    init: MessageInitShape<I>,
+  ): Promise<MessageShape<O>> {
+    const token = this.state()?.token ?? '';
+    try {
+      return await call(method, init, { headers: { Authorization: `Bearer ${token}` } });
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 401) {
+        this.forget();
+        await this.router.navigate(['/login'], { queryParams: { expired: 1 } });
+      }
+      throw error;
+    }
+  }
+}
+
+/** A readable message for an error a page shows. */
+export function describeError(error: unknown): string {
+  if (error instanceof ApiError) {
+    if (error.status === 403) return 'Your role does not allow this action.';
+    const fields = error.fieldViolations.map((v) => `${v.field}: ${v.description}`).join('; ');
+    return fields ? `${error.message} (${fields})` : error.message;
+  }
+  return error instanceof Error ? error.message : String(error);
+}

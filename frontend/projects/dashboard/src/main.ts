@@ -1,0 +1,15 @@
+import { provideZonelessChangeDetection } from '@angular/core';
+import { bootstrapApplication } from '@angular/platform-browser';
+import { provideRouter, withComponentInputBinding } from '@angular/router';
+import { provideCharts, withDefaultRegisterables } from 'ng2-charts';
+
+import { Root } from './app/root';
+import { routes } from './app/routes';
+
+bootstrapApplication(Root, {
+  providers: [
+    provideZonelessChangeDetection(),
+    provideRouter(routes, withComponentInputBinding()),
+    provideCharts(withDefaultRegisterables()),
+  ],
+}).catch((error: unknown) => console.error(error));

@@ -1,0 +1,190 @@
+/**
+ * A REST client driven by the protos themselves: each call takes a generated method descriptor,
+ * reads its `google.api.http` annotation for the verb and path, and speaks proto3 JSON with the
+ * proto field names (snake_case), as the Envoy edge transcodes it. So the paths, the request
+ * fields and the response types all come from `protos/`; nothing is hand-copied.
+ */
+import {
+  create,
+  fromJson,
+  getOption,
+  toJson,
+  type DescMessage,
+  type DescMethodServerStreaming,
+  type DescMethodUnary,
+  type JsonObject,
+  type JsonValue,
+  type MessageInitShape,
+  type MessageShape,
+} from '@bufbuild/protobuf';
+import { http } from '@gen/google/api/annotations_pb';
+
+/** One field at fault, from a `google.rpc.BadRequest` detail. */
+export interface FieldViolation {
+  field: string;
+  description: string;
+}
+
+/** An error the API answered (or a network failure, with status 0). */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly reason: string,
+    readonly fieldViolations: FieldViolation[] = [],
+  ) {
+    super(message);
+  }
+}
+
+export interface CallOptions {
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+  /** For streams: called once the server has accepted the stream. */
+  onOpen?: () => void;
+}
+
+interface Request {
+  verb: string;
+  url: string;
+  body?: string;
+}
+
+/** Builds the HTTP request for a method from its `google.api.http` rule. */
+export function buildRequest<I extends DescMessage>(
+  method: DescMethodUnary<I, DescMessage> | DescMethodServerStreaming<I, DescMessage>,
+  init: MessageInitShape<I>,
+): Request {
+  const rule = getOption(method, http);
+  const pattern = rule.pattern;
+  if (pattern.case === undefined || pattern.case === 'custom') {
+    throw new Error(`${method.parent.typeName}.${method.name} has no REST binding`);
+  }
+  const json = toJson(method.input, create(method.input, init), {
+    useProtoFieldName: true,
+  }) as JsonObject;
+  const path = pattern.value.replace(/\{([a-z0-9_.]+)(=[^}]*)?\}/g, (_, name: string) => {
+    const value = json[name];
+    delete json[name];
+    return encodeURIComponent(String(value ?? ''));
+  });
+  const verb = pattern.case.toUpperCase();
+  if (rule.body === '*') {
+    return { verb, url: path, body: JSON.stringify(json) };
+  }
+  const query = new URLSearchParams();
+  flatten('', json, query);
+  const search = query.toString();
+  return { verb, url: search ? `${path}?${search}` : path };
+}
+
+/** Query parameters for the fields left over from the path, nested messages as dotted names. */
+function flatten(prefix: string, value: JsonValue, query: URLSearchParams): void {
+  if (value === null) {
+    return;
+  }
+  if (Array.isArray(value)) {
+    value.forEach((item) => flatten(prefix, item, query));
+  } else if (typeof value === 'object') {
+    for (const [key, inner] of Object.entries(value)) {
+      flatten(prefix ? `${prefix}.${key}` : key, inner, query);
+    }
+  } else {
+    query.append(prefix, String(value));
+  }
+}
+
+/** Turns a non-2xx response into an ApiError, reading the google.rpc.Status JSON body. */
+async function toError(response: Response): Promise<ApiError> {
+  let message = `HTTP ${response.status}`;
+  let reason = '';
+  const violations: FieldViolation[] = [];
+  try {
+    const body = (await response.json()) as {
+      message?: string;
+      details?: { '@type'?: string; reason?: string; fieldViolations?: FieldViolation[]; field_violations?: FieldViolation[] }[];
+    };
+    message = body.message || message;
+    for (const detail of body.details ?? []) {
+      if (detail['@type']?.endsWith('ErrorInfo')) {
+        reason = detail.reason ?? '';
+      }
+      violations.push(...(detail.field_violations ?? detail.fieldViolations ?? []));
+    }
+  } catch {
+    // Not JSON (a proxy's page): the status says enough.
+  }
+  return new ApiError(response.status, message, reason, violations);
+}
+
+/** Calls a unary RPC through the edge's REST binding. */
+export async function call<I extends DescMessage, O extends DescMessage>(
+  method: DescMethodUnary<I, O>,
+  init: MessageInitShape<I>,
+  options: CallOptions = {},
+): Promise<MessageShape<O>> {
+  const request = buildRequest(method, init);
+  let response: Response;
+  try {
+    response = await fetch(request.url, {
+      method: request.verb,
+      body: request.body,
+      headers: { Accept: 'application/json', 'Content-Type': 'application/json', ...options.headers },
+      signal: options.signal,
+    });
+  } catch (error) {
+    if (error instanceof DOMException && error.name === 'AbortError') {
+      throw error;
+    }
+    throw new ApiError(0, 'The server could not be reached. Check your connection.', 'NETWORK');
+  }
+  if (!response.ok) {
+    throw await toError(response);
+  }
+  return fromJson(method.output, (await response.json()) as JsonValue, { ignoreUnknownFields: true });
+}
+
+/**
+ * Opens a server-streaming RPC (Server-Sent Events through the edge) and hands each message to
+ * `onMessage` until the stream ends or `signal` aborts. Resolves when the server closes it;
+ * rejects on an HTTP error or a broken connection. fetch, not EventSource: it reports HTTP
+ * errors, and reconnecting (with a fresh token) is the caller's policy.
+ */
+export async function stream<I extends DescMessage, O extends DescMessage>(
+  method: DescMethodServerStreaming<I, O>,
+  init: MessageInitShape<I>,
+  onMessage: (message: MessageShape<O>) => void,
+  options: CallOptions = {},
+): Promise<void> {
+  const request = buildRequest(method, init);
+  const response = await fetch(request.url, {
+    headers: { Accept: 'text/event-stream', ...options.headers },
+    signal: options.signal,
+  });
+  if (!response.ok || response.body === null) {
+    throw await toError(response);
+  }
+  options.onOpen?.();
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) {
+      return;
+    }
+    buffer += value;
+    let end: number;
+    while ((end = buffer.search(/\r?\n\r?\n/)) >= 0) {
+      const frame = buffer.slice(0, end);
+      buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, '');
+      const data = frame
+        .split(/\r?\n/)
+        .filter((line) => line.startsWith('data:'))
+        .map((line) => line.slice(5).trimStart())
+        .join('\n');
+      if (data) {
+        onMessage(fromJson(method.output, JSON.parse(data) as JsonValue, { ignoreUnknownFields: true }));
+      }
+    }
+  }
+}

@@ -1,0 +1,120 @@
+"""Who is calling an admin method: operator sessions, roles, client address, login throttling."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from limits import RateLimitItemPerSecond, storage, strategies
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.admin import sessions as operator_sessions
+from services.admin.errors import (
+    LoginRateLimited,
+    OperatorRoleRequired,
+    OperatorSessionRequired,
+    SessionInvalid,
+)
+from services.common.auth import AuthPolicy, OperatorPrincipal, key_from_metadata
+from services.common.db import transaction
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+MERCHANT_KEY_TAGS = ("sk_", "pk_")
+USER_AGENT_LENGTH_MAX = 512
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """Where a call came from, as the edge reports it."""
+
+    ip: str
+    user_agent: str
+
+
+def client_info(metadata: Metadata) -> ClientInfo:
+    """The client's address and User-Agent from the edge's headers.
+
+    Envoy (with `use_remote_address`) appends the address it accepted the connection from to
+    `x-forwarded-for`, so only the last entry is trustworthy; earlier ones are the client's say.
+    """
+    values = {name: value for name, value in metadata if isinstance(value, str)}
+    ip = values.get("x-envoy-external-address", "").strip()
+    if not ip:
+        ip = values.get("x-forwarded-for", "").split(",")[-1].strip()
+    return ClientInfo(ip=ip[:64], user_agent=values.get("user-agent", "")[:USER_AGENT_LENGTH_MAX])
+
+
+def _has_merchant_key(metadata: Metadata) -> bool:
+    names = {name for name, _ in metadata}
+    token = key_from_metadata(metadata) or ""
+    return "x-api-key" in names or token.startswith(MERCHANT_KEY_TAGS)
+
+
+class SessionAuthenticator:
+    """The admin service's OperatorAuthenticator: bearer session tokens checked in PostgreSQL.
+
+    Sessions are looked up on every call (no cache), so a logout takes effect at once.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def _lookup(self, token: str, purpose: str) -> tuple[str, str, str, str]:
+        with transaction(self._sessions) as session:
+            record, operator = operator_sessions.authenticate(session, token, purpose=purpose)
+            # A stream is bound to the session its token came from.
+            session_id = record.parent_id or record.id
+            return operator.id, operator.email, operator.role, session_id
+
+    async def authenticate_operator(
+        self, metadata: Metadata, policy: AuthPolicy
+    ) -> OperatorPrincipal:
+        """The operator of a bearer session token; 403 for merchant keys and for viewers writing."""
+        if _has_merchant_key(metadata):
+            raise OperatorSessionRequired("merchant API keys cannot call admin methods")
+        token = key_from_metadata(metadata)
+        if not token:
+            raise SessionInvalid("an operator session is required (Authorization: Bearer)")
+        return await self._principal(metadata, token, "session", policy)
+
+    async def authenticate_stream(self, metadata: Metadata, token: str) -> OperatorPrincipal:
+        """The operator of a stream token (from the query string of the overview stream)."""
+        return await self._principal(metadata, token, "stream", AuthPolicy.OPERATOR_SESSION)
+
+    async def _principal(
+        self, metadata: Metadata, token: str, purpose: str, policy: AuthPolicy
+    ) -> OperatorPrincipal:
+        operator_id, email, role, session_id = await asyncio.to_thread(self._lookup, token, purpose)
+        if policy is AuthPolicy.OPERATOR_WRITE and role != "operator":
+            raise OperatorRoleRequired("this method needs the operator role; viewers only read")
+        client = client_info(metadata)
+        return OperatorPrincipal(
+            operator_id=operator_id,
+            email=email,
+            role=role,
+            session_id=session_id,
+            client_ip=client.ip,
+            user_agent=client.user_agent,
+        )
+
+
+class LoginThrottle:
+    """Counts failed logins per email and client address in Redis (a moving window)."""
+
+    def __init__(self, redis_url: str, *, failures_max: int, window_s: int) -> None:
+        self._limiter = strategies.MovingWindowRateLimiter(
+            storage.RedisStorage(redis_url, key_prefix="paymesh:admin:login")
+        )
+        self._item = RateLimitItemPerSecond(failures_max, window_s)
+
+    def check(self, email: str, client_ip: str) -> None:
+        """LoginRateLimited when this email and address have failed too often lately."""
+        if not self._limiter.test(self._item, email.strip().lower(), client_ip):
+            raise LoginRateLimited(
+                "too many failed logins; try again later",
+                metadata={"window_s": str(self._item.get_expiry())},
+            )
+
+    def failed(self, email: str, client_ip: str) -> None:
+        """Counts one failed login."""
+        self._limiter.hit(self._item, email.strip().lower(), client_ip)

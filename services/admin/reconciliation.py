@@ -1,0 +1,91 @@
+"""Kept reconciliation runs: the ledger's reports, stored as they came, listable later."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf import json_format
+from paymesh.ledger.v1 import ledger_internal_pb2
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+
+from services.admin.errors import ReconciliationNotFound
+from services.admin.models import ReconciliationRun
+from services.common.errors import InvalidArgument
+from services.common.ids import new_id
+
+RANGE_MAX = timedelta(days=366)
+PAGE_SIZE_DEFAULT = 20
+PAGE_SIZE_MAX = 100
+
+
+def check_range(start_time: datetime | None, end_time: datetime | None) -> None:
+    """InvalidArgument unless start < end, both set, at most a year apart, not in the future."""
+    if start_time is None:
+        raise InvalidArgument.field("start_time", "is required")
+    if end_time is None:
+        raise InvalidArgument.field("end_time", "is required")
+    if start_time >= end_time:
+        raise InvalidArgument.field("end_time", "must be after start_time")
+    if end_time - start_time > RANGE_MAX:
+        raise InvalidArgument.field("end_time", "must be at most 366 days after start_time")
+    if start_time > datetime.now(UTC):
+        raise InvalidArgument.field("start_time", "must not be in the future")
+
+
+def store_run(
+    session: Session, *, operator_id: str, report: ledger_internal_pb2.ReconciliationReport
+) -> ReconciliationRun:
+    """Keeps a report."""
+    run = ReconciliationRun(
+        id=new_id("rec"),
+        operator_id=operator_id,
+        start_time=report.start_time.ToDatetime(tzinfo=UTC),
+        end_time=report.end_time.ToDatetime(tzinfo=UTC),
+        checked_count=report.checked_count,
+        mismatch_count=len(report.mismatches),
+        report=json_format.MessageToDict(report, preserving_proto_field_name=True),
+    )
+    session.add(run)
+    session.flush()
+    session.refresh(run)
+    return run
+
+
+def report_of(run: ReconciliationRun) -> ledger_internal_pb2.ReconciliationReport:
+    """The kept report as the ledger gave it."""
+    return json_format.ParseDict(run.report, ledger_internal_pb2.ReconciliationReport())
+
+
+def get_run_or_raise(session: Session, run_id: str) -> ReconciliationRun:
+    """The run, or ReconciliationNotFound."""
+    run = session.get(ReconciliationRun, run_id)
+    if run is None:
+        raise ReconciliationNotFound(f"no reconciliation run {run_id!r}")
+    return run
+
+
+def list_runs(
+    session: Session, *, page_size: int = 0, page_token: str = ""
+) -> tuple[list[ReconciliationRun], str]:
+    """A page of runs, newest first, and the next page's token ("" on the last)."""
+    if not 0 <= page_size <= PAGE_SIZE_MAX:
+        raise InvalidArgument.field("page_size", f"must be between 1 and {PAGE_SIZE_MAX}")
+    size = page_size or PAGE_SIZE_DEFAULT
+    query = (
+        select(ReconciliationRun)
+        .order_by(ReconciliationRun.create_time.desc(), ReconciliationRun.id.desc())
+        .limit(size + 1)
+    )
+    if page_token:
+        cursor = session.get(ReconciliationRun, page_token)
+        if cursor is None:
+            raise InvalidArgument.field("page_token", "is not a token from a previous response")
+        query = query.where(
+            tuple_(ReconciliationRun.create_time, ReconciliationRun.id)
+            < (cursor.create_time, cursor.id)
+        )
+    rows = list(session.scalars(query))
+    if len(rows) > size:
+        return rows[:size], rows[size - 1].id
+    return rows, ""

@@ -1,0 +1,198 @@
+"""The operators' views, built by calling the other services' internal gRPC methods.
+
+The admin service never reads another service's tables: payments, refunds and their figures
+come from the payment service, entries and balances from the ledger, deliveries and events
+from the webhook service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from paymesh.admin.v1 import admin_pb2
+from paymesh.ledger.v1 import ledger_internal_pb2, ledger_internal_pb2_grpc
+from paymesh.payment.v1 import payment_internal_pb2, payment_internal_pb2_grpc
+from paymesh.webhook.v1 import webhook_internal_pb2, webhook_internal_pb2_grpc
+
+from services.admin.errors import DependencyUnavailable, RemoteError
+from services.common.clients import aio_channel
+from services.common.errors import FieldViolation
+from services.common.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Reply = TypeVar("Reply", bound=Message)
+# Codes that mean the caller asked for something wrong: passed on as they came.
+PASSED_ON = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+)
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# A reconciliation reads a whole range from three services; it gets longer than other calls.
+RECONCILE_TIMEOUT_S = 120.0
+
+
+def remote_error(error: grpc.aio.AioRpcError, service: str) -> Exception:
+    """The domain error for another service's failure: client errors kept, the rest 503."""
+    code = error.code()
+    if code not in PASSED_ON:
+        logger.warning("%s call failed", service, extra={"code": code.name})
+        return DependencyUnavailable(f"the {service} service cannot answer right now")
+    reason = code.name
+    violations: list[FieldViolation] = []
+    trailers: Any = error.trailing_metadata() or ()
+    for name, value in trailers:
+        if name != STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            bad_request = error_details_pb2.BadRequest()
+            if detail.Unpack(info):
+                reason = info.reason
+            elif detail.Unpack(bad_request):
+                violations += [
+                    FieldViolation(v.field, v.description) for v in bad_request.field_violations
+                ]
+    return RemoteError(error.details() or reason, code=code, reason=reason, violations=violations)
+
+
+def success_rate(succeeded: int, failed: int) -> float:
+    """Share of finished payments that succeeded; payments still in flight do not count."""
+    finished = succeeded + failed
+    return succeeded / finished if finished else 0.0
+
+
+def currency_overview(stats: payment_internal_pb2.CurrencyStats) -> admin_pb2.CurrencyOverview:
+    """One currency's line of the overview."""
+    return admin_pb2.CurrencyOverview(
+        currency=stats.currency,
+        succeeded_count=stats.succeeded_count,
+        failed_count=stats.failed_count,
+        processing_count=stats.processing_count,
+        requires_capture_count=stats.requires_capture_count,
+        canceled_count=stats.canceled_count,
+        requires_payment_method_count=stats.requires_payment_method_count,
+        success_rate=success_rate(stats.succeeded_count, stats.failed_count),
+        gross_volume=stats.gross_volume,
+        fees=stats.fees,
+        refunded=stats.refunded,
+        net_volume=stats.net_volume,
+    )
+
+
+class RemoteServices:
+    """Stubs of the payment, ledger and webhook services' internal methods."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._timeout_s = settings.grpc_timeout_s
+        self.payments = payment_internal_pb2_grpc.PaymentInternalServiceStub(
+            aio_channel(settings.target("payment"))
+        )
+        self.ledger = ledger_internal_pb2_grpc.LedgerInternalServiceStub(
+            aio_channel(settings.target("ledger"))
+        )
+        self.webhooks = webhook_internal_pb2_grpc.WebhookInternalServiceStub(
+            aio_channel(settings.target("webhook"))
+        )
+
+    async def call(
+        self, service: str, method: Any, request: Message, *, timeout_s: float | None = None
+    ) -> Any:
+        """Calls one method, turning its failure into a domain error."""
+        try:
+            return await method(request, timeout=timeout_s or self._timeout_s)
+        except grpc.aio.AioRpcError as error:
+            raise remote_error(error, service) from error
+
+    async def overview(self, request: admin_pb2.GetOverviewRequest) -> admin_pb2.Overview:
+        """Payment figures per currency and webhook delivery counts, fetched side by side."""
+        stats_request = payment_internal_pb2.GetPaymentStatsRequest(
+            merchant_id=request.merchant_id, livemode=request.livemode
+        )
+        if request.HasField("start_time"):
+            stats_request.start_time.CopyFrom(request.start_time)
+        if request.HasField("end_time"):
+            stats_request.end_time.CopyFrom(request.end_time)
+        stats, deliveries = await asyncio.gather(
+            self.call("payment", self.payments.GetPaymentStats, stats_request),
+            self.call(
+                "webhook",
+                self.webhooks.GetDeliveryStats,
+                webhook_internal_pb2.GetDeliveryStatsRequest(merchant_id=request.merchant_id),
+            ),
+        )
+        return admin_pb2.Overview(
+            currencies=[currency_overview(line) for line in stats.currencies],
+            webhooks=admin_pb2.WebhookDeliveryCounts(
+                delivered=deliveries.delivered,
+                pending=deliveries.pending,
+                failing=deliveries.failing,
+                dead=deliveries.dead,
+            ),
+        )
+
+    async def payment_detail(self, payment_id: str) -> admin_pb2.PaymentDetail:
+        """A payment with its refunds, the events about both, and the entries they caused."""
+        found = await self.call(
+            "payment",
+            self.payments.SearchPayments,
+            payment_internal_pb2.SearchPaymentsRequest(payment_id=payment_id, page_size=1),
+        )
+        matching = [p for p in found.payments if p.id == payment_id]
+        if not matching:
+            raise RemoteError(
+                f"no payment {payment_id!r}",
+                code=grpc.StatusCode.NOT_FOUND,
+                reason="PAYMENT_NOT_FOUND",
+            )
+        refunds = await self.call(
+            "payment",
+            self.payments.ListPaymentRefunds,
+            payment_internal_pb2.ListPaymentRefundsRequest(payment_id=payment_id),
+        )
+        object_ids = [payment_id, *(refund.id for refund in refunds.refunds)]
+        events = await asyncio.gather(
+            *(
+                self.call(
+                    "webhook",
+                    self.webhooks.ListObjectEvents,
+                    webhook_internal_pb2.ListObjectEventsRequest(object_id=object_id),
+                )
+                for object_id in object_ids
+            )
+        )
+        entries = await asyncio.gather(
+            *(
+                self.call(
+                    "ledger",
+                    self.ledger.ListEntries,
+                    ledger_internal_pb2.ListEntriesRequest(source_id=object_id, page_size=100),
+                )
+                for object_id in object_ids
+            )
+        )
+        detail = admin_pb2.PaymentDetail(payment=matching[0], refunds=refunds.refunds)
+        detail.events.extend(
+            sorted(
+                (event for reply in events for event in reply.events),
+                key=lambda event: event.create_time.ToDatetime(),
+            )
+        )
+        detail.ledger_entries.extend(
+            sorted(
+                (entry for reply in entries for entry in reply.entries),
+                key=lambda entry: entry.create_time.ToDatetime(),
+                reverse=True,
+            )
+        )
+        return detail

@@ -1,0 +1,138 @@
+"""Per-API-key rate limiting and throttling of failed authentication, counted in Redis.
+
+The kit's server interceptor asks `ApiRateLimiter` about every call that carries an API key:
+`check_key` after the key authenticated (a fixed window per key, at the merchant's limit), and
+`check_failures` / `failed` around authentication (a fixed window per client address), so a
+flood of bad keys is refused before it reaches the admin service. A refused call raises
+`RateLimited` before the method runs, so it stores nothing (no payment, no idempotency record).
+
+Redis is a work queue and a counter here, never the system of record: when it cannot be reached
+the limiter lets calls through (and logs it) rather than take the API down with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+
+from limits import RateLimitItem, parse, storage, strategies
+
+from services.common.errors import ResourceExhausted
+from services.common.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# How long one Redis round trip may take before the limiter gives up and lets the call through.
+REDIS_TIMEOUT_S = 1.0
+# Metadata names the edge's headers arrive under (lower case), for the client's address.
+CLIENT_ADDRESS_HEADERS = ("x-envoy-external-address", "x-forwarded-for")
+
+
+class RateLimited(ResourceExhausted):
+    """Too many calls in the current window; `retry_after_s` says when to come back."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message, metadata={"retry_after_s": str(retry_after_s)})
+        self.retry_after_s = retry_after_s
+
+
+class AuthFailuresLimited(RateLimited):
+    """Too many failed authentications from this address lately."""
+
+    reason = "AUTH_FAILURES_RATE_LIMITED"
+
+
+def client_address(metadata: tuple[tuple[str, str | bytes], ...]) -> str:
+    """The caller's address as the edge reports it (the last x-forwarded-for hop is Envoy's)."""
+    values = {name: value for name, value in metadata if isinstance(value, str)}
+    address = values.get("x-envoy-external-address", "").strip()
+    if not address:
+        address = values.get("x-forwarded-for", "").split(",")[-1].strip()
+    return address[:64] or "unknown"
+
+
+class ApiRateLimiter:
+    """Fixed windows in Redis: calls per API key (per-merchant limits), failures per address."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        default_limit: str,
+        merchant_limits: dict[str, str],
+        auth_failures_max: int,
+        auth_failure_window_s: int,
+    ) -> None:
+        self._limiter = strategies.FixedWindowRateLimiter(
+            storage.RedisStorage(
+                redis_url,
+                key_prefix="paymesh:ratelimit",
+                wrap_exceptions=True,
+                socket_timeout=REDIS_TIMEOUT_S,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+            )
+        )
+        self._default = parse(default_limit)
+        self._merchants = {merchant: parse(limit) for merchant, limit in merchant_limits.items()}
+        self._failures = parse(f"{auth_failures_max} per {auth_failure_window_s} second")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApiRateLimiter | None:
+        """The limiter the settings ask for, or None when rate limiting is off."""
+        if not settings.api_rate_limit or not settings.redis_url:
+            return None
+        return cls(
+            settings.redis_url,
+            default_limit=settings.api_rate_limit,
+            merchant_limits=settings.api_rate_limit_merchants,
+            auth_failures_max=settings.api_auth_failures_max,
+            auth_failure_window_s=settings.api_auth_failure_window_s,
+        )
+
+    def limit_for(self, merchant_id: str) -> RateLimitItem:
+        """The merchant's own limit, or the default."""
+        return self._merchants.get(merchant_id, self._default)
+
+    async def check_key(self, *, merchant_id: str, key_id: str) -> None:
+        """Counts one call of the key; RateLimited when its window is full."""
+        item = self.limit_for(merchant_id)
+        if not await self._call(self._limiter.hit, item, "key", key_id):
+            raise RateLimited(
+                f"too many requests with this API key (limit {item}); slow down",
+                retry_after_s=await self._retry_after_s(item, "key", key_id),
+            )
+
+    async def check_failures(self, address: str) -> None:
+        """AuthFailuresLimited when this address failed to authenticate too often lately."""
+        if not await self._call(self._limiter.test, self._failures, "auth-failures", address):
+            raise AuthFailuresLimited(
+                "too many failed authentications from this address; try again later",
+                retry_after_s=await self._retry_after_s(self._failures, "auth-failures", address),
+            )
+
+    async def failed(self, address: str) -> None:
+        """Counts one failed authentication from this address."""
+        await self._call(self._limiter.hit, self._failures, "auth-failures", address)
+
+    async def _retry_after_s(self, item: RateLimitItem, *identifiers: str) -> int:
+        try:
+            stats = await asyncio.to_thread(self._limiter.get_window_stats, item, *identifiers)
+        except Exception:
+            logger.warning("rate limiter: cannot read the window; answering its full length")
+            return item.get_expiry()
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+    async def _call(
+        self, method: Callable[..., bool], item: RateLimitItem, *identifiers: str
+    ) -> bool:
+        try:
+            allowed = await asyncio.to_thread(method, item, *identifiers)
+        except Exception:
+            logger.warning("rate limiter: Redis unreachable; letting the call through")
+            return True
+        return allowed

@@ -1,0 +1,27 @@
+"""Errors of the ledger service."""
+
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+
+
+class InvalidPosting(InvalidArgument):
+    """A transaction to post is malformed or does not balance."""
+
+    reason = "INVALID_LEDGER_TRANSACTION"
+
+
+class ReferenceReused(AlreadyExists):
+    """The external reference was posted before with different postings."""
+
+    reason = "LEDGER_REFERENCE_REUSED"
+
+
+class AccountNotFound(NotFound):
+    """No ledger account with this id."""
+
+    reason = "LEDGER_ACCOUNT_NOT_FOUND"
+
+
+class InvalidPageToken(InvalidArgument):
+    """The page token is not one this service issued for this query."""
+
+    reason = "INVALID_PAGE_TOKEN"

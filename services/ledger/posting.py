@@ -1,0 +1,306 @@
+"""Posting balanced transactions, idempotently by external reference.
+
+Python checks a transaction before writing it, to answer clear errors; the database checks it
+again (see migration `ledger_0001`) so that no other writer can break the invariants.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from services.common.errors import FieldViolation
+from services.common.ids import new_id
+from services.common.money import AMOUNT_MAX, normalize_currency
+from services.ledger.errors import InvalidPosting, ReferenceReused
+from services.ledger.models import Account, Entry, LedgerTransaction
+
+PLATFORM_OWNER = "platform"
+# The side that increases each kind of account.
+NORMAL_SIDES = {
+    "processor_receivable": "debit",  # asset: the processor owes it to us
+    "platform_fees": "credit",  # revenue
+    "merchant_balance": "credit",  # liability: we owe it to the merchant
+}
+PLATFORM_KINDS = frozenset({"processor_receivable", "platform_fees"})
+DIRECTIONS = frozenset({"debit", "credit"})
+POSTINGS_MAX = 50
+REFERENCE_LENGTH_MAX = 200
+DESCRIPTION_LENGTH_MAX = 1000
+METADATA_KEYS_MAX = 50
+METADATA_KEY_LENGTH_MAX = 40
+METADATA_VALUE_LENGTH_MAX = 500
+OWNER_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+BALANCE_SHARDS_MAX = 64
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One leg to post: `amount` minor units of `currency` to an owner's account of `kind`."""
+
+    owner: str
+    kind: str
+    direction: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class PostedTransaction:
+    """A transaction as stored, with its entries in posting (account id) order."""
+
+    transaction: LedgerTransaction
+    entries: list[Entry]
+    # False when an earlier posting of the same reference was returned.
+    created: bool
+
+
+def _validate(
+    *,
+    external_reference: str,
+    postings: list[Posting],
+    description: str,
+    metadata: dict[str, str],
+) -> list[Posting]:
+    """The postings with currencies normalized, or InvalidPosting listing every fault."""
+    violations: list[FieldViolation] = []
+    if not external_reference or len(external_reference) > REFERENCE_LENGTH_MAX:
+        violations.append(
+            FieldViolation("external_reference", f"must be 1 to {REFERENCE_LENGTH_MAX} characters")
+        )
+    if len(description) > DESCRIPTION_LENGTH_MAX:
+        violations.append(
+            FieldViolation("description", f"must be at most {DESCRIPTION_LENGTH_MAX} characters")
+        )
+    if len(metadata) > METADATA_KEYS_MAX:
+        violations.append(FieldViolation("metadata", f"at most {METADATA_KEYS_MAX} keys"))
+    for key, value in metadata.items():
+        if not key or len(key) > METADATA_KEY_LENGTH_MAX or len(value) > METADATA_VALUE_LENGTH_MAX:
+            violations.append(
+                FieldViolation(
+                    f"metadata[{key[:METADATA_KEY_LENGTH_MAX]}]",
+                    f"keys 1 to {METADATA_KEY_LENGTH_MAX} characters, values at most "
+                    f"{METADATA_VALUE_LENGTH_MAX}",
+                )
+            )
+    if not 2 <= len(postings) <= POSTINGS_MAX:
+        violations.append(FieldViolation("postings", f"must have 2 to {POSTINGS_MAX} postings"))
+    normalized: list[Posting] = []
+    for index, posting in enumerate(postings[:POSTINGS_MAX]):
+        field = f"postings[{index}]"
+        currency = normalize_currency(posting.currency)
+        if currency is None:
+            violations.append(
+                FieldViolation(f"{field}.currency", "must be an ISO 4217 currency code")
+            )
+        if posting.kind not in NORMAL_SIDES:
+            violations.append(
+                FieldViolation(f"{field}.kind", f"must be one of {', '.join(sorted(NORMAL_SIDES))}")
+            )
+        elif (posting.owner == PLATFORM_OWNER) != (posting.kind in PLATFORM_KINDS):
+            violations.append(
+                FieldViolation(
+                    f"{field}.owner",
+                    f"{posting.kind} accounts belong to "
+                    + ("the platform" if posting.kind in PLATFORM_KINDS else "a merchant"),
+                )
+            )
+        if not OWNER_PATTERN.fullmatch(posting.owner):
+            violations.append(
+                FieldViolation(f"{field}.owner", "must be 1 to 64 letters, digits, '_' or '-'")
+            )
+        if posting.direction not in DIRECTIONS:
+            violations.append(FieldViolation(f"{field}.direction", "must be debit or credit"))
+        if not 0 < posting.amount <= AMOUNT_MAX:
+            violations.append(
+                FieldViolation(f"{field}.amount", f"must be between 1 and {AMOUNT_MAX}")
+            )
+        if currency is not None:
+            normalized.append(
+                Posting(posting.owner, posting.kind, posting.direction, posting.amount, currency)
+            )
+    if not violations:
+        net: dict[str, int] = defaultdict(int)
+        for leg in normalized:
+            net[leg.currency] += leg.amount if leg.direction == "debit" else -leg.amount
+        for currency, difference in sorted(net.items()):
+            if difference:
+                violations.append(
+                    FieldViolation(
+                        "postings",
+                        f"debits and credits differ by {difference} in {currency}",
+                    )
+                )
+    if violations:
+        raise InvalidPosting("the ledger transaction is invalid", violations=violations)
+    return normalized
+
+
+def postings_hash(postings: list[Posting], *, livemode: bool) -> str:
+    """A fingerprint of what a transaction moves, independent of the postings' order."""
+    canonical = sorted((p.owner, p.kind, p.direction, p.amount, p.currency) for p in postings)
+    payload = json.dumps({"livemode": livemode, "postings": canonical}, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def source_id_of(metadata: dict[str, str]) -> str:
+    """The payment or refund a transaction records, from its metadata."""
+    return metadata.get("refund_id") or metadata.get("payment_id") or ""
+
+
+def _existing(
+    session: Session, *, external_reference: str, fingerprint: str
+) -> PostedTransaction | None:
+    """The transaction already posted under this reference, if any; refuses other postings."""
+    transaction = session.scalars(
+        select(LedgerTransaction).where(LedgerTransaction.external_reference == external_reference)
+    ).one_or_none()
+    if transaction is None:
+        return None
+    if transaction.postings_hash != fingerprint:
+        raise ReferenceReused(
+            f"external reference {external_reference!r} was posted with other postings",
+            metadata={"transaction_id": transaction.id},
+        )
+    entries = list(
+        session.scalars(
+            select(Entry).where(Entry.transaction_id == transaction.id).order_by(Entry.seq)
+        )
+    )
+    return PostedTransaction(transaction, entries, created=False)
+
+
+def ensure_accounts(
+    session: Session,
+    *,
+    keys: set[tuple[str, str, str]],
+    livemode: bool,
+    hot_account_shards: int,
+) -> dict[tuple[str, str, str], Account]:
+    """The accounts for (owner, kind, currency) keys in this mode, created on first use."""
+
+    def load() -> dict[tuple[str, str, str], Account]:
+        rows = session.scalars(
+            select(Account).where(
+                Account.livemode == livemode,
+                tuple_(Account.owner, Account.kind, Account.currency).in_(sorted(keys)),
+            )
+        )
+        return {(a.owner, a.kind, a.currency): a for a in rows}
+
+    found = load()
+    missing = sorted(keys - found.keys())
+    if missing:
+        # Sorted, so two posters creating the same new accounts lock them in the same order.
+        session.execute(
+            insert(Account)
+            .values(
+                [
+                    {
+                        "id": new_id("acct"),
+                        "owner": owner,
+                        "kind": kind,
+                        "currency": currency,
+                        "livemode": livemode,
+                        "normal_side": NORMAL_SIDES[kind],
+                        "balance_shards": hot_account_shards if owner == PLATFORM_OWNER else 1,
+                    }
+                    for owner, kind, currency in missing
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["owner", "kind", "currency", "livemode"])
+        )
+        found = load()
+    return found
+
+
+def post_transaction(
+    session: Session,
+    *,
+    external_reference: str,
+    postings: list[Posting],
+    livemode: bool,
+    description: str = "",
+    metadata: dict[str, str] | None = None,
+    hot_account_shards: int = 1,
+) -> PostedTransaction:
+    """Posts a balanced transaction once; the same reference returns the first posting."""
+    assert 1 <= hot_account_shards <= BALANCE_SHARDS_MAX, hot_account_shards
+    metadata = dict(metadata or {})
+    normalized = _validate(
+        external_reference=external_reference,
+        postings=postings,
+        description=description,
+        metadata=metadata,
+    )
+    fingerprint = postings_hash(normalized, livemode=livemode)
+    earlier = _existing(session, external_reference=external_reference, fingerprint=fingerprint)
+    if earlier is not None:
+        return earlier
+    accounts = ensure_accounts(
+        session,
+        keys={(p.owner, p.kind, p.currency) for p in normalized},
+        livemode=livemode,
+        hot_account_shards=hot_account_shards,
+    )
+    source_id = source_id_of(metadata)
+    transaction_id = new_id("ltx")
+    inserted = session.execute(
+        insert(LedgerTransaction)
+        .values(
+            id=transaction_id,
+            external_reference=external_reference,
+            postings_hash=fingerprint,
+            description=description,
+            metadata=metadata,
+            livemode=livemode,
+            source_id=source_id,
+        )
+        .on_conflict_do_nothing(index_elements=["external_reference"])
+        .returning(LedgerTransaction.create_time)
+    ).one_or_none()
+    if inserted is None:
+        # A concurrent poster of the same reference committed first.
+        raced = _existing(session, external_reference=external_reference, fingerprint=fingerprint)
+        assert raced is not None, external_reference
+        return raced
+    create_time: datetime = inserted[0]
+    # Account id order: every poster takes the balance row locks in the same order, so two
+    # postings touching the same accounts never deadlock.
+    rows = sorted(
+        (
+            {
+                "id": new_id("le"),
+                "transaction_id": transaction_id,
+                "account_id": accounts[(p.owner, p.kind, p.currency)].id,
+                "direction": p.direction,
+                "amount": p.amount,
+                "currency": p.currency,
+                "source_id": source_id,
+                "create_time": create_time,
+            }
+            for p in normalized
+        ),
+        key=lambda row: (row["account_id"], row["direction"]),
+    )
+    session.execute(insert(Entry), rows)
+    transaction = LedgerTransaction(
+        id=transaction_id,
+        external_reference=external_reference,
+        postings_hash=fingerprint,
+        description=description,
+        metadata_=metadata,
+        livemode=livemode,
+        source_id=source_id,
+        create_time=create_time,
+    )
+    entries = [Entry(**row) for row in rows]
+    return PostedTransaction(transaction, entries, created=True)

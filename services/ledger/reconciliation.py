@@ -1,0 +1,621 @@
+"""Reconciliation: the ledger against the payment service's records and the processor's.
+
+For a time range [start, end) it checks that
+- every succeeded payment and refund has exactly one ledger transaction, with the legs the
+  posting rules give (capture A, fee F: debit processor_receivable A, credit merchant_balance
+  A-F, credit platform_fees F; refund R: debit merchant_balance R, credit processor_receivable R);
+- every processor capture and refund has a ledger transaction whose processor_receivable leg
+  moves the same amount, and every movement has its processor record;
+- each merchant's merchant_balance movement equals captured - fees - refunded;
+- no ledger transaction of the range is unaccounted for, and the trial balance is zero.
+
+The ledger posts before the payment service marks a movement succeeded, and the processor acts
+before both; so movements are fetched up to `grace` after the range end, and processor records
+`grace` either side, to match items that straddle the range's edges.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from google.protobuf import timestamp_pb2
+from paymesh.ledger.v1 import ledger_internal_pb2
+from paymesh.payment.v1 import payment_internal_pb2
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.ledger import accounts
+from services.ledger.models import Account, Entry, LedgerTransaction
+from services.ledger.posting import PLATFORM_OWNER
+
+logger = logging.getLogger(__name__)
+
+# One run holds its range's movements in memory; a bigger range must be split.
+ITEMS_MAX = 200_000
+PAGE_SIZE = 1000
+# Ids per SQL IN list.
+CHUNK_SIZE = 1000
+
+Leg = tuple[str, str, str, str]  # owner, kind, direction, currency
+
+
+class PaymentRecords(Protocol):
+    """The payment service's internal RPCs reconciliation reads (a sync stub fits)."""
+
+    def ListSettledMovements(
+        self, request: payment_internal_pb2.ListSettledMovementsRequest, *, timeout: float
+    ) -> payment_internal_pb2.ListSettledMovementsResponse:
+        """One page of settled movements."""
+
+    def ListProcessorRecords(
+        self, request: payment_internal_pb2.ListProcessorRecordsRequest, *, timeout: float
+    ) -> payment_internal_pb2.ListProcessorRecordsResponse:
+        """One page of processor records."""
+
+
+@dataclass(frozen=True)
+class Movement:
+    """A succeeded payment capture or refund per the payment service."""
+
+    kind: str  # "payment" or "refund"
+    id: str
+    payment_id: str
+    merchant_id: str
+    amount: int
+    fee: int
+    currency: str
+    livemode: bool
+    settle_time: datetime
+    ledger_reference: str
+
+
+@dataclass(frozen=True)
+class ProcessorRecord:
+    """A capture or refund the processor performed."""
+
+    kind: str  # "capture" or "refund"
+    processor_id: str
+    payment_id: str
+    refund_id: str
+    amount: int
+    currency: str
+    create_time: datetime
+
+
+@dataclass(frozen=True)
+class LedgerView:
+    """A ledger transaction reduced to what reconciliation compares."""
+
+    id: str
+    external_reference: str
+    source_id: str
+    livemode: bool
+    create_time: datetime
+    legs: dict[Leg, int]
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One discrepancy and the ids to investigate it."""
+
+    kind: str
+    description: str
+    ids: list[str]
+    currency: str = ""
+    expected: int = 0
+    actual: int = 0
+
+
+@dataclass
+class Totals:
+    """One currency's figures from each side."""
+
+    currency: str
+    payments_captured: int = 0
+    payments_fees: int = 0
+    payments_refunded: int = 0
+    processor_captured: int = 0
+    processor_refunded: int = 0
+    ledger_receivable_net: int = 0
+    ledger_fees: int = 0
+    ledger_merchant_net: int = 0
+
+
+@dataclass
+class Report:
+    """The outcome of a run."""
+
+    start: datetime
+    end: datetime
+    totals: list[Totals]
+    mismatches: list[Mismatch]
+    checked_count: int
+    create_time: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def expected_legs(movement: Movement) -> dict[Leg, int]:
+    """The legs the posting rules give for a movement (zero-amount legs left out)."""
+    currency = movement.currency
+    if movement.kind == "payment":
+        legs = {
+            (PLATFORM_OWNER, "processor_receivable", "debit", currency): movement.amount,
+            (movement.merchant_id, "merchant_balance", "credit", currency): (
+                movement.amount - movement.fee
+            ),
+            (PLATFORM_OWNER, "platform_fees", "credit", currency): movement.fee,
+        }
+    else:
+        legs = {
+            (movement.merchant_id, "merchant_balance", "debit", currency): movement.amount,
+            (PLATFORM_OWNER, "processor_receivable", "credit", currency): movement.amount,
+        }
+    return {leg: amount for leg, amount in legs.items() if amount}
+
+
+def _net(legs: dict[Leg, int], kind: str, currency: str, *, increase: str) -> int:
+    """Net movement of legs of `kind` in `currency`, positive on the side `increase`."""
+    total = 0
+    for (_, leg_kind, direction, leg_currency), amount in legs.items():
+        if leg_kind == kind and leg_currency == currency:
+            total += amount if direction == increase else -amount
+    return total
+
+
+def _currencies(legs: dict[Leg, int]) -> set[str]:
+    return {currency for (_, _, _, currency) in legs}
+
+
+def compare(
+    *,
+    start: datetime,
+    end: datetime,
+    movements: list[Movement],
+    records: list[ProcessorRecord],
+    ledger: list[LedgerView],
+    trial_balance: list[accounts.CurrencyTotals],
+) -> Report:
+    """Compares the three sides; `movements` and `records` may reach past the range's edges."""
+    in_range = [m for m in movements if start <= m.settle_time < end]
+    records_in_range = [r for r in records if start <= r.create_time < end]
+    mismatches: list[Mismatch] = []
+    totals: dict[str, Totals] = {}
+
+    def totals_of(currency: str) -> Totals:
+        return totals.setdefault(currency, Totals(currency))
+
+    by_reference = {view.external_reference: view for view in ledger}
+    by_source: dict[str, list[LedgerView]] = defaultdict(list)
+    for view in ledger:
+        by_source[view.source_id].append(view)
+
+    def views_of(movement: Movement) -> list[LedgerView]:
+        found = {view.id: view for view in by_source.get(movement.id, [])}
+        if movement.ledger_reference in by_reference:
+            view = by_reference[movement.ledger_reference]
+            found[view.id] = view
+        return sorted(found.values(), key=lambda view: view.id)
+
+    accounted: set[str] = set()
+    for movement in movements:
+        accounted.update(view.id for view in views_of(movement))
+    considered: dict[str, LedgerView] = {}
+
+    # Every settled movement: exactly one transaction, with the legs the rules give.
+    merchant_expected: dict[tuple[str, str, bool], int] = defaultdict(int)
+    for movement in in_range:
+        line = totals_of(movement.currency)
+        if movement.kind == "payment":
+            line.payments_captured += movement.amount
+            line.payments_fees += movement.fee
+            merchant_expected[movement.merchant_id, movement.currency, movement.livemode] += (
+                movement.amount - movement.fee
+            )
+        else:
+            line.payments_refunded += movement.amount
+            merchant_expected[movement.merchant_id, movement.currency, movement.livemode] -= (
+                movement.amount
+            )
+        views = views_of(movement)
+        for view in views:
+            considered[view.id] = view
+        if not views:
+            mismatches.append(
+                Mismatch(
+                    "MISSING_LEDGER_TRANSACTION",
+                    f"{movement.kind} {movement.id} succeeded but has no ledger transaction "
+                    f"(reference {movement.ledger_reference!r})",
+                    [movement.id, movement.payment_id, movement.merchant_id],
+                    movement.currency,
+                    movement.amount,
+                    0,
+                )
+            )
+            continue
+        if len(views) > 1:
+            mismatches.append(
+                Mismatch(
+                    "DUPLICATE_LEDGER_TRANSACTION",
+                    f"{movement.kind} {movement.id} has {len(views)} ledger transactions",
+                    [movement.id, *(view.id for view in views)],
+                    movement.currency,
+                    1,
+                    len(views),
+                )
+            )
+        view = views[0]
+        expected = expected_legs(movement)
+        if view.legs != expected or view.livemode != movement.livemode:
+            increase = "debit" if movement.kind == "payment" else "credit"
+            mismatches.append(
+                Mismatch(
+                    "AMOUNT_MISMATCH",
+                    f"{movement.kind} {movement.id} expects {_describe(expected)} "
+                    f"(livemode={movement.livemode}); ledger transaction {view.id} has "
+                    f"{_describe(view.legs)} (livemode={view.livemode})",
+                    [movement.id, view.id, movement.merchant_id],
+                    movement.currency,
+                    movement.amount,
+                    abs(
+                        _net(
+                            view.legs, "processor_receivable", movement.currency, increase=increase
+                        )
+                    ),
+                )
+            )
+
+    # Ledger transactions of the range that no movement accounts for.
+    for view in ledger:
+        if view.id in accounted or not start <= view.create_time < end:
+            continue
+        considered[view.id] = view
+        mismatches.append(
+            Mismatch(
+                "UNEXPECTED_LEDGER_TRANSACTION",
+                f"ledger transaction {view.id} ({view.external_reference!r}, source "
+                f"{view.source_id or '-'}) matches no succeeded payment or refund: "
+                f"{_describe(view.legs)}",
+                [view.id, *([view.source_id] if view.source_id else [])],
+                ",".join(sorted(_currencies(view.legs))),
+            )
+        )
+
+    # Each merchant's balance movement against captured - fees - refunded.
+    merchant_actual: dict[tuple[str, str, bool], int] = defaultdict(int)
+    for view in considered.values():
+        for (owner, kind, direction, currency), amount in view.legs.items():
+            line = totals_of(currency)
+            if kind == "merchant_balance":
+                signed = amount if direction == "credit" else -amount
+                merchant_actual[owner, currency, view.livemode] += signed
+                line.ledger_merchant_net += signed
+            elif kind == "platform_fees":
+                line.ledger_fees += amount if direction == "credit" else -amount
+            else:
+                line.ledger_receivable_net += amount if direction == "debit" else -amount
+    for key in sorted(merchant_expected.keys() | merchant_actual.keys()):
+        merchant_id, currency, livemode = key
+        if merchant_expected.get(key, 0) != merchant_actual.get(key, 0):
+            mismatches.append(
+                Mismatch(
+                    "MERCHANT_BALANCE_MISMATCH",
+                    f"merchant {merchant_id} ({'live' if livemode else 'test'} mode): "
+                    "captured - fees - refunded differs from its merchant_balance movement",
+                    [merchant_id],
+                    currency,
+                    merchant_expected.get(key, 0),
+                    merchant_actual.get(key, 0),
+                )
+            )
+
+    # The processor's own records against the ledger's processor_receivable legs.
+    record_keys = {(record.kind, _record_source(record)) for record in records}
+    for record in records_in_range:
+        line = totals_of(record.currency)
+        source = _record_source(record)
+        if record.kind == "refund":
+            line.processor_refunded += record.amount
+        else:
+            line.processor_captured += record.amount
+        views = by_source.get(source, [])
+        increase = "credit" if record.kind == "refund" else "debit"
+        moved = sum(
+            _net(view.legs, "processor_receivable", record.currency, increase=increase)
+            for view in views
+        )
+        if moved != record.amount:
+            mismatches.append(
+                Mismatch(
+                    "PROCESSOR_MISMATCH",
+                    f"processor {record.kind} {record.processor_id} of {source} moved "
+                    f"{record.amount}; the ledger's processor_receivable moved {moved}",
+                    [record.processor_id, source, *(view.id for view in views)],
+                    record.currency,
+                    record.amount,
+                    moved,
+                )
+            )
+    for movement in in_range:
+        kind = "capture" if movement.kind == "payment" else "refund"
+        if (kind, movement.id) not in record_keys:
+            mismatches.append(
+                Mismatch(
+                    "PROCESSOR_MISMATCH",
+                    f"{movement.kind} {movement.id} succeeded but the processor has no {kind}",
+                    [movement.id, movement.payment_id],
+                    movement.currency,
+                    movement.amount,
+                    0,
+                )
+            )
+
+    for line_totals in trial_balance:
+        if line_totals.debits != line_totals.credits:
+            mismatches.append(
+                Mismatch(
+                    "TRIAL_BALANCE_UNBALANCED",
+                    f"debits {line_totals.debits} != credits {line_totals.credits}",
+                    [],
+                    line_totals.currency,
+                    line_totals.debits,
+                    line_totals.credits,
+                )
+            )
+    return Report(
+        start=start,
+        end=end,
+        totals=[totals[currency] for currency in sorted(totals)],
+        mismatches=mismatches,
+        checked_count=len(in_range) + len(records_in_range),
+    )
+
+
+def _record_source(record: ProcessorRecord) -> str:
+    """The payment or refund id a processor record is about."""
+    return record.refund_id if record.kind == "refund" else record.payment_id
+
+
+def _describe(legs: dict[Leg, int]) -> str:
+    return (
+        ", ".join(
+            f"{direction} {owner}/{kind} {amount} {currency}"
+            for (owner, kind, direction, currency), amount in sorted(legs.items())
+        )
+        or "nothing"
+    )
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def fetch_movements(
+    records: PaymentRecords, *, start: datetime, end: datetime, timeout_s: float
+) -> list[Movement]:
+    """Every settled movement in [start, end) from the payment service, all pages."""
+    found: list[Movement] = []
+    token = ""
+    while True:
+        page = records.ListSettledMovements(
+            payment_internal_pb2.ListSettledMovementsRequest(
+                start_time=_timestamp(start),
+                end_time=_timestamp(end),
+                page_size=PAGE_SIZE,
+                page_token=token,
+            ),
+            timeout=timeout_s,
+        )
+        found.extend(
+            Movement(
+                kind=m.kind,
+                id=m.id,
+                payment_id=m.payment_id,
+                merchant_id=m.merchant_id,
+                amount=m.amount,
+                fee=m.fee,
+                currency=m.currency,
+                livemode=m.livemode,
+                settle_time=m.settle_time.ToDatetime(tzinfo=UTC),
+                ledger_reference=m.ledger_reference,
+            )
+            for m in page.movements
+        )
+        _check_size(len(found))
+        token = page.next_page_token
+        if not token:
+            return found
+
+
+def fetch_processor_records(
+    records: PaymentRecords, *, start: datetime, end: datetime, timeout_s: float
+) -> list[ProcessorRecord]:
+    """Every processor record in [start, end), all pages."""
+    found: list[ProcessorRecord] = []
+    token = ""
+    while True:
+        page = records.ListProcessorRecords(
+            payment_internal_pb2.ListProcessorRecordsRequest(
+                start_time=_timestamp(start),
+                end_time=_timestamp(end),
+                page_size=PAGE_SIZE,
+                page_token=token,
+            ),
+            timeout=timeout_s,
+        )
+        found.extend(
+            ProcessorRecord(
+                kind=r.kind,
+                processor_id=r.processor_id,
+                payment_id=r.payment_id,
+                refund_id=r.refund_id,
+                amount=r.amount,
+                currency=r.currency,
+                create_time=r.create_time.ToDatetime(tzinfo=UTC),
+            )
+            for r in page.records
+        )
+        _check_size(len(found))
+        token = page.next_page_token
+        if not token:
+            return found
+
+
+def _check_size(count: int) -> None:
+    if count > ITEMS_MAX:
+        raise FailedPrecondition(
+            f"more than {ITEMS_MAX} items in the range; reconcile a shorter range",
+            reason="RECONCILIATION_RANGE_TOO_LARGE",
+        )
+
+
+def _chunks(values: Iterable[str]) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for value in values:
+        chunk.append(value)
+        if len(chunk) == CHUNK_SIZE:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def load_ledger(
+    session: Session,
+    *,
+    start: datetime,
+    end: datetime,
+    references: set[str],
+    source_ids: set[str],
+) -> list[LedgerView]:
+    """Ledger transactions of the range, or named by reference or source, with their legs."""
+    transactions: dict[str, LedgerTransaction] = {
+        t.id: t
+        for t in session.scalars(
+            select(LedgerTransaction).where(
+                LedgerTransaction.create_time >= start, LedgerTransaction.create_time < end
+            )
+        )
+    }
+    _check_size(len(transactions))
+    references = {r for r in references if r}
+    for reference_chunk, source_chunk in _paired_chunks(references, source_ids):
+        for t in session.scalars(
+            select(LedgerTransaction).where(
+                or_(
+                    LedgerTransaction.external_reference.in_(reference_chunk),
+                    LedgerTransaction.source_id.in_(source_chunk),
+                )
+            )
+        ):
+            transactions[t.id] = t
+    legs: dict[str, dict[Leg, int]] = defaultdict(lambda: defaultdict(int))
+    for chunk in _chunks(sorted(transactions)):
+        rows = session.execute(
+            select(
+                Entry.transaction_id,
+                Account.owner,
+                Account.kind,
+                Entry.direction,
+                Entry.currency,
+                Entry.amount,
+            )
+            .join(Account, Account.id == Entry.account_id)
+            .where(Entry.transaction_id.in_(chunk))
+        ).all()
+        for transaction_id, owner, kind, direction, currency, amount in rows:
+            legs[transaction_id][owner, kind, direction, currency] += amount
+    return [
+        LedgerView(
+            id=t.id,
+            external_reference=t.external_reference,
+            source_id=t.source_id,
+            livemode=t.livemode,
+            create_time=t.create_time,
+            legs=dict(legs[t.id]),
+        )
+        for t in transactions.values()
+    ]
+
+
+def _paired_chunks(first: set[str], second: set[str]) -> Iterator[tuple[list[str], list[str]]]:
+    firsts = list(_chunks(sorted(first)))
+    seconds = list(_chunks(sorted(second)))
+    for index in range(max(len(firsts), len(seconds))):
+        yield (
+            firsts[index] if index < len(firsts) else [],
+            seconds[index] if index < len(seconds) else [],
+        )
+
+
+def reconcile(
+    session: Session,
+    records: PaymentRecords,
+    *,
+    start: datetime,
+    end: datetime,
+    grace: timedelta,
+    timeout_s: float,
+) -> Report:
+    """Runs a reconciliation of [start, end) against the payment service's records."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise InvalidArgument.field("start_time", "must carry a time zone")
+    if not start < end:
+        raise InvalidArgument.field("end_time", "must be after start_time")
+    movements = fetch_movements(records, start=start, end=end + grace, timeout_s=timeout_s)
+    processor = fetch_processor_records(
+        records, start=start - grace, end=end + grace, timeout_s=timeout_s
+    )
+    ledger = load_ledger(
+        session,
+        start=start,
+        end=end,
+        references={m.ledger_reference for m in movements},
+        source_ids={m.id for m in movements} | {_record_source(r) for r in processor},
+    )
+    report = compare(
+        start=start,
+        end=end,
+        movements=movements,
+        records=processor,
+        ledger=ledger,
+        trial_balance=accounts.trial_balance(session),
+    )
+    logger.info(
+        "reconciled",
+        extra={
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "checked": report.checked_count,
+            "mismatches": len(report.mismatches),
+        },
+    )
+    return report
+
+
+def render_text(report: ledger_internal_pb2.ReconciliationReport) -> str:
+    """A reconciliation report for people: totals per currency, then every mismatch."""
+    start = report.start_time.ToDatetime(tzinfo=UTC).isoformat()
+    end = report.end_time.ToDatetime(tzinfo=UTC).isoformat()
+    lines = [f"reconciliation {start} .. {end}: {report.checked_count} items checked"]
+    for line in report.totals:
+        lines.append(
+            f"  {line.currency}: captured {line.payments_captured}, fees {line.payments_fees}, "
+            f"refunded {line.payments_refunded} | processor captured {line.processor_captured}, "
+            f"refunded {line.processor_refunded} | ledger receivable "
+            f"{line.ledger_receivable_net}, fees {line.ledger_fees}, merchants "
+            f"{line.ledger_merchant_net}"
+        )
+    lines.append(f"{len(report.mismatches)} mismatches")
+    for mismatch in report.mismatches:
+        lines.append(
+            f"  {mismatch.kind} [{', '.join(mismatch.ids)}] {mismatch.currency} "
+            f"expected {mismatch.expected} actual {mismatch.actual}: {mismatch.description}"
+        )
+    return "\n".join(lines)

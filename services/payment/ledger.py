@@ -1,0 +1,89 @@
+"""What the payment service posts to the ledger (issue 4's posting rules), and how.
+
+- capture of A with fee F: debit `processor_receivable` (platform) A; credit `merchant_balance`
+  (merchant) A - F; credit `platform_fees` (platform) F. A zero leg is left out (the ledger takes
+  positive amounts only), e.g. when the fee swallows the whole amount.
+- refund R: debit `merchant_balance` (merchant) R; credit `processor_receivable` (platform) R.
+
+Posting is idempotent by `external_reference` (`payment:<id>:capture`, `refund:<id>`), so a
+worker may post again after a crash and the ledger keeps one transaction.
+"""
+
+from __future__ import annotations
+
+import grpc
+from paymesh.ledger.v1 import ledger_internal_pb2, ledger_internal_pb2_grpc
+
+from services.payment.models import Payment, Refund
+
+PLATFORM = "platform"
+RETRYABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def capture_reference(payment_id: str) -> str:
+    """The ledger reference of a payment's capture."""
+    return f"payment:{payment_id}:capture"
+
+
+def refund_reference(refund_id: str) -> str:
+    """The ledger reference of a refund."""
+    return f"refund:{refund_id}"
+
+
+def _posting(
+    owner: str, kind: str, direction: str, amount: int, currency: str
+) -> ledger_internal_pb2.Posting:
+    return ledger_internal_pb2.Posting(
+        owner=owner, kind=kind, direction=direction, amount=amount, currency=currency
+    )
+
+
+def capture_request(
+    payment: Payment, *, amount: int, fee: int
+) -> ledger_internal_pb2.PostTransactionRequest:
+    """The balanced transaction for capturing `amount` of a payment with `fee`."""
+    assert amount > 0 and 0 <= fee <= amount
+    currency = payment.currency
+    legs = [
+        _posting(PLATFORM, "processor_receivable", "debit", amount, currency),
+        _posting(payment.merchant_id, "merchant_balance", "credit", amount - fee, currency),
+        _posting(PLATFORM, "platform_fees", "credit", fee, currency),
+    ]
+    return ledger_internal_pb2.PostTransactionRequest(
+        external_reference=capture_reference(payment.id),
+        description=f"capture of {payment.id}",
+        postings=[leg for leg in legs if leg.amount > 0],
+        metadata={"payment_id": payment.id, "merchant_id": payment.merchant_id},
+        livemode=payment.livemode,
+    )
+
+
+def refund_request(refund: Refund) -> ledger_internal_pb2.PostTransactionRequest:
+    """The balanced transaction for a refund (the platform keeps its fee)."""
+    return ledger_internal_pb2.PostTransactionRequest(
+        external_reference=refund_reference(refund.id),
+        description=f"refund {refund.id} of {refund.payment_id}",
+        postings=[
+            _posting(
+                refund.merchant_id, "merchant_balance", "debit", refund.amount, refund.currency
+            ),
+            _posting(PLATFORM, "processor_receivable", "credit", refund.amount, refund.currency),
+        ],
+        metadata={
+            "payment_id": refund.payment_id,
+            "merchant_id": refund.merchant_id,
+            "refund_id": refund.id,
+        },
+        livemode=refund.livemode,
+    )
+
+
+def post(
+    stub: ledger_internal_pb2_grpc.LedgerInternalServiceStub,
+    request: ledger_internal_pb2.PostTransactionRequest,
+    *,
+    timeout_s: float,
+) -> str:
+    """Posts a transaction; returns its id. gRPC errors propagate to the caller."""
+    transaction: ledger_internal_pb2.Transaction = stub.PostTransaction(request, timeout=timeout_s)
+    return transaction.id

@@ -1,0 +1,102 @@
+"""The transactional outbox: jobs and events written in the same transaction as the change.
+
+Nothing is enqueued or published while a transaction is open. The relay
+(`services.payment.relay`) later moves each row into RQ or to the webhook service and marks it
+relayed; a crash between commit and relay loses nothing, because the row is still there.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from services.common.ids import new_id
+from services.payment.models import OutboxMessage, Payment, Refund
+from services.payment.views import payment_to_proto, refund_to_proto, to_json_object
+
+PROCESS_PAYMENT = "services.payment.jobs.process_payment"
+VOID_PAYMENT = "services.payment.jobs.void_payment"
+PROCESS_REFUND = "services.payment.jobs.process_refund"
+
+
+def add_job(session: Session, *, func: str, job_id: str, args: list[Any]) -> None:
+    """Asks the relay to enqueue `func(*args)` as RQ job `job_id` once this commits."""
+    session.add(
+        OutboxMessage(
+            kind="job", topic=func, payload={"func": func, "job_id": job_id, "args": args}
+        )
+    )
+
+
+def add_event(
+    session: Session, *, event_type: str, merchant_id: str, livemode: bool, obj: dict[str, Any]
+) -> str:
+    """Asks the relay to publish an event once this commits; returns its id."""
+    event_id = new_id("evt")
+    session.add(
+        OutboxMessage(
+            kind="event",
+            topic=event_type,
+            payload={
+                "id": event_id,
+                "type": event_type,
+                "merchant_id": merchant_id,
+                "livemode": livemode,
+                "object": obj,
+                "create_time": datetime.now(UTC).isoformat(),
+            },
+        )
+    )
+    return event_id
+
+
+def payment_event(session: Session, payment: Payment, event_type: str) -> str:
+    """Writes `payment.<...>` with the payment as it is now (flushed so times are set)."""
+    session.flush()
+    session.refresh(payment)
+    return add_event(
+        session,
+        event_type=event_type,
+        merchant_id=payment.merchant_id,
+        livemode=payment.livemode,
+        obj=to_json_object(payment_to_proto(payment)),
+    )
+
+
+def refund_event(session: Session, refund: Refund, event_type: str) -> str:
+    """Writes `refund.<...>` with the refund as it is now."""
+    session.flush()
+    session.refresh(refund)
+    return add_event(
+        session,
+        event_type=event_type,
+        merchant_id=refund.merchant_id,
+        livemode=refund.livemode,
+        obj=to_json_object(refund_to_proto(refund)),
+    )
+
+
+def drive_payment(session: Session, payment: Payment) -> None:
+    """Asks a worker to move a `processing` payment on; each drive has its own job id."""
+    payment.drive_count += 1
+    payment.drive_time = datetime.now(UTC)
+    add_job(
+        session,
+        func=PROCESS_PAYMENT,
+        job_id=f"payment-{payment.id}-process-{payment.drive_count}",
+        args=[payment.id],
+    )
+
+
+def drive_refund(session: Session, refund: Refund) -> None:
+    """Asks a worker to carry out a pending refund."""
+    refund.drive_count += 1
+    refund.drive_time = datetime.now(UTC)
+    add_job(
+        session,
+        func=PROCESS_REFUND,
+        job_id=f"refund-{refund.id}-process-{refund.drive_count}",
+        args=[refund.id],
+    )

@@ -1,0 +1,101 @@
+"""Maintenance the relay runs on a schedule: nothing stays stuck, nothing is kept forever.
+
+- `processing` payments and `pending` refunds whose last drive is older than
+  `payment_stuck_after_s` (a worker died, Redis lost the job, the ledger was down) get a new
+  drive: an outbox job with a fresh job id.
+- manual-capture payments authorized longer ago than `payment_capture_window_s` are canceled
+  (reason `abandoned`) and their authorization is voided.
+- expired idempotency keys are deleted.
+- relayed outbox rows older than `OUTBOX_RETENTION_S` are deleted.
+
+Each task takes a bounded batch with `FOR UPDATE SKIP LOCKED`, so several relays may sweep at
+once without doing anything twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import or_, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.common.db import transaction
+from services.common.settings import Settings
+from services.payment import idempotency, outbox
+from services.payment.models import Payment, Refund
+from services.payment.payments import cancel_payment
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE_MAX = 100
+OUTBOX_RETENTION_S = 7 * 24 * 3600
+
+
+def redrive_stuck(session: Session, *, stuck_after_s: float) -> int:
+    """Re-drives stuck payments and refunds; returns how many."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=stuck_after_s)
+    payments = session.scalars(
+        select(Payment)
+        .where(Payment.status == "processing")
+        .where(or_(Payment.drive_time.is_(None), Payment.drive_time < cutoff))
+        .limit(BATCH_SIZE_MAX)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for payment in payments:
+        logger.warning("re-driving stuck payment %s", payment.id)
+        outbox.drive_payment(session, payment)
+    refunds = session.scalars(
+        select(Refund)
+        .where(Refund.status == "pending")
+        .where(or_(Refund.drive_time.is_(None), Refund.drive_time < cutoff))
+        .limit(BATCH_SIZE_MAX)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for refund in refunds:
+        logger.warning("re-driving stuck refund %s", refund.id)
+        outbox.drive_refund(session, refund)
+    return len(payments) + len(refunds)
+
+
+def cancel_uncaptured(session: Session, *, window_s: float) -> int:
+    """Cancels manual-capture payments left uncaptured beyond the window; returns how many."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=window_s)
+    payments = session.scalars(
+        select(Payment)
+        .where(Payment.status == "requires_capture")
+        .where(Payment.authorize_time < cutoff)
+        .limit(BATCH_SIZE_MAX)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for payment in payments:
+        logger.info("canceling uncaptured payment %s", payment.id)
+        cancel_payment(session, payment=payment, cancellation_reason="abandoned")
+    return len(payments)
+
+
+def delete_old_outbox(session: Session) -> int:
+    """Deletes relayed outbox rows past their retention; returns how many."""
+    result = session.execute(
+        text(
+            "DELETE FROM payment.outbox WHERE id IN ("
+            " SELECT id FROM payment.outbox WHERE relay_time < now() - make_interval(secs => :s)"
+            " LIMIT 1000 FOR UPDATE SKIP LOCKED)"
+        ),
+        {"s": OUTBOX_RETENTION_S},
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def sweep(sessions: sessionmaker[Session], settings: Settings) -> dict[str, int]:
+    """Runs every maintenance task once, each in its own transaction; returns counts."""
+    counts: dict[str, int] = {}
+    with transaction(sessions) as session:
+        counts["redriven"] = redrive_stuck(session, stuck_after_s=settings.payment_stuck_after_s)
+    with transaction(sessions) as session:
+        counts["canceled"] = cancel_uncaptured(session, window_s=settings.payment_capture_window_s)
+    with transaction(sessions) as session:
+        counts["keys_expired"] = idempotency.sweep_expired(session)
+    with transaction(sessions) as session:
+        counts["outbox_deleted"] = delete_old_outbox(session)
+    return counts

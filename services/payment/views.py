@@ -1,0 +1,111 @@
+"""Payments and refunds as the API shows them (proto messages), shared by servicer and events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from paymesh.payment.v1 import payment_pb2
+
+from services.payment.models import Payment, Refund
+
+
+def checkout_url(*, base_url: str, payment: Payment) -> str:
+    """The hosted checkout page of a payment waiting for a card."""
+    return f"{base_url.rstrip('/')}/checkout/{payment.id}?client_secret={payment.client_secret}"
+
+
+def card_details(payment: Payment) -> payment_pb2.CardDetails | None:
+    """What the API shows of the payment's card, if it has one."""
+    if payment.card_last4 is None:
+        return None
+    return payment_pb2.CardDetails(
+        brand=payment.card_brand or "",
+        last4=payment.card_last4,
+        exp_month=payment.card_exp_month or 0,
+        exp_year=payment.card_exp_year or 0,
+        fingerprint=payment.card_fingerprint or "",
+    )
+
+
+def payment_to_proto(
+    payment: Payment, *, base_url: str = "", with_secret: bool = False
+) -> payment_pb2.Payment:
+    """The payment as the API shows it; the client secret only to those allowed to see it."""
+    message = payment_pb2.Payment(
+        id=payment.id,
+        amount=payment.amount,
+        currency=payment.currency,
+        status=payment.status,
+        capture_method=payment.capture_method,
+        amount_capturable=payment.amount_capturable,
+        amount_received=payment.amount_received,
+        amount_refunded=payment.amount_refunded,
+        fee=payment.fee,
+        failure_code=payment.failure_code,
+        failure_message=payment.failure_message,
+        description=payment.description,
+        metadata=payment.metadata_,
+        livemode=payment.livemode,
+        return_url=payment.return_url,
+        cancellation_reason=payment.cancellation_reason,
+        merchant_id=payment.merchant_id,
+    )
+    card = card_details(payment)
+    if card is not None:
+        message.card.CopyFrom(card)
+    if with_secret:
+        message.client_secret = payment.client_secret
+        if payment.status == "requires_payment_method" and base_url:
+            message.checkout_url = checkout_url(base_url=base_url, payment=payment)
+    message.create_time.FromDatetime(payment.create_time)
+    message.update_time.FromDatetime(payment.update_time)
+    return message
+
+
+def checkout_to_proto(payment: Payment) -> payment_pb2.Checkout:
+    """What the hosted checkout page may show of a payment."""
+    message = payment_pb2.Checkout(
+        payment_id=payment.id,
+        amount=payment.amount,
+        currency=payment.currency,
+        description=payment.description,
+        merchant_name=payment.merchant_name,
+        status=payment.status,
+        return_url=payment.return_url,
+        failure_code=payment.failure_code,
+        failure_message=payment.failure_message,
+        livemode=payment.livemode,
+    )
+    card = card_details(payment)
+    if card is not None:
+        message.card.CopyFrom(card)
+    return message
+
+
+def refund_to_proto(refund: Refund) -> payment_pb2.Refund:
+    """The refund as the API shows it."""
+    message = payment_pb2.Refund(
+        id=refund.id,
+        payment_id=refund.payment_id,
+        amount=refund.amount,
+        currency=refund.currency,
+        status=refund.status,
+        reason=refund.reason,
+        failure_code=refund.failure_code,
+        livemode=refund.livemode,
+        merchant_id=refund.merchant_id,
+    )
+    message.create_time.FromDatetime(refund.create_time)
+    message.update_time.FromDatetime(refund.update_time)
+    return message
+
+
+def to_json_object(message: Message) -> dict[str, Any]:
+    """A message as REST clients see it: snake_case names, every field printed."""
+    return MessageToDict(
+        message,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+    )

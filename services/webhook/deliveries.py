@@ -1,0 +1,411 @@
+"""Deliveries: claiming an attempt, recording its outcome, retries, dead letters, replay.
+
+PostgreSQL is the source of truth for what is due. An attempt is claimed (committed) before the
+HTTP request, with a lease; if the worker dies mid-request the lease runs out, the sweeper finds
+the delivery due again, and the next attempt (a new job id) retries it. An outcome is recorded
+only for the attempt that holds the delivery, so a stale or duplicate job changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, or_, select, tuple_
+from sqlalchemy.orm import Session
+
+from services.common.errors import InvalidArgument
+from services.webhook import endpoints
+from services.webhook.crypto import SecretBox
+from services.webhook.errors import DeliveryInProgress, DeliveryNotFound, EndpointNotEnabled
+from services.webhook.job_ids import delivery_id_from
+from services.webhook.models import DELIVERY_STATUSES, Delivery, DeliveryAttempt, Endpoint, Event
+from services.webhook.pages import decode_token, encode_token
+from services.webhook.sender import Outcome
+from services.webhook.views import event_payload
+
+LIVE_STATUSES = ("pending", "failing")
+ERROR_CHARS_MAX = 500
+LOST_ATTEMPT_ERROR = "worker lost during the attempt"
+REPLAY_LIMIT_DEFAULT = 100
+REPLAY_LIMIT_MAX = 1000
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The retry schedule and the limits around it, from the settings."""
+
+    delays_s: tuple[float, ...]
+    jitter_ratio: float
+    retry_after_max_s: float
+    disable_after_failing_s: float
+
+    @property
+    def attempts_max(self) -> int:
+        """Attempts per round: the first plus one per delay."""
+        return len(self.delays_s) + 1
+
+    def delay_s(self, round_attempts: int, *, retry_after_s: float | None) -> float:
+        """Seconds before the next attempt after `round_attempts` failed ones, with jitter.
+
+        A receiver's `Retry-After` (capped) is honoured when it asks for longer.
+        """
+        base = self.delays_s[round_attempts - 1]
+        jittered = base * (1 + random.uniform(-self.jitter_ratio, self.jitter_ratio))  # noqa: S311
+        if retry_after_s is not None:
+            jittered = max(jittered, min(retry_after_s, self.retry_after_max_s))
+        return jittered
+
+
+def parse_schedule(value: str) -> tuple[float, ...]:
+    """`"5,300,1800"` as delays in seconds; ValueError when malformed or negative."""
+    delays = tuple(float(part) for part in value.split(",") if part.strip())
+    if not delays or any(delay < 0 for delay in delays):
+        raise ValueError(f"not a retry schedule: {value!r}")
+    return delays
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An attempt a worker now holds: what to send, where, signed with which secrets."""
+
+    delivery_id: str
+    attempt_number: int
+    event_id: str
+    url: str
+    body: bytes
+    secrets: list[str]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _kill(delivery: Delivery, error: str, now: datetime) -> None:
+    delivery.status = "dead"
+    delivery.next_attempt_time = None
+    delivery.lease_expire_time = None
+    delivery.last_error = error[:ERROR_CHARS_MAX]
+    delivery.update_time = now
+
+
+def claim_attempt(
+    session: Session,
+    *,
+    delivery_id: str,
+    attempt_number: int,
+    lease_s: float,
+    policy: RetryPolicy,
+    box: SecretBox,
+) -> Claim | None:
+    """Takes attempt `attempt_number` of a due delivery; None when it is not (or no longer) due."""
+    now = _now()
+    delivery = session.get(Delivery, delivery_id, with_for_update=True)
+    if (
+        delivery is None
+        or delivery.status not in LIVE_STATUSES
+        or delivery.attempt_count != attempt_number - 1
+        or delivery.next_attempt_time is None
+        or delivery.next_attempt_time > now
+        or (delivery.lease_expire_time is not None and delivery.lease_expire_time > now)
+    ):
+        return None
+    if delivery.lease_expire_time is not None:
+        # The previous attempt's worker vanished: that attempt failed without an answer.
+        lost = session.scalars(
+            select(DeliveryAttempt).where(
+                DeliveryAttempt.delivery_id == delivery.id,
+                DeliveryAttempt.attempt_number == delivery.attempt_count,
+            )
+        ).one_or_none()
+        if lost is not None and lost.duration_ms is None:
+            lost.error = LOST_ATTEMPT_ERROR
+            lost.duration_ms = int((now - lost.start_time).total_seconds() * 1000)
+        delivery.last_status_code, delivery.last_error = 0, LOST_ATTEMPT_ERROR
+        delivery.lease_expire_time = None
+        if delivery.round_attempts >= policy.attempts_max:
+            _kill(delivery, LOST_ATTEMPT_ERROR, now)
+            return None
+    endpoint = session.get(Endpoint, delivery.endpoint_id)
+    assert endpoint is not None
+    if endpoint.delete_time is not None or endpoint.status != "enabled":
+        _kill(delivery, "endpoint deleted" if endpoint.delete_time else "endpoint disabled", now)
+        return None
+    event = session.get(Event, delivery.event_id)
+    assert event is not None
+    delivery.attempt_count = attempt_number
+    delivery.round_attempts += 1
+    delivery.lease_expire_time = now + timedelta(seconds=lease_s)
+    delivery.update_time = now
+    session.add(
+        DeliveryAttempt(
+            delivery_id=delivery.id,
+            attempt_number=attempt_number,
+            start_time=now,
+            duration_ms=None,
+            status_code=0,
+            response_body="",
+            error="",
+        )
+    )
+    session.flush()
+    return Claim(
+        delivery_id=delivery.id,
+        attempt_number=attempt_number,
+        event_id=event.id,
+        url=endpoint.url,
+        body=json.dumps(event_payload(event), separators=(",", ":")).encode(),
+        secrets=endpoints.active_secrets(session, endpoint_id=endpoint.id, box=box),
+    )
+
+
+def record_outcome(
+    session: Session,
+    *,
+    delivery_id: str,
+    attempt_number: int,
+    outcome: Outcome,
+    policy: RetryPolicy,
+    event_bytes_max: int,
+) -> list[str]:
+    """Logs the attempt and moves the delivery on; returns deliveries of any new event."""
+    now = _now()
+    delivery = session.get(Delivery, delivery_id, with_for_update=True)
+    attempt = session.scalars(
+        select(DeliveryAttempt).where(
+            DeliveryAttempt.delivery_id == delivery_id,
+            DeliveryAttempt.attempt_number == attempt_number,
+        )
+    ).one_or_none()
+    if delivery is None or attempt is None:
+        return []
+    attempt.duration_ms = outcome.duration_ms
+    attempt.status_code = outcome.status_code
+    attempt.response_body = outcome.body
+    attempt.error = outcome.error[:ERROR_CHARS_MAX]
+    if delivery.attempt_count != attempt_number or delivery.status not in LIVE_STATUSES:
+        return []  # declared lost and taken over, or finished meanwhile: history only
+    endpoint = session.get(Endpoint, delivery.endpoint_id, with_for_update=True)
+    assert endpoint is not None
+    delivery.last_status_code = outcome.status_code
+    delivery.last_error = outcome.error[:ERROR_CHARS_MAX]
+    delivery.lease_expire_time = None
+    delivery.update_time = now
+    if outcome.delivered:
+        delivery.status, delivery.next_attempt_time = "delivered", None
+        endpoint.failing_since = None
+        return []
+    if outcome.status_code == 410:
+        _kill(delivery, "410 Gone: endpoint disabled", now)
+        return endpoints.disable_endpoint(
+            session, endpoint=endpoint, reason="gone", bytes_max=event_bytes_max
+        )
+    if endpoint.failing_since is None:
+        endpoint.failing_since = now
+    if (now - endpoint.failing_since).total_seconds() >= policy.disable_after_failing_s:
+        _kill(delivery, f"{outcome.error}; endpoint disabled after failing too long", now)
+        return endpoints.disable_endpoint(
+            session, endpoint=endpoint, reason="failing", bytes_max=event_bytes_max
+        )
+    if delivery.round_attempts >= policy.attempts_max:
+        _kill(delivery, outcome.error, now)
+        return []
+    delivery.status = "failing"
+    delivery.next_attempt_time = now + timedelta(
+        seconds=policy.delay_s(delivery.round_attempts, retry_after_s=outcome.retry_after_s)
+    )
+    return []
+
+
+def due_attempts(session: Session, *, limit: int) -> list[tuple[str, int]]:
+    """(delivery id, attempt number) of deliveries due now that no worker holds."""
+    now = _now()
+    rows = session.execute(
+        select(Delivery.id, Delivery.attempt_count)
+        .where(
+            Delivery.status.in_(LIVE_STATUSES),
+            Delivery.next_attempt_time <= now,
+            or_(Delivery.lease_expire_time.is_(None), Delivery.lease_expire_time <= now),
+        )
+        .order_by(Delivery.next_attempt_time)
+        .limit(limit)
+    ).all()
+    return [(delivery_id, count + 1) for delivery_id, count in rows]
+
+
+def get_delivery_or_raise(
+    session: Session, *, delivery_or_job_id: str, owner: endpoints.Owner | None
+) -> Delivery:
+    """The delivery by id or job id (the owner's only, when given), or NOT_FOUND."""
+    delivery_id = delivery_id_from(delivery_or_job_id)
+    delivery = session.get(Delivery, delivery_id) if delivery_id else None
+    if delivery is None or (
+        owner is not None
+        and (delivery.merchant_id != owner.merchant_id or delivery.livemode != owner.livemode)
+    ):
+        raise DeliveryNotFound(f"no such webhook delivery: {delivery_or_job_id[:80]}")
+    return delivery
+
+
+def replay(session: Session, *, delivery: Delivery) -> tuple[str, int]:
+    """Makes a finished delivery due again with a fresh schedule; returns its next attempt."""
+    session.refresh(delivery, with_for_update=True)
+    if delivery.status in LIVE_STATUSES:
+        raise DeliveryInProgress("the delivery is still pending or retrying")
+    endpoint = session.get(Endpoint, delivery.endpoint_id)
+    assert endpoint is not None
+    if endpoint.delete_time is not None or endpoint.status != "enabled":
+        raise EndpointNotEnabled("enable the endpoint before replaying its deliveries")
+    now = _now()
+    delivery.status = "pending"
+    delivery.round_attempts = 0
+    delivery.next_attempt_time = now
+    delivery.lease_expire_time = None
+    delivery.update_time = now
+    session.flush()
+    return delivery.id, delivery.attempt_count + 1
+
+
+def replay_limit(value: int) -> int:
+    """The requested bulk-replay limit, defaulted, or INVALID_ARGUMENT when out of range."""
+    if value == 0:
+        return REPLAY_LIMIT_DEFAULT
+    if not 1 <= value <= REPLAY_LIMIT_MAX:
+        raise InvalidArgument.field("limit", f"must be between 1 and {REPLAY_LIMIT_MAX}")
+    return value
+
+
+def replay_many(
+    session: Session,
+    *,
+    endpoint_id: str,
+    merchant_id: str,
+    livemode: bool | None,
+    since: datetime | None,
+    include_delivered: bool,
+    limit: int,
+) -> list[tuple[str, int]]:
+    """Replays finished deliveries matching the filter (enabled endpoints only), oldest first."""
+    statuses = ("dead", "delivered") if include_delivered else ("dead",)
+    query = (
+        select(Delivery)
+        .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
+        .where(
+            Delivery.status.in_(statuses),
+            Endpoint.status == "enabled",
+            Endpoint.delete_time.is_(None),
+        )
+    )
+    if endpoint_id:
+        query = query.where(Delivery.endpoint_id == endpoint_id)
+    if merchant_id:
+        query = query.where(Delivery.merchant_id == merchant_id)
+    if livemode is not None:
+        query = query.where(Delivery.livemode == livemode)
+    if since is not None:
+        query = query.where(Delivery.create_time >= since)
+    rows = session.scalars(
+        query.order_by(Delivery.create_time, Delivery.id)
+        .limit(limit)
+        .with_for_update(of=Delivery, skip_locked=True)
+    ).all()
+    now = _now()
+    replayed = []
+    for delivery in rows:
+        delivery.status = "pending"
+        delivery.round_attempts = 0
+        delivery.next_attempt_time = now
+        delivery.lease_expire_time = None
+        delivery.update_time = now
+        replayed.append((delivery.id, delivery.attempt_count + 1))
+    session.flush()
+    return replayed
+
+
+def check_status_filter(status: str) -> None:
+    """INVALID_ARGUMENT unless `status` is empty or a delivery status."""
+    if status and status not in DELIVERY_STATUSES:
+        raise InvalidArgument.field("status", f"must be one of {', '.join(DELIVERY_STATUSES)}")
+
+
+def list_for_endpoint(
+    session: Session, *, endpoint_id: str, status: str, page_size: int, page_token: str
+) -> tuple[list[Delivery], str]:
+    """One page of an endpoint's deliveries, newest first."""
+    check_status_filter(status)
+    query = select(Delivery).where(Delivery.endpoint_id == endpoint_id)
+    if status:
+        query = query.where(Delivery.status == status)
+    after = decode_token(page_token)
+    if after is not None:
+        query = query.where(tuple_(Delivery.create_time, Delivery.id) < tuple_(*after))
+    rows = list(
+        session.scalars(
+            query.order_by(Delivery.create_time.desc(), Delivery.id.desc()).limit(page_size + 1)
+        )
+    )
+    if len(rows) <= page_size:
+        return rows, ""
+    rows = rows[:page_size]
+    return rows, encode_token(rows[-1].create_time, rows[-1].id)
+
+
+def list_failed(
+    session: Session, *, merchant_id: str, include_failing: bool, page_size: int, page_token: str
+) -> tuple[list[Delivery], str]:
+    """One page of dead (and optionally failing) deliveries, most recently changed first."""
+    statuses = ("dead", "failing") if include_failing else ("dead",)
+    query = select(Delivery).where(Delivery.status.in_(statuses))
+    if merchant_id:
+        query = query.where(Delivery.merchant_id == merchant_id)
+    after = decode_token(page_token)
+    if after is not None:
+        query = query.where(tuple_(Delivery.update_time, Delivery.id) < tuple_(*after))
+    rows = list(
+        session.scalars(
+            query.order_by(Delivery.update_time.desc(), Delivery.id.desc()).limit(page_size + 1)
+        )
+    )
+    if len(rows) <= page_size:
+        return rows, ""
+    rows = rows[:page_size]
+    return rows, encode_token(rows[-1].update_time, rows[-1].id)
+
+
+def stats(session: Session, *, merchant_id: str) -> dict[str, int]:
+    """Deliveries counted by status."""
+    query = select(Delivery.status, func.count()).group_by(Delivery.status)
+    if merchant_id:
+        query = query.where(Delivery.merchant_id == merchant_id)
+    counts = {status: 0 for status in DELIVERY_STATUSES}
+    for status, count in session.execute(query).all():
+        counts[status] = int(count)
+    return counts
+
+
+def list_attempts(session: Session, *, delivery_id: str) -> list[DeliveryAttempt]:
+    """A delivery's attempts, oldest first."""
+    return list(
+        session.scalars(
+            select(DeliveryAttempt)
+            .where(DeliveryAttempt.delivery_id == delivery_id)
+            .order_by(DeliveryAttempt.attempt_number)
+        )
+    )
+
+
+def context_of(session: Session, deliveries: list[Delivery]) -> dict[str, tuple[str, str]]:
+    """Event type and endpoint URL of each delivery, by delivery id, in two queries."""
+    event_ids = {d.event_id for d in deliveries}
+    endpoint_ids = {d.endpoint_id for d in deliveries}
+    types = dict(
+        session.execute(select(Event.id, Event.type).where(Event.id.in_(event_ids))).tuples().all()
+    )
+    urls = dict(
+        session.execute(select(Endpoint.id, Endpoint.url).where(Endpoint.id.in_(endpoint_ids)))
+        .tuples()
+        .all()
+    )
+    return {d.id: (types.get(d.event_id, ""), urls.get(d.endpoint_id, "")) for d in deliveries}

@@ -1,0 +1,42 @@
+"""Opaque page tokens for keyset pagination over (time, id)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+
+from services.common.errors import InvalidArgument
+
+PAGE_SIZE_DEFAULT = 20
+PAGE_SIZE_MAX = 100
+
+
+def page_size(value: int) -> int:
+    """The requested page size, defaulted, or INVALID_ARGUMENT when out of range."""
+    if value == 0:
+        return PAGE_SIZE_DEFAULT
+    if not 1 <= value <= PAGE_SIZE_MAX:
+        raise InvalidArgument.field("page_size", f"must be between 1 and {PAGE_SIZE_MAX}")
+    return value
+
+
+def encode_token(time: datetime, item_id: str) -> str:
+    """A token that resumes after the item at (`time`, `item_id`)."""
+    raw = json.dumps([time.isoformat(), item_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str) -> tuple[datetime, str] | None:
+    """The position a token resumes after; None for no token; INVALID_ARGUMENT when forged."""
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        time_text, item_id = json.loads(raw)
+        if not isinstance(item_id, str) or not isinstance(time_text, str):
+            raise ValueError("bad token")
+        return datetime.fromisoformat(time_text), item_id
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as error:
+        raise InvalidArgument.field("page_token", "is not a token this API issued") from error

@@ -1,0 +1,88 @@
+"""What the webhook service, its worker and its sweeper share, built once from the settings."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+
+from rq import Queue
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.common.db import make_engine, make_sessionmaker
+from services.common.errors import ConfigurationError
+from services.common.queue import WEBHOOKS_QUEUE, make_queue, redis_connection
+from services.common.settings import Settings
+from services.webhook.crypto import SecretBox
+from services.webhook.deliveries import RetryPolicy, parse_schedule
+from services.webhook.dispatch import enqueue_attempts
+
+# Connect, send, read: each bounded by the HTTP timeout on its own.
+HTTP_PHASES = 3
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Settings, database sessions, the delivery queue, the secret box and the retry policy."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    queue: Queue
+    box: SecretBox
+    policy: RetryPolicy
+
+    @property
+    def job_timeout_s(self) -> int:
+        """RQ's hard limit on one attempt: the HTTP timeout of each phase plus a margin.
+
+        The timeout bounds connecting, sending and each read separately, so an attempt may
+        legitimately take a few of them.
+        """
+        return math.ceil(
+            HTTP_PHASES * self.settings.webhook_timeout_s + self.settings.webhook_lease_margin_s
+        )
+
+    @property
+    def lease_s(self) -> float:
+        """How long a claimed attempt is held before it is presumed lost (outlives the job)."""
+        return self.job_timeout_s + self.settings.webhook_lease_margin_s
+
+    def enqueue(self, attempts: list[tuple[str, int]]) -> None:
+        """Queues attempts (after the transaction that made them due committed)."""
+        enqueue_attempts(self.queue, attempts, job_timeout_s=self.job_timeout_s)
+
+    def enqueue_first(self, delivery_ids: list[str]) -> None:
+        """Queues the first attempt of fresh deliveries."""
+        self.enqueue([(delivery_id, 1) for delivery_id in delivery_ids])
+
+
+def build_runtime(settings: Settings, *, application_name: str, pool_size: int) -> Runtime:
+    """The runtime for one process; fails at start when a setting is missing or malformed."""
+    try:
+        delays = parse_schedule(settings.webhook_retry_schedule)
+    except ValueError as error:
+        raise ConfigurationError(f"PAYMESH_WEBHOOK_RETRY_SCHEDULE: {error}") from error
+    return Runtime(
+        settings=settings,
+        sessions=make_sessionmaker(
+            make_engine(
+                settings.require_database_url(),
+                pool_size=pool_size,
+                application_name=application_name,
+            )
+        ),
+        queue=make_queue(WEBHOOKS_QUEUE, redis_connection(settings)),
+        box=SecretBox(settings.require_secret("secret_encryption_key")),
+        policy=RetryPolicy(
+            delays_s=delays,
+            jitter_ratio=settings.webhook_retry_jitter_ratio,
+            retry_after_max_s=settings.webhook_retry_after_max_s,
+            disable_after_failing_s=settings.webhook_disable_after_failing_s,
+        ),
+    )
+
+
+@cache
+def worker_runtime() -> Runtime:
+    """The runtime of this worker process, built on its first job."""
+    return build_runtime(Settings(), application_name="paymesh-webhook-worker", pool_size=2)

@@ -1,0 +1,97 @@
+"""Arranging browser tests through the API: payments, operators, and waiting for outcomes."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from playwright.sync_api import Page, expect
+
+from tests.conftest import MerchantKeys
+
+VISA_OK = "4242424242424242"
+MASTERCARD_OK = "5555555555554444"
+DECLINED = "4000000000000002"
+FINAL = {"succeeded", "failed", "requires_capture", "canceled"}
+
+
+def create_payment(
+    api: httpx.Client,
+    merchant: MerchantKeys,
+    *,
+    amount: int,
+    currency: str,
+    card: str | None = None,
+    return_url: str = "",
+    description: str = "",
+) -> dict[str, Any]:
+    """Creates a payment (confirmed at once when `card` is given); returns its JSON."""
+    body: dict[str, Any] = {"amount": amount, "currency": currency}
+    if card:
+        body["payment_method"] = {
+            "card": {"number": card, "exp_month": 12, "exp_year": 2034, "cvc": "123"}
+        }
+    if return_url:
+        body["return_url"] = return_url
+    if description:
+        body["description"] = description
+    response = api.post(
+        "/v1/payments",
+        headers={"X-API-Key": merchant.secret_key, "Idempotency-Key": secrets.token_hex(8)},
+        json=body,
+    )
+    assert response.status_code == 200, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def get_payment(api: httpx.Client, merchant: MerchantKeys, payment_id: str) -> dict[str, Any]:
+    """The payment as its merchant sees it."""
+    response = api.get(f"/v1/payments/{payment_id}", headers={"X-API-Key": merchant.secret_key})
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+def wait_final(
+    api: httpx.Client, merchant: MerchantKeys, payment_id: str, *, timeout_s: float = 30
+) -> dict[str, Any]:
+    """Polls the payment until it leaves processing."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        payment = get_payment(api, merchant, payment_id)
+        if payment["status"] in FINAL:
+            return payment
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{payment_id} still {payment['status']} after {timeout_s}s")
+        time.sleep(0.2)
+
+
+def checkout_path(payment: dict[str, Any]) -> str:
+    """The path and query of a payment's hosted checkout link (the host is the edge's)."""
+    url = urlsplit(payment["checkout_url"])
+    assert url.path.startswith("/checkout/pay_"), payment["checkout_url"]
+    assert "client_secret=" in url.query
+    return f"{url.path}?{url.query}"
+
+
+def fill_card(page: Page, number: str, expiry: str = "12 / 34", cvc: str = "123") -> None:
+    """Types a card into the checkout form, as a customer would."""
+    page.get_by_label("Card number").fill("")
+    page.get_by_label("Card number").press_sequentially(number)
+    page.get_by_label("Expiry (MM / YY)").fill("")
+    page.get_by_label("Expiry (MM / YY)").press_sequentially(expiry.replace(" / ", ""))
+    page.get_by_label("Security code (CVC)").fill(cvc)
+
+
+def sign_in(page: Page, email: str, password: str) -> None:
+    """Signs in on the dashboard and waits for the overview."""
+    page.goto("/dashboard/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(re.compile(r"/dashboard/overview"))

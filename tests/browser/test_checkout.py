@@ -1,0 +1,131 @@
+"""The hosted checkout in a real browser: pay, decline and retry, double click, return, phone."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+from playwright.sync_api import Page, Request, expect
+
+from tests.browser.support import (
+    DECLINED,
+    MASTERCARD_OK,
+    VISA_OK,
+    checkout_path,
+    create_payment,
+    fill_card,
+    get_payment,
+    wait_final,
+)
+from tests.conftest import MerchantKeys
+
+
+def test_checkout__4242_pays_and_returns_to_the_shop(
+    page: Page, api: httpx.Client, merchant: MerchantKeys, web: str
+) -> None:
+    return_url = f"{web}/dashboard/login?shop=return"
+    payment = create_payment(
+        api, merchant, amount=2500, currency="EUR", return_url=return_url, description="T-shirt"
+    )
+    page.goto(checkout_path(payment))
+
+    expect(page.get_by_test_id("merchant-name")).to_have_text("Test Merchant")
+    expect(page.get_by_test_id("amount")).to_have_text("€25.00")
+    expect(page.get_by_test_id("description")).to_have_text("T-shirt")
+    fill_card(page, VISA_OK)
+    expect(page.get_by_test_id("brand")).to_have_text("Visa")
+    page.get_by_test_id("pay").click()
+
+    expect(page.get_by_test_id("success")).to_contain_text("Payment successful")
+    page.wait_for_url(re.compile(r"/dashboard/login\?shop=return&payment_id=pay_"))
+    assert f"payment_id={payment['id']}" in page.url
+    assert "redirect_status=succeeded" in page.url
+    assert wait_final(api, merchant, payment["id"])["status"] == "succeeded"
+
+
+def test_checkout__decline_then_another_card_succeeds(
+    page: Page, api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    payment = create_payment(api, merchant, amount=1999, currency="USD")
+    page.goto(checkout_path(payment))
+
+    fill_card(page, DECLINED)
+    page.get_by_test_id("pay").click()
+    decline = page.get_by_test_id("decline")
+    expect(decline).to_contain_text("declined")
+    expect(decline).to_be_focused()
+    assert get_payment(api, merchant, payment["id"])["amount_received"] == "0"
+
+    page.get_by_test_id("try-another").click()
+    expect(page.get_by_label("Card number")).to_be_focused()
+    expect(page.get_by_label("Card number")).to_have_value("")
+    fill_card(page, MASTERCARD_OK)
+    expect(page.get_by_test_id("brand")).to_have_text("Mastercard")
+    page.get_by_test_id("pay").click()
+
+    expect(page.get_by_test_id("success")).to_be_visible()
+    final = wait_final(api, merchant, payment["id"])
+    assert final["status"] == "succeeded"
+    assert final["amount_received"] == "1999"
+    assert final["card"]["last4"] == "4444"
+
+
+def test_checkout__double_click_pays_once(
+    page: Page, api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    payment = create_payment(api, merchant, amount=4200, currency="GBP")
+    confirms: list[Request] = []
+    page.on(
+        "request",
+        lambda request: confirms.append(request) if request.url.endswith("/confirm") else None,
+    )
+    page.goto(checkout_path(payment))
+    fill_card(page, VISA_OK)
+
+    page.get_by_test_id("pay").dblclick()
+
+    expect(page.get_by_test_id("success")).to_be_visible()
+    final = wait_final(api, merchant, payment["id"])
+    assert final["status"] == "succeeded"
+    assert final["amount_received"] == "4200"
+    assert len(confirms) == 1
+    keys = {request.headers.get("idempotency-key") for request in confirms}
+    assert None not in keys
+
+
+def test_checkout__validates_the_card_inline_on_a_phone(
+    phone: Page, api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    payment = create_payment(api, merchant, amount=150000, currency="JPY")
+    phone.goto(checkout_path(payment))
+    expect(phone.get_by_test_id("amount")).to_have_text("¥150,000")
+
+    phone.get_by_test_id("pay").click()
+    expect(phone.get_by_text("Enter your card number.")).to_be_visible()
+    expect(phone.get_by_label("Card number")).to_be_focused()
+
+    fill_card(phone, "4242424242424241", expiry="01 / 20", cvc="12")
+    phone.get_by_label("Card number").blur()
+    expect(phone.get_by_text("This card number is not valid.")).to_be_visible()
+    expect(phone.get_by_text("This card has expired.")).to_be_visible()
+    expect(phone.get_by_text("The security code has 3 digits.")).to_be_visible()
+
+    fill_card(phone, "378282246310005", cvc="123")
+    expect(phone.get_by_test_id("brand")).to_have_text("American Express")
+    expect(phone.get_by_label("Card number")).to_have_value("3782 822463 10005")
+    expect(phone.get_by_text("The security code has 4 digits.")).to_be_visible()
+    phone.get_by_test_id("pay").click()
+    assert get_payment(api, merchant, payment["id"])["status"] == "requires_payment_method"
+
+    # Nothing is wider than the screen.
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375
+
+
+def test_checkout__unknown_secret_shows_a_clear_error(
+    page: Page, api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    payment = create_payment(api, merchant, amount=500, currency="EUR")
+    page.goto(f"/checkout/{payment['id']}?client_secret=wrong")
+    expect(page.get_by_test_id("unavailable")).to_contain_text("not valid")
+    expect(page.get_by_test_id("pay")).to_have_count(0)

@@ -1,0 +1,256 @@
+"""The operators' dashboard in a real browser: login, live overview, replay, keys, viewer role."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import grpc
+import httpx
+from paymesh.webhook.v1 import webhook_internal_pb2_grpc
+from playwright.sync_api import BrowserContext, Page, expect
+
+from services.runtime.platform import LocalPlatform
+from tests.browser.support import DECLINED, VISA_OK, create_payment, sign_in, wait_final
+from tests.conftest import MerchantKeys, OperatorLogin
+from tests.integration.webhook_receiver import Receiver, Reply, create_endpoint, publish
+
+
+def _money(page: Page, minor: int, currency: str, digits: int) -> str:
+    """How the browser's Intl formats an amount, the way the dashboard must show it."""
+    decimal = f"{minor / 10**digits:.{digits}f}"
+    formatted: str = page.evaluate(
+        "([value, currency]) => new Intl.NumberFormat(undefined,"
+        " {style: 'currency', currency}).format(value)",
+        [decimal, currency],
+    )
+    return formatted
+
+
+def _figure(page: Page, name: str) -> Any:
+    return page.get_by_test_id(f"figure-{name}").get_by_test_id("value")
+
+
+def test_login__operator_signs_in_and_wrong_password_is_refused(
+    page: Page, operator_login: OperatorLogin
+) -> None:
+    page.goto("/dashboard/")
+    expect(page).to_have_url(re.compile(r"/dashboard/login"))
+    page.get_by_label("Email").fill(operator_login.email)
+    page.get_by_label("Password").fill("not-the-password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_test_id("login-error")).to_have_text("Wrong email or password.")
+
+    sign_in(page, operator_login.email, operator_login.password)
+    expect(page.get_by_test_id("role")).to_have_text("operator")
+    expect(page.get_by_test_id("operator")).to_contain_text(operator_login.email)
+    expect(page.get_by_test_id("live-indicator")).to_have_attribute("data-state", "live")
+
+
+def test_overview__figures_match_the_payments_made(
+    page: Page, api: httpx.Client, merchant: MerchantKeys, operator_login: OperatorLogin
+) -> None:
+    # Two currencies with other exponents than the usual 2: KWD has 3 decimals, JPY none.
+    made = [
+        create_payment(api, merchant, amount=1500, currency="KWD", card=VISA_OK),
+        create_payment(api, merchant, amount=2250, currency="KWD", card=VISA_OK),
+        create_payment(api, merchant, amount=990, currency="KWD", card=DECLINED),
+        create_payment(api, merchant, amount=1200, currency="JPY", card=VISA_OK),
+    ]
+    final = [wait_final(api, merchant, p["id"]) for p in made]
+    assert [p["status"] for p in final] == ["succeeded", "succeeded", "failed", "succeeded"]
+    kwd = [p for p in final if p["currency"] == "KWD" and p["status"] == "succeeded"]
+    gross = sum(int(p["amount_received"]) for p in kwd)
+    fees = sum(int(p["fee"]) for p in kwd)
+
+    sign_in(page, operator_login.email, operator_login.password)
+    page.goto(f"/dashboard/overview?merchant={merchant.id}")
+    page.get_by_test_id("currency-KWD").click()
+    expect(_figure(page, "succeeded")).to_have_text("2")
+    expect(_figure(page, "failed")).to_have_text("1")
+    expect(_figure(page, "success-rate")).to_have_text("66.7%")
+    expect(_figure(page, "gross")).to_have_text(_money(page, gross, "KWD", 3))
+    expect(_figure(page, "fees")).to_have_text(_money(page, fees, "KWD", 3))
+    expect(_figure(page, "net")).to_have_text(_money(page, gross - fees, "KWD", 3))
+
+    page.get_by_test_id("currency-JPY").click()
+    expect(_figure(page, "succeeded")).to_have_text("1")
+    expect(_figure(page, "gross")).to_have_text(_money(page, 1200, "JPY", 0))
+
+
+def test_overview__updates_live_after_a_new_payment(
+    page: Page, api: httpx.Client, merchant: MerchantKeys, operator_login: OperatorLogin
+) -> None:
+    first = create_payment(api, merchant, amount=1000, currency="CHF", card=VISA_OK)
+    wait_final(api, merchant, first["id"])
+    sign_in(page, operator_login.email, operator_login.password)
+    page.goto(f"/dashboard/overview?merchant={merchant.id}")
+    expect(page.get_by_test_id("live-indicator")).to_have_attribute("data-state", "live")
+    expect(_figure(page, "succeeded")).to_have_text("1")
+    # A marker that a reload would wipe.
+    page.evaluate("window.__notReloaded = true")
+
+    second = create_payment(api, merchant, amount=2000, currency="CHF", card=VISA_OK)
+    wait_final(api, merchant, second["id"])
+
+    expect(_figure(page, "succeeded")).to_have_text("2", timeout=15_000)
+    expect(_figure(page, "gross")).to_have_text(_money(page, 3000, "CHF", 2))
+    assert page.evaluate("window.__notReloaded") is True
+
+
+def test_overview__reconnects_after_the_network_drops(
+    page: Page, context: BrowserContext, operator_login: OperatorLogin
+) -> None:
+    sign_in(page, operator_login.email, operator_login.password)
+    indicator = page.get_by_test_id("live-indicator")
+    expect(indicator).to_have_attribute("data-state", "live")
+    context.set_offline(True)
+    expect(indicator).to_have_attribute("data-state", "disconnected", timeout=30_000)
+    context.set_offline(False)
+    expect(indicator).to_have_attribute("data-state", "live", timeout=30_000)
+
+
+def _dead_deliveries(api: httpx.Client, login: OperatorLogin, merchant_id: str) -> list[Any]:
+    response = api.get(
+        "/admin/webhooks/failed", params={"merchant_id": merchant_id}, headers=login.headers
+    )
+    assert response.status_code == 200, response.text
+    return [d for d in response.json()["deliveries"] if d["status"] == "dead"]
+
+
+def test_webhooks__replay_a_dead_delivery_from_its_button(
+    page: Page,
+    api: httpx.Client,
+    platform: LocalPlatform,
+    merchant: MerchantKeys,
+    operator_login: OperatorLogin,
+) -> None:
+    receiver = Receiver()
+    with receiver.running():
+        receiver.script("/hook", then=Reply(status=500, body=b"down"))
+        create_endpoint(api, merchant.secret_key, receiver.url("/hook"))
+        with grpc.insecure_channel(platform.settings.target("webhook")) as channel:
+            event = publish(
+                webhook_internal_pb2_grpc.WebhookInternalServiceStub(channel), merchant.id
+            )
+        deadline = time.monotonic() + 60
+        while not (dead := _dead_deliveries(api, operator_login, merchant.id)):
+            assert time.monotonic() < deadline, "the delivery never died"
+            time.sleep(0.5)
+        delivery = dead[0]
+        failed_attempts = len(receiver.received("/hook"))
+        receiver.script("/hook", then=Reply(status=200))
+
+        sign_in(page, operator_login.email, operator_login.password)
+        page.get_by_role("link", name="Webhooks").click()
+        row = page.get_by_test_id(f"delivery-{delivery['id']}")
+        expect(row.get_by_test_id("delivery-status")).to_have_text("dead")
+        row.get_by_test_id("attempts").click()
+        expect(page.get_by_test_id("attempt-log").locator("tbody tr")).to_have_count(
+            failed_attempts
+        )
+        row.get_by_test_id("replay").click()
+
+        replayed = receiver.wait_for("/hook", failed_attempts + 1)[-1]
+        assert replayed.headers.get("webhook-id") == event.id
+        expect(page.get_by_test_id("notice")).to_contain_text(delivery["id"])
+        expect(page.get_by_test_id(f"delivery-{delivery['id']}")).to_have_count(0)
+
+
+def test_merchant_keys__created_key_is_shown_once_and_revocation_locks_it_out(
+    page: Page,
+    context: BrowserContext,
+    api: httpx.Client,
+    merchant: MerchantKeys,
+    operator_login: OperatorLogin,
+) -> None:
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    sign_in(page, operator_login.email, operator_login.password)
+    page.goto(f"/dashboard/merchants/{merchant.id}")
+    page.get_by_test_id("create-key").click()
+    key = page.get_by_test_id("new-key-value").inner_text().strip()
+    assert key.startswith("sk_test_")
+    page.get_by_test_id("copy-key").click()
+    expect(page.get_by_test_id("copy-key")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == key
+    assert api.get("/v1/payments", headers={"X-API-Key": key}).status_code == 200
+
+    page.get_by_test_id("key-filter").fill(key[:12])
+    row = page.get_by_test_id(re.compile(r"^key-sk_test_"))
+    expect(row).to_have_count(1)
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_test_id("revoke").click()
+    expect(row.get_by_test_id("key-status")).to_contain_text("revoked")
+
+    deadline = time.monotonic() + 15
+    while api.get("/v1/payments", headers={"X-API-Key": key}).status_code != 401:
+        assert time.monotonic() < deadline, "the revoked key still works"
+        time.sleep(0.3)
+    page.reload()
+    expect(page.get_by_test_id("keys-table")).to_be_visible()
+    assert key not in page.content()
+
+
+def test_viewer__sees_no_mutating_buttons(
+    page: Page,
+    api: httpx.Client,
+    merchant: MerchantKeys,
+    viewer_login: OperatorLogin,
+) -> None:
+    paid = create_payment(api, merchant, amount=700, currency="EUR", card=VISA_OK)
+    wait_final(api, merchant, paid["id"])
+    sign_in(page, viewer_login.email, viewer_login.password)
+    expect(page.get_by_test_id("role")).to_have_text("viewer")
+
+    checks = {
+        f"/dashboard/payments/{paid['id']}": ("detail-status", ["refund-panel", "refund"]),
+        "/dashboard/webhooks": ("failed-deliveries", ["replay", "replay-all"]),
+        "/dashboard/merchants": ("merchants-table", ["create-merchant"]),
+        f"/dashboard/merchants/{merchant.id}": (
+            "keys-table",
+            ["create-key", "revoke", "save-fees"],
+        ),
+        "/dashboard/reconciliation": ("recon-start", ["reconcile"]),
+    }
+    for path, (loaded, hidden) in checks.items():
+        page.goto(path)
+        expect(page.get_by_test_id(loaded)).to_be_visible()
+        for test_id in hidden:
+            expect(page.get_by_test_id(test_id)).to_have_count(0)
+
+    # The server refuses a viewer's mutations anyway.
+    refused = api.post("/admin/merchants", json={"name": "Nope"}, headers=viewer_login.headers)
+    assert refused.status_code == 403
+
+
+def test_payment_detail__operator_refunds_part_of_a_payment(
+    page: Page, api: httpx.Client, merchant: MerchantKeys, operator_login: OperatorLogin
+) -> None:
+    amount = 300
+    paid = create_payment(api, merchant, amount=1000, currency="EUR", card=VISA_OK)
+    wait_final(api, merchant, paid["id"])
+    sign_in(page, operator_login.email, operator_login.password)
+    page.goto(f"/dashboard/payments/{paid['id']}")
+    expect(page.get_by_test_id("detail-status")).to_have_text("succeeded")
+    expect(page.get_by_test_id("timeline")).to_contain_text("payment.succeeded")
+    expect(page.get_by_test_id("ledger-entries").locator("tr.mat-mdc-row")).not_to_have_count(0)
+
+    page.get_by_test_id("refund-amount").fill(f"{amount / 100:.2f}")
+    page.get_by_test_id("refund").click()
+    expect(page.get_by_test_id("refunds").locator("tr.mat-mdc-row")).to_have_count(1)
+    refunded = wait_until_refunded(api, merchant, paid["id"], amount)
+    assert refunded == amount
+
+
+def wait_until_refunded(
+    api: httpx.Client, merchant: MerchantKeys, payment_id: str, amount: int
+) -> int:
+    """Polls the payment until its refunded amount reaches `amount`; returns it."""
+    deadline = time.monotonic() + 30
+    while True:
+        response = api.get(f"/v1/payments/{payment_id}", headers={"X-API-Key": merchant.secret_key})
+        refunded = int(response.json()["amount_refunded"])
+        if refunded >= amount or time.monotonic() > deadline:
+            return refunded
+        time.sleep(0.3)

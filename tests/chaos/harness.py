@@ -1,0 +1,428 @@
+"""The fault harness: a mixed workload on a platform of its own while faults are injected.
+
+`run_chaos` drives payments with every test card (some captured by hand, some partly refunded)
+and webhook endpoints that succeed, fail, time out or answer 410, while a fault thread SIGKILLs
+paymesh processes (restarting them), kills Redis (restarted empty: its queues are lost) and
+stops PostgreSQL (then starts it again). Every client request carries an Idempotency-Key and is
+repeated with the same key through 5xx answers and broken connections, as a careful merchant
+would. After the faults it drains and checks what `docs/reliability.md` promises; `Report`
+says what was injected and what was counted.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import grpc
+import httpx
+import redis
+from google.protobuf.timestamp_pb2 import Timestamp
+from paymesh.ledger.v1 import ledger_internal_pb2, ledger_internal_pb2_grpc
+from paymesh.payment.v1 import payment_internal_pb2, payment_internal_pb2_grpc
+
+from services.payment.processor import SCENARIOS
+from services.runtime import embedded
+from services.runtime.platform import LocalPlatform, processes
+from tests.integration.webhook_receiver import Receiver, Reply
+
+CARDS = ["4242424242424242", "5555555555554444", *SCENARIOS]
+FINAL = {"succeeded", "failed", "canceled"}
+DELIVERY_FINAL = {"delivered", "dead"}
+# Processes the fault thread may SIGKILL: every paymesh process (not the edge or the web apps).
+NOT_KILLED = {"envoy", "webapps", "demo-shop"}
+# Webhook receivers: path -> how it answers every request, and the events it subscribes to.
+# The failing and slow ones take a few event types only: each of their attempts occupies the
+# one delivery worker (a slow one for the whole timeout), and the drain must end in minutes.
+ENDPOINTS = {
+    "/ok": (Reply(200), ["*"]),
+    "/fail": (Reply(500, b"down"), ["payment.failed"]),
+    "/slow": (Reply(200, delay_s=3.0), ["payment.requires_capture"]),
+    "/gone": (Reply(410, b"gone"), ["*"]),
+}
+
+
+def platform_variables() -> dict[str, str]:
+    """Settings that make recovery quick enough to drain within a test's patience."""
+    return {
+        "PAYMESH_AUTH_CACHE_TTL_S": "1",
+        "PAYMESH_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+        "PAYMESH_WEBHOOK_RETRY_SCHEDULE": "1,1",
+        "PAYMESH_WEBHOOK_TIMEOUT_S": "1",
+        "PAYMESH_WEBHOOK_LEASE_MARGIN_S": "2",
+        "PAYMESH_WEBHOOK_SWEEP_INTERVAL_S": "0.5",
+        "PAYMESH_PAYMENT_SWEEP_INTERVAL_S": "0.5",
+        "PAYMESH_PAYMENT_STUCK_AFTER_S": "4",
+        "PAYMESH_PAYMENT_OUTBOX_RETRY_DELAY_MAX_S": "2",
+        "PAYMESH_IDEMPOTENCY_LOCK_TIMEOUT_S": "10",
+    }
+
+
+@dataclass
+class Report:
+    """What the run injected and what it checked."""
+
+    seed: int
+    faults: list[str] = field(default_factory=list)
+    restarted_after_crash: list[str] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def render(self) -> str:
+        """A human-readable summary."""
+        lines = [f"chaos run, seed {self.seed}", f"faults injected ({len(self.faults)}):"]
+        lines.extend(f"  - {fault}" for fault in self.faults)
+        if self.restarted_after_crash:
+            lines.append(f"processes found dead and restarted: {self.restarted_after_crash}")
+        lines.append("checked:")
+        lines.extend(f"  {name}: {count}" for name, count in sorted(self.counts.items()))
+        return "\n".join(lines)
+
+
+class Client:
+    """Calls the edge like a careful merchant: same Idempotency-Key until a non-5xx answer."""
+
+    def __init__(self, base_url: str, key: str, *, patience_s: float) -> None:
+        self._base_url = base_url
+        self._key = key
+        self._patience_s = patience_s
+        self.outcomes: dict[str, set[str]] = defaultdict(set)
+        self._lock = threading.Lock()
+
+    def call(
+        self, verb: str, path: str, body: dict[str, Any] | None = None, *, key: str | None = None
+    ) -> httpx.Response:
+        """The first answer that is not a 5xx or a broken connection, within the patience."""
+        headers = {"X-API-Key": self._key}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        deadline = time.monotonic() + self._patience_s
+        with httpx.Client(base_url=self._base_url, timeout=30) as client:
+            while True:
+                try:
+                    response = client.request(verb, path, json=body, headers=headers)
+                    if response.status_code < 500:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{verb} {path} failed for {self._patience_s}s")
+                time.sleep(0.5)
+        if key is not None and response.status_code == 200:
+            with self._lock:
+                self.outcomes[key].add(response.json()["id"])
+        return response
+
+    def wait(self, path: str, statuses: set[str], *, timeout_s: float) -> dict[str, Any]:
+        """Polls an object until its status is one of `statuses`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            response = self.call("GET", path)
+            assert response.status_code == 200, response.text
+            body: dict[str, Any] = response.json()
+            if body["status"] in statuses:
+                return body
+            assert time.monotonic() < deadline, f"{path} still {body['status']}"
+            time.sleep(0.3)
+
+
+class FaultInjector:
+    """Injects `count` faults, chosen and paced by a seeded random generator."""
+
+    def __init__(self, platform: LocalPlatform, rng: random.Random, report: Report) -> None:
+        self._platform = platform
+        self._rng = rng
+        self._report = report
+        self._victims = sorted(set(processes(platform.settings)) - NOT_KILLED)
+
+    def run(self, count: int, stop: threading.Event) -> None:
+        """Injects faults until `count` are done or `stop` is set."""
+        kinds: list[Callable[[], str]] = [
+            self.kill,
+            self.kill,
+            self.kill,
+            self.redis,
+            self.postgres,
+        ]
+        for _ in range(count):
+            if stop.wait(self._rng.uniform(1.0, 4.0)):
+                return
+            self._report.faults.append(self._rng.choice(kinds)())
+
+    def kill(self) -> str:
+        """SIGKILLs one paymesh process and starts it again."""
+        name = self._rng.choice(self._victims)
+        self._platform.kill(name)
+        time.sleep(self._rng.uniform(0.0, 1.5))
+        self._platform.start_process(name)
+        return f"SIGKILL {name}, restarted"
+
+    def redis(self) -> str:
+        """Stops Redis, starts it again and empties it: every queued job is lost."""
+        settings = self._platform.settings
+        port = urlsplit(settings.require_redis_url()).port
+        directory = settings.data_dir.resolve() / "redis"
+        embedded.stop_redis(directory)
+        time.sleep(self._rng.uniform(0.5, 2.0))
+        embedded.start_redis(directory, port=port)
+        redis.Redis.from_url(settings.require_redis_url()).flushall()
+        return "Redis stopped, restarted and flushed (queues lost)"
+
+    def postgres(self) -> str:
+        """Stops PostgreSQL (fast shutdown: connections are cut) and starts it again."""
+        settings = self._platform.settings
+        port = urlsplit(settings.require_database_url()).port
+        directory = settings.data_dir.resolve() / "pg"
+        embedded.stop_postgres(directory)
+        time.sleep(self._rng.uniform(0.5, 2.0))
+        embedded.start_postgres(directory, port=port)
+        return "PostgreSQL stopped and restarted"
+
+
+@dataclass
+class Flow:
+    """One payment of the workload and what was done to it."""
+
+    card: str
+    manual: bool
+    refund: bool
+    key: str
+    body: dict[str, Any] = field(default_factory=dict)
+    payment_id: str = ""
+    refund_ids: list[str] = field(default_factory=list)
+
+
+def _drive(client: Client, flow: Flow, *, timeout_s: float) -> None:
+    flow.body = {
+        "amount": "2000",
+        "currency": "USD",
+        "capture_method": "manual" if flow.manual else "automatic",
+        "payment_method": {
+            "card": {"number": flow.card, "exp_month": 12, "exp_year": 2040, "cvc": "123"}
+        },
+    }
+    created = client.call("POST", "/v1/payments", flow.body, key=flow.key)
+    assert created.status_code == 200, created.text
+    flow.payment_id = created.json()["id"]
+    path = f"/v1/payments/{flow.payment_id}"
+    settled = client.wait(path, FINAL | {"requires_capture"}, timeout_s=timeout_s)
+    if settled["status"] == "requires_capture":
+        captured = client.call(
+            "POST", f"{path}/capture", {"amount_to_capture": "1500"}, key=f"{flow.key}-capture"
+        )
+        assert captured.status_code == 200, captured.text
+        settled = client.wait(path, FINAL, timeout_s=timeout_s)
+    if flow.refund and settled["status"] == "succeeded":
+        refund = client.call(
+            "POST",
+            "/v1/refunds",
+            {"payment_id": flow.payment_id, "amount": "500"},
+            key=f"{flow.key}-refund",
+        )
+        assert refund.status_code == 200, refund.text
+        flow.refund_ids.append(refund.json()["id"])
+        client.wait(
+            f"/v1/refunds/{refund.json()['id']}", {"succeeded", "failed"}, timeout_s=timeout_s
+        )
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _pages(client: Client, path: str, field_name: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        separator = "&" if "?" in path else "?"
+        response = client.call("GET", f"{path}{separator}page_size=100&page_token={token}")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        items.extend(body.get(field_name, []))
+        token = body.get("next_page_token", "")
+        if not token:
+            return items
+
+
+def _restart_dead(platform: LocalPlatform, report: Report) -> None:
+    for name, child in list(platform.children.items()):
+        if child.poll() is not None:
+            report.restarted_after_crash.append(name)
+            platform.start_process(name)
+
+
+def run_chaos(
+    platform: LocalPlatform,
+    key: str,
+    *,
+    seed: int,
+    payments: int,
+    faults: int,
+    drain_timeout_s: float,
+) -> Report:
+    """Runs the workload under faults, drains, checks every guarantee; returns the report."""
+    rng = random.Random(seed)
+    report = Report(seed=seed)
+    started = datetime.now(UTC)
+    client = Client(platform.base_url, key, patience_s=drain_timeout_s)
+    receiver = Receiver()
+    with receiver.running():
+        for path, (reply, _) in ENDPOINTS.items():
+            receiver.script(path, then=reply)
+        endpoints = {
+            path: client.call(
+                "POST",
+                "/v1/webhook_endpoints",
+                {"url": receiver.url(path), "enabled_events": types},
+                key=f"endpoint-{path}-{seed}",
+            ).json()["id"]
+            for path, (_, types) in ENDPOINTS.items()
+        }
+        flows = [
+            Flow(
+                card=CARDS[index % len(CARDS)],
+                # The first is an approved card held for capture, so the slow endpoint has work.
+                manual=index == 0 or rng.random() < 0.3,
+                refund=rng.random() < 0.4,
+                key=f"chaos-{seed}-{index}-{secrets.token_hex(4)}",
+            )
+            for index in range(payments)
+        ]
+        stop = threading.Event()
+        injector = FaultInjector(platform, rng, report)
+        fault_thread = threading.Thread(target=injector.run, args=(faults, stop), daemon=True)
+        fault_thread.start()
+        try:
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                for done in [
+                    pool.submit(_drive, client, flow, timeout_s=drain_timeout_s) for flow in flows
+                ]:
+                    done.result()
+            fault_thread.join(timeout=drain_timeout_s)
+        finally:
+            stop.set()
+            fault_thread.join(timeout=60)
+        _restart_dead(platform, report)
+        platform.wait_healthy(timeout_s=drain_timeout_s)
+        _check_payments(platform, client, flows, started, report)
+        _check_ledger(platform, started, report)
+        _check_webhooks(client, endpoints, drain_timeout_s, report)
+        _check_idempotency(client, flows, report)
+    return report
+
+
+def _check_payments(
+    platform: LocalPlatform, client: Client, flows: list[Flow], started: datetime, report: Report
+) -> None:
+    statuses = {
+        flow.payment_id: client.call("GET", f"/v1/payments/{flow.payment_id}").json()["status"]
+        for flow in flows
+    }
+    assert set(statuses.values()) <= FINAL, Counter(statuses.values())
+    report.counts.update(f"payments {status}" for status in statuses.values())
+    captures: Counter[str] = Counter()
+    refunds: Counter[str] = Counter()
+    with grpc.insecure_channel(platform.settings.target("payment")) as channel:
+        stub = payment_internal_pb2_grpc.PaymentInternalServiceStub(channel)
+        token = ""
+        while True:
+            reply = stub.ListProcessorRecords(
+                payment_internal_pb2.ListProcessorRecordsRequest(
+                    start_time=_timestamp(started - timedelta(minutes=5)),
+                    end_time=_timestamp(datetime.now(UTC) + timedelta(minutes=5)),
+                    page_size=100,
+                    page_token=token,
+                ),
+                timeout=60,
+            )
+            for record in reply.records:
+                if record.kind == "capture":
+                    captures[record.payment_id] += 1
+                else:
+                    refunds[record.refund_id] += 1
+            token = reply.next_page_token
+            if not token:
+                break
+    for payment_id, status in statuses.items():
+        expected = 1 if status == "succeeded" else 0
+        assert captures[payment_id] == expected, (payment_id, status, captures[payment_id])
+    assert all(count == 1 for count in refunds.values()), refunds
+    report.counts["processor captures (exactly one per succeeded payment)"] = sum(captures.values())
+    report.counts["processor refunds (at most one per refund)"] = sum(refunds.values())
+
+
+def _check_ledger(platform: LocalPlatform, started: datetime, report: Report) -> None:
+    with grpc.insecure_channel(platform.settings.target("ledger")) as channel:
+        stub = ledger_internal_pb2_grpc.LedgerInternalServiceStub(channel)
+        balance = stub.GetTrialBalance(ledger_internal_pb2.GetTrialBalanceRequest(), timeout=60)
+        assert balance.balanced, balance
+        for totals in balance.currencies:
+            assert totals.debits == totals.credits, totals
+        reconciliation = stub.Reconcile(
+            ledger_internal_pb2.ReconcileRequest(
+                start_time=_timestamp(started - timedelta(minutes=1)),
+                end_time=_timestamp(datetime.now(UTC)),
+            ),
+            timeout=120,
+        )
+    assert list(reconciliation.mismatches) == [], reconciliation.mismatches
+    report.counts["reconciliation movements checked (0 mismatches)"] = reconciliation.checked_count
+    report.counts["trial balance currencies (balanced)"] = len(balance.currencies)
+
+
+def _deliveries_final(client: Client, endpoint_id: str) -> list[dict[str, Any]] | None:
+    listed = _pages(client, f"/v1/webhook_endpoints/{endpoint_id}/deliveries", "deliveries")
+    return listed if all(item["status"] in DELIVERY_FINAL for item in listed) else None
+
+
+def _check_webhooks(
+    client: Client, endpoints: dict[str, str], timeout_s: float, report: Report
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        listed_events = _pages(client, "/v1/events", "events")
+        events = {event["id"] for event in listed_events}
+        per_endpoint = {path: _deliveries_final(client, eid) for path, eid in endpoints.items()}
+        ok = per_endpoint["/ok"] or []
+        reached = {d["event_id"] for d in ok if d["status"] == "delivered"}
+        if reached >= events and all(listed is not None for listed in per_endpoint.values()):
+            break
+        assert time.monotonic() < deadline, "webhook deliveries did not drain"
+        time.sleep(1.0)
+    report.counts["events"] = len(events)
+    for path, listed in per_endpoint.items():
+        assert listed is not None
+        types = ENDPOINTS[path][1]
+        subscribed = {e["id"] for e in listed_events if types == ["*"] or e["type"] in types}
+        delivered = {d["event_id"] for d in listed if d["status"] == "delivered"}
+        dead = {d["event_id"] for d in listed if d["status"] == "dead"}
+        report.counts[f"deliveries to {path}: delivered"] = len(delivered)
+        report.counts[f"deliveries to {path}: dead-lettered"] = len(dead)
+        if path == "/gone":
+            # 410 disables the endpoint: what it had is dead-lettered, nothing newer is sent.
+            endpoint = client.call("GET", f"/v1/webhook_endpoints/{endpoints[path]}").json()
+            assert not endpoint.get("enabled", False), endpoint  # proto3 JSON omits false
+            assert listed and not delivered, listed
+            continue
+        assert subscribed, path  # the workload made events of every subscribed kind
+        assert delivered | dead >= subscribed, (path, sorted(subscribed - delivered - dead)[:5])
+
+
+def _check_idempotency(client: Client, flows: list[Flow], report: Report) -> None:
+    # Each create once more with its key: the stored outcome comes back, not a new payment.
+    for flow in flows:
+        again = client.call("POST", "/v1/payments", flow.body, key=flow.key)
+        assert again.status_code == 200, again.text
+    doubled = {key: ids for key, ids in client.outcomes.items() if len(ids) > 1}
+    assert not doubled, doubled
+    report.counts["idempotency keys (one outcome each)"] = len(client.outcomes)

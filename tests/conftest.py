@@ -1,0 +1,160 @@
+"""Fixtures that run the real platform: embedded PostgreSQL and Redis, Envoy, every service.
+
+Shared by tests/integration and tests/browser, so one session starts one platform.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from services.admin import merchants
+from services.common.db import make_engine, make_sessionmaker, transaction
+from services.runtime.platform import LocalPlatform, free_port_settings
+
+
+@dataclass(frozen=True)
+class MerchantKeys:
+    """A merchant made for one test, with test-mode keys."""
+
+    id: str
+    secret_key: str
+    publishable_key: str
+
+
+def _fresh_database(url: str) -> str:
+    """A new empty database on the server at `url` (tests never share one)."""
+    name = f"paymesh_test_{secrets.token_hex(4)}"
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+    """The whole platform, started once per test session on free ports."""
+    data_dir: Path = tmp_path_factory.mktemp("paymesh")
+    ports = free_port_settings()
+    variables = {
+        **ports,
+        "PAYMESH_DATA_DIR": str(data_dir),
+        # Checkout links in payments point at this platform's edge, as a browser reaches it.
+        "PAYMESH_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['PAYMESH_HTTP_PORT']}",
+        "PAYMESH_AUTH_CACHE_TTL_S": "1",
+        # Every test calls from 127.0.0.1, and many send bad keys on purpose; the throttle of
+        # failed authentications is tested on its own platform (tests/security).
+        "PAYMESH_API_AUTH_FAILURES_MAX": "100000",
+        "PAYMESH_LOG_LEVEL": "INFO",
+        "PAYMESH_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+        # Webhooks: a short retry schedule and timeout so retry and dead-letter tests are quick.
+        "PAYMESH_WEBHOOK_RETRY_SCHEDULE": "1,1,1",
+        "PAYMESH_WEBHOOK_TIMEOUT_S": "3",
+        "PAYMESH_WEBHOOK_LEASE_MARGIN_S": "2",
+        "PAYMESH_WEBHOOK_SWEEP_INTERVAL_S": "0.5",
+        # Payments: a quick sweeper and short outbox backoff, so re-drives and expiries show
+        # up within a test's patience.
+        "PAYMESH_PAYMENT_SWEEP_INTERVAL_S": "0.5",
+        "PAYMESH_PAYMENT_STUCK_AFTER_S": "5",
+        "PAYMESH_PAYMENT_OUTBOX_RETRY_DELAY_MAX_S": "2",
+    }
+    if os.environ.get("PAYMESH_DATABASE_URL"):
+        variables["PAYMESH_DATABASE_URL"] = _fresh_database(os.environ["PAYMESH_DATABASE_URL"])
+    running = LocalPlatform(variables)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def sessions(platform: LocalPlatform):  # type: ignore[no-untyped-def]
+    """Direct database sessions, for arranging tests and checking what was stored."""
+    engine = make_engine(platform.settings.require_database_url(), pool_size=2)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def merchant(sessions) -> MerchantKeys:  # type: ignore[no-untyped-def]
+    """A fresh merchant with test-mode secret and publishable keys."""
+    with transaction(sessions) as session:
+        created = merchants.create_merchant(session, name="Test Merchant")
+        secret = merchants.create_api_key(
+            session, merchant_id=created.id, mode="test", kind="secret"
+        )
+        publishable = merchants.create_api_key(
+            session, merchant_id=created.id, mode="test", kind="publishable"
+        )
+        return MerchantKeys(created.id, secret.key, publishable.key)
+
+
+@pytest.fixture
+def other_merchant(sessions) -> MerchantKeys:  # type: ignore[no-untyped-def]
+    """A second merchant, for tenant-isolation checks."""
+    with transaction(sessions) as session:
+        created = merchants.create_merchant(session, name="Other Merchant")
+        secret = merchants.create_api_key(
+            session, merchant_id=created.id, mode="test", kind="secret"
+        )
+        publishable = merchants.create_api_key(
+            session, merchant_id=created.id, mode="test", kind="publishable"
+        )
+        return MerchantKeys(created.id, secret.key, publishable.key)
+
+
+@pytest.fixture
+def api(platform: LocalPlatform) -> Iterator[httpx.Client]:
+    """An HTTP client for the edge."""
+    with httpx.Client(base_url=platform.base_url, timeout=30) as client:
+        yield client
+
+
+@dataclass(frozen=True)
+class OperatorLogin:
+    """An operator made for one test, logged in through the edge."""
+
+    id: str
+    email: str
+    password: str
+    role: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers of an admin call made by this operator."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def _operator_login(sessions, api: httpx.Client, role: str) -> OperatorLogin:  # type: ignore[no-untyped-def]
+    from services.admin import operators
+
+    email = f"{role}-{secrets.token_hex(6)}@paymesh.test"
+    password = secrets.token_urlsafe(12)
+    with transaction(sessions) as session:
+        operator_id = operators.create_operator(
+            session, email=email, password=password, role=role
+        ).id
+    response = api.post("/admin/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    return OperatorLogin(operator_id, email, password, role, response.json()["session_token"])
+
+
+@pytest.fixture
+def operator_login(sessions, api: httpx.Client) -> OperatorLogin:  # type: ignore[no-untyped-def]
+    """A fresh operator with the `operator` role and a session."""
+    return _operator_login(sessions, api, "operator")
+
+
+@pytest.fixture
+def viewer_login(sessions, api: httpx.Client) -> OperatorLogin:  # type: ignore[no-untyped-def]
+    """A fresh operator with the read-only `viewer` role and a session."""
+    return _operator_login(sessions, api, "viewer")

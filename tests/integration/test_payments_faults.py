@@ -1,0 +1,227 @@
+"""Fault drills on a platform of their own: a worker killed mid-payment, Redis down after commit."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import grpc
+import httpx
+import pytest
+from paymesh.ledger.v1 import ledger_internal_pb2, ledger_internal_pb2_grpc
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.admin import merchants
+from services.common.db import make_engine, make_sessionmaker, transaction
+from services.payment.models import OutboxMessage, ProcessorCharge
+from services.runtime import embedded
+from services.runtime.platform import LocalPlatform, free_port_settings
+from tests.integration.test_payments import card, charge_count, event_types, fetch, wait_for
+
+DRILL_TIMEOUT_S = 90.0
+
+
+@pytest.fixture(scope="module")
+def drill_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+    """A platform with a slow processor and a quick sweeper, for killing things in."""
+    data_dir: Path = tmp_path_factory.mktemp("paymesh-drill")
+    running = LocalPlatform(
+        {
+            **free_port_settings(),
+            "PAYMESH_DATA_DIR": str(data_dir),
+            "PAYMESH_AUTH_CACHE_TTL_S": "1",
+            # Each processor call takes this long, so a test can catch a payment mid-way.
+            "PAYMESH_PROCESSOR_LATENCY_MS": "1500",
+            "PAYMESH_PAYMENT_STUCK_AFTER_S": "4",
+            "PAYMESH_PAYMENT_SWEEP_INTERVAL_S": "0.5",
+            "PAYMESH_PAYMENT_OUTBOX_RETRY_DELAY_MAX_S": "1",
+        }
+    )
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def drill_sessions(drill_platform: LocalPlatform) -> Iterator[sessionmaker[Session]]:
+    """Direct database sessions on the drill platform."""
+    engine = make_engine(drill_platform.settings.require_database_url(), pool_size=2)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def drill_key(drill_sessions: sessionmaker[Session]) -> str:
+    """A test-mode secret key on the drill platform."""
+    with transaction(drill_sessions) as session:
+        made = merchants.create_merchant(session, name="Drill Shop")
+        return merchants.create_api_key(
+            session, merchant_id=made.id, mode="test", kind="secret"
+        ).key
+
+
+@pytest.fixture
+def drill_api(drill_platform: LocalPlatform) -> Iterator[httpx.Client]:
+    """An HTTP client for the drill platform's edge."""
+    with httpx.Client(base_url=drill_platform.base_url, timeout=30) as client:
+        yield client
+
+
+def ledger_transaction_ids(platform: LocalPlatform, payment_id: str) -> set[str]:
+    """The ledger transactions that a payment caused."""
+    with grpc.insecure_channel(platform.settings.target("ledger")) as channel:
+        stub = ledger_internal_pb2_grpc.LedgerInternalServiceStub(channel)
+        reply = stub.ListEntries(
+            ledger_internal_pb2.ListEntriesRequest(source_id=payment_id, page_size=100),
+            timeout=10,
+        )
+        return {entry.transaction_id for entry in reply.entries}
+
+
+def test_worker_killed_mid_payment__payment_still_succeeds_exactly_once(
+    drill_platform: LocalPlatform,
+    drill_api: httpx.Client,
+    drill_key: str,
+    drill_sessions: sessionmaker[Session],
+) -> None:
+    response = drill_api.post(
+        "/v1/payments",
+        json={"amount": 2500, "currency": "USD", "payment_method": {"card": card()}},
+        headers={"X-API-Key": drill_key},
+    )
+    assert response.status_code == 200, response.text
+    payment_id = response.json()["id"]
+    # Authorized at the processor, now waiting on the (slow) capture: kill it right there.
+    deadline = time.monotonic() + DRILL_TIMEOUT_S
+    while charge_count(drill_sessions, payment_id) == 0:
+        assert time.monotonic() < deadline, "the worker never authorized the payment"
+        time.sleep(0.05)
+    drill_platform.kill("payment-worker")
+    with transaction(drill_sessions) as session:
+        charge = session.scalars(
+            select(ProcessorCharge).where(ProcessorCharge.payment_id == payment_id)
+        ).one()
+        assert charge.status == "authorized", "the kill came too late to be mid-payment"
+    assert fetch(drill_api, drill_key, payment_id)["status"] == "processing"
+    drill_platform.start_process("payment-worker")
+
+    final = wait_for(drill_api, drill_key, payment_id, timeout_s=DRILL_TIMEOUT_S)
+    assert final["status"] == "succeeded"
+    assert final["amount_received"] == "2500"
+    assert charge_count(drill_sessions, payment_id) == 1
+    assert len(ledger_transaction_ids(drill_platform, payment_id)) == 1
+    assert event_types(drill_sessions, payment_id) == ["payment.processing", "payment.succeeded"]
+
+
+def test_redis_down_after_commit__payment_processed_once_redis_is_back(
+    drill_platform: LocalPlatform,
+    drill_api: httpx.Client,
+    drill_key: str,
+    drill_sessions: sessionmaker[Session],
+) -> None:
+    redis_dir = drill_platform.settings.data_dir.resolve() / "redis"
+    port = urlsplit(drill_platform.settings.require_redis_url()).port
+    embedded.stop_redis(redis_dir)
+    try:
+        response = drill_api.post(
+            "/v1/payments",
+            json={"amount": 900, "currency": "EUR", "payment_method": {"card": card()}},
+            headers={"X-API-Key": drill_key},
+        )
+        assert response.status_code == 200, response.text
+        payment_id = response.json()["id"]
+        # The relay tried, failed, and kept the row.
+        deadline = time.monotonic() + DRILL_TIMEOUT_S
+        while True:
+            with transaction(drill_sessions) as session:
+                row = session.scalars(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.kind == "job")
+                    .where(OutboxMessage.payload["args"][0].astext == payment_id)
+                ).first()
+                if row is not None and row.attempts >= 1:
+                    assert row.relay_time is None
+                    assert "redis" in row.last_error
+                    break
+            assert time.monotonic() < deadline, "the relay never tried the job"
+            time.sleep(0.1)
+    finally:
+        embedded.start_redis(redis_dir, port=port)
+    final = wait_for(drill_api, drill_key, payment_id, timeout_s=DRILL_TIMEOUT_S)
+    assert final["status"] == "succeeded"
+    assert charge_count(drill_sessions, payment_id) == 1
+    assert len(ledger_transaction_ids(drill_platform, payment_id)) == 1
+    # Re-drives the sweeper wrote while Redis was down go out too (and find nothing to do).
+    deadline = time.monotonic() + DRILL_TIMEOUT_S
+    while True:
+        with transaction(drill_sessions) as session:
+            pending = session.scalar(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.payload["args"][0].astext == payment_id)
+                .where(OutboxMessage.relay_time.is_(None))
+            )
+        if pending == 0:
+            break
+        assert time.monotonic() < deadline, f"{pending} job rows were never relayed"
+        time.sleep(0.2)
+    assert charge_count(drill_sessions, payment_id) == 1
+
+
+def test_webhook_service_down__events_wait_in_the_outbox_then_go_out(
+    drill_platform: LocalPlatform,
+    drill_api: httpx.Client,
+    drill_key: str,
+    drill_sessions: sessionmaker[Session],
+) -> None:
+    drill_platform.kill("webhook", signal.SIGKILL)
+    try:
+        response = drill_api.post(
+            "/v1/payments",
+            json={"amount": 300, "currency": "USD", "payment_method": {"card": card()}},
+            headers={"X-API-Key": drill_key},
+        )
+        assert response.status_code == 200, response.text
+        payment_id = response.json()["id"]
+        assert wait_for(drill_api, drill_key, payment_id)["status"] == "succeeded"
+        deadline = time.monotonic() + DRILL_TIMEOUT_S
+        while True:
+            with transaction(drill_sessions) as session:
+                rows = session.scalars(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.kind == "event")
+                    .where(OutboxMessage.payload["object"]["id"].astext == payment_id)
+                ).all()
+                if len(rows) == 2 and all(row.attempts >= 1 for row in rows):
+                    assert all(row.relay_time is None for row in rows)
+                    assert all("webhook" in row.last_error for row in rows)
+                    break
+            assert time.monotonic() < deadline, "the relay never tried the events"
+            time.sleep(0.1)
+    finally:
+        drill_platform.start_process("webhook")
+    deadline = time.monotonic() + DRILL_TIMEOUT_S
+    while event_types_relayed(drill_sessions, payment_id) != 2:
+        assert time.monotonic() < deadline, "the events never went out"
+        time.sleep(0.2)
+
+
+def event_types_relayed(sessions: sessionmaker[Session], payment_id: str) -> int:
+    """How many of a payment's events the relay handed to the webhook service."""
+    with transaction(sessions) as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.kind == "event")
+                .where(OutboxMessage.payload["object"]["id"].astext == payment_id)
+                .where(OutboxMessage.relay_time.is_not(None))
+            )
+            or 0
+        )

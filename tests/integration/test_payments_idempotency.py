@@ -1,0 +1,214 @@
+"""Idempotency-Key rules through Envoy: replay, reuse, in use, scope, failures, expiry, races."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import select
+
+from services.admin import merchants
+from services.common.db import transaction
+from services.payment.models import IdempotencyKey
+from services.runtime.platform import LocalPlatform
+from tests.integration.conftest import MerchantKeys
+from tests.integration.test_payments import (
+    card,
+    charge_count,
+    create_payment,
+    paid,
+    payment_count,
+    reason,
+    violations,
+    wait_for,
+)
+
+SWEEP_TIMEOUT_S = 30.0
+
+
+def key_row(sessions, merchant_id: str, key: str) -> IdempotencyKey | None:  # type: ignore[no-untyped-def]
+    """The stored idempotency key of a merchant's create_payment call, if any."""
+    with transaction(sessions) as session:
+        return session.scalars(
+            select(IdempotencyKey).where(
+                IdempotencyKey.merchant_id == merchant_id, IdempotencyKey.key == key
+            )
+        ).one_or_none()
+
+
+def test_same_key_same_request__replays_status_and_body_with_header(
+    api: httpx.Client, merchant: MerchantKeys, sessions
+) -> None:  # type: ignore[no-untyped-def]
+    body = {"amount": 1500, "currency": "GBP", "payment_method": {"card": card()}}
+    first = create_payment(api, merchant.secret_key, idempotency_key="order-1", **body)
+    assert first.status_code == 200, first.text
+    assert "idempotent-replayed" not in first.headers
+    wait_for(api, merchant.secret_key, first.json()["id"])
+    for _ in range(3):
+        again = create_payment(api, merchant.secret_key, idempotency_key="order-1", **body)
+        assert again.status_code == 200
+        assert again.headers["idempotent-replayed"] == "true"
+        # The stored response, not the payment as it is now.
+        assert again.json() == first.json()
+        assert again.json()["status"] == "processing"
+    assert payment_count(sessions, merchant.id) == 1
+    assert charge_count(sessions, first.json()["id"]) == 1
+
+
+def test_same_key_different_request__is_rejected_and_changes_nothing(
+    api: httpx.Client, merchant: MerchantKeys, sessions
+) -> None:  # type: ignore[no-untyped-def]
+    first = create_payment(api, merchant.secret_key, idempotency_key="k-reuse", amount=100)
+    assert first.status_code == 200
+    other = create_payment(api, merchant.secret_key, idempotency_key="k-reuse", amount=101)
+    assert other.status_code == 400
+    assert reason(other) == "IDEMPOTENCY_KEY_REUSED"
+    assert payment_count(sessions, merchant.id) == 1
+
+
+def test_key_in_use__409_while_the_first_request_runs_then_taken_over_when_abandoned(
+    api: httpx.Client, merchant: MerchantKeys, sessions, platform: LocalPlatform
+) -> None:  # type: ignore[no-untyped-def]
+    now = datetime.now(UTC)
+    with transaction(sessions) as session:
+        session.add(
+            IdempotencyKey(
+                merchant_id=merchant.id,
+                livemode=False,
+                operation="create_payment",
+                key="busy",
+                request_hash="0" * 64,
+                state="in_progress",
+                lock_time=now,
+                create_time=now,
+                expire_time=now + timedelta(days=1),
+            )
+        )
+    response = create_payment(api, merchant.secret_key, idempotency_key="busy")
+    assert response.status_code == 409
+    assert reason(response) == "IDEMPOTENCY_KEY_IN_USE"
+    assert payment_count(sessions, merchant.id) == 0
+    lock_timeout_s = platform.settings.idempotency_lock_timeout_s
+    with transaction(sessions) as session:
+        row = session.get(IdempotencyKey, (merchant.id, False, "create_payment", "busy"))
+        assert row is not None
+        row.lock_time = now - timedelta(seconds=lock_timeout_s + 1)
+    taken_over = create_payment(api, merchant.secret_key, idempotency_key="busy")
+    assert taken_over.status_code == 200, taken_over.text
+    assert payment_count(sessions, merchant.id) == 1
+    replay = create_payment(api, merchant.secret_key, idempotency_key="busy")
+    assert replay.headers["idempotent-replayed"] == "true"
+
+
+def test_fifty_concurrent_identical_requests__one_payment_one_charge(
+    platform: LocalPlatform, merchant: MerchantKeys, sessions
+) -> None:  # type: ignore[no-untyped-def]
+    body = {"amount": 4200, "currency": "USD", "payment_method": {"card": card()}}
+    headers = {"X-API-Key": merchant.secret_key, "Idempotency-Key": "race-50"}
+
+    def send(_: int) -> httpx.Response:
+        with httpx.Client(base_url=platform.base_url, timeout=60) as client:
+            return client.post("/v1/payments", json=body, headers=headers)
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        responses = list(pool.map(send, range(50)))
+    codes = {response.status_code for response in responses}
+    assert codes <= {200, 409}, [r.text for r in responses if r.status_code not in (200, 409)]
+    for response in responses:
+        if response.status_code == 409:
+            assert reason(response) == "IDEMPOTENCY_KEY_IN_USE"
+    ids = {response.json()["id"] for response in responses if response.status_code == 200}
+    assert len(ids) == 1
+    assert payment_count(sessions, merchant.id) == 1
+    payment_id = ids.pop()
+    with httpx.Client(base_url=platform.base_url, timeout=30) as client:
+        assert wait_for(client, merchant.secret_key, payment_id)["status"] == "succeeded"
+        # Whoever got a 409 retries and gets the stored response.
+        retry = client.post("/v1/payments", json=body, headers=headers)
+    assert retry.status_code == 200 and retry.json()["id"] == payment_id
+    assert charge_count(sessions, payment_id) == 1
+
+
+def test_validation_failures_are_not_stored(
+    api: httpx.Client, merchant: MerchantKeys, sessions
+) -> None:  # type: ignore[no-untyped-def]
+    bad = create_payment(api, merchant.secret_key, idempotency_key="fix-me", amount=0)
+    assert bad.status_code == 400
+    assert key_row(sessions, merchant.id, "fix-me") is None
+    good = create_payment(api, merchant.secret_key, idempotency_key="fix-me", amount=10)
+    assert good.status_code == 200, good.text
+    assert "idempotent-replayed" not in good.headers
+
+
+def test_state_failures_are_not_stored(api: httpx.Client, merchant: MerchantKeys, sessions) -> None:  # type: ignore[no-untyped-def]
+    payment = paid(api, merchant.secret_key, amount=100)
+    headers = {"X-API-Key": merchant.secret_key, "Idempotency-Key": "refund-too-much"}
+    over = api.post(
+        "/v1/refunds", json={"payment_id": payment["id"], "amount": 101}, headers=headers
+    )
+    assert over.status_code == 400 and reason(over) == "AMOUNT_TOO_LARGE"
+    assert key_row(sessions, merchant.id, "refund-too-much") is None
+
+
+def test_auth_failures_are_not_stored(api: httpx.Client, merchant: MerchantKeys, sessions) -> None:  # type: ignore[no-untyped-def]
+    denied = create_payment(api, merchant.publishable_key, idempotency_key="auth-1")
+    assert denied.status_code == 403
+    assert key_row(sessions, merchant.id, "auth-1") is None
+    allowed = create_payment(api, merchant.secret_key, idempotency_key="auth-1")
+    assert allowed.status_code == 200
+    assert "idempotent-replayed" not in allowed.headers
+
+
+def test_keys_are_scoped_to_merchant_mode_and_operation(
+    api: httpx.Client, merchant: MerchantKeys, other_merchant: MerchantKeys, sessions
+) -> None:  # type: ignore[no-untyped-def]
+    mine = create_payment(api, merchant.secret_key, idempotency_key="shared", amount=100)
+    theirs = create_payment(api, other_merchant.secret_key, idempotency_key="shared", amount=999)
+    assert mine.status_code == theirs.status_code == 200
+    assert mine.json()["id"] != theirs.json()["id"]
+    assert "idempotent-replayed" not in theirs.headers
+    with transaction(sessions) as session:
+        live_key = merchants.create_api_key(
+            session, merchant_id=merchant.id, mode="live", kind="secret"
+        ).key
+    live = create_payment(api, live_key, idempotency_key="shared", amount=555)
+    assert live.status_code == 200 and live.json()["livemode"] is True
+    payment = paid(api, merchant.secret_key, amount=300)
+    refund = api.post(
+        "/v1/refunds",
+        json={"payment_id": payment["id"]},
+        headers={"X-API-Key": merchant.secret_key, "Idempotency-Key": "shared"},
+    )
+    assert refund.status_code == 200, refund.text
+
+
+def test_key_length_limit(api: httpx.Client, merchant: MerchantKeys, sessions) -> None:  # type: ignore[no-untyped-def]
+    longest = create_payment(api, merchant.secret_key, idempotency_key="k" * 255)
+    assert longest.status_code == 200
+    too_long = create_payment(api, merchant.secret_key, idempotency_key="k" * 256)
+    assert too_long.status_code == 400
+    assert "Idempotency-Key" in violations(too_long)
+    assert payment_count(sessions, merchant.id) == 1
+
+
+def test_expired_keys_are_swept_and_free_again(
+    api: httpx.Client, merchant: MerchantKeys, sessions
+) -> None:  # type: ignore[no-untyped-def]
+    first = create_payment(api, merchant.secret_key, idempotency_key="old", amount=100)
+    row = key_row(sessions, merchant.id, "old")
+    assert row is not None
+    assert row.expire_time - row.create_time >= timedelta(hours=24)
+    with transaction(sessions) as session:
+        stored = session.get(IdempotencyKey, (merchant.id, False, "create_payment", "old"))
+        assert stored is not None
+        stored.expire_time = datetime.now(UTC) - timedelta(seconds=1)
+    deadline = time.monotonic() + SWEEP_TIMEOUT_S
+    while key_row(sessions, merchant.id, "old") is not None:
+        assert time.monotonic() < deadline, "the expired key was never swept"
+        time.sleep(0.2)
+    fresh = create_payment(api, merchant.secret_key, idempotency_key="old", amount=200)
+    assert fresh.status_code == 200
+    assert fresh.json()["id"] != first.json()["id"]
+    assert "idempotent-replayed" not in fresh.headers

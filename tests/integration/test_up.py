@@ -1,0 +1,122 @@
+"""`paymesh up` end to end: it comes up, its curl example works, Ctrl-C leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from services.runtime.platform import free_port_settings
+
+BANNER_TIMEOUT_S = 180
+
+
+def _start_up(data_dir: Path, ports: dict[str, str]) -> subprocess.Popen[str]:
+    env = {**os.environ, **ports, "PAYMESH_DATA_DIR": str(data_dir)}
+    env.pop("PAYMESH_DATABASE_URL", None)
+    env.pop("PAYMESH_REDIS_URL", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.runtime.cli", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _read_banner(process: subprocess.Popen[str]) -> dict[str, str]:
+    """Reads output until the banner's last line; returns what it printed."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + BANNER_TIMEOUT_S
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Ctrl-C stops every process" in line:
+            text = "".join(lines)
+            secret = re.search(r"secret key\s+(sk_test_\w+)", text)
+            curl = re.search(r"curl -s (\S+)", text)
+            assert secret and curl, text
+            return {"secret_key": secret.group(1), "url": curl.group(1), "text": text}
+    pytest.fail("paymesh up printed no banner:\n" + "".join(lines[-40:]))
+
+
+def _drain(process: subprocess.Popen[str]) -> None:
+    """Keeps reading output so the children never block on a full pipe."""
+    assert process.stdout is not None
+    for _ in process.stdout:
+        pass
+
+
+def _stop(process: subprocess.Popen[str]) -> list[psutil.Process]:
+    """Sends Ctrl-C (SIGINT) and returns what was running under it just before."""
+    tree: list[psutil.Process] = psutil.Process(process.pid).children(recursive=True)
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    return tree
+
+
+def _embedded_pids(data_dir: Path) -> list[int]:
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if str(data_dir) in cmdline and proc.info["pid"] != os.getpid():
+            found.append(proc.info["pid"])
+    return found
+
+
+def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    return [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_up_serves_its_curl_example_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    data_dir = tmp_path / "paymesh"
+    ports = free_port_settings()
+    process = _start_up(data_dir, ports)
+    try:
+        banner = _read_banner(process)
+        response = httpx.post(
+            banner["url"],
+            headers={"X-API-Key": banner["secret_key"], "Idempotency-Key": "up-test-1"},
+            json={"amount": 100, "currency": "INR"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["id"].startswith("pay_")
+        assert _embedded_pids(data_dir), "embedded servers should run under the data dir"
+        tree = _stop(process)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert tree, "paymesh up should have started child processes"
+    assert not _alive(tree), [p.cmdline() for p in _alive(tree)]
+    deadline = time.monotonic() + 30
+    while _embedded_pids(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _embedded_pids(data_dir)
+
+    # A second start reuses the data: the same demo merchant and keys.
+    second = _start_up(data_dir, ports)
+    try:
+        again = _read_banner(second)
+        assert again["secret_key"] == banner["secret_key"]
+        _stop(second)
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+    assert not _embedded_pids(data_dir)
