@@ -18,6 +18,7 @@ help:
 	@echo "make test   - lint, contract checks, unit and integration tests"
 	@echo "make gen    - regenerate gen/ from protos/"
 	@echo "make bench  - benchmarks against same-run baselines (BENCH_QUICK=1: ~2 min)"
+	@echo "make chaos  - the long fault run (CHAOS_SEED=n repeats one); see docs/reliability.md"
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml

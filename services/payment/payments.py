@@ -69,6 +69,8 @@ def _start_processing(session: Session, payment: Payment, card: AttachedCard) ->
     payment.card_exp_year = card.exp_year
     payment.card_fingerprint = card.fingerprint
     payment.processor_token = card.token.token
+    payment.failure_code = ""
+    payment.failure_message = ""
     payment.status = "processing"
     outbox.drive_payment(session, payment)
     outbox.payment_event(session, payment, "payment.processing")
@@ -174,9 +176,14 @@ def get_payment_with_secret_or_raise(
     return payment
 
 
+# A declined payment may be confirmed again with another card (a new attempt), as a customer
+# on the checkout page expects; nothing was charged, so nothing can be charged twice.
+CONFIRMABLE_STATUSES = ("requires_payment_method", "failed")
+
+
 def check_confirmable(payment: Payment) -> None:
-    """PaymentStateInvalid unless the payment waits for a card."""
-    if payment.status != "requires_payment_method":
+    """PaymentStateInvalid unless the payment waits for a card or its last attempt failed."""
+    if payment.status not in CONFIRMABLE_STATUSES:
         raise PaymentStateInvalid(
             f"a payment in status {payment.status!r} cannot be confirmed",
             metadata={"status": payment.status},

@@ -85,7 +85,10 @@ def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
         platform.write_envoy_config(live)
         manager = Manager()
         for name, command in platform.processes(live).items():
-            manager.add_process(name, shlex.join(command), env={**environment.variables})
+            # honcho replaces a child's environment with the one given: pass everything on.
+            manager.add_process(
+                name, shlex.join(command), env={**os.environ, **environment.variables}
+            )
         banner = _banner(live, demo)
         threading.Thread(target=_announce, args=(live, banner), daemon=True).start()
         manager.loop()

@@ -153,7 +153,8 @@ class FaultInjector:
             self.postgres,
         ]
         for _ in range(count):
-            if stop.wait(self._rng.uniform(1.0, 4.0)):
+            # Spread over the workload rather than bunched at its start.
+            if stop.wait(self._rng.uniform(3.0, 12.0)):
                 return
             self._report.faults.append(self._rng.choice(kinds)())
 

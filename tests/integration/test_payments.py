@@ -776,3 +776,39 @@ def test_sweeper_redrives_a_payment_whose_job_was_lost(
     assert final["status"] == "succeeded"
     assert final["amount_received"] == "600"
     assert charge_count(sessions, body["id"]) == 1
+
+
+def test_confirm__a_declined_payment_can_be_paid_with_another_card(  # type: ignore[no-untyped-def]
+    api: httpx.Client, merchant: MerchantKeys, sessions
+) -> None:
+    body = created(api, merchant.secret_key, payment_method={"card": card("4000000000000002")})
+    declined = wait_for(api, merchant.secret_key, body["id"])
+    assert declined["status"] == "failed"
+    assert declined["failure_code"] == "card_declined"
+    assert charge_count(sessions, body["id"]) == 0
+
+    retry = api.post(
+        f"/v1/payments/{body['id']}/confirm",
+        json={"payment_method": {"card": card("5555555555554444")}},
+        headers={"X-API-Key": merchant.secret_key},
+    )
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["status"] == "processing"
+    assert retry.json()["failure_code"] == ""
+    settled = wait_for(api, merchant.secret_key, body["id"])
+    assert settled["status"] == "succeeded"
+    assert settled["card"]["brand"] == "mastercard"
+    assert settled["amount_received"] == settled["amount"]
+    assert charge_count(sessions, body["id"]) == 1
+    assert event_types(sessions, body["id"]) == [
+        "payment.processing",
+        "payment.failed",
+        "payment.processing",
+        "payment.succeeded",
+    ]
+    again = api.post(
+        f"/v1/payments/{body['id']}/confirm",
+        json={"payment_method": {"card": card()}},
+        headers={"X-API-Key": merchant.secret_key},
+    )
+    assert again.status_code == 400 and reason(again) == "PAYMENT_STATE_INVALID"

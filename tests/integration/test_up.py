@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -71,6 +72,18 @@ def _stop(process: subprocess.Popen[str]) -> list[psutil.Process]:
     return tree
 
 
+def _kill_tree(process: subprocess.Popen[str]) -> None:
+    """Last-resort cleanup of a failed run: honcho's children live in their own groups."""
+    try:
+        tree = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        tree = []
+    for proc in [*tree, psutil.Process(process.pid)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    process.wait(timeout=30)
+
+
 def _embedded_pids(data_dir: Path) -> list[int]:
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
@@ -102,7 +115,7 @@ def test_up_serves_its_curl_example_and_ctrl_c_stops_everything(tmp_path: Path) 
         tree = _stop(process)
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+            _kill_tree(process)
     assert tree, "paymesh up should have started child processes"
     assert not _alive(tree), [p.cmdline() for p in _alive(tree)]
     deadline = time.monotonic() + 30
@@ -118,5 +131,5 @@ def test_up_serves_its_curl_example_and_ctrl_c_stops_everything(tmp_path: Path) 
         _stop(second)
     finally:
         if second.poll() is None:
-            os.killpg(second.pid, signal.SIGKILL)
+            _kill_tree(second)
     assert not _embedded_pids(data_dir)

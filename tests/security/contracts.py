@@ -52,6 +52,8 @@ class RestMethod:
     body: str
     input_type: str
     fields: tuple[Field, ...]
+    # Server streaming: the answer is a long-lived stream, not one message.
+    streaming: bool = False
 
     @property
     def full_name(self) -> str:
@@ -150,6 +152,7 @@ def rest_methods() -> tuple[RestMethod, ...]:
                         body=rule.body,
                         input_type=method.input_type,
                         fields=fields,
+                        streaming=method.server_streaming,
                     )
                 )
     assert found, "no REST methods in the descriptor set"

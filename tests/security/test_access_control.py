@@ -86,11 +86,12 @@ def test_merchant_methods__publishable_keys_are_forbidden(
 def bad_keys(merchant: MerchantKeys) -> dict[str, dict[str, str]]:
     """Credentials that identify no one, by kind."""
     wrong_mode = merchant.secret_key.replace("sk_test_", "sk_live_", 1)
+    altered_last = "1" if merchant.secret_key.endswith("0") else "0"
     return {
         "missing": {},
         "empty": {"X-API-Key": ""},
         "malformed": {"X-API-Key": "sk_test_not-a-key"},
-        "bad checksum": {"X-API-Key": merchant.secret_key[:-1] + "0"},
+        "bad checksum": {"X-API-Key": merchant.secret_key[:-1] + altered_last},
         "unknown": {"X-API-Key": generate_key(kind="secret", mode="test")},
         "wrong mode": {"X-API-Key": wrong_mode},
         "basic auth": {"Authorization": f"Basic {merchant.secret_key}"},

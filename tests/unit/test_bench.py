@@ -121,7 +121,10 @@ def test_rows_from__every_goal_of_the_issue_gets_a_row() -> None:
             "offered_rate": 75.0,
         },
         "webhook_fanout": {"deliveries_per_s": 40.0, "noop_jobs_per_s": 100.0},
-        "memory": {"idle_rss_mib": {"payment": 90.0}, "loaded_peak_rss_mib": {"payment": 120.0}},
+        "memory": {
+            "idle_rss_mib": {"payment": 90.0, "postgres": 400.0},
+            "loaded_peak_rss_mib": {"payment": 320.0, "redis": 10.0},
+        },
         "startup": {"warm_s": 9.0, "cold_s": 30.0},
     }
     rows = rows_from(results)
@@ -134,7 +137,8 @@ def test_rows_from__every_goal_of_the_issue_gets_a_row() -> None:
     assert judged[("4 end to end", "payments/s sustained", "pgbench")] is True  # 80 >= 75
     assert judged[("4 end to end", "backlog at end", "offered")] is True
     assert judged[("5 webhook fan-out", "deliveries/s", "no-op")] is False
-    assert judged[("6 resources", "idle RSS max (payment)", "")] is True
+    assert judged[("6 resources", "idle RSS max (payment)", "postgres")] is True  # not postgres
+    assert judged[("6 resources", "loaded RSS max (payment)", "postgres")] is False
     assert judged[("6 resources", "warm start -> healthy", "")] is True
     text = report.table(rows)
     header = ["scenario", "figure", "value", "same-run", "baseline", "ratio", "goal", "status"]

@@ -272,6 +272,12 @@ export class CheckoutPage implements OnInit, OnDestroy {
       }
     } catch (error) {
       this.phase.set('form');
+      if (error instanceof ApiError && error.reason === 'PAYMENT_STATE_INVALID') {
+        // The payment no longer waits for a card: an earlier request of this attempt may have
+        // arrived after all, or the payment ended. Its status says what to show.
+        await this.afterRefusal();
+        return;
+      }
       if (error instanceof ApiError && error.status !== 0) {
         // The server refused this attempt for good: the next one is a new attempt.
         this.attemptKey = null;
@@ -285,6 +291,23 @@ export class CheckoutPage implements OnInit, OnDestroy {
     } finally {
       this.submitting = false;
     }
+  }
+
+  private async afterRefusal(): Promise<void> {
+    try {
+      const checkout = await call(PaymentService.method.getCheckout, {
+        paymentId: this.paymentId(),
+        clientSecret: this.clientSecret,
+      });
+      this.checkout.set(checkout);
+      if (['processing', 'succeeded', 'requires_capture'].includes(checkout.status)) {
+        this.show(checkout, true);
+        return;
+      }
+    } catch {
+      // Unknown: say what the customer can do.
+    }
+    this.unavailable('This payment can no longer be paid here. Go back to the shop to start a new payment.');
   }
 
   /** Clears the card so the customer can enter another one. */
