@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 from functools import cache
 
-from babel.numbers import get_currency_precision, list_currencies
+from babel.core import get_global
+from babel.numbers import get_currency_precision, get_territory_currencies
 
 # Money is an int64 count of minor units everywhere; bigger amounts are refused at the edge.
 AMOUNT_MAX = 99_999_999_999
@@ -12,11 +14,20 @@ AMOUNT_MAX = 99_999_999_999
 
 @cache
 def _currencies() -> frozenset[str]:
-    return frozenset(list_currencies())
+    # Babel's full list also holds withdrawn currencies (DEM) and ISO's codes that are not money
+    # one can charge (XXX, XTS, gold): only what some territory uses as legal tender today.
+    today = datetime.datetime.now(datetime.UTC).date()
+    return frozenset(
+        code
+        for territory in get_global("territory_currencies")
+        for code in get_territory_currencies(
+            territory, start_date=today, tender=True, non_tender=False
+        )
+    )
 
 
 def normalize_currency(code: str) -> str | None:
-    """The upper-case ISO 4217 code, or None when `code` is not a known currency."""
+    """The upper-case ISO 4217 code, or None unless it is a currency in use as legal tender."""
     upper = code.strip().upper()
     if len(upper) != 3 or upper not in _currencies():
         return None

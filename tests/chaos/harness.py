@@ -5,8 +5,9 @@ and webhook endpoints that succeed, fail, time out or answer 410, while a fault 
 paymesh processes (restarting them), kills Redis (restarted empty: its queues are lost) and
 stops PostgreSQL (then starts it again). Every client request carries an Idempotency-Key and is
 repeated with the same key through 5xx answers and broken connections, as a careful merchant
-would. After the faults it drains and checks what `docs/reliability.md` promises; `Report`
-says what was injected and what was counted.
+would. A supervisor thread restarts any process that exits on its own (as Kubernetes would;
+the workers exit when Redis goes away) and the report names them. After the faults it drains
+and checks what `docs/reliability.md` promises; `Report` says what was injected and counted.
 """
 
 from __future__ import annotations
@@ -81,7 +82,10 @@ class Report:
         lines = [f"chaos run, seed {self.seed}", f"faults injected ({len(self.faults)}):"]
         lines.extend(f"  - {fault}" for fault in self.faults)
         if self.restarted_after_crash:
-            lines.append(f"processes found dead and restarted: {self.restarted_after_crash}")
+            lines.append(
+                "processes that exited on their own, restarted by the harness's supervisor: "
+                f"{self.restarted_after_crash}"
+            )
         lines.append("checked:")
         lines.extend(f"  {name}: {count}" for name, count in sorted(self.counts.items()))
         return "\n".join(lines)
@@ -142,6 +146,8 @@ class FaultInjector:
         self._rng = rng
         self._report = report
         self._victims = sorted(set(processes(platform.settings)) - NOT_KILLED)
+        # Held while a fault is in progress, so the supervisor does not restart its victim.
+        self.lock = threading.Lock()
 
     def run(self, count: int, stop: threading.Event) -> None:
         """Injects faults until `count` are done or `stop` is set."""
@@ -156,7 +162,14 @@ class FaultInjector:
             # Spread over the workload rather than bunched at its start.
             if stop.wait(self._rng.uniform(3.0, 12.0)):
                 return
-            self._report.faults.append(self._rng.choice(kinds)())
+            with self.lock:
+                self._report.faults.append(self._rng.choice(kinds)())
+
+    def supervise(self, stop: threading.Event) -> None:
+        """Restarts any process that exited on its own, as Kubernetes or systemd would."""
+        while not stop.wait(1.0):
+            with self.lock:
+                _restart_dead(self._platform, self._report)
 
     def kill(self) -> str:
         """SIGKILLs one paymesh process and starts it again."""
@@ -303,6 +316,8 @@ def run_chaos(
         injector = FaultInjector(platform, rng, report)
         fault_thread = threading.Thread(target=injector.run, args=(faults, stop), daemon=True)
         fault_thread.start()
+        supervisor = threading.Thread(target=injector.supervise, args=(stop,), daemon=True)
+        supervisor.start()
         try:
             with ThreadPoolExecutor(max_workers=4) as pool:
                 for done in [
@@ -313,6 +328,7 @@ def run_chaos(
         finally:
             stop.set()
             fault_thread.join(timeout=60)
+            supervisor.join(timeout=60)
         _restart_dead(platform, report)
         platform.wait_healthy(timeout_s=drain_timeout_s)
         _check_payments(platform, client, flows, started, report)

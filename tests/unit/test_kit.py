@@ -22,6 +22,10 @@ def test_currencies_have_their_real_exponent() -> None:
     assert normalize_currency("usd") == "USD"
     assert normalize_currency("XXX1") is None
     assert normalize_currency("ZZZ") is None
+    for not_chargeable in ["XXX", "XTS", "XAU", "DEM", "FRF"]:
+        assert normalize_currency(not_chargeable) is None, not_chargeable
+    for in_use in ["EUR", "INR", "KWD", "JPY", "XOF", "CHF"]:
+        assert normalize_currency(in_use) == in_use
     assert minor_unit_exponent("USD") == 2
     assert minor_unit_exponent("JPY") == 0
     assert minor_unit_exponent("KWD") == 3
