@@ -93,10 +93,28 @@ def scaled() -> Iterator[LocalPlatform]:
         for service in SERVICE_NAMES:
             for grpc_port, _ in platform.settings.replica_ports(service):
                 _wait_serving(grpc_port)
+        _wait_envoy_sees_all_healthy(platform)
         yield platform
     finally:
         platform.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _wait_envoy_sees_all_healthy(platform: LocalPlatform, timeout_s: float = 60.0) -> None:
+    """Waits until Envoy's active health checks mark every copy healthy (round robin needs it)."""
+    wanted = {
+        (service, grpc_port)
+        for service in SERVICE_NAMES
+        for grpc_port, _ in platform.settings.replica_ports(service)
+    }
+    deadline = time.monotonic() + timeout_s
+    while True:
+        hosts = _envoy_hosts(platform)
+        if all(hosts.get(key) is not None and hosts[key].healthy for key in wanted):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Envoy still sees unhealthy copies: {hosts}")
+        time.sleep(0.2)
 
 
 def _wait_serving(port: int, timeout_s: float = 60.0) -> None:
