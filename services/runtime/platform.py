@@ -261,6 +261,7 @@ class LocalPlatform:
     """Runs the platform's processes as children, for tests, benchmarks and fault drills."""
 
     def __init__(self, variables: dict[str, str]) -> None:
+        self.given_variables = dict(variables)
         self.variables = dict(variables)
         self.settings = settings_from(self.variables)
         self.log_dir = self.settings.data_dir.resolve() / "logs"
@@ -273,7 +274,28 @@ class LocalPlatform:
         return f"http://127.0.0.1:{self.settings.http_port}"
 
     def start(self, *, timeout_s: float = 90.0) -> None:
-        """Starts embedded servers, migrates, starts every process, waits until all healthy."""
+        """Starts the platform; one failed start is retried on fresh ports.
+
+        Free ports are picked before the processes bind them, so on a busy machine another
+        listener can take one in between (Envoy then exits), and a start racing other servers
+        can fail: the second attempt stops what the first started and tries again.
+        """
+        try:
+            self._start_once(timeout_s=timeout_s)
+        except (embedded.EmbeddedServerError, RuntimeError, TimeoutError):
+            logger.warning("the platform did not start; retrying once on fresh ports")
+            self.stop()
+            self.children = {}
+            self.environment = None
+            fresh = free_port_settings()
+            self.variables = {
+                **self.given_variables,
+                **{k: v for k, v in fresh.items() if k in self.given_variables},
+            }
+            self.settings = settings_from(self.variables)
+            self._start_once(timeout_s=timeout_s)
+
+    def _start_once(self, *, timeout_s: float) -> None:
         self.environment = prepare(self.settings)
         self.variables.update(self.environment.variables)
         self.settings = settings_from(self.variables)
