@@ -14,7 +14,7 @@ from services.admin.errors import ApiKeyNotFound, MerchantNotFound
 from services.admin.models import ApiKey, Merchant
 from services.common.api_keys import Kind, Mode, generate_key, parse_key
 from services.common.errors import InvalidArgument
-from services.common.ids import new_id
+from services.common.ids import has_prefix, new_id
 
 DEFAULT_FEE_BPS = 290
 DEFAULT_FEE_FIXED = 30
@@ -53,8 +53,8 @@ def create_merchant(
 
 
 def get_merchant_or_raise(session: Session, merchant_id: str) -> Merchant:
-    """The merchant, or MerchantNotFound."""
-    merchant = session.get(Merchant, merchant_id)
+    """The merchant, or MerchantNotFound (also for ids that cannot be one, e.g. with NUL)."""
+    merchant = session.get(Merchant, merchant_id) if has_prefix(merchant_id, "mer") else None
     if merchant is None:
         raise MerchantNotFound(f"no merchant {merchant_id!r}")
     return merchant
@@ -85,7 +85,9 @@ def create_api_key(session: Session, *, merchant_id: str, mode: Mode, kind: Kind
 
 def revoke_api_key(session: Session, *, key_id: str) -> ApiKey:
     """Revokes a key; revoking twice keeps the first revocation time."""
-    api_key = session.get(ApiKey, key_id, with_for_update=True)
+    api_key = (
+        session.get(ApiKey, key_id, with_for_update=True) if has_prefix(key_id, "key") else None
+    )
     if api_key is None:
         raise ApiKeyNotFound(f"no API key {key_id!r}")
     if api_key.revoke_time is None:

@@ -65,7 +65,7 @@ def _stop(process: subprocess.Popen[str]) -> list[psutil.Process]:
     tree: list[psutil.Process] = psutil.Process(process.pid).children(recursive=True)
     os.killpg(process.pid, signal.SIGINT)
     try:
-        process.wait(timeout=60)
+        process.wait(timeout=180)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         raise
