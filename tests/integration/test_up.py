@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,29 +37,36 @@ def _start_up(data_dir: Path, ports: dict[str, str]) -> subprocess.Popen[str]:
 
 
 def _read_banner(process: subprocess.Popen[str]) -> dict[str, str]:
-    """Reads output until the banner's last line; returns what it printed."""
+    """Reads output until the banner's last line, within a deadline; returns what it printed."""
     assert process.stdout is not None
+    stdout = process.stdout
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        # readline() blocks while paymesh up is silent: a thread reads (to the end, so the
+        # children never block on a full pipe) and the test keeps time.
+        for line in stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
     deadline = time.monotonic() + BANNER_TIMEOUT_S
-    lines: list[str] = []
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
+    seen: list[str] = []
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=remaining)
+        except queue.Empty:
             break
-        lines.append(line)
+        if line is None:
+            break
+        seen.append(line)
         if "Ctrl-C stops every process" in line:
-            text = "".join(lines)
+            text = "".join(seen)
             secret = re.search(r"secret key\s+(sk_test_\w+)", text)
             curl = re.search(r"curl -s (\S+)", text)
             assert secret and curl, text
             return {"secret_key": secret.group(1), "url": curl.group(1), "text": text}
-    pytest.fail("paymesh up printed no banner:\n" + "".join(lines[-40:]))
-
-
-def _drain(process: subprocess.Popen[str]) -> None:
-    """Keeps reading output so the children never block on a full pipe."""
-    assert process.stdout is not None
-    for _ in process.stdout:
-        pass
+    pytest.fail("paymesh up printed no banner in time:\n" + "".join(seen[-40:]))
 
 
 def _stop(process: subprocess.Popen[str]) -> list[psutil.Process]:
