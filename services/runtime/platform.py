@@ -51,6 +51,13 @@ class Environment:
         """The settings the processes will see."""
         return settings_from(self.variables)
 
+    def stop_started(self, data_dir: Path) -> None:
+        """Stops the embedded servers this environment started (not ones already running)."""
+        if self.started_postgres:
+            embedded.stop_postgres(data_dir / "pg")
+        if self.started_redis:
+            embedded.stop_redis(data_dir / "redis")
+
 
 def settings_from(variables: dict[str, str]) -> Settings:
     """Settings built from `variables` on top of this process's environment."""
@@ -114,10 +121,7 @@ def database(settings: Settings) -> Iterator[Settings]:
     try:
         yield environment.settings()
     finally:
-        if environment.started_postgres:
-            embedded.stop_postgres(settings.data_dir.resolve() / "pg")
-        if environment.started_redis:
-            embedded.stop_redis(settings.data_dir.resolve() / "redis")
+        environment.stop_started(settings.data_dir.resolve())
 
 
 def migrate(settings: Settings) -> None:
@@ -347,10 +351,5 @@ class LocalPlatform:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-        data_dir = self.settings.data_dir.resolve()
-        if self.environment is None:
-            return
-        if self.environment.started_postgres:
-            embedded.stop_postgres(data_dir / "pg")
-        if self.environment.started_redis:
-            embedded.stop_redis(data_dir / "redis")
+        if self.environment is not None:
+            self.environment.stop_started(self.settings.data_dir.resolve())
