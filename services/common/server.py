@@ -22,6 +22,9 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram, start_http_server
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 
 from services.common.auth import (
     ApiKeyAuthenticator,
@@ -32,7 +35,13 @@ from services.common.auth import (
     operator_var,
     principal_var,
 )
-from services.common.errors import DomainError, InvalidArgument, Unauthenticated, internal_status
+from services.common.errors import (
+    DomainError,
+    InvalidArgument,
+    Unauthenticated,
+    Unavailable,
+    internal_status,
+)
 from services.common.logs import request_id_var
 from services.common.ratelimit import ApiRateLimiter, RateLimited, client_address
 
@@ -174,6 +183,7 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     async def _fail(
         self, method: str, context: grpc.aio.ServicerContext[Any, Any], error: Exception
     ) -> None:
+        error = _as_domain_error(method, error)
         if isinstance(error, DomainError):
             RPC_TOTAL.labels(method, error.code.name).inc()
             if isinstance(error, RateLimited):
@@ -246,6 +256,25 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 raise
 
         return wrapper
+
+
+def _as_domain_error(method: str, error: Exception) -> Exception:
+    """Failures of the stores that are not bugs, as the status a client can act on.
+
+    A value PostgreSQL refuses (out of range, malformed) that got past validation is the
+    caller's INVALID_ARGUMENT; a database or Redis that cannot be reached is UNAVAILABLE, which
+    clients retry (a create with the same Idempotency-Key). Every other error stays INTERNAL.
+    The transaction has rolled back either way, so nothing was changed.
+    """
+    if isinstance(error, DataError):
+        logger.warning("%s: the database refused a value: %s", method, type(error.orig).__name__)
+        return InvalidArgument("a value is out of range or malformed", reason="VALUE_OUT_OF_RANGE")
+    if isinstance(
+        error, (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
+    ):
+        logger.warning("%s: a backing store is unreachable: %r", method, error)
+        return Unavailable("a backing service is unreachable right now; retry the call")
+    return error
 
 
 def create_server(

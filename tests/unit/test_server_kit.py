@@ -10,8 +10,11 @@ import asyncio
 from typing import Any
 
 import grpc
+import psycopg
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from psycopg.errors import NumericValueOutOfRange
+from sqlalchemy.exc import DataError, OperationalError
 
 from services.common.api_keys import generate_key
 from services.common.auth import ApiKeyAuthenticator, AuthPolicy, current_principal
@@ -37,6 +40,14 @@ async def _crash(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) ->
     raise RuntimeError("database password is hunter2")
 
 
+async def _bad_value(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    raise DataError("INSERT ...", {}, NumericValueOutOfRange("integer out of range"))
+
+
+async def _database_down(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    raise OperationalError("SELECT 1", {}, psycopg.OperationalError("connection refused"))
+
+
 async def _whoami(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
     return current_principal().merchant_id.encode()
 
@@ -50,6 +61,8 @@ def _spec() -> ServiceSpec:
             "Ok": _ok,
             "Invalid": _invalid,
             "Crash": _crash,
+            "BadValue": _bad_value,
+            "DatabaseDown": _database_down,
             "WhoAmI": _whoami,
         }.items()
     }
@@ -152,3 +165,20 @@ def test_health_answers_for_the_service() -> None:
             await server.stop(None)
 
     assert asyncio.run(check()) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_value_the_database_refuses_is_invalid_argument() -> None:
+    code, _, status = asyncio.run(_call("BadValue"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert info.reason == "VALUE_OUT_OF_RANGE"
+    assert "integer" not in status.message
+
+
+def test_an_unreachable_database_is_unavailable_so_clients_retry() -> None:
+    code, _, status = asyncio.run(_call("DatabaseDown"))
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert status is not None
+    assert "refused" not in status.message
