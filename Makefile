@@ -9,6 +9,9 @@ BUF_VERSION := 1.75.0
 BUF := $(BUILD)/node/node_modules/.bin/buf
 LINT_PATHS := services tests tools $(wildcard bench examples)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# gRPC's fork handlers abort processes that fork while a thread is in gRPC (services/__init__.py);
+# pytest's plugins import grpc before any paymesh module can switch them off.
+export GRPC_ENABLE_FORK_SUPPORT ?= 0
 
 .PHONY: help up test gen check-gen lint buf-lint buf-breaking envoy-validate unit integration bench chaos clean
 
@@ -76,9 +79,10 @@ up: venv gen frontend
 	$(VENV)/bin/paymesh up
 
 # The long fault run (tests/chaos; `make test` runs a bounded one). CHAOS_SEED=n repeats a run;
-# CHAOS_PAYMENTS and CHAOS_FAULTS size it.
+# CHAOS_PAYMENTS, CHAOS_FAULTS and CHAOS_NETWORK_FAULTS (on the fault proxies) size it.
 chaos: venv
 	CHAOS_PAYMENTS=$${CHAOS_PAYMENTS:-300} CHAOS_FAULTS=$${CHAOS_FAULTS:-25} \
+		CHAOS_NETWORK_FAULTS=$${CHAOS_NETWORK_FAULTS:-40} \
 		CHAOS_DRAIN_TIMEOUT_S=$${CHAOS_DRAIN_TIMEOUT_S:-900} $(PY) -m pytest tests/chaos -q -s
 
 # Benchmarks (never part of `make test`; see bench/README.md): about 10 minutes on 2 cores.
