@@ -53,10 +53,15 @@ check-gen: $(BUILD)/protodeps/.copied
 buf-lint: $(BUF) $(BUILD)/protodeps/.copied
 	$(BUF) lint
 
-# Compares the contracts with main; set BUF_AGAINST to compare with another ref.
-BUF_AGAINST ?= .git\#branch=main
+# Compares the contracts with main (BUF_AGAINST=<git ref> for another): that ref's protos and
+# buf.yaml are exported next to this checkout's google/api and google/rpc copies, which git
+# does not hold.
+BUF_AGAINST ?= main
 buf-breaking: $(BUF) $(BUILD)/protodeps/.copied
-	$(BUF) breaking --against '$(BUF_AGAINST)'
+	rm -rf $(BUILD)/against && mkdir -p $(BUILD)/against/$(BUILD)
+	git archive '$(BUF_AGAINST)' protos buf.yaml | tar -x -C $(BUILD)/against
+	cp -r $(BUILD)/protodeps $(BUILD)/against/$(BUILD)/protodeps
+	$(BUF) breaking --against $(BUILD)/against
 
 lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
