@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import select
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine
+from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
 # Constraint names follow one pattern so migrations and errors can name them.
@@ -31,16 +35,73 @@ def sqlalchemy_url(url: str) -> str:
     raise ValueError("database URL must be a postgresql:// URL")
 
 
+# A connection back in the pool for less than this is reused without a ping (PgBouncer's
+# `server_check_delay` has the same default); one idle longer is pinged, since a network
+# device may have dropped it without a word.
+IDLE_PING_AFTER_S = 30.0
+
+
+def closed_by_server(dbapi_connection: Any) -> bool:
+    """Whether an idle pooled connection was closed by the server, without a round trip.
+
+    An idle connection has nothing to read: after a transaction every reply has been consumed,
+    and paymesh never LISTENs. When PostgreSQL stops or a backend is terminated, the server
+    sends its FATAL message and closes the socket, which makes the socket readable; a poll
+    with no timeout sees that. A spurious server message (a parameter change after a reload)
+    only costs a reconnect.
+    """
+    if dbapi_connection.closed:
+        return True
+    poller = select.poll()
+    poller.register(dbapi_connection.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _check_on_checkout(engine: Engine) -> None:
+    """Replaces dead connections at checkout: a socket poll always, a ping after long idleness."""
+
+    def checkin(dbapi_connection: Any, connection_record: Any) -> None:
+        connection_record.info["checkin_time_s"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, connection_record: Any, connection_proxy: Any) -> None:
+        checkin_time_s = connection_record.info.get("checkin_time_s")
+        if checkin_time_s is None:  # just connected
+            return
+        alive = not closed_by_server(dbapi_connection)
+        if alive and time.monotonic() - checkin_time_s > IDLE_PING_AFTER_S:
+            try:
+                engine.dialect.do_ping(dbapi_connection)
+            except engine.dialect.loaded_dbapi.Error:
+                alive = False
+        if not alive:
+            # The pool then discards this connection and every one pooled before it (all dead
+            # after a restart) and hands out a new one, as pool_pre_ping does.
+            raise InvalidatePoolError("this pooled connection was closed or is dead")
+
+    event.listen(engine, "checkin", checkin)
+    event.listen(engine, "checkout", checkout)
+
+
 def make_engine(url: str, *, pool_size: int = 10, application_name: str = "paymesh") -> Engine:
-    """An engine with a bounded pool that checks connections before use."""
-    return create_engine(
+    """An engine with a bounded pool that replaces connections the server has closed.
+
+    `pool_pre_ping` would cost a `SELECT 1` round trip before every transaction. Instead a
+    checkout polls the idle socket (`closed_by_server`), so a PostgreSQL restart or a
+    terminated backend is found at no cost, and pings only a connection idle longer than
+    `IDLE_PING_AFTER_S`. A connection that dies during a transaction fails that transaction
+    (as it would with a ping), which callers see as UNAVAILABLE and retry; so does the next
+    transaction on one that died silently (a vanished host: no FIN, nothing to poll) within
+    `IDLE_PING_AFTER_S` of its last use, after which the pool replaces the rest.
+    """
+    engine = create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={"application_name": application_name, "connect_timeout": 10},
     )
+    _check_on_checkout(engine)
+    return engine
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

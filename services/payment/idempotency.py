@@ -1,14 +1,28 @@
 """Idempotency keys (Stripe's semantics, the IETF Idempotency-Key draft's rules).
 
-A key is scoped to (merchant, mode, operation). The first request claims it in a short
-transaction of its own (`claim`), so a second request with the same key sees it at once and
-answers IDEMPOTENCY_KEY_IN_USE instead of waiting. The request's work then runs in one
-transaction that also stores the response (`complete`), together with the payment and its
-outbox rows: either all of them commit or none. A request that fails (bad input, a state that
-does not allow it) releases its claim (`release`), so errors are never replayed and the client
-may retry with the same key. A claim whose request died is taken over after
-`idempotency_lock_timeout_s`; completed keys are kept `idempotency_key_ttl_s` (at least 24 h)
-and then swept.
+A key is scoped to (merchant, mode, operation). The operations that take one (create a payment,
+create a refund) call nothing outside this database between taking the key and answering, so
+the key, the work and the stored response share one transaction (`Runner.run`):
+
+1. `claim` takes a transaction-level advisory lock on the key and, holding it, inserts the key
+   (one statement: `INSERT ... SELECT ... WHERE pg_try_advisory_xact_lock(...) ON CONFLICT DO
+   NOTHING RETURNING`). The lock is held until the transaction ends, so a request with the
+   same key sent while the first runs does not get it and answers IDEMPOTENCY_KEY_IN_USE (409,
+   safe to retry) at once, without waiting; once the first has committed, a retry reads what
+   it left (below); if the first failed, its key went with its rollback and the retry runs.
+2. The work runs in the same transaction and `complete` stores its response (state
+   `completed`): the key, the payment or refund, its outbox rows and the response commit
+   together or not at all.
+3. A request that fails (bad input, a state that does not allow it) rolls back the whole
+   transaction, its key with it, so errors are never replayed and the client may retry with
+   the same key.
+
+A key that exists answers: completed, same request -> its stored response (a replay); another
+request -> IDEMPOTENCY_KEY_REUSED; expired but not swept yet -> free again. A key committed
+`in_progress` can only come from an earlier version, which claimed keys in a transaction of
+their own (during a rolling deploy, or left by a request that died): it answers
+IDEMPOTENCY_KEY_IN_USE until `idempotency_lock_timeout_s` has passed, then this request takes
+it over. Completed keys are kept `idempotency_key_ttl_s` (at least 24 h) and then swept.
 """
 
 from __future__ import annotations
@@ -21,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import ColumnElement, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -48,10 +62,9 @@ class Scope:
 
 @dataclass(frozen=True)
 class Claim:
-    """A key this request holds; `lock_time` tells it apart from a later taker-over."""
+    """A key this request holds, in its own open transaction."""
 
     scope: Scope
-    lock_time: datetime
 
 
 def validate_key(key: str) -> str:
@@ -77,90 +90,106 @@ def _where(scope: Scope):  # type: ignore[no-untyped-def]
     )
 
 
+def _key_lock(scope: Scope) -> ColumnElement[bool]:
+    """Tries the transaction-level advisory lock that marks this key's request as running."""
+    name = "\x1f".join(("idempotency", scope.merchant_id, str(scope.livemode), scope.operation))
+    return func.pg_try_advisory_xact_lock(func.hashtextextended(name + "\x1f" + scope.key, 0))
+
+
 def claim(
-    sessions: sessionmaker[Session],
+    session: Session,
     *,
     scope: Scope,
     fingerprint: str,
     ttl_s: float,
     lock_timeout_s: float,
 ) -> Claim | bytes:
-    """Claims the key for this request, or returns the stored response to replay."""
+    """Claims the key in the request's transaction, or returns the stored response to replay."""
     now = datetime.now(UTC)
-    with transaction(sessions) as session:
-        inserted = session.execute(
-            insert(IdempotencyKey)
-            .values(
-                merchant_id=scope.merchant_id,
-                livemode=scope.livemode,
-                operation=scope.operation,
-                key=scope.key,
-                request_hash=fingerprint,
-                state="in_progress",
-                lock_time=now,
-                create_time=now,
-                expire_time=now + timedelta(seconds=ttl_s),
+    values = {
+        "merchant_id": scope.merchant_id,
+        "livemode": scope.livemode,
+        "operation": scope.operation,
+        "key": scope.key,
+        "request_hash": fingerprint,
+        "state": "in_progress",
+        "lock_time": now,
+        "create_time": now,
+        "expire_time": now + timedelta(seconds=ttl_s),
+    }
+    columns = IdempotencyKey.__table__.c
+    # One statement: take the key's advisory lock and, holding it, insert the key. Without the
+    # lock (another request with this key is running) nothing is inserted and nothing waits.
+    inserted = session.execute(
+        insert(IdempotencyKey)
+        .from_select(
+            list(values),
+            select(*(literal(value, columns[name].type) for name, value in values.items())).where(
+                _key_lock(scope)
+            ),
+        )
+        .on_conflict_do_nothing()
+        .returning(IdempotencyKey.key)
+    ).first()
+    if inserted is not None:
+        return Claim(scope)
+    row = session.scalars(
+        select(IdempotencyKey).where(_where(scope)).with_for_update()
+    ).one_or_none()
+    if row is None:
+        if not session.scalar(select(_key_lock(scope))):
+            # Its holder has not committed: the first request is still running.
+            raise IdempotencyKeyInUse(
+                "a request with this Idempotency-Key is in progress; retry shortly"
             )
+        # The holder rolled back (its request failed) or the key was swept: it is free, and
+        # this transaction holds its lock now. (A holder that committed just after the read
+        # above leaves a row: the client's retry replays it.)
+        if session.execute(
+            insert(IdempotencyKey)
+            .values(values)
             .on_conflict_do_nothing()
             .returning(IdempotencyKey.key)
-        ).first()
-        if inserted is not None:
-            return Claim(scope, now)
-        row = session.scalars(
-            select(IdempotencyKey).where(_where(scope)).with_for_update()
-        ).one_or_none()
-        if row is None:  # swept between the insert and the select
-            raise IdempotencyKeyInUse("a request with this Idempotency-Key is in progress")
-        if row.expire_time <= now:
-            # Expired but not swept yet: the key is free again.
-            row.request_hash = fingerprint
-            row.state = "in_progress"
-            row.response = None
-            row.create_time = now
-            row.expire_time = now + timedelta(seconds=ttl_s)
-            row.lock_time = now
-            return Claim(scope, now)
-        if row.state == "in_progress":
-            if row.lock_time > now - timedelta(seconds=lock_timeout_s):
-                raise IdempotencyKeyInUse(
-                    "a request with this Idempotency-Key is in progress; retry shortly"
-                )
-            # The first request died before finishing: this one takes the key over.
-            row.request_hash = fingerprint
-            row.lock_time = now
-            return Claim(scope, now)
-        if not hmac.compare_digest(row.request_hash, fingerprint):
-            raise IdempotencyKeyReused(
-                "this Idempotency-Key was used with a different request",
-                metadata={"idempotency_key": scope.key[:64]},
+        ).first():
+            return Claim(scope)
+        raise IdempotencyKeyInUse("a request with this Idempotency-Key has just completed; retry")
+    if row.expire_time <= now:
+        # Expired but not swept yet: the key is free again.
+        row.request_hash = fingerprint
+        row.state = "in_progress"
+        row.response = None
+        row.create_time = now
+        row.expire_time = now + timedelta(seconds=ttl_s)
+        row.lock_time = now
+        return Claim(scope)
+    if row.state == "in_progress":
+        if row.lock_time > now - timedelta(seconds=lock_timeout_s):
+            raise IdempotencyKeyInUse(
+                "a request with this Idempotency-Key is in progress; retry shortly"
             )
-        assert row.response is not None, "a completed key has a response (check constraint)"
-        return row.response
+        # The request that claimed it died before finishing: this one takes the key over.
+        row.request_hash = fingerprint
+        row.lock_time = now
+        return Claim(scope)
+    if not hmac.compare_digest(row.request_hash, fingerprint):
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used with a different request",
+            metadata={"idempotency_key": scope.key[:64]},
+        )
+    assert row.response is not None, "a completed key has a response (check constraint)"
+    return row.response
 
 
 def complete(session: Session, *, claim: Claim, response: bytes) -> None:
-    """Stores the response in the request's own transaction (so it commits with the work)."""
+    """Stores the response in the transaction that claimed the key (it commits with the work)."""
     result = session.execute(
         update(IdempotencyKey)
         .where(_where(claim.scope))
         .where(IdempotencyKey.state == "in_progress")
-        .where(IdempotencyKey.lock_time == claim.lock_time)
         .values(state="completed", response=response)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        # Another request took the key over after ours was presumed dead; let it win.
-        raise IdempotencyKeyInUse("a request with this Idempotency-Key is in progress")
-
-
-def release(sessions: sessionmaker[Session], *, claim: Claim) -> None:
-    """Frees the key after a failed request, so nothing about the failure is kept."""
-    with transaction(sessions) as session:
-        session.execute(
-            delete(IdempotencyKey)
-            .where(_where(claim.scope))
-            .where(IdempotencyKey.state == "in_progress")
-            .where(IdempotencyKey.lock_time == claim.lock_time)
-        )
+    # The claim inserted or locked the row in this transaction: nobody else can change it.
+    assert result.rowcount == 1, "the claimed key is held by this transaction"  # type: ignore[attr-defined]
 
 
 def sweep_expired(session: Session, *, limit: int = 1000) -> int:
@@ -195,29 +224,23 @@ class Runner:
         work: Callable[[Session], M],
         parse: Callable[[bytes], M],
     ) -> tuple[M, bool]:
-        """The response and whether it is a replay; the work commits with the stored response."""
-        if key is None:
-            with transaction(self._sessions) as session:
+        """The response and whether it is a replay; key, work and response commit as one."""
+        with transaction(self._sessions) as session:
+            if key is None:
                 return work(session), False
-        scope = Scope(merchant_id, livemode, operation, key)
-        claimed = claim(
-            self._sessions,
-            scope=scope,
-            fingerprint=request_hash(
-                secret=self._hash_key,
-                operation=operation,
-                body=request.SerializeToString(deterministic=True),
-            ),
-            ttl_s=self._settings.idempotency_key_ttl_s,
-            lock_timeout_s=self._settings.idempotency_lock_timeout_s,
-        )
-        if isinstance(claimed, bytes):
-            return parse(claimed), True
-        try:
-            with transaction(self._sessions) as session:
-                response = work(session)
-                complete(session, claim=claimed, response=response.SerializeToString())
-                return response, False
-        except BaseException:
-            release(self._sessions, claim=claimed)
-            raise
+            claimed = claim(
+                session,
+                scope=Scope(merchant_id, livemode, operation, key),
+                fingerprint=request_hash(
+                    secret=self._hash_key,
+                    operation=operation,
+                    body=request.SerializeToString(deterministic=True),
+                ),
+                ttl_s=self._settings.idempotency_key_ttl_s,
+                lock_timeout_s=self._settings.idempotency_lock_timeout_s,
+            )
+            if isinstance(claimed, bytes):
+                return parse(claimed), True
+            response = work(session)
+            complete(session, claim=claimed, response=response.SerializeToString())
+            return response, False

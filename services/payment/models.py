@@ -49,6 +49,9 @@ class Payment(Base):
         CheckConstraint("amount > 0", name="amount_positive"),
         Index("ix_payments_merchant_created", "merchant_id", "livemode", "create_time"),
     )
+    # INSERT and UPDATE return the times the database sets (RETURNING), so a flushed payment
+    # can be shown without another SELECT.
+    __mapper_args__ = {"eager_defaults": True}
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(String(40))
@@ -98,6 +101,8 @@ class Refund(Base):
     """Money given back from a captured payment."""
 
     __tablename__ = "refunds"
+    # As for payments: INSERT and UPDATE return the times the database sets.
+    __mapper_args__ = {"eager_defaults": True}
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     payment_id: Mapped[str] = mapped_column(String(40), ForeignKey("payments.id"))

@@ -54,8 +54,8 @@ def add_event(
 
 def payment_event(session: Session, payment: Payment, event_type: str) -> str:
     """Writes `payment.<...>` with the payment as it is now (flushed so times are set)."""
+    # The mapper's eager defaults make the INSERT or UPDATE return the times it set.
     session.flush()
-    session.refresh(payment)
     return add_event(
         session,
         event_type=event_type,
@@ -66,9 +66,8 @@ def payment_event(session: Session, payment: Payment, event_type: str) -> str:
 
 
 def refund_event(session: Session, refund: Refund, event_type: str) -> str:
-    """Writes `refund.<...>` with the refund as it is now."""
+    """Writes `refund.<...>` with the refund as it is now (flushed so times are set)."""
     session.flush()
-    session.refresh(refund)
     return add_event(
         session,
         event_type=event_type,

@@ -103,11 +103,11 @@ def create_payment(
         drive_count=0,
     )
     session.add(payment)
-    session.flush()
     if card is not None:
+        # Before the first flush, so the payment is inserted once, already processing.
         _start_processing(session, payment, card)
+    # The INSERT returns the server's times (eager defaults): no SELECT after it.
     session.flush()
-    session.refresh(payment)
     return payment
 
 
@@ -195,7 +195,6 @@ def confirm_payment(session: Session, *, payment: Payment, card: AttachedCard) -
     check_confirmable(payment)
     _start_processing(session, payment, card)
     session.flush()
-    session.refresh(payment)
     return payment
 
 

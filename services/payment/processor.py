@@ -7,7 +7,9 @@ them after a crash or a lost answer and the processor still holds exactly one ch
 
 The simulator keeps its own records in the `processor` schema (a separate world from the
 payment service's tables, which reconciliation compares against), waits `processor_latency_ms`
-per call like a network round trip would, and behaves by test card:
+per call like a network round trip would (except `tokenize`: its vault shares the database, so
+it writes the token in the caller's transaction, which commits or rolls back with the payment),
+and behaves by test card:
 
 | card | behaviour |
 | --- | --- |
@@ -84,8 +86,13 @@ class Authorization:
 class Connector(Protocol):
     """A card processor, as the payment service sees one."""
 
-    def tokenize(self, card: CardInput) -> CardToken:
-        """Vaults a card; the returned token stands for it from then on."""
+    def tokenize(self, card: CardInput, *, session: Session) -> CardToken:
+        """Vaults a card; the returned token stands for it from then on.
+
+        `session` is the caller's open transaction: a vault in this database (the simulator's)
+        writes there, so a request that fails leaves no token behind; a remote processor's
+        connector would ignore it and call out.
+        """
         ...
 
     def authorize(
@@ -118,20 +125,19 @@ class SimulatedProcessor:
         if self._latency_s > 0:
             time.sleep(self._latency_s)
 
-    def tokenize(self, card: CardInput) -> CardToken:
-        """Vaults the card's behaviour, brand and last four digits."""
+    def tokenize(self, card: CardInput, *, session: Session) -> CardToken:
+        """Vaults the card's behaviour, brand and last four digits, in the caller's transaction."""
         token = CardToken(
             token=new_id("tok"), brand=card_brand(card.number), last4=card.number[-4:]
         )
-        with transaction(self._sessions) as session:
-            session.add(
-                ProcessorToken(
-                    token=token.token,
-                    scenario=SCENARIOS.get(card.number, "approve"),
-                    brand=token.brand,
-                    last4=token.last4,
-                )
+        session.add(
+            ProcessorToken(
+                token=token.token,
+                scenario=SCENARIOS.get(card.number, "approve"),
+                brand=token.brand,
+                last4=token.last4,
             )
+        )
         return token
 
     def authorize(

@@ -82,7 +82,6 @@ def create_refund(
     session.add(refund)
     outbox.drive_refund(session, refund)
     session.flush()
-    session.refresh(refund)
     return refund
 
 

@@ -77,9 +77,11 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     def _view(self, payment: Any) -> payment_pb2.Payment:
         return payment_to_proto(payment, base_url=self._settings.public_base_url, with_secret=True)
 
-    def _attach(self, card: CardInput) -> payments.AttachedCard:
+    def _attach(self, session: Session, card: CardInput) -> payments.AttachedCard:
         return payments.attach_card(
-            card, self._processor.tokenize(card), fingerprint_key=self._fingerprint_key
+            card,
+            self._processor.tokenize(card, session=session),
+            fingerprint_key=self._fingerprint_key,
         )
 
     def _create(
@@ -99,7 +101,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             validate_card(None)
 
         def work(session: Session) -> payment_pb2.Payment:
-            attached = self._attach(data.card) if data.card is not None else None
+            attached = self._attach(session, data.card) if data.card is not None else None
             payment = payments.create_payment(
                 session, principal=principal, data=data, card=attached
             )
@@ -163,7 +165,9 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
                 for_update=True,
             )
             payments.check_confirmable(payment)
-            confirmed = payments.confirm_payment(session, payment=payment, card=self._attach(card))
+            confirmed = payments.confirm_payment(
+                session, payment=payment, card=self._attach(session, card)
+            )
             return self._view(confirmed)
 
     def _capture(

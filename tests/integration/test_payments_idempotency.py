@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from sqlalchemy import select
+from paymesh.payment.v1 import payment_pb2
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
 
 from services.admin import merchants
-from services.common.db import transaction
+from services.common.auth import Principal
+from services.common.db import make_engine, make_sessionmaker, transaction
+from services.payment import idempotency
+from services.payment.errors import IdempotencyKeyInUse
 from services.payment.models import IdempotencyKey
+from services.payment.processor import SimulatedProcessor
+from services.payment.server import PaymentServicer
 from services.runtime.platform import LocalPlatform
 from tests.integration.conftest import MerchantKeys
 from tests.integration.test_payments import (
@@ -26,6 +35,7 @@ from tests.integration.test_payments import (
 )
 
 SWEEP_TIMEOUT_S = 30.0
+RUNNER_TIMEOUT_S = 30.0
 
 
 def key_row(sessions, merchant_id: str, key: str) -> IdempotencyKey | None:  # type: ignore[no-untyped-def]
@@ -212,3 +222,134 @@ def test_expired_keys_are_swept_and_free_again(
     assert fresh.status_code == 200
     assert fresh.json()["id"] != first.json()["id"]
     assert "idempotent-replayed" not in fresh.headers
+
+
+def _runner_call(
+    sessions,  # type: ignore[no-untyped-def]
+    platform: LocalPlatform,
+    merchant_id: str,
+    work: Callable[[Session], payment_pb2.Payment],
+) -> tuple[payment_pb2.Payment, bool]:
+    return idempotency.Runner(sessions, platform.settings).run(
+        merchant_id=merchant_id,
+        livemode=False,
+        operation="create_payment",
+        key="held",
+        request=payment_pb2.CreatePaymentRequest(amount=100, currency="USD"),
+        work=work,
+        parse=payment_pb2.Payment.FromString,
+    )
+
+
+def _while_the_first_runs(
+    sessions,  # type: ignore[no-untyped-def]
+    platform: LocalPlatform,
+    merchant_id: str,
+    first_outcome: Callable[[], payment_pb2.Payment],
+) -> tuple[Future[tuple[payment_pb2.Payment, bool]], BaseException | None]:
+    """Runs the key's first request until it holds the key, then a duplicate; then lets it end.
+
+    Returns the first request's future and what the duplicate raised (None if it returned).
+    """
+    holding, finish = threading.Event(), threading.Event()
+
+    def first_work(session: Session) -> payment_pb2.Payment:
+        holding.set()
+        assert finish.wait(RUNNER_TIMEOUT_S)
+        return first_outcome()
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    first = pool.submit(_runner_call, sessions, platform, merchant_id, first_work)
+    try:
+        assert holding.wait(RUNNER_TIMEOUT_S)
+        try:
+            _runner_call(
+                sessions, platform, merchant_id, lambda _: payment_pb2.Payment(id="pay_second")
+            )
+            raised: BaseException | None = None
+        except IdempotencyKeyInUse as error:
+            raised = error
+    finally:
+        finish.set()
+        pool.shutdown(wait=False)
+    return first, raised
+
+
+def test_runner__a_duplicate_while_the_first_runs_is_in_use_then_replays_it(
+    merchant: MerchantKeys, sessions, platform: LocalPlatform
+) -> None:  # type: ignore[no-untyped-def]
+    first, raised = _while_the_first_runs(
+        sessions, platform, merchant.id, lambda: payment_pb2.Payment(id="pay_first")
+    )
+    # Answered at once (the first still holds the key), not after waiting for it.
+    assert isinstance(raised, IdempotencyKeyInUse)
+    assert first.result(RUNNER_TIMEOUT_S) == (payment_pb2.Payment(id="pay_first"), False)
+    again = _runner_call(
+        sessions, platform, merchant.id, lambda _: payment_pb2.Payment(id="pay_third")
+    )
+    assert again == (payment_pb2.Payment(id="pay_first"), True)
+
+
+def test_runner__a_retry_after_the_first_failed_runs_as_the_first(
+    merchant: MerchantKeys, sessions, platform: LocalPlatform
+) -> None:  # type: ignore[no-untyped-def]
+    def fail() -> payment_pb2.Payment:
+        raise ValueError("bad input found after the key was taken")
+
+    first, raised = _while_the_first_runs(sessions, platform, merchant.id, fail)
+    assert isinstance(raised, IdempotencyKeyInUse)
+    assert isinstance(first.exception(RUNNER_TIMEOUT_S), ValueError)
+    # The failure rolled back its key: the retry takes it and runs its own work.
+    retry = _runner_call(
+        sessions, platform, merchant.id, lambda _: payment_pb2.Payment(id="pay_retry")
+    )
+    assert retry == (payment_pb2.Payment(id="pay_retry"), False)
+    row = key_row(sessions, merchant.id, "held")
+    assert row is not None and row.state == "completed"
+    assert row.response == payment_pb2.Payment(id="pay_retry").SerializeToString()
+
+
+def test_create_with_card_and_key__is_one_transaction_without_reads(
+    merchant: MerchantKeys, platform: LocalPlatform
+) -> None:
+    # Issue 8: the key, the card's vault entry, the payment, its outbox rows and the stored
+    # response in one transaction, each row written once, nothing read back.
+    engine = make_engine(platform.settings.require_database_url(), pool_size=1)
+    sessions = make_sessionmaker(engine)
+    servicer = PaymentServicer(
+        sessions, platform.settings, SimulatedProcessor(sessions, latency_ms=0)
+    )
+    principal = Principal(
+        merchant_id=merchant.id,
+        mode="test",
+        kind="secret",
+        key_id="key_test",
+        fee_bps=0,
+        fee_fixed=0,
+        merchant_name="Test Merchant",
+    )
+    request = payment_pb2.CreatePaymentRequest(
+        amount=100,
+        currency="USD",
+        payment_method=payment_pb2.PaymentMethod(card=payment_pb2.Card(**card())),
+    )
+    statements: list[str] = []
+    commits: list[object] = []
+    checkouts: list[object] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    event.listen(engine, "commit", commits.append)
+    event.listen(engine.pool, "checkout", lambda *a: checkouts.append(a))
+    try:
+        payment, replayed = servicer._create(principal, "one-transaction", request)
+        assert not replayed and payment.status == "processing"
+        assert len(checkouts) == len(commits) == 1
+        verbs = sorted(statement.split()[0] for statement in statements)
+        # The key claimed and completed, the token, the payment, its job and its event.
+        assert verbs == ["INSERT"] * 5 + ["UPDATE"], statements
+        statements.clear()
+        again, replayed = servicer._create(principal, "one-transaction", request)
+        assert replayed and again == payment
+        # A replay: the insert that finds the key, and the read of the stored response.
+        assert [statement.split()[0] for statement in statements] == ["INSERT", "SELECT"]
+    finally:
+        engine.dispose()

@@ -1,0 +1,114 @@
+"""The kit's engine: pooled connections the server closed are replaced, without a ping each time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, text
+
+from services.common import db
+from services.common.db import make_engine, make_sessionmaker, transaction
+from services.runtime.embedded import EmbeddedPostgres, start_postgres, stop_postgres
+
+WAIT_TIMEOUT_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    data_dir: Path = tmp_path_factory.mktemp("db-kit") / "pg"
+    try:
+        yield start_postgres(data_dir)
+    finally:
+        stop_postgres(data_dir, mode="immediate")
+
+
+@pytest.fixture
+def engine(postgres: EmbeddedPostgres) -> Iterator[Engine]:
+    made = make_engine(postgres.url(), pool_size=2)
+    yield made
+    made.dispose()
+
+
+@pytest.fixture
+def pings(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the pings the engine sends (each is a round trip)."""
+    sent: list[int] = []
+    ping = engine.dialect.do_ping
+
+    def counting(dbapi_connection):  # type: ignore[no-untyped-def]
+        sent.append(1)
+        return ping(dbapi_connection)
+
+    monkeypatch.setattr(engine.dialect, "do_ping", counting)
+    return sent
+
+
+def backend_pid(engine: Engine) -> int:
+    """The server process of the connection a new transaction gets."""
+    with transaction(make_sessionmaker(engine)) as session:
+        return int(session.scalar(text("SELECT pg_backend_pid()")) or 0)
+
+
+def terminate(postgres: EmbeddedPostgres, pid: int) -> None:
+    """Ends a backend as an administrator (or a restart) would, and waits until it is gone."""
+    with psycopg.connect(postgres.url(driver="postgresql"), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + WAIT_TIMEOUT_S
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            assert time.monotonic() < deadline, "the backend did not exit"
+            time.sleep(0.02)
+
+
+def test_engine__reuses_a_recent_connection_without_a_ping(
+    engine: Engine, pings: list[int]
+) -> None:
+    first = backend_pid(engine)
+    for _ in range(5):
+        assert backend_pid(engine) == first
+    assert pings == []
+
+
+def test_engine__a_terminated_backend_is_replaced_at_checkout(
+    engine: Engine, postgres: EmbeddedPostgres, pings: list[int]
+) -> None:
+    first = backend_pid(engine)
+    terminate(postgres, first)
+    assert backend_pid(engine) not in (first, 0)
+    assert pings == []
+
+
+def test_engine__a_long_idle_connection_is_pinged_and_replaced_when_dead(
+    engine: Engine, postgres: EmbeddedPostgres, pings: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = backend_pid(engine)
+    # A connection dropped silently (by a firewall, say) shows nothing on its socket: only
+    # the ping of a long idle connection finds it.
+    monkeypatch.setattr(db, "IDLE_PING_AFTER_S", 0.0)
+    monkeypatch.setattr(db, "closed_by_server", lambda dbapi_connection: False)
+    assert backend_pid(engine) == first
+    assert len(pings) == 1
+    terminate(postgres, first)
+    assert backend_pid(engine) not in (first, 0)
+
+
+def test_engine__survives_a_postgres_restart(
+    engine: Engine, postgres: EmbeddedPostgres, pings: list[int]
+) -> None:
+    sessions = make_sessionmaker(engine)
+    # Two connections in the pool, both cut by the restart.
+    with transaction(sessions) as one, transaction(sessions) as two:
+        pids = {
+            one.scalar(text("SELECT pg_backend_pid()")),
+            two.scalar(text("SELECT pg_backend_pid()")),
+        }
+    assert len(pids) == 2
+    stop_postgres(postgres.data_dir)
+    start_postgres(postgres.data_dir, port=postgres.port)
+    for _ in range(3):
+        with transaction(sessions) as one, transaction(sessions) as two:
+            assert one.scalar(text("SELECT 1")) == two.scalar(text("SELECT 1")) == 1
+    assert pings == []
