@@ -225,3 +225,35 @@ def event_types_relayed(sessions: sessionmaker[Session], payment_id: str) -> int
             )
             or 0
         )
+
+
+def test_postgres_restart__the_requests_after_it_succeed_without_an_error(
+    drill_platform: LocalPlatform,
+    drill_api: httpx.Client,
+    drill_key: str,
+    drill_sessions: sessionmaker[Session],
+) -> None:
+    def create() -> httpx.Response:
+        return drill_api.post(
+            "/v1/payments",
+            json={"amount": 700, "currency": "USD", "payment_method": {"card": card()}},
+            headers={"X-API-Key": drill_key},
+        )
+
+    warm = create()
+    assert warm.status_code == 200, warm.text
+    pg_dir = drill_platform.settings.data_dir.resolve() / "pg"
+    port = urlsplit(drill_platform.settings.require_database_url()).port
+    # A fast shutdown cuts every pooled connection of every process.
+    embedded.stop_postgres(pg_dir)
+    embedded.start_postgres(pg_dir, port=port)
+    # No ping before each transaction: the pools find the cut connections on their own.
+    created = [create() for _ in range(3)]
+    assert [response.status_code for response in created] == [200] * 3, [
+        response.text for response in created
+    ]
+    for response in [warm, *created]:
+        payment_id = response.json()["id"]
+        final = wait_for(drill_api, drill_key, payment_id, timeout_s=DRILL_TIMEOUT_S)
+        assert final["status"] == "succeeded"
+        assert charge_count(drill_sessions, payment_id) == 1
