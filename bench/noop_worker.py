@@ -1,7 +1,8 @@
 """The no-op RQ job and its worker: the baseline for webhook fan-out.
 
 The worker is the platform's own worker model (`services.common.queue.run_worker`: one
-SimpleWorker process, JSON serializer, scheduler on) on a queue of its own, so the ratio of
+process running `PAYMESH_WORKER_CONCURRENCY` SimpleWorkers on threads, JSON serializer,
+scheduler on) on a queue of its own, so the ratio of
 deliveries per second to no-op jobs per second is what a delivery costs beyond the queue.
 """
 

@@ -119,17 +119,18 @@ class RemoteServices:
         stats_request = payment_internal_pb2.GetPaymentStatsRequest(
             merchant_id=request.merchant_id, livemode=request.livemode
         )
-        if request.HasField("start_time"):
-            stats_request.start_time.CopyFrom(request.start_time)
-        if request.HasField("end_time"):
-            stats_request.end_time.CopyFrom(request.end_time)
+        # Deliveries of the same merchant, mode and window as the payment figures.
+        deliveries_request = webhook_internal_pb2.GetDeliveryStatsRequest(
+            merchant_id=request.merchant_id, livemode=request.livemode
+        )
+        for window in (stats_request, deliveries_request):
+            if request.HasField("start_time"):
+                window.start_time.CopyFrom(request.start_time)
+            if request.HasField("end_time"):
+                window.end_time.CopyFrom(request.end_time)
         stats, deliveries = await asyncio.gather(
             self.call("payment", self.payments.GetPaymentStats, stats_request),
-            self.call(
-                "webhook",
-                self.webhooks.GetDeliveryStats,
-                webhook_internal_pb2.GetDeliveryStatsRequest(merchant_id=request.merchant_id),
-            ),
+            self.call("webhook", self.webhooks.GetDeliveryStats, deliveries_request),
         )
         return admin_pb2.Overview(
             currencies=[currency_overview(line) for line in stats.currencies],

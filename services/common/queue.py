@@ -9,16 +9,24 @@ enqueueing the same work twice collapses into one job while the first is still q
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import threading
 import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import StopRequested
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
+from rq.timeouts import TimerDeathPenalty
+from rq.utils import now
 
 from services.common.logs import configure_logging
 from services.common.settings import Settings
@@ -33,9 +41,15 @@ MAINTENANCE_QUEUE = "paymesh.maintenance"
 JOB_TIMEOUT_S = 60
 RESULT_TTL_S = 300
 FAILURE_TTL_S = 7 * 24 * 3600
-# Statuses in which a job still stands for pending work; any other lets the same id be reused.
+# A worker that quits unasked (Redis lost) starts again after this pause, doubling each time.
 WORKER_RESTART_DELAY_MIN_S = 1.0
 WORKER_RESTART_DELAY_MAX_S = 30.0
+# An idle worker waits for a job this long at a time (RQ's BLPOP), so it sees a stop this soon.
+DEQUEUE_TIMEOUT_S = 2
+# After a stop, once no worker has had a job in hand for this long, the process ends even if an
+# idle worker has not deregistered yet (it may be retrying a Redis that is down).
+STOP_IDLE_GRACE_S = 15.0
+# Statuses in which a job still stands for pending work; any other lets the same id be reused.
 _LIVE_STATUSES = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
@@ -49,6 +63,58 @@ def make_queue(name: str, connection: Redis) -> Queue:
     return Queue(name, connection=connection, serializer=JSONSerializer)
 
 
+@dataclass(frozen=True)
+class JobRequest:
+    """One job to enqueue: `func(*args)` (a dotted path) as `job_id`."""
+
+    func: str
+    job_id: str
+    args: tuple[Any, ...] = ()
+
+
+def enqueue_many_once(
+    queue: Queue, requests: Sequence[JobRequest], *, job_timeout_s: int = JOB_TIMEOUT_S
+) -> list[Job]:
+    """Enqueues each request unless a live job with its id exists; returns each request's job.
+
+    Two Redis round trips whatever the count: one pipeline reads the existing jobs, one
+    MULTI/EXEC deletes the finished or failed ones and enqueues the rest (deleting a finished
+    job first reads its executions: one more round trip for each such job, and only for those).
+    A request whose id repeats an earlier one in `requests` gets the earlier one's job.
+    """
+    first: dict[str, JobRequest] = {}
+    for request in requests:
+        first.setdefault(request.job_id, request)
+    existing = Job.fetch_many(list(first), connection=queue.connection, serializer=JSONSerializer)
+    jobs: dict[str, Job] = {}
+    stale: list[Job] = []
+    fresh = []
+    for request, job in zip(first.values(), existing, strict=True):
+        if job is not None and job.get_status(refresh=False) in _LIVE_STATUSES:
+            jobs[request.job_id] = job
+            continue
+        if job is not None:
+            stale.append(job)
+        fresh.append(
+            Queue.prepare_data(
+                request.func,
+                args=request.args,
+                job_id=request.job_id,
+                timeout=job_timeout_s,
+                result_ttl=RESULT_TTL_S,
+                failure_ttl=FAILURE_TTL_S,
+            )
+        )
+    if fresh:
+        with queue.connection.pipeline() as pipeline:
+            for job in stale:
+                job.delete(pipeline=pipeline)
+            for job in queue.enqueue_many(fresh, pipeline=pipeline):
+                jobs[job.id] = job
+            pipeline.execute()
+    return [jobs[request.job_id] for request in requests]
+
+
 def enqueue_once(
     queue: Queue,
     func: str,
@@ -58,57 +124,192 @@ def enqueue_once(
     job_timeout_s: int = JOB_TIMEOUT_S,
 ) -> Job:
     """Enqueues `func(*args)` (a dotted path) as `job_id` unless a live job with that id exists."""
-    try:
-        existing = Job.fetch(job_id, connection=queue.connection, serializer=JSONSerializer)
-        if existing.get_status(refresh=False) in _LIVE_STATUSES:
-            return existing
-        existing.delete()
-    except NoSuchJobError:
-        pass
-    return queue.enqueue(
-        func,
-        args=args,
-        job_id=job_id,
-        job_timeout=job_timeout_s,
-        result_ttl=RESULT_TTL_S,
-        failure_ttl=FAILURE_TTL_S,
+    (job,) = enqueue_many_once(
+        queue, [JobRequest(func=func, job_id=job_id, args=args)], job_timeout_s=job_timeout_s
     )
+    return job
 
 
 class _Worker(SimpleWorker):
-    """A SimpleWorker that remembers whether a signal asked it to stop."""
+    """A SimpleWorker that runs on one of a worker process's threads (see `_WorkerThreads`).
 
-    stop_signaled = False
+    The main thread owns the signals, so this worker installs no handlers and is stopped with
+    `request_warm_stop`. Its job time limit is a timer that raises in the job's own thread (RQ's
+    default, SIGALRM, reaches only the main thread); like SIGALRM it takes effect between Python
+    instructions, and the jobs' own timeouts (HTTP, gRPC, database) bound the blocking calls.
+    It waits for a job `DEQUEUE_TIMEOUT_S` at a time, so an idle worker sees a stop that soon.
+    """
 
-    def request_stop(self, signum: int, frame: Any) -> None:
-        """Notes the request, then lets RQ stop as usual."""
-        self.stop_signaled = True
-        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+    death_penalty_class = TimerDeathPenalty
+    # Whether a job is in hand; read by the main thread (a plain attribute: the GIL makes the
+    # assignment atomic, and a stale read only delays the process's exit by one check).
+    running_job = False
+
+    @property
+    def dequeue_timeout(self) -> int:
+        """Seconds of one BLPOP (RQ's default is the worker TTL, minutes)."""
+        return DEQUEUE_TIMEOUT_S
+
+    def _install_signal_handlers(self) -> None:
+        """None: the main thread takes the signals and stops every worker of the process."""
+
+    def request_warm_stop(self) -> None:
+        """Stops after the job in hand, or at the end of the current wait; from any thread."""
+        self._shutdown_requested_date = now()
+        self._stop_requested = True
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        """The next job; RQ's loop, ended after each idle `timeout` to check for a stop."""
+        if timeout is None or max_idle_time is not None:
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)  # type: ignore[no-any-return]
+        while not self._stop_requested:
+            # With max_idle_time, an idle wait returns None instead of waiting again.
+            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=timeout)
+            if result is not None:
+                return result  # type: ignore[no-any-return]
+        raise StopRequested()
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Runs the job in this thread, noting that one is in hand."""
+        self.running_job = True
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self.running_job = False
+
+
+class _WorkerThreads:
+    """`concurrency` RQ workers in one process, one per thread; the main thread takes signals.
+
+    Each worker has its own name and Redis connection; only the first runs RQ's scheduler (it
+    forks a process of its own). SIGTERM or SIGINT asks every worker to stop after the job in
+    hand; a second one (a second or more later) ends the process at once, abandoning the jobs in
+    hand as a crash would (the sweepers re-drive them from PostgreSQL). A worker that quits
+    unasked (Redis lost) starts again on its thread after a pause. A thread that fails otherwise
+    stops the whole process (exit status 1), so its supervisor restarts it, as before threads.
+    """
+
+    def __init__(self, *, name: str, queue_names: list[str], settings: Settings) -> None:
+        self.name = name
+        self.queue_names = queue_names
+        self.settings = settings
+        self.stopping = threading.Event()
+        self.workers: list[_Worker | None] = [None] * settings.worker_concurrency
+        self.failed = False
+        self._stop_time_s: float | None = None
+
+    def run(self) -> None:
+        """Starts the workers and returns when they have stopped (SystemExit on a failure)."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        threads = [
+            threading.Thread(
+                target=self._run_slot, args=(index,), name=f"{self.name}-{index}", daemon=True
+            )
+            for index in range(len(self.workers))
+        ]
+        for thread in threads:
+            thread.start()
+        logger.info("%s: %d workers on %s", self.name, len(threads), ",".join(self.queue_names))
+        self._wait(threads)
+        if self.failed:
+            raise SystemExit(1)
+
+    def stop(self) -> None:
+        """Asks every worker to stop after the job in hand; from any thread."""
+        # First, so a worker made from now on sees it (`_run_slot` checks after publishing one).
+        self.stopping.set()
+        if self._stop_time_s is None:
+            self._stop_time_s = time.monotonic()
+        for worker in list(self.workers):
+            if worker is not None:
+                worker.request_warm_stop()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stop_time_s is not None and time.monotonic() - self._stop_time_s < 1.0:
+            # As RQ does: one stop can arrive twice (the process group and a supervisor).
+            return
+        if self.stopping.is_set():
+            logger.warning("%s: second signal; stopping now, abandoning jobs in hand", self.name)
+            self._stop_schedulers()
+            raise SystemExit(1)
+        logger.info("%s: %s; stopping after the jobs in hand", self.name, signal.strsignal(signum))
+        self.stop()
+
+    def _wait(self, threads: list[threading.Thread]) -> None:
+        busy_time_s = 0.0
+        while True:
+            alive = [thread for thread in threads if thread.is_alive()]
+            if not alive:
+                return
+            # Short joins keep the main thread free for signal handlers.
+            alive[0].join(timeout=0.5)
+            if self._stop_time_s is None:
+                continue
+            if any(worker is not None and worker.running_job for worker in self.workers):
+                busy_time_s = time.monotonic()
+            if time.monotonic() - max(busy_time_s, self._stop_time_s) > STOP_IDLE_GRACE_S:
+                logger.warning("%s: %d idle workers did not stop; leaving", self.name, len(alive))
+                self._stop_schedulers()
+                return
+
+    def _stop_schedulers(self) -> None:
+        for worker in list(self.workers):
+            if worker is not None and worker.scheduler is not None:
+                worker.stop_scheduler()  # type: ignore[no-untyped-call]
+
+    def _make_worker(self, index: int) -> _Worker:
+        connection = redis_connection(self.settings)
+        queues = [make_queue(queue_name, connection) for queue_name in self.queue_names]
+        # Unique per start: RQ refuses a name whose previous worker is still registered.
+        name = f"{self.name}-{os.getpid()}-{index}-{uuid.uuid4().hex[:8]}"
+        return _Worker(queues, name=name, connection=connection, serializer=JSONSerializer)
+
+    def _run_slot(self, index: int) -> None:
+        try:
+            self._work_until_stopped(index)
+        except BaseException:
+            logger.exception("%s: worker thread %d failed; stopping the process", self.name, index)
+            self.failed = True
+            self.stop()
+
+    def _work_until_stopped(self, index: int) -> None:
+        """Runs a worker; starts another after a pause when one quits unasked (Redis lost).
+
+        RQ retries a lost Redis while it waits for a job, but quits when Redis fails at another
+        moment (a heartbeat, registering its death). Redis is only a work queue here, so the
+        worker starts again instead of leaving its thread dead.
+        """
+        restart_delay_s = WORKER_RESTART_DELAY_MIN_S
+        while not self.stopping.is_set():
+            try:
+                worker = self._make_worker(index)
+                self.workers[index] = worker
+                if self.stopping.is_set():
+                    worker.request_warm_stop()
+                worker.work(with_scheduler=index == 0, logging_level=self.settings.log_level)
+            except RedisError:
+                logger.exception("%s lost Redis", self.name)
+            if self.stopping.is_set():
+                return
+            logger.warning(
+                "%s: worker %d quit unasked; starting again in %.0f s",
+                self.name,
+                index,
+                restart_delay_s,
+            )
+            self.stopping.wait(restart_delay_s)
+            restart_delay_s = min(restart_delay_s * 2, WORKER_RESTART_DELAY_MAX_S)
 
 
 def run_worker(*, name: str, queue_names: list[str]) -> None:
-    """Runs an RQ worker on `queue_names` until SIGTERM, without forking per job.
+    """Runs `PAYMESH_WORKER_CONCURRENCY` RQ workers on `queue_names` in this process until SIGTERM.
 
-    RQ retries a lost Redis while it waits for a job, but quits when Redis fails at another
-    moment (a heartbeat, registering its death). Redis is only a work queue here, so the worker
-    starts again after a pause instead of leaving the process dead.
+    Each worker is a SimpleWorker on a thread of its own (no fork per job): jobs mostly wait on
+    the network and on commits, so threads overlap them.
     """
     settings = Settings()
     configure_logging(service=name, level=settings.log_level, json=settings.log_json)
-    restart_delay_s = WORKER_RESTART_DELAY_MIN_S
-    while True:
-        connection = redis_connection(settings)
-        queues = [make_queue(queue_name, connection) for queue_name in queue_names]
-        worker = _Worker(queues, connection=connection, serializer=JSONSerializer)
-        try:
-            worker.work(with_scheduler=True, logging_level=settings.log_level)
-        except RedisError:
-            logger.exception("%s lost Redis", name)
-        if worker.stop_signaled:
-            return
-        # No job runs while it waits, so a SIGTERM now may simply end the process.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        logger.warning("%s quit unasked; starting again in %.0f s", name, restart_delay_s)
-        time.sleep(restart_delay_s)
-        restart_delay_s = min(restart_delay_s * 2, WORKER_RESTART_DELAY_MAX_S)
+    _WorkerThreads(name=name, queue_names=queue_names, settings=settings).run()

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     replicas: int = Field(default=1, ge=1, le=8)
     worker_replicas: int = Field(default=1, ge=1, le=8)
     replica_port_step: int = 1000
+    # Jobs one worker process runs at once, each on its own thread: jobs mostly wait (the
+    # processor, the ledger, fsynced commits, merchants' endpoints), so threads overlap them.
+    worker_concurrency: int = Field(default=8, ge=1, le=64)
     # Overrides for clients when services live elsewhere, e.g. "ledger:50052".
     payment_target: str | None = None
     ledger_target: str | None = None

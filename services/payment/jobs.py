@@ -20,6 +20,7 @@ Redis lost the job, the worker was killed) leaves the payment `processing` or th
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,12 +59,25 @@ class WorkerContext:
     ledger: ledger_internal_pb2_grpc.LedgerInternalServiceStub
 
 
-@cache
+_context_lock = threading.Lock()
+
+
 def context() -> WorkerContext:
-    """The worker's context, from the environment's settings (built on first use)."""
+    """The worker's context, from the environment's settings (built once, on first use)."""
+    # The worker's threads share it; the lock keeps two first jobs from building two.
+    with _context_lock:
+        return _build_context()
+
+
+@cache
+def _build_context() -> WorkerContext:
     settings = Settings()
+    # A job holds two connections at once (its advisory lock's and a transaction's), and the
+    # process runs `worker_concurrency` jobs at a time.
     engine = make_engine(
-        settings.require_database_url(), pool_size=4, application_name="paymesh-payment-worker"
+        settings.require_database_url(),
+        pool_size=2 * settings.worker_concurrency,
+        application_name="paymesh-payment-worker",
     )
     sessions = make_sessionmaker(engine)
     return WorkerContext(

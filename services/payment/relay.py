@@ -1,13 +1,18 @@
 """The outbox relay (`payment-relay`): outbox rows into RQ jobs and webhook events; the sweeper.
 
 Each round takes a batch of due rows with `SELECT ... FOR UPDATE SKIP LOCKED` (several relays
-may run side by side), hands each to RQ (`enqueue_once`, the job id chosen when the row was
-written) or to the webhook service (`PublishEvent`, idempotent by the event id chosen when the
-row was written), and marks it relayed in the same transaction. A row that cannot be handed
-over (Redis down, the webhook service unavailable or not deployed yet) stays, with its next
-attempt pushed back exponentially up to `payment_outbox_retry_delay_max_s`: rows are never
-dropped. Delivery is at least once: a relay that dies after enqueueing but before committing
-hands the same row over again, which the job id and event id make harmless.
+may run side by side) and hands them over by kind, a few calls per batch: every job row to RQ
+in one `enqueue_many_once` (two Redis round trips; the job id chosen when the row was written
+collapses repeats), every event row to the webhook service in one `PublishEvents` call (one
+webhook-service transaction, idempotent by the event ids chosen when the rows were written;
+split only to bound a call's size). Rows handed over are marked relayed in the same
+transaction. A row that cannot be handed over stays, with its next attempt pushed back
+exponentially up to `payment_outbox_retry_delay_max_s`: when its destination is down (Redis
+down, the webhook service unavailable or not deployed yet) every row of that kind waits; an
+event the webhook service refuses waits alone; a batch call that fails as a whole for another
+reason is retried row by row, so one bad row cannot hold up the others. Rows are never
+dropped. Delivery is at least once: a relay that dies after handing over but before
+committing hands the same rows over again, which the job ids and event ids make harmless.
 
 Every `payment_sweep_interval_s` the relay also runs the sweeper (`services.payment.sweeper`).
 """
@@ -19,7 +24,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
@@ -34,7 +39,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.common.clients import sync_channel
 from services.common.db import make_engine, make_sessionmaker, transaction
 from services.common.logs import configure_logging
-from services.common.queue import PAYMENTS_QUEUE, enqueue_once, make_queue, redis_connection
+from services.common.queue import (
+    PAYMENTS_QUEUE,
+    JobRequest,
+    enqueue_many_once,
+    make_queue,
+    redis_connection,
+)
 from services.common.settings import Settings
 from services.payment import sweeper
 from services.payment.models import OutboxMessage
@@ -43,8 +54,17 @@ logger = logging.getLogger(__name__)
 
 RETRY_DELAY_MIN_S = 0.5
 ERROR_LENGTH_MAX = 500
+# One PublishEvents call carries at most this many events and about this many bytes (well under
+# gRPC's 4 MiB message limit whatever the events' sizes), and may take the gRPC timeout plus
+# this much per event: it is one webhook-service transaction for all of them.
+EVENTS_PER_CALL_MAX = 100
+EVENT_CALL_BYTES_MAX = 1024 * 1024
+EVENT_CALL_TIMEOUT_PER_EVENT_S = 0.05
 
-Publisher = Callable[[dict[str, Any]], None]
+# Hands a batch of row payloads over; answers, for each, None (handed over) or why not.
+Handler = Callable[[list[dict[str, Any]]], list[str | None]]
+# The event rows' handler (`webhook_publisher`); tests pass their own.
+Publisher = Handler
 # The webhook service is down or not deployed yet (UNIMPLEMENTED while it is being built).
 TARGET_DOWN_CODES = (
     grpc.StatusCode.UNAVAILABLE,
@@ -52,6 +72,7 @@ TARGET_DOWN_CODES = (
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 )
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 class TargetDown(Exception):
@@ -59,7 +80,7 @@ class TargetDown(Exception):
 
 
 class EventRefused(Exception):
-    """The webhook service refused one event; other events may still go through."""
+    """The webhook service refused a whole PublishEvents call; its events go one by one."""
 
 
 def event_request(payload: dict[str, Any]) -> webhook_internal_pb2.PublishEventRequest:
@@ -75,25 +96,80 @@ def event_request(payload: dict[str, Any]) -> webhook_internal_pb2.PublishEventR
     return request
 
 
+def event_calls(
+    requests: list[webhook_internal_pb2.PublishEventRequest],
+) -> Iterator[list[webhook_internal_pb2.PublishEventRequest]]:
+    """Splits events, in order, into PublishEvents calls of bounded count and size."""
+    call: list[webhook_internal_pb2.PublishEventRequest] = []
+    size = 0
+    for request in requests:
+        request_size = request.ByteSize()
+        if call and (
+            len(call) == EVENTS_PER_CALL_MAX or size + request_size > EVENT_CALL_BYTES_MAX
+        ):
+            yield call
+            call, size = [], 0
+        call.append(request)
+        size += request_size
+    if call:
+        yield call
+
+
 def webhook_publisher(settings: Settings) -> Publisher:
     """Publishes events to the webhook service; raises TargetDown when it cannot take them."""
     stub = webhook_internal_pb2_grpc.WebhookInternalServiceStub(
         sync_channel(settings.target("webhook"))
     )
 
-    def publish(payload: dict[str, Any]) -> None:
+    def publish_call(
+        requests: list[webhook_internal_pb2.PublishEventRequest],
+    ) -> list[str | None]:
         try:
-            stub.PublishEvent(event_request(payload), timeout=settings.grpc_timeout_s)
+            reply = stub.PublishEvents(
+                webhook_internal_pb2.PublishEventsRequest(events=requests),
+                timeout=settings.grpc_timeout_s + EVENT_CALL_TIMEOUT_PER_EVENT_S * len(requests),
+            )
         except grpc.RpcError as error:
             code = error.code()  # type: ignore[attr-defined]
             message = f"webhook: {code.name}: {error.details()}"  # type: ignore[attr-defined]
             if code in TARGET_DOWN_CODES:
                 raise TargetDown(message) from error
-            # This event was refused (a bug on one side or the other): keep it, retry it
-            # with backoff, and let the other events through meanwhile.
             raise EventRefused(message) from error
+        if [result.id for result in reply.results] != [request.id for request in requests]:
+            raise EventRefused("webhook: PublishEvents answered for other events than sent")
+        # A refused event (a bug on one side or the other) waits with backoff; the others go.
+        return [
+            f"webhook: {_CODE_NAMES.get(result.error.code, result.error.code)}: "
+            f"{result.error.message}"
+            if result.HasField("error")
+            else None
+            for result in reply.results
+        ]
+
+    def publish(payloads: list[dict[str, Any]]) -> list[str | None]:
+        outcomes: list[str | None] = []
+        for call in event_calls([event_request(payload) for payload in payloads]):
+            outcomes += publish_call(call)
+        return outcomes
 
     return publish
+
+
+def job_enqueuer(queue: Queue) -> Handler:
+    """Enqueues job rows' jobs on `queue`; raises TargetDown when Redis cannot take them."""
+
+    def enqueue(payloads: list[dict[str, Any]]) -> list[str | None]:
+        requests = [
+            JobRequest(func=payload["func"], job_id=payload["job_id"], args=tuple(payload["args"]))
+            for payload in payloads
+        ]
+        try:
+            enqueue_many_once(queue, requests)
+        except (RedisError, OSError) as error:
+            raise TargetDown(f"redis: {error}") from error
+        return [None] * len(payloads)
+
+    return enqueue
 
 
 def retry_delay_s(attempts: int, *, maximum_s: float) -> float:
@@ -110,6 +186,24 @@ def _defer(row: OutboxMessage, error: str, *, now: datetime, maximum_s: float) -
     )
 
 
+def hand_over(handler: Handler, payloads: list[dict[str, Any]]) -> list[str | None]:
+    """`handler(payloads)`; when that fails as a whole, one payload at a time.
+
+    So one bad row cannot hold up the others. TargetDown is not caught: nothing of this kind
+    can go now.
+    """
+    try:
+        return handler(payloads)
+    except TargetDown:
+        raise
+    except Exception as error:
+        if len(payloads) == 1:
+            logger.exception("outbox row failed")
+            return [repr(error)]
+        logger.warning("outbox batch of %d failed (%r); one at a time", len(payloads), error)
+        return [hand_over(handler, [payload])[0] for payload in payloads]
+
+
 def relay_batch(
     sessions: sessionmaker[Session],
     *,
@@ -120,7 +214,7 @@ def relay_batch(
 ) -> int:
     """Relays one batch of due outbox rows; returns how many rows it looked at."""
     now = datetime.now(UTC)
-    down: dict[str, str] = {}
+    handlers = {"job": job_enqueuer(queue)}
     with transaction(sessions) as session:
         rows = session.scalars(
             select(OutboxMessage)
@@ -130,33 +224,24 @@ def relay_batch(
             .limit(batch_size)
             .with_for_update(skip_locked=True)
         ).all()
+        by_kind: dict[str, list[OutboxMessage]] = {}
         for row in rows:
-            if row.kind in down:
-                _defer(row, down[row.kind], now=now, maximum_s=retry_delay_max_s)
-                continue
+            by_kind.setdefault(row.kind, []).append(row)
+        for kind, group in by_kind.items():
             try:
-                if row.kind == "job":
-                    _enqueue(queue, row.payload)
-                else:
-                    publish(row.payload)
+                outcomes = hand_over(handlers.get(kind, publish), [row.payload for row in group])
             except TargetDown as error:
-                down[row.kind] = str(error)
-                logger.warning("outbox %s %s deferred: %s", row.kind, row.id, error)
-                _defer(row, str(error), now=now, maximum_s=retry_delay_max_s)
+                logger.warning("outbox: %d %s rows deferred: %s", len(group), kind, error)
+                for row in group:
+                    _defer(row, str(error), now=now, maximum_s=retry_delay_max_s)
                 continue
-            except Exception as error:  # one bad row must not hold up the others
-                logger.exception("outbox %s %s failed", row.kind, row.id)
-                _defer(row, repr(error), now=now, maximum_s=retry_delay_max_s)
-                continue
-            row.relay_time = now
+            for row, outcome in zip(group, outcomes, strict=True):
+                if outcome is None:
+                    row.relay_time = now
+                    continue
+                logger.warning("outbox %s %s deferred: %s", row.kind, row.id, outcome)
+                _defer(row, outcome, now=now, maximum_s=retry_delay_max_s)
     return len(rows)
-
-
-def _enqueue(queue: Queue, payload: dict[str, Any]) -> None:
-    try:
-        enqueue_once(queue, payload["func"], job_id=payload["job_id"], args=tuple(payload["args"]))
-    except (RedisError, OSError) as error:
-        raise TargetDown(f"redis: {error}") from error
 
 
 def run(settings: Settings, stop: threading.Event) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from services.common.queue import PAYMENTS_QUEUE, run_worker
+from services.payment import jobs
 
 
 def main() -> None:
     """Works the payments queue until SIGTERM."""
+    # Built at start, before the worker threads share it, rather than inside the first job.
+    jobs.context()
     run_worker(name="payment-worker", queue_names=[PAYMENTS_QUEUE])
 
 

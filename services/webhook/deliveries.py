@@ -374,11 +374,24 @@ def list_failed(
     return rows, encode_token(rows[-1].update_time, rows[-1].id)
 
 
-def stats(session: Session, *, merchant_id: str) -> dict[str, int]:
-    """Deliveries counted by status."""
+def stats(
+    session: Session,
+    *,
+    merchant_id: str,
+    livemode: bool | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> dict[str, int]:
+    """Deliveries counted by status: of one merchant, one mode, created in [start, end)."""
     query = select(Delivery.status, func.count()).group_by(Delivery.status)
     if merchant_id:
         query = query.where(Delivery.merchant_id == merchant_id)
+    if livemode is not None:
+        query = query.where(Delivery.livemode == livemode)
+    if start is not None:
+        query = query.where(Delivery.create_time >= start)
+    if end is not None:
+        query = query.where(Delivery.create_time < end)
     counts = {status: 0 for status in DELIVERY_STATUSES}
     for status, count in session.execute(query).all():
         counts[status] = int(count)

@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select, tuple_
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
-from services.common.errors import InvalidArgument
+from services.common.errors import DomainError, InvalidArgument
 from services.common.ids import has_prefix, new_id
 from services.webhook.errors import EventNotFound, EventTooLarge
 from services.webhook.models import Delivery, Endpoint, Event
 from services.webhook.pages import decode_token, encode_token
+
+logger = logging.getLogger(__name__)
 
 EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){1,4}$")
 EVENT_TYPE_CHARS_MAX = 100
 MERCHANT_ID_CHARS_MAX = 40
 OBJECT_ID_CHARS_MAX = 64
 OBJECT_EVENTS_MAX = 1000
+# The events table's id column is this wide.
+EVENT_ID_CHARS_MAX = 64
+# Events in one PublishEvents call: one transaction, bounded like every batch.
+PUBLISH_BATCH_MAX = 500
 
 
 @dataclass(frozen=True)
@@ -33,10 +42,98 @@ class Published:
     delivery_ids: list[str]
 
 
+@dataclass(frozen=True)
+class EventDraft:
+    """An event as its publisher sends it, before it is checked and stored."""
+
+    event_id: str
+    merchant_id: str
+    event_type: str
+    livemode: bool
+    obj: dict[str, Any]
+    create_time: datetime | None
+
+
 def validate_event_type(value: str, *, field: str) -> None:
     """INVALID_ARGUMENT unless `value` looks like `payment.succeeded`."""
     if len(value) > EVENT_TYPE_CHARS_MAX or not EVENT_TYPE_PATTERN.match(value):
         raise InvalidArgument.field(field, "must be a dotted lower-case event type")
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether a JSON value holds a NUL character anywhere, which PostgreSQL's jsonb refuses."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+def validate_event(draft: EventDraft, *, bytes_max: int) -> None:
+    """INVALID_ARGUMENT (or EVENT_TOO_LARGE) unless the event can be stored as it is."""
+    if not has_prefix(draft.event_id, "evt") or len(draft.event_id) > EVENT_ID_CHARS_MAX:
+        raise InvalidArgument.field("id", "must be an event id (evt_...)")
+    if not draft.merchant_id or len(draft.merchant_id) > MERCHANT_ID_CHARS_MAX:
+        raise InvalidArgument.field("merchant_id", "is required")
+    validate_event_type(draft.event_type, field="type")
+    if not draft.obj:
+        raise InvalidArgument.field("object", "is required")
+    object_id = draft.obj.get("id", "")
+    if not isinstance(object_id, str) or len(object_id) > OBJECT_ID_CHARS_MAX:
+        raise InvalidArgument.field("object.id", "must be a string id")
+    size = len(json.dumps(draft.obj, separators=(",", ":")).encode())
+    if size > bytes_max:
+        raise EventTooLarge(
+            f"the event's object is {size} bytes; the limit is {bytes_max}",
+            metadata={"bytes_max": str(bytes_max)},
+        )
+    if _has_nul(draft.obj):
+        raise InvalidArgument.field("object", "must not contain NUL characters")
+
+
+def publish_events(
+    session: Session, drafts: Sequence[EventDraft], *, bytes_max: int
+) -> list[Published | DomainError]:
+    """Stores each event and its deliveries, or says why not; repeats change nothing.
+
+    Every event is checked before anything is written, so a refused event (returned in its
+    place) leaves the others alone. The valid ones are written together, a few statements for
+    the whole batch; should PostgreSQL still refuse a value, the batch is written again one
+    event per savepoint, and only that event is refused. An id repeated in `drafts` is stored
+    once, as its first valid occurrence; the later ones are repeats.
+    """
+    if not 0 < len(drafts) <= PUBLISH_BATCH_MAX:
+        raise InvalidArgument.field("events", f"must hold 1 to {PUBLISH_BATCH_MAX} events")
+    refusals: dict[int, DomainError] = {}
+    valid: dict[str, EventDraft] = {}
+    for index, draft in enumerate(drafts):
+        try:
+            validate_event(draft, bytes_max=bytes_max)
+        except DomainError as error:
+            refusals[index] = error
+            continue
+        valid.setdefault(draft.event_id, draft)
+    stored: dict[str, Published | DomainError] = {}
+    if valid:
+        try:
+            with session.begin_nested():
+                stored.update(_store(session, list(valid.values())))
+        except DataError:
+            logger.warning("an event of a batch was refused by the database; one at a time")
+            for draft in valid.values():
+                stored[draft.event_id] = _store_alone(session, draft)
+    results: list[Published | DomainError] = []
+    for index, draft in enumerate(drafts):
+        if index in refusals:
+            results.append(refusals[index])
+            continue
+        result = stored[draft.event_id]
+        if isinstance(result, Published) and valid[draft.event_id] is not draft:
+            result = Published(result.event, [])
+        results.append(result)
+    return results
 
 
 def publish_event(
@@ -51,75 +148,94 @@ def publish_event(
     bytes_max: int,
 ) -> Published:
     """Stores the event and one delivery per matching enabled endpoint; a repeat changes nothing."""
-    if not has_prefix(event_id, "evt"):
-        raise InvalidArgument.field("id", "must be an event id (evt_...)")
-    if not merchant_id or len(merchant_id) > MERCHANT_ID_CHARS_MAX:
-        raise InvalidArgument.field("merchant_id", "is required")
-    validate_event_type(event_type, field="type")
-    if not obj:
-        raise InvalidArgument.field("object", "is required")
-    object_id = obj.get("id", "")
-    if not isinstance(object_id, str) or len(object_id) > OBJECT_ID_CHARS_MAX:
-        raise InvalidArgument.field("object.id", "must be a string id")
-    size = len(json.dumps(obj, separators=(",", ":")).encode())
-    if size > bytes_max:
-        raise EventTooLarge(
-            f"the event's object is {size} bytes; the limit is {bytes_max}",
-            metadata={"bytes_max": str(bytes_max)},
-        )
-    inserted = session.execute(
-        insert(Event)
-        .values(
-            id=event_id,
-            merchant_id=merchant_id,
-            livemode=livemode,
-            type=event_type,
-            object_id=object_id,
-            data=obj,
-            create_time=create_time or datetime.now(UTC),
-        )
-        .on_conflict_do_nothing(index_elements=[Event.id])
-        .returning(Event.id)
-    ).scalar_one_or_none()
-    event = session.get(Event, event_id)
-    assert event is not None
-    if inserted is None:
-        return Published(event, [])
-    return Published(event, fan_out(session, event))
+    draft = EventDraft(event_id, merchant_id, event_type, livemode, obj, create_time)
+    (result,) = publish_events(session, [draft], bytes_max=bytes_max)
+    if isinstance(result, DomainError):
+        raise result
+    return result
 
 
-def fan_out(session: Session, event: Event) -> list[str]:
-    """Creates a pending delivery of `event` for each enabled endpoint subscribed to its type."""
+def _store_alone(session: Session, draft: EventDraft) -> Published | DomainError:
+    """Stores one checked event under a savepoint; the database's refusal becomes an error."""
+    try:
+        with session.begin_nested():
+            return _store(session, [draft])[draft.event_id]
+    except DataError:
+        logger.warning("event %s refused by the database", draft.event_id, exc_info=True)
+        return InvalidArgument(
+            f"event {draft.event_id} cannot be stored as sent", reason="EVENT_NOT_STORABLE"
+        )
+
+
+def _store(session: Session, drafts: list[EventDraft]) -> dict[str, Published]:
+    """Inserts checked events (distinct ids) unless their id exists, and fans the new ones out."""
+    now = datetime.now(UTC)
+    inserted = list(
+        session.scalars(
+            insert(Event).on_conflict_do_nothing(index_elements=[Event.id]).returning(Event),
+            [
+                {
+                    "id": draft.event_id,
+                    "merchant_id": draft.merchant_id,
+                    "livemode": draft.livemode,
+                    "type": draft.event_type,
+                    "object_id": draft.obj.get("id", ""),
+                    "data": draft.obj,
+                    "create_time": draft.create_time or now,
+                }
+                for draft in drafts
+            ],
+        )
+    )
+    deliveries = fan_out(session, inserted)
+    published = {event.id: Published(event, deliveries[event.id]) for event in inserted}
+    repeats = [draft.event_id for draft in drafts if draft.event_id not in published]
+    if repeats:
+        for event in session.scalars(select(Event).where(Event.id.in_(repeats))):
+            published[event.id] = Published(event, [])
+    assert len(published) == len(drafts)
+    return published
+
+
+def fan_out(session: Session, events: Sequence[Event]) -> dict[str, list[str]]:
+    """Creates a pending delivery of each event for each enabled endpoint subscribed to its type.
+
+    Returns the new delivery ids by event id; one query and one insert for all the events.
+    """
+    created: dict[str, list[str]] = {event.id: [] for event in events}
+    merchant_ids = {event.merchant_id for event in events}
+    if not merchant_ids:
+        return created
     endpoints = session.scalars(
         select(Endpoint).where(
-            Endpoint.merchant_id == event.merchant_id,
-            Endpoint.livemode == event.livemode,
+            Endpoint.merchant_id.in_(merchant_ids),
             Endpoint.status == "enabled",
             Endpoint.delete_time.is_(None),
-            or_(
-                Endpoint.enabled_events.contains(["*"]),
-                Endpoint.enabled_events.contains([event.type]),
-            ),
         )
     ).all()
-    now = datetime.now(UTC)
-    delivery_ids = []
+    by_owner: dict[tuple[str, bool], list[Endpoint]] = {}
     for endpoint in endpoints:
-        delivery = Delivery(
-            id=new_id("whd"),
-            event_id=event.id,
-            endpoint_id=endpoint.id,
-            merchant_id=event.merchant_id,
-            livemode=event.livemode,
-            status="pending",
-            attempt_count=0,
-            round_attempts=0,
-            next_attempt_time=now,
-        )
-        session.add(delivery)
-        delivery_ids.append(delivery.id)
+        by_owner.setdefault((endpoint.merchant_id, endpoint.livemode), []).append(endpoint)
+    now = datetime.now(UTC)
+    for event in events:
+        for endpoint in by_owner.get((event.merchant_id, event.livemode), []):
+            if "*" not in endpoint.enabled_events and event.type not in endpoint.enabled_events:
+                continue
+            delivery = Delivery(
+                id=new_id("whd"),
+                event_id=event.id,
+                endpoint_id=endpoint.id,
+                merchant_id=event.merchant_id,
+                livemode=event.livemode,
+                status="pending",
+                attempt_count=0,
+                round_attempts=0,
+                next_attempt_time=now,
+            )
+            session.add(delivery)
+            created[event.id].append(delivery.id)
     session.flush()
-    return delivery_ids
+    return created
 
 
 def get_event_or_raise(

@@ -43,6 +43,7 @@ def run_attempt(runtime: Runtime, *, delivery_id: str, attempt_number: int) -> s
         ),
         timeout_s=settings.webhook_timeout_s,
         allow_private=settings.webhook_allow_private_networks,
+        clients=runtime.http,
     )
     with transaction(runtime.sessions) as session:
         new_deliveries = deliveries.record_outcome(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 from rq import Queue
@@ -16,6 +16,7 @@ from services.common.settings import Settings
 from services.webhook.crypto import SecretBox
 from services.webhook.deliveries import RetryPolicy, parse_schedule
 from services.webhook.dispatch import enqueue_attempts
+from services.webhook.sender import Clients
 
 # Connect, send, read: each bounded by the HTTP timeout on its own.
 HTTP_PHASES = 3
@@ -23,13 +24,14 @@ HTTP_PHASES = 3
 
 @dataclass(frozen=True)
 class Runtime:
-    """Settings, database sessions, the delivery queue, the secret box and the retry policy."""
+    """Settings, sessions, the delivery queue, the secret box, retry policy and HTTP clients."""
 
     settings: Settings
     sessions: sessionmaker[Session]
     queue: Queue
     box: SecretBox
     policy: RetryPolicy
+    http: Clients = field(default_factory=Clients)
 
     @property
     def job_timeout_s(self) -> int:
@@ -79,10 +81,18 @@ def build_runtime(settings: Settings, *, application_name: str, pool_size: int) 
             retry_after_max_s=settings.webhook_retry_after_max_s,
             disable_after_failing_s=settings.webhook_disable_after_failing_s,
         ),
+        # A worker's threads may all deliver to one endpoint at once.
+        http=Clients(connections_max=settings.worker_concurrency),
     )
 
 
 @cache
 def worker_runtime() -> Runtime:
-    """The runtime of this worker process, built on its first job."""
-    return build_runtime(Settings(), application_name="paymesh-webhook-worker", pool_size=2)
+    """The runtime of this worker process, built at its start (before its threads share it)."""
+    settings = Settings()
+    # One connection per job in hand (claim, then record), `worker_concurrency` jobs at a time.
+    return build_runtime(
+        settings,
+        application_name="paymesh-webhook-worker",
+        pool_size=settings.worker_concurrency,
+    )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import json_format, timestamp_pb2
@@ -17,13 +18,13 @@ from paymesh.webhook.v1 import (
 
 from services.common.auth import AuthPolicy, current_principal
 from services.common.db import transaction
-from services.common.errors import InvalidArgument
+from services.common.errors import DomainError, InvalidArgument
 from services.common.server import ServiceSpec
 from services.common.service_main import run_service
 from services.common.settings import Settings
 from services.webhook import deliveries, endpoints, events
 from services.webhook.endpoints import Owner
-from services.webhook.models import Delivery, DeliveryAttempt
+from services.webhook.models import Delivery, DeliveryAttempt, Event
 from services.webhook.pages import page_size
 from services.webhook.runtime import Runtime, build_runtime
 from services.webhook.views import (
@@ -34,6 +35,8 @@ from services.webhook.views import (
 )
 
 Context = grpc.aio.ServicerContext[Any, Any]
+# What a publishing caller makes of each stored event (the Event message, or nothing).
+_Rendered = TypeVar("_Rendered")
 
 
 def _owner() -> Owner:
@@ -58,6 +61,19 @@ def _plain(value: Any) -> Any:
 
 def _time_or_none(value: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
     return value.ToDatetime(tzinfo=UTC) if present else None
+
+
+def _draft(request: webhook_internal_pb2.PublishEventRequest) -> events.EventDraft:
+    """The domain's view of an event to publish."""
+    obj = _plain(json_format.MessageToDict(request.object)) if request.HasField("object") else {}
+    return events.EventDraft(
+        event_id=request.id,
+        merchant_id=request.merchant_id,
+        event_type=request.type,
+        livemode=request.livemode,
+        obj=obj,
+        create_time=_time_or_none(request.create_time, request.HasField("create_time")),
+    )
 
 
 def public_delivery(delivery: Delivery, *, event_type: str) -> webhook_pb2.WebhookDelivery:
@@ -359,24 +375,54 @@ class WebhookInternalServicer(webhook_internal_pb2_grpc.WebhookInternalServiceSe
             for row in rows
         ]
 
-    def _publish(self, request: webhook_internal_pb2.PublishEventRequest) -> webhook_pb2.Event:
-        obj = (
-            _plain(json_format.MessageToDict(request.object)) if request.HasField("object") else {}
-        )
+    def _publish(
+        self,
+        requests: Sequence[webhook_internal_pb2.PublishEventRequest],
+        render: Callable[[Event], _Rendered],
+    ) -> list[_Rendered | DomainError]:
+        """Publishes events in one transaction, then queues their first deliveries.
+
+        Each event comes back rendered, or as the error that refused it.
+        """
         with transaction(self._runtime.sessions) as session:
-            published = events.publish_event(
+            results = events.publish_events(
                 session,
-                event_id=request.id,
-                merchant_id=request.merchant_id,
-                event_type=request.type,
-                livemode=request.livemode,
-                obj=obj,
-                create_time=_time_or_none(request.create_time, request.HasField("create_time")),
+                [_draft(request) for request in requests],
                 bytes_max=self._runtime.settings.webhook_event_bytes_max,
             )
-            message = event_to_proto(published.event)
-        self._runtime.enqueue_first(published.delivery_ids)
-        return message
+            outcomes = [
+                result if isinstance(result, DomainError) else render(result.event)
+                for result in results
+            ]
+        self._runtime.enqueue_first(
+            [
+                delivery_id
+                for result in results
+                if isinstance(result, events.Published)
+                for delivery_id in result.delivery_ids
+            ]
+        )
+        return outcomes
+
+    def _publish_one(self, request: webhook_internal_pb2.PublishEventRequest) -> webhook_pb2.Event:
+        (outcome,) = self._publish([request], event_to_proto)
+        if isinstance(outcome, DomainError):
+            raise outcome
+        return outcome
+
+    def _publish_many(
+        self, request: webhook_internal_pb2.PublishEventsRequest
+    ) -> webhook_internal_pb2.PublishEventsResponse:
+        outcomes = self._publish(request.events, lambda event: None)
+        return webhook_internal_pb2.PublishEventsResponse(
+            results=[
+                webhook_internal_pb2.PublishEventResult(
+                    id=event.id,
+                    error=outcome.to_status() if isinstance(outcome, DomainError) else None,
+                )
+                for event, outcome in zip(request.events, outcomes, strict=True)
+            ]
+        )
 
     def _list_failed(
         self, request: webhook_internal_pb2.ListFailedDeliveriesRequest
@@ -421,9 +467,17 @@ class WebhookInternalServicer(webhook_internal_pb2_grpc.WebhookInternalServiceSe
             delivery_ids=[delivery_id for delivery_id, _ in replayed]
         )
 
-    def _stats(self, merchant_id: str) -> webhook_internal_pb2.GetDeliveryStatsResponse:
+    def _stats(
+        self, request: webhook_internal_pb2.GetDeliveryStatsRequest
+    ) -> webhook_internal_pb2.GetDeliveryStatsResponse:
         with transaction(self._runtime.sessions) as session:
-            counts = deliveries.stats(session, merchant_id=merchant_id)
+            counts = deliveries.stats(
+                session,
+                merchant_id=request.merchant_id,
+                livemode=request.livemode if request.HasField("livemode") else None,
+                start=_time_or_none(request.start_time, request.HasField("start_time")),
+                end=_time_or_none(request.end_time, request.HasField("end_time")),
+            )
         return webhook_internal_pb2.GetDeliveryStatsResponse(**counts)
 
     def _object_events(self, object_id: str) -> webhook_internal_pb2.ListObjectEventsResponse:
@@ -447,7 +501,13 @@ class WebhookInternalServicer(webhook_internal_pb2_grpc.WebhookInternalServiceSe
         self, request: webhook_internal_pb2.PublishEventRequest, context: Context
     ) -> webhook_pb2.Event:
         """Stores an event and fans it out; idempotent by event id."""
-        return await asyncio.to_thread(self._publish, request)
+        return await asyncio.to_thread(self._publish_one, request)
+
+    async def PublishEvents(
+        self, request: webhook_internal_pb2.PublishEventsRequest, context: Context
+    ) -> webhook_internal_pb2.PublishEventsResponse:
+        """Stores a batch of events in one transaction; each is published or refused alone."""
+        return await asyncio.to_thread(self._publish_many, request)
 
     async def ListFailedDeliveries(
         self, request: webhook_internal_pb2.ListFailedDeliveriesRequest, context: Context
@@ -470,8 +530,8 @@ class WebhookInternalServicer(webhook_internal_pb2_grpc.WebhookInternalServiceSe
     async def GetDeliveryStats(
         self, request: webhook_internal_pb2.GetDeliveryStatsRequest, context: Context
     ) -> webhook_internal_pb2.GetDeliveryStatsResponse:
-        """Counts deliveries by state."""
-        return await asyncio.to_thread(self._stats, request.merchant_id)
+        """Counts deliveries by state, of a merchant, a mode and a window if asked."""
+        return await asyncio.to_thread(self._stats, request)
 
     async def ListObjectEvents(
         self, request: webhook_internal_pb2.ListObjectEventsRequest, context: Context

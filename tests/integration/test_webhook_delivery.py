@@ -249,6 +249,22 @@ def test_retries__dead_letter_after_the_last_attempt(
         webhook_internal_pb2.GetDeliveryStatsRequest(merchant_id=merchant.id), timeout=10
     )
     assert (stats.dead, stats.delivered, stats.pending, stats.failing) == (1, 0, 0, 0)
+    # The admin overview's window and mode reach the counts: the dead delivery is a test-mode
+    # one created before now.
+    now = datetime.now(UTC)
+    for window, dead_count in (
+        ({"end_time": now}, 1),
+        ({"start_time": now}, 0),
+        ({"livemode": True}, 0),
+        ({"livemode": False, "start_time": now - timedelta(hours=1)}, 1),
+    ):
+        request = webhook_internal_pb2.GetDeliveryStatsRequest(merchant_id=merchant.id)
+        for name, value in window.items():
+            if isinstance(value, datetime):
+                getattr(request, name).FromDatetime(value)
+            else:
+                setattr(request, name, value)
+        assert internal.GetDeliveryStats(request, timeout=10).dead == dead_count, window
     attempts = internal.ListDeliveryAttempts(
         webhook_internal_pb2.ListDeliveryAttemptsRequest(delivery_id=dead["id"]), timeout=10
     ).attempts

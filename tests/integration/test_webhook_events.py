@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import httpx
 import pytest
 from google.protobuf import struct_pb2
+from google.rpc import error_details_pb2, status_pb2
 from paymesh.webhook.v1 import webhook_internal_pb2, webhook_internal_pb2_grpc
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.clients import sync_channel
+from services.common.db import transaction
 from services.common.ids import new_id
 from services.runtime.platform import LocalPlatform
+from services.webhook.models import Delivery
 from tests.integration.conftest import MerchantKeys
-from tests.integration.webhook_receiver import publish
+from tests.integration.webhook_receiver import create_endpoint, publish
 
 Stub = webhook_internal_pb2_grpc.WebhookInternalServiceStub
 
@@ -66,6 +72,7 @@ def test_publish__same_id_twice_stores_one_event(
     [
         ({"id": "pay_notanevent"}, "id"),
         ({"id": ""}, "id"),
+        ({"id": "evt_" + "a" * 64}, "id"),
         ({"merchant_id": ""}, "merchant_id"),
         ({"type": ""}, "type"),
         ({"type": "Payment Succeeded"}, "type"),
@@ -233,3 +240,134 @@ def test_internal__bad_requests_get_clear_errors(
         getattr(internal, method)(message, timeout=10)
 
     assert caught.value.code() == code
+
+
+def _event(merchant_id: str, **fields: Any) -> webhook_internal_pb2.PublishEventRequest:
+    """A valid event to publish, with `fields` changed."""
+    request = webhook_internal_pb2.PublishEventRequest(
+        id=new_id("evt"), merchant_id=merchant_id, type="payment.succeeded"
+    )
+    request.object.update({"id": new_id("pay"), "amount": "100"})
+    for name, value in fields.items():
+        setattr(request, name, value)
+    return request
+
+
+def _reason(status: status_pb2.Status) -> str:
+    (detail,) = [d for d in status.details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
+    info = error_details_pb2.ErrorInfo()
+    detail.Unpack(info)
+    return str(info.reason)
+
+
+def _listed(api: httpx.Client, merchant: MerchantKeys) -> list[tuple[str, str]]:
+    events = api.get("/v1/events", params={"page_size": 100}, headers=_auth(merchant)).json()
+    return sorted((e["id"], e["type"]) for e in events.get("events", []))
+
+
+def _deliveries(sessions: sessionmaker[Session], event_ids: list[str]) -> dict[str, int]:
+    with transaction(sessions) as session:
+        rows = session.execute(
+            select(Delivery.event_id, func.count())
+            .where(Delivery.event_id.in_(event_ids))
+            .group_by(Delivery.event_id)
+        ).all()
+    return {event_id: count for event_id, count in rows}
+
+
+def test_publish_events__refused_events_leave_the_others_stored(
+    internal: Stub, api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    nul = _event(merchant.id)
+    nul.object.update({"id": "pay_1", "note": "a\x00b"})
+    batch = [
+        _event(merchant.id),
+        _event(merchant.id, type="Not A Type"),
+        _event(merchant.id, type="refund.succeeded"),
+        _event(merchant.id, id="evt_" + "a" * 64),
+        nul,
+        _event(merchant.id, id="pay_notanevent"),
+    ]
+
+    reply = internal.PublishEvents(
+        webhook_internal_pb2.PublishEventsRequest(events=batch), timeout=15
+    )
+
+    assert [result.id for result in reply.results] == [event.id for event in batch]
+    refused = [result.HasField("error") for result in reply.results]
+    assert refused == [False, True, False, True, True, True]
+    for result in reply.results[1::2] + reply.results[4:5]:
+        assert result.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert _reason(result.error) == "INVALID_ARGUMENT"
+    assert "type" in reply.results[1].error.message
+    assert _listed(api, merchant) == sorted(
+        [(batch[0].id, "payment.succeeded"), (batch[2].id, "refund.succeeded")]
+    )
+
+
+def test_publish_events__a_repeated_id_is_stored_and_fanned_out_once(
+    internal: Stub, api: httpx.Client, merchant: MerchantKeys, sessions: sessionmaker[Session]
+) -> None:
+    create_endpoint(api, merchant.secret_key, "http://127.0.0.1:9/hook", ["*"])
+    first = _event(merchant.id)
+    again = _event(merchant.id, id=first.id, type="payment.failed")
+    other = _event(merchant.id)
+
+    reply = internal.PublishEvents(
+        webhook_internal_pb2.PublishEventsRequest(events=[first, again, other]), timeout=15
+    )
+
+    assert [result.HasField("error") for result in reply.results] == [False, False, False]
+    assert _listed(api, merchant) == sorted(
+        [(first.id, "payment.succeeded"), (other.id, "payment.succeeded")]
+    )
+    assert _deliveries(sessions, [first.id, other.id]) == {first.id: 1, other.id: 1}
+
+
+def test_publish_events__replaying_a_batch_changes_nothing(
+    internal: Stub, api: httpx.Client, merchant: MerchantKeys, sessions: sessionmaker[Session]
+) -> None:
+    create_endpoint(api, merchant.secret_key, "http://127.0.0.1:9/hook", ["payment.succeeded"])
+    batch = webhook_internal_pb2.PublishEventsRequest(
+        events=[_event(merchant.id) for _ in range(3)] + [_event(merchant.id, type="x")]
+    )
+    ids = [event.id for event in batch.events]
+
+    first = internal.PublishEvents(batch, timeout=15)
+    listed, delivered = _listed(api, merchant), _deliveries(sessions, ids)
+    second = internal.PublishEvents(batch, timeout=15)
+
+    assert first == second
+    assert [result.HasField("error") for result in second.results] == [False] * 3 + [True]
+    assert len(listed) == 3
+    assert delivered == {event_id: 1 for event_id in ids[:3]}
+    assert _listed(api, merchant) == listed
+    assert _deliveries(sessions, ids) == delivered
+
+
+@pytest.mark.parametrize("count", [0, 501])
+def test_publish_events__an_empty_or_oversized_batch_is_refused_whole(
+    internal: Stub, api: httpx.Client, merchant: MerchantKeys, count: int
+) -> None:
+    batch = webhook_internal_pb2.PublishEventsRequest(
+        events=[_event(merchant.id) for _ in range(count)]
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        internal.PublishEvents(batch, timeout=15)
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "events" in (caught.value.details() or "")
+    assert _listed(api, merchant) == []
+
+
+def test_publish_events_is_not_routed_by_the_edge(
+    api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    response = api.post(
+        "/paymesh.webhook.v1.WebhookInternalService/PublishEvents",
+        headers={"X-API-Key": merchant.secret_key, "Content-Type": "application/json"},
+        content=b"{}",
+    )
+
+    assert response.status_code == 404

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from google.protobuf.struct_pb2 import Struct
@@ -10,7 +11,15 @@ from google.protobuf.struct_pb2 import Struct
 from services.common.errors import InvalidArgument
 from services.payment.idempotency import request_hash, validate_key
 from services.payment.payments import decode_page_token, encode_page_token
-from services.payment.relay import event_request, retry_delay_s
+from services.payment.relay import (
+    EVENT_CALL_BYTES_MAX,
+    EVENTS_PER_CALL_MAX,
+    TargetDown,
+    event_calls,
+    event_request,
+    hand_over,
+    retry_delay_s,
+)
 
 
 def test_retry_delay__grows_then_caps() -> None:
@@ -62,3 +71,62 @@ def test_page_token__round_trips_and_rejects_garbage() -> None:
     for garbage in ["", "abc", "e30", "!!!"]:
         with pytest.raises(InvalidArgument):
             decode_page_token(garbage)
+
+
+def _event_payload(index: int, *, blob_bytes: int = 0) -> dict[str, Any]:
+    return {
+        "id": f"evt_{index}",
+        "type": "payment.succeeded",
+        "merchant_id": "mer_1",
+        "livemode": False,
+        "object": {"id": f"pay_{index}", "blob": "x" * blob_bytes},
+        "create_time": datetime(2026, 1, 2, tzinfo=UTC).isoformat(),
+    }
+
+
+def test_event_calls__split_by_count_and_by_size_in_order() -> None:
+    small = [event_request(_event_payload(i)) for i in range(EVENTS_PER_CALL_MAX + 5)]
+    by_count = list(event_calls(small))
+    large = [event_request(_event_payload(i, blob_bytes=300 * 1024)) for i in range(7)]
+    by_size = list(event_calls(large))
+
+    assert [len(call) for call in by_count] == [EVENTS_PER_CALL_MAX, 5]
+    assert [r.id for call in by_count for r in call] == [r.id for r in small]
+    assert [len(call) for call in by_size] == [3, 3, 1]
+    assert all(sum(r.ByteSize() for r in call) <= EVENT_CALL_BYTES_MAX for call in by_size)
+    assert [r.id for call in by_size for r in call] == [r.id for r in large]
+
+
+def test_event_calls__an_event_over_the_size_goes_alone() -> None:
+    huge = event_request(_event_payload(0, blob_bytes=2 * EVENT_CALL_BYTES_MAX))
+    calls = list(event_calls([event_request(_event_payload(1)), huge]))
+
+    assert [[r.id for r in call] for call in calls] == [["evt_1"], ["evt_0"]]
+
+
+def test_hand_over__a_failed_batch_goes_one_at_a_time_so_one_bad_row_waits_alone() -> None:
+    calls: list[list[str]] = []
+
+    def handler(payloads: list[dict[str, Any]]) -> list[str | None]:
+        calls.append([p["id"] for p in payloads])
+        if any(p["id"] == "bad" for p in payloads):
+            raise ValueError("bad row")
+        return [None] * len(payloads)
+
+    outcomes = hand_over(handler, [{"id": "a"}, {"id": "bad"}, {"id": "c"}])
+
+    assert outcomes[0] is None and outcomes[2] is None
+    assert outcomes[1] is not None and "bad row" in outcomes[1]
+    assert calls == [["a", "bad", "c"], ["a"], ["bad"], ["c"]]
+
+
+def test_hand_over__target_down_is_not_retried_row_by_row() -> None:
+    calls: list[int] = []
+
+    def handler(payloads: list[dict[str, Any]]) -> list[str | None]:
+        calls.append(len(payloads))
+        raise TargetDown("redis: connection refused")
+
+    with pytest.raises(TargetDown):
+        hand_over(handler, [{"id": "a"}, {"id": "b"}])
+    assert calls == [2]

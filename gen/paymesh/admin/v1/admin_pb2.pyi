@@ -648,7 +648,9 @@ class Overview(_message.Message):
 
     @_builtins.property
     def webhooks(self) -> Global___WebhookDeliveryCounts:
-        """Webhook deliveries (of the merchant, when filtered; not bounded by the time window)."""
+        """Webhook deliveries of the same merchant (when filtered), mode and time window (by the
+        delivery's creation).
+        """
 
     def __init__(
         self,

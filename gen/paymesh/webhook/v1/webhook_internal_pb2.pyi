@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.rpc import status_pb2 as _status_pb2
 from paymesh.webhook.v1 import webhook_pb2 as _webhook_pb2
 import builtins as _builtins
 import sys
@@ -66,6 +67,87 @@ class PublishEventRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PublishEventRequest: _TypeAlias = PublishEventRequest  # noqa: Y015
+
+@_typing.final
+class PublishEventsRequest(_message.Message):
+    """PublishEventsRequest is a batch of events to store and deliver, in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___PublishEventRequest]:
+        """The events, 1 to 500. An id repeated in the batch is stored once, as its first valid
+        occurrence; the others answer as repeats do.
+        """
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___PublishEventRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishEventsRequest: _TypeAlias = PublishEventsRequest  # noqa: Y015
+
+@_typing.final
+class PublishEventsResponse(_message.Message):
+    """PublishEventsResponse tells what became of each event of the batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___PublishEventResult]:
+        """One result per requested event, in the request's order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___PublishEventResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishEventsResponse: _TypeAlias = PublishEventsResponse  # noqa: Y015
+
+@_typing.final
+class PublishEventResult(_message.Message):
+    """PublishEventResult is the outcome of one event of a batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The event's id, as requested."""
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """Unset when the event is stored (by this call or an earlier one). Set when it was refused,
+        and then nothing of it was stored: the status PublishEvent would have answered, with its
+        `google.rpc.ErrorInfo` reason and any `google.rpc.BadRequest` field violations.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishEventResult: _TypeAlias = PublishEventResult  # noqa: Y015
 
 @_typing.final
 class Delivery(_message.Message):
@@ -302,18 +384,36 @@ class GetDeliveryStatsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    LIVEMODE_FIELD_NUMBER: _builtins.int
     merchant_id: _builtins.str
     """Only this merchant; empty for all."""
+    livemode: _builtins.bool
+    """Only live-mode (true) or test-mode (false) deliveries; unset for both."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Deliveries created at or after this time; unset for no lower bound."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Deliveries created before this time; unset for no upper bound."""
+
     def __init__(
         self,
         *,
         merchant_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        livemode: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_livemode", b"_livemode", "end_time", b"end_time", "livemode", b"livemode", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["merchant_id", b"merchant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_livemode", b"_livemode", "end_time", b"end_time", "livemode", b"livemode", "merchant_id", b"merchant_id", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__livemode: _TypeAlias = _typing.Literal["livemode"]  # noqa: Y015
+    _WhichOneofArgType__livemode: _TypeAlias = _typing.Literal["_livemode", b"_livemode"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__livemode) -> _WhichOneofReturnType__livemode | None: ...
 
 Global___GetDeliveryStatsRequest: _TypeAlias = GetDeliveryStatsRequest  # noqa: Y015
 

@@ -41,6 +41,11 @@ class WebhookInternalServiceStub:
                 request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.PublishEventRequest.SerializeToString,
                 response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.Event.FromString,
                 _registered_method=True)
+        self.PublishEvents = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookInternalService/PublishEvents',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.PublishEventsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.PublishEventsResponse.FromString,
+                _registered_method=True)
         self.ListFailedDeliveries = channel.unary_unary(
                 '/paymesh.webhook.v1.WebhookInternalService/ListFailedDeliveries',
                 request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.ListFailedDeliveriesRequest.SerializeToString,
@@ -79,6 +84,14 @@ class WebhookInternalServiceServicer:
 
     def PublishEvent(self, request, context):
         """Stores an event and fans it out to matching endpoints; idempotent by event id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishEvents(self, request, context):
+        """Stores a batch of events in one transaction and fans each out; idempotent by event id.
+        Each event is published or refused on its own: a refused event does not fail the others.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,6 +146,11 @@ def add_WebhookInternalServiceServicer_to_server(servicer, server):
                     servicer.PublishEvent,
                     request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.PublishEventRequest.FromString,
                     response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.Event.SerializeToString,
+            ),
+            'PublishEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishEvents,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.PublishEventsRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.PublishEventsResponse.SerializeToString,
             ),
             'ListFailedDeliveries': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFailedDeliveries,
@@ -193,6 +211,33 @@ class WebhookInternalService:
             '/paymesh.webhook.v1.WebhookInternalService/PublishEvent',
             paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.PublishEventRequest.SerializeToString,
             paymesh_dot_webhook_dot_v1_dot_webhook__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookInternalService/PublishEvents',
+            paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.PublishEventsRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__internal__pb2.PublishEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,6 +36,10 @@ class WebhookInternalServiceStub:
     def __new__(cls, channel: _aio.Channel) -> WebhookInternalServiceAsyncStub: ...
     PublishEvent: _grpc.UnaryUnaryMultiCallable[_webhook_internal_pb2.PublishEventRequest, _webhook_pb2.Event]
     """Stores an event and fans it out to matching endpoints; idempotent by event id."""
+    PublishEvents: _grpc.UnaryUnaryMultiCallable[_webhook_internal_pb2.PublishEventsRequest, _webhook_internal_pb2.PublishEventsResponse]
+    """Stores a batch of events in one transaction and fans each out; idempotent by event id.
+    Each event is published or refused on its own: a refused event does not fail the others.
+    """
     ListFailedDeliveries: _grpc.UnaryUnaryMultiCallable[_webhook_internal_pb2.ListFailedDeliveriesRequest, _webhook_internal_pb2.ListFailedDeliveriesResponse]
     """Lists dead (and optionally failing) deliveries across merchants, newest first."""
     ReplayDelivery: _grpc.UnaryUnaryMultiCallable[_webhook_internal_pb2.ReplayDeliveryRequest, _webhook_internal_pb2.Delivery]
@@ -56,6 +60,10 @@ class WebhookInternalServiceAsyncStub(WebhookInternalServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     PublishEvent: _aio.UnaryUnaryMultiCallable[_webhook_internal_pb2.PublishEventRequest, _webhook_pb2.Event]  # type: ignore[assignment]
     """Stores an event and fans it out to matching endpoints; idempotent by event id."""
+    PublishEvents: _aio.UnaryUnaryMultiCallable[_webhook_internal_pb2.PublishEventsRequest, _webhook_internal_pb2.PublishEventsResponse]  # type: ignore[assignment]
+    """Stores a batch of events in one transaction and fans each out; idempotent by event id.
+    Each event is published or refused on its own: a refused event does not fail the others.
+    """
     ListFailedDeliveries: _aio.UnaryUnaryMultiCallable[_webhook_internal_pb2.ListFailedDeliveriesRequest, _webhook_internal_pb2.ListFailedDeliveriesResponse]  # type: ignore[assignment]
     """Lists dead (and optionally failing) deliveries across merchants, newest first."""
     ReplayDelivery: _aio.UnaryUnaryMultiCallable[_webhook_internal_pb2.ReplayDeliveryRequest, _webhook_internal_pb2.Delivery]  # type: ignore[assignment]
@@ -79,6 +87,16 @@ class WebhookInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_webhook_pb2.Event, _abc.Awaitable[_webhook_pb2.Event]]:
         """Stores an event and fans it out to matching endpoints; idempotent by event id."""
+
+    @_abc_1.abstractmethod
+    def PublishEvents(
+        self,
+        request: _webhook_internal_pb2.PublishEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_internal_pb2.PublishEventsResponse, _abc.Awaitable[_webhook_internal_pb2.PublishEventsResponse]]:
+        """Stores a batch of events in one transaction and fans each out; idempotent by event id.
+        Each event is published or refused on its own: a refused event does not fail the others.
+        """
 
     @_abc_1.abstractmethod
     def ListFailedDeliveries(
