@@ -46,6 +46,12 @@ WORKER_RESTART_DELAY_MIN_S = 1.0
 WORKER_RESTART_DELAY_MAX_S = 30.0
 # An idle worker waits for a job this long at a time (RQ's BLPOP), so it sees a stop this soon.
 DEQUEUE_TIMEOUT_S = 2
+# How often a worker runs RQ's maintenance (one worker per queue at a time). It frees the jobs a
+# killed worker held: those it had taken off the queue but not started (RQ's intermediate list,
+# failed after a minute there) and those it had started (failed once their time limit passed).
+# Until then they look live, and enqueueing their id again collapses into them; RQ's default of
+# 10 minutes left deliveries waiting that long after a worker was killed (found by the fault run).
+MAINTENANCE_INTERVAL_S = 30
 # After a stop, once no worker has had a job in hand for this long, the process ends even if an
 # idle worker has not deregistered yet (it may be retrying a Redis that is down).
 STOP_IDLE_GRACE_S = 15.0
@@ -265,7 +271,13 @@ class _WorkerThreads:
         queues = [make_queue(queue_name, connection) for queue_name in self.queue_names]
         # Unique per start: RQ refuses a name whose previous worker is still registered.
         name = f"{self.name}-{os.getpid()}-{index}-{uuid.uuid4().hex[:8]}"
-        return _Worker(queues, name=name, connection=connection, serializer=JSONSerializer)
+        return _Worker(
+            queues,
+            name=name,
+            connection=connection,
+            serializer=JSONSerializer,
+            maintenance_interval=MAINTENANCE_INTERVAL_S,
+        )
 
     def _run_slot(self, index: int) -> None:
         try:

@@ -3,11 +3,17 @@
 `run_chaos` drives payments with every test card (some captured by hand, some partly refunded)
 and webhook endpoints that succeed, fail, time out or answer 410, while a fault thread SIGKILLs
 paymesh processes (restarting them), kills Redis (restarted empty: its queues are lost) and
-stops PostgreSQL (then starts it again). Every client request carries an Idempotency-Key and is
+stops PostgreSQL (then starts it again). Meanwhile a network fault thread works the fault
+proxies (`tests/chaos/proxy.py`) that stand between every paymesh process and PostgreSQL, between
+every paymesh process and Redis (`proxied_backends`), and between the webhook worker and the
+receivers: latency bursts, resets (every live connection RST, new ones refused for a moment) and
+stalls (nothing forwarded, nothing closed). Every client request carries an Idempotency-Key and is
 repeated with the same key through 5xx answers and broken connections, as a careful merchant
 would. A supervisor thread restarts any process that exits on its own (as Kubernetes would;
 the workers exit when Redis goes away) and the report names them. After the faults it drains
-and checks what `docs/reliability.md` promises; `Report` says what was injected and counted.
+(replaying, as an operator would, deliveries to the healthy endpoint that network faults
+dead-lettered) and checks what `docs/reliability.md` promises; `Report` says what was injected
+and counted.
 """
 
 from __future__ import annotations
@@ -17,12 +23,13 @@ import secrets
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import grpc
 import httpx
@@ -34,6 +41,7 @@ from paymesh.payment.v1 import payment_internal_pb2, payment_internal_pb2_grpc
 from services.payment.processor import SCENARIOS
 from services.runtime import embedded
 from services.runtime.platform import LocalPlatform, processes
+from tests.chaos.proxy import FaultProxy
 from tests.integration.webhook_receiver import Receiver, Reply
 
 CARDS = ["4242424242424242", "5555555555554444", *SCENARIOS]
@@ -68,6 +76,66 @@ def platform_variables() -> dict[str, str]:
     }
 
 
+# Network faults (on the proxies): their size and duration, drawn per fault.
+LATENCY_DELAY_MS = (20.0, 150.0)
+LATENCY_JITTER_MS = (0.0, 50.0)
+LATENCY_DURATION_S = (2.0, 6.0)
+RESET_REFUSE_S = (0.0, 2.0)
+STALL_DURATION_S = (1.0, 5.0)
+NETWORK_FAULT_PAUSE_S = (1.0, 4.0)
+
+
+@dataclass
+class Backends:
+    """PostgreSQL and Redis, each behind a fault proxy that every paymesh process goes through."""
+
+    data_dir: Path
+    postgres_port: int  # the server's own port; the platform only knows the proxy's
+    redis_port: int
+    postgres_proxy: FaultProxy
+    redis_proxy: FaultProxy
+    database_url: str  # through the proxy
+    redis_url: str  # through the proxy
+
+    def variables(self) -> dict[str, str]:
+        """The platform's settings that route it through the proxies."""
+        return {"PAYMESH_DATABASE_URL": self.database_url, "PAYMESH_REDIS_URL": self.redis_url}
+
+    @property
+    def direct_redis_url(self) -> str:
+        """Redis itself, bypassing its proxy (for the harness's own flush)."""
+        return f"redis://{embedded.LOCALHOST}:{self.redis_port}/0"
+
+
+@contextmanager
+def proxied_backends(data_dir: Path, *, seed: int) -> Iterator[Backends]:
+    """Starts embedded PostgreSQL and Redis in `data_dir`, each behind a fault proxy."""
+    postgres = embedded.start_postgres(data_dir / "pg")
+    redis_server = embedded.start_redis(data_dir / "redis")
+    postgres_proxy = FaultProxy(
+        embedded.LOCALHOST, postgres.port, name="postgres", rng=random.Random(f"{seed}-pg")
+    )
+    redis_proxy = FaultProxy(
+        embedded.LOCALHOST, redis_server.port, name="redis", rng=random.Random(f"{seed}-redis")
+    )
+    try:
+        with postgres_proxy.running(), redis_proxy.running():
+            yield Backends(
+                data_dir=data_dir,
+                postgres_port=postgres.port,
+                redis_port=redis_server.port,
+                postgres_proxy=postgres_proxy,
+                redis_proxy=redis_proxy,
+                database_url=postgres.url().replace(
+                    f":{postgres.port}/", f":{postgres_proxy.port}/"
+                ),
+                redis_url=f"redis://{embedded.LOCALHOST}:{redis_proxy.port}/0",
+            )
+    finally:
+        embedded.stop_redis(data_dir / "redis")
+        embedded.stop_postgres(data_dir / "pg")
+
+
 @dataclass
 class Report:
     """What the run injected and what it checked."""
@@ -76,6 +144,14 @@ class Report:
     faults: list[str] = field(default_factory=list)
     restarted_after_crash: list[str] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    proxies: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def injected(self, fault: str) -> None:
+        """Records a fault, stamped with the time since the run began (two threads inject)."""
+        with self._lock:
+            self.faults.append(f"t+{time.monotonic() - self.started:5.1f}s {fault}")
 
     def render(self) -> str:
         """A human-readable summary."""
@@ -86,6 +162,8 @@ class Report:
                 "processes that exited on their own, restarted by the harness's supervisor: "
                 f"{self.restarted_after_crash}"
             )
+        lines.append("fault proxies:")
+        lines.extend(f"  {name}: {stats}" for name, stats in self.proxies.items())
         lines.append("checked:")
         lines.extend(f"  {name}: {count}" for name, count in sorted(self.counts.items()))
         return "\n".join(lines)
@@ -141,9 +219,22 @@ class Client:
 class FaultInjector:
     """Injects `count` faults, chosen and paced by a seeded random generator."""
 
-    def __init__(self, platform: LocalPlatform, rng: random.Random, report: Report) -> None:
+    def __init__(
+        self,
+        platform: LocalPlatform,
+        backends: Backends,
+        proxies: dict[str, FaultProxy],
+        *,
+        rng: random.Random,
+        seed: int,
+        report: Report,
+    ) -> None:
         self._platform = platform
+        self._backends = backends
+        self._proxies = proxies
         self._rng = rng
+        # Its own generator: the network thread's draws do not shift the process faults'.
+        self._network_rng = random.Random(f"{seed}-network")
         self._report = report
         self._victims = sorted(set(processes(platform.settings)) - NOT_KILLED)
         # Held while a fault is in progress, so the supervisor does not restart its victim.
@@ -163,7 +254,46 @@ class FaultInjector:
             if stop.wait(self._rng.uniform(3.0, 12.0)):
                 return
             with self.lock:
-                self._report.faults.append(self._rng.choice(kinds)())
+                self._report.injected(self._rng.choice(kinds)())
+
+    def run_network(self, count: int, stop: threading.Event) -> None:
+        """Injects `count` proxy faults, each on a proxy and of a kind the seed picks."""
+        rng = self._network_rng
+        kinds: list[Callable[[FaultProxy], tuple[str, float]]] = [
+            self.latency,
+            self.reset,
+            self.stall,
+        ]
+        for _ in range(count):
+            if stop.wait(rng.uniform(*NETWORK_FAULT_PAUSE_S)):
+                return
+            name = rng.choice(sorted(self._proxies))
+            description, duration_s = rng.choice(kinds)(self._proxies[name])
+            self._report.injected(f"proxy {name}: {description}")
+            # One network fault at a time, so the report says what each one was.
+            if stop.wait(duration_s):
+                return
+
+    def latency(self, proxy: FaultProxy) -> tuple[str, float]:
+        """Delays every chunk through `proxy` for a few seconds."""
+        rng = self._network_rng
+        delay_ms, jitter_ms = rng.uniform(*LATENCY_DELAY_MS), rng.uniform(*LATENCY_JITTER_MS)
+        duration_s = rng.uniform(*LATENCY_DURATION_S)
+        proxy.latency(delay_ms=delay_ms, jitter_ms=jitter_ms, duration_s=duration_s)
+        described = f"latency {delay_ms:.0f} ms + up to {jitter_ms:.0f} ms per chunk"
+        return f"{described} for {duration_s:.1f} s", duration_s
+
+    def reset(self, proxy: FaultProxy) -> tuple[str, float]:
+        """RSTs every connection through `proxy` and refuses new ones for a moment."""
+        refuse_s = self._network_rng.uniform(*RESET_REFUSE_S)
+        cut = proxy.reset(refuse_s=refuse_s)
+        return f"reset {cut} live connections, new ones refused for {refuse_s:.1f} s", refuse_s
+
+    def stall(self, proxy: FaultProxy) -> tuple[str, float]:
+        """Forwards nothing through `proxy` for a few seconds, closing nothing."""
+        duration_s = self._network_rng.uniform(*STALL_DURATION_S)
+        proxy.stall(duration_s=duration_s)
+        return f"stall {duration_s:.1f} s", duration_s
 
     def supervise(self, stop: threading.Event) -> None:
         """Restarts any process that exited on its own, as Kubernetes or systemd would."""
@@ -181,23 +311,20 @@ class FaultInjector:
 
     def redis(self) -> str:
         """Stops Redis, starts it again and empties it: every queued job is lost."""
-        settings = self._platform.settings
-        port = urlsplit(settings.require_redis_url()).port
-        directory = settings.data_dir.resolve() / "redis"
+        directory = self._backends.data_dir / "redis"
         embedded.stop_redis(directory)
         time.sleep(self._rng.uniform(0.5, 2.0))
-        embedded.start_redis(directory, port=port)
-        redis.Redis.from_url(settings.require_redis_url()).flushall()
+        embedded.start_redis(directory, port=self._backends.redis_port)
+        with redis.Redis.from_url(self._backends.direct_redis_url) as connection:
+            connection.flushall()
         return "Redis stopped, restarted and flushed (queues lost)"
 
     def postgres(self) -> str:
         """Stops PostgreSQL (fast shutdown: connections are cut) and starts it again."""
-        settings = self._platform.settings
-        port = urlsplit(settings.require_database_url()).port
-        directory = settings.data_dir.resolve() / "pg"
+        directory = self._backends.data_dir / "pg"
         embedded.stop_postgres(directory)
         time.sleep(self._rng.uniform(0.5, 2.0))
-        embedded.start_postgres(directory, port=port)
+        embedded.start_postgres(directory, port=self._backends.postgres_port)
         return "PostgreSQL stopped and restarted"
 
 
@@ -277,11 +404,13 @@ def _restart_dead(platform: LocalPlatform, report: Report) -> None:
 
 def run_chaos(
     platform: LocalPlatform,
+    backends: Backends,
     key: str,
     *,
     seed: int,
     payments: int,
     faults: int,
+    network_faults: int,
     drain_timeout_s: float,
 ) -> Report:
     """Runs the workload under faults, drains, checks every guarantee; returns the report."""
@@ -290,14 +419,24 @@ def run_chaos(
     started = datetime.now(UTC)
     client = Client(platform.base_url, key, patience_s=drain_timeout_s)
     receiver = Receiver()
-    with receiver.running():
+    # The receivers are reached only through this proxy: the endpoints' URLs name its port.
+    webhook_proxy = FaultProxy(
+        embedded.LOCALHOST, receiver.port, name="webhooks", rng=random.Random(f"{seed}-webhooks")
+    )
+    proxies = {
+        "postgres": backends.postgres_proxy,
+        "redis": backends.redis_proxy,
+        "webhooks": webhook_proxy,
+    }
+    with receiver.running(), webhook_proxy.running():
         for path, (reply, _) in ENDPOINTS.items():
             receiver.script(path, then=reply)
+        base = f"http://{embedded.LOCALHOST}:{webhook_proxy.port}"
         endpoints = {
             path: client.call(
                 "POST",
                 "/v1/webhook_endpoints",
-                {"url": receiver.url(path), "enabled_events": types},
+                {"url": f"{base}{path}", "enabled_events": types},
                 key=f"endpoint-{path}-{seed}",
             ).json()["id"]
             for path, (_, types) in ENDPOINTS.items()
@@ -313,9 +452,13 @@ def run_chaos(
             for index in range(payments)
         ]
         stop = threading.Event()
-        injector = FaultInjector(platform, rng, report)
+        injector = FaultInjector(platform, backends, proxies, rng=rng, seed=seed, report=report)
         fault_thread = threading.Thread(target=injector.run, args=(faults, stop), daemon=True)
         fault_thread.start()
+        network_thread = threading.Thread(
+            target=injector.run_network, args=(network_faults, stop), daemon=True
+        )
+        network_thread.start()
         supervisor = threading.Thread(target=injector.supervise, args=(stop,), daemon=True)
         supervisor.start()
         try:
@@ -325,16 +468,33 @@ def run_chaos(
                 ]:
                     done.result()
             fault_thread.join(timeout=drain_timeout_s)
+            network_thread.join(timeout=drain_timeout_s)
         finally:
             stop.set()
             fault_thread.join(timeout=60)
+            network_thread.join(timeout=60)
             supervisor.join(timeout=60)
-        _restart_dead(platform, report)
-        platform.wait_healthy(timeout_s=drain_timeout_s)
-        _check_payments(platform, client, flows, started, report)
-        _check_ledger(platform, started, report)
-        _check_webhooks(client, endpoints, drain_timeout_s, report)
-        _check_idempotency(client, flows, report)
+            for proxy in proxies.values():
+                proxy.clear()
+        try:
+            _restart_dead(platform, report)
+            platform.wait_healthy(timeout_s=drain_timeout_s)
+            _check_payments(platform, client, flows, started, report)
+            _check_ledger(platform, started, report)
+            _check_webhooks(
+                platform,
+                client,
+                endpoints,
+                started=started,
+                timeout_s=drain_timeout_s,
+                report=report,
+            )
+            _check_idempotency(client, flows, report)
+            _check_proxies(proxies, report)
+        except BaseException:
+            # What was injected is what a failing run most needs to show.
+            print(f"\nFAILED after these faults:\n{report.render()}")
+            raise
     return report
 
 
@@ -402,21 +562,65 @@ def _deliveries_final(client: Client, endpoint_id: str) -> list[dict[str, Any]] 
     return listed if all(item["status"] in DELIVERY_FINAL for item in listed) else None
 
 
+def _replay_dead(client: Client, endpoint_id: str, started: datetime) -> int:
+    """Replays an endpoint's dead-lettered deliveries since `started`; returns how many."""
+    response = client.call(
+        "POST",
+        f"/v1/webhook_endpoints/{endpoint_id}/replay",
+        {"since": started.isoformat().replace("+00:00", "Z"), "limit": 1000},
+    )
+    assert response.status_code == 200, response.text
+    return len(response.json().get("delivery_ids", []))
+
+
 def _check_webhooks(
-    client: Client, endpoints: dict[str, str], timeout_s: float, report: Report
+    platform: LocalPlatform,
+    client: Client,
+    endpoints: dict[str, str],
+    *,
+    started: datetime,
+    timeout_s: float,
+    report: Report,
 ) -> None:
     deadline = time.monotonic() + timeout_s
+    replayed = 0
     while True:
         listed_events = _pages(client, "/v1/events", "events")
         events = {event["id"] for event in listed_events}
         per_endpoint = {path: _deliveries_final(client, eid) for path, eid in endpoints.items()}
         ok = per_endpoint["/ok"] or []
         reached = {d["event_id"] for d in ok if d["status"] == "delivered"}
-        if reached >= events and all(listed is not None for listed in per_endpoint.values()):
-            break
-        assert time.monotonic() < deadline, "webhook deliveries did not drain"
+        if all(listed is not None for listed in per_endpoint.values()):
+            if reached >= events:
+                break
+            if any(d["status"] == "dead" for d in ok):
+                # Resets and stalls on the receivers' proxy can use up a healthy endpoint's
+                # retries: its deliveries are dead-lettered, and replayed as an operator would
+                # once the outage is over. They must then arrive.
+                replayed += _replay_dead(client, endpoints["/ok"], started)
+        if time.monotonic() > deadline:
+            now_listed = {
+                path: _pages(client, f"/v1/webhook_endpoints/{eid}/deliveries", "deliveries")
+                for path, eid in endpoints.items()
+            }
+            pending = {
+                path: sorted(
+                    f"{d['id']} {d['status']}" for d in items if d["status"] not in DELIVERY_FINAL
+                )
+                for path, items in now_listed.items()
+            }
+            at_ok = {d["event_id"] for d in now_listed["/ok"] if d["status"] == "delivered"}
+            exited = sorted(
+                name for name, child in platform.children.items() if child.poll() is not None
+            )
+            raise AssertionError(
+                f"webhook deliveries did not drain: not final {pending}; "
+                f"{len(events - at_ok)} of {len(events)} events not delivered to /ok; "
+                f"exited processes {exited}"
+            )
         time.sleep(1.0)
     report.counts["events"] = len(events)
+    report.counts["deliveries to /ok: dead-lettered by faults, replayed, then delivered"] = replayed
     for path, listed in per_endpoint.items():
         assert listed is not None
         types = ENDPOINTS[path][1]
@@ -433,6 +637,18 @@ def _check_webhooks(
             continue
         assert subscribed, path  # the workload made events of every subscribed kind
         assert delivered | dead >= subscribed, (path, sorted(subscribed - delivered - dead)[:5])
+
+
+def _check_proxies(proxies: dict[str, FaultProxy], report: Report) -> None:
+    # Every proxy carried traffic: the platform and the receivers were reached only through them.
+    for name, proxy in proxies.items():
+        stats = proxy.stats()
+        assert stats.connections > 0 and stats.bytes > 0, (name, stats)
+        report.proxies[name] = (
+            f"{stats.connections} connections, {stats.bytes} bytes in {stats.chunks} chunks; "
+            f"{stats.delayed_chunks} chunks delayed, {stats.held_chunks} held by a stall, "
+            f"{stats.reset_connections} connections reset, {stats.refused} refused"
+        )
 
 
 def _check_idempotency(client: Client, flows: list[Flow], report: Report) -> None:

@@ -1,0 +1,71 @@
+"""A job left behind by a worker that died running it does not stop other deliveries' enqueues.
+
+Found by the fault run (a Redis stall and resets on its proxy while webhook workers ran jobs):
+RQ writes an execution record with a TTL and registers it in the job's execution registry
+scored 60 s later, so for a minute after a worker dies mid-job, deleting the job (which
+`enqueue_once` does before enqueueing the same id again) raises ValueError. The webhook sweeper
+died on it, and with it every webhook retry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from rq.executions import Execution, ExecutionRegistry
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from services.common.queue import WEBHOOKS_QUEUE, enqueue_once, make_queue
+from services.runtime import embedded
+from services.webhook.dispatch import DELIVER_FUNC, enqueue_attempts
+from services.webhook.job_ids import job_id
+
+EXECUTION_TTL_S = 1
+
+
+@pytest.fixture
+def redis_connection(tmp_path: Path) -> Iterator[Redis]:
+    """A real Redis of the test's own."""
+    server = embedded.start_redis(tmp_path / "redis")
+    try:
+        with Redis.from_url(server.url()) as connection:
+            yield connection
+    finally:
+        embedded.stop_redis(tmp_path / "redis")
+
+
+def _left_by_a_dead_worker(connection: Redis, delivery_id: str, attempt: int) -> Job:
+    """The job as RQ leaves it once a worker died running it and its cleanup marked it failed."""
+    queue = make_queue(WEBHOOKS_QUEUE, connection)
+    job = enqueue_once(
+        queue, DELIVER_FUNC, job_id=job_id(delivery_id, attempt), args=(delivery_id, attempt)
+    )
+    with connection.pipeline() as pipeline:
+        Execution.create(job, ttl=EXECUTION_TTL_S, pipeline=pipeline)
+        pipeline.execute()
+    job.set_status(JobStatus.FAILED)
+    registry = ExecutionRegistry(job_id=job.id, connection=connection)
+    deadline = time.monotonic() + 30
+    while connection.exists(f"rq:execution:{job.id}:{registry.get_execution_ids()[0]}"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return job
+
+
+def test_enqueue_attempts__a_stale_job_is_skipped_and_the_others_are_enqueued(
+    redis_connection: Redis,
+) -> None:
+    _left_by_a_dead_worker(redis_connection, "whd_stale", 1)
+    queue = make_queue(WEBHOOKS_QUEUE, redis_connection)
+
+    enqueued = enqueue_attempts(queue, [("whd_stale", 1), ("whd_fresh", 1)], job_timeout_s=10)
+
+    assert enqueued == 1
+    fresh = Job.fetch(
+        job_id("whd_fresh", 1), connection=redis_connection, serializer=JSONSerializer
+    )
+    assert fresh.get_status() == JobStatus.QUEUED
