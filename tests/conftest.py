@@ -1,6 +1,7 @@
 """Fixtures that run the real platform: embedded PostgreSQL and Redis, Envoy, every service.
 
-Shared by tests/integration and tests/browser, so one session starts one platform.
+Shared by tests/integration and tests/browser, so one session starts one platform; and a lone
+embedded Redis for the tests of the queue and the workers.
 """
 
 from __future__ import annotations
@@ -17,7 +18,19 @@ import pytest
 
 from services.admin import merchants
 from services.common.db import make_engine, make_sessionmaker, transaction
+from services.runtime.embedded import start_redis, stop_redis
 from services.runtime.platform import LocalPlatform, free_port_settings
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An embedded Redis of the test module's own (no platform)."""
+    data_dir = tmp_path_factory.mktemp("redis")
+    server = start_redis(data_dir)
+    try:
+        yield server.url()
+    finally:
+        stop_redis(data_dir)
 
 
 @dataclass(frozen=True)

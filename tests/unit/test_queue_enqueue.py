@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +12,6 @@ from rq import Queue
 from rq.job import Job, JobStatus
 
 from services.common.queue import JobRequest, enqueue_many_once, enqueue_once, make_queue
-from services.runtime.embedded import start_redis, stop_redis
 
 FUNC = "services.payment.jobs.process_payment"
 
@@ -28,17 +25,6 @@ class CountingConnection(Connection):
         """Counts, then sends."""
         CountingConnection.sends += 1
         super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Redis server for this module."""
-    data_dir: Path = tmp_path_factory.mktemp("queue-redis")
-    server = start_redis(data_dir)
-    try:
-        yield server.url()
-    finally:
-        stop_redis(data_dir)
 
 
 @pytest.fixture

@@ -31,17 +31,6 @@ RECORD = "tests.unit.worker_jobs.record"
 WAIT_S = 60.0
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """An embedded Redis for this module."""
-    data_dir = tmp_path_factory.mktemp("worker-threads-redis")
-    server = start_redis(data_dir)
-    try:
-        yield server.url()
-    finally:
-        stop_redis(data_dir)
-
-
 @pytest.fixture
 def redis(redis_url: str) -> Iterator[Redis]:
     """A client of that Redis."""
