@@ -8,10 +8,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.admin.models import AuditEntry
+from services.common import pages
 from services.common.errors import InvalidArgument
 
 PAGE_SIZE_DEFAULT = 50
-PAGE_SIZE_MAX = 100
 USER_AGENT_LENGTH_MAX = 512
 
 
@@ -50,13 +50,13 @@ def record(
 
 def parse_page(page_size: int, page_token: str) -> tuple[int, int | None]:
     """The page size and the id to continue below, or InvalidArgument."""
-    if page_size < 0 or page_size > PAGE_SIZE_MAX:
-        raise InvalidArgument.field("page_size", f"must be between 1 and {PAGE_SIZE_MAX}")
+    size = pages.page_size(page_size, default=PAGE_SIZE_DEFAULT)
     if not page_token:
-        return page_size or PAGE_SIZE_DEFAULT, None
+        return size, None
+    # Entries are numbered in order, so the last one's number is the token.
     if not page_token.isdigit() or len(page_token) > 19:
         raise InvalidArgument.field("page_token", "is not a token from a previous response")
-    return page_size or PAGE_SIZE_DEFAULT, int(page_token)
+    return size, int(page_token)
 
 
 def list_entries(

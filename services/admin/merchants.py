@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from services.admin.errors import ApiKeyNotFound, MerchantNotFound
 from services.admin.models import ApiKey, Merchant
+from services.common import pages
 from services.common.api_keys import Kind, Mode, generate_key, parse_key
 from services.common.errors import InvalidArgument
 from services.common.ids import has_prefix, new_id
@@ -20,8 +20,6 @@ DEFAULT_FEE_BPS = 290
 DEFAULT_FEE_FIXED = 30
 NAME_LENGTH_MAX = 200
 FEE_FIXED_MAX = 1_000_000
-PAGE_SIZE_DEFAULT = 20
-PAGE_SIZE_MAX = 100
 # A merchant rotates keys now and then; a list this long means something else is wrong.
 API_KEYS_MAX = 1000
 
@@ -130,38 +128,21 @@ def update_fees(session: Session, *, merchant_id: str, fee_bps: int, fee_fixed: 
     return merchant
 
 
-def _page_token(merchant: Merchant) -> str:
-    raw = f"{merchant.create_time.isoformat()}|{merchant.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _parse_page_token(token: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(token.encode()).decode()
-        when, merchant_id = raw.split("|", 1)
-        return datetime.fromisoformat(when), merchant_id
-    except ValueError as error:
-        raise InvalidArgument.field(
-            "page_token", "is not a token from a previous response"
-        ) from error
-
-
 def list_merchants(
     session: Session, *, page_size: int = 0, page_token: str = ""
 ) -> tuple[list[Merchant], str]:
     """A page of merchants, newest first, and the next page's token ("" on the last)."""
-    if not 0 <= page_size <= PAGE_SIZE_MAX:
-        raise InvalidArgument.field("page_size", f"must be between 1 and {PAGE_SIZE_MAX}")
-    size = page_size or PAGE_SIZE_DEFAULT
+    size = pages.page_size(page_size)
     query = (
         select(Merchant).order_by(Merchant.create_time.desc(), Merchant.id.desc()).limit(size + 1)
     )
-    if page_token:
-        when, merchant_id = _parse_page_token(page_token)
-        query = query.where(tuple_(Merchant.create_time, Merchant.id) < (when, merchant_id))
+    position = pages.decode_token(page_token)
+    if position is not None:
+        query = query.where(tuple_(Merchant.create_time, Merchant.id) < position)
     rows = list(session.scalars(query))
     if len(rows) > size:
-        return rows[:size], _page_token(rows[size - 1])
+        last = rows[size - 1]
+        return rows[:size], pages.encode_token(last.create_time, last.id)
     return rows, ""
 
 

@@ -11,12 +11,11 @@ from sqlalchemy.orm import Session
 
 from services.admin.errors import ReconciliationNotFound
 from services.admin.models import ReconciliationRun
+from services.common import pages
 from services.common.errors import InvalidArgument
 from services.common.ids import new_id
 
 RANGE_MAX = timedelta(days=366)
-PAGE_SIZE_DEFAULT = 20
-PAGE_SIZE_MAX = 100
 
 
 def check_range(start_time: datetime | None, end_time: datetime | None) -> None:
@@ -69,23 +68,17 @@ def list_runs(
     session: Session, *, page_size: int = 0, page_token: str = ""
 ) -> tuple[list[ReconciliationRun], str]:
     """A page of runs, newest first, and the next page's token ("" on the last)."""
-    if not 0 <= page_size <= PAGE_SIZE_MAX:
-        raise InvalidArgument.field("page_size", f"must be between 1 and {PAGE_SIZE_MAX}")
-    size = page_size or PAGE_SIZE_DEFAULT
+    size = pages.page_size(page_size)
     query = (
         select(ReconciliationRun)
         .order_by(ReconciliationRun.create_time.desc(), ReconciliationRun.id.desc())
         .limit(size + 1)
     )
-    if page_token:
-        cursor = session.get(ReconciliationRun, page_token)
-        if cursor is None:
-            raise InvalidArgument.field("page_token", "is not a token from a previous response")
-        query = query.where(
-            tuple_(ReconciliationRun.create_time, ReconciliationRun.id)
-            < (cursor.create_time, cursor.id)
-        )
+    position = pages.decode_token(page_token)
+    if position is not None:
+        query = query.where(tuple_(ReconciliationRun.create_time, ReconciliationRun.id) < position)
     rows = list(session.scalars(query))
     if len(rows) > size:
-        return rows[:size], rows[size - 1].id
+        last = rows[size - 1]
+        return rows[:size], pages.encode_token(last.create_time, last.id)
     return rows, ""

@@ -27,6 +27,7 @@ from services.admin.access import LoginThrottle, SessionAuthenticator, client_in
 from services.admin.errors import DependencyUnavailable, InvalidCredentials, SessionInvalid
 from services.admin.models import ApiKey, AuditEntry, Merchant, ReconciliationRun
 from services.admin.views import RECONCILE_TIMEOUT_S, RemoteServices
+from services.common import pages
 from services.common.auth import AuthPolicy, OperatorPrincipal, current_operator
 from services.common.db import make_engine, make_sessionmaker, transaction
 from services.common.errors import InvalidArgument, Unauthenticated
@@ -54,7 +55,6 @@ EMAIL_LENGTH_MAX = 320
 PASSWORD_LENGTH_MAX = 1024
 ID_LENGTH_MAX = 200
 IDEMPOTENCY_KEY_LENGTH_MAX = 255
-PAGE_SIZE_MAX = 100
 REPLAY_LIMIT_MAX = 1000
 TIMELINE_BUCKETS_MAX = 1000
 GRANULARITY_S = {"HOUR": 3600, "DAY": 86400}
@@ -89,8 +89,7 @@ def _required_id(value: str, field: str) -> str:
 
 
 def _check_page_size(page_size: int) -> None:
-    if not 0 <= page_size <= PAGE_SIZE_MAX:
-        raise InvalidArgument.field("page_size", f"must be between 1 and {PAGE_SIZE_MAX}")
+    pages.page_size(page_size)
 
 
 def merchant_to_proto(merchant: Merchant) -> admin_pb2.Merchant:

@@ -11,13 +11,12 @@ from typing import Generic, TypeVar
 from sqlalchemy import ColumnElement, Select, case, func, select
 from sqlalchemy.orm import Session
 
+from services.common import pages
 from services.common.errors import InvalidArgument
 from services.common.ids import has_prefix
 from services.ledger.errors import AccountNotFound, InvalidPageToken
 from services.ledger.models import Account, AccountBalance, Entry
 
-PAGE_SIZE_DEFAULT = 20
-PAGE_SIZE_MAX = 100
 SOURCE_ID_LENGTH_MAX = 64
 OWNER_LENGTH_MAX = 64
 T = TypeVar("T")
@@ -46,15 +45,6 @@ class Page(Generic[T]):
 
     items: list[T]
     next_page_token: str
-
-
-def page_size_or_raise(page_size: int) -> int:
-    """The page size to use: 0 means the default; outside 1..100 is refused."""
-    if page_size == 0:
-        return PAGE_SIZE_DEFAULT
-    if not 1 <= page_size <= PAGE_SIZE_MAX:
-        raise InvalidArgument.field("page_size", f"must be between 1 and {PAGE_SIZE_MAX}")
-    return page_size
 
 
 def _encode_token(kind: str, value: str) -> str:
@@ -88,7 +78,7 @@ def _entries_page(
     query: Select[Entry], session: Session, *, kind: str, page_size: int, page_token: str
 ) -> Page[Entry]:
     """Newest-first entries of `query`, one page after the token's position."""
-    size = page_size_or_raise(page_size)
+    size = pages.page_size(page_size)
     after = _seq_from_token(page_token, kind)
     if after is not None:
         query = query.where(Entry.seq < after)
@@ -190,7 +180,7 @@ def list_accounts(
     session: Session, *, owner: str, page_size: int, page_token: str
 ) -> Page[AccountWithBalance]:
     """Accounts (of one owner, or all) in id order, with their stored balances."""
-    size = page_size_or_raise(page_size)
+    size = pages.page_size(page_size)
     if len(owner) > OWNER_LENGTH_MAX:
         raise InvalidArgument.field("owner", f"must be at most {OWNER_LENGTH_MAX} characters")
     after = _decode_token(page_token, "accounts")

@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from paymesh.payment.v1 import payment_internal_pb2, payment_internal_pb2_grpc, payment_pb2
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.common import pages
 from services.common.db import transaction
 from services.common.errors import InvalidArgument
 from services.common.settings import Settings
@@ -128,7 +129,7 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
                 session,
                 principal=None,
                 payment_id=request.payment_id,
-                page_size=payments.PAGE_SIZE_MAX,
+                page_size=pages.PAGE_SIZE_MAX,
                 page_token="",
             )
             return payment_pb2.ListRefundsResponse(

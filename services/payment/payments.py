@@ -11,17 +11,14 @@ any work for the worker) to the outbox in the same transaction.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
-import json
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
+from services.common import pages
 from services.common.auth import Principal
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.ids import has_prefix, new_id
@@ -37,8 +34,6 @@ from services.payment.validation import (
     validate_choice,
 )
 
-PAGE_SIZE_DEFAULT = 20
-PAGE_SIZE_MAX = 100
 CLIENT_SECRET_RANDOM_BYTES = 24
 
 
@@ -264,36 +259,6 @@ def cancel_payment_for(
     return cancel_payment(session, payment=payment, cancellation_reason=cancellation_reason)
 
 
-# Pagination: newest first, keyed on (create_time, id); the token is opaque to clients.
-
-
-def encode_page_token(create_time: datetime, object_id: str) -> str:
-    """An opaque token for the page after the object at (create_time, id)."""
-    raw = json.dumps({"t": create_time.isoformat(), "i": object_id}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_page_token(token: str) -> tuple[datetime, str]:
-    """The position a token stands for, or InvalidArgument."""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = json.loads(raw)
-        return datetime.fromisoformat(data["t"]), str(data["i"])
-    except (ValueError, KeyError, TypeError, binascii.Error) as error:
-        raise InvalidArgument.field("page_token", "is not a token from a previous page") from error
-
-
-def page_size_or_raise(
-    page_size: int, *, maximum: int = PAGE_SIZE_MAX, default: int = PAGE_SIZE_DEFAULT
-) -> int:
-    """The page size to use, or InvalidArgument when out of range."""
-    if page_size == 0:
-        return default
-    if not 1 <= page_size <= maximum:
-        raise InvalidArgument.field("page_size", f"must be between 1 and {maximum}")
-    return page_size
-
-
 def list_payments(
     session: Session,
     *,
@@ -305,7 +270,7 @@ def list_payments(
     payment_id: str = "",
 ) -> tuple[list[Payment], str]:
     """A page of payments, newest first; scoped to the principal when there is one."""
-    size = page_size_or_raise(page_size)
+    size = pages.page_size(page_size)
     if status and status not in PAYMENT_STATUSES:
         raise InvalidArgument.field("status", "must be one of " + ", ".join(PAYMENT_STATUSES))
     query = select(Payment)
@@ -319,9 +284,9 @@ def list_payments(
         query = query.where(Payment.status == status)
     if payment_id:
         query = query.where(Payment.id == payment_id)
-    if page_token:
-        create_time, last_id = decode_page_token(page_token)
-        query = query.where(tuple_(Payment.create_time, Payment.id) < tuple_(create_time, last_id))
+    position = pages.decode_token(page_token)
+    if position is not None:
+        query = query.where(tuple_(Payment.create_time, Payment.id) < tuple_(*position))
     rows = list(
         session.scalars(
             query.order_by(Payment.create_time.desc(), Payment.id.desc()).limit(size + 1)
@@ -330,5 +295,5 @@ def list_payments(
     next_token = ""
     if len(rows) > size:
         rows = rows[:size]
-        next_token = encode_page_token(rows[-1].create_time, rows[-1].id)
+        next_token = pages.encode_token(rows[-1].create_time, rows[-1].id)
     return rows, next_token

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
+from services.common import pages
 from services.common.auth import Principal
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.ids import has_prefix, new_id
@@ -18,11 +19,8 @@ from services.payment import outbox
 from services.payment.errors import AmountTooLarge, PaymentStateInvalid, RefundNotFound
 from services.payment.models import Payment, Refund
 from services.payment.payments import (
-    decode_page_token,
-    encode_page_token,
     get_payment_by_id_or_raise,
     get_payment_or_raise,
-    page_size_or_raise,
 )
 from services.payment.validation import REFUND_REASONS, amount_violations, validate_choice
 
@@ -116,7 +114,7 @@ def list_refunds(
     page_token: str,
 ) -> tuple[list[Refund], str]:
     """A page of refunds, newest first; of one payment when `payment_id` is set."""
-    size = page_size_or_raise(page_size)
+    size = pages.page_size(page_size)
     query = select(Refund)
     if principal is not None:
         query = query.where(
@@ -128,14 +126,14 @@ def list_refunds(
         else:
             get_payment_by_id_or_raise(session, payment_id=payment_id)
         query = query.where(Refund.payment_id == payment_id)
-    if page_token:
-        create_time, last_id = decode_page_token(page_token)
-        query = query.where(tuple_(Refund.create_time, Refund.id) < tuple_(create_time, last_id))
+    position = pages.decode_token(page_token)
+    if position is not None:
+        query = query.where(tuple_(Refund.create_time, Refund.id) < tuple_(*position))
     rows = list(
         session.scalars(query.order_by(Refund.create_time.desc(), Refund.id.desc()).limit(size + 1))
     )
     next_token = ""
     if len(rows) > size:
         rows = rows[:size]
-        next_token = encode_page_token(rows[-1].create_time, rows[-1].id)
+        next_token = pages.encode_token(rows[-1].create_time, rows[-1].id)
     return rows, next_token

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,9 +9,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from services.common import pages
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.money import normalize_currency
-from services.payment.payments import page_size_or_raise
 
 FEED_PAGE_SIZE_DEFAULT = 500
 FEED_PAGE_SIZE_MAX = 1000
@@ -182,21 +179,6 @@ def revenue_timeline(
     return list(buckets.values())
 
 
-def _feed_token(moment: datetime, object_id: str) -> str:
-    raw = json.dumps({"t": moment.isoformat(), "i": object_id}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _feed_position(token: str) -> tuple[datetime | None, str]:
-    if not token:
-        return None, ""
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        return datetime.fromisoformat(data["t"]), str(data["i"])
-    except (ValueError, KeyError, TypeError, binascii.Error) as error:
-        raise InvalidArgument.field("page_token", "is not a token from a previous page") from error
-
-
 def _feed(
     session: Session,
     sql: str,
@@ -207,8 +189,8 @@ def _feed(
     page_token: str,
 ) -> tuple[list[Any], str]:
     """Rows of a union ordered by (at, id), oldest first, with keyset pagination."""
-    size = page_size_or_raise(page_size, maximum=FEED_PAGE_SIZE_MAX, default=FEED_PAGE_SIZE_DEFAULT)
-    after_time, after_id = _feed_position(page_token)
+    size = pages.page_size(page_size, maximum=FEED_PAGE_SIZE_MAX, default=FEED_PAGE_SIZE_DEFAULT)
+    position = pages.decode_token(page_token)
     rows = session.execute(
         text(
             "SELECT * FROM (" + sql + ") AS feed"  # noqa: S608 - constant SQL, values bound
@@ -220,15 +202,15 @@ def _feed(
         {
             "start": start_time,
             "end": end_time,
-            "after_time": after_time,
-            "after_id": after_id,
+            "after_time": position[0] if position else None,
+            "after_id": position[1] if position else "",
             "limit": size + 1,
         },
     ).all()
     token = ""
     if len(rows) > size:
         rows = rows[:size]
-        token = _feed_token(rows[-1].at, rows[-1].id)
+        token = pages.encode_token(rows[-1].at, rows[-1].id)
     return list(rows), token
 
 

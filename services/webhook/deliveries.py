@@ -17,12 +17,12 @@ from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.common.errors import InvalidArgument
+from services.common.pages import decode_token, encode_token
 from services.webhook import endpoints
 from services.webhook.crypto import SecretBox
 from services.webhook.errors import DeliveryInProgress, DeliveryNotFound, EndpointNotEnabled
 from services.webhook.job_ids import delivery_id_from
 from services.webhook.models import DELIVERY_STATUSES, Delivery, DeliveryAttempt, Endpoint, Event
-from services.webhook.pages import decode_token, encode_token
 from services.webhook.sender import Outcome
 from services.webhook.views import event_payload
 

@@ -11,12 +11,12 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import FieldViolation, InvalidArgument, ResourceExhausted
 from services.common.ids import has_prefix, new_id
+from services.common.pages import decode_token, encode_token
 from services.webhook import events
 from services.webhook.addresses import AddressRefused, check_registration
 from services.webhook.crypto import SecretBox, new_secret
 from services.webhook.errors import EndpointNotFound, UrlRefused
 from services.webhook.models import Delivery, Endpoint, EndpointSecret
-from services.webhook.pages import decode_token, encode_token
 from services.webhook.views import endpoint_to_proto
 
 ENDPOINTS_PER_MERCHANT_MAX = 16

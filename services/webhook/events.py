@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import DomainError, InvalidArgument
 from services.common.ids import has_prefix, new_id
+from services.common.pages import decode_token, encode_token
 from services.webhook.errors import EventNotFound, EventTooLarge
 from services.webhook.models import Delivery, Endpoint, Event
-from services.webhook.pages import decode_token, encode_token
 
 logger = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from paymesh.webhook.v1 import (
 from services.common.auth import AuthPolicy, current_principal
 from services.common.db import transaction
 from services.common.errors import DomainError, InvalidArgument
+from services.common.pages import page_size
 from services.common.server import ServiceSpec
 from services.common.service_main import run_service
 from services.common.settings import Settings
 from services.webhook import deliveries, endpoints, events
 from services.webhook.endpoints import Owner
 from services.webhook.models import Delivery, DeliveryAttempt, Event
-from services.webhook.pages import page_size
 from services.webhook.runtime import Runtime, build_runtime
 from services.webhook.views import (
     attempt_to_proto,

@@ -10,7 +10,6 @@ from google.protobuf.struct_pb2 import Struct
 
 from services.common.errors import InvalidArgument
 from services.payment.idempotency import request_hash, validate_key
-from services.payment.payments import decode_page_token, encode_page_token
 from services.payment.relay import (
     EVENT_CALL_BYTES_MAX,
     EVENTS_PER_CALL_MAX,
@@ -63,14 +62,6 @@ def test_request_hash__differs_by_body_operation_and_secret() -> None:
 def test_validate_key__rejects(key: str) -> None:
     with pytest.raises(InvalidArgument):
         validate_key(key)
-
-
-def test_page_token__round_trips_and_rejects_garbage() -> None:
-    moment = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
-    assert decode_page_token(encode_page_token(moment, "pay_1")) == (moment, "pay_1")
-    for garbage in ["", "abc", "e30", "!!!"]:
-        with pytest.raises(InvalidArgument):
-            decode_page_token(garbage)
 
 
 def _event_payload(index: int, *, blob_bytes: int = 0) -> dict[str, Any]:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
-from services.common.errors import InvalidArgument
 from services.webhook.deliveries import RetryPolicy, parse_schedule
 from services.webhook.job_ids import delivery_id_from, job_id
-from services.webhook.pages import decode_token, encode_token, page_size
 
 POLICY = RetryPolicy(
     delays_s=(5.0, 300.0, 1800.0),
@@ -68,21 +64,3 @@ def test_job_ids__name_the_delivery_and_the_attempt() -> None:
 )
 def test_job_ids__anything_else_names_no_delivery(value: str) -> None:
     assert delivery_id_from(value) is None
-
-
-def test_page_tokens__round_trip_and_forgeries_are_refused() -> None:
-    when = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
-
-    assert decode_token(encode_token(when, "evt_1")) == (when, "evt_1")
-    assert decode_token("") is None
-    for forged in ["%%%", "bm90IGpzb24", "WzEsMl0"]:
-        with pytest.raises(InvalidArgument):
-            decode_token(forged)
-
-
-def test_page_size__defaults_and_bounds() -> None:
-    assert page_size(0) == 20
-    assert page_size(100) == 100
-    for bad in (-1, 101):
-        with pytest.raises(InvalidArgument):
-            page_size(bad)

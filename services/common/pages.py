@@ -1,4 +1,4 @@
-"""Opaque page tokens for keyset pagination over (time, id)."""
+"""Page sizes and opaque page tokens for keyset pagination over (time, id), for every service."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ PAGE_SIZE_DEFAULT = 20
 PAGE_SIZE_MAX = 100
 
 
-def page_size(value: int) -> int:
-    """The requested page size, defaulted, or INVALID_ARGUMENT when out of range."""
+def page_size(value: int, *, maximum: int = PAGE_SIZE_MAX, default: int = PAGE_SIZE_DEFAULT) -> int:
+    """The requested page size, `default` for 0, or INVALID_ARGUMENT when out of range."""
     if value == 0:
-        return PAGE_SIZE_DEFAULT
-    if not 1 <= value <= PAGE_SIZE_MAX:
-        raise InvalidArgument.field("page_size", f"must be between 1 and {PAGE_SIZE_MAX}")
+        return default
+    if not 1 <= value <= maximum:
+        raise InvalidArgument.field("page_size", f"must be between 1 and {maximum}")
     return value
 
 
