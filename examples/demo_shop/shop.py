@@ -239,7 +239,8 @@ def home_page(shop: Shop) -> bytes:
     <section><h2>Orders</h2><table><tr><th>Payment</th><th>Product</th><th>Amount</th></tr>
     {order_rows or '<tr><td colspan="3">No orders yet.</td></tr>'}</table></section>
     <section><h2>Webhooks received</h2>
-    <p>Endpoint <code>{html.escape(endpoint or "registering…")}</code>; each delivery's
+    <p>Endpoint <code data-testid="endpoint">{html.escape(endpoint or "registering…")}</code>;
+    each delivery's
     <code>webhook-signature</code> is checked with the <code>standardwebhooks</code> library.
     Reload to see new ones.</p>
     <table data-testid="webhooks"><tr><th>Time</th><th>Event</th><th>Object</th><th>Signature</th>

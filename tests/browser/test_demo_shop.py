@@ -22,7 +22,14 @@ def test_demo_shop__buys_through_the_checkout_and_verifies_its_webhooks(
     demo.write_text(json.dumps({"secret_key": merchant.secret_key}))
     shop = f"http://127.0.0.1:{platform.settings.demo_shop_port}"
 
+    # Events are delivered to the endpoints that exist when they happen (as at Stripe), so
+    # buy once the shop shows its endpoint: it registers within a couple of seconds.
+    deadline = time.monotonic() + 30
     page.goto(shop)
+    while not page.get_by_test_id("endpoint").inner_text().startswith("we_"):
+        assert time.monotonic() < deadline, "the shop never registered its webhook endpoint"
+        page.wait_for_timeout(250)
+        page.goto(shop)
     page.get_by_test_id("buy-tshirt").click()
     page.wait_for_url(re.compile(r"/checkout/pay_"))
     expect(page.get_by_test_id("amount")).to_have_text("€25.00")
