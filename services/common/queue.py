@@ -20,8 +20,10 @@ from types import FrameType
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
+from rq.defaults import DEFAULT_MAINTENANCE_TASK_INTERVAL
 from rq.exceptions import StopRequested
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -46,11 +48,13 @@ WORKER_RESTART_DELAY_MIN_S = 1.0
 WORKER_RESTART_DELAY_MAX_S = 30.0
 # An idle worker waits for a job this long at a time (RQ's BLPOP), so it sees a stop this soon.
 DEQUEUE_TIMEOUT_S = 2
-# How often a worker runs RQ's maintenance (one worker per queue at a time). It frees the jobs a
-# killed worker held: those it had taken off the queue but not started (RQ's intermediate list,
-# failed after a minute there) and those it had started (failed once their time limit passed).
-# Until then they look live, and enqueueing their id again collapses into them; RQ's default of
-# 10 minutes left deliveries waiting that long after a worker was killed (found by the fault run).
+# How often a worker process runs RQ's maintenance (its first worker thread only; the others
+# keep RQ's default of 10 minutes, so the cleaning is not repeated by every thread). It frees
+# the jobs a killed worker held: those it had taken off the queue but not started (RQ's
+# intermediate list, failed after a minute there) and those it had started (failed once their
+# time limit passed). Until then they look live, and enqueueing their id again collapses into
+# them; RQ's default alone left deliveries waiting that long after a worker was killed (found
+# by the fault run).
 MAINTENANCE_INTERVAL_S = 30
 # After a stop, once no worker has had a job in hand for this long, the process ends even if an
 # idle worker has not deregistered yet (it may be retrying a Redis that is down).
@@ -114,11 +118,27 @@ def enqueue_many_once(
     if fresh:
         with queue.connection.pipeline() as pipeline:
             for job in stale:
-                job.delete(pipeline=pipeline)
+                _delete_stale(job, pipeline)
             for job in queue.enqueue_many(fresh, pipeline=pipeline):
                 jobs[job.id] = job
             pipeline.execute()
     return [jobs[request.job_id] for request in requests]
+
+
+def _delete_stale(job: Job, pipeline: Pipeline) -> None:
+    """Deletes a finished or failed job (in `pipeline`) so its id can be enqueued afresh.
+
+    For up to a minute after a worker died in a job, RQ's `Job.delete` raises ValueError: the
+    job's execution record has expired but its execution registry still names it. The record
+    is gone, so what is left is deleted by key: the registries' entries (queued by `delete`
+    before it raised), the execution registry and the job's own keys.
+    """
+    try:
+        job.delete(pipeline=pipeline)
+    except ValueError:
+        pipeline.delete(
+            job.execution_registry.key, job.key, job.dependents_key, job.dependencies_key
+        )
 
 
 def enqueue_once(
@@ -276,7 +296,9 @@ class _WorkerThreads:
             name=name,
             connection=connection,
             serializer=JSONSerializer,
-            maintenance_interval=MAINTENANCE_INTERVAL_S,
+            maintenance_interval=(
+                MAINTENANCE_INTERVAL_S if index == 0 else DEFAULT_MAINTENANCE_TASK_INTERVAL
+            ),
         )
 
     def _run_slot(self, index: int) -> None:

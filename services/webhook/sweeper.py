@@ -75,9 +75,9 @@ def main() -> None:
             # PostgreSQL or Redis is away for a moment: try again next round.
             logger.warning("sweep failed; retrying", exc_info=True)
         except Exception:
-            # Anything else (RQ raises ValueError deleting a job whose execution record has
-            # expired, for up to a minute after a worker died in it) must not end the process:
-            # it alone re-enqueues due deliveries, so exiting would stop every retry.
+            # Anything else (an RQ internal raising, as its ValueError for a job a dead worker
+            # left once did) must not end the process: it alone re-enqueues due deliveries, so
+            # exiting would stop every retry.
             logger.exception("sweep failed unexpectedly; retrying")
         stop.wait(settings.webhook_sweep_interval_s)
 

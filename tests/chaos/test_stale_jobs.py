@@ -1,10 +1,10 @@
-"""A job left behind by a worker that died running it does not stop other deliveries' enqueues.
+"""A job left behind by a worker that died running it is replaced like any finished job.
 
 Found by the fault run (a Redis stall and resets on its proxy while webhook workers ran jobs):
 RQ writes an execution record with a TTL and registers it in the job's execution registry
-scored 60 s later, so for a minute after a worker dies mid-job, deleting the job (which
-`enqueue_once` does before enqueueing the same id again) raises ValueError. The webhook sweeper
-died on it, and with it every webhook retry.
+scored 60 s later, so for a minute after a worker dies mid-job, RQ's `Job.delete` (which
+`enqueue_once` calls before enqueueing the same id again) raises ValueError. The webhook sweeper
+died on it, and with it every webhook retry; now `enqueue_many_once` deletes what is left by key.
 """
 
 from __future__ import annotations
@@ -56,16 +56,20 @@ def _left_by_a_dead_worker(connection: Redis, delivery_id: str, attempt: int) ->
     return job
 
 
-def test_enqueue_attempts__a_stale_job_is_skipped_and_the_others_are_enqueued(
+def test_enqueue_attempts__a_job_left_by_a_dead_worker_is_replaced_with_the_others(
     redis_connection: Redis,
 ) -> None:
-    _left_by_a_dead_worker(redis_connection, "whd_stale", 1)
+    stale = _left_by_a_dead_worker(redis_connection, "whd_stale", 1)
+    with pytest.raises(ValueError):  # RQ's own delete, which enqueue_once must not rely on
+        Job.fetch(stale.id, connection=redis_connection, serializer=JSONSerializer).delete()
     queue = make_queue(WEBHOOKS_QUEUE, redis_connection)
 
     enqueued = enqueue_attempts(queue, [("whd_stale", 1), ("whd_fresh", 1)], job_timeout_s=10)
 
-    assert enqueued == 1
-    fresh = Job.fetch(
-        job_id("whd_fresh", 1), connection=redis_connection, serializer=JSONSerializer
-    )
-    assert fresh.get_status() == JobStatus.QUEUED
+    assert enqueued == 2
+    for delivery_id in ("whd_stale", "whd_fresh"):
+        job = Job.fetch(
+            job_id(delivery_id, 1), connection=redis_connection, serializer=JSONSerializer
+        )
+        assert job.get_status() == JobStatus.QUEUED
+    assert queue.get_job_ids() == [job_id("whd_stale", 1), job_id("whd_fresh", 1)]
