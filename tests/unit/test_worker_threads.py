@@ -221,6 +221,17 @@ def test_a_job_over_its_time_limit_fails_on_its_thread(redis: Redis, start_worke
     assert worker.process.poll() is None  # the worker lives on
 
 
+def _assert_jobs_run(client: Redis, worker: _WorkerProcess) -> None:
+    """Two new jobs finish and the worker process is still running (after Redis came back)."""
+    jobs = _enqueue(client, worker, 2, duration_s=0.1)
+    _wait_until(
+        lambda: all(job.get_status() == JobStatus.FINISHED for job in jobs),
+        what="jobs finished after the restart",
+        worker=worker,
+    )
+    assert worker.process.poll() is None
+
+
 def test_workers_carry_on_after_redis_restarts(tmp_path: Path) -> None:
     data_dir = tmp_path / "own-redis"
     server = start_redis(data_dir)
@@ -233,13 +244,7 @@ def test_workers_carry_on_after_redis_restarts(tmp_path: Path) -> None:
         time.sleep(3)  # every worker meets the lost connection
         start_redis(data_dir, port=port)
 
-        jobs = _enqueue(client, worker, 2, duration_s=0.1)
-        _wait_until(
-            lambda: all(job.get_status() == JobStatus.FINISHED for job in jobs),
-            what="jobs finished after the restart",
-            worker=worker,
-        )
-        assert worker.process.poll() is None
+        _assert_jobs_run(client, worker)
     finally:
         worker.stop()
         client.close()
@@ -261,13 +266,7 @@ def test_a_worker_that_quits_on_a_lost_redis_starts_again(tmp_path: Path) -> Non
         )
         start_redis(data_dir, port=port)
 
-        jobs = _enqueue(client, worker, 2, duration_s=0.1)
-        _wait_until(
-            lambda: all(job.get_status() == JobStatus.FINISHED for job in jobs),
-            what="jobs finished after the restart",
-            worker=worker,
-        )
-        assert worker.process.poll() is None
+        _assert_jobs_run(client, worker)
     finally:
         worker.stop()
         client.close()
