@@ -576,8 +576,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         """Refunds through the payment service on the operator's behalf."""
         operator = current_operator()
         payment_id = _required_id(request.payment_id, "payment_id")
-        if not 0 <= request.amount <= AMOUNT_MAX:
-            raise InvalidArgument.field("amount", f"must be between 0 and {AMOUNT_MAX}")
+        # Absent refunds what is left; 0 is refused, never read as "everything".
+        if request.HasField("amount") and not 0 < request.amount <= AMOUNT_MAX:
+            raise InvalidArgument.field("amount", f"must be between 1 and {AMOUNT_MAX}")
         if request.reason not in REFUND_REASONS:
             raise InvalidArgument.field(
                 "reason", "must be 'duplicate', 'fraudulent' or 'requested_by_customer'"
@@ -599,7 +600,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             self._remote.payments.CreateOperatorRefund,
             payment_internal_pb2.CreateOperatorRefundRequest(
                 payment_id=payment_id,
-                amount=request.amount,
+                amount=request.amount if request.HasField("amount") else None,
                 reason=request.reason,
                 # Two operators reusing a key never collide with each other's refunds.
                 idempotency_key=f"admin:{operator.operator_id}:{key}",

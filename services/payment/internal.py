@@ -139,8 +139,9 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
     def _operator_refund(
         self, request: payment_internal_pb2.CreateOperatorRefundRequest
     ) -> payment_pb2.Refund:
+        amount = request.amount if request.HasField("amount") else None
         refunds.validate_refund_input(
-            payment_id=request.payment_id, amount=request.amount, reason=request.reason
+            payment_id=request.payment_id, amount=amount, reason=request.reason
         )
         if not request.operator_id:
             raise InvalidArgument.field("operator_id", "is required")
@@ -154,7 +155,7 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
                 refunds.create_refund(
                     session,
                     payment=payment,
-                    amount=request.amount,
+                    amount=amount,
                     reason=request.reason,
                     operator_id=request.operator_id,
                 )

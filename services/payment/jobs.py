@@ -174,7 +174,7 @@ def drive_payment(ctx: WorkerContext, payment_id: str) -> str:
                 return "requires_capture"
         amount = payment.amount
     else:
-        amount = payment.amount_to_capture or payment.amount
+        amount = payment.amount if payment.amount_to_capture is None else payment.amount_to_capture
     with_processor_retries(lambda: ctx.processor.capture(payment_id=payment_id, amount=amount))
     fee = compute_fee(amount=amount, fee_bps=payment.fee_bps, fee_fixed=payment.fee_fixed)
     ledger.post(

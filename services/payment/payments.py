@@ -30,6 +30,7 @@ from services.payment.validation import (
     CANCELLATION_REASONS,
     CardInput,
     PaymentInput,
+    amount_violations,
     card_fingerprint,
     validate_choice,
 )
@@ -194,11 +195,16 @@ def confirm_payment(session: Session, *, payment: Payment, card: AttachedCard) -
 
 
 def capture_payment(
-    session: Session, *, principal: Principal, payment_id: str, amount_to_capture: int
+    session: Session, *, principal: Principal, payment_id: str, amount_to_capture: int | None
 ) -> Payment:
-    """Captures an authorized payment (all, or `amount_to_capture`); the worker settles it."""
-    if amount_to_capture < 0:
-        raise InvalidArgument.field("amount_to_capture", "must be positive")
+    """Captures an authorized payment (all when `amount_to_capture` is None); the worker settles it.
+
+    0 is refused like any amount outside 1..AMOUNT_MAX, never read as "everything".
+    """
+    if amount_to_capture is not None:
+        violations = amount_violations(amount_to_capture, "amount_to_capture")
+        if violations:
+            raise InvalidArgument("the capture is invalid", violations=violations)
     payment = get_payment_or_raise(
         session, principal=principal, payment_id=payment_id, for_update=True
     )
@@ -207,7 +213,7 @@ def capture_payment(
             f"a payment in status {payment.status!r} cannot be captured",
             metadata={"status": payment.status},
         )
-    amount = amount_to_capture or payment.amount_capturable
+    amount = payment.amount_capturable if amount_to_capture is None else amount_to_capture
     if amount > payment.amount_capturable:
         raise AmountTooLarge(
             f"at most {payment.amount_capturable} can be captured",

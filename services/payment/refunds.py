@@ -25,12 +25,16 @@ from services.payment.payments import (
 from services.payment.validation import REFUND_REASONS, amount_violations, validate_choice
 
 
-def validate_refund_input(*, payment_id: str, amount: int, reason: str) -> None:
-    """Checks a refund request's fields before anything is looked up."""
+def validate_refund_input(*, payment_id: str, amount: int | None, reason: str) -> None:
+    """Checks a refund request's fields before anything is looked up.
+
+    `amount` is None when the request left it out (refund what is left); 0 is refused like
+    any other amount outside 1..AMOUNT_MAX, never read as "everything".
+    """
     violations: list[FieldViolation] = []
     if not payment_id:
         violations.append(FieldViolation("payment_id", "is required"))
-    if amount != 0:
+    if amount is not None:
         violations += amount_violations(amount)
     if violations:
         raise InvalidArgument("the refund is invalid", violations=violations)
@@ -48,9 +52,13 @@ def refundable(session: Session, payment: Payment) -> int:
 
 
 def create_refund(
-    session: Session, *, payment: Payment, amount: int, reason: str, operator_id: str = ""
+    session: Session, *, payment: Payment, amount: int | None, reason: str, operator_id: str = ""
 ) -> Refund:
-    """Reserves and records a refund of a locked, succeeded payment; the worker carries it out."""
+    """Reserves and records a refund of a locked, succeeded payment; the worker carries it out.
+
+    `amount` None refunds what is left; any other amount must be validated already (positive).
+    """
+    assert amount is None or amount > 0, "refund amounts are validated before this point"
     if payment.status != "succeeded":
         raise PaymentStateInvalid(
             f"a payment in status {payment.status!r} cannot be refunded",
@@ -59,7 +67,7 @@ def create_refund(
     available = refundable(session, payment)
     if available <= 0:
         raise AmountTooLarge("the payment is fully refunded")
-    amount = amount or available
+    amount = available if amount is None else amount
     if amount > available:
         raise AmountTooLarge(
             f"at most {available} can be refunded",
@@ -84,7 +92,7 @@ def create_refund(
 
 
 def create_refund_for(
-    session: Session, *, principal: Principal, payment_id: str, amount: int, reason: str
+    session: Session, *, principal: Principal, payment_id: str, amount: int | None, reason: str
 ) -> Refund:
     """Refunds the caller's payment."""
     payment = get_payment_or_raise(

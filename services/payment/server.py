@@ -179,7 +179,9 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
                     session,
                     principal=principal,
                     payment_id=request.id,
-                    amount_to_capture=request.amount_to_capture,
+                    amount_to_capture=(
+                        request.amount_to_capture if request.HasField("amount_to_capture") else None
+                    ),
                 )
             )
 
@@ -199,8 +201,9 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     def _create_refund(
         self, principal: Principal, key: str | None, request: payment_pb2.CreateRefundRequest
     ) -> tuple[payment_pb2.Refund, bool]:
+        amount = request.amount if request.HasField("amount") else None
         refunds.validate_refund_input(
-            payment_id=request.payment_id, amount=request.amount, reason=request.reason
+            payment_id=request.payment_id, amount=amount, reason=request.reason
         )
 
         def work(session: Session) -> payment_pb2.Refund:
@@ -209,7 +212,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
                     session,
                     principal=principal,
                     payment_id=request.payment_id,
-                    amount=request.amount,
+                    amount=amount,
                     reason=request.reason,
                 )
             )

@@ -325,6 +325,9 @@ def test_operator_refund__bad_input_is_4xx_and_refunds_nothing(
         ({"amount": 10, "idempotency_key": "x" * 300}, 400),
         ({"amount": "lots", "idempotency_key": "c"}, 400),
         ({"amount": 501, "idempotency_key": "d"}, 400),
+        # 0 is not "everything" (it refunded the whole payment before amounts had presence).
+        ({"amount": 0, "idempotency_key": "f"}, 400),
+        ({"amount": "0", "idempotency_key": "g"}, 400),
     ):
         response = api.post(path, json=body, headers=operator_login.headers)
         assert response.status_code == status, (body, response.text)

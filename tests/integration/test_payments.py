@@ -355,6 +355,34 @@ def test_capture__full_by_default(api: httpx.Client, merchant: MerchantKeys) -> 
     assert final["amount_received"] == "700"
 
 
+def test_capture__zero_is_400_and_captures_nothing(
+    api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    """0 is not "everything": it answers 400 naming `amount_to_capture` and the payment waits."""
+    body = created(
+        api,
+        merchant.secret_key,
+        amount=700,
+        capture_method="manual",
+        payment_method={"card": card()},
+    )
+    wait_for(api, merchant.secret_key, body["id"])
+    for amount in (0, "0"):
+        response = api.post(
+            f"/v1/payments/{body['id']}/capture",
+            json={"amount_to_capture": amount},
+            headers={"X-API-Key": merchant.secret_key},
+        )
+        assert response.status_code == 400, response.text
+        assert "amount_to_capture" in violations(response)
+    after = wait_for(api, merchant.secret_key, body["id"])
+    assert (after["status"], after["amount_capturable"], after["amount_received"]) == (
+        "requires_capture",
+        "700",
+        "0",
+    )
+
+
 @pytest.mark.parametrize("kind", ["failed", "succeeded", "requires_payment_method"])
 def test_capture__illegal_states_are_failed_precondition(
     api: httpx.Client, merchant: MerchantKeys, kind: str

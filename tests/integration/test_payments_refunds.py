@@ -194,6 +194,36 @@ def test_refund__bad_input_is_400_with_field(api: httpx.Client, merchant: Mercha
     assert listed["refunds"] == []
 
 
+def test_refund__zero_amount_is_400_and_refunds_nothing(
+    api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    """0 is not "everything": it answers 400 naming `amount`; leaving it out refunds the rest."""
+    payment = paid(api, merchant.secret_key, amount=800)
+    for body in ({"amount": 0}, {"amount": "0"}):
+        zero = refund(
+            api,
+            merchant.secret_key,
+            idempotency_key=f"zero-{body['amount']!r}",
+            payment_id=payment["id"],
+            **body,
+        )
+        assert zero.status_code == 400, zero.text
+        assert "amount" in violations(zero)
+    listed = api.get(
+        "/v1/refunds",
+        params={"payment_id": payment["id"]},
+        headers={"X-API-Key": merchant.secret_key},
+    ).json()
+    assert listed["refunds"] == []
+    again = api.get(
+        f"/v1/payments/{payment['id']}", headers={"X-API-Key": merchant.secret_key}
+    ).json()
+    assert again["amount_refunded"] == "0"
+    rest = refund(api, merchant.secret_key, payment_id=payment["id"])
+    assert rest.status_code == 200, rest.text
+    assert rest.json()["amount"] == "800"
+
+
 def test_refund__partial_capture_limits_the_refund(
     api: httpx.Client, merchant: MerchantKeys
 ) -> None:

@@ -955,7 +955,9 @@ class RefundPaymentRequest(_message.Message):
     payment_id: _builtins.str
     """Payment identifier (any merchant)."""
     amount: _builtins.int
-    """Amount in minor units; zero or unset refunds what is left."""
+    """Amount in minor units, 1 or more; absent refunds what is left. Zero is refused: the field
+    has presence so that 0 can never be read as "everything".
+    """
     reason: _builtins.str
     """"duplicate", "fraudulent" or "requested_by_customer"."""
     idempotency_key: _builtins.str
@@ -964,15 +966,17 @@ class RefundPaymentRequest(_message.Message):
         self,
         *,
         payment_id: _builtins.str = ...,
-        amount: _builtins.int = ...,
+        amount: _builtins.int | None = ...,
         reason: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_amount", b"_amount", "amount", b"amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "idempotency_key", b"idempotency_key", "payment_id", b"payment_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_amount", b"_amount", "amount", b"amount", "idempotency_key", b"idempotency_key", "payment_id", b"payment_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__amount: _TypeAlias = _typing.Literal["amount"]  # noqa: Y015
+    _WhichOneofArgType__amount: _TypeAlias = _typing.Literal["_amount", b"_amount"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__amount) -> _WhichOneofReturnType__amount | None: ...
 
 Global___RefundPaymentRequest: _TypeAlias = RefundPaymentRequest  # noqa: Y015
 

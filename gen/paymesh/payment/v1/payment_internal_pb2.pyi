@@ -360,7 +360,7 @@ class CreateOperatorRefundRequest(_message.Message):
     payment_id: _builtins.str
     """Payment identifier (any merchant)."""
     amount: _builtins.int
-    """Amount; zero refunds what is left."""
+    """Amount, 1 or more; absent refunds what is left (zero is refused)."""
     reason: _builtins.str
     """Refund reason."""
     idempotency_key: _builtins.str
@@ -371,16 +371,18 @@ class CreateOperatorRefundRequest(_message.Message):
         self,
         *,
         payment_id: _builtins.str = ...,
-        amount: _builtins.int = ...,
+        amount: _builtins.int | None = ...,
         reason: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
         operator_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_amount", b"_amount", "amount", b"amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "idempotency_key", b"idempotency_key", "operator_id", b"operator_id", "payment_id", b"payment_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_amount", b"_amount", "amount", b"amount", "idempotency_key", b"idempotency_key", "operator_id", b"operator_id", "payment_id", b"payment_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__amount: _TypeAlias = _typing.Literal["amount"]  # noqa: Y015
+    _WhichOneofArgType__amount: _TypeAlias = _typing.Literal["_amount", b"_amount"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__amount) -> _WhichOneofReturnType__amount | None: ...
 
 Global___CreateOperatorRefundRequest: _TypeAlias = CreateOperatorRefundRequest  # noqa: Y015
 

@@ -444,18 +444,22 @@ class CapturePaymentRequest(_message.Message):
     id: _builtins.str
     """Payment identifier."""
     amount_to_capture: _builtins.int
-    """Amount to capture; zero or unset captures all that is capturable."""
+    """Amount to capture, 1 or more; absent captures all that is capturable. Zero is refused:
+    the field has presence so that 0 can never be read as "everything".
+    """
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
-        amount_to_capture: _builtins.int = ...,
+        amount_to_capture: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_amount_to_capture", b"_amount_to_capture", "amount_to_capture", b"amount_to_capture"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_to_capture", b"amount_to_capture", "id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_amount_to_capture", b"_amount_to_capture", "amount_to_capture", b"amount_to_capture", "id", b"id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__amount_to_capture: _TypeAlias = _typing.Literal["amount_to_capture"]  # noqa: Y015
+    _WhichOneofArgType__amount_to_capture: _TypeAlias = _typing.Literal["_amount_to_capture", b"_amount_to_capture"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__amount_to_capture) -> _WhichOneofReturnType__amount_to_capture | None: ...
 
 Global___CapturePaymentRequest: _TypeAlias = CapturePaymentRequest  # noqa: Y015
 
@@ -563,21 +567,25 @@ class CreateRefundRequest(_message.Message):
     payment_id: _builtins.str
     """The payment to refund."""
     amount: _builtins.int
-    """Amount; zero or unset refunds what is left."""
+    """Amount, 1 or more; absent refunds what is left. Zero is refused: the field has presence
+    so that 0 can never be read as "everything".
+    """
     reason: _builtins.str
     """"duplicate", "fraudulent" or "requested_by_customer"."""
     def __init__(
         self,
         *,
         payment_id: _builtins.str = ...,
-        amount: _builtins.int = ...,
+        amount: _builtins.int | None = ...,
         reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_amount", b"_amount", "amount", b"amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "payment_id", b"payment_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_amount", b"_amount", "amount", b"amount", "payment_id", b"payment_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__amount: _TypeAlias = _typing.Literal["amount"]  # noqa: Y015
+    _WhichOneofArgType__amount: _TypeAlias = _typing.Literal["_amount", b"_amount"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__amount) -> _WhichOneofReturnType__amount | None: ...
 
 Global___CreateRefundRequest: _TypeAlias = CreateRefundRequest  # noqa: Y015
 
