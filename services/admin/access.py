@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from dataclasses import dataclass
 
 from limits import RateLimitItemPerSecond, storage, strategies
@@ -109,10 +111,13 @@ class LoginThrottle:
 
     def check(self, email: str, client_ip: str) -> None:
         """LoginRateLimited when this email and address have failed too often lately."""
-        if not self._limiter.test(self._item, email.strip().lower(), client_ip):
+        email = email.strip().lower()
+        if not self._limiter.test(self._item, email, client_ip):
+            # The moving window frees an attempt when its oldest failure leaves it.
+            stats = self._limiter.get_window_stats(self._item, email, client_ip)
             raise LoginRateLimited(
                 "too many failed logins; try again later",
-                metadata={"window_s": str(self._item.get_expiry())},
+                retry_after_s=max(1, math.ceil(stats.reset_time - time.time())),
             )
 
     def failed(self, email: str, client_ip: str) -> None:

@@ -9,7 +9,6 @@ from sqlalchemy.orm import Session
 
 from services.admin.models import AuditEntry
 from services.common import pages
-from services.common.errors import InvalidArgument
 
 PAGE_SIZE_DEFAULT = 50
 USER_AGENT_LENGTH_MAX = 512
@@ -48,20 +47,10 @@ def record(
     return entry
 
 
-def parse_page(page_size: int, page_token: str) -> tuple[int, int | None]:
-    """The page size and the id to continue below, or InvalidArgument."""
-    size = pages.page_size(page_size, default=PAGE_SIZE_DEFAULT)
-    if not page_token:
-        return size, None
-    # Entries are numbered in order, so the last one's number is the token.
-    if not page_token.isdigit() or len(page_token) > 19:
-        raise InvalidArgument.field("page_token", "is not a token from a previous response")
-    return size, int(page_token)
-
-
 def list_entries(
     session: Session,
     *,
+    tokens: pages.PageTokens,
     operator_id: str = "",
     action: str = "",
     target_id: str = "",
@@ -69,7 +58,10 @@ def list_entries(
     page_token: str = "",
 ) -> tuple[list[AuditEntry], str]:
     """A page of entries, newest first, and the next page's token ("" on the last)."""
-    size, before_id = parse_page(page_size, page_token)
+    size = pages.page_size(page_size, default=PAGE_SIZE_DEFAULT)
+    scope: pages.Scope = {"operator_id": operator_id, "action": action, "target_id": target_id}
+    # Entries are numbered in order, so the last one's number is the position.
+    position = tokens.open(page_token, list_name="audit_log", scope=scope)
     query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(size + 1)
     if operator_id:
         query = query.where(AuditEntry.operator_id == operator_id)
@@ -77,9 +69,9 @@ def list_entries(
         query = query.where(AuditEntry.action == action)
     if target_id:
         query = query.where(AuditEntry.target_id == target_id)
-    if before_id is not None:
-        query = query.where(AuditEntry.id < before_id)
+    if position is not None:
+        query = query.where(AuditEntry.id < position[0])
     rows = list(session.scalars(query))
     if len(rows) > size:
-        return rows[:size], str(rows[size - 1].id)
+        return rows[:size], tokens.seal([rows[size - 1].id], list_name="audit_log", scope=scope)
     return rows, ""

@@ -8,10 +8,10 @@ from services.common.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
-    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
+from services.common.ratelimit import RateLimited
 
 
 class MerchantNotFound(NotFound):
@@ -56,8 +56,8 @@ class OperatorRoleRequired(PermissionDenied):
     reason = "OPERATOR_ROLE_REQUIRED"
 
 
-class LoginRateLimited(ResourceExhausted):
-    """Too many failed logins for this email from this address."""
+class LoginRateLimited(RateLimited):
+    """Too many failed logins for this email from this address; `retry_after_s` says when."""
 
     reason = "LOGIN_RATE_LIMITED"
 

@@ -129,20 +129,22 @@ def update_fees(session: Session, *, merchant_id: str, fee_bps: int, fee_fixed: 
 
 
 def list_merchants(
-    session: Session, *, page_size: int = 0, page_token: str = ""
+    session: Session, *, tokens: pages.PageTokens, page_size: int = 0, page_token: str = ""
 ) -> tuple[list[Merchant], str]:
     """A page of merchants, newest first, and the next page's token ("" on the last)."""
     size = pages.page_size(page_size)
     query = (
         select(Merchant).order_by(Merchant.create_time.desc(), Merchant.id.desc()).limit(size + 1)
     )
-    position = pages.decode_token(page_token)
+    position = tokens.open_after(page_token, list_name="merchants", scope={})
     if position is not None:
         query = query.where(tuple_(Merchant.create_time, Merchant.id) < position)
     rows = list(session.scalars(query))
     if len(rows) > size:
         last = rows[size - 1]
-        return rows[:size], pages.encode_token(last.create_time, last.id)
+        return rows[:size], tokens.seal_after(
+            last.create_time, last.id, list_name="merchants", scope={}
+        )
     return rows, ""
 
 

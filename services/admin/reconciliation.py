@@ -65,7 +65,7 @@ def get_run_or_raise(session: Session, run_id: str) -> ReconciliationRun:
 
 
 def list_runs(
-    session: Session, *, page_size: int = 0, page_token: str = ""
+    session: Session, *, tokens: pages.PageTokens, page_size: int = 0, page_token: str = ""
 ) -> tuple[list[ReconciliationRun], str]:
     """A page of runs, newest first, and the next page's token ("" on the last)."""
     size = pages.page_size(page_size)
@@ -74,11 +74,13 @@ def list_runs(
         .order_by(ReconciliationRun.create_time.desc(), ReconciliationRun.id.desc())
         .limit(size + 1)
     )
-    position = pages.decode_token(page_token)
+    position = tokens.open_after(page_token, list_name="reconciliation_runs", scope={})
     if position is not None:
         query = query.where(tuple_(ReconciliationRun.create_time, ReconciliationRun.id) < position)
     rows = list(session.scalars(query))
     if len(rows) > size:
         last = rows[size - 1]
-        return rows[:size], pages.encode_token(last.create_time, last.id)
+        return rows[:size], tokens.seal_after(
+            last.create_time, last.id, list_name="reconciliation_runs", scope={}
+        )
     return rows, ""

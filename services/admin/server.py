@@ -193,6 +193,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self._authenticator = authenticator
         self._throttle = throttle
         self._remote = remote
+        self._tokens = pages.PageTokens(settings.require_secret("page_token_key"))
 
     # Sessions.
 
@@ -319,7 +320,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.ListMerchantsResponse:
         with transaction(self._sessions) as session:
             rows, token = merchants.list_merchants(
-                session, page_size=request.page_size, page_token=request.page_token
+                session,
+                tokens=self._tokens,
+                page_size=request.page_size,
+                page_token=request.page_token,
             )
             return admin_pb2.ListMerchantsResponse(
                 merchants=[merchant_to_proto(m) for m in rows], next_page_token=token
@@ -756,7 +760,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.ListReconciliationsResponse:
         with transaction(self._sessions) as session:
             runs, token = reconciliation.list_runs(
-                session, page_size=request.page_size, page_token=request.page_token
+                session,
+                tokens=self._tokens,
+                page_size=request.page_size,
+                page_token=request.page_token,
             )
             return admin_pb2.ListReconciliationsResponse(
                 runs=[run_to_proto(run) for run in runs], next_page_token=token
@@ -810,6 +817,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         with transaction(self._sessions) as session:
             entries, token = audit.list_entries(
                 session,
+                tokens=self._tokens,
                 operator_id=request.operator_id,
                 action=request.action,
                 target_id=request.target_id,

@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     # Keys for hashing card numbers into fingerprints and encrypting webhook secrets.
     card_fingerprint_key: SecretStr | None = None
     secret_encryption_key: SecretStr | None = None
+    # Key that seals page tokens, so a client can neither read nor forge a list position.
+    page_token_key: SecretStr | None = None
 
     # Payments: the processor simulator, the outbox relay and its sweeper.
     processor_latency_ms: int = 20

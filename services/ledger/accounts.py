@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -14,7 +12,7 @@ from sqlalchemy.orm import Session
 from services.common import pages
 from services.common.errors import InvalidArgument
 from services.common.ids import has_prefix
-from services.ledger.errors import AccountNotFound, InvalidPageToken
+from services.ledger.errors import AccountNotFound
 from services.ledger.models import Account, AccountBalance, Entry
 
 SOURCE_ID_LENGTH_MAX = 64
@@ -47,45 +45,26 @@ class Page(Generic[T]):
     next_page_token: str
 
 
-def _encode_token(kind: str, value: str) -> str:
-    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode()
-
-
-def _decode_token(token: str, kind: str) -> str | None:
-    """The position a token holds for this kind of list, None for no token."""
-    if not token:
-        return None
-    try:
-        decoded = base64.urlsafe_b64decode(token.encode()).decode()
-    except (binascii.Error, UnicodeError, ValueError):
-        decoded = ""
-    token_kind, _, value = decoded.partition(":")
-    if token_kind != kind or not value:
-        raise InvalidPageToken("page_token: not a token of this list")
-    return value
-
-
-def _seq_from_token(token: str, kind: str) -> int | None:
-    value = _decode_token(token, kind)
-    if value is None:
-        return None
-    if not value.isdigit() or len(value) > 19:
-        raise InvalidPageToken("page_token: not a token of this list")
-    return int(value)
-
-
 def _entries_page(
-    query: Select[Entry], session: Session, *, kind: str, page_size: int, page_token: str
+    query: Select[Entry],
+    session: Session,
+    *,
+    tokens: pages.PageTokens,
+    list_name: str,
+    scope: pages.Scope,
+    page_size: int,
+    page_token: str,
 ) -> Page[Entry]:
-    """Newest-first entries of `query`, one page after the token's position."""
+    """Newest-first entries of `query`, one page after the token's position (an entry's seq)."""
     size = pages.page_size(page_size)
-    after = _seq_from_token(page_token, kind)
+    after = tokens.open(page_token, list_name=list_name, scope=scope)
     if after is not None:
-        query = query.where(Entry.seq < after)
+        query = query.where(Entry.seq < after[0])
     rows = list(session.scalars(query.order_by(Entry.seq.desc()).limit(size + 1)))
     more = len(rows) > size
     rows = rows[:size]
-    return Page(rows, _encode_token(kind, str(rows[-1].seq)) if more else "")
+    next_token = tokens.seal([rows[-1].seq], list_name=list_name, scope=scope) if more else ""
+    return Page(rows, next_token)
 
 
 def stored_balances(session: Session, account_ids: list[str]) -> dict[str, int]:
@@ -149,7 +128,13 @@ def merchant_balances(session: Session, *, merchant_id: str, livemode: bool) -> 
 
 
 def list_merchant_entries(
-    session: Session, *, merchant_id: str, livemode: bool, page_size: int, page_token: str
+    session: Session,
+    *,
+    tokens: pages.PageTokens,
+    merchant_id: str,
+    livemode: bool,
+    page_size: int,
+    page_token: str,
 ) -> Page[Entry]:
     """The merchant's balance entries (one per payment capture or refund), newest first."""
     accounts = select(Account.id).where(
@@ -159,7 +144,13 @@ def list_merchant_entries(
     )
     query = select(Entry).where(Entry.account_id.in_(accounts.scalar_subquery()))
     return _entries_page(
-        query, session, kind="balance_entries", page_size=page_size, page_token=page_token
+        query,
+        session,
+        tokens=tokens,
+        list_name="balance_entries",
+        scope={"merchant_id": merchant_id, "livemode": livemode},
+        page_size=page_size,
+        page_token=page_token,
     )
 
 
@@ -177,25 +168,27 @@ def trial_balance(session: Session, *, as_of: datetime | None = None) -> list[Cu
 
 
 def list_accounts(
-    session: Session, *, owner: str, page_size: int, page_token: str
+    session: Session, *, tokens: pages.PageTokens, owner: str, page_size: int, page_token: str
 ) -> Page[AccountWithBalance]:
     """Accounts (of one owner, or all) in id order, with their stored balances."""
     size = pages.page_size(page_size)
     if len(owner) > OWNER_LENGTH_MAX:
         raise InvalidArgument.field("owner", f"must be at most {OWNER_LENGTH_MAX} characters")
-    after = _decode_token(page_token, "accounts")
+    after = tokens.open(page_token, list_name="accounts", scope={"owner": owner})
     query = select(Account)
     if owner:
         query = query.where(Account.owner == owner)
     if after is not None:
-        query = query.where(Account.id > after)
+        query = query.where(Account.id > after[0])
     accounts = list(session.scalars(query.order_by(Account.id).limit(size + 1)))
     more = len(accounts) > size
     accounts = accounts[:size]
     balances = stored_balances(session, [a.id for a in accounts])
     return Page(
         [AccountWithBalance(a, balances[a.id]) for a in accounts],
-        _encode_token("accounts", accounts[-1].id) if more else "",
+        tokens.seal([accounts[-1].id], list_name="accounts", scope={"owner": owner})
+        if more
+        else "",
     )
 
 
@@ -220,7 +213,13 @@ def get_account(
 
 
 def list_entries(
-    session: Session, *, account_id: str, source_id: str, page_size: int, page_token: str
+    session: Session,
+    *,
+    tokens: pages.PageTokens,
+    account_id: str,
+    source_id: str,
+    page_size: int,
+    page_token: str,
 ) -> Page[Entry]:
     """Entries of one account or of one source (payment or refund id), newest first."""
     if bool(account_id) == bool(source_id):
@@ -228,12 +227,20 @@ def list_entries(
     if account_id:
         get_account_or_raise(session, account_id=account_id)
         query = select(Entry).where(Entry.account_id == account_id)
-        kind = "account_entries"
+        list_name, scope = "account_entries", {"account_id": account_id}
     else:
         if len(source_id) > SOURCE_ID_LENGTH_MAX:
             raise InvalidArgument.field(
                 "source_id", f"must be at most {SOURCE_ID_LENGTH_MAX} characters"
             )
         query = select(Entry).where(Entry.source_id == source_id)
-        kind = "source_entries"
-    return _entries_page(query, session, kind=kind, page_size=page_size, page_token=page_token)
+        list_name, scope = "source_entries", {"source_id": source_id}
+    return _entries_page(
+        query,
+        session,
+        tokens=tokens,
+        list_name=list_name,
+        scope=scope,
+        page_size=page_size,
+        page_token=page_token,
+    )

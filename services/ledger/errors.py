@@ -19,9 +19,3 @@ class AccountNotFound(NotFound):
     """No ledger account with this id."""
 
     reason = "LEDGER_ACCOUNT_NOT_FOUND"
-
-
-class InvalidPageToken(InvalidArgument):
-    """The page token is not one this service issued for this query."""
-
-    reason = "INVALID_PAGE_TOKEN"

@@ -22,6 +22,7 @@ from paymesh.payment.v1 import payment_internal_pb2_grpc
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.common import pages
 from services.common.auth import AuthPolicy, Principal, current_principal
 from services.common.clients import sync_channel
 from services.common.db import make_engine, make_sessionmaker, transaction
@@ -134,6 +135,7 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
         self._sessions = sessions
         self._settings = settings
         self._payment_records = payment_records
+        self._tokens = pages.PageTokens(settings.require_secret("page_token_key"))
 
     def _post(
         self, request: ledger_internal_pb2.PostTransactionRequest
@@ -220,6 +222,7 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
         def work(session: Session) -> ledger_internal_pb2.ListAccountsResponse:
             page = accounts.list_accounts(
                 session,
+                tokens=self._tokens,
                 owner=request.owner,
                 page_size=request.page_size,
                 page_token=request.page_token,
@@ -252,6 +255,7 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
         def work(session: Session) -> ledger_internal_pb2.ListEntriesResponse:
             page = accounts.list_entries(
                 session,
+                tokens=self._tokens,
                 account_id=request.account_id,
                 source_id=request.source_id,
                 page_size=request.page_size,
@@ -268,8 +272,9 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     """The merchant's own balance and entries."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
         self._sessions = sessions
+        self._tokens = pages.PageTokens(settings.require_secret("page_token_key"))
 
     def _balance(self, principal: Principal) -> ledger_pb2.Balance:
         with transaction(self._sessions) as session:
@@ -290,6 +295,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         with transaction(self._sessions) as session:
             page = accounts.list_merchant_entries(
                 session,
+                tokens=self._tokens,
                 merchant_id=principal.merchant_id,
                 livemode=principal.livemode,
                 page_size=request.page_size,
@@ -324,7 +330,9 @@ def build_spec(settings: Settings) -> ServiceSpec:
     )
 
     def register(server: grpc.aio.Server) -> None:
-        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(sessions), server)
+        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(
+            LedgerServicer(sessions, settings), server
+        )
         ledger_internal_pb2_grpc.add_LedgerInternalServiceServicer_to_server(
             LedgerInternalServicer(
                 sessions,

@@ -44,6 +44,7 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
         self._sessions = sessions
         self._settings = settings
         self._idempotent = idempotency.Runner(sessions, settings)
+        self._tokens = pages.PageTokens(settings.require_secret("page_token_key"))
 
     def _search(
         self, request: payment_internal_pb2.SearchPaymentsRequest
@@ -51,6 +52,7 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
         with transaction(self._sessions) as session:
             rows, token = payments.list_payments(
                 session,
+                tokens=self._tokens,
                 principal=None,
                 page_size=request.page_size,
                 page_token=request.page_token,
@@ -127,6 +129,7 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
         with transaction(self._sessions) as session:
             rows, token = refunds.list_refunds(
                 session,
+                tokens=self._tokens,
                 principal=None,
                 payment_id=request.payment_id,
                 page_size=pages.PAGE_SIZE_MAX,
@@ -184,6 +187,7 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
         with transaction(self._sessions) as session:
             rows, token = reports.settled_movements(
                 session,
+                tokens=self._tokens,
                 start_time=_time(request, "start_time"),
                 end_time=_time(request, "end_time"),
                 page_size=request.page_size,
@@ -214,6 +218,7 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
         with transaction(self._sessions) as session:
             rows, token = reports.processor_records(
                 session,
+                tokens=self._tokens,
                 start_time=_time(request, "start_time"),
                 end_time=_time(request, "end_time"),
                 page_size=request.page_size,

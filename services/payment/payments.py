@@ -269,6 +269,7 @@ def list_payments(
     session: Session,
     *,
     principal: Principal | None,
+    tokens: pages.PageTokens,
     page_size: int,
     page_token: str,
     status: str = "",
@@ -277,6 +278,12 @@ def list_payments(
 ) -> tuple[list[Payment], str]:
     """A page of payments, newest first; scoped to the principal when there is one."""
     size = pages.page_size(page_size)
+    scope: pages.Scope = {
+        "merchant_id": principal.merchant_id if principal else merchant_id,
+        "livemode": principal.livemode if principal else None,
+        "status": status,
+        "payment_id": payment_id,
+    }
     if status and status not in PAYMENT_STATUSES:
         raise InvalidArgument.field("status", "must be one of " + ", ".join(PAYMENT_STATUSES))
     query = select(Payment)
@@ -290,7 +297,7 @@ def list_payments(
         query = query.where(Payment.status == status)
     if payment_id:
         query = query.where(Payment.id == payment_id)
-    position = pages.decode_token(page_token)
+    position = tokens.open_after(page_token, list_name="payments", scope=scope)
     if position is not None:
         query = query.where(tuple_(Payment.create_time, Payment.id) < tuple_(*position))
     rows = list(
@@ -301,5 +308,7 @@ def list_payments(
     next_token = ""
     if len(rows) > size:
         rows = rows[:size]
-        next_token = pages.encode_token(rows[-1].create_time, rows[-1].id)
+        next_token = tokens.seal_after(
+            rows[-1].create_time, rows[-1].id, list_name="payments", scope=scope
+        )
     return rows, next_token

@@ -117,12 +117,18 @@ def list_refunds(
     session: Session,
     *,
     principal: Principal | None,
+    tokens: pages.PageTokens,
     payment_id: str,
     page_size: int,
     page_token: str,
 ) -> tuple[list[Refund], str]:
     """A page of refunds, newest first; of one payment when `payment_id` is set."""
     size = pages.page_size(page_size)
+    scope: pages.Scope = {
+        "merchant_id": principal.merchant_id if principal else None,
+        "livemode": principal.livemode if principal else None,
+        "payment_id": payment_id,
+    }
     query = select(Refund)
     if principal is not None:
         query = query.where(
@@ -134,7 +140,7 @@ def list_refunds(
         else:
             get_payment_by_id_or_raise(session, payment_id=payment_id)
         query = query.where(Refund.payment_id == payment_id)
-    position = pages.decode_token(page_token)
+    position = tokens.open_after(page_token, list_name="refunds", scope=scope)
     if position is not None:
         query = query.where(tuple_(Refund.create_time, Refund.id) < tuple_(*position))
     rows = list(
@@ -143,5 +149,7 @@ def list_refunds(
     next_token = ""
     if len(rows) > size:
         rows = rows[:size]
-        next_token = pages.encode_token(rows[-1].create_time, rows[-1].id)
+        next_token = tokens.seal_after(
+            rows[-1].create_time, rows[-1].id, list_name="refunds", scope=scope
+        )
     return rows, next_token

@@ -183,6 +183,8 @@ def _feed(
     session: Session,
     sql: str,
     *,
+    tokens: pages.PageTokens,
+    list_name: str,
     start_time: datetime | None,
     end_time: datetime | None,
     page_size: int,
@@ -190,7 +192,11 @@ def _feed(
 ) -> tuple[list[Any], str]:
     """Rows of a union ordered by (at, id), oldest first, with keyset pagination."""
     size = pages.page_size(page_size, maximum=FEED_PAGE_SIZE_MAX, default=FEED_PAGE_SIZE_DEFAULT)
-    position = pages.decode_token(page_token)
+    scope: pages.Scope = {
+        "start_time": start_time.isoformat() if start_time else None,
+        "end_time": end_time.isoformat() if end_time else None,
+    }
+    position = tokens.open_after(page_token, list_name=list_name, scope=scope)
     rows = session.execute(
         text(
             "SELECT * FROM (" + sql + ") AS feed"  # noqa: S608 - constant SQL, values bound
@@ -210,7 +216,7 @@ def _feed(
     token = ""
     if len(rows) > size:
         rows = rows[:size]
-        token = pages.encode_token(rows[-1].at, rows[-1].id)
+        token = tokens.seal_after(rows[-1].at, rows[-1].id, list_name=list_name, scope=scope)
     return list(rows), token
 
 
@@ -234,6 +240,7 @@ PROCESSOR_SQL = (
 def settled_movements(
     session: Session,
     *,
+    tokens: pages.PageTokens,
     start_time: datetime | None,
     end_time: datetime | None,
     page_size: int,
@@ -243,6 +250,8 @@ def settled_movements(
     return _feed(
         session,
         SETTLED_SQL,
+        tokens=tokens,
+        list_name="settled_movements",
         start_time=start_time,
         end_time=end_time,
         page_size=page_size,
@@ -253,6 +262,7 @@ def settled_movements(
 def processor_records(
     session: Session,
     *,
+    tokens: pages.PageTokens,
     start_time: datetime | None,
     end_time: datetime | None,
     page_size: int,
@@ -262,6 +272,8 @@ def processor_records(
     return _feed(
         session,
         PROCESSOR_SQL,
+        tokens=tokens,
+        list_name="processor_records",
         start_time=start_time,
         end_time=end_time,
         page_size=page_size,

@@ -10,6 +10,7 @@ from google.protobuf.message import Message
 from paymesh.payment.v1 import payment_internal_pb2_grpc, payment_pb2, payment_pb2_grpc
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.common import pages
 from services.common.auth import AuthPolicy, Principal, current_principal, optional_principal
 from services.common.db import make_engine, make_sessionmaker, transaction
 from services.common.server import ServiceSpec
@@ -72,6 +73,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         self._settings = settings
         self._processor = processor
         self._fingerprint_key = settings.require_secret("card_fingerprint_key")
+        self._tokens = pages.PageTokens(settings.require_secret("page_token_key"))
         self._idempotent = idempotency.Runner(sessions, settings)
 
     def _view(self, payment: Any) -> payment_pb2.Payment:
@@ -130,6 +132,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             rows, token = payments.list_payments(
                 session,
                 principal=principal,
+                tokens=self._tokens,
                 page_size=request.page_size,
                 page_token=request.page_token,
                 status=request.status,
@@ -240,6 +243,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             rows, token = refunds.list_refunds(
                 session,
                 principal=principal,
+                tokens=self._tokens,
                 payment_id=request.payment_id,
                 page_size=request.page_size,
                 page_token=request.page_token,

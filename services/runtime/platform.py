@@ -36,7 +36,7 @@ DEMO_OPERATOR_EMAIL = "demo@paymesh.local"
 DEMO_OPERATOR_PASSWORD = "paymesh-demo"  # noqa: S105 - a published demo credential
 DEMO_MERCHANT_NAME = "Demo Shop"
 # Secrets a fresh data directory gets once, so services have them without any setup.
-GENERATED_SECRETS = ("card_fingerprint_key", "secret_encryption_key")
+GENERATED_SECRETS = ("card_fingerprint_key", "secret_encryption_key", "page_token_key")
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,11 @@ def settings_from(variables: dict[str, str]) -> Settings:
 
 def _secrets_file(data_dir: Path) -> dict[str, str]:
     path = data_dir / "secrets.json"
-    if path.exists():
-        stored: dict[str, str] = json.loads(path.read_text())
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    # A data directory made before a secret was added gets the new one; kept ones never change.
+    values = {name: secrets.token_urlsafe(32) for name in GENERATED_SECRETS} | stored
+    if values == stored:
         return stored
-    values = {name: secrets.token_urlsafe(32) for name in GENERATED_SECRETS}
     path.write_text(json.dumps(values))
     path.chmod(0o600)
     return values

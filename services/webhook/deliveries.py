@@ -17,7 +17,7 @@ from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.common.errors import InvalidArgument
-from services.common.pages import decode_token, encode_token
+from services.common.pages import PageTokens, Scope
 from services.webhook import endpoints
 from services.webhook.crypto import SecretBox
 from services.webhook.errors import DeliveryInProgress, DeliveryNotFound, EndpointNotEnabled
@@ -331,14 +331,21 @@ def check_status_filter(status: str) -> None:
 
 
 def list_for_endpoint(
-    session: Session, *, endpoint_id: str, status: str, page_size: int, page_token: str
+    session: Session,
+    *,
+    tokens: PageTokens,
+    endpoint_id: str,
+    status: str,
+    page_size: int,
+    page_token: str,
 ) -> tuple[list[Delivery], str]:
     """One page of an endpoint's deliveries, newest first."""
     check_status_filter(status)
+    scope: Scope = {"endpoint_id": endpoint_id, "status": status}
     query = select(Delivery).where(Delivery.endpoint_id == endpoint_id)
     if status:
         query = query.where(Delivery.status == status)
-    after = decode_token(page_token)
+    after = tokens.open_after(page_token, list_name="endpoint_deliveries", scope=scope)
     if after is not None:
         query = query.where(tuple_(Delivery.create_time, Delivery.id) < tuple_(*after))
     rows = list(
@@ -349,18 +356,27 @@ def list_for_endpoint(
     if len(rows) <= page_size:
         return rows, ""
     rows = rows[:page_size]
-    return rows, encode_token(rows[-1].create_time, rows[-1].id)
+    return rows, tokens.seal_after(
+        rows[-1].create_time, rows[-1].id, list_name="endpoint_deliveries", scope=scope
+    )
 
 
 def list_failed(
-    session: Session, *, merchant_id: str, include_failing: bool, page_size: int, page_token: str
+    session: Session,
+    *,
+    tokens: PageTokens,
+    merchant_id: str,
+    include_failing: bool,
+    page_size: int,
+    page_token: str,
 ) -> tuple[list[Delivery], str]:
     """One page of dead (and optionally failing) deliveries, most recently changed first."""
+    scope: Scope = {"merchant_id": merchant_id, "include_failing": include_failing}
     statuses = ("dead", "failing") if include_failing else ("dead",)
     query = select(Delivery).where(Delivery.status.in_(statuses))
     if merchant_id:
         query = query.where(Delivery.merchant_id == merchant_id)
-    after = decode_token(page_token)
+    after = tokens.open_after(page_token, list_name="failed_deliveries", scope=scope)
     if after is not None:
         query = query.where(tuple_(Delivery.update_time, Delivery.id) < tuple_(*after))
     rows = list(
@@ -371,7 +387,9 @@ def list_failed(
     if len(rows) <= page_size:
         return rows, ""
     rows = rows[:page_size]
-    return rows, encode_token(rows[-1].update_time, rows[-1].id)
+    return rows, tokens.seal_after(
+        rows[-1].update_time, rows[-1].id, list_name="failed_deliveries", scope=scope
+    )
 
 
 def stats(

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import FieldViolation, InvalidArgument, ResourceExhausted
 from services.common.ids import has_prefix, new_id
-from services.common.pages import decode_token, encode_token
+from services.common.pages import PageTokens, Scope
 from services.webhook import events
 from services.webhook.addresses import AddressRefused, check_registration
 from services.webhook.crypto import SecretBox, new_secret
@@ -139,15 +139,16 @@ def get_endpoint_or_raise(session: Session, *, owner: Owner, endpoint_id: str) -
 
 
 def list_endpoints(
-    session: Session, *, owner: Owner, page_size: int, page_token: str
+    session: Session, *, tokens: PageTokens, owner: Owner, page_size: int, page_token: str
 ) -> tuple[list[Endpoint], str]:
     """One page of the owner's endpoints, newest first, and the next page's token."""
+    scope: Scope = {"merchant_id": owner.merchant_id, "livemode": owner.livemode}
     query = select(Endpoint).where(
         Endpoint.merchant_id == owner.merchant_id,
         Endpoint.livemode == owner.livemode,
         Endpoint.delete_time.is_(None),
     )
-    after = decode_token(page_token)
+    after = tokens.open_after(page_token, list_name="webhook_endpoints", scope=scope)
     if after is not None:
         query = query.where(tuple_(Endpoint.create_time, Endpoint.id) < tuple_(*after))
     rows = list(
@@ -158,7 +159,9 @@ def list_endpoints(
     if len(rows) <= page_size:
         return rows, ""
     rows = rows[:page_size]
-    return rows, encode_token(rows[-1].create_time, rows[-1].id)
+    return rows, tokens.seal_after(
+        rows[-1].create_time, rows[-1].id, list_name="webhook_endpoints", scope=scope
+    )
 
 
 def update_endpoint(

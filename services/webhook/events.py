@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import DomainError, InvalidArgument
 from services.common.ids import has_prefix, new_id
-from services.common.pages import decode_token, encode_token
+from services.common.pages import PageTokens, Scope
 from services.webhook.errors import EventNotFound, EventTooLarge
 from services.webhook.models import Delivery, Endpoint, Event
 
@@ -251,6 +251,7 @@ def get_event_or_raise(
 def list_events(
     session: Session,
     *,
+    tokens: PageTokens,
     merchant_id: str,
     livemode: bool,
     event_type: str,
@@ -258,12 +259,13 @@ def list_events(
     page_token: str,
 ) -> tuple[list[Event], str]:
     """One page of the merchant's events, newest first, and the next page's token."""
+    scope: Scope = {"merchant_id": merchant_id, "livemode": livemode, "type": event_type}
     if event_type:
         validate_event_type(event_type, field="type")
     query = select(Event).where(Event.merchant_id == merchant_id, Event.livemode == livemode)
     if event_type:
         query = query.where(Event.type == event_type)
-    after = decode_token(page_token)
+    after = tokens.open_after(page_token, list_name="events", scope=scope)
     if after is not None:
         query = query.where(tuple_(Event.create_time, Event.id) < tuple_(after[0], after[1]))
     rows = list(
@@ -274,7 +276,9 @@ def list_events(
     if len(rows) <= page_size:
         return rows, ""
     rows = rows[:page_size]
-    return rows, encode_token(rows[-1].create_time, rows[-1].id)
+    return rows, tokens.seal_after(
+        rows[-1].create_time, rows[-1].id, list_name="events", scope=scope
+    )
 
 
 def list_object_events(session: Session, *, object_id: str) -> list[Event]:

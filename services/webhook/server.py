@@ -19,7 +19,7 @@ from paymesh.webhook.v1 import (
 from services.common.auth import AuthPolicy, current_principal
 from services.common.db import transaction
 from services.common.errors import DomainError, InvalidArgument
-from services.common.pages import page_size
+from services.common.pages import PageTokens, page_size
 from services.common.server import ServiceSpec
 from services.common.service_main import run_service
 from services.common.settings import Settings
@@ -115,6 +115,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._allow_private = runtime.settings.webhook_allow_private_networks
+        self._tokens = PageTokens(runtime.settings.require_secret("page_token_key"))
 
     def _create(
         self, owner: Owner, request: webhook_pb2.CreateWebhookEndpointRequest
@@ -144,6 +145,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         with transaction(self._runtime.sessions) as session:
             rows, token = endpoints.list_endpoints(
                 session,
+                tokens=self._tokens,
                 owner=owner,
                 page_size=page_size(request.page_size),
                 page_token=request.page_token,
@@ -193,6 +195,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             )
             rows, token = deliveries.list_for_endpoint(
                 session,
+                tokens=self._tokens,
                 endpoint_id=endpoint.id,
                 status=request.status,
                 page_size=page_size(request.page_size),
@@ -271,6 +274,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         with transaction(self._runtime.sessions) as session:
             rows, token = events.list_events(
                 session,
+                tokens=self._tokens,
                 merchant_id=owner.merchant_id,
                 livemode=owner.livemode,
                 event_type=request.type,
@@ -365,6 +369,7 @@ class WebhookInternalServicer(webhook_internal_pb2_grpc.WebhookInternalServiceSe
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
+        self._tokens = PageTokens(runtime.settings.require_secret("page_token_key"))
 
     def _internal_deliveries(
         self, session: Any, rows: list[Delivery]
@@ -430,6 +435,7 @@ class WebhookInternalServicer(webhook_internal_pb2_grpc.WebhookInternalServiceSe
         with transaction(self._runtime.sessions) as session:
             rows, token = deliveries.list_failed(
                 session,
+                tokens=self._tokens,
                 merchant_id=request.merchant_id,
                 include_failing=request.include_failing,
                 page_size=page_size(request.page_size),

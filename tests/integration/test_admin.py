@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from services.admin import operators
 from services.admin.models import ApiKey, AuditEntry, Merchant, OperatorSession
 from services.common.db import transaction
+from services.runtime.platform import LocalPlatform
 from tests.integration.conftest import MerchantKeys, OperatorLogin
 
 REVOCATION_DEADLINE_S = 15.0
@@ -97,6 +98,7 @@ def test_session_token_is_stored_only_as_a_hash(
 
 def test_login__wrong_password_is_401_then_429_per_email_and_address(
     api: httpx.Client,
+    platform: LocalPlatform,
     sessions,  # type: ignore[no-untyped-def]
 ) -> None:
     email = f"throttled-{secrets.token_hex(4)}@paymesh.test"
@@ -116,6 +118,9 @@ def test_login__wrong_password_is_401_then_429_per_email_and_address(
         assert limited.status_code == 429, limited.text
         assert _reason(limited) == "LOGIN_RATE_LIMITED"
         assert "too many failed logins" in limited.json()["message"]
+        # As the API's 429s do: when the oldest failure leaves the window, in seconds.
+        retry_after = int(limited.headers["retry-after"])
+        assert 1 <= retry_after <= platform.settings.admin_login_failure_window_s
     assert len(_audit(sessions, operator_id=operator_id, action="login_failed")) == 5
     assert _audit(sessions, operator_id=operator_id, action="login") == []
 

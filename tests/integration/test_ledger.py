@@ -342,7 +342,7 @@ def test_a_token_of_another_list_is_refused(ledger: Stub) -> None:
             )
         )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert reason_of(raised.value) == "INVALID_PAGE_TOKEN"
+    assert "page_token" in (raised.value.details() or "")
 
 
 def test_entries_of_an_unknown_account_are_not_found(ledger: Stub) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from services.common.db import transaction
 from services.common.ids import new_id
+from services.common.pages import PageTokens
 from services.ledger import accounts, posting
 from services.ledger.posting import Posting
 from services.runtime.platform import LocalPlatform
@@ -231,9 +232,13 @@ def test_every_stored_balance_equals_the_sum_of_its_entries(sessions, posted) ->
 
 def _all_accounts(session: Session) -> list[accounts.AccountWithBalance]:
     found: list[accounts.AccountWithBalance] = []
+    # Tokens are sealed and opened here, in this process: any key will do.
+    tokens = PageTokens("ledger-invariants")
     token = ""
     while True:
-        page = accounts.list_accounts(session, owner="", page_size=100, page_token=token)
+        page = accounts.list_accounts(
+            session, tokens=tokens, owner="", page_size=100, page_token=token
+        )
         found.extend(page.items)
         token = page.next_page_token
         if not token:

@@ -237,7 +237,9 @@ def harness(platform: LocalPlatform) -> Iterator[Harness]:
         return server, port
 
     payment_server, payment_port = loop.run(start_payments())
-    settings = settings_from({"PAYMESH_DATABASE_URL": url})
+    settings = settings_from(
+        {"PAYMESH_DATABASE_URL": url, "PAYMESH_PAGE_TOKEN_KEY": "reconciliation-test-key"}
+    )
     payment_channel = sync_channel(f"127.0.0.1:{payment_port}")
 
     def register_ledger(server: grpc.aio.Server) -> None:

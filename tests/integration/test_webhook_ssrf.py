@@ -105,6 +105,7 @@ def strict(platform: LocalPlatform) -> Iterator[Strict]:
             "PAYMESH_DATABASE_URL": url,
             "PAYMESH_REDIS_URL": platform.settings.require_redis_url(),
             "PAYMESH_SECRET_ENCRYPTION_KEY": "ssrf-test-key",
+            "PAYMESH_PAGE_TOKEN_KEY": "ssrf-test-key",
             "PAYMESH_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "false",
             "PAYMESH_WEBHOOK_TIMEOUT_S": "3",
         }

@@ -451,7 +451,7 @@ def test_each_process_gets_the_secrets_its_service_reads() -> None:
             needed.add("PAYMESH_DATABASE_URL")
         if re.search(r"redis_connection|require_redis_url|run_worker", source):
             needed.add("PAYMESH_REDIS_URL")
-        for secret in ("card_fingerprint_key", "secret_encryption_key"):
+        for secret in ("card_fingerprint_key", "secret_encryption_key", "page_token_key"):
             if secret in source:
                 needed.add(f"PAYMESH_{secret.upper()}")
         assert needed <= given, f"{name} lacks {sorted(needed - given)}"
