@@ -11,6 +11,7 @@ matrix of posters x balance shards on its own embedded PostgreSQL and prints the
 from __future__ import annotations
 
 import argparse
+import secrets
 import subprocess
 import tempfile
 import threading
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pydantic import SecretStr
 from sqlalchemy import select, text
 
 from bench.loadgen import Point, Postgres, Run, parse_pgbench_log, percentile
@@ -198,6 +200,7 @@ def run_sql_postings(
         text=True,
         timeout=duration_s + 120,
         check=False,
+        env=pg.env(),
     )
     if completed.returncode != 0:
         raise RuntimeError(f"pgbench failed: {completed.stderr[-2000:]}")
@@ -251,17 +254,18 @@ def main() -> None:
     from services.runtime import embedded  # noqa: PLC0415 - only the CLI starts a server
 
     with tempfile.TemporaryDirectory(prefix="paymesh-ledger-bench-") as folder:
-        server = embedded.start_postgres(Path(folder) / "pg")
+        server = embedded.start_postgres(Path(folder) / "pg", password=secrets.token_urlsafe(32))
         try:
             url = server.url()
             upgrade(url, ("ledger",))
-            settings = Settings(database_url=url)
+            settings = Settings(database_url=SecretStr(url))
             parts = urlsplit(server.url(driver="postgresql"))
             pg = Postgres(
                 bin_dir=server.bin("pgbench").parent,
                 host=parts.hostname or "127.0.0.1",
                 port=parts.port or 5432,
                 user=parts.username or "postgres",
+                password=server.password,
             )
             print(
                 f"{'layer':>6} {'shards':>6} {'posters':>7} {'postings/s':>10} "

@@ -184,6 +184,11 @@ class Postgres:
     host: str
     port: int
     user: str
+    password: str = field(repr=False)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment for a client program: the password rides in it, never in argv."""
+        return {**os.environ, "PGPASSWORD": self.password, **extra}
 
     def command(self, program: str, *args: str) -> list[str]:
         """A client program's command line against this server."""
@@ -218,14 +223,17 @@ def pgbench_init(pg: Postgres, *, scale: int) -> None:
             "psql", "-X", "-d", "postgres", "-c", f"DROP DATABASE IF EXISTS {PGBENCH_DATABASE}"
         ),
         timeout_s=60,
+        env=pg.env(),
     )
     _run(
         pg.command("psql", "-X", "-d", "postgres", "-c", f"CREATE DATABASE {PGBENCH_DATABASE}"),
         timeout_s=60,
+        env=pg.env(),
     )
     _run(
         pg.command("pgbench", "-i", "-q", "-s", str(scale), PGBENCH_DATABASE),
         timeout_s=600,
+        env=pg.env(),
     )
 
 
@@ -281,7 +289,7 @@ def pgbench_run(
     prefix = log_dir / f"pgbench_c{clients}"
     for old in log_dir.glob(f"{prefix.name}*"):
         old.unlink()
-    env = {**os.environ, "PGOPTIONS": "-c synchronous_commit=on"}
+    env = pg.env(PGOPTIONS="-c synchronous_commit=on")
     output = _run(
         pg.command(
             "pgbench",

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import os
 import platform as host
-import random
 import secrets
 import shutil
 import signal
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import httpx
@@ -44,6 +44,7 @@ from bench.loadgen import Point, Run
 from bench.resources import CpuMeter, Sampler
 from services.common.db import make_engine, make_sessionmaker, transaction
 from services.common.ids import new_id
+from services.common.ports import free_port
 from services.common.queue import (
     PAYMENTS_QUEUE,
     WEBHOOKS_QUEUE,
@@ -64,8 +65,6 @@ RESULTS_DIR = ROOT / "bench" / "results"
 # the SSRF policy refuses unless private networks are allowed (the tests do the same).
 BENCH_VARIABLES = {"PAYMESH_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true"}
 CARD_EVENT = "payment.succeeded"
-# Below Linux's default ephemeral range (32768-60999), see bench_ports().
-PORT_RANGE = (20000, 32000)
 API_TIMEOUT_S = 30.0
 
 
@@ -115,13 +114,16 @@ class Bench:
 
     def postgres(self) -> loadgen.Postgres:
         """PostgreSQL's client programs against the platform's server."""
+        password = urlsplit(self.platform.settings.require_database_url()).password
+        assert password, "the platform's embedded PostgreSQL has a password"
         # Starting is idempotent: this returns the server the platform already runs.
-        server = embedded.start_postgres(self.data_dir / "pg")
+        server = embedded.start_postgres(self.data_dir / "pg", password=password)
         return loadgen.Postgres(
             bin_dir=server.bin("pgbench").parent,
             host=embedded.LOCALHOST,
             port=server.port,
             user=embedded.PG_SUPERUSER,
+            password=password,
         )
 
     def record(self, name: str, run: Run, cpu: dict[str, float] | None = None) -> dict[str, Any]:
@@ -140,46 +142,8 @@ def log(message: str) -> None:
     sys.stderr.flush()
 
 
-def free_port() -> int:
-    """A free TCP port on loopback, below the ephemeral range."""
-    port = random.randrange(*PORT_RANGE)
-    while not _port_free(port):
-        port = random.randrange(*PORT_RANGE)
-    return port
-
-
-# --- bring-up -------------------------------------------------------------------------------
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((embedded.LOCALHOST, port))
-        except OSError:
-            return False
-        return True
-
-
-def bench_ports() -> dict[str, str]:
-    """Every listener's port setting, free now and below the kernel's ephemeral range.
-
-    Ports the kernel hands out for port 0 come from the ephemeral range, where the outgoing
-    connections of everything else on a busy shared machine can take them before our servers
-    bind them; ports below that range are only ever taken by a listener.
-    """
-    chosen: dict[str, str] = {}
-    taken: set[int] = set()
-    for name in free_port_settings():
-        port = PORT_RANGE[0]
-        while port in taken or not _port_free(port):
-            port = random.randrange(*PORT_RANGE)
-        taken.add(port)
-        chosen[name] = str(port)
-    return chosen
-
-
 def _platform_variables(data_dir: Path) -> dict[str, str]:
-    return {**bench_ports(), **BENCH_VARIABLES, "PAYMESH_DATA_DIR": str(data_dir)}
+    return {**free_port_settings(), **BENCH_VARIABLES, "PAYMESH_DATA_DIR": str(data_dir)}
 
 
 def start_platform(data_dir: Path) -> tuple[LocalPlatform, float]:

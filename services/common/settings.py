@@ -6,10 +6,11 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.errors import ConfigurationError
+from services.common.ports import check_outside_ephemeral
 
 ServiceName = Literal["payment", "ledger", "webhook", "admin"]
 SERVICE_NAMES: tuple[ServiceName, ...] = ("payment", "ledger", "webhook", "admin")
@@ -30,13 +31,18 @@ class Settings(BaseSettings):
 
     # Where embedded servers keep their data when no URLs are given.
     data_dir: Path = Path(".paymesh")
-    database_url: str | None = None
+    # Secret: the embedded server's URL carries its password.
+    database_url: SecretStr | None = None
     redis_url: str | None = None
 
+    # Every port paymesh listens on lies below the kernel's ephemeral range (checked at start,
+    # services/common/ports.py), so that no outgoing connection can take it first.
     # The edge.
     http_port: int = 8080
     envoy_admin_port: int = 9901
-    public_base_url: str = "http://localhost:8080"
+    # Where browsers reach the edge, for links such as `checkout_url`; unset, the edge's own
+    # port on localhost (public_url()).
+    public_base_url: str | None = None
     # The built web apps (dashboard, checkout) are served on this port behind the edge, and the
     # demo merchant shop that `make up` runs listens on its own.
     webapps_port: int = 8081
@@ -47,10 +53,10 @@ class Settings(BaseSettings):
     # The address services listen on (gRPC and metrics); 0.0.0.0 in containers, where the
     # kubelet's probes and other pods reach them through the pod's own IP.
     bind_host: str = "127.0.0.1"
-    payment_grpc_port: int = 50051
-    ledger_grpc_port: int = 50052
-    webhook_grpc_port: int = 50053
-    admin_grpc_port: int = 50054
+    payment_grpc_port: int = 10051
+    ledger_grpc_port: int = 10052
+    webhook_grpc_port: int = 10053
+    admin_grpc_port: int = 10054
     payment_metrics_port: int = 9101
     ledger_metrics_port: int = 9102
     webhook_metrics_port: int = 9103
@@ -64,7 +70,7 @@ class Settings(BaseSettings):
     # Jobs one worker process runs at once, each on its own thread: jobs mostly wait (the
     # processor, the ledger, fsynced commits, merchants' endpoints), so threads overlap them.
     worker_concurrency: int = Field(default=8, ge=1, le=64)
-    # Overrides for clients when services live elsewhere, e.g. "ledger:50052".
+    # Overrides for clients when services live elsewhere, e.g. "ledger:10052".
     payment_target: str | None = None
     ledger_target: str | None = None
     webhook_target: str | None = None
@@ -145,6 +151,26 @@ class Settings(BaseSettings):
     # then the payment settles).
     ledger_reconcile_grace_s: float = 300.0
 
+    @model_validator(mode="after")
+    def _listen_ports_outside_ephemeral_range(self) -> Settings:
+        listen = {
+            "PAYMESH_HTTP_PORT": self.http_port,
+            "PAYMESH_ENVOY_ADMIN_PORT": self.envoy_admin_port,
+            "PAYMESH_WEBAPPS_PORT": self.webapps_port,
+            "PAYMESH_DEMO_SHOP_PORT": self.demo_shop_port,
+        }
+        for service in SERVICE_NAMES:
+            for copy, (grpc, metrics) in enumerate(self.replica_ports(service), start=1):
+                suffix = "" if copy == 1 else f" (copy {copy})"
+                listen[f"PAYMESH_{service.upper()}_GRPC_PORT{suffix}"] = grpc
+                listen[f"PAYMESH_{service.upper()}_METRICS_PORT{suffix}"] = metrics
+        check_outside_ephemeral(listen)
+        return self
+
+    def public_url(self) -> str:
+        """The edge's URL as browsers reach it: PAYMESH_PUBLIC_BASE_URL, else localhost."""
+        return (self.public_base_url or f"http://localhost:{self.http_port}").rstrip("/")
+
     def grpc_port(self, service: ServiceName) -> int:
         """The gRPC port a service listens on."""
         port: int = getattr(self, f"{service}_grpc_port")
@@ -176,9 +202,9 @@ class Settings(BaseSettings):
 
     def require_database_url(self) -> str:
         """The database URL, or a clear error when it is missing."""
-        if not self.database_url:
+        if self.database_url is None or not self.database_url.get_secret_value():
             raise ConfigurationError("PAYMESH_DATABASE_URL is not set")
-        return self.database_url
+        return self.database_url.get_secret_value()
 
     def require_redis_url(self) -> str:
         """The Redis URL, or a clear error when it is missing."""

@@ -77,7 +77,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         self._idempotent = idempotency.Runner(sessions, settings)
 
     def _view(self, payment: Any) -> payment_pb2.Payment:
-        return payment_to_proto(payment, base_url=self._settings.public_base_url, with_secret=True)
+        return payment_to_proto(payment, base_url=self._settings.public_url(), with_secret=True)
 
     def _attach(self, session: Session, card: CardInput) -> payments.AttachedCard:
         return payments.attach_card(

@@ -15,6 +15,7 @@ import grpc
 from honcho.manager import Manager
 
 from services.common.db import make_engine, make_sessionmaker, transaction
+from services.common.errors import ConfigurationError
 from services.common.logs import configure_logging
 from services.common.settings import Settings
 from services.runtime import platform
@@ -28,7 +29,7 @@ def _print(text: str) -> None:
 
 
 def _banner(live: Settings, demo: dict[str, str]) -> str:
-    base = f"http://localhost:{live.http_port}"
+    base = live.public_url()
     return "\n".join(
         [
             "",
@@ -220,7 +221,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `paymesh` console script."""
     args = parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ConfigurationError as error:
+        _print(f"paymesh: {error}")
+        return 2
     configure_logging(service="cli", level="WARNING", json=False)
     code: int = args.func(settings, args)
     return code

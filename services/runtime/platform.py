@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.db import make_engine, make_sessionmaker, transaction
 from services.common.migrations import upgrade
+from services.common.ports import free_port
 from services.common.settings import SERVICE_NAMES, Settings
 from services.runtime import embedded
 from services.runtime.envoy import envoy_binary, render_local
@@ -37,6 +38,9 @@ DEMO_OPERATOR_PASSWORD = "paymesh-demo"  # noqa: S105 - a published demo credent
 DEMO_MERCHANT_NAME = "Demo Shop"
 # Secrets a fresh data directory gets once, so services have them without any setup.
 GENERATED_SECRETS = ("card_fingerprint_key", "secret_encryption_key", "page_token_key")
+# The embedded PostgreSQL's superuser password, generated beside them; not a setting of its own:
+# processes get it inside PAYMESH_DATABASE_URL.
+POSTGRES_PASSWORD_SECRET = "postgres_password"  # noqa: S105 - a name, not a value
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,8 @@ def _secrets_file(data_dir: Path) -> dict[str, str]:
     path = data_dir / "secrets.json"
     stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
     # A data directory made before a secret was added gets the new one; kept ones never change.
-    values = {name: secrets.token_urlsafe(32) for name in GENERATED_SECRETS} | stored
+    names = (*GENERATED_SECRETS, POSTGRES_PASSWORD_SECRET)
+    values = {name: secrets.token_urlsafe(32) for name in names} | stored
     if values == stored:
         return stored
     path.write_text(json.dumps(values))
@@ -88,16 +93,19 @@ def prepare(settings: Settings) -> Environment:
     """Starts embedded PostgreSQL and Redis where no URL is set; returns the environment."""
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    generated = _secrets_file(data_dir)
     variables = {
-        f"PAYMESH_{name.upper()}": value
-        for name, value in _secrets_file(data_dir).items()
+        f"PAYMESH_{name.upper()}": generated[name]
+        for name in GENERATED_SECRETS
         if getattr(settings, name) is None
     }
     variables["PAYMESH_DATA_DIR"] = str(data_dir)
     started_postgres = started_redis = False
     if settings.database_url is None:
         started_postgres = not embedded.postgres_running(data_dir / "pg")
-        postgres = embedded.start_postgres(data_dir / "pg")
+        postgres = embedded.start_postgres(
+            data_dir / "pg", password=generated[POSTGRES_PASSWORD_SECRET]
+        )
         variables["PAYMESH_DATABASE_URL"] = postgres.url()
     if settings.redis_url is None:
         started_redis = not embedded.redis_running(data_dir / "redis")
@@ -228,11 +236,17 @@ def _copies(settings: Settings, commands: dict[str, list[str]]) -> dict[str, lis
 
 
 def free_port_settings() -> dict[str, str]:
-    """Environment variables that put every listener of a platform on a free port."""
+    """Environment variables that put every listener of a platform on its own free port.
+
+    Below the kernel's ephemeral range, as the defaults are (services/common/ports.py).
+    """
     names = ["http_port", "envoy_admin_port", "webapps_port", "demo_shop_port"] + [
         f"{service}_{kind}_port" for service in SERVICE_NAMES for kind in ("grpc", "metrics")
     ]
-    return {f"PAYMESH_{name.upper()}": str(embedded.free_port()) for name in names}
+    chosen: set[int] = set()
+    while len(chosen) < len(names):
+        chosen.add(free_port())
+    return {f"PAYMESH_{name.upper()}": str(port) for name, port in zip(names, chosen, strict=True)}
 
 
 def wait_healthy(

@@ -91,6 +91,7 @@ class Backends:
 
     data_dir: Path
     postgres_port: int  # the server's own port; the platform only knows the proxy's
+    postgres_password: str = field(repr=False)
     redis_port: int
     postgres_proxy: FaultProxy
     redis_proxy: FaultProxy
@@ -110,7 +111,7 @@ class Backends:
 @contextmanager
 def proxied_backends(data_dir: Path, *, seed: int) -> Iterator[Backends]:
     """Starts embedded PostgreSQL and Redis in `data_dir`, each behind a fault proxy."""
-    postgres = embedded.start_postgres(data_dir / "pg")
+    postgres = embedded.start_postgres(data_dir / "pg", password=secrets.token_urlsafe(16))
     redis_server = embedded.start_redis(data_dir / "redis")
     postgres_proxy = FaultProxy(
         embedded.LOCALHOST, postgres.port, name="postgres", rng=random.Random(f"{seed}-pg")
@@ -123,6 +124,7 @@ def proxied_backends(data_dir: Path, *, seed: int) -> Iterator[Backends]:
             yield Backends(
                 data_dir=data_dir,
                 postgres_port=postgres.port,
+                postgres_password=postgres.password,
                 redis_port=redis_server.port,
                 postgres_proxy=postgres_proxy,
                 redis_proxy=redis_proxy,
@@ -324,7 +326,11 @@ class FaultInjector:
         directory = self._backends.data_dir / "pg"
         embedded.stop_postgres(directory)
         time.sleep(self._rng.uniform(0.5, 2.0))
-        embedded.start_postgres(directory, port=self._backends.postgres_port)
+        embedded.start_postgres(
+            directory,
+            password=self._backends.postgres_password,
+            port=self._backends.postgres_port,
+        )
         return "PostgreSQL stopped and restarted"
 
 

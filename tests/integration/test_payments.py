@@ -156,7 +156,7 @@ def test_create_without_card__waits_with_client_secret_and_checkout_url(
     assert body["status"] == "requires_payment_method"
     assert body["client_secret"].startswith(f"{body['id']}_secret_")
     assert body["checkout_url"] == (
-        f"{platform.settings.public_base_url}/checkout/{body['id']}"
+        f"{platform.settings.public_url()}/checkout/{body['id']}"
         f"?client_secret={body['client_secret']}"
     )
     assert body["capture_method"] == "automatic"

@@ -243,10 +243,11 @@ def test_postgres_restart__the_requests_after_it_succeed_without_an_error(
     warm = create()
     assert warm.status_code == 200, warm.text
     pg_dir = drill_platform.settings.data_dir.resolve() / "pg"
-    port = urlsplit(drill_platform.settings.require_database_url()).port
+    url = urlsplit(drill_platform.settings.require_database_url())
+    assert url.password
     # A fast shutdown cuts every pooled connection of every process.
     embedded.stop_postgres(pg_dir)
-    embedded.start_postgres(pg_dir, port=port)
+    embedded.start_postgres(pg_dir, password=url.password, port=url.port)
     # No ping before each transaction: the pools find the cut connections on their own.
     created = [create() for _ in range(3)]
     assert [response.status_code for response in created] == [200] * 3, [

@@ -25,11 +25,11 @@ from services.common.clients import sync_channel
 from services.common.db import make_engine, make_sessionmaker, transaction
 from services.common.ids import new_id
 from services.common.migrations import upgrade
+from services.common.ports import free_port
 from services.common.queue import make_queue, redis_connection
 from services.payment import outbox
 from services.payment.models import OutboxMessage
 from services.payment.relay import Publisher, relay_batch, webhook_publisher
-from services.runtime.embedded import free_port
 from services.runtime.platform import LocalPlatform, settings_from
 from services.webhook.models import Delivery
 from tests.integration.conftest import MerchantKeys, _fresh_database

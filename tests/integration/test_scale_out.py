@@ -30,6 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.admin import merchants
 from services.common.db import make_engine, make_sessionmaker, transaction
+from services.common.ports import ephemeral_port_range
 from services.common.settings import SERVICE_NAMES, ServiceName
 from services.runtime.platform import LocalPlatform, free_port_settings
 from tests.integration.conftest import _fresh_database
@@ -55,6 +56,7 @@ def _port_free(port: int) -> bool:
 
 def _variables(data_dir: Path) -> dict[str, str]:
     """Free ports for the first copies whose shifted ports (second copies) are free too."""
+    ephemeral_low, _ = ephemeral_port_range()
     for _ in range(20):
         ports = free_port_settings()
         shifted = [
@@ -62,7 +64,7 @@ def _variables(data_dir: Path) -> dict[str, str]:
             for name, value in ports.items()
             if name.endswith(("_GRPC_PORT", "_METRICS_PORT"))
         ]
-        if all(port < 65536 and _port_free(port) for port in shifted):
+        if all(port < ephemeral_low and _port_free(port) for port in shifted):
             break
     else:
         raise RuntimeError("no free ports for the second copies")

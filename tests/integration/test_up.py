@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import re
@@ -17,6 +18,7 @@ import httpx
 import psutil
 import pytest
 
+from services.common.ports import ephemeral_port_range
 from services.runtime.platform import free_port_settings
 
 BANNER_TIMEOUT_S = 180
@@ -24,8 +26,8 @@ BANNER_TIMEOUT_S = 180
 
 def _start_up(data_dir: Path, ports: dict[str, str]) -> subprocess.Popen[str]:
     env = {**os.environ, **ports, "PAYMESH_DATA_DIR": str(data_dir)}
-    env.pop("PAYMESH_DATABASE_URL", None)
-    env.pop("PAYMESH_REDIS_URL", None)
+    for name in ("PAYMESH_DATABASE_URL", "PAYMESH_REDIS_URL", "PAYMESH_PUBLIC_BASE_URL"):
+        env.pop(name, None)
     return subprocess.Popen(
         [sys.executable, "-m", "services.runtime.cli", "up"],
         env=env,
@@ -106,6 +108,16 @@ def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
     return [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
+def test_up_refuses_a_port_in_the_kernels_ephemeral_range(tmp_path: Path) -> None:
+    low, _ = ephemeral_port_range()
+    ports = {**free_port_settings(), "PAYMESH_ADMIN_GRPC_PORT": str(low)}
+    process = _start_up(tmp_path / "paymesh", ports)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2, output
+    assert f"PAYMESH_ADMIN_GRPC_PORT={low}: inside the kernel's ephemeral port range" in output
+    assert not (tmp_path / "paymesh").exists()  # refused before anything started
+
+
 def test_up_serves_its_curl_example_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     data_dir = tmp_path / "paymesh"
     ports = free_port_settings()
@@ -120,6 +132,12 @@ def test_up_serves_its_curl_example_and_ctrl_c_stops_everything(tmp_path: Path) 
         )
         assert response.status_code == 200, response.text
         assert response.json()["id"].startswith("pay_")
+        # The checkout link follows the edge's port when no public URL is set.
+        edge = f"http://localhost:{ports['PAYMESH_HTTP_PORT']}"
+        assert response.json()["checkout_url"].startswith(f"{edge}/checkout/pay_")
+        # The embedded PostgreSQL's password reaches processes in their URL, never the output.
+        password = json.loads((data_dir / "secrets.json").read_text())["postgres_password"]
+        assert password not in banner["text"]
         assert _embedded_pids(data_dir), "embedded servers should run under the data dir"
         tree = _stop(process)
     finally:

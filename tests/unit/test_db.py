@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ WAIT_TIMEOUT_S = 10.0
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
     data_dir: Path = tmp_path_factory.mktemp("db-kit") / "pg"
     try:
-        yield start_postgres(data_dir)
+        yield start_postgres(data_dir, password=secrets.token_urlsafe(16))
     finally:
         stop_postgres(data_dir, mode="immediate")
 
@@ -107,7 +108,7 @@ def test_engine__survives_a_postgres_restart(
         }
     assert len(pids) == 2
     stop_postgres(postgres.data_dir)
-    start_postgres(postgres.data_dir, port=postgres.port)
+    start_postgres(postgres.data_dir, password=postgres.password, port=postgres.port)
     for _ in range(3):
         with transaction(sessions) as one, transaction(sessions) as two:
             assert one.scalar(text("SELECT 1")) == two.scalar(text("SELECT 1")) == 1

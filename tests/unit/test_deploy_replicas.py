@@ -31,11 +31,11 @@ def _settings(**variables: str) -> Settings:
 
 
 def test_copies_listen_on_ports_shifted_by_the_step() -> None:
-    settings = _settings(replicas="3", replica_port_step="100", payment_grpc_port="40000")
+    settings = _settings(replicas="3", replica_port_step="100", payment_grpc_port="20000")
     assert settings.replica_ports("payment") == [
-        (40000, settings.payment_metrics_port),
-        (40100, settings.payment_metrics_port + 100),
-        (40200, settings.payment_metrics_port + 200),
+        (20000, settings.payment_metrics_port),
+        (20100, settings.payment_metrics_port + 100),
+        (20200, settings.payment_metrics_port + 200),
     ]
 
 
@@ -46,18 +46,18 @@ def test_replicas_out_of_range_are_refused(replicas: str) -> None:
 
 
 def test_one_copy_is_reached_at_its_own_address() -> None:
-    settings = _settings(ledger_grpc_port="40002")
-    assert settings.target("ledger") == "127.0.0.1:40002"
+    settings = _settings(ledger_grpc_port="20002")
+    assert settings.target("ledger") == "127.0.0.1:20002"
 
 
 def test_several_copies_are_all_listed_for_the_clients() -> None:
-    settings = _settings(replicas="2", ledger_grpc_port="40002")
-    assert settings.target("ledger") == "ipv4:127.0.0.1:40002,127.0.0.1:41002"
+    settings = _settings(replicas="2", ledger_grpc_port="20002")
+    assert settings.target("ledger") == "ipv4:127.0.0.1:20002,127.0.0.1:21002"
 
 
 def test_an_explicit_target_wins_over_the_copies() -> None:
-    settings = _settings(replicas="2", ledger_target="ledger:50052")
-    assert settings.target("ledger") == "ledger:50052"
+    settings = _settings(replicas="2", ledger_target="ledger:10052")
+    assert settings.target("ledger") == "ledger:10052"
 
 
 def test_a_host_name_gets_its_first_copy_only() -> None:

@@ -6,10 +6,10 @@ import asyncio
 
 import grpc
 
+from services.common.ports import free_port
 from services.common.ratelimit import ApiRateLimiter, RateLimited, client_address
 from services.common.server import ServiceSpec, create_server
 from services.common.settings import Settings
-from services.runtime.embedded import free_port
 
 
 def test_client_address__prefers_envoys_header_then_the_last_forwarded_hop() -> None:

@@ -1,0 +1,62 @@
+"""Settings: listen ports outside the kernel's ephemeral range, the public URL, masked secrets."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from services.common.errors import ConfigurationError
+from services.common.ports import ephemeral_port_range
+from services.common.settings import SERVICE_NAMES, Settings
+
+
+def test_default_listen_ports__lie_below_the_ephemeral_range_with_every_replica() -> None:
+    settings = Settings(replicas=8)
+    low, _ = ephemeral_port_range()
+    ports = [
+        settings.http_port,
+        settings.envoy_admin_port,
+        settings.webapps_port,
+        settings.demo_shop_port,
+    ] + [
+        port
+        for service in SERVICE_NAMES
+        for pair in settings.replica_ports(service)
+        for port in pair
+    ]
+
+    assert max(ports) < low
+    assert len(set(ports)) == len(ports)
+
+
+def test_listen_port_in_the_ephemeral_range__is_refused_by_name() -> None:
+    low, high = ephemeral_port_range()
+
+    with pytest.raises(ConfigurationError, match=rf"PAYMESH_LEDGER_GRPC_PORT={low}.*{low}-{high}"):
+        Settings(ledger_grpc_port=low)
+
+
+def test_replica_port_shifted_into_the_ephemeral_range__is_refused() -> None:
+    low, _ = ephemeral_port_range()
+
+    with pytest.raises(ConfigurationError, match=r"PAYMESH_ADMIN_METRICS_PORT \(copy 2\)"):
+        Settings(admin_metrics_port=low - 1, replicas=2)
+
+
+def test_public_url__follows_the_edge_port() -> None:
+    assert Settings(http_port=18080).public_url() == "http://localhost:18080"
+
+
+def test_public_url__is_the_public_base_url_when_set() -> None:
+    settings = Settings(http_port=18080, public_base_url="https://pay.example.com/")
+
+    assert settings.public_url() == "https://pay.example.com"
+
+
+def test_database_url__prints_masked() -> None:
+    url = "postgresql+psycopg://postgres:hunter2-secret@127.0.0.1:20001/paymesh"
+    settings = Settings(database_url=SecretStr(url))
+
+    assert "hunter2-secret" not in repr(settings)
+    assert "hunter2-secret" not in str(settings)
+    assert settings.require_database_url() == url
