@@ -77,7 +77,7 @@ unit: venv
 integration: venv
 	$(PY) -m pytest tests/integration -q
 
-test: venv check-gen buf-lint lint envoy-validate frontend chromium
+test: venv check-gen buf-lint lint envoy-validate frontend frontend-check chromium
 	$(PY) -m pytest -q
 
 up: venv gen frontend
@@ -101,7 +101,7 @@ bench: venv
 # generated from protos/ (buf + the lockfile's protoc-gen-es, into git-ignored frontend/gen),
 # then `ng build` of both apps. Each step is skipped while its inputs are unchanged, so a second
 # `make up` starts in seconds.
-.PHONY: frontend frontend-gen chromium
+.PHONY: frontend frontend-gen frontend-check chromium
 FRONTEND_SOURCES := $(shell find frontend/projects frontend/shared frontend/tools -type f 2>/dev/null) \
 	frontend/angular.json frontend/tsconfig.json
 PROTO_SOURCES := $(shell find protos -name '*.proto')
@@ -122,6 +122,11 @@ frontend/dist/.built: frontend/gen/.generated $(FRONTEND_SOURCES) frontend/node_
 frontend-gen: frontend/gen/.generated
 
 frontend: frontend/dist/.built
+
+# angular-eslint (with its template accessibility rules) over both apps, then the unit tests of
+# the pure logic (frontend/tests/unit) on node's own test runner, TypeScript loaded by tsx.
+frontend-check: frontend/gen/.generated
+	cd frontend && npx eslint . && node --import tsx --test tests/unit/*.test.ts
 
 # Browser tests drive Debian's chromium, installed here when missing (never a browser download).
 chromium:

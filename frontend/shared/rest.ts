@@ -172,19 +172,34 @@ export async function stream<I extends DescMessage, O extends DescMessage>(
     if (done) {
       return;
     }
-    buffer += value;
-    let end: number;
-    while ((end = buffer.search(/\r?\n\r?\n/)) >= 0) {
-      const frame = buffer.slice(0, end);
-      buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, '');
-      const data = frame
-        .split(/\r?\n/)
-        .filter((line) => line.startsWith('data:'))
-        .map((line) => line.slice(5).trimStart())
-        .join('\n');
-      if (data) {
-        onMessage(fromJson(method.output, JSON.parse(data) as JsonValue, { ignoreUnknownFields: true }));
-      }
+    const events = takeEvents(buffer + value);
+    buffer = events.rest;
+    for (const data of events.data) {
+      onMessage(fromJson(method.output, JSON.parse(data) as JsonValue, { ignoreUnknownFields: true }));
     }
   }
+}
+
+/**
+ * Splits the complete Server-Sent Events off the front of `buffer`: the `data` of each (its
+ * `data:` lines joined by newlines; events without data, such as comments, are dropped) and the
+ * incomplete rest, to be prefixed to the next chunk.
+ */
+export function takeEvents(buffer: string): { data: string[]; rest: string } {
+  const data: string[] = [];
+  let rest = buffer;
+  let end: number;
+  while ((end = rest.search(/\r?\n\r?\n/)) >= 0) {
+    const frame = rest.slice(0, end);
+    rest = rest.slice(end).replace(/^\r?\n\r?\n/, '');
+    const text = frame
+      .split(/\r?\n/)
+      .filter((line) => line.startsWith('data:'))
+      .map((line) => line.slice(5).replace(/^ /, ''))
+      .join('\n');
+    if (text) {
+      data.push(text);
+    }
+  }
+  return { data, rest };
 }

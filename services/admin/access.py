@@ -79,9 +79,12 @@ class SessionAuthenticator:
             raise SessionInvalid("an operator session is required (Authorization: Bearer)")
         return await self._principal(metadata, token, "session", policy)
 
-    async def authenticate_stream(self, metadata: Metadata, token: str) -> OperatorPrincipal:
-        """The operator of a stream token (from the query string of the overview stream)."""
-        return await self._principal(metadata, token, "stream", AuthPolicy.OPERATOR_SESSION)
+    async def authenticate_stream(self, metadata: Metadata) -> OperatorPrincipal:
+        """The operator of the overview stream: a bearer stream token, or else a session token."""
+        token = key_from_metadata(metadata) or ""
+        if token.startswith(operator_sessions.STREAM_TOKEN_PREFIX):
+            return await self._principal(metadata, token, "stream", AuthPolicy.OPERATOR_SESSION)
+        return await self.authenticate_operator(metadata, AuthPolicy.OPERATOR_SESSION)
 
     async def _principal(
         self, metadata: Metadata, token: str, purpose: str, policy: AuthPolicy

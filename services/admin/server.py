@@ -445,22 +445,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidArgument.field("end_time", "must be after start_time")
         return await self._remote.overview(request)
 
-    async def _stream_operator(
-        self, request: admin_pb2.WatchOverviewRequest, context: Context
-    ) -> OperatorPrincipal:
-        if request.stream_token:
-            return await self._authenticator.authenticate_stream(
-                _metadata(context), request.stream_token
-            )
-        return await self._authenticator.authenticate_operator(
-            _metadata(context), AuthPolicy.OPERATOR_SESSION
-        )
-
     async def WatchOverview(
         self, request: admin_pb2.WatchOverviewRequest, context: Context
     ) -> AsyncIterator[admin_pb2.Overview]:
         """Sends the overview now, then whenever it changes; ends when the session does."""
-        operator = await self._stream_operator(request, context)
+        operator = await self._authenticator.authenticate_stream(_metadata(context))
         scope = admin_pb2.GetOverviewRequest(
             merchant_id=request.merchant_id, livemode=request.livemode
         )

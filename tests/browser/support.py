@@ -88,10 +88,14 @@ def fill_card(page: Page, number: str, expiry: str = "12 / 34", cvc: str = "123"
     page.get_by_label("Security code (CVC)").fill(cvc)
 
 
-def sign_in(page: Page, email: str, password: str) -> None:
-    """Signs in on the dashboard and waits for the overview."""
-    page.goto("/dashboard/login")
+def sign_in(page: Page, email: str, password: str, path: str = "/dashboard/overview") -> None:
+    """Opens a dashboard page, signs in when asked, and waits to be back on that page.
+
+    The session lives in the page's memory only, so every page load asks to sign in again.
+    """
+    page.goto(path)
+    expect(page).to_have_url(re.compile(r"/dashboard/login"))
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(re.compile(r"/dashboard/overview"))
+    expect(page).to_have_url(re.compile(re.escape(path.split("?", maxsplit=1)[0]) + r"(\?|$)"))

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import httpx
 from paymesh.webhook.v1 import webhook_internal_pb2_grpc
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Page, Route, expect
 
 from services.runtime.platform import LocalPlatform
 from tests.browser.support import DECLINED, VISA_OK, create_payment, sign_in, wait_final
@@ -48,6 +48,21 @@ def test_login__operator_signs_in_and_wrong_password_is_refused(
     expect(page.get_by_test_id("live-indicator")).to_have_attribute("data-state", "live")
 
 
+def test_login__the_session_token_is_kept_in_memory_only(
+    page: Page, operator_login: OperatorLogin
+) -> None:
+    sign_in(page, operator_login.email, operator_login.password, "/dashboard/payments")
+    expect(page.get_by_test_id("role")).to_have_text("operator")
+    # Nothing a later script on this origin (which also serves the checkout) could read.
+    stored = page.evaluate("() => [sessionStorage.length, localStorage.length, document.cookie]")
+    assert stored == [0, 0, ""]
+
+    # A reload forgets the session: sign in again, and land back on the same page.
+    page.reload()
+    expect(page).to_have_url(re.compile(r"/dashboard/login\?next=%2Fpayments"))
+    sign_in(page, operator_login.email, operator_login.password, "/dashboard/payments")
+
+
 def test_overview__figures_match_the_payments_made(
     page: Page, api: httpx.Client, merchant: MerchantKeys, operator_login: OperatorLogin
 ) -> None:
@@ -64,8 +79,12 @@ def test_overview__figures_match_the_payments_made(
     gross = sum(int(p["amount_received"]) for p in kwd)
     fees = sum(int(p["fee"]) for p in kwd)
 
-    sign_in(page, operator_login.email, operator_login.password)
-    page.goto(f"/dashboard/overview?merchant={merchant.id}")
+    sign_in(
+        page,
+        operator_login.email,
+        operator_login.password,
+        f"/dashboard/overview?merchant={merchant.id}",
+    )
     page.get_by_test_id("currency-KWD").click()
     expect(_figure(page, "succeeded")).to_have_text("2")
     expect(_figure(page, "failed")).to_have_text("1")
@@ -84,8 +103,12 @@ def test_overview__updates_live_after_a_new_payment(
 ) -> None:
     first = create_payment(api, merchant, amount=1000, currency="CHF", card=VISA_OK)
     wait_final(api, merchant, first["id"])
-    sign_in(page, operator_login.email, operator_login.password)
-    page.goto(f"/dashboard/overview?merchant={merchant.id}")
+    sign_in(
+        page,
+        operator_login.email,
+        operator_login.password,
+        f"/dashboard/overview?merchant={merchant.id}",
+    )
     expect(page.get_by_test_id("live-indicator")).to_have_attribute("data-state", "live")
     expect(_figure(page, "succeeded")).to_have_text("1")
     # A marker that a reload would wipe.
@@ -115,6 +138,27 @@ def test_overview__shows_disconnected_and_reconnects_by_itself(
     page.unroute(watch)
     expect(indicator).to_have_attribute("data-state", "live")
     assert page.evaluate("window.__notReloaded") is True
+
+
+def test_overview__a_stream_the_server_ends_at_once_is_reopened_with_backoff(
+    page: Page, operator_login: OperatorLogin
+) -> None:
+    opened: list[tuple[str, str]] = []
+
+    def end_at_once(route: Route) -> None:
+        opened.append((route.request.url, route.request.headers.get("authorization", "")))
+        # A clean, empty end of stream, as a server or a proxy's timeout gives.
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body="")
+
+    page.route("**/admin/overview:watch*", end_at_once)
+    sign_in(page, operator_login.email, operator_login.password)
+    page.wait_for_timeout(6000)  # not time.sleep: Playwright runs route handlers while it waits
+    # Delays of about 1, 2 and 4 s: at most 4 opens in 6 s (the old client looped at once,
+    # hundreds of stream-token POSTs and GETs).
+    assert 2 <= len(opened) <= 4, len(opened)
+    for url, authorization in opened:
+        assert "stream_token" not in url and "pmst_" not in url
+        assert authorization.startswith("Bearer pmst_")
 
 
 def _dead_deliveries(api: httpx.Client, login: OperatorLogin, merchant_id: str) -> list[Any]:
@@ -152,6 +196,25 @@ def test_webhooks__replay_a_dead_delivery_from_its_button(
         page.get_by_role("link", name="Webhooks").click()
         row = page.get_by_test_id(f"delivery-{delivery['id']}")
         expect(row.get_by_test_id("delivery-status")).to_have_text("dead")
+
+        # Bulk replay with no merchant filter asks first, saying how far it reaches.
+        bulk: list[str] = []
+        page.on(
+            "request",
+            lambda request: (
+                bulk.append(request.url) if "/admin/webhooks/replay" in request.url else None
+            ),
+        )
+        page.get_by_test_id("replay-all").click()
+        dialog = page.get_by_role("alertdialog")
+        expect(dialog.get_by_test_id("confirm-message")).to_contain_text("across ALL merchants")
+        expect(dialog.get_by_test_id("confirm-message")).to_contain_text(
+            re.compile(r"Send (\d+|up to 500) dead webhook deliveries")
+        )
+        dialog.get_by_test_id("confirm-cancel").click()
+        expect(dialog).to_have_count(0)
+        expect(row.get_by_test_id("delivery-status")).to_have_text("dead")
+        assert bulk == []
         row.get_by_test_id("attempts").click()
         expect(page.get_by_test_id("attempt-log").locator("tbody tr")).to_have_count(
             failed_attempts
@@ -172,8 +235,9 @@ def test_merchant_keys__created_key_is_shown_once_and_revocation_locks_it_out(
     operator_login: OperatorLogin,
 ) -> None:
     context.grant_permissions(["clipboard-read", "clipboard-write"])
-    sign_in(page, operator_login.email, operator_login.password)
-    page.goto(f"/dashboard/merchants/{merchant.id}")
+    sign_in(
+        page, operator_login.email, operator_login.password, f"/dashboard/merchants/{merchant.id}"
+    )
     page.get_by_test_id("create-key").click()
     key = page.get_by_test_id("new-key-value").inner_text().strip()
     assert key.startswith("sk_test_")
@@ -185,15 +249,19 @@ def test_merchant_keys__created_key_is_shown_once_and_revocation_locks_it_out(
     page.get_by_test_id("key-filter").fill(key[:12])
     row = page.get_by_test_id(re.compile(r"^key-sk_test_"))
     expect(row).to_have_count(1)
-    page.once("dialog", lambda dialog: dialog.accept())
     row.get_by_test_id("revoke").click()
+    dialog = page.get_by_role("alertdialog")
+    expect(dialog.get_by_test_id("confirm-message")).to_contain_text(key[:12])
+    dialog.get_by_test_id("confirm-ok").click()
     expect(row.get_by_test_id("key-status")).to_contain_text("revoked")
 
     deadline = time.monotonic() + 15
     while api.get("/v1/payments", headers={"X-API-Key": key}).status_code != 401:
         assert time.monotonic() < deadline, "the revoked key still works"
         time.sleep(0.3)
-    page.reload()
+    sign_in(
+        page, operator_login.email, operator_login.password, f"/dashboard/merchants/{merchant.id}"
+    )
     expect(page.get_by_test_id("keys-table")).to_be_visible()
     assert key not in page.content()
 
@@ -220,7 +288,7 @@ def test_viewer__sees_no_mutating_buttons(
         "/dashboard/reconciliation": ("recon-start", ["reconcile"]),
     }
     for path, (loaded, hidden) in checks.items():
-        page.goto(path)
+        sign_in(page, viewer_login.email, viewer_login.password, path)
         expect(page.get_by_test_id(loaded)).to_be_visible()
         for test_id in hidden:
             expect(page.get_by_test_id(test_id)).to_have_count(0)
@@ -236,8 +304,9 @@ def test_payment_detail__operator_refunds_part_of_a_payment(
     amount = 300
     paid = create_payment(api, merchant, amount=1000, currency="EUR", card=VISA_OK)
     wait_final(api, merchant, paid["id"])
-    sign_in(page, operator_login.email, operator_login.password)
-    page.goto(f"/dashboard/payments/{paid['id']}")
+    sign_in(
+        page, operator_login.email, operator_login.password, f"/dashboard/payments/{paid['id']}"
+    )
     expect(page.get_by_test_id("detail-status")).to_have_text("succeeded")
     expect(page.get_by_test_id("timeline")).to_contain_text("payment.succeeded")
     expect(page.get_by_test_id("ledger-entries").locator("tr.mat-mdc-row")).not_to_have_count(0)
@@ -247,6 +316,68 @@ def test_payment_detail__operator_refunds_part_of_a_payment(
     expect(page.get_by_test_id("refunds").locator("tr.mat-mdc-row")).to_have_count(1)
     refunded = wait_until_refunded(api, merchant, paid["id"], amount)
     assert refunded == amount
+
+
+def test_payment_detail__a_full_refund_asks_first_and_sends_no_amount(
+    page: Page, api: httpx.Client, merchant: MerchantKeys, operator_login: OperatorLogin
+) -> None:
+    paid = create_payment(api, merchant, amount=1250, currency="KWD", card=VISA_OK)
+    wait_final(api, merchant, paid["id"])
+    bodies: list[Any] = []
+    page.on(
+        "request",
+        lambda request: (
+            bodies.append(request.post_data_json) if request.url.endswith("/refund") else None
+        ),
+    )
+    sign_in(
+        page, operator_login.email, operator_login.password, f"/dashboard/payments/{paid['id']}"
+    )
+
+    # An empty amount is everything that is left: one click only opens the question.
+    page.get_by_test_id("refund").click()
+    dialog = page.get_by_role("alertdialog")
+    expect(dialog.get_by_test_id("confirm-message")).to_contain_text(_money(page, 1250, "KWD", 3))
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+    assert bodies == []
+
+    page.get_by_test_id("refund").click()
+    page.get_by_role("alertdialog").get_by_test_id("confirm-ok").click()
+    expect(page.get_by_test_id("refunds").locator("tr.mat-mdc-row")).to_have_count(1)
+    # No amount at all (the server's "the rest"), never 0.
+    assert len(bodies) == 1 and "amount" not in bodies[0], bodies
+    assert wait_until_refunded(api, merchant, paid["id"], 1250) == 1250
+
+
+def test_merchant_fees__an_empty_field_refuses_to_save(
+    page: Page, api: httpx.Client, merchant: MerchantKeys, operator_login: OperatorLogin
+) -> None:
+    before = api.get(f"/admin/merchants/{merchant.id}", headers=operator_login.headers).json()
+    saves: list[str] = []
+    page.on(
+        "request",
+        lambda request: saves.append(request.url) if request.url.endswith("/fees") else None,
+    )
+    sign_in(
+        page, operator_login.email, operator_login.password, f"/dashboard/merchants/{merchant.id}"
+    )
+    page.get_by_test_id("fee-bps").fill("")
+    page.get_by_test_id("save-fees").click()
+    expect(page.get_by_role("alert")).to_contain_text("fee in basis points")
+    page.get_by_test_id("fee-bps").fill("150")
+    page.get_by_test_id("fee-fixed").fill("")
+    page.get_by_test_id("save-fees").click()
+    expect(page.get_by_role("alert")).to_contain_text("fixed fee")
+    assert saves == []
+    after = api.get(f"/admin/merchants/{merchant.id}", headers=operator_login.headers).json()
+    assert after.get("fee_bps") == before.get("fee_bps")
+    assert after.get("fee_fixed") == before.get("fee_fixed")
+
+    # A real value still saves.
+    page.get_by_test_id("fee-fixed").fill("30")
+    page.get_by_test_id("save-fees").click()
+    expect(page.get_by_test_id("fee-schedule")).to_contain_text("1.5% of each captured amount + 30")
 
 
 def wait_until_refunded(

@@ -376,8 +376,8 @@ def test_watch_overview__pushes_an_update_after_a_new_payment(
         stream.stream(
             "GET",
             "/admin/overview:watch",
-            params={"stream_token": token, "merchant_id": merchant.id},
-            headers={"Accept": "text/event-stream"},
+            params={"merchant_id": merchant.id},
+            headers={"Accept": "text/event-stream", "Authorization": f"Bearer {token}"},
         ) as response,
     ):
         assert response.status_code == 200
@@ -412,15 +412,17 @@ def test_watch_overview__auth(
             return response.status_code
 
     assert open_status({}) == 401
-    # The session token is not a stream token, and the stream token opens nothing else.
-    assert open_status({"stream_token": operator_login.token}) == 401
     assert open_status({}, {"X-API-Key": merchant.secret_key}) == 403
     token = _stream_token(api, operator_login)
     stream_as_bearer = {"Authorization": f"Bearer {token}"}
+    assert open_status({}, stream_as_bearer) == 200
+    # A token in the URL (where logs and browser history keep it) opens nothing.
+    assert open_status({"stream_token": token}) == 401
+    # The stream token opens nothing else.
     assert api.get("/admin/merchants", headers=stream_as_bearer).status_code == 401
     # Logging out ends the session's stream tokens too.
     assert api.post("/admin/logout", json={}, headers=operator_login.headers).status_code == 200
-    assert open_status({"stream_token": token}) == 401
+    assert open_status({}, stream_as_bearer) == 401
 
 
 # Dead-letter replay.

@@ -68,8 +68,7 @@ def test_admin_stream__a_merchant_key_as_stream_token_opens_nothing(
     for key in [merchant.secret_key, merchant.publishable_key]:
         response = api.get(
             placeholder_url(watch),
-            params={"stream_token": key},
-            headers={"X-API-Key": key},
+            headers={"Authorization": f"Bearer {key}"},
         )
         assert response.status_code in (401, 403), response.text
 

@@ -668,17 +668,15 @@ Global___Overview: _TypeAlias = Overview  # noqa: Y015
 
 @_typing.final
 class WatchOverviewRequest(_message.Message):
-    """WatchOverviewRequest scopes the stream and carries its credential."""
+    """WatchOverviewRequest scopes the stream. Its credential, a token from POST
+    /admin/stream_tokens or an operator session, comes in the Authorization header: a URL's query
+    ends up in logs and browser history.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    STREAM_TOKEN_FIELD_NUMBER: _builtins.int
     MERCHANT_ID_FIELD_NUMBER: _builtins.int
     LIVEMODE_FIELD_NUMBER: _builtins.int
-    stream_token: _builtins.str
-    """Token from POST /admin/stream_tokens; may be left out when an operator session comes in
-    the Authorization header instead.
-    """
     merchant_id: _builtins.str
     """Only this merchant; empty for all."""
     livemode: _builtins.bool
@@ -686,13 +684,12 @@ class WatchOverviewRequest(_message.Message):
     def __init__(
         self,
         *,
-        stream_token: _builtins.str = ...,
         merchant_id: _builtins.str = ...,
         livemode: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["livemode", b"livemode", "merchant_id", b"merchant_id", "stream_token", b"stream_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["livemode", b"livemode", "merchant_id", b"merchant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -226,8 +226,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateStreamToken(self, request, context):
-        """Issues a short-lived token that opens the overview stream, for browsers' EventSource,
-        which cannot send an Authorization header.
+        """Issues a short-lived token that opens only the overview stream; it is sent as
+        `Authorization: Bearer`, never in the URL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

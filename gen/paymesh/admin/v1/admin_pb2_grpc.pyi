@@ -53,8 +53,8 @@ class AdminServiceStub:
     Logout: _grpc.UnaryUnaryMultiCallable[_admin_pb2.LogoutRequest, _admin_pb2.LogoutResponse]
     """Ends the caller's session; its token and its stream tokens stop working at once."""
     CreateStreamToken: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateStreamTokenRequest, _admin_pb2.StreamToken]
-    """Issues a short-lived token that opens the overview stream, for browsers' EventSource,
-    which cannot send an Authorization header.
+    """Issues a short-lived token that opens only the overview stream; it is sent as
+    `Authorization: Bearer`, never in the URL.
     """
     UpdateMerchantFees: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpdateMerchantFeesRequest, _admin_pb2.Merchant]
     """Changes a merchant's fee schedule; new payments use it within the auth cache's lifetime."""
@@ -115,8 +115,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     Logout: _aio.UnaryUnaryMultiCallable[_admin_pb2.LogoutRequest, _admin_pb2.LogoutResponse]  # type: ignore[assignment]
     """Ends the caller's session; its token and its stream tokens stop working at once."""
     CreateStreamToken: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateStreamTokenRequest, _admin_pb2.StreamToken]  # type: ignore[assignment]
-    """Issues a short-lived token that opens the overview stream, for browsers' EventSource,
-    which cannot send an Authorization header.
+    """Issues a short-lived token that opens only the overview stream; it is sent as
+    `Authorization: Bearer`, never in the URL.
     """
     UpdateMerchantFees: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpdateMerchantFeesRequest, _admin_pb2.Merchant]  # type: ignore[assignment]
     """Changes a merchant's fee schedule; new payments use it within the auth cache's lifetime."""
@@ -222,8 +222,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.CreateStreamTokenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.StreamToken, _abc.Awaitable[_admin_pb2.StreamToken]]:
-        """Issues a short-lived token that opens the overview stream, for browsers' EventSource,
-        which cannot send an Authorization header.
+        """Issues a short-lived token that opens only the overview stream; it is sent as
+        `Authorization: Bearer`, never in the URL.
         """
 
     @_abc_1.abstractmethod

@@ -2,6 +2,7 @@ import { Injectable, inject, signal } from '@angular/core';
 
 import { AdminService, type Overview } from '@gen/paymesh/admin/v1/admin_pb';
 import { stream } from '@shared/rest';
+import { Backoff } from './backoff';
 import { Session } from './session';
 
 export type LiveState = 'connecting' | 'live' | 'disconnected';
@@ -9,11 +10,14 @@ export type LiveState = 'connecting' | 'live' | 'disconnected';
 /** Reconnect delays: doubling from the first to the last, with jitter so tabs do not align. */
 const RETRY_FIRST_MS = 1000;
 const RETRY_MAX_MS = 15_000;
+/** A stream that stayed open this long was healthy: the next reconnect starts from the first delay. */
+const HEALTHY_MS = 30_000;
 
 /**
  * The overview as the server streams it (WatchOverview, Server-Sent Events through the edge),
  * with the connection's state for the live indicator. Each connection gets a fresh short-lived
- * stream token; a broken connection is retried with backoff until stop().
+ * stream token, sent in the Authorization header (never in the URL, where logs and history keep
+ * it). Whether the stream broke or the server ended it, it is reopened with backoff until stop().
  */
 @Injectable({ providedIn: 'root' })
 export class LiveOverview {
@@ -26,7 +30,7 @@ export class LiveOverview {
 
   private running = false;
   private abort: AbortController | null = null;
-  private retryMs = RETRY_FIRST_MS;
+  private readonly backoff = new Backoff(RETRY_FIRST_MS, RETRY_MAX_MS, HEALTHY_MS);
   private timer: ReturnType<typeof setTimeout> | undefined;
 
   /** Only this merchant's figures; empty for all merchants. */
@@ -64,33 +68,34 @@ export class LiveOverview {
     if (this.state() !== 'live') this.state.set('connecting');
     const abort = new AbortController();
     this.abort = abort;
-    let failed = false;
+    let openedAt = 0;
     try {
       const token = await this.session.api(AdminService.method.createStreamToken, {});
       await stream(
         AdminService.method.watchOverview,
-        { streamToken: token.streamToken, merchantId: this.merchantId, livemode: false },
+        { merchantId: this.merchantId, livemode: false },
         (overview) => {
           if (abort.signal.aborted) return; // a message of a stream being replaced
           this.overview.set(overview);
           this.updates.update((n) => n + 1);
           this.state.set('live');
-          this.retryMs = RETRY_FIRST_MS;
         },
-        { signal: abort.signal, onOpen: () => this.state.set('live') },
+        {
+          headers: { Authorization: `Bearer ${token.streamToken}` },
+          signal: abort.signal,
+          onOpen: () => {
+            openedAt = Date.now();
+            this.state.set('live');
+          },
+        },
       );
     } catch {
-      failed = true;
+      this.state.set('disconnected');
     }
     if (!this.running || abort.signal.aborted) return;
-    if (failed) {
-      this.state.set('disconnected');
-      const delay = this.retryMs * (0.75 + Math.random() * 0.5);
-      this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
-      this.timer = setTimeout(() => void this.connect(), delay);
-    } else {
-      // The server (or a proxy's timeout) ended a healthy stream: reopen it at once.
-      void this.connect();
-    }
+    // Even a cleanly ended stream waits: a server that ends every stream at once would
+    // otherwise be hammered with token requests and reconnects.
+    const delay = this.backoff.delayAfter(openedAt ? Date.now() - openedAt : 0);
+    this.timer = setTimeout(() => void this.connect(), delay);
   }
 }

@@ -1,12 +1,12 @@
 import { inject } from '@angular/core';
-import { Router, type Routes } from '@angular/router';
+import { Router, type CanActivateFn, type Routes } from '@angular/router';
 
 import { Session } from './session';
 import { Shell } from './shell';
 
-function signedIn(): boolean | ReturnType<Router['createUrlTree']> {
-  return inject(Session).signedIn() || inject(Router).createUrlTree(['/login']);
-}
+/** Lets signed-in operators through; sends others to sign in, and back here afterwards. */
+const signedIn: CanActivateFn = (_route, state) =>
+  inject(Session).signedIn() || inject(Router).createUrlTree(['/login'], { queryParams: { next: state.url } });
 
 export const routes: Routes = [
   { path: 'login', loadComponent: () => import('./pages/login').then((m) => m.LoginPage), title: 'Sign in · paymesh' },

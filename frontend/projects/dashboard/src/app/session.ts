@@ -5,20 +5,23 @@ import type { DescMessage, DescMethodUnary, MessageInitShape, MessageShape } fro
 import { AdminService } from '@gen/paymesh/admin/v1/admin_pb';
 import { ApiError, call } from '@shared/rest';
 
-interface Stored {
+interface Signed {
   token: string;
   role: string;
   email: string;
-  expires: number;
 }
 
-const STORAGE_KEY = 'paymesh.session';
-
-/** The operator's session: token, role, and the one way pages call the admin API. */
+/**
+ * The operator's session: token, role, and the one way pages call the admin API.
+ *
+ * The token lives in this object's memory only, never in sessionStorage, localStorage or a
+ * script-readable cookie: this origin also serves the public checkout, and storage would hand
+ * the token to any script that runs on it later. A reload asks to sign in again.
+ */
 @Injectable({ providedIn: 'root' })
 export class Session {
   private readonly router = inject(Router);
-  private readonly state = signal<Stored | null>(this.restore());
+  private readonly state = signal<Signed | null>(null);
 
   readonly signedIn = computed(() => this.state() !== null);
   readonly role = computed(() => this.state()?.role ?? '');
@@ -26,27 +29,10 @@ export class Session {
   /** Viewers see no mutating controls; the server refuses them anyway. */
   readonly canMutate = computed(() => this.role() === 'operator');
 
-  private restore(): Stored | null {
-    try {
-      const stored = JSON.parse(sessionStorage.getItem(STORAGE_KEY) ?? 'null') as Stored | null;
-      return stored && stored.expires > Date.now() ? stored : null;
-    } catch {
-      return null;
-    }
-  }
-
   /** Exchanges credentials for a session; throws ApiError when refused. */
   async login(email: string, password: string): Promise<void> {
     const response = await call(AdminService.method.login, { email, password });
-    const expireTime = response.expireTime;
-    const stored: Stored = {
-      token: response.sessionToken,
-      role: response.role,
-      email,
-      expires: expireTime ? Number(expireTime.seconds) * 1000 : Date.now() + 3_600_000,
-    };
-    sessionStorage.setItem(STORAGE_KEY, JSON.stringify(stored));
-    this.state.set(stored);
+    this.state.set({ token: response.sessionToken, role: response.role, email });
   }
 
   /** Ends the session here and on the server. */
@@ -60,7 +46,6 @@ export class Session {
   }
 
   private forget(): void {
-    sessionStorage.removeItem(STORAGE_KEY);
     this.state.set(null);
   }
 
@@ -75,7 +60,7 @@ export class Session {
     } catch (error) {
       if (error instanceof ApiError && error.status === 401) {
         this.forget();
-        await this.router.navigate(['/login'], { queryParams: { expired: 1 } });
+        await this.router.navigate(['/login'], { queryParams: { expired: 1, next: this.router.url } });
       }
       throw error;
     }

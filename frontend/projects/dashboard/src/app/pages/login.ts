@@ -8,7 +8,12 @@ import { ActivatedRoute, Router } from '@angular/router';
 import { ApiError } from '@shared/rest';
 import { Session, describeError } from '../session';
 
-/** Operator sign-in. */
+/** Where the operator was going: a path inside the dashboard, never another site. */
+function afterSignIn(next: string | null): string {
+  return next && /^\/(?![/\\])/.test(next) ? next : '/overview';
+}
+
+/** Operator sign-in; afterwards, back to the page that asked for it. */
 @Component({
   selector: 'pm-login-page',
   imports: [ReactiveFormsModule, MatFormFieldModule, MatInputModule, MatButtonModule],
@@ -41,7 +46,9 @@ import { Session, describeError } from '../session';
 export class LoginPage {
   private readonly session = inject(Session);
   private readonly router = inject(Router);
-  readonly expired = inject(ActivatedRoute).snapshot.queryParamMap.has('expired');
+  private readonly query = inject(ActivatedRoute).snapshot.queryParamMap;
+  readonly expired = this.query.has('expired');
+  private readonly next = afterSignIn(this.query.get('next'));
   readonly busy = signal(false);
   readonly error = signal('');
   readonly form = new FormGroup({
@@ -58,7 +65,7 @@ export class LoginPage {
     this.error.set('');
     try {
       await this.session.login(this.form.controls.email.value, this.form.controls.password.value);
-      await this.router.navigate(['/overview']);
+      await this.router.navigateByUrl(this.next);
     } catch (error) {
       this.error.set(
         error instanceof ApiError && error.status === 401 ? 'Wrong email or password.' : describeError(error),

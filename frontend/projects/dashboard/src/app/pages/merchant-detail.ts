@@ -7,6 +7,7 @@ import { MatSelectModule } from '@angular/material/select';
 import { RouterLink } from '@angular/router';
 
 import { AdminService, type ApiKey, type Merchant } from '@gen/paymesh/admin/v1/admin_pb';
+import { Confirm } from '../confirm';
 import { TimePipe } from '../format';
 import { Session, describeError } from '../session';
 
@@ -28,6 +29,7 @@ import { Session, describeError } from '../session';
 export class MerchantDetailPage implements OnInit {
   readonly id = input.required<string>();
   readonly session = inject(Session);
+  private readonly confirm = inject(Confirm);
   readonly merchant = signal<Merchant | null>(null);
   readonly keys = signal<ApiKey[]>([]);
   readonly newKey = signal<ApiKey | null>(null);
@@ -40,8 +42,9 @@ export class MerchantDetailPage implements OnInit {
     const filter = this.prefixFilter().trim();
     return this.keys().filter((k) => k.prefix.startsWith(filter));
   });
-  feeBps = 0;
-  feeFixed = 0;
+  /** null when the field is empty (or not a number): ngModel's value for it, never saved as 0. */
+  feeBps: number | null = 0;
+  feeFixed: number | null = 0;
   keyMode = 'test';
   keyKind = 'secret';
 
@@ -65,12 +68,24 @@ export class MerchantDetailPage implements OnInit {
   }
 
   async saveFees(): Promise<void> {
+    const feeBps = this.feeBps;
+    const feeFixed = this.feeFixed;
+    if (feeBps === null || !Number.isInteger(feeBps) || feeBps < 0 || feeBps > 10_000) {
+      this.notice.set('');
+      this.error.set('Enter the fee in basis points: a whole number from 0 to 10000. Nothing was saved.');
+      return;
+    }
+    if (feeFixed === null || !Number.isSafeInteger(feeFixed) || feeFixed < 0) {
+      this.notice.set('');
+      this.error.set('Enter the fixed fee in minor units: a whole number, 0 or more. Nothing was saved.');
+      return;
+    }
     await this.run(async () => {
       this.merchant.set(
         await this.session.api(AdminService.method.updateMerchantFees, {
           id: this.id(),
-          feeBps: Math.trunc(this.feeBps),
-          feeFixed: BigInt(Math.trunc(this.feeFixed)),
+          feeBps,
+          feeFixed: BigInt(feeFixed),
         }),
       );
       this.notice.set('Fee schedule saved.');
@@ -103,7 +118,12 @@ export class MerchantDetailPage implements OnInit {
   }
 
   async revoke(key: ApiKey): Promise<void> {
-    if (!window.confirm(`Revoke ${key.prefix}…? Calls with this key will be refused within seconds.`)) return;
+    const confirmed = await this.confirm.ask({
+      title: 'Revoke this API key?',
+      message: `Revoke ${key.prefix}… (${key.mode}, ${key.kind})? Calls with this key will be refused within seconds; this cannot be undone.`,
+      action: 'Revoke key',
+    });
+    if (!confirmed) return;
     await this.run(async () => {
       const revoked = await this.session.api(AdminService.method.revokeApiKey, { id: key.id });
       this.keys.update((all) => all.map((k) => (k.id === revoked.id ? revoked : k)));

@@ -8,7 +8,8 @@ import { MatTableModule } from '@angular/material/table';
 import { RouterLink } from '@angular/router';
 
 import { AdminService, type PaymentDetail } from '@gen/paymesh/admin/v1/admin_pb';
-import { parseMajor } from '@shared/money';
+import { formatMoney, parseMajor } from '@shared/money';
+import { Confirm } from '../confirm';
 import { MoneyPipe, TimePipe } from '../format';
 import { Session, describeError } from '../session';
 
@@ -30,6 +31,7 @@ import { Session, describeError } from '../session';
 export class PaymentDetailPage implements OnInit {
   readonly id = input.required<string>();
   readonly session = inject(Session);
+  private readonly confirm = inject(Confirm);
   readonly detail = signal<PaymentDetail | null>(null);
   readonly error = signal('');
   readonly refundError = signal('');
@@ -71,7 +73,9 @@ export class PaymentDetailPage implements OnInit {
   async refund(): Promise<void> {
     const payment = this.detail()?.payment;
     if (!payment || this.busy()) return;
-    let amount = 0n; // zero refunds what is left
+    // An amount the operator typed is sent as it is; an empty field means all that is left,
+    // which is sent as no amount at all (never 0) and only once the operator has confirmed it.
+    let amount: bigint | undefined;
     if (this.refundAmount.trim()) {
       const parsed = parseMajor(this.refundAmount, payment.currency);
       if (parsed === null || parsed <= 0n || parsed > this.refundable()) {
@@ -79,6 +83,15 @@ export class PaymentDetailPage implements OnInit {
         return;
       }
       amount = parsed;
+    } else {
+      this.busy.set(true);
+      const confirmed = await this.confirm.ask({
+        title: 'Refund the full remaining amount?',
+        message: `Refund ${formatMoney(this.refundable(), payment.currency)}, all that is left of ${payment.id}, to the customer? This cannot be undone.`,
+        action: 'Refund all',
+      });
+      this.busy.set(false);
+      if (!confirmed) return;
     }
     this.busy.set(true);
     this.refundError.set('');

@@ -7,6 +7,7 @@ import { MatSlideToggleModule } from '@angular/material/slide-toggle';
 
 import { AdminService } from '@gen/paymesh/admin/v1/admin_pb';
 import type { Delivery, DeliveryAttempt } from '@gen/paymesh/webhook/v1/webhook_internal_pb';
+import { Confirm } from '../confirm';
 import { TimePipe } from '../format';
 import { Session, describeError } from '../session';
 
@@ -31,6 +32,7 @@ const BULK_LIMIT = 500;
 })
 export class WebhooksPage implements OnInit {
   readonly session = inject(Session);
+  private readonly confirm = inject(Confirm);
   readonly deliveries = signal<Delivery[]>([]);
   readonly attempts = signal<Partial<Record<string, DeliveryAttempt[]>>>({});
   readonly open = signal<string | null>(null);
@@ -100,10 +102,24 @@ export class WebhooksPage implements OnInit {
 
   async replayAll(): Promise<void> {
     if (this.bulkBusy()) return;
+    const merchantId = this.merchantId.trim();
+    // The list shows dead deliveries page by page: the count is exact only when it is all loaded.
+    const dead = this.deliveries().filter((d) => d.status === 'dead').length;
+    const count = this.nextToken() ? `up to ${BULK_LIMIT}` : String(Math.min(dead, BULK_LIMIT));
+    const whose = merchantId ? `of merchant ${merchantId}` : 'across ALL merchants';
     this.bulkBusy.set(true);
+    const confirmed = await this.confirm.ask({
+      title: 'Replay dead deliveries?',
+      message: `Send ${count} dead webhook deliveries ${whose} again, each to its endpoint? Receivers see the same event ids again.`,
+      action: `Replay ${count}`,
+    });
+    if (!confirmed) {
+      this.bulkBusy.set(false);
+      return;
+    }
     try {
       const response = await this.session.api(AdminService.method.replayWebhooks, {
-        merchantId: this.merchantId.trim(),
+        merchantId,
         limit: BULK_LIMIT,
       });
       this.notice.set(`${response.deliveryIds.length} deliveries replayed.`);

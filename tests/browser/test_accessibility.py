@@ -1,0 +1,134 @@
+"""axe-core scans every page of both web apps in chromium: no serious or critical violation.
+
+axe-core comes from the frontend's own lockfile (frontend/node_modules/axe-core), injected into
+each page once it has rendered; the context bypasses the apps' Content-Security-Policy only so
+that this test's script can run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
+
+from tests.browser.conftest import NAVIGATION_TIMEOUT_MS, TIMEOUT_MS
+from tests.browser.support import (
+    DECLINED,
+    VISA_OK,
+    checkout_path,
+    create_payment,
+    fill_card,
+    sign_in,
+    wait_final,
+)
+from tests.conftest import MerchantKeys, OperatorLogin
+
+AXE = Path(__file__).resolve().parents[2] / "frontend" / "node_modules" / "axe-core" / "axe.min.js"
+BLOCKING = {"serious", "critical"}
+
+
+@pytest.fixture
+def scan_context(browser: Browser, web: str) -> Iterator[BrowserContext]:
+    """A desktop-sized profile in which the test may inject axe-core."""
+    created = browser.new_context(
+        base_url=web, viewport={"width": 1366, "height": 900}, locale="en-US", bypass_csp=True
+    )
+    created.set_default_timeout(TIMEOUT_MS)
+    created.set_default_navigation_timeout(NAVIGATION_TIMEOUT_MS)
+    yield created
+    created.close()
+
+
+def _violations(page: Page) -> list[str]:
+    """The serious and critical axe-core violations of the page as it is now, one line each."""
+    if not page.evaluate("() => 'axe' in window"):
+        page.add_script_tag(path=str(AXE))
+    # Finite animations first (a fading-in error is briefly low-contrast); spinners never end.
+    page.evaluate(
+        "() => Promise.all(document.getAnimations()"
+        ".filter((a) => a.effect?.getComputedTiming().iterations !== Infinity)"
+        ".map((a) => a.finished.catch(() => undefined)))"
+    )
+    results: dict[str, Any] = page.evaluate(
+        "() => axe.run(document, {resultTypes: ['violations']})"
+    )
+    return [
+        f"{page.url}: {violation['id']} ({violation['impact']}): {violation['help']} at "
+        + ", ".join(str(node["target"]) for node in violation["nodes"][:5])
+        for violation in results["violations"]
+        if violation["impact"] in BLOCKING
+    ]
+
+
+def _scan(page: Page, ready: Locator, found: list[str]) -> None:
+    expect(ready).to_be_visible()
+    found.extend(_violations(page))
+
+
+def test_axe__every_dashboard_page_and_the_confirmation_dialog(
+    scan_context: BrowserContext,
+    api: httpx.Client,
+    merchant: MerchantKeys,
+    operator_login: OperatorLogin,
+) -> None:
+    if not AXE.exists():
+        pytest.fail(f"{AXE} is missing: `make frontend` installs the frontend's dev dependencies")
+    paid = create_payment(api, merchant, amount=990, currency="EUR", card=VISA_OK)
+    wait_final(api, merchant, paid["id"])
+    page = scan_context.new_page()
+    found: list[str] = []
+
+    page.goto("/dashboard/login")
+    _scan(page, page.get_by_test_id("sign-in"), found)
+    page.get_by_test_id("sign-in").click()  # the empty form's errors
+    _scan(page, page.get_by_text("Enter your email."), found)
+
+    pages = {
+        "/dashboard/overview": "figures",
+        "/dashboard/payments": "payments-table",
+        f"/dashboard/payments/{paid['id']}": "refund-panel",
+        "/dashboard/webhooks": "failed-deliveries",
+        "/dashboard/merchants": "merchants-table",
+        f"/dashboard/merchants/{merchant.id}": "keys-table",
+        "/dashboard/reconciliation": "recon-start",
+        "/dashboard/audit": "audit-table",
+    }
+    for path, ready in pages.items():
+        sign_in(page, operator_login.email, operator_login.password, path)
+        _scan(page, page.get_by_test_id(ready), found)
+
+    # The one confirmation dialog, open over the page that asked (a full refund, cancelled).
+    sign_in(
+        page, operator_login.email, operator_login.password, f"/dashboard/payments/{paid['id']}"
+    )
+    page.get_by_test_id("refund").click()
+    _scan(page, page.get_by_role("alertdialog"), found)
+    page.keyboard.press("Escape")
+
+    assert found == [], "\n".join(found)
+
+
+def test_axe__the_checkout_form_its_errors_and_a_decline(
+    scan_context: BrowserContext, api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    payment = create_payment(api, merchant, amount=2500, currency="EUR")
+    page = scan_context.new_page()
+    found: list[str] = []
+
+    page.goto(checkout_path(payment))
+    _scan(page, page.get_by_test_id("pay"), found)
+    fill_card(page, "4242424242424241", expiry="01 / 20", cvc="1")
+    page.get_by_test_id("pay").click()  # inline errors
+    _scan(page, page.get_by_test_id("card-number"), found)
+    fill_card(page, DECLINED)
+    page.get_by_test_id("pay").click()
+    _scan(page, page.get_by_test_id("decline"), found)
+
+    page.goto("/checkout/")
+    _scan(page, page.get_by_role("heading", name="This checkout link is incomplete"), found)
+
+    assert found == [], "\n".join(found)
