@@ -2,13 +2,15 @@
 
 The admin service never reads another service's tables: payments, refunds and their figures
 come from the payment service, entries and balances from the ledger, deliveries and events
-from the webhook service.
+from the webhook service. Worker liveness comes from RQ's worker registry in Redis, the shared
+queue plumbing (`services.common.queue`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -18,10 +20,12 @@ from paymesh.admin.v1 import admin_pb2
 from paymesh.ledger.v1 import ledger_internal_pb2, ledger_internal_pb2_grpc
 from paymesh.payment.v1 import payment_internal_pb2, payment_internal_pb2_grpc
 from paymesh.webhook.v1 import webhook_internal_pb2, webhook_internal_pb2_grpc
+from redis.exceptions import RedisError
 
 from services.admin.errors import DependencyUnavailable, RemoteError
 from services.common.clients import aio_channel
 from services.common.errors import FieldViolation
+from services.common.queue import WorkerProcess, redis_connection, worker_processes
 from services.common.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -90,6 +94,18 @@ def currency_overview(stats: payment_internal_pb2.CurrencyStats) -> admin_pb2.Cu
     )
 
 
+def worker_to_proto(process: WorkerProcess, *, at: datetime) -> admin_pb2.WorkerProcess:
+    """One worker process as the overview shows it, healthy or not at `at`."""
+    healthy = process.healthy(at=at)
+    message = admin_pb2.WorkerProcess(
+        kind=process.kind, host=process.host, pid=process.pid, healthy=healthy
+    )
+    message.start_time.FromDatetime(process.start_time)
+    if not healthy:
+        message.last_heartbeat_time.FromDatetime(process.last_heartbeat_time)
+    return message
+
+
 class RemoteServices:
     """Stubs of the payment, ledger and webhook services' internal methods."""
 
@@ -104,6 +120,7 @@ class RemoteServices:
         self.webhooks = webhook_internal_pb2_grpc.WebhookInternalServiceStub(
             aio_channel(settings.target("webhook"))
         )
+        self.redis = redis_connection(settings)
 
     async def call(
         self, service: str, method: Any, request: Message, *, timeout_s: float | None = None
@@ -128,9 +145,10 @@ class RemoteServices:
                 window.start_time.CopyFrom(request.start_time)
             if request.HasField("end_time"):
                 window.end_time.CopyFrom(request.end_time)
-        stats, deliveries = await asyncio.gather(
+        stats, deliveries, workers = await asyncio.gather(
             self.call("payment", self.payments.GetPaymentStats, stats_request),
             self.call("webhook", self.webhooks.GetDeliveryStats, deliveries_request),
+            self.workers(),
         )
         return admin_pb2.Overview(
             currencies=[currency_overview(line) for line in stats.currencies],
@@ -140,7 +158,18 @@ class RemoteServices:
                 failing=deliveries.failing,
                 dead=deliveries.dead,
             ),
+            workers=workers,
         )
+
+    async def workers(self) -> list[admin_pb2.WorkerProcess]:
+        """Every worker process registered in Redis, and whether it still heartbeats."""
+        try:
+            processes = await asyncio.to_thread(worker_processes, self.redis)
+        except RedisError as error:
+            logger.warning("the worker registry cannot be read", exc_info=True)
+            raise DependencyUnavailable("Redis cannot answer right now") from error
+        now = datetime.now(UTC)
+        return [worker_to_proto(process, at=now) for process in processes]
 
     async def payment_detail(self, payment_id: str) -> admin_pb2.PaymentDetail:
         """A payment with its refunds, the events about both, and the entries they caused."""

@@ -16,20 +16,23 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import RedisError
-from rq import Queue, SimpleWorker
+from rq import Queue, SimpleWorker, Worker
 from rq.defaults import DEFAULT_MAINTENANCE_TASK_INTERVAL
 from rq.exceptions import StopRequested
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
-from rq.utils import now
+from rq.utils import now, utcparse
+from rq.worker_registration import get_keys
 
+from services.common.lifetime import die_with_parent
 from services.common.logs import configure_logging
 from services.common.settings import Settings
 
@@ -59,6 +62,10 @@ MAINTENANCE_INTERVAL_S = 30
 # After a stop, once no worker has had a job in hand for this long, the process ends even if an
 # idle worker has not deregistered yet (it may be retrying a Redis that is down).
 STOP_IDLE_GRACE_S = 15.0
+# A worker process whose freshest heartbeat is older than this is reported unhealthy. An idle
+# worker beats every DEQUEUE_TIMEOUT_S; one in a job beats again when the job ends, within its
+# time limit; a process beats as often as its freshest worker thread.
+WORKER_HEARTBEAT_STALE_S = JOB_TIMEOUT_S + 30
 # Statuses in which a job still stands for pending work; any other lets the same id be reused.
 _LIVE_STATUSES = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
@@ -338,6 +345,51 @@ class _WorkerThreads:
             restart_delay_s = min(restart_delay_s * 2, WORKER_RESTART_DELAY_MAX_S)
 
 
+@dataclass(frozen=True)
+class WorkerProcess:
+    """One worker process as its RQ workers registered it in Redis."""
+
+    kind: str
+    host: str
+    pid: int
+    start_time: datetime
+    last_heartbeat_time: datetime
+
+    def healthy(self, *, at: datetime) -> bool:
+        """Whether it heartbeated within `WORKER_HEARTBEAT_STALE_S` of `at`."""
+        return at - self.last_heartbeat_time <= timedelta(seconds=WORKER_HEARTBEAT_STALE_S)
+
+
+def worker_processes(connection: Redis) -> list[WorkerProcess]:
+    """Every worker process registered in Redis, by kind, host and pid; two round trips.
+
+    A process registers one RQ worker per thread, named `<kind>-<pid>-<index>-<random>`. A worker
+    stopped cleanly deregisters; a killed one stays, with its last heartbeat, until its key
+    expires (RQ's worker TTL plus a minute), so its death shows for that long.
+    """
+    keys = sorted(get_keys(connection=connection))
+    with connection.pipeline(transaction=False) as pipeline:
+        for key in keys:
+            pipeline.hmget(key, "hostname", "pid", "birth", "last_heartbeat")
+        rows: list[list[bytes | None]] = pipeline.execute()
+    found: dict[tuple[str, str, int], WorkerProcess] = {}
+    for key, (host, pid, birth, beat) in zip(keys, rows, strict=True):
+        if host is None or pid is None or birth is None or beat is None:
+            continue  # expired since the set was read, or not fully registered yet
+        kind = key.removeprefix(Worker.redis_worker_namespace_prefix).rsplit("-", 3)[0]
+        process = WorkerProcess(
+            kind=kind,
+            host=host.decode(),
+            pid=int(pid),
+            start_time=utcparse(birth.decode()),
+            last_heartbeat_time=utcparse(beat.decode()),
+        )
+        known = found.setdefault((process.kind, process.host, process.pid), process)
+        if process.last_heartbeat_time > known.last_heartbeat_time:
+            found[(process.kind, process.host, process.pid)] = process
+    return sorted(found.values(), key=lambda p: (p.kind, p.host, p.start_time, p.pid))
+
+
 def run_worker(*, name: str, queue_names: list[str]) -> None:
     """Runs `PAYMESH_WORKER_CONCURRENCY` RQ workers on `queue_names` in this process until SIGTERM.
 
@@ -346,4 +398,10 @@ def run_worker(*, name: str, queue_names: list[str]) -> None:
     """
     settings = Settings()
     configure_logging(service=name, level=settings.log_level, json=settings.log_json)
+    # RQ's scheduler is a forked child (of the first worker thread, which lives as long as the
+    # process): killed with this process, it must not run on, re-parented, holding its pipes.
+    parent_pid = os.getpid()
+    os.register_at_fork(
+        after_in_child=lambda: die_with_parent(signal.SIGKILL, parent_pid=parent_pid)
+    )
     _WorkerThreads(name=name, queue_names=queue_names, settings=settings).run()

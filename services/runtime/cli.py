@@ -7,18 +7,17 @@ import datetime
 import json
 import logging
 import os
-import shlex
 import sys
 import threading
 
 import grpc
-from honcho.manager import Manager
 
 from services.common.db import make_engine, make_sessionmaker, transaction
 from services.common.errors import ConfigurationError
 from services.common.logs import configure_logging
 from services.common.settings import Settings
 from services.runtime import platform
+from services.runtime.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +53,8 @@ def _banner(live: Settings, demo: dict[str, str]) -> str:
             ),
             "Try it:",
             f"  curl -s {base}/v1/payments -H 'X-API-Key: {demo['secret_key']}' "
-            '-H \'Idempotency-Key: demo-1\' -d \'{"amount": 100, "currency": "INR"}\'',
+            "-H 'Idempotency-Key: demo-1' -H 'Content-Type: application/json' "
+            '-d \'{"amount": 100, "currency": "INR"}\'',
             "",
             "Ctrl-C stops every process, embedded servers included.",
             "",
@@ -73,7 +73,11 @@ def _announce(live: Settings, banner: str) -> None:
 
 
 def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
-    """Starts everything, prints how to use it, and stops everything on Ctrl-C."""
+    """Starts everything, prints how to use it, and stops everything on Ctrl-C.
+
+    A process that dies is started again (see `services.runtime.supervisor`); one that keeps
+    dying at start stops everything, and the exit status is then 1.
+    """
     environment = platform.prepare(settings)
     # Local demos post webhooks to receivers on this machine; production refuses private
     # addresses (SSRF). An explicit setting in the environment wins.
@@ -84,16 +88,12 @@ def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
         platform.migrate(live)
         demo = platform.ensure_demo_data(live)
         platform.write_envoy_config(live)
-        manager = Manager()
-        for name, command in platform.processes(live).items():
-            # honcho replaces a child's environment with the one given: pass everything on.
-            manager.add_process(
-                name, shlex.join(command), env={**os.environ, **environment.variables}
-            )
+        supervisor = Supervisor(
+            platform.processes(live), env={**os.environ, **environment.variables}
+        )
         banner = _banner(live, demo)
         threading.Thread(target=_announce, args=(live, banner), daemon=True).start()
-        manager.loop()
-        return manager.returncode or 0
+        return supervisor.run()
     finally:
         platform.stop_embedded(settings)
 

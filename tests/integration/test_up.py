@@ -84,7 +84,7 @@ def _stop(process: subprocess.Popen[str]) -> list[psutil.Process]:
 
 
 def _kill_tree(process: subprocess.Popen[str]) -> None:
-    """Last-resort cleanup of a failed run: honcho's children live in their own groups."""
+    """Last-resort cleanup of a failed run: the supervisor's children live in their own groups."""
     try:
         tree = psutil.Process(process.pid).children(recursive=True)
     except psutil.NoSuchProcess:

@@ -9,21 +9,33 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from redis import Redis
 from rq import Worker
 from rq.job import Job, JobStatus
+from rq.utils import utcformat
 from rq.worker import BaseWorker
 
-from services.common.queue import DEQUEUE_TIMEOUT_S, enqueue_once, make_queue
+from services.common import worker_health
+from services.common.queue import (
+    DEQUEUE_TIMEOUT_S,
+    WORKER_HEARTBEAT_STALE_S,
+    WorkerProcess,
+    enqueue_once,
+    make_queue,
+    worker_processes,
+)
 from services.runtime.embedded import start_redis, stop_redis
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -271,3 +283,70 @@ def test_a_worker_that_quits_on_a_lost_redis_starts_again(tmp_path: Path) -> Non
         worker.stop()
         client.close()
         stop_redis(data_dir)
+
+
+def test_a_killed_worker_takes_its_scheduler_child_with_it(redis: Redis, start_worker: Any) -> None:
+    worker = start_worker(1)
+    process = psutil.Process(worker.process.pid)
+    forked = _wait_until(process.children, what="the scheduler child", worker=worker)
+
+    # Only the worker itself, not its process group: the child must end on its own.
+    worker.process.send_signal(signal.SIGKILL)
+    worker.process.wait(timeout=10)
+
+    _, alive = psutil.wait_procs(forked, timeout=10)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_worker_processes__a_killed_worker_stays_listed_and_stops_beating(
+    redis: Redis, start_worker: Any
+) -> None:
+    live, killed = start_worker(2), start_worker(1)
+
+    def listed() -> dict[int, WorkerProcess]:
+        return {p.pid: p for p in worker_processes(redis) if p.kind == "threads-test-worker"}
+
+    _wait_until(
+        lambda: {live.process.pid, killed.process.pid} <= listed().keys(),
+        what="both processes registered",
+        worker=live,
+    )
+    killed.process.send_signal(signal.SIGKILL)
+    killed.process.wait(timeout=10)
+    before = listed()
+    time.sleep(DEQUEUE_TIMEOUT_S + 1)
+    after = listed()
+
+    # One entry per process, whatever its thread count; the live one beats every few seconds.
+    assert (
+        after[live.process.pid].last_heartbeat_time > before[live.process.pid].last_heartbeat_time
+    )
+    dead = after[killed.process.pid]
+    assert dead.last_heartbeat_time == before[killed.process.pid].last_heartbeat_time
+    assert dead.host == socket.gethostname()
+    silent_until = dead.last_heartbeat_time + timedelta(seconds=WORKER_HEARTBEAT_STALE_S)
+    assert dead.healthy(at=silent_until)
+    assert not dead.healthy(at=silent_until + timedelta(seconds=1))
+
+
+def test_worker_health_probe__fails_for_a_worker_that_stopped_heartbeating(
+    redis: Redis, redis_url: str, start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYMESH_REDIS_URL", redis_url)
+    live = start_worker(1)
+    _wait_until(lambda: live.workers(redis), what="the worker registered", worker=live)
+    # As RQ registers a worker, for a process on this host silent for longer than allowed.
+    last_beat = datetime.now(UTC) - timedelta(seconds=WORKER_HEARTBEAT_STALE_S + 1)
+    key = f"rq:worker:silent-worker-{os.getpid()}-0-{uuid.uuid4().hex[:8]}"
+    for field, value in {
+        "hostname": socket.gethostname(),
+        "pid": str(os.getpid()),
+        "birth": utcformat(last_beat),
+        "last_heartbeat": utcformat(last_beat),
+    }.items():
+        redis.hset(key, field, value)
+    redis.sadd("rq:workers", key)
+
+    assert worker_health.main(["threads-test-worker"]) == 0
+    assert worker_health.main(["silent-worker"]) == 1
+    assert worker_health.main(["absent-worker"]) == 1

@@ -642,6 +642,7 @@ class Overview(_message.Message):
 
     CURRENCIES_FIELD_NUMBER: _builtins.int
     WEBHOOKS_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def currencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyOverview]:
         """One entry per currency seen, sorted by code."""
@@ -652,19 +653,76 @@ class Overview(_message.Message):
         delivery's creation).
         """
 
+    @_builtins.property
+    def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerProcess]:
+        """Every worker process of the platform (not filtered: workers serve all merchants and modes),
+        by kind, host and start time. A killed worker stays listed, unhealthy, for a few minutes.
+        """
+
     def __init__(
         self,
         *,
         currencies: _abc.Iterable[Global___CurrencyOverview] | None = ...,
         webhooks: Global___WebhookDeliveryCounts | None = ...,
+        workers: _abc.Iterable[Global___WorkerProcess] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["webhooks", b"webhooks"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["currencies", b"currencies", "webhooks", b"webhooks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currencies", b"currencies", "webhooks", b"webhooks", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Overview: _TypeAlias = Overview  # noqa: Y015
+
+@_typing.final
+class WorkerProcess(_message.Message):
+    """WorkerProcess is one queue worker process (`payment-worker`, `webhook-worker`) and whether it
+    still takes jobs, as its heartbeats in Redis tell.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    HEALTHY_FIELD_NUMBER: _builtins.int
+    LAST_HEARTBEAT_TIME_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """The process kind, such as "payment-worker"."""
+    host: _builtins.str
+    """The host (the pod, on Kubernetes) it runs on."""
+    pid: _builtins.int
+    """Its process id on that host."""
+    healthy: _builtins.bool
+    """False once it has not heartbeated for 90 seconds (a job may take 60): it died or hangs."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When it started."""
+
+    @_builtins.property
+    def last_heartbeat_time(self) -> _timestamp_pb2.Timestamp:
+        """Its last heartbeat; set only when it is unhealthy (a healthy one beats every few seconds,
+        and the live overview changes only when something does).
+        """
+
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        host: _builtins.str = ...,
+        pid: _builtins.int = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        healthy: _builtins.bool = ...,
+        last_heartbeat_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_heartbeat_time", b"last_heartbeat_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["healthy", b"healthy", "host", b"host", "kind", b"kind", "last_heartbeat_time", b"last_heartbeat_time", "pid", b"pid", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerProcess: _TypeAlias = WorkerProcess  # noqa: Y015
 
 @_typing.final
 class WatchOverviewRequest(_message.Message):

@@ -12,6 +12,7 @@ import { BaseChartDirective } from 'ng2-charts';
 import { AdminService, type CurrencyOverview, type RevenueBucket } from '@gen/paymesh/admin/v1/admin_pb';
 import { formatMoney, toMajorNumber } from '@shared/money';
 import { toDate } from '@shared/time';
+import { TimePipe } from '../format';
 import { LiveOverview } from '../live';
 import { Session, describeError } from '../session';
 
@@ -29,10 +30,10 @@ interface Figure {
   tone?: 'good' | 'bad' | 'warn';
 }
 
-/** Figures per currency, revenue and status charts, webhook health; live from the stream. */
+/** Figures per currency, revenue and status charts, webhook and worker health; live from the stream. */
 @Component({
   selector: 'pm-overview-page',
-  imports: [FormsModule, MatButtonModule, MatButtonToggleModule, MatFormFieldModule, MatInputModule, BaseChartDirective],
+  imports: [FormsModule, MatButtonModule, MatButtonToggleModule, MatFormFieldModule, MatInputModule, BaseChartDirective, TimePipe],
   templateUrl: './overview.html',
   styleUrl: './overview.scss',
 })
@@ -56,6 +57,9 @@ export class OverviewPage implements OnInit {
     this.live.overview()?.currencies.find((c) => c.currency === this.currency()),
   );
   readonly webhooks = computed(() => this.live.overview()?.webhooks);
+  /** Every worker process; a dead or hung one (no heartbeat) is listed as not beating. */
+  readonly workers = computed(() => this.live.overview()?.workers ?? []);
+  readonly unhealthyWorkers = computed(() => this.workers().filter((w) => !w.healthy).length);
 
   readonly figures = computed<Figure[]>(() => {
     const c = this.selected();
