@@ -7,19 +7,24 @@ says where each service lives.
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from typing import Any
 
 from services.common.settings import SERVICE_NAMES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "envoy" / "envoy.yaml.tmpl"
+EDGE_LUA = ROOT / "envoy" / "edge.lua"
 DESCRIPTOR = ROOT / "gen" / "paymesh.binpb"
 
 # The services the edge exposes, REST and gRPC. Internal services are absent on purpose:
@@ -84,22 +89,96 @@ def _retry_policy(retry_on: str) -> str:
     )
 
 
-def safe_methods(descriptor: Path = DESCRIPTOR) -> list[str]:
-    """Paths of the public unary methods annotated with HTTP GET, which are safe to repeat."""
+def _public_methods(descriptor: Path) -> Iterator[tuple[str, Any, Any]]:
+    """(gRPC path, method descriptor, its `google.api.http` rule) of each public method."""
     from google.api import annotations_pb2  # noqa: PLC0415 - only when rendering
     from google.protobuf import descriptor_pb2  # noqa: PLC0415
 
     public = {name for names in PUBLIC_SERVICES.values() for name in names}
     files = descriptor_pb2.FileDescriptorSet.FromString(descriptor.read_bytes()).file
+    for file in files:
+        for service in file.service:
+            if f"{file.package}.{service.name}" in public:
+                for method in service.method:
+                    rule = method.options.Extensions[annotations_pb2.http]
+                    yield f"/{file.package}.{service.name}/{method.name}", method, rule
+
+
+def safe_methods(descriptor: Path = DESCRIPTOR) -> list[str]:
+    """Paths of the public unary methods annotated with HTTP GET, which are safe to repeat."""
     return [
-        f"/{file.package}.{service.name}/{method.name}"
-        for file in files
-        for service in file.service
-        if f"{file.package}.{service.name}" in public
-        for method in service.method
-        if not method.server_streaming
-        and method.options.Extensions[annotations_pb2.http].WhichOneof("pattern") == "get"
+        path
+        for path, method, rule in _public_methods(descriptor)
+        if not method.server_streaming and rule.WhichOneof("pattern") == "get"
     ]
+
+
+def rest_paths(descriptor: Path = DESCRIPTOR) -> dict[str, set[str]]:
+    """The HTTP methods each REST path template of the public services takes."""
+    allowed: dict[str, set[str]] = {}
+    for _, _, rule in _public_methods(descriptor):
+        for binding in [rule, *rule.additional_bindings]:
+            verb = binding.WhichOneof("pattern")
+            if verb is not None:
+                assert verb != "custom", f"custom HTTP method in {binding}"
+                allowed.setdefault(getattr(binding, verb), set()).add(verb.upper())
+    return allowed
+
+
+def _segments(template: str) -> list[str | None]:
+    """A path template's segments, None for a variable; only `{name}` variables are known."""
+    segments: list[str | None] = []
+    for segment in template.split("/"):
+        variable = segment.startswith("{") and segment.endswith("}")
+        assert "=" not in segment and "*" not in segment, f"unsupported template {template}"
+        assert variable or "{" not in segment, f"unsupported template {template}"
+        segments.append(None if variable else segment)
+    return segments
+
+
+def _overlap(first: list[str | None], second: list[str | None]) -> bool:
+    return len(first) == len(second) and all(
+        a is None or b is None or a == b for a, b in zip(first, second, strict=True)
+    )
+
+
+def _method_not_allowed_routes() -> list[str]:
+    """405 with `Allow` for a known REST path asked with a method it does not take.
+
+    Otherwise the transcoder answers 404, as for an unknown path. One route per set of allowed
+    methods keeps the list short: every REST request is matched against it before transcoding.
+    """
+    allowed = rest_paths()
+    templates = {template: _segments(template) for template in allowed}
+    for first, second in itertools.combinations(templates, 2):
+        # A path matching two templates would take the union of their methods; none does today.
+        assert not _overlap(templates[first], templates[second]), (first, second)
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for template, methods in sorted(allowed.items()):
+        regex = "/".join(
+            "[^/]+" if segment is None else re.escape(segment) for segment in templates[template]
+        )
+        groups.setdefault(tuple(sorted(methods)), []).append(regex)
+    lines: list[str] = []
+    for verbs, regexes in sorted(groups.items()):
+        listed = ", ".join(verbs)
+        lines += [
+            "- match:",
+            f"    safe_regex: {{regex: {json.dumps('|'.join(regexes))}}}",
+            "    headers:",
+            '    - name: ":method"',
+            f"      string_match: {{safe_regex: {{regex: {json.dumps('|'.join(verbs))}}}}}",
+            "      invert_match: true",
+            "  direct_response:",
+            "    status: 405",
+            f"    body: {{inline_string: {json.dumps(f'this path takes only {listed}')}}}",
+            f"  response_headers_to_add: [{{header: {{key: allow, value: {json.dumps(listed)}}}}}]",
+            # Neither the body checks nor the transcoder run: the method is wrong whatever
+            # the body.
+            "  typed_per_filter_config:",
+            *_filters_disabled(),
+        ]
+    return lines
 
 
 def _routes() -> list[str]:
@@ -177,8 +256,8 @@ def _clusters(upstreams: Mapping[str, list[Upstream]]) -> list[str]:
     return lines
 
 
-# The built web apps, served by services/runtime/webapps.py. The transcoder is off on their
-# routes: they are no API, and it would refuse their paths as unknown methods.
+# The built web apps, served by services/runtime/webapps.py. The transcoder and the body checks
+# are off on their routes: they are no API, and it would refuse their paths as unknown methods.
 WEBAPP_PREFIXES = ("/dashboard/", "/checkout/")
 FILTER_CONFIG_TYPE = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 
@@ -195,10 +274,16 @@ def _webapp_routes() -> list[str]:
             f"- match: {{prefix: {prefix}}}",
             "  route: {cluster: webapps, timeout: 15s}",
             "  typed_per_filter_config:",
-            "    envoy.filters.http.grpc_json_transcoder:",
-            f'      "@type": {FILTER_CONFIG_TYPE}',
-            "      disabled: true",
+            *_filters_disabled(),
         ]
+    return lines
+
+
+def _filters_disabled() -> list[str]:
+    """A route's `typed_per_filter_config` entries that turn the body checks and transcoder off."""
+    lines: list[str] = []
+    for name in ("envoy.filters.http.lua", "envoy.filters.http.grpc_json_transcoder"):
+        lines += [f"    {name}:", f'      "@type": {FILTER_CONFIG_TYPE}', "      disabled: true"]
     return lines
 
 
@@ -239,7 +324,11 @@ def render(
         admin_port=admin_port,
         listen_address=listen_address,
         descriptor=str(descriptor),
-        routes=_indent(_routes() + (_webapp_routes() if webapps else []), 14),
+        routes=_indent(
+            _routes() + (_webapp_routes() if webapps else []) + _method_not_allowed_routes(),
+            14,
+        ),
+        edge_lua=_indent(EDGE_LUA.read_text().splitlines(), 18),
         transcoded_services=_indent([f"- {name}" for name in transcoded], 14),
         clusters=_indent(_clusters(upstreams) + (_webapp_cluster(webapps) if webapps else []), 2),
     )

@@ -1,10 +1,17 @@
-"""The walking skeleton through Envoy: REST and gRPC, auth, limits, health, unknown paths."""
+"""The walking skeleton through Envoy: REST and gRPC, auth, limits, health, unknown paths,
+strict JSON bodies and wrong methods."""
 
 from __future__ import annotations
+
+import json
+import re
+from typing import Any
 
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paymesh.ledger.v1 import ledger_internal_pb2, ledger_internal_pb2_grpc
 from paymesh.payment.v1 import payment_pb2, payment_pb2_grpc
 from sqlalchemy import func, select
@@ -176,3 +183,228 @@ def test_internal_services_are_not_routed_by_the_edge(platform: LocalPlatform) -
             assert error.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
         else:
             raise AssertionError("an internal RPC was routed by the edge")
+
+
+# Strict JSON at the edge (envoy/edge.lua) and 405 for a known path asked with another method.
+
+
+def _listed(api: httpx.Client, merchant: MerchantKeys) -> list[dict[str, Any]]:
+    response = api.get("/v1/payments", headers={"X-API-Key": merchant.secret_key})
+    assert response.status_code == 200, response.text
+    return list(response.json()["payments"])
+
+
+def _refused(response: httpx.Response, status: int, code: int, reason: str) -> None:
+    """The edge refused the request, in the services' error shape."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["code"] == code
+    assert body["message"]
+    assert body["details"] == [
+        {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": reason,
+            "domain": "paymesh.dev",
+            "metadata": {},
+        }
+    ]
+
+
+def _post_raw(
+    api: httpx.Client, merchant: MerchantKeys, body: bytes, content_type: str | None
+) -> httpx.Response:
+    headers = {"X-API-Key": merchant.secret_key, "Idempotency-Key": "strict-1"}
+    if content_type is not None:  # httpx sends raw content with no Content-Type of its own
+        headers["Content-Type"] = content_type
+    return api.post("/v1/payments", content=body, headers=headers)
+
+
+def test_trailing_comma_is_400_and_creates_nothing(
+    api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    for body in [b'{"amount": 100, "currency": "INR",}', b'{"amount": 100, "currency": "INR"},']:
+        response = _post_raw(api, merchant, body, "application/json")
+        _refused(response, 400, 3, "INVALID_JSON")
+    assert _listed(api, merchant) == []
+
+
+def test_duplicate_member_names_are_400_and_create_nothing(
+    api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    for body in [
+        b'{"amount": 100, "amount": 200, "currency": "INR"}',
+        # The same name spelt with an escape, and a field's lowerCamel JSON name beside its
+        # proto name: protobuf's parser takes each pair as one field and keeps the last value.
+        b'{"amount": 100, "\\u0061mount": 200, "currency": "INR"}',
+        b'{"amount": 100, "currency": "INR", "capture_method": "manual", "captureMethod": "x"}',
+    ]:
+        response = _post_raw(api, merchant, body, "application/json")
+        _refused(response, 400, 3, "INVALID_JSON")
+        assert "duplicate member name" in response.json()["message"]
+    assert _listed(api, merchant) == []
+
+    # The refused requests recorded nothing under their Idempotency-Key either.
+    created = _post_raw(api, merchant, b'{"amount": 100, "currency": "INR"}', "application/json")
+    assert created.status_code == 200, created.text
+    assert [p["amount"] for p in _listed(api, merchant)] == ["100"]
+
+
+def test_a_body_sent_as_another_type_than_json_is_415(
+    api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    body = b'{"amount": 100, "currency": "INR"}'
+    # text/plain, and the form type curl -d sends when no Content-Type is given.
+    for refused_type in ["text/plain", "application/x-www-form-urlencoded"]:
+        response = _post_raw(api, merchant, body, refused_type)
+        _refused(response, 415, 3, "UNSUPPORTED_MEDIA_TYPE")
+        assert "application/json" in response.json()["message"]
+    assert _listed(api, merchant) == []
+
+    # JSON with parameters, and a body with no Content-Type at all, are taken as JSON.
+    for content_type in ["application/json; charset=utf-8", None]:
+        response = _post_raw(api, merchant, body, content_type)
+        assert response.status_code == 200, (content_type, response.text)
+    # A POST without a body needs no Content-Type (capture, cancel...).
+    payment_id = _listed(api, merchant)[0]["id"]
+    cancelled = api.post(
+        f"/v1/payments/{payment_id}/cancel", headers={"X-API-Key": merchant.secret_key}
+    )
+    assert cancelled.status_code == 200, cancelled.text
+
+
+def test_a_known_path_with_another_method_is_405_with_allow(
+    api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    key = {"X-API-Key": merchant.secret_key}
+    for method, path, allow in [
+        ("DELETE", "/v1/payments", "GET, POST"),
+        ("PUT", "/v1/payments", "GET, POST"),
+        ("GET", "/v1/payments/pay_x/capture", "POST"),
+        ("POST", "/v1/payments/pay_x", "GET"),
+        ("PUT", "/v1/webhook_endpoints/we_x", "DELETE, GET, PATCH"),
+        ("GET", "/admin/login", "POST"),
+    ]:
+        # The method is at fault whatever the body: 405 before any body check.
+        response = api.request(
+            method, path, content=b"{,", headers={**key, "Content-Type": "text/plain"}
+        )
+        _refused(response, 405, 12, "METHOD_NOT_ALLOWED")
+        assert response.headers["allow"] == allow, (method, path)
+    assert _listed(api, merchant) == []
+    assert api.get("/v1/payments/pay_x/nothing", headers=key).status_code == 404
+
+
+# Bodies the edge must accept or refuse exactly as a strict parser does.
+JSON_CASES = [
+    b"{}",
+    b"[]",
+    b" \t\r\n{ } \n",
+    b'{"a": [1, -0, 0.5, -1.5e10, 2E+3, 3e-2, true, false, null, "x", {}, []]}',
+    b'{"s": "\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u00e9 \\ud83d\\ude00 \\ud800"}',
+    '{"é": "ü €😀"}'.encode(),
+    b'{"a": {"a": {"a": 1}}, "b": [{"a": 1}, {"a": 2}]}',
+    b'{"a": 1, "A": 2, "a_": 3}',
+    b"123",
+    b'"text"',
+    b"null",
+    b" ",
+    b"{",
+    b"}",
+    b"[1,]",
+    b"[,1]",
+    b"[1 2]",
+    b'{"a" 1}',
+    b'{"a": 1 "b": 2}',
+    b'{"a": 1,,"b": 2}',
+    b"{'a': 1}",
+    b"{a: 1}",
+    b'{"a": 01}',
+    b'{"a": 1.}',
+    b'{"a": .5}',
+    b'{"a": +1}',
+    b'{"a": 1e}',
+    b'{"a": 1e+}',
+    b'{"a": -}',
+    b'{"a": 0x10}',
+    b'{"a": NaN}',
+    b'{"a": Infinity}',
+    b'{"a": -Infinity}',
+    b'{"a": tru}',
+    b'{"a": True}',
+    b'{"a": nul}',
+    b'{"a": "\\x41"}',
+    b'{"a": "\\u12"}',
+    b'{"a": "\\uZZZZ"}',
+    b'{"a": "tab\there"}',
+    b'{"a": "nl\nhere"}',
+    b'{"a": "nul\x00here"}',
+    b'{"a": "unterminated}',
+    b'{"a": 1}}',
+    b'{"a": 1} {"b": 2}',
+    b'{"a": 1}x',
+    b"\xef\xbb\xbf{}",
+    b'{"a": "\xff"}',
+    b'{"a": "\xc3"}',
+    b'{"a": "\xc0\xaf"}',
+    b'{"a": "\xed\xa0\x80"}',
+    b'{"a": "\xf4\x90\x80\x80"}',
+    b'{"a": 1, "a": 1}',
+    b'{"a": {"b": 1, "b": 2}}',
+    b'[{"a": 1}, {"a": 1, "a": 2}]',
+    b'{"\\u0061": 1, "a": 2}',
+    b'{"\\ud83d\\ude00": 1, "\xf0\x9f\x98\x80": 2}',
+    b'{"ab_cd": 1, "abCd": 2}',
+    b"[" * 64 + b"]" * 64,
+]
+
+
+def _strict_json(raw: bytes) -> bool:
+    """Whether `raw` is RFC 8259 JSON, in UTF-8, naming each member once as protobuf reads it."""
+
+    def constant(name: str) -> None:
+        raise ValueError(name)
+
+    def members(pairs: list[tuple[str, Any]]) -> None:
+        names = [re.sub("_(.)", lambda m: m.group(1).upper(), name) for name, _ in pairs]
+        if len(set(names)) != len(names):
+            raise ValueError("duplicate member name")
+
+    try:
+        json.loads(raw.decode("utf-8"), parse_constant=constant, object_pairs_hook=members)
+    except ValueError:  # UnicodeDecodeError and json.JSONDecodeError too
+        return False
+    return True
+
+
+def _refused_as_invalid_json(api: httpx.Client, raw: bytes) -> bool:
+    # No API key: a body that passes the edge ends in the transcoder's or the service's error.
+    response = api.post("/v1/payments", content=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code in (400, 401), (raw, response.text)
+    details = response.json().get("details") or [{}]
+    return bool(details[0].get("reason") == "INVALID_JSON")
+
+
+def test_body_checks_agree_with_a_strict_json_parser(api: httpx.Client) -> None:
+    disagreements = [
+        raw for raw in JSON_CASES if _refused_as_invalid_json(api, raw) == _strict_json(raw)
+    ]
+    assert disagreements == []
+    assert _refused_as_invalid_json(api, b"[" * 65 + b"]" * 65)  # nested too deeply
+
+
+VALID_BODY = b'{"amount": 100, "currency": "INR", "metadata": {"k": "v\\u00e9"}, "x": [1.5e3]}'
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(
+    position=st.integers(0, len(VALID_BODY)),
+    removed=st.integers(0, 2),
+    inserted=st.sampled_from([b"", b",", b'"', b"\\", b"}", b"]", b"1", b"-", b"\x80", b" "]),
+)
+def test_body_checks_agree_with_a_strict_json_parser_on_mutated_bodies(
+    platform: LocalPlatform, position: int, removed: int, inserted: bytes
+) -> None:
+    raw = VALID_BODY[:position] + inserted + VALID_BODY[position + removed :]
+    with httpx.Client(base_url=platform.base_url, timeout=30) as api:
+        assert _refused_as_invalid_json(api, raw) != _strict_json(raw), raw
