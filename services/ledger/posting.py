@@ -6,14 +6,16 @@ again (see migration `ledger_0001`) so that no other writer can break the invari
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import TextClause, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -61,6 +63,8 @@ class PostedTransaction:
     entries: list[Entry]
     # False when an earlier posting of the same reference was returned.
     created: bool
+    # The accounts posted to by (owner, kind, currency), when created.
+    account_ids: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
 
 def _validate(
@@ -222,6 +226,41 @@ def ensure_accounts(
     return found
 
 
+@functools.cache
+def _post_statement(legs: int) -> TextClause:
+    """One statement that inserts a transaction and its `legs` entries, or nothing on a repeat.
+
+    One statement is one round trip, and outside an explicit transaction it commits at once, so
+    the hot balance rows its entry trigger updates stay locked only while it runs. Entries go in
+    the order given (account id order: every poster takes the balance row locks in the same
+    order, so two postings touching the same accounts never deadlock).
+    """
+    values = ", ".join(
+        f"({n}, :id_{n}, :account_{n}, :direction_{n}, CAST(:amount_{n} AS bigint), :currency_{n})"
+        for n in range(legs)
+    )
+    # Only numbered placeholders are formatted in; the values are bound.
+    return text(
+        f"""
+        WITH t AS (
+            INSERT INTO ledger.transactions
+                (id, external_reference, postings_hash, description, metadata, livemode, source_id)
+            VALUES (:transaction_id, :external_reference, :postings_hash, :description,
+                    CAST(:metadata AS jsonb), :livemode, :source_id)
+            ON CONFLICT (external_reference) DO NOTHING
+            RETURNING id, create_time
+        )
+        INSERT INTO ledger.entries
+            (id, transaction_id, account_id, direction, amount, currency, source_id, create_time)
+        SELECT legs.id, t.id, legs.account_id, legs.direction, legs.amount, legs.currency,
+               :source_id, t.create_time
+        FROM t, (VALUES {values}) AS legs (n, id, account_id, direction, amount, currency)
+        ORDER BY legs.n
+        RETURNING create_time
+        """  # noqa: S608
+    )
+
+
 def post_transaction(
     session: Session,
     *,
@@ -231,8 +270,13 @@ def post_transaction(
     description: str = "",
     metadata: dict[str, str] | None = None,
     hot_account_shards: int = 1,
+    account_ids: Mapping[tuple[str, str, str], str] | None = None,
 ) -> PostedTransaction:
-    """Posts a balanced transaction once; the same reference returns the first posting."""
+    """Posts a balanced transaction once; the same reference returns the first posting.
+
+    `account_ids` are committed accounts of this mode by (owner, kind, currency) (accounts are
+    permanent, so a caller may keep them); accounts missing from it are looked up or created.
+    """
     assert 1 <= hot_account_shards <= BALANCE_SHARDS_MAX, hot_account_shards
     metadata = dict(metadata or {})
     normalized = _validate(
@@ -242,56 +286,60 @@ def post_transaction(
         metadata=metadata,
     )
     fingerprint = postings_hash(normalized, livemode=livemode)
-    earlier = _existing(session, external_reference=external_reference, fingerprint=fingerprint)
-    if earlier is not None:
-        return earlier
-    accounts = ensure_accounts(
-        session,
-        keys={(p.owner, p.kind, p.currency) for p in normalized},
-        livemode=livemode,
-        hot_account_shards=hot_account_shards,
-    )
+    keys = {(p.owner, p.kind, p.currency) for p in normalized}
+    ids = dict(account_ids or {})
+    if not keys <= ids.keys():
+        found = ensure_accounts(
+            session,
+            keys=keys - ids.keys(),
+            livemode=livemode,
+            hot_account_shards=hot_account_shards,
+        )
+        ids.update((key, account.id) for key, account in found.items())
     source_id = source_id_of(metadata)
     transaction_id = new_id("ltx")
-    inserted = session.execute(
-        insert(LedgerTransaction)
-        .values(
-            id=transaction_id,
-            external_reference=external_reference,
-            postings_hash=fingerprint,
-            description=description,
-            metadata=metadata,
-            livemode=livemode,
-            source_id=source_id,
-        )
-        .on_conflict_do_nothing(index_elements=["external_reference"])
-        .returning(LedgerTransaction.create_time)
-    ).one_or_none()
-    if inserted is None:
-        # A concurrent poster of the same reference committed first.
-        raced = _existing(session, external_reference=external_reference, fingerprint=fingerprint)
-        assert raced is not None, external_reference
-        return raced
-    create_time: datetime = inserted[0]
-    # Account id order: every poster takes the balance row locks in the same order, so two
-    # postings touching the same accounts never deadlock.
     rows = sorted(
         (
             {
                 "id": new_id("le"),
                 "transaction_id": transaction_id,
-                "account_id": accounts[(p.owner, p.kind, p.currency)].id,
+                "account_id": ids[(p.owner, p.kind, p.currency)],
                 "direction": p.direction,
                 "amount": p.amount,
                 "currency": p.currency,
                 "source_id": source_id,
-                "create_time": create_time,
             }
             for p in normalized
         ),
         key=lambda row: (row["account_id"], row["direction"]),
     )
-    session.execute(insert(Entry), rows)
+    parameters: dict[str, object] = {
+        "transaction_id": transaction_id,
+        "external_reference": external_reference,
+        "postings_hash": fingerprint,
+        "description": description,
+        "metadata": json.dumps(metadata),
+        "livemode": livemode,
+        "source_id": source_id,
+    }
+    for n, row in enumerate(rows):
+        parameters.update(
+            {
+                f"id_{n}": row["id"],
+                f"account_{n}": row["account_id"],
+                f"direction_{n}": row["direction"],
+                f"amount_{n}": row["amount"],
+                f"currency_{n}": row["currency"],
+            }
+        )
+    inserted = session.execute(_post_statement(len(rows)), parameters).first()
+    if inserted is None:
+        # Posted before under this reference (or by a concurrent poster that committed first):
+        # the first posting, or ReferenceReused when it moved other amounts.
+        earlier = _existing(session, external_reference=external_reference, fingerprint=fingerprint)
+        assert earlier is not None, external_reference
+        return earlier
+    create_time: datetime = inserted[0]
     transaction = LedgerTransaction(
         id=transaction_id,
         external_reference=external_reference,
@@ -302,5 +350,5 @@ def post_transaction(
         source_id=source_id,
         create_time=create_time,
     )
-    entries = [Entry(**row) for row in rows]
-    return PostedTransaction(transaction, entries, created=True)
+    entries = [Entry(**row, create_time=create_time) for row in rows]
+    return PostedTransaction(transaction, entries, created=True, account_ids=ids)

@@ -41,13 +41,23 @@ T = TypeVar("T")
 # safe to repeat (posting is idempotent by reference).
 ATTEMPTS_MAX = 3
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+# Account ids kept in memory, at most (about 200 bytes each); the map starts over past it.
+ACCOUNT_IDS_MAX = 100_000
 
 
-def run_unit_of_work(sessions: sessionmaker[Session], work: Callable[[Session], T]) -> T:
-    """Runs `work` in one transaction, again on a deadlock or serialization failure."""
+def run_unit_of_work(
+    sessions: sessionmaker[Session], work: Callable[[Session], T], *, autocommit: bool = False
+) -> T:
+    """Runs `work` in one transaction, again on a deadlock or serialization failure.
+
+    With `autocommit`, each statement of `work` commits on its own (no BEGIN or COMMIT round
+    trips): for work whose writes are one statement.
+    """
     for attempt in range(1, ATTEMPTS_MAX + 1):
         try:
             with transaction(sessions) as session:
+                if autocommit:
+                    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
                 return work(session)
         except OperationalError as error:
             sqlstate = getattr(error.orig, "sqlstate", None)
@@ -136,6 +146,8 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
         self._settings = settings
         self._payment_records = payment_records
         self._tokens = pages.PageTokens(settings.require_secret("page_token_key"))
+        # (livemode, owner, kind, currency) -> id of a committed account.
+        self._account_ids: dict[tuple[bool, str, str, str], str] = {}
 
     def _post(
         self, request: ledger_internal_pb2.PostTransactionRequest
@@ -144,20 +156,34 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
             posting.Posting(p.owner, p.kind, p.direction, p.amount, p.currency)
             for p in request.postings
         ]
+        livemode = request.livemode
+        # Accounts are permanent and their ids never change, so committed ones are kept.
+        account_ids = {
+            (p.owner, p.kind, p.currency): account_id
+            for p in postings
+            if (account_id := self._account_ids.get((livemode, p.owner, p.kind, p.currency)))
+        }
 
-        def work(session: Session) -> ledger_internal_pb2.Transaction:
-            posted = posting.post_transaction(
+        def work(session: Session) -> posting.PostedTransaction:
+            return posting.post_transaction(
                 session,
                 external_reference=request.external_reference,
                 postings=postings,
-                livemode=request.livemode,
+                livemode=livemode,
                 description=request.description,
                 metadata=dict(request.metadata),
                 hot_account_shards=self._settings.ledger_hot_account_shards,
+                account_ids=account_ids,
             )
-            return posted_to_proto(posted)
 
-        return run_unit_of_work(self._sessions, work)
+        # Each statement commits on its own: new accounts first (one without entries changes
+        # nothing), then the transaction with its entries in one statement.
+        posted = run_unit_of_work(self._sessions, work, autocommit=True)
+        if len(self._account_ids) > ACCOUNT_IDS_MAX:
+            self._account_ids.clear()
+        for key, account_id in posted.account_ids.items():
+            self._account_ids[(livemode, *key)] = account_id
+        return posted_to_proto(posted)
 
     def _read(self, work: Callable[[Session], T]) -> T:
         with transaction(self._sessions) as session:
