@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import TextClause, select, text, tuple_
+from sqlalchemy import select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -227,37 +227,149 @@ def ensure_accounts(
 
 
 @functools.cache
-def _post_statement(legs: int) -> TextClause:
+def _post_statement(legs: int) -> str:
     """One statement that inserts a transaction and its `legs` entries, or nothing on a repeat.
 
     One statement is one round trip, and outside an explicit transaction it commits at once, so
     the hot balance rows its entry trigger updates stay locked only while it runs. Entries go in
     the order given (account id order: every poster takes the balance row locks in the same
-    order, so two postings touching the same accounts never deadlock).
+    order, so two postings touching the same accounts never deadlock). The placeholders are
+    the driver's own (psycopg), so the service's event loop can send it without SQLAlchemy.
     """
     values = ", ".join(
-        f"({n}, :id_{n}, :account_{n}, :direction_{n}, CAST(:amount_{n} AS bigint), :currency_{n})"
+        f"({n}, %(id_{n})s, %(account_{n})s, %(direction_{n})s, CAST(%(amount_{n})s AS bigint),"
+        f" %(currency_{n})s)"
         for n in range(legs)
     )
     # Only numbered placeholders are formatted in; the values are bound.
-    return text(
-        f"""
+    return f"""
         WITH t AS (
             INSERT INTO ledger.transactions
                 (id, external_reference, postings_hash, description, metadata, livemode, source_id)
-            VALUES (:transaction_id, :external_reference, :postings_hash, :description,
-                    CAST(:metadata AS jsonb), :livemode, :source_id)
+            VALUES (%(transaction_id)s, %(external_reference)s, %(postings_hash)s,
+                    %(description)s, CAST(%(metadata)s AS jsonb), %(livemode)s, %(source_id)s)
             ON CONFLICT (external_reference) DO NOTHING
             RETURNING id, create_time
         )
         INSERT INTO ledger.entries
             (id, transaction_id, account_id, direction, amount, currency, source_id, create_time)
         SELECT legs.id, t.id, legs.account_id, legs.direction, legs.amount, legs.currency,
-               :source_id, t.create_time
+               %(source_id)s, t.create_time
         FROM t, (VALUES {values}) AS legs (n, id, account_id, direction, amount, currency)
         ORDER BY legs.n
         RETURNING create_time
         """  # noqa: S608
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A validated transaction with its accounts: the statement that posts it, and its result."""
+
+    statement: str
+    parameters: dict[str, object]
+    transaction: LedgerTransaction
+    entries: list[Entry]
+    account_ids: dict[tuple[str, str, str], str]
+
+    def posted(self, create_time: datetime) -> PostedTransaction:
+        """The transaction as stored, once the statement returned its `create_time`."""
+        self.transaction.create_time = create_time
+        for entry in self.entries:
+            entry.create_time = create_time
+        return PostedTransaction(
+            self.transaction, self.entries, created=True, account_ids=self.account_ids
+        )
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A transaction that passed validation, before its accounts are known."""
+
+    external_reference: str
+    postings: list[Posting]
+    livemode: bool
+    description: str
+    metadata: dict[str, str]
+    fingerprint: str
+
+    @property
+    def account_keys(self) -> set[tuple[str, str, str]]:
+        """(owner, kind, currency) of every account it posts to."""
+        return {(p.owner, p.kind, p.currency) for p in self.postings}
+
+    def draft(self, account_ids: Mapping[tuple[str, str, str], str]) -> Draft:
+        """The insert, given the id of every account (see `account_keys`)."""
+        source_id = source_id_of(self.metadata)
+        transaction_id = new_id("ltx")
+        entries = sorted(
+            (
+                Entry(
+                    id=new_id("le"),
+                    transaction_id=transaction_id,
+                    account_id=account_ids[(p.owner, p.kind, p.currency)],
+                    direction=p.direction,
+                    amount=p.amount,
+                    currency=p.currency,
+                    source_id=source_id,
+                )
+                for p in self.postings
+            ),
+            key=lambda entry: (entry.account_id, entry.direction),
+        )
+        parameters: dict[str, object] = {
+            "transaction_id": transaction_id,
+            "external_reference": self.external_reference,
+            "postings_hash": self.fingerprint,
+            "description": self.description,
+            "metadata": json.dumps(self.metadata),
+            "livemode": self.livemode,
+            "source_id": source_id,
+        }
+        for n, entry in enumerate(entries):
+            parameters |= {
+                f"id_{n}": entry.id,
+                f"account_{n}": entry.account_id,
+                f"direction_{n}": entry.direction,
+                f"amount_{n}": entry.amount,
+                f"currency_{n}": entry.currency,
+            }
+        transaction = LedgerTransaction(
+            id=transaction_id,
+            external_reference=self.external_reference,
+            postings_hash=self.fingerprint,
+            description=self.description,
+            metadata_=self.metadata,
+            livemode=self.livemode,
+            source_id=source_id,
+        )
+        return Draft(
+            _post_statement(len(entries)), parameters, transaction, entries, dict(account_ids)
+        )
+
+
+def check(
+    *,
+    external_reference: str,
+    postings: list[Posting],
+    livemode: bool,
+    description: str = "",
+    metadata: dict[str, str] | None = None,
+) -> Checked:
+    """The transaction validated (InvalidPosting lists every fault), before any database work."""
+    metadata = dict(metadata or {})
+    normalized = _validate(
+        external_reference=external_reference,
+        postings=postings,
+        description=description,
+        metadata=metadata,
+    )
+    return Checked(
+        external_reference,
+        normalized,
+        livemode,
+        description,
+        metadata,
+        postings_hash(normalized, livemode=livemode),
     )
 
 
@@ -278,15 +390,14 @@ def post_transaction(
     permanent, so a caller may keep them); accounts missing from it are looked up or created.
     """
     assert 1 <= hot_account_shards <= BALANCE_SHARDS_MAX, hot_account_shards
-    metadata = dict(metadata or {})
-    normalized = _validate(
+    checked = check(
         external_reference=external_reference,
         postings=postings,
+        livemode=livemode,
         description=description,
         metadata=metadata,
     )
-    fingerprint = postings_hash(normalized, livemode=livemode)
-    keys = {(p.owner, p.kind, p.currency) for p in normalized}
+    keys = checked.account_keys
     ids = dict(account_ids or {})
     if not keys <= ids.keys():
         found = ensure_accounts(
@@ -296,59 +407,14 @@ def post_transaction(
             hot_account_shards=hot_account_shards,
         )
         ids.update((key, account.id) for key, account in found.items())
-    source_id = source_id_of(metadata)
-    transaction_id = new_id("ltx")
-    rows = sorted(
-        (
-            {
-                "id": new_id("le"),
-                "transaction_id": transaction_id,
-                "account_id": ids[(p.owner, p.kind, p.currency)],
-                "direction": p.direction,
-                "amount": p.amount,
-                "currency": p.currency,
-                "source_id": source_id,
-            }
-            for p in normalized
-        ),
-        key=lambda row: (row["account_id"], row["direction"]),
-    )
-    parameters: dict[str, object] = {
-        "transaction_id": transaction_id,
-        "external_reference": external_reference,
-        "postings_hash": fingerprint,
-        "description": description,
-        "metadata": json.dumps(metadata),
-        "livemode": livemode,
-        "source_id": source_id,
-    }
-    for n, row in enumerate(rows):
-        parameters.update(
-            {
-                f"id_{n}": row["id"],
-                f"account_{n}": row["account_id"],
-                f"direction_{n}": row["direction"],
-                f"amount_{n}": row["amount"],
-                f"currency_{n}": row["currency"],
-            }
-        )
-    inserted = session.execute(_post_statement(len(rows)), parameters).first()
+    draft = checked.draft({key: ids[key] for key in keys})
+    inserted = session.connection().exec_driver_sql(draft.statement, draft.parameters).first()
     if inserted is None:
         # Posted before under this reference (or by a concurrent poster that committed first):
         # the first posting, or ReferenceReused when it moved other amounts.
-        earlier = _existing(session, external_reference=external_reference, fingerprint=fingerprint)
+        earlier = _existing(
+            session, external_reference=external_reference, fingerprint=checked.fingerprint
+        )
         assert earlier is not None, external_reference
         return earlier
-    create_time: datetime = inserted[0]
-    transaction = LedgerTransaction(
-        id=transaction_id,
-        external_reference=external_reference,
-        postings_hash=fingerprint,
-        description=description,
-        metadata_=metadata,
-        livemode=livemode,
-        source_id=source_id,
-        create_time=create_time,
-    )
-    entries = [Entry(**row, create_time=create_time) for row in rows]
-    return PostedTransaction(transaction, entries, created=True, account_ids=ids)
+    return draft.posted(inserted[0])

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
+import psycopg
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 from paymesh.ledger.v1 import (
@@ -19,6 +20,7 @@ from paymesh.ledger.v1 import (
     ledger_pb2_grpc,
 )
 from paymesh.payment.v1 import payment_internal_pb2_grpc
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,7 +28,7 @@ from services.common import pages
 from services.common.auth import AuthPolicy, Principal, current_principal
 from services.common.clients import sync_channel
 from services.common.db import make_engine, make_sessionmaker, transaction
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, Unavailable
 from services.common.server import ServiceSpec
 from services.common.service_main import run_service
 from services.common.settings import Settings
@@ -148,32 +150,43 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
         self._tokens = pages.PageTokens(settings.require_secret("page_token_key"))
         # (livemode, owner, kind, currency) -> id of a committed account.
         self._account_ids: dict[tuple[bool, str, str, str], str] = {}
+        self._pool: AsyncConnectionPool | None = None
+        self._pool_lock = asyncio.Lock()
 
-    def _post(
+    def _postings(
         self, request: ledger_internal_pb2.PostTransactionRequest
-    ) -> ledger_internal_pb2.Transaction:
+    ) -> tuple[list[posting.Posting], dict[tuple[str, str, str], str]]:
+        """The request's postings, and the ids of their accounts already known."""
         postings = [
             posting.Posting(p.owner, p.kind, p.direction, p.amount, p.currency)
             for p in request.postings
         ]
-        livemode = request.livemode
         # Accounts are permanent and their ids never change, so committed ones are kept.
-        account_ids = {
+        known = {
             (p.owner, p.kind, p.currency): account_id
             for p in postings
-            if (account_id := self._account_ids.get((livemode, p.owner, p.kind, p.currency)))
+            if (
+                account_id := self._account_ids.get((request.livemode, p.owner, p.kind, p.currency))
+            )
         }
+        return postings, known
+
+    def _post(
+        self, request: ledger_internal_pb2.PostTransactionRequest
+    ) -> ledger_internal_pb2.Transaction:
+        """Posts through SQLAlchemy on a worker thread: new accounts, repeats, races."""
+        postings, known = self._postings(request)
 
         def work(session: Session) -> posting.PostedTransaction:
             return posting.post_transaction(
                 session,
                 external_reference=request.external_reference,
                 postings=postings,
-                livemode=livemode,
+                livemode=request.livemode,
                 description=request.description,
                 metadata=dict(request.metadata),
                 hot_account_shards=self._settings.ledger_hot_account_shards,
-                account_ids=account_ids,
+                account_ids=known,
             )
 
         # Each statement commits on its own: new accounts first (one without entries changes
@@ -182,8 +195,65 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
         if len(self._account_ids) > ACCOUNT_IDS_MAX:
             self._account_ids.clear()
         for key, account_id in posted.account_ids.items():
-            self._account_ids[(livemode, *key)] = account_id
+            self._account_ids[(request.livemode, *key)] = account_id
         return posted_to_proto(posted)
+
+    async def _post_known(
+        self, request: ledger_internal_pb2.PostTransactionRequest
+    ) -> ledger_internal_pb2.Transaction | None:
+        """Posts on the event loop when every account is known; None when it was posted before.
+
+        The common case (a new capture or refund to existing accounts) is one statement, so it
+        needs no transaction, no ORM and no worker thread: psycopg's async connection sends it.
+        """
+        postings, known = self._postings(request)
+        checked = posting.check(
+            external_reference=request.external_reference,
+            postings=postings,
+            livemode=request.livemode,
+            description=request.description,
+            metadata=dict(request.metadata),
+        )
+        if not checked.account_keys <= known.keys():
+            return None
+        draft = checked.draft(known)
+        pool = await self._posting_pool()
+        for attempt in range(1, ATTEMPTS_MAX + 1):
+            try:
+                async with pool.connection() as connection:
+                    cursor = await connection.execute(draft.statement, draft.parameters)
+                    inserted = await cursor.fetchone()
+                break
+            except psycopg.OperationalError as error:
+                # Deadlocks and serialization failures are retried, as `run_unit_of_work` does;
+                # the rest (and the last failure) answer UNAVAILABLE, like SQLAlchemy's errors.
+                sqlstate = error.sqlstate
+                if sqlstate in RETRYABLE_SQLSTATES and attempt < ATTEMPTS_MAX:
+                    logger.warning("retrying a ledger posting", extra={"sqlstate": sqlstate})
+                    continue
+                raise Unavailable("the ledger database is unreachable; retry the call") from error
+        return None if inserted is None else posted_to_proto(draft.posted(inserted[0]))
+
+    async def _posting_pool(self) -> AsyncConnectionPool:
+        """The event loop's connections (autocommit), opened on first use."""
+        async with self._pool_lock:
+            if self._pool is None:
+                url = self._settings.require_database_url()
+                pool: AsyncConnectionPool = AsyncConnectionPool(
+                    url.replace("postgresql+psycopg://", "postgresql://", 1),
+                    min_size=1,
+                    max_size=self._settings.db_pool_size,
+                    kwargs={
+                        "autocommit": True,
+                        "application_name": "paymesh-ledger",
+                        "connect_timeout": 10,
+                    },
+                    open=False,
+                    name="ledger-posting",
+                )
+                await pool.open()
+                self._pool = pool
+            return self._pool
 
     def _read(self, work: Callable[[Session], T]) -> T:
         with transaction(self._sessions) as session:
@@ -193,6 +263,10 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
         self, request: ledger_internal_pb2.PostTransactionRequest, context: Context
     ) -> ledger_internal_pb2.Transaction:
         """Posts a balanced transaction, once per external reference."""
+        posted = await self._post_known(request)
+        if posted is not None:
+            return posted
+        # A new account, or a reference posted before: the full path (it returns the first).
         return await asyncio.to_thread(self._post, request)
 
     async def GetTrialBalance(
