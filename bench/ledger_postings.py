@@ -1,9 +1,11 @@
-"""Payment-shaped ledger postings from N concurrent posters against the domain layer.
+"""Payment-shaped ledger postings from N concurrent posters.
 
 Every posting is a 3-leg capture (debit the platform's processor_receivable, credit a merchant's
 balance, credit the platform's fees), so the two platform accounts are hot rows every poster
-touches. `run_postings` is the reusable piece (bench/run.py calls it); the command line runs a
-matrix of posters x balance shards on its own embedded PostgreSQL and prints the figures:
+touches. `run_rpc_postings` posts them through the ledger service's PostTransaction over gRPC,
+exactly as the payment worker does (bench/run.py calls it); `run_postings` calls the domain
+layer in-process. The command line runs a matrix of posters x balance shards through the domain
+layer on its own embedded PostgreSQL and prints the figures:
 
     .venv/bin/python -m bench.ledger_postings --clients 8,32 --shards 1,16 --duration-s 10
 """
@@ -16,13 +18,17 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import grpc
+from paymesh.ledger.v1 import ledger_internal_pb2_grpc
 from pydantic import SecretStr
 from sqlalchemy import select, text
 
 from bench.loadgen import Point, Postgres, Run, parse_pgbench_log, percentile
+from services.common.clients import sync_channel
 from services.common.db import make_engine, make_sessionmaker, transaction
 from services.common.ids import new_id
 from services.common.migrations import upgrade
@@ -31,6 +37,8 @@ from services.ledger import accounts, posting
 from services.ledger.models import Account
 from services.ledger.posting import Posting
 from services.ledger.server import run_unit_of_work
+from services.payment import ledger as payment_ledger
+from services.payment.models import Payment
 
 MERCHANTS = 50
 # Each shard setting gets its own currency, so its platform accounts are created with it.
@@ -80,30 +88,73 @@ def run_postings(
     # Creates the accounts (with this run's shard count) before the clock starts.
     for index in range(MERCHANTS):
         post(index)
+    run = _drive(post, clients=clients, duration_s=duration_s, slice_s=slice_s)
+    engine.dispose()
+    run.notes += [f"hot_account_shards={shards}", f"currency={currency}"]
+    return run
 
+
+def run_rpc_postings(
+    *, target: str, clients: int, duration_s: float, slice_s: float = 2.0, timeout_s: float = 10.0
+) -> Run:
+    """Posts captures through the ledger service from `clients` threads, one per call.
+
+    The request is the payment worker's own (`services.payment.ledger.capture_request`, a 1%
+    fee), sent the way the worker sends it: a blocking stub on one channel shared by the
+    threads. The ledger's hot-account shards are the service's setting.
+    """
+    channel = sync_channel(target)
+    stub = ledger_internal_pb2_grpc.LedgerInternalServiceStub(channel)
+    merchants = [f"{new_id('mer')}_{number}" for number in range(MERCHANTS)]
+
+    def post(index: int) -> None:
+        amount = 1000 + index % 9000
+        payment = Payment(
+            id=new_id("pay"),
+            merchant_id=merchants[index % MERCHANTS],
+            currency="USD",
+            livemode=False,
+        )
+        request = payment_ledger.capture_request(payment, amount=amount, fee=amount // 100)
+        payment_ledger.post(stub, request, timeout_s=timeout_s)
+
+    try:
+        # Creates the merchants' accounts before the clock starts.
+        for index in range(MERCHANTS):
+            post(index)
+        return _drive(post, clients=clients, duration_s=duration_s, slice_s=slice_s)
+    finally:
+        channel.close()
+
+
+def _drive(post: Callable[[int], None], *, clients: int, duration_s: float, slice_s: float) -> Run:
+    """Calls `post` from `clients` threads in a closed loop; throughput and latency per slice."""
     done: list[tuple[float, float]] = []  # (completion time, latency in ms)
-    errors = 0
+    errors: dict[str, int] = {}
     lock = threading.Lock()
     start = time.perf_counter()
     deadline = start + duration_s
 
     def poster(number: int) -> None:
-        nonlocal errors
         mine: list[tuple[float, float]] = []
-        failed = 0
+        failed: dict[str, int] = {}
         index = number
         while (began := time.perf_counter()) < deadline:
             try:
                 post(index)
-            except Exception:  # a failure is counted, never retried here
-                failed += 1
+            except Exception as error:  # a failure is counted, never retried here
+                kind = (
+                    error.code().name if isinstance(error, grpc.RpcError) else type(error).__name__
+                )
+                failed[kind] = failed.get(kind, 0) + 1
             else:
                 finished = time.perf_counter()
                 mine.append((finished - start, (finished - began) * 1000))
             index += clients
         with lock:
             done.extend(mine)
-            errors += failed
+            for kind, count in failed.items():
+                errors[kind] = errors.get(kind, 0) + count
 
     threads = [threading.Thread(target=poster, args=(n,)) for n in range(clients)]
     for thread in threads:
@@ -111,7 +162,6 @@ def run_postings(
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - start
-    engine.dispose()
     latencies = [latency for _, latency in done]
     series = []
     for index in range(int(duration_s // slice_s)):
@@ -130,9 +180,9 @@ def run_postings(
         duration_s=round(elapsed, 3),
         p50_ms=round(percentile(latencies, 50), 2) if latencies else 0.0,
         p99_ms=round(percentile(latencies, 99), 2) if latencies else 0.0,
-        errors=errors,
+        errors=sum(errors.values()),
         series=series,
-        notes=[f"hot_account_shards={shards}", f"currency={currency}"],
+        errors_by_kind=errors,
     )
 
 

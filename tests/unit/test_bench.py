@@ -260,3 +260,19 @@ def test_create_payment_script__unique_keys_and_a_report_line() -> None:
     assert int(body["metadata"]["sent_at_us"]) > 1_700_000_000_000_000
     assert result["requests"] >= 1
     assert set(result["latency_us"]) == {"p50", "p90", "p99", "max", "mean"}
+
+
+def test_rows_from__ledger_postings_are_judged_at_0_3_with_the_service_cpu_per_posting() -> None:
+    ledger = {"p99_ms": 80.0, "ledger_cpu_ms_per_posting": 1.0, "postgres_cpu_ms_per_posting": 0.7}
+    results: dict[str, Any] = {
+        "pgbench_c8": {"rps": 1000.0},
+        "pgbench_c32": {"rps": 1000.0},
+        "ledger_c8": {"rps": 350.0, **ledger},
+        "ledger_c32": {"rps": 250.0, **ledger},
+    }
+    rows = {(r.scenario, r.figure): r for r in rows_from(results)}
+    assert rows[("3 ledger postings c8", "throughput")].met is True  # 0.35 >= 0.3
+    assert rows[("3 ledger postings c32", "throughput")].met is False  # 0.25 < 0.3
+    cpu = rows[("3 ledger postings c8", "ledger CPU / posting")]
+    assert (cpu.value, cpu.baseline) == (1.0, "postgres 0.7 ms")
+    assert rows[("3 ledger postings c32", "p99")].value == 80.0
