@@ -123,3 +123,7 @@ class CpuMeter:
         )
         result["machine"] = round(busy / wall_s, 2)
         return result
+
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds each tree used since construction."""
+        return {name: cpu_seconds(pid) - self.before[name] for name, pid in self.pids.items()}

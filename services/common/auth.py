@@ -135,6 +135,19 @@ class ApiKeyAuthenticator:
         self._timeout_s = timeout_s
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
+    def cached(self, key: str | None, policy: AuthPolicy) -> Principal | None:
+        """The principal of a valid key while its cache entry lasts, without a remote call.
+
+        None means "ask `authenticate`", which gives every refusal its error.
+        """
+        parsed = parse_key(key) if key else None
+        if parsed is None or (policy is AuthPolicy.SECRET_KEY and parsed.kind != "secret"):
+            return None
+        cached = self._cache.get(parsed.key_hash)
+        if cached is None or cached[0] <= time.monotonic():
+            return None
+        return cached[1]
+
     async def authenticate(self, key: str | None, policy: AuthPolicy) -> Principal:
         """The principal for `key`, or Unauthenticated / PermissionDenied."""
         if not key:

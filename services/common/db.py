@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -114,3 +114,15 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commits on success, rolls back on any exception."""
     with factory() as session, session.begin():
         yield session
+
+
+@contextmanager
+def single_read(factory: sessionmaker[Session]) -> Iterator[Connection]:
+    """A connection for one read-only statement, in autocommit: no BEGIN and COMMIT round trips.
+
+    One statement sees one snapshot by itself; a transaction around it adds two round trips
+    and nothing else. Never for writes, nor for two statements that must agree.
+    """
+    engine = factory.kw["bind"]
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        yield connection

@@ -3,8 +3,13 @@
 The kit's server interceptor asks `ApiRateLimiter` about every call that carries an API key:
 `check_key` after the key authenticated (a fixed window per key, at the merchant's limit), and
 `check_failures` / `failed` around authentication (a fixed window per client address), so a
-flood of bad keys is refused before it reaches the admin service. A refused call raises
-`RateLimited` before the method runs, so it stores nothing (no payment, no idempotency record).
+flood of bad keys is refused before it reaches the admin service. A key authenticated moments
+ago (from the authenticator's cache) needs no admin call in between, so `check` asks both
+questions in one Redis round trip, in the same order. A refused call raises `RateLimited`
+before the method runs, so it stores nothing (no payment, no idempotency record).
+
+The counters live in Redis, shared by every replica, so a key's limit holds across replicas
+exactly (one counter per key and window), not per process.
 
 Redis is a work queue and a counter here, never the system of record: when it cannot be reached
 the limiter lets calls through (and logs it) rather than take the API down with it.
@@ -29,6 +34,26 @@ logger = logging.getLogger(__name__)
 REDIS_TIMEOUT_S = 1.0
 # Metadata names the edge's headers arrive under (lower case), for the client's address.
 CLIENT_ADDRESS_HEADERS = ("x-envoy-external-address", "x-forwarded-for")
+
+# `check_failures` then `check_key` as one script: the address's failures are read (refused at
+# the maximum, as limits' fixed-window `test`), then the key's call is counted (limits'
+# `incr_expire`: the window starts with its first call). Returns the verdict and, when refused,
+# the seconds left in the refusing window.
+CHECK_SCRIPT = b"""
+local failures = tonumber(redis.call("get", KEYS[1]) or "0")
+if failures >= tonumber(ARGV[1]) then
+    return {0, redis.call("ttl", KEYS[1])}
+end
+local calls = redis.call("incrby", KEYS[2], 1)
+if calls == 1 then
+    redis.call("expire", KEYS[2], ARGV[3])
+end
+if calls > tonumber(ARGV[2]) then
+    return {1, redis.call("ttl", KEYS[2])}
+end
+return {2, 0}
+"""
+FAILURES_REFUSED, KEY_REFUSED = 0, 1
 
 
 class RateLimited(ResourceExhausted):
@@ -68,15 +93,15 @@ class ApiRateLimiter:
         auth_failures_max: int,
         auth_failure_window_s: int,
     ) -> None:
-        self._limiter = strategies.FixedWindowRateLimiter(
-            storage.RedisStorage(
-                redis_url,
-                key_prefix="paymesh:ratelimit",
-                wrap_exceptions=True,
-                socket_timeout=REDIS_TIMEOUT_S,
-                socket_connect_timeout=REDIS_TIMEOUT_S,
-            )
+        self._storage = storage.RedisStorage(
+            redis_url,
+            key_prefix="paymesh:ratelimit",
+            wrap_exceptions=True,
+            socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
         )
+        self._limiter = strategies.FixedWindowRateLimiter(self._storage)
+        self._check_script = self._storage.get_connection().register_script(CHECK_SCRIPT)
         self._default = parse(default_limit)
         self._merchants = {merchant: parse(limit) for merchant, limit in merchant_limits.items()}
         self._failures = parse(f"{auth_failures_max} per {auth_failure_window_s} second")
@@ -97,6 +122,31 @@ class ApiRateLimiter:
     def limit_for(self, merchant_id: str) -> RateLimitItem:
         """The merchant's own limit, or the default."""
         return self._merchants.get(merchant_id, self._default)
+
+    async def check(self, *, address: str, merchant_id: str, key_id: str) -> None:
+        """`check_failures(address)` then `check_key(...)`, in one Redis round trip."""
+        item = self.limit_for(merchant_id)
+        keys = [
+            self._storage.prefixed_key(self._failures.key_for("auth-failures", address)),
+            self._storage.prefixed_key(item.key_for("key", key_id)),
+        ]
+        try:
+            verdict, ttl_s = await asyncio.to_thread(
+                self._check_script, keys, [self._failures.amount, item.amount, item.get_expiry()]
+            )
+        except Exception:
+            logger.warning("rate limiter: Redis unreachable; letting the call through")
+            return
+        if verdict == FAILURES_REFUSED:
+            raise AuthFailuresLimited(
+                "too many failed authentications from this address; try again later",
+                retry_after_s=max(1, int(ttl_s)),
+            )
+        if verdict == KEY_REFUSED:
+            raise RateLimited(
+                f"too many requests with this API key (limit {item}); slow down",
+                retry_after_s=max(1, int(ttl_s)),
+            )
 
     async def check_key(self, *, merchant_id: str, key_id: str) -> None:
         """Counts one call of the key; RateLimited when its window is full."""

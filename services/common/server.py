@@ -170,6 +170,13 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if limiter is None:
             return await authenticator.authenticate(key, policy)
         address = client_address(tuple(metadata or ()))
+        principal = authenticator.cached(key, policy)
+        if principal is not None:
+            # No admin call to guard: the address's failures and the key's call in one trip.
+            await limiter.check(
+                address=address, merchant_id=principal.merchant_id, key_id=principal.key_id
+            )
+            return principal
         await limiter.check_failures(address)
         try:
             principal = await authenticator.authenticate(key, policy)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import Connection, Row, bindparam, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.common import pages
@@ -123,6 +124,45 @@ def get_payment_or_raise(
     if payment is None or not _owned(payment, principal):
         raise PaymentNotFound(f"no such payment: {payment_id!r}")
     return payment
+
+
+# What the API shows of a payment (views.payment_to_proto), under the attributes' names, for
+# the caller's merchant and mode only. Built once: building it per call (33 columns coerced,
+# its cache key computed) cost more CPU than the ORM's get.
+_READ_PAYMENT = select(
+    *(
+        column.label(name)
+        for name, column in Payment.__mapper__.columns.items()
+        if name not in ("processor_token", "processor_charge_id", "ledger_reference")
+    )
+).where(
+    Payment.id == bindparam("payment_id"),
+    Payment.merchant_id == bindparam("merchant_id"),
+    Payment.livemode == bindparam("livemode"),
+)
+
+
+def read_payment_or_raise(
+    connection: Connection, *, principal: Principal, payment_id: str
+) -> Row[Any]:
+    """The caller's payment as a row for the view, or PaymentNotFound, in one statement.
+
+    The owner and mode are part of the WHERE clause, so another merchant's or mode's payment is
+    not found, exactly as with `get_payment_or_raise`; no ORM object is built.
+    """
+    row = None
+    if has_prefix(payment_id, "pay"):
+        row = connection.execute(
+            _READ_PAYMENT,
+            {
+                "payment_id": payment_id,
+                "merchant_id": principal.merchant_id,
+                "livemode": principal.livemode,
+            },
+        ).first()
+    if row is None:
+        raise PaymentNotFound(f"no such payment: {payment_id!r}")
+    return row
 
 
 def _load(session: Session, payment_id: str, *, for_update: bool) -> Payment | None:

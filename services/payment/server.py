@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.common import pages
 from services.common.auth import AuthPolicy, Principal, current_principal, optional_principal
-from services.common.db import make_engine, make_sessionmaker, transaction
+from services.common.db import make_engine, make_sessionmaker, single_read, transaction
 from services.common.server import ServiceSpec
 from services.common.service_main import run_service
 from services.common.settings import Settings
@@ -120,10 +120,11 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         )
 
     def _get(self, principal: Principal, payment_id: str) -> payment_pb2.Payment:
-        with transaction(self._sessions) as session:
-            return self._view(
-                payments.get_payment_or_raise(session, principal=principal, payment_id=payment_id)
+        with single_read(self._sessions) as connection:
+            row = payments.read_payment_or_raise(
+                connection, principal=principal, payment_id=payment_id
             )
+        return self._view(row)
 
     def _list(
         self, principal: Principal, request: payment_pb2.ListPaymentsRequest

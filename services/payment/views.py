@@ -7,16 +7,17 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from paymesh.payment.v1 import payment_pb2
+from sqlalchemy import Row
 
 from services.payment.models import Payment, Refund
 
 
-def checkout_url(*, base_url: str, payment: Payment) -> str:
+def checkout_url(*, base_url: str, payment: Payment | Row[Any]) -> str:
     """The hosted checkout page of a payment waiting for a card."""
     return f"{base_url.rstrip('/')}/checkout/{payment.id}?client_secret={payment.client_secret}"
 
 
-def card_details(payment: Payment) -> payment_pb2.CardDetails | None:
+def card_details(payment: Payment | Row[Any]) -> payment_pb2.CardDetails | None:
     """What the API shows of the payment's card, if it has one."""
     if payment.card_last4 is None:
         return None
@@ -30,9 +31,12 @@ def card_details(payment: Payment) -> payment_pb2.CardDetails | None:
 
 
 def payment_to_proto(
-    payment: Payment, *, base_url: str = "", with_secret: bool = False
+    payment: Payment | Row[Any], *, base_url: str = "", with_secret: bool = False
 ) -> payment_pb2.Payment:
-    """The payment as the API shows it; the client secret only to those allowed to see it."""
+    """The payment as the API shows it; the client secret only to those allowed to see it.
+
+    `payment` is the ORM object or a row of `payments.read_payment_or_raise` (the same names).
+    """
     message = payment_pb2.Payment(
         id=payment.id,
         amount=payment.amount,

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 import grpc
 
 from services.common.ports import free_port
-from services.common.ratelimit import ApiRateLimiter, RateLimited, client_address
+from services.common.ratelimit import (
+    ApiRateLimiter,
+    AuthFailuresLimited,
+    RateLimited,
+    client_address,
+)
 from services.common.server import ServiceSpec, create_server
 from services.common.settings import Settings
 
@@ -52,6 +58,74 @@ def test_redis_unreachable__calls_are_let_through() -> None:
             await limiter.check_key(merchant_id="mer_x", key_id="key_x")
             await limiter.failed("198.51.100.7")
             await limiter.check_failures("198.51.100.7")
+
+    asyncio.run(many_calls())
+
+
+def test_check__counts_the_keys_calls_in_the_same_window_as_check_key(redis_url: str) -> None:
+    limiter = ApiRateLimiter(
+        redis_url,
+        default_limit="3 per 60 second",
+        merchant_limits={},
+        auth_failures_max=2,
+        auth_failure_window_s=60,
+    )
+    key_id, address = f"key_{secrets.token_hex(4)}", "198.51.100.20"
+
+    async def calls() -> RateLimited:
+        await limiter.check(address=address, merchant_id="mer_x", key_id=key_id)
+        await limiter.check_key(merchant_id="mer_x", key_id=key_id)
+        await limiter.check(address=address, merchant_id="mer_x", key_id=key_id)
+        try:
+            await limiter.check(address=address, merchant_id="mer_x", key_id=key_id)
+        except RateLimited as error:
+            return error
+        raise AssertionError("the fourth call of a 3-call window was let through")
+
+    refused = asyncio.run(calls())
+    assert type(refused) is RateLimited
+    assert 1 <= refused.retry_after_s <= 60
+
+
+def test_check__an_address_that_failed_too_often_is_refused_before_the_key_counts(
+    redis_url: str,
+) -> None:
+    limiter = ApiRateLimiter(
+        redis_url,
+        default_limit="1 per 60 second",
+        merchant_limits={},
+        auth_failures_max=2,
+        auth_failure_window_s=30,
+    )
+    key_id, address = f"key_{secrets.token_hex(4)}", f"203.0.113.{secrets.randbelow(250)}"
+
+    async def calls() -> AuthFailuresLimited:
+        for _ in range(2):
+            await limiter.failed(address)
+        try:
+            await limiter.check(address=address, merchant_id="mer_x", key_id=key_id)
+        except AuthFailuresLimited as error:
+            return error
+        raise AssertionError("an address past its failures was let through")
+
+    refused = asyncio.run(calls())
+    assert 1 <= refused.retry_after_s <= 30
+    # The refused call was not counted against the key: its one call is still there.
+    asyncio.run(limiter.check(address="192.0.2.1", merchant_id="mer_x", key_id=key_id))
+
+
+def test_check__redis_unreachable_lets_the_call_through() -> None:
+    limiter = ApiRateLimiter(
+        f"redis://127.0.0.1:{free_port()}",
+        default_limit="1 per 60 second",
+        merchant_limits={},
+        auth_failures_max=1,
+        auth_failure_window_s=60,
+    )
+
+    async def many_calls() -> None:
+        for _ in range(3):
+            await limiter.check(address="198.51.100.7", merchant_id="mer_x", key_id="key_x")
 
     asyncio.run(many_calls())
 
