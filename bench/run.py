@@ -191,6 +191,15 @@ def scenario_pgbench(bench: Bench, clients: int) -> dict[str, Any]:
     return bench.record(f"pgbench_c{clients}", run, meter.shares())
 
 
+def payment_service_names(bench: Bench) -> list[str]:
+    """The payment service's processes: `payment` and its copies `payment-2`... (no workers)."""
+    return [
+        name
+        for name in bench.platform.children
+        if name == "payment" or (name.startswith("payment-") and name[8:].isdigit())
+    ]
+
+
 def scenario_wrk(
     bench: Bench,
     name: str,
@@ -200,7 +209,7 @@ def scenario_wrk(
     args: list[str],
     non_2xx_is_error: bool = True,
 ) -> dict[str, Any]:
-    """A closed-loop wrk run through the edge."""
+    """A closed-loop wrk run through the edge, with the payment service's CPU per request."""
     meter = CpuMeter(bench.pids())
     run = loadgen.wrk_run(
         script,
@@ -211,7 +220,30 @@ def scenario_wrk(
         args=args,
         non_2xx_is_error=non_2xx_is_error,
     )
-    return bench.record(name, run, meter.shares())
+    used_s = meter.seconds()
+    data = bench.record(name, run, meter.shares())
+    payment_s = sum(used_s[process] for process in payment_service_names(bench))
+    data["payment_cpu_ms_per_request"] = (
+        round(1000 * payment_s / run.requests, 3) if run.requests else None
+    )
+    return data
+
+
+def scenario_get_existing(bench: Bench, api_key: str) -> dict[str, Any]:
+    """2. GET of a payment that exists, and the payment service's CPU per request."""
+    response = httpx.post(
+        f"{bench.url}/v1/payments",
+        headers={"X-API-Key": api_key},
+        json={"amount": 1000, "currency": "USD", "metadata": {"bench": "get_existing"}},
+        timeout=API_TIMEOUT_S,
+    )
+    response.raise_for_status()
+    args = [api_key, response.json()["id"]]
+    data = scenario_wrk(
+        bench, "get_existing_c32", "get_existing_payment.lua", connections=32, args=args
+    )
+    data["script_args"] = args
+    return data
 
 
 def scenario_ledger(bench: Bench, clients: int) -> dict[str, Any]:
@@ -596,7 +628,9 @@ def _noop_rate(bench: Bench, redis: Redis, jobs: int, *, workers: int) -> float:
 PROFILED = {"payment": False, "payment-worker": True}
 
 
-def _py_spy(pid: int, output: Path, *, duration_s: int, idle: bool) -> subprocess.Popen[bytes]:
+def _py_spy(
+    pid: int, output: Path, *, duration_s: int, idle: bool, gil: bool = False
+) -> subprocess.Popen[bytes]:
     command = [
         str(Path(sys.executable).parent / "py-spy"),
         "record",
@@ -614,31 +648,40 @@ def _py_spy(pid: int, output: Path, *, duration_s: int, idle: bool) -> subproces
     ]
     if idle:
         command.append("--idle")
+    if gil:
+        command.append("--gil")
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def profile_create(bench: Bench, api_key: str) -> dict[str, Any]:
-    """py-spy samples of the payment service and worker under create-with-card load."""
+def profile_load(
+    bench: Bench,
+    script: str,
+    args: list[str],
+    *,
+    processes: dict[str, bool],
+    tag: str,
+    gil: bool = False,
+) -> dict[str, Any]:
+    """py-spy samples of `processes` (name -> idle included) under 32 clients of `script`.
+
+    With `gil`, only the thread holding the GIL is sampled: where a GIL-bound process's CPU
+    goes, without threads that wait on a socket.
+    """
     spy_s = max(5, int(bench.plan.profile_s) - 3)
     spies = {
         name: (
-            bench.data_dir / f"profile-{name}.txt",
+            bench.data_dir / f"profile-{tag}{name}.txt",
             _py_spy(
                 bench.platform.children[name].pid,
-                bench.data_dir / f"profile-{name}.txt",
+                bench.data_dir / f"profile-{tag}{name}.txt",
                 duration_s=spy_s,
                 idle=idle,
+                gil=gil,
             ),
         )
-        for name, idle in PROFILED.items()
+        for name, idle in processes.items()
     }
-    run = loadgen.wrk(
-        "create_payment.lua",
-        bench.url,
-        connections=32,
-        duration_s=bench.plan.profile_s,
-        args=[api_key, secrets.token_hex(4), "1"],
-    )
+    run = loadgen.wrk(script, bench.url, connections=32, duration_s=bench.plan.profile_s, args=args)
     summaries: dict[str, Any] = {"load_requests": run["requests"]}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     for name, (raw, spy) in spies.items():
@@ -647,9 +690,33 @@ def profile_create(bench: Bench, api_key: str) -> dict[str, Any]:
             summaries[name] = {"error": err.decode(errors="replace")[-1000:]}
             continue
         lines = raw.read_text().splitlines()
-        summaries[name] = {"idle_included": PROFILED[name], **summarise_stacks(lines)}
-        shutil.copyfile(raw, RESULTS_DIR / f"profile-{name}.txt")
+        summaries[name] = {"idle_included": processes[name], **summarise_stacks(lines)}
+        shutil.copyfile(raw, RESULTS_DIR / f"profile-{tag}{name}.txt")
     return summaries
+
+
+def profile_create(bench: Bench, api_key: str) -> dict[str, Any]:
+    """py-spy samples of the payment service and worker under create-with-card load."""
+    return profile_load(
+        bench,
+        "create_payment.lua",
+        [api_key, secrets.token_hex(4), "1"],
+        processes=PROFILED,
+        tag="",
+    )
+
+
+def profile_get_existing(bench: Bench) -> dict[str, Any]:
+    """py-spy samples of the payment service's CPU under GET-existing-payment load."""
+    args = bench.results["get_existing_c32"]["script_args"]
+    return profile_load(
+        bench,
+        "get_existing_payment.lua",
+        args,
+        processes={"payment": False},
+        tag="get-",
+        gil=True,
+    )
 
 
 def summarise_stacks(lines: list[str], top: int = 15) -> dict[str, Any]:
@@ -741,6 +808,22 @@ def rows_from(results: dict[str, Any]) -> list[report.Row]:
             baseline=pg32,
             baseline_unit="tps",
             goal_ratio=0.6,
+        ),
+        report.ratio_row(
+            "2 GET existing payment c32",
+            "throughput",
+            rps("get_existing_c32"),
+            "req/s",
+            baseline_name="no-op c32",
+            baseline=noop,
+            baseline_unit="req/s",
+            goal_ratio=0.4,
+        ),
+        report.info_row(
+            "2 GET existing payment c32",
+            "payment service CPU / request",
+            (get("get_existing_c32") or {}).get("payment_cpu_ms_per_request"),
+            "ms",
         ),
         report.ratio_row(
             "2 create payment c32",
@@ -928,6 +1011,7 @@ def run_scenarios(bench: Bench, only: set[str], e2e_rate: float | None = None) -
             non_2xx_is_error=False,
         ),
     )
+    step("get_existing_c32", lambda: scenario_get_existing(bench, key))
     step(
         "create_payment_c32",
         lambda: scenario_wrk(
@@ -967,11 +1051,18 @@ def run_scenarios(bench: Bench, only: set[str], e2e_rate: float | None = None) -
     peaks = sampler.stop()
     bench.results["memory"]["loaded_peak_rss_mib"] = peaks
     bench.results["memory"]["paymesh_processes"] = paymesh_names
-    if os.environ.get("BENCH_PROFILE") == "1" or "profile" in only:
+    if os.environ.get("BENCH_PROFILE") == "1" or any(p.startswith("profile") for p in only):
         step(
             "profile",
             lambda: bench.results.__setitem__("profile_create_payment", profile_create(bench, key)),
         )
+        if "get_existing_c32" in bench.results:
+            step(
+                "profile_get_existing",
+                lambda: bench.results.__setitem__(
+                    "profile_get_existing", profile_get_existing(bench)
+                ),
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1032,11 +1123,13 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(rows))
     print(f"\nraw results: {json_path}\nchart:       {png_path}")
     print(f"elapsed {results['meta']['elapsed_s']} s; load average {os.getloadavg()}")
-    for name, summary in (results.get("profile_create_payment") or {}).items():
-        if isinstance(summary, dict) and "project" in summary:
-            print(f"\nprofile of {name} ({summary['samples']} samples), paymesh frames:")
-            for frame, share in summary["project"][:10]:
-                print(f"  {share:6.1%}  {frame}")
+    for load in ("profile_create_payment", "profile_get_existing"):
+        for name, summary in (results.get(load) or {}).items():
+            if isinstance(summary, dict) and "project" in summary:
+                samples = summary["samples"]
+                print(f"\n{load}: {name} ({samples} samples), paymesh frames:")
+                for frame, share in summary["project"][:10]:
+                    print(f"  {share:6.1%}  {frame}")
     return 0
 
 
