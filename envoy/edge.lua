@@ -8,12 +8,19 @@
 -- JSON (RFC 8259, UTF-8) whose objects name each member once, and it must be sent as
 -- application/json: any other type says the body is something else (curl -d sends a form type).
 -- A missing Content-Type is taken as JSON, as before: it claims nothing, and the body is still
--- checked. A refusal sets `paymesh.code` and `paymesh.reason`, which local_reply_config renders
--- in the services' error shape.
+-- checked. A refusal sets `paymesh.code` and `paymesh.reason` (and `paymesh.field` and
+-- `paymesh.description` when a parameter is at fault), which local_reply_config renders in the
+-- services' error shape.
+--
+-- Strict input: the transcoder drops members and query parameters that name no field (a typo
+-- such as `captur_method` would capture at once), and answers a value of the wrong type in
+-- another shape. So the body and the query are also checked against the route's request
+-- message: services/runtime/envoy.py appends one `route` call per REST route, with tables of
+-- its fields rendered from the descriptor, and the check rides on the one pass of the scanner.
 
-local byte, char, find, floor, lower, match, sub, upper, gsub, concat =
+local byte, char, find, floor, lower, match, sub, upper, gsub, gmatch, concat =
   string.byte, string.char, string.find, math.floor, string.lower, string.match, string.sub,
-  string.upper, string.gsub, table.concat
+  string.upper, string.gsub, string.gmatch, table.concat
 
 local DEPTH_MAX = 64 -- objects and arrays nested deeper are refused (protobuf allows 100)
 local INVALID_ARGUMENT = 3 -- google.rpc.Code
@@ -99,10 +106,8 @@ local function utf8_char(cp)
               128 + floor(cp / 64) % 64, 128 + cp % 64)
 end
 
--- A member name as protobuf's parser sees it: escapes decoded, and `a_b` the same as `aB`
--- (it takes both for one field). A map whose keys differ only so is refused too; rare and
--- ambiguous.
-local function member_name(raw)
+-- A member name with its escapes decoded.
+local function decoded_name(raw)
   local name = raw
   if find(raw, "\\", 1, true) then
     local out, i, n = {}, 1, #raw
@@ -128,13 +133,90 @@ local function member_name(raw)
     end
     name = concat(out)
   end
+  return name
+end
+
+-- A decoded member name as protobuf's parser matches it: `a_b` the same as `aB` (it takes
+-- both for one field). A map whose keys differ only so is refused too; rare and ambiguous.
+local function member_key(name)
   if find(name, "_", 1, true) then name = gsub(name, "_(.)", upper) end
   return name
 end
 
+-- What a value of each kind of field must be. "any" (types no request has today) is left to
+-- the transcoder.
+local EXPECTED = {
+  string = "must be a string",
+  bool = "must be true or false",
+  timestamp = "must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z",
+  message = "must be an object",
+  map = "must be an object",
+  repeated = "must be an array",
+  int32 = "must be an integer from -2147483648 to 2147483647",
+  int64 = "must be an integer from -9223372036854775808 to 9223372036854775807",
+  uint32 = "must be an integer from 0 to 4294967295",
+  uint64 = "must be an integer from 0 to 18446744073709551615",
+}
+-- The digits of each integer kind's largest value, and of its smallest's magnitude. Protobuf
+-- takes an integer as a JSON number or a string of digits (protobuf-es sends int64 so).
+local INTEGER_LIMITS = {
+  int32 = { "2147483647", "2147483648" },
+  int64 = { "9223372036854775807", "9223372036854775808" },
+  uint32 = { "4294967295" },
+  uint64 = { "18446744073709551615" },
+}
+local UNKNOWN = "is not a parameter of this request"
+
+local function integer_ok(kind, text)
+  local negative = byte(text, 1) == 45
+  local digits = negative and sub(text, 2) or text
+  if digits == "" or find(digits, "%D") then return false end
+  digits = match(digits, "^0*(.*)$")
+  local limit = INTEGER_LIMITS[kind][negative and 2 or 1]
+  if digits == "" then return true end
+  if limit == nil then return false end
+  return #digits < #limit or (#digits == #limit and digits <= limit)
+end
+
+local function timestamp_ok(text)
+  local rest = match(text, "^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d(.*)$")
+  if rest == nil then return false end
+  rest = match(rest, "^%.%d+(.*)$") or rest
+  return rest == "Z" or find(rest, "^[+-]%d%d:%d%d$") ~= nil
+end
+
+-- A scalar given as text (a query parameter's value, or a JSON string for a timestamp).
+local function text_ok(kind, text)
+  if INTEGER_LIMITS[kind] then return integer_ok(kind, text) end
+  if kind == "bool" then return text == "true" or text == "false" end
+  if kind == "timestamp" then return timestamp_ok(text) end
+  return true
+end
+
+-- The first parameter at fault in the body being checked, and the path to the value being
+-- scanned: trail[d] is the member name (a string) or the array index (a number) at depth d.
+-- The scan never yields, so one request at a time uses them in a worker's Lua state.
+local fault_field, fault_description, fault_reason
+local trail = {}
+
+local function fault(depth, description, reason)
+  if fault_field ~= nil then return end
+  local parts = {}
+  for d = 1, depth do
+    local step = trail[d]
+    if type(step) == "number" then parts[#parts + 1] = "[" .. step .. "]"
+    elseif d == 1 then parts[1] = step
+    else parts[#parts + 1] = "." .. step end
+  end
+  fault_field, fault_description, fault_reason = concat(parts), description, reason
+end
+
 local scan_value
 
-local function scan_object(s, i, depth)
+-- `fields` (a message's, by name) or `values` (a map's value) say what the members must be;
+-- neither for a value of no known field. A fault is noted and the scan goes on, so invalid
+-- JSON is still reported as such.
+local function scan_object(s, i, depth, fields, values)
   if depth > DEPTH_MAX then return nil, "nested too deeply", i end
   local seen = {}
   i = skip_space(s, i + 1)
@@ -143,12 +225,22 @@ local function scan_object(s, i, depth)
     if byte(s, i) ~= 34 then return nil, "expected a member name", i end
     local e, why, at = scan_string(s, i)
     if e == nil then return nil, why, at end
-    local name = member_name(sub(s, i + 1, e - 2))
-    if seen[name] then return nil, "duplicate member name", i end
-    seen[name] = true
+    local raw = sub(s, i + 1, e - 2)
+    local name = decoded_name(raw)
+    local key = member_key(name)
+    if seen[key] then return nil, "duplicate member name", i end
+    seen[key] = true
+    local spec = values
+    if fields ~= nil then
+      spec = fields[name]
+      trail[depth] = spec and spec.name or raw
+      if spec == nil then fault(depth, UNKNOWN, "UNKNOWN_PARAMETER") end
+    elseif values ~= nil then
+      trail[depth] = raw
+    end
     i = skip_space(s, e)
     if byte(s, i) ~= 58 then return nil, "expected ':'", i end
-    i, why, at = scan_value(s, i + 1, depth)
+    i, why, at = scan_value(s, i + 1, depth, spec)
     if i == nil then return nil, why, at end
     i = skip_space(s, i)
     local c = byte(s, i)
@@ -158,19 +250,21 @@ local function scan_object(s, i, depth)
   end
 end
 
-local function scan_array(s, i, depth)
+local function scan_array(s, i, depth, item)
   if depth > DEPTH_MAX then return nil, "nested too deeply", i end
   i = skip_space(s, i + 1)
   if byte(s, i) == 93 then return i + 1 end
+  local k = 0
   while true do
     local why, at
-    i, why, at = scan_value(s, i, depth)
+    if item ~= nil then trail[depth] = k end
+    i, why, at = scan_value(s, i, depth, item)
     if i == nil then return nil, why, at end
     i = skip_space(s, i)
     local c = byte(s, i)
     if c == 93 then return i + 1 end
     if c ~= 44 then return nil, "expected ',' or ']'", i end
-    i = i + 1
+    i, k = i + 1, k + 1
   end
 end
 
@@ -201,10 +295,48 @@ local function scan_number(s, i)
   return j
 end
 
+-- A value that `spec` describes (nil: anything), at depth `depth` of `trail`.
+local function scan_field(s, i, depth, spec, c)
+  local kind = spec.kind
+  if kind == "message" then
+    if c == 123 then return scan_object(s, i, depth + 1, spec.fields) end
+  elseif kind == "map" then
+    if c == 123 then return scan_object(s, i, depth + 1, nil, spec.value) end
+  elseif kind == "repeated" then
+    if c == 91 then return scan_array(s, i, depth + 1, spec.item) end
+  elseif kind == "string" then
+    if c == 34 then return scan_string(s, i) end
+  elseif kind == "bool" then
+    if c == 116 or c == 102 then return scan_value(s, i, depth) end
+  elseif kind == "timestamp" or INTEGER_LIMITS[kind] then
+    local e, why, at
+    if c == 34 then
+      e, why, at = scan_string(s, i)
+      if e ~= nil and not text_ok(kind, sub(s, i + 1, e - 2)) then
+        fault(depth, EXPECTED[kind], "INVALID_PARAMETER_TYPE")
+      end
+      return e, why, at
+    end
+    if kind ~= "timestamp" and (c == 45 or DIGIT[c]) then
+      e, why, at = scan_number(s, i)
+      if e ~= nil and not integer_ok(kind, sub(s, i, e - 1)) then -- a fraction or exponent too
+        fault(depth, EXPECTED[kind], "INVALID_PARAMETER_TYPE")
+      end
+      return e, why, at
+    end
+  else -- "any"
+    return scan_value(s, i, depth)
+  end
+  fault(depth, EXPECTED[kind], "INVALID_PARAMETER_TYPE")
+  return scan_value(s, i, depth)
+end
+
 -- Returns the offset after the value that starts at or after s[i], or nil, why and where.
-scan_value = function(s, i, depth)
+-- `spec` (nil: anything) says what the value must be; null is every field's default.
+scan_value = function(s, i, depth, spec)
   i = skip_space(s, i)
   local c = byte(s, i)
+  if spec ~= nil and c ~= 110 then return scan_field(s, i, depth, spec, c) end
   if c == 123 then return scan_object(s, i, depth + 1) end
   if c == 91 then return scan_array(s, i, depth + 1) end
   if c == 34 then return scan_string(s, i) end
@@ -214,38 +346,135 @@ scan_value = function(s, i, depth)
   return scan_number(s, i)
 end
 
--- Why the body is not strict JSON and at which 0-based offset, or nil when it is.
-local function json_error(s)
-  local e, why, at = scan_value(s, 1, 0)
+-- Why the body is not strict JSON and at which 0-based offset, or nil when it is; then the
+-- first parameter at fault is in fault_field.
+local function json_error(s, spec)
+  fault_field = nil
+  local e, why, at = scan_value(s, 1, 0, spec)
   if e == nil then return why, at - 1 end
   e = skip_space(s, e)
   if e <= #s then return "unexpected data after the value", e - 1 end
   return nil
 end
 
-local function refuse(handle, status, reason, message)
+-- The REST routes: ROUTES[method] is a tree of path segments (VARIABLE for a `{name}`), and
+-- a route's node holds, under LEAF, what its body must be and the query parameters it takes.
+local ROUTES, VARIABLE, LEAF, NO_FIELDS = {}, {}, {}, {}
+
+-- Adds an HTTP rule of a request message whose fields are `fields` (by proto and JSON name);
+-- `body` is the rule's: "*" for all fields but the path's, "" for none. Path-bound fields are
+-- taken from the path only. Called when the filter loads, by the lines envoy.py appends.
+local function route(method, template, fields, body)
+  local node = ROUTES[method] or {}
+  ROUTES[method] = node
+  local bound = {}
+  for segment in gmatch(template, "[^/]+") do
+    local variable = match(segment, "^{(.+)}$")
+    if variable then bound[variable] = true end
+    local step = variable and VARIABLE or segment
+    node[step] = node[step] or {}
+    node = node[step]
+  end
+  local free = {}
+  for name, spec in pairs(fields) do
+    if not bound[spec.name] then free[name] = spec end
+  end
+  node[LEAF] = {
+    body = { kind = "message", fields = body == "*" and free or NO_FIELDS },
+    query = body == "*" and NO_FIELDS or free,
+  }
+end
+
+-- No two templates match one path (envoy.py checks), but a literal and a variable can share
+-- a prefix (`/v1/payments/{id}`, `/v1/payments/x/capture`): try the literal first.
+local function lookup(node, segments, k)
+  if node == nil then return nil end
+  if segments[k] == nil then return node[LEAF] end
+  return lookup(node[segments[k]], segments, k + 1) or lookup(node[VARIABLE], segments, k + 1)
+end
+
+local function unescape(text)
+  if not find(text, "%", 1, true) then return text end
+  return (gsub(text, "%%(%x%x)", function(hex) return char(tonumber(hex, 16)) end))
+end
+
+-- The first query parameter at fault, its description and reason; nil when all are known.
+-- A nested field is named with dots (`a.b`), a repeated one once per value.
+local function query_fault(fields, query)
+  for pair in gmatch(query, "[^&]+") do
+    local raw, value = match(pair, "^([^=]*)=?(.*)$")
+    local spec, within = nil, fields
+    for part in gmatch(unescape(raw), "[^.]+") do
+      spec = within and within[part]
+      if spec == nil then break end
+      within = spec.kind == "message" and spec.fields or nil
+    end
+    local kind = spec and (spec.kind == "repeated" and spec.item.kind or spec.kind)
+    if kind == nil or kind == "message" or kind == "map" then
+      return raw, UNKNOWN, "UNKNOWN_PARAMETER"
+    end
+    if not text_ok(kind, unescape(value)) then
+      return raw, EXPECTED[kind], "INVALID_PARAMETER_TYPE"
+    end
+  end
+end
+
+-- A name as it can go in a message: the client's own text, clipped, printable ASCII only.
+local function printable(name)
+  return (gsub(sub(name, 1, 100), "[^\32-\126]", "?"))
+end
+
+local function refuse(handle, status, reason, message, field, description)
   local metadata = handle:streamInfo():dynamicMetadata()
   metadata:set("paymesh", "code", INVALID_ARGUMENT)
   metadata:set("paymesh", "reason", reason)
+  if field ~= nil then
+    metadata:set("paymesh", "field", field)
+    metadata:set("paymesh", "description", description)
+  end
   handle:respond({ [":status"] = status }, message)
 end
 
+local function refuse_parameter(handle, field, description, reason)
+  field = printable(field)
+  if field == "" then
+    return refuse(handle, "400", reason, "the request body must be a JSON object")
+  end
+  local message = reason == "UNKNOWN_PARAMETER" and "unknown parameter: " .. field
+                  or field .. ": " .. description
+  return refuse(handle, "400", reason, message, field, description)
+end
+
 function envoy_on_request(handle)
-  local content_type = handle:headers():get("content-type")
+  local headers = handle:headers()
+  local content_type = headers:get("content-type")
   if content_type ~= nil and sub(content_type, 1, 16) == "application/grpc" then return end
   -- Remembered for the response: a REST client gets no grpc-* headers.
   handle:streamInfo():dynamicMetadata():set("paymesh", "rest", "1")
+  local path, query = match(headers:get(":path"), "^([^?]*)%??(.*)$")
+  local segments = {}
+  for segment in gmatch(path, "[^/]+") do segments[#segments + 1] = segment end
+  -- An unknown route is the transcoder's to answer (404).
+  local known = lookup(ROUTES[headers:get(":method")], segments, 1)
   local body = handle:body()
-  if body == nil or body:length() == 0 then return end
-  if content_type ~= nil
-      and lower(match(content_type, "^[ \t]*([^; \t]*)")) ~= "application/json" then
-    return refuse(handle, "415", "UNSUPPORTED_MEDIA_TYPE",
-                  "the request body must be JSON sent with Content-Type: application/json")
+  if body ~= nil and body:length() > 0 then
+    if content_type ~= nil
+        and lower(match(content_type, "^[ \t]*([^; \t]*)")) ~= "application/json" then
+      return refuse(handle, "415", "UNSUPPORTED_MEDIA_TYPE",
+                    "the request body must be JSON sent with Content-Type: application/json")
+    end
+    local why, at = json_error(body:getBytes(0, body:length()), known and known.body)
+    if why then
+      return refuse(handle, "400", "INVALID_JSON",
+                    "the request body is not valid JSON: " .. why .. " at offset " .. at)
+    end
+    if fault_field ~= nil then
+      return refuse_parameter(handle, fault_field, fault_description, fault_reason)
+    end
   end
-  local why, at = json_error(body:getBytes(0, body:length()))
-  if why then
-    return refuse(handle, "400", "INVALID_JSON",
-                  "the request body is not valid JSON: " .. why .. " at offset " .. at)
+  if known ~= nil and query ~= "" then
+    local field, description, reason = query_fault(known.query, query)
+    if field ~= nil then return refuse_parameter(handle, field, description, reason) end
   end
 end
 

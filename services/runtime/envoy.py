@@ -125,6 +125,106 @@ def rest_paths(descriptor: Path = DESCRIPTOR) -> dict[str, set[str]]:
     return allowed
 
 
+# What envoy/edge.lua checks a request field's JSON value against. Types no request has today
+# (floats, bytes, enums, the other well-known types) are "any": left to the transcoder.
+_INTEGER_KINDS = {
+    "TYPE_INT32": "int32",
+    "TYPE_SINT32": "int32",
+    "TYPE_SFIXED32": "int32",
+    "TYPE_INT64": "int64",
+    "TYPE_SINT64": "int64",
+    "TYPE_SFIXED64": "int64",
+    "TYPE_UINT32": "uint32",
+    "TYPE_FIXED32": "uint32",
+    "TYPE_UINT64": "uint64",
+    "TYPE_FIXED64": "uint64",
+}
+_SCALAR_KINDS = {**_INTEGER_KINDS, "TYPE_STRING": "string", "TYPE_BOOL": "bool"}
+_WELL_KNOWN_KINDS = {".google.protobuf.Timestamp": "timestamp"}
+
+
+def _lua_string(text: str) -> str:
+    assert re.fullmatch(r"[A-Za-z0-9_.:{}/*-]*", text), text  # nothing to escape
+    return f'"{text}"'
+
+
+def _strict_input_lua(descriptor: Path = DESCRIPTOR) -> list[str]:
+    """Lua that gives envoy/edge.lua every REST route's request fields (appended to it).
+
+    Each message becomes a table from field name to the field's kind, once under its proto
+    name and once under its JSON name (the transcoder takes both); then one `route` call per
+    HTTP rule. edge.lua refuses any other member or query parameter, and a value of another
+    JSON type.
+    """
+    from google.protobuf import descriptor_pb2  # noqa: PLC0415 - only when rendering
+
+    types = descriptor_pb2.FieldDescriptorProto.Type
+    messages: dict[str, Any] = {}
+
+    def collect(prefix: str, message: Any) -> None:
+        messages[f"{prefix}.{message.name}"] = message
+        for nested in message.nested_type:
+            collect(f"{prefix}.{message.name}", nested)
+
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor.read_bytes()).file
+    for file in files:
+        for message in file.message_type:
+            collect(f".{file.package}", message)
+
+    index: dict[str, int] = {}
+    tables: dict[int, list[str]] = {}
+
+    def kind(field: Any) -> str:
+        if field.type == types.Value("TYPE_MESSAGE"):
+            if field.type_name.startswith(".google.protobuf."):
+                return f'kind = "{_WELL_KNOWN_KINDS.get(field.type_name, "any")}"'
+            return f'kind = "message", fields = M[{number(field.type_name)}]'
+        return f'kind = "{_SCALAR_KINDS.get(types.Name(field.type), "any")}"'
+
+    def number(name: str) -> int:
+        if name in index:
+            return index[name]
+        index[name] = len(index) + 1
+        table = f"M[{index[name]}]"
+        lines = [f"-- {name[1:]}"]
+        for field in messages[name].field:
+            spec = kind(field)
+            entry = messages.get(field.type_name)
+            if entry is not None and entry.options.map_entry:
+                spec = f'kind = "map", value = {{{kind(entry.field[1])}}}'
+            elif field.label == descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED:
+                spec = f'kind = "repeated", item = {{{spec}}}'
+            lines.append(f"F = {{name = {_lua_string(field.name)}, {spec}}}")
+            for key in dict.fromkeys([field.name, field.json_name]):
+                lines.append(f"{table}[{_lua_string(key)}] = F")
+        tables[index[name]] = lines
+        return index[name]
+
+    routes: list[str] = []
+    for _, method, rule in _public_methods(descriptor):
+        for binding in [rule, *rule.additional_bindings]:
+            verb = binding.WhichOneof("pattern")
+            if verb is None:
+                continue
+            # A body bound to one field, or a nested path variable, would need more than the
+            # top-level field tables edge.lua has.
+            assert binding.body in ("", "*"), f"body {binding.body!r} in {binding}"
+            template = getattr(binding, verb)
+            assert "." not in "".join(re.findall(r"{([^}]*)}", template)), template
+            routes.append(
+                f"route({_lua_string(verb.upper())}, {_lua_string(template)}, "
+                f"M[{number(method.input_type)}], {_lua_string(binding.body)})"
+            )
+    return [
+        "do -- rendered by services/runtime/envoy.py from the descriptor: strict input",
+        "local M, F = {}",
+        f"for i = 1, {len(index)} do M[i] = {{}} end",
+        *[line for number in sorted(tables) for line in tables[number]],
+        *routes,
+        "end",
+    ]
+
+
 def _segments(template: str) -> list[str | None]:
     """A path template's segments, None for a variable; only `{name}` variables are known."""
     segments: list[str | None] = []
@@ -328,7 +428,7 @@ def render(
             _routes() + (_webapp_routes() if webapps else []) + _method_not_allowed_routes(),
             14,
         ),
-        edge_lua=_indent(EDGE_LUA.read_text().splitlines(), 18),
+        edge_lua=_indent(EDGE_LUA.read_text().splitlines() + _strict_input_lua(), 18),
         transcoded_services=_indent([f"- {name}" for name in transcoded], 14),
         clusters=_indent(_clusters(upstreams) + (_webapp_cluster(webapps) if webapps else []), 2),
     )
