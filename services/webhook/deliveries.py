@@ -1,4 +1,4 @@
-"""Deliveries: claiming an attempt, recording its outcome, retries, dead letters, replay.
+"""Deliveries: claiming attempts, recording their outcomes, retries, dead letters, replay.
 
 PostgreSQL is the source of truth for what is due. An attempt is claimed (committed) before the
 HTTP request, with a lease; if the worker dies mid-request the lease runs out, the sweeper finds
@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, or_, select, tuple_
+from sqlalchemy import delete, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.common.errors import InvalidArgument
 from services.common.pages import PageTokens, Scope
 from services.webhook import endpoints
 from services.webhook.crypto import SecretBox
+from services.webhook.dispatch import DueAttempt
 from services.webhook.errors import DeliveryInProgress, DeliveryNotFound, EndpointNotEnabled
 from services.webhook.job_ids import delivery_id_from
 from services.webhook.models import DELIVERY_STATUSES, Delivery, DeliveryAttempt, Endpoint, Event
@@ -91,112 +93,253 @@ def _kill(delivery: Delivery, error: str, now: datetime) -> None:
     delivery.update_time = now
 
 
-def claim_attempt(
+def claim_attempts(
     session: Session,
     *,
-    delivery_id: str,
-    attempt_number: int,
+    attempts: Sequence[tuple[str, int]],
     lease_s: float,
     policy: RetryPolicy,
     box: SecretBox,
-) -> Claim | None:
-    """Takes attempt `attempt_number` of a due delivery; None when it is not (or no longer) due."""
+) -> list[Claim]:
+    """Takes each (delivery id, attempt number) that is due and unheld; skips the others.
+
+    A batch's deliveries are read and locked in one statement (in id order, so two batches
+    sharing deliveries cannot deadlock), their events in one, each endpoint's secrets once.
+    """
+    if not attempts:
+        return []
     now = _now()
-    delivery = session.get(Delivery, delivery_id, with_for_update=True)
-    if (
-        delivery is None
-        or delivery.status not in LIVE_STATUSES
-        or delivery.attempt_count != attempt_number - 1
-        or delivery.next_attempt_time is None
-        or delivery.next_attempt_time > now
-        or (delivery.lease_expire_time is not None and delivery.lease_expire_time > now)
-    ):
-        return None
-    if delivery.lease_expire_time is not None:
-        # The previous attempt's worker vanished: that attempt failed without an answer.
-        lost = session.scalars(
-            select(DeliveryAttempt).where(
-                DeliveryAttempt.delivery_id == delivery.id,
-                DeliveryAttempt.attempt_number == delivery.attempt_count,
+    wanted = dict(attempts)
+    rows = session.scalars(
+        select(Delivery).where(Delivery.id.in_(wanted)).order_by(Delivery.id).with_for_update()
+    ).all()
+    order = {delivery_id: index for index, (delivery_id, _) in enumerate(attempts)}
+    due = [
+        delivery
+        # Sent in the order asked (oldest due first), though locked in id order.
+        for delivery in sorted(rows, key=lambda d: order[d.id])
+        if delivery.status in LIVE_STATUSES
+        and delivery.attempt_count == wanted[delivery.id] - 1
+        and delivery.next_attempt_time is not None
+        and delivery.next_attempt_time <= now
+        and (delivery.lease_expire_time is None or delivery.lease_expire_time <= now)
+    ]
+    lost_held = [d for d in due if d.lease_expire_time is not None]
+    if lost_held:
+        _declare_lost(session, lost_held, now=now)
+    claimable = []
+    for delivery in due:
+        if delivery.lease_expire_time is not None:
+            # The previous attempt's worker vanished: that attempt failed without an answer.
+            delivery.last_status_code, delivery.last_error = 0, LOST_ATTEMPT_ERROR
+            delivery.lease_expire_time = None
+            if delivery.round_attempts >= policy.attempts_max:
+                _kill(delivery, LOST_ATTEMPT_ERROR, now)
+                continue
+        endpoint = session.get(Endpoint, delivery.endpoint_id)
+        assert endpoint is not None
+        if endpoint.delete_time is not None or endpoint.status != "enabled":
+            _kill(
+                delivery, "endpoint deleted" if endpoint.delete_time else "endpoint disabled", now
             )
-        ).one_or_none()
-        if lost is not None and lost.duration_ms is None:
-            lost.error = LOST_ATTEMPT_ERROR
-            lost.duration_ms = int((now - lost.start_time).total_seconds() * 1000)
-        delivery.last_status_code, delivery.last_error = 0, LOST_ATTEMPT_ERROR
-        delivery.lease_expire_time = None
-        if delivery.round_attempts >= policy.attempts_max:
-            _kill(delivery, LOST_ATTEMPT_ERROR, now)
-            return None
-    endpoint = session.get(Endpoint, delivery.endpoint_id)
-    assert endpoint is not None
-    if endpoint.delete_time is not None or endpoint.status != "enabled":
-        _kill(delivery, "endpoint deleted" if endpoint.delete_time else "endpoint disabled", now)
-        return None
-    event = session.get(Event, delivery.event_id)
-    assert event is not None
-    delivery.attempt_count = attempt_number
-    delivery.round_attempts += 1
-    delivery.lease_expire_time = now + timedelta(seconds=lease_s)
-    delivery.update_time = now
-    session.add(
-        DeliveryAttempt(
-            delivery_id=delivery.id,
-            attempt_number=attempt_number,
-            start_time=now,
-            duration_ms=None,
-            status_code=0,
-            response_body="",
-            error="",
+            continue
+        claimable.append(delivery)
+    events = {
+        event.id: event
+        for event in session.scalars(
+            select(Event).where(Event.id.in_({d.event_id for d in claimable}))
+        )
+    }
+    # Before any change, so no autoflush splits the batch's updates and inserts.
+    secrets = {
+        endpoint_id: endpoints.active_secrets(session, endpoint_id=endpoint_id, box=box)
+        for endpoint_id in {d.endpoint_id for d in claimable}
+    }
+    claims = []
+    for delivery in claimable:
+        attempt_number = wanted[delivery.id]
+        delivery.attempt_count = attempt_number
+        delivery.round_attempts += 1
+        delivery.lease_expire_time = now + timedelta(seconds=lease_s)
+        delivery.update_time = now
+        session.add(
+            DeliveryAttempt(
+                delivery_id=delivery.id,
+                attempt_number=attempt_number,
+                start_time=now,
+                duration_ms=None,
+                status_code=0,
+                response_body="",
+                error="",
+            )
+        )
+        endpoint = session.get(Endpoint, delivery.endpoint_id)
+        assert endpoint is not None
+        event = events[delivery.event_id]
+        claims.append(
+            Claim(
+                delivery_id=delivery.id,
+                attempt_number=attempt_number,
+                event_id=event.id,
+                url=endpoint.url,
+                body=json.dumps(event_payload(event), separators=(",", ":")).encode(),
+                secrets=secrets[delivery.endpoint_id],
+            )
+        )
+    session.flush()
+    return claims
+
+
+def _declare_lost(session: Session, held: list[Delivery], *, now: datetime) -> None:
+    """Closes the open attempt of each delivery whose worker vanished mid-attempt."""
+    lost = session.scalars(
+        select(DeliveryAttempt).where(
+            tuple_(DeliveryAttempt.delivery_id, DeliveryAttempt.attempt_number).in_(
+                [(d.id, d.attempt_count) for d in held]
+            )
+        )
+    ).all()
+    for attempt in lost:
+        if attempt.duration_ms is None:
+            attempt.error = LOST_ATTEMPT_ERROR
+            attempt.duration_ms = int((now - attempt.start_time).total_seconds() * 1000)
+
+
+def release_claims(session: Session, *, claims: Sequence[Claim]) -> list[DueAttempt]:
+    """Gives back claimed attempts that were never sent (the batch ran out of time).
+
+    The attempt is forgotten as if never claimed, so it keeps its number and the retry
+    schedule; returns those released, to be queued again.
+    """
+    if not claims:
+        return []
+    numbers = {claim.delivery_id: claim.attempt_number for claim in claims}
+    rows = session.scalars(
+        select(Delivery).where(Delivery.id.in_(numbers)).order_by(Delivery.id).with_for_update()
+    ).all()
+    held = [
+        d
+        for d in rows
+        if d.status in LIVE_STATUSES
+        and d.attempt_count == numbers[d.id]
+        and d.lease_expire_time is not None
+    ]
+    if not held:
+        return []
+    session.execute(
+        delete(DeliveryAttempt).where(
+            tuple_(DeliveryAttempt.delivery_id, DeliveryAttempt.attempt_number).in_(
+                [(d.id, d.attempt_count) for d in held]
+            ),
+            DeliveryAttempt.duration_ms.is_(None),
         )
     )
+    for delivery in held:
+        delivery.attempt_count -= 1
+        delivery.round_attempts -= 1
+        delivery.lease_expire_time = None
     session.flush()
-    return Claim(
-        delivery_id=delivery.id,
-        attempt_number=attempt_number,
-        event_id=event.id,
-        url=endpoint.url,
-        body=json.dumps(event_payload(event), separators=(",", ":")).encode(),
-        secrets=endpoints.active_secrets(session, endpoint_id=endpoint.id, box=box),
-    )
+    return [DueAttempt(d.id, d.attempt_count + 1, d.endpoint_id) for d in held]
 
 
-def record_outcome(
+def record_outcomes(
     session: Session,
     *,
-    delivery_id: str,
-    attempt_number: int,
+    outcomes: Sequence[tuple[str, int, Outcome]],
+    policy: RetryPolicy,
+    event_bytes_max: int,
+) -> list[DueAttempt]:
+    """Logs each (delivery id, attempt number, outcome) and moves the delivery on.
+
+    Returns the first attempts of any new event (an endpoint disabled on the way).
+    """
+    if not outcomes:
+        return []
+    now = _now()
+    numbers = {delivery_id: number for delivery_id, number, _ in outcomes}
+    rows = {
+        d.id: d
+        for d in session.scalars(
+            select(Delivery).where(Delivery.id.in_(numbers)).order_by(Delivery.id).with_for_update()
+        )
+    }
+    attempts = {
+        (a.delivery_id, a.attempt_number): a
+        for a in session.scalars(
+            select(DeliveryAttempt).where(
+                tuple_(DeliveryAttempt.delivery_id, DeliveryAttempt.attempt_number).in_(
+                    list(numbers.items())
+                )
+            )
+        )
+    }
+    # Held here: the session's identity map alone would let them go and load them again.
+    endpoints_by_id = {
+        e.id: e
+        for e in session.scalars(
+            select(Endpoint).where(Endpoint.id.in_({d.endpoint_id for d in rows.values()}))
+        )
+    }
+    new: list[DueAttempt] = []
+    locked: set[str] = set()
+    for delivery_id, number, outcome in outcomes:
+        delivery = rows.get(delivery_id)
+        attempt = attempts.get((delivery_id, number))
+        if delivery is None or attempt is None:
+            continue
+        new += _record(
+            session,
+            delivery=delivery,
+            attempt=attempt,
+            endpoint=endpoints_by_id[delivery.endpoint_id],
+            outcome=outcome,
+            policy=policy,
+            event_bytes_max=event_bytes_max,
+            now=now,
+            locked=locked,
+        )
+    return new
+
+
+def _lock(session: Session, endpoint: Endpoint, *, locked: set[str]) -> None:
+    """Locks the endpoint for this transaction, reading it afresh (its failure streak changes)."""
+    if endpoint.id not in locked:
+        session.refresh(endpoint, with_for_update=True)
+        locked.add(endpoint.id)
+
+
+def _record(
+    session: Session,
+    *,
+    delivery: Delivery,
+    attempt: DeliveryAttempt,
+    endpoint: Endpoint,
     outcome: Outcome,
     policy: RetryPolicy,
     event_bytes_max: int,
-) -> list[str]:
-    """Logs the attempt and moves the delivery on; returns deliveries of any new event."""
-    now = _now()
-    delivery = session.get(Delivery, delivery_id, with_for_update=True)
-    attempt = session.scalars(
-        select(DeliveryAttempt).where(
-            DeliveryAttempt.delivery_id == delivery_id,
-            DeliveryAttempt.attempt_number == attempt_number,
-        )
-    ).one_or_none()
-    if delivery is None or attempt is None:
-        return []
+    now: datetime,
+    locked: set[str],
+) -> list[DueAttempt]:
     attempt.duration_ms = outcome.duration_ms
     attempt.status_code = outcome.status_code
     attempt.response_body = outcome.body
     attempt.error = outcome.error[:ERROR_CHARS_MAX]
-    if delivery.attempt_count != attempt_number or delivery.status not in LIVE_STATUSES:
+    if delivery.attempt_count != attempt.attempt_number or delivery.status not in LIVE_STATUSES:
         return []  # declared lost and taken over, or finished meanwhile: history only
-    endpoint = session.get(Endpoint, delivery.endpoint_id, with_for_update=True)
-    assert endpoint is not None
     delivery.last_status_code = outcome.status_code
     delivery.last_error = outcome.error[:ERROR_CHARS_MAX]
     delivery.lease_expire_time = None
     delivery.update_time = now
+    # The endpoint was read without a lock: a success to a healthy endpoint changes nothing on
+    # it, so batches to one endpoint do not queue on its row. It is locked (and read afresh)
+    # before its failure streak changes.
     if outcome.delivered:
         delivery.status, delivery.next_attempt_time = "delivered", None
-        endpoint.failing_since = None
+        if endpoint.failing_since is not None:
+            _lock(session, endpoint, locked=locked)
+            endpoint.failing_since = None
         return []
+    _lock(session, endpoint, locked=locked)
     if outcome.status_code == 410:
         _kill(delivery, "410 Gone: endpoint disabled", now)
         return endpoints.disable_endpoint(
@@ -219,11 +362,11 @@ def record_outcome(
     return []
 
 
-def due_attempts(session: Session, *, limit: int) -> list[tuple[str, int]]:
-    """(delivery id, attempt number) of deliveries due now that no worker holds."""
+def due_attempts(session: Session, *, limit: int) -> list[DueAttempt]:
+    """The next attempt of each delivery due now that no worker holds."""
     now = _now()
     rows = session.execute(
-        select(Delivery.id, Delivery.attempt_count)
+        select(Delivery.id, Delivery.attempt_count, Delivery.endpoint_id)
         .where(
             Delivery.status.in_(LIVE_STATUSES),
             Delivery.next_attempt_time <= now,
@@ -232,7 +375,9 @@ def due_attempts(session: Session, *, limit: int) -> list[tuple[str, int]]:
         .order_by(Delivery.next_attempt_time)
         .limit(limit)
     ).all()
-    return [(delivery_id, count + 1) for delivery_id, count in rows]
+    return [
+        DueAttempt(delivery_id, count + 1, endpoint_id) for delivery_id, count, endpoint_id in rows
+    ]
 
 
 def get_delivery_or_raise(
@@ -249,7 +394,7 @@ def get_delivery_or_raise(
     return delivery
 
 
-def replay(session: Session, *, delivery: Delivery) -> tuple[str, int]:
+def replay(session: Session, *, delivery: Delivery) -> DueAttempt:
     """Makes a finished delivery due again with a fresh schedule; returns its next attempt."""
     session.refresh(delivery, with_for_update=True)
     if delivery.status in LIVE_STATUSES:
@@ -265,7 +410,7 @@ def replay(session: Session, *, delivery: Delivery) -> tuple[str, int]:
     delivery.lease_expire_time = None
     delivery.update_time = now
     session.flush()
-    return delivery.id, delivery.attempt_count + 1
+    return DueAttempt(delivery.id, delivery.attempt_count + 1, delivery.endpoint_id)
 
 
 def replay_limit(value: int) -> int:
@@ -286,7 +431,7 @@ def replay_many(
     since: datetime | None,
     include_delivered: bool,
     limit: int,
-) -> list[tuple[str, int]]:
+) -> list[DueAttempt]:
     """Replays finished deliveries matching the filter (enabled endpoints only), oldest first."""
     statuses = ("dead", "delivered") if include_delivered else ("dead",)
     query = (
@@ -319,7 +464,7 @@ def replay_many(
         delivery.next_attempt_time = now
         delivery.lease_expire_time = None
         delivery.update_time = now
-        replayed.append((delivery.id, delivery.attempt_count + 1))
+        replayed.append(DueAttempt(delivery.id, delivery.attempt_count + 1, delivery.endpoint_id))
     session.flush()
     return replayed
 

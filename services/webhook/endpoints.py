@@ -15,6 +15,7 @@ from services.common.pages import PageTokens, Scope
 from services.webhook import events
 from services.webhook.addresses import AddressRefused, check_registration
 from services.webhook.crypto import SecretBox, new_secret
+from services.webhook.dispatch import DueAttempt
 from services.webhook.errors import EndpointNotFound, UrlRefused
 from services.webhook.models import Delivery, Endpoint, EndpointSecret
 from services.webhook.views import endpoint_to_proto
@@ -255,8 +256,8 @@ def active_secrets(session: Session, *, endpoint_id: str, box: SecretBox) -> lis
 
 def disable_endpoint(
     session: Session, *, endpoint: Endpoint, reason: str, bytes_max: int
-) -> list[str]:
-    """Disables an endpoint and tells the merchant with an event; returns new delivery ids."""
+) -> list[DueAttempt]:
+    """Disables an endpoint and tells the merchant with an event; returns its first attempts."""
     if endpoint.status == "disabled":
         return []
     endpoint.status, endpoint.disabled_reason = "disabled", reason
@@ -275,4 +276,4 @@ def disable_endpoint(
         create_time=None,
         bytes_max=bytes_max,
     )
-    return published.delivery_ids
+    return published.first_attempts

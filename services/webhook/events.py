@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from services.common.errors import DomainError, InvalidArgument
 from services.common.ids import has_prefix, new_id
 from services.common.pages import PageTokens, Scope
+from services.webhook.dispatch import DueAttempt
 from services.webhook.errors import EventNotFound, EventTooLarge
 from services.webhook.models import Delivery, Endpoint, Event
 
@@ -36,10 +37,13 @@ PUBLISH_BATCH_MAX = 500
 
 @dataclass(frozen=True)
 class Published:
-    """An event after publishing, and the deliveries this call created (empty on a repeat)."""
+    """An event after publishing, and the first attempts of the deliveries this call created.
+
+    Empty on a repeat.
+    """
 
     event: Event
-    delivery_ids: list[str]
+    first_attempts: list[DueAttempt]
 
 
 @dataclass(frozen=True)
@@ -197,12 +201,12 @@ def _store(session: Session, drafts: list[EventDraft]) -> dict[str, Published]:
     return published
 
 
-def fan_out(session: Session, events: Sequence[Event]) -> dict[str, list[str]]:
+def fan_out(session: Session, events: Sequence[Event]) -> dict[str, list[DueAttempt]]:
     """Creates a pending delivery of each event for each enabled endpoint subscribed to its type.
 
-    Returns the new delivery ids by event id; one query and one insert for all the events.
+    Returns the new deliveries' first attempts by event id; one query and one insert for all.
     """
-    created: dict[str, list[str]] = {event.id: [] for event in events}
+    created: dict[str, list[DueAttempt]] = {event.id: [] for event in events}
     merchant_ids = {event.merchant_id for event in events}
     if not merchant_ids:
         return created
@@ -233,7 +237,7 @@ def fan_out(session: Session, events: Sequence[Event]) -> dict[str, list[str]]:
                 next_attempt_time=now,
             )
             session.add(delivery)
-            created[event.id].append(delivery.id)
+            created[event.id].append(DueAttempt(delivery.id, 1, endpoint.id))
     session.flush()
     return created
 

@@ -4,65 +4,87 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 from services.common.db import transaction
 from services.webhook import deliveries, sender
+from services.webhook.deliveries import Claim
 from services.webhook.runtime import Runtime, worker_runtime
+from services.webhook.sender import Outcome
 from services.webhook.signing import signed_headers
 
 logger = logging.getLogger(__name__)
 
 
-def deliver(delivery_id: str, attempt_number: int) -> str:
-    """Makes attempt `attempt_number` of a delivery, if it is still the one due."""
-    return run_attempt(worker_runtime(), delivery_id=delivery_id, attempt_number=attempt_number)
+def deliver(attempts: list[list[str | int]]) -> list[str]:
+    """Makes a batch of attempts to one endpoint, `[[delivery id, attempt number], ...]`."""
+    return run_batch(
+        worker_runtime(),
+        attempts=[(str(delivery_id), int(number)) for delivery_id, number in attempts],
+    )
 
 
-def run_attempt(runtime: Runtime, *, delivery_id: str, attempt_number: int) -> str:
-    """Claims, sends and records one attempt; "not due", "delivered" or "failed"."""
+def run_batch(runtime: Runtime, *, attempts: Sequence[tuple[str, int]]) -> list[str]:
+    """Claims the attempts still due (one transaction), sends them one after the other over one
+    kept-alive connection, and records the outcomes (one transaction).
+
+    Returns, per requested attempt, "not due", "delivered", "failed" or "released". A batch
+    starts no attempt after `runtime.batch_send_s`, nor after an attempt got no answer at all
+    (a timeout or a refused connection: the next would most likely wait as long); the attempts
+    it did not send are released (as never claimed) and queued again, so the batch's time is
+    bounded without spending their retries.
+    """
     settings = runtime.settings
     with transaction(runtime.sessions) as session:
-        claim = deliveries.claim_attempt(
+        claims = deliveries.claim_attempts(
             session,
-            delivery_id=delivery_id,
-            attempt_number=attempt_number,
+            attempts=attempts,
             lease_s=runtime.lease_s,
             policy=runtime.policy,
             box=runtime.box,
         )
-    if claim is None:
-        return "not due"
-    outcome = sender.post(
-        claim.url,
-        body=claim.body,
-        headers=signed_headers(
-            event_id=claim.event_id,
-            timestamp=int(time.time()),
+    started_s = time.monotonic()
+    sent: list[tuple[Claim, Outcome]] = []
+    unsent: list[Claim] = []
+    for claim in claims:
+        answered = not sent or sent[-1][1].status_code != 0
+        if unsent or not answered or time.monotonic() - started_s > runtime.batch_send_s:
+            unsent.append(claim)
+            continue
+        outcome = sender.post(
+            claim.url,
             body=claim.body,
-            secrets=claim.secrets,
-        ),
-        timeout_s=settings.webhook_timeout_s,
-        allow_private=settings.webhook_allow_private_networks,
-        clients=runtime.http,
-    )
+            headers=signed_headers(
+                event_id=claim.event_id,
+                timestamp=int(time.time()),
+                body=claim.body,
+                secrets=claim.secrets,
+            ),
+            timeout_s=settings.webhook_timeout_s,
+            allow_private=settings.webhook_allow_private_networks,
+            clients=runtime.http,
+        )
+        sent.append((claim, outcome))
     with transaction(runtime.sessions) as session:
-        new_deliveries = deliveries.record_outcome(
+        new_attempts = deliveries.record_outcomes(
             session,
-            delivery_id=delivery_id,
-            attempt_number=attempt_number,
-            outcome=outcome,
+            outcomes=[(c.delivery_id, c.attempt_number, outcome) for c, outcome in sent],
             policy=runtime.policy,
             event_bytes_max=settings.webhook_event_bytes_max,
         )
-    runtime.enqueue_first(new_deliveries)
-    logger.info(
-        "webhook attempt",
-        extra={
-            "delivery_id": delivery_id,
-            "attempt": attempt_number,
-            "status_code": outcome.status_code,
-            "error": outcome.error,
-            "duration_ms": outcome.duration_ms,
-        },
-    )
-    return "delivered" if outcome.delivered else "failed"
+        released = deliveries.release_claims(session, claims=unsent)
+    runtime.enqueue(new_attempts + released)
+    results = {claim.delivery_id: "released" for claim in unsent}
+    for claim, outcome in sent:
+        results[claim.delivery_id] = "delivered" if outcome.delivered else "failed"
+        logger.info(
+            "webhook attempt",
+            extra={
+                "delivery_id": claim.delivery_id,
+                "attempt": claim.attempt_number,
+                "status_code": outcome.status_code,
+                "error": outcome.error,
+                "duration_ms": outcome.duration_ms,
+            },
+        )
+    return [results.get(delivery_id, "not due") for delivery_id, _ in attempts]

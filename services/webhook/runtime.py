@@ -15,11 +15,14 @@ from services.common.queue import WEBHOOKS_QUEUE, make_queue, redis_connection
 from services.common.settings import Settings
 from services.webhook.crypto import SecretBox
 from services.webhook.deliveries import RetryPolicy, parse_schedule
-from services.webhook.dispatch import enqueue_attempts
+from services.webhook.dispatch import DueAttempt, enqueue_attempts
 from services.webhook.sender import Clients
 
 # Connect, send, read: each bounded by the HTTP timeout on its own.
 HTTP_PHASES = 3
+# A batch starts no attempt after this many HTTP timeouts; what it has not sent by then it
+# gives back, so one slow endpoint's batch holds a worker thread for a bounded time.
+BATCH_SEND_TIMEOUTS = 1
 
 
 @dataclass(frozen=True)
@@ -34,14 +37,21 @@ class Runtime:
     http: Clients = field(default_factory=Clients)
 
     @property
-    def job_timeout_s(self) -> int:
-        """RQ's hard limit on one attempt: the HTTP timeout of each phase plus a margin.
+    def batch_send_s(self) -> float:
+        """Seconds into a batch after which it starts no more attempts."""
+        return BATCH_SEND_TIMEOUTS * self.settings.webhook_timeout_s
 
-        The timeout bounds connecting, sending and each read separately, so an attempt may
+    @property
+    def job_timeout_s(self) -> int:
+        """RQ's hard limit on one batch: its sending time, then one last attempt, plus a margin.
+
+        The HTTP timeout bounds connecting, sending and each read separately, so an attempt may
         legitimately take a few of them.
         """
         return math.ceil(
-            HTTP_PHASES * self.settings.webhook_timeout_s + self.settings.webhook_lease_margin_s
+            self.batch_send_s
+            + HTTP_PHASES * self.settings.webhook_timeout_s
+            + self.settings.webhook_lease_margin_s
         )
 
     @property
@@ -49,13 +59,9 @@ class Runtime:
         """How long a claimed attempt is held before it is presumed lost (outlives the job)."""
         return self.job_timeout_s + self.settings.webhook_lease_margin_s
 
-    def enqueue(self, attempts: list[tuple[str, int]]) -> None:
-        """Queues attempts (after the transaction that made them due committed)."""
+    def enqueue(self, attempts: list[DueAttempt]) -> None:
+        """Queues attempts in per-endpoint batches (after the transaction that made them due)."""
         enqueue_attempts(self.queue, attempts, job_timeout_s=self.job_timeout_s)
-
-    def enqueue_first(self, delivery_ids: list[str]) -> None:
-        """Queues the first attempt of fresh deliveries."""
-        self.enqueue([(delivery_id, 1) for delivery_id in delivery_ids])
 
 
 def build_runtime(settings: Settings, *, application_name: str, pool_size: int) -> Runtime:

@@ -227,7 +227,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             )
         self._runtime.enqueue(replayed)
         return webhook_pb2.ReplayWebhookDeliveriesResponse(
-            delivery_ids=[delivery_id for delivery_id, _ in replayed]
+            delivery_ids=[attempt.delivery_id for attempt in replayed]
         )
 
     def _get_delivery(self, owner: Owner, delivery_id: str) -> webhook_pb2.WebhookDelivery:
@@ -399,12 +399,12 @@ class WebhookInternalServicer(webhook_internal_pb2_grpc.WebhookInternalServiceSe
                 result if isinstance(result, DomainError) else render(result.event)
                 for result in results
             ]
-        self._runtime.enqueue_first(
+        self._runtime.enqueue(
             [
-                delivery_id
+                attempt
                 for result in results
                 if isinstance(result, events.Published)
-                for delivery_id in result.delivery_ids
+                for attempt in result.first_attempts
             ]
         )
         return outcomes
@@ -470,7 +470,7 @@ class WebhookInternalServicer(webhook_internal_pb2_grpc.WebhookInternalServiceSe
             )
         self._runtime.enqueue(replayed)
         return webhook_internal_pb2.ReplayDeliveriesResponse(
-            delivery_ids=[delivery_id for delivery_id, _ in replayed]
+            delivery_ids=[attempt.delivery_id for attempt in replayed]
         )
 
     def _stats(

@@ -21,8 +21,8 @@ from rq.serializers import JSONSerializer
 
 from services.common.queue import WEBHOOKS_QUEUE, enqueue_once, make_queue
 from services.runtime import embedded
-from services.webhook.dispatch import DELIVER_FUNC, enqueue_attempts
-from services.webhook.job_ids import job_id
+from services.webhook.dispatch import DELIVER_FUNC, DueAttempt, enqueue_attempts
+from services.webhook.job_ids import batch_job_id
 
 EXECUTION_TTL_S = 1
 
@@ -38,11 +38,12 @@ def redis_connection(tmp_path: Path) -> Iterator[Redis]:
         embedded.stop_redis(tmp_path / "redis")
 
 
-def _left_by_a_dead_worker(connection: Redis, delivery_id: str, attempt: int) -> Job:
+def _left_by_a_dead_worker(connection: Redis, attempt: DueAttempt) -> Job:
     """The job as RQ leaves it once a worker died running it and its cleanup marked it failed."""
     queue = make_queue(WEBHOOKS_QUEUE, connection)
+    pair = (attempt.delivery_id, attempt.attempt_number)
     job = enqueue_once(
-        queue, DELIVER_FUNC, job_id=job_id(delivery_id, attempt), args=(delivery_id, attempt)
+        queue, DELIVER_FUNC, job_id=batch_job_id(attempt.endpoint_id, [pair]), args=([pair],)
     )
     with connection.pipeline() as pipeline:
         Execution.create(job, ttl=EXECUTION_TTL_S, pipeline=pipeline)
@@ -59,17 +60,21 @@ def _left_by_a_dead_worker(connection: Redis, delivery_id: str, attempt: int) ->
 def test_enqueue_attempts__a_job_left_by_a_dead_worker_is_replaced_with_the_others(
     redis_connection: Redis,
 ) -> None:
-    stale = _left_by_a_dead_worker(redis_connection, "whd_stale", 1)
+    stale_attempt = DueAttempt("whd_stale", 1, "we_stale")
+    fresh_attempt = DueAttempt("whd_fresh", 1, "we_fresh")
+    stale = _left_by_a_dead_worker(redis_connection, stale_attempt)
     with pytest.raises(ValueError):  # RQ's own delete, which enqueue_once must not rely on
         Job.fetch(stale.id, connection=redis_connection, serializer=JSONSerializer).delete()
     queue = make_queue(WEBHOOKS_QUEUE, redis_connection)
 
-    enqueued = enqueue_attempts(queue, [("whd_stale", 1), ("whd_fresh", 1)], job_timeout_s=10)
+    enqueued = enqueue_attempts(queue, [stale_attempt, fresh_attempt], job_timeout_s=10)
 
     assert enqueued == 2
-    for delivery_id in ("whd_stale", "whd_fresh"):
-        job = Job.fetch(
-            job_id(delivery_id, 1), connection=redis_connection, serializer=JSONSerializer
-        )
+    ids = [
+        batch_job_id(a.endpoint_id, [(a.delivery_id, a.attempt_number)])
+        for a in (stale_attempt, fresh_attempt)
+    ]
+    for one in ids:
+        job = Job.fetch(one, connection=redis_connection, serializer=JSONSerializer)
         assert job.get_status() == JobStatus.QUEUED
-    assert queue.get_job_ids() == [job_id("whd_stale", 1), job_id("whd_fresh", 1)]
+    assert queue.get_job_ids() == ids

@@ -70,10 +70,10 @@ def claimed(sessions: Any, merchant: MerchantKeys, box: SecretBox) -> tuple[str,
         )
         session.add(delivery)
         session.flush()
-        claim = deliveries.claim_attempt(
-            session, delivery_id=delivery.id, attempt_number=1, lease_s=300, policy=POLICY, box=box
+        claims = deliveries.claim_attempts(
+            session, attempts=[(delivery.id, 1)], lease_s=300, policy=POLICY, box=box
         )
-        assert claim is not None
+        assert len(claims) == 1
     return endpoint.id, delivery.id
 
 
@@ -94,11 +94,9 @@ def _event(session: Session, merchant_id: str, *, create_time: datetime) -> Even
 
 def _record(sessions: Any, delivery_id: str, outcome: Outcome, attempt_number: int = 1) -> None:
     with transaction(sessions) as session:
-        deliveries.record_outcome(
+        deliveries.record_outcomes(
             session,
-            delivery_id=delivery_id,
-            attempt_number=attempt_number,
-            outcome=outcome,
+            outcomes=[(delivery_id, attempt_number, outcome)],
             policy=POLICY,
             event_bytes_max=256 * 1024,
         )
@@ -156,15 +154,15 @@ def test_duplicate_or_stale_jobs__claim_nothing_and_record_nothing(
     _, delivery_id = claimed
 
     with transaction(sessions) as session:
-        again = deliveries.claim_attempt(
-            session, delivery_id=delivery_id, attempt_number=1, lease_s=300, policy=POLICY, box=box
+        again = deliveries.claim_attempts(
+            session, attempts=[(delivery_id, 1)], lease_s=300, policy=POLICY, box=box
         )
-        ahead = deliveries.claim_attempt(
-            session, delivery_id=delivery_id, attempt_number=2, lease_s=300, policy=POLICY, box=box
+        ahead = deliveries.claim_attempts(
+            session, attempts=[(delivery_id, 2)], lease_s=300, policy=POLICY, box=box
         )
     _record(sessions, delivery_id, FAILED, attempt_number=7)
 
-    assert (again, ahead) == (None, None)
+    assert (again, ahead) == ([], [])
     with transaction(sessions) as session:
         delivery = session.get(Delivery, delivery_id)
         assert delivery is not None

@@ -3,7 +3,7 @@
 The shared platform allows private networks (its receivers are local), so this module runs its
 own webhook service in-process on a fresh database, with the default policy, authenticating
 keys through the shared platform's admin service. Attempts run in-process too (the worker's own
-`run_attempt`), so nothing of the shared platform's worker is involved.
+`run_batch`), so nothing of the shared platform's worker is involved.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from services.webhook import addresses, endpoints
 from services.webhook.crypto import SecretBox
 from services.webhook.deliveries import RetryPolicy
 from services.webhook.endpoints import Owner
-from services.webhook.jobs import run_attempt
+from services.webhook.jobs import run_batch
 from services.webhook.models import Delivery, DeliveryAttempt
 from services.webhook.runtime import Runtime
 from services.webhook.server import spec_for
@@ -206,7 +206,7 @@ def _attempt_errors(strict: Strict, merchant_id: str) -> list[str]:
             session.scalars(select(Delivery.id).where(Delivery.merchant_id == merchant_id))
         )
     for delivery_id in delivery_ids:
-        assert run_attempt(strict.runtime, delivery_id=delivery_id, attempt_number=1) == "failed"
+        assert run_batch(strict.runtime, attempts=[(delivery_id, 1)]) == ["failed"]
     with transaction(strict.runtime.sessions) as session:
         return list(
             session.scalars(
