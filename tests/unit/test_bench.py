@@ -121,7 +121,8 @@ def test_rows_from__every_goal_of_the_issue_gets_a_row() -> None:
             "backlog_bounded": True,
             "offered_rate": 75.0,
         },
-        "webhook_fanout": {"deliveries_per_s": 40.0, "noop_jobs_per_s": 100.0},
+        "webhook_fanout": {"deliveries_per_s": 70.0, "noop_jobs_per_s": 100.0},
+        "webhook_sustained": {"deliveries_per_s": 320.0, "cpu_ms_per_delivery": {"webhook": 0.2}},
         "memory": {
             "idle_rss_mib": {"payment": 90.0, "postgres": 400.0},
             "loaded_peak_rss_mib": {"payment": 320.0, "redis": 10.0},
@@ -138,7 +139,8 @@ def test_rows_from__every_goal_of_the_issue_gets_a_row() -> None:
     assert judged[("3 ledger postings c32", "c32/c8 kept", "pgbench")] is False  # 0.75 < 0.8
     assert judged[("4 end to end", "payments/s sustained", "pgbench")] is True  # 80 >= 75
     assert judged[("4 end to end", "backlog at end", "offered")] is True
-    assert judged[("5 webhook fan-out", "deliveries/s", "no-op")] is False
+    assert judged[("5 webhook fan-out", "deliveries/s", "no-op")] is False  # 0.7 < 0.8
+    assert judged[("5 webhook one endpoint", "deliveries/s sustained", "")] is True  # >= 300
     assert judged[("6 resources", "idle RSS max (payment)", "postgres")] is True  # not postgres
     assert judged[("6 resources", "loaded RSS max (payment)", "postgres")] is False
     assert judged[("6 resources", "warm start -> healthy", "")] is True
