@@ -52,12 +52,17 @@ def check_outside_ephemeral(ports: dict[str, int], *, path: Path = EPHEMERAL_RAN
         )
 
 
-def free_port(host: str = "127.0.0.1", *, path: Path = EPHEMERAL_RANGE_FILE) -> int:
+def free_port(
+    host: str = "127.0.0.1", *, room_above: int = 0, path: Path = EPHEMERAL_RANGE_FILE
+) -> int:
     """A TCP port free on `host` right now, picked at random below the ephemeral range.
 
     At random, so that test sessions and platforms starting side by side rarely pick the same.
+    `room_above` keeps the port that far below the range, for ports derived from it (the
+    shifted ports of replica copies).
     """
     low, _ = ephemeral_port_range(path)
+    low -= room_above
     if low <= FREE_PORT_LOW:
         raise ConfigurationError(
             f"the kernel's ephemeral port range starts at {low} ({path}): no room below it "

@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -235,18 +236,41 @@ def _copies(settings: Settings, commands: dict[str, list[str]]) -> dict[str, lis
     return extra
 
 
-def free_port_settings() -> dict[str, str]:
+def free_port_settings(*, replicas: int = 1, step: int = 0) -> dict[str, str]:
     """Environment variables that put every listener of a platform on its own free port.
 
-    Below the kernel's ephemeral range, as the defaults are (services/common/ports.py).
+    Below the kernel's ephemeral range, as the defaults are (services/common/ports.py). With
+    `replicas` copies `step` apart, each service port's shifted copies are free too, and even
+    the copy after the last stays below the range: a copy process is given its shifted port as
+    its own and checks its settings' copies from there (one step further).
     """
-    names = ["http_port", "envoy_admin_port", "webapps_port", "demo_shop_port"] + [
+    names = ["http_port", "envoy_admin_port", "webapps_port", "demo_shop_port"]
+    service_names = [
         f"{service}_{kind}_port" for service in SERVICE_NAMES for kind in ("grpc", "metrics")
     ]
     chosen: set[int] = set()
     while len(chosen) < len(names):
         chosen.add(free_port())
-    return {f"PAYMESH_{name.upper()}": str(port) for name, port in zip(names, chosen, strict=True)}
+    ports = dict(zip(names, sorted(chosen), strict=True))
+    room = replicas * step if replicas > 1 else 0
+    for name in service_names:
+        while True:
+            port = free_port(room_above=room)
+            copies = {port + copy * step for copy in range(replicas)} if room else {port}
+            if copies.isdisjoint(chosen) and all(map(_port_free, copies)):
+                break
+        chosen |= copies
+        ports[name] = port
+    return {f"PAYMESH_{name.upper()}": str(port) for name, port in ports.items()}
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_healthy(
@@ -306,7 +330,9 @@ class LocalPlatform:
             self.stop()
             self.children = {}
             self.environment = None
-            fresh = free_port_settings()
+            fresh = free_port_settings(
+                replicas=self.settings.replicas, step=self.settings.replica_port_step
+            )
             self.variables = {
                 **self.given_variables,
                 **{k: v for k, v in fresh.items() if k in self.given_variables},

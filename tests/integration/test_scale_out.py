@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -30,7 +29,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.admin import merchants
 from services.common.db import make_engine, make_sessionmaker, transaction
-from services.common.ports import ephemeral_port_range
 from services.common.settings import SERVICE_NAMES, ServiceName
 from services.runtime.platform import LocalPlatform, free_port_settings
 from tests.integration.conftest import _fresh_database
@@ -45,29 +43,9 @@ CALLS_PER_PHASE = 24
 PHASE_TIMEOUT_S = 60.0
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _variables(data_dir: Path) -> dict[str, str]:
     """Free ports for the first copies whose shifted ports (second copies) are free too."""
-    ephemeral_low, _ = ephemeral_port_range()
-    for _ in range(20):
-        ports = free_port_settings()
-        shifted = [
-            int(value) + PORT_STEP
-            for name, value in ports.items()
-            if name.endswith(("_GRPC_PORT", "_METRICS_PORT"))
-        ]
-        if all(port < ephemeral_low and _port_free(port) for port in shifted):
-            break
-    else:
-        raise RuntimeError("no free ports for the second copies")
+    ports = free_port_settings(replicas=REPLICAS, step=PORT_STEP)
     variables = {
         **ports,
         "PAYMESH_DATA_DIR": str(data_dir),
@@ -230,7 +208,7 @@ def _rest_calls(
         return None
 
     def list_payments(client: httpx.Client, _: grpc.Channel) -> str | None:
-        reply = client.get("/v1/payments", params={"limit": 5}, headers=headers)
+        reply = client.get("/v1/payments", params={"page_size": 5}, headers=headers)
         if reply.status_code != 200:
             return f"list payments: {reply.status_code} {reply.text[:200]}"
         return None

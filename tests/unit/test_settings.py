@@ -8,6 +8,7 @@ from pydantic import SecretStr
 from services.common.errors import ConfigurationError
 from services.common.ports import ephemeral_port_range
 from services.common.settings import SERVICE_NAMES, Settings
+from services.runtime.platform import free_port_settings, settings_from
 
 
 def test_default_listen_ports__lie_below_the_ephemeral_range_with_every_replica() -> None:
@@ -60,3 +61,25 @@ def test_database_url__prints_masked() -> None:
     assert "hunter2-secret" not in repr(settings)
     assert "hunter2-secret" not in str(settings)
     assert settings.require_database_url() == url
+
+
+def test_free_port_settings__every_copy_process_of_a_scaled_platform_accepts_its_ports() -> None:
+    """A copy process gets its shifted port as its own and checks its copies one step further.
+
+    The scale-out drill's copies died at start when a picked port plus two steps fell into the
+    ephemeral range; every copy's settings must now validate.
+    """
+    replicas, step = 2, 1000
+    ports = free_port_settings(replicas=replicas, step=step)
+    low, _ = ephemeral_port_range()
+    variables = {**ports, "PAYMESH_REPLICAS": "2", "PAYMESH_REPLICA_PORT_STEP": str(step)}
+    for service in SERVICE_NAMES:
+        prefix = f"PAYMESH_{service.upper()}"
+        for kind in ("GRPC", "METRICS"):
+            assert int(ports[f"{prefix}_{kind}_PORT"]) + replicas * step < low
+        copy_variables = {
+            **variables,
+            f"{prefix}_GRPC_PORT": str(int(ports[f"{prefix}_GRPC_PORT"]) + step),
+            f"{prefix}_METRICS_PORT": str(int(ports[f"{prefix}_METRICS_PORT"]) + step),
+        }
+        settings_from(copy_variables)  # raises ConfigurationError if a copy were refused
