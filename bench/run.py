@@ -40,7 +40,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from sqlalchemy import text
 
-from bench import ledger_postings, loadgen, noop_worker, report
+from bench import ledger_postings, loadgen, noop_worker, rates, report
 from bench.loadgen import Point, Run
 from bench.resources import CpuMeter, Sampler, cpu_seconds
 from services.common.db import make_engine, make_sessionmaker, transaction
@@ -67,6 +67,14 @@ RESULTS_DIR = ROOT / "bench" / "results"
 BENCH_VARIABLES = {"PAYMESH_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true"}
 CARD_EVENT = "payment.succeeded"
 API_TIMEOUT_S = 30.0
+# Issue 13's fixed-rate end-to-end row: payments offered per second (`--e2e-rate` overrides).
+E2E_RATE = 100.0
+# The highest-rate search: each held run steps the rate up by this factor, to this cap; a run's
+# webhooks get this long after its last create (at least the 1 s p99 limit, see bench/rates.py).
+SEARCH_FACTOR = 1.5
+SEARCH_RATE_CAP = 400.0
+SEARCH_GRACE_S = 3.0
+CPU_MS_PER_PAYMENT_MAX = 15.0  # issue 13: CPU of one payment across every process
 
 
 @dataclass(frozen=True)
@@ -83,10 +91,14 @@ class Plan:
     settle_s: float
     profile_s: float
     sustained_deliveries: int
+    search_start_rate: float
+    search_step_s: float
+    search_bisections: int
+    search_budget_s: float
 
 
-FULL = Plan("full", 30, 5, 10, 60, 45, 50, 5, 20, 3000)
-QUICK = Plan("quick", 5, 1, 1, 10, 10, 15, 1, 8, 1000)
+FULL = Plan("full", 30, 5, 10, 60, 45, 50, 5, 20, 3000, 20, 15, 2, 240)
+QUICK = Plan("quick", 5, 1, 1, 10, 10, 15, 1, 8, 1000, 10, 6, 1, 50)
 
 
 @dataclass
@@ -462,11 +474,22 @@ def latency_series(arrivals: list[list[Any]], *, start_us: int, slice_s: float) 
     ]
 
 
-def scenario_end_to_end(
-    bench: Bench, hooks: Receiver, *, api_key: str, rate: float
+def fixed_rate_run(
+    bench: Bench,
+    hooks: Receiver,
+    *,
+    api_key: str,
+    path: str,
+    rate: float,
+    load_s: float,
+    drain_s: float,
 ) -> dict[str, Any]:
-    """4. Payments at a fixed rate, processed, posted, their webhook received and verified."""
-    plan = bench.plan
+    """Card payments at `rate`/s for `load_s`, then up to `drain_s` for their webhooks at `path`.
+
+    Figures only for this run's payments (webhooks sent from its start on: earlier runs to the
+    same endpoint do not count). CPU is every platform process's, PostgreSQL and Redis included,
+    from the first create to the end of the drain.
+    """
     connections = max(8, min(128, int(rate)))  # room for ~1 s of latency at the offered rate
     threads = min(loadgen.WRK_THREADS, connections)
     backlog = Backlog(bench)
@@ -477,52 +500,167 @@ def scenario_end_to_end(
         "create_payment.lua",
         bench.url,
         connections=connections,
-        duration_s=plan.e2e_s,
+        duration_s=load_s,
         args=[api_key, secrets.token_hex(4), "1", f"{rate / threads:.3f}"],
     )
     load_end_us = time.time_ns() // 1000
-    at_end = backlog.samples[-1] if backlog.samples else backlog.read()
-    created = int(report_["requests"]) - sum(int(v) for v in report_["errors"].values())
+
+    def ours() -> list[list[Any]]:
+        return [a for a in hooks.arrivals(path) if a[1] is not None and a[1] >= start_us]
+
+    errors = sum(int(v) for v in report_["errors"].values())
+    created = int(report_["requests"]) - errors
     drain_started = time.monotonic()
     with contextlib.suppress(TimeoutError):
-        _poll(
-            lambda: len(hooks.arrivals("/hook/e2e")) >= created,
-            timeout_s=plan.drain_s,
-            what="every webhook",
-            every_s=1.0,
-        )
+        _poll(lambda: len(ours()) >= created, timeout_s=drain_s, what="every webhook", every_s=0.5)
     drain_s = time.monotonic() - drain_started
     backlog.stop()
-    cpu = meter.shares()
-    arrivals = hooks.arrivals("/hook/e2e")
-    in_window = [a for a in arrivals if a[0] <= load_end_us]
-    latencies = [(a[0] - a[1]) / 1000 for a in arrivals if a[1] is not None]
+    after_drain = backlog.read()
+    used_s = meter.seconds()
+    arrivals = ours()
     window_s = (load_end_us - start_us) / 1e6
-    peak = max((s["total"] for s in backlog.samples), default=0.0)
-    bound = round(max(20.0, rate * 5))  # five seconds of offered work
+    in_window = [a for a in arrivals if a[0] <= load_end_us]
+    latencies = [(a[0] - a[1]) / 1000 for a in arrivals]
+    judged = rates.judge_backlog(
+        [(s["t_s"], s["total"]) for s in backlog.samples], rate=rate, load_s=window_s
+    )
+    late = rates.late_share(
+        latencies, missing=max(0, created - len(arrivals)), limit_ms=rates.P99_MS_MAX
+    )
     run = Run(
         requests=len(in_window),
         duration_s=round(window_s, 3),
         p50_ms=round(loadgen.percentile(latencies, 50), 1),
         p99_ms=round(loadgen.percentile(latencies, 99), 1),
-        errors=sum(int(v) for v in report_["errors"].values()),
-        series=latency_series(arrivals, start_us=start_us, slice_s=plan.slice_s),
+        errors=errors,
+        series=latency_series(arrivals, start_us=start_us, slice_s=bench.plan.slice_s),
     )
-    data = bench.record("end_to_end", run, cpu)
+    return {
+        "run": run,
+        "offered_rate": round(rate, 1),
+        "created": created,
+        "create_p99_ms": round(int(report_["latency_us"]["p99"]) / 1000, 1),
+        "delivered_total": len(arrivals),
+        "delivered_in_window": len(in_window),
+        "drain_s": round(drain_s, 1),
+        # The last sample of the load (sampling went on through the drain).
+        "backlog_at_end": next(
+            (s for s in reversed(backlog.samples) if s["t_s"] <= window_s), after_drain
+        ),
+        "backlog_peak": max((s["total"] for s in backlog.samples), default=0.0),
+        "backlog_bound": judged.bound,
+        "backlog_slope_per_s": judged.slope_per_s,
+        "backlog_growth_max_per_s": judged.growth_max_per_s,
+        "backlog_bounded": judged.bounded,
+        "backlog_samples": backlog.samples,
+        # What the drain left: payments not final yet and webhooks not received yet.
+        "after_drain": {
+            "payments_processing": after_drain["payments_processing"],
+            "webhooks_not_received": max(0, created - len(arrivals)),
+            "total": after_drain["total"],
+        },
+        "late_share": round(late, 4),
+        "step": rates.judge_step(
+            rate=rate, load_s=window_s, created=created, backlog=judged, late=late
+        ),
+        "cpu_cores": {**meter.shares()},
+        "cpu_ms_per_payment": (
+            round(1000 * sum(used_s.values()) / len(arrivals), 2) if arrivals else None
+        ),
+        "cpu_ms_per_payment_by_process": {
+            name: round(1000 * seconds / len(arrivals), 2) if arrivals else None
+            for name, seconds in used_s.items()
+        },
+    }
+
+
+def scenario_end_to_end(
+    bench: Bench, hooks: Receiver, *, api_key: str, rate: float
+) -> dict[str, Any]:
+    """4. Payments at a fixed rate, processed, posted, their webhook received and verified."""
+    figures = fixed_rate_run(
+        bench,
+        hooks,
+        api_key=api_key,
+        path="/hook/e2e",
+        rate=rate,
+        load_s=bench.plan.e2e_s,
+        drain_s=bench.plan.drain_s,
+    )
+    run, step = figures.pop("run"), figures.pop("step")
+    data = bench.record("end_to_end", run, figures.pop("cpu_cores"))
     data.update(
-        offered_rate=round(rate, 1),
-        created=created,
-        create_p99_ms=round(int(report_["latency_us"]["p99"]) / 1000, 1),
-        delivered_total=len(arrivals),
-        delivered_in_window=len(in_window),
-        drain_s=round(drain_s, 1),
-        backlog_at_end=at_end,
-        backlog_peak=peak,
-        backlog_bound=bound,
-        backlog_bounded=at_end["total"] <= bound,
-        backlog_samples=backlog.samples,
-        bad_signatures=hooks.stats()["bad_signature"],
+        figures, held=step.held, why=step.why, bad_signatures=hooks.stats()["bad_signature"]
     )
+    return data
+
+
+def scenario_highest_rate(bench: Bench, hooks: Receiver, *, api_key: str) -> dict[str, Any]:
+    """4. The highest rate that holds, found by short fixed-rate runs (`bench.rates`).
+
+    Before each run the previous one's backlog is left to drain (within the time budget), so a
+    run starts from an empty pipeline; the search ends when `rates.next_rate` says so or the
+    budget cannot fit another run.
+    """
+    plan = bench.plan
+    started = time.monotonic()
+    deadline = started + plan.search_budget_s
+    steps: list[rates.Step] = []
+    runs: list[dict[str, Any]] = []
+    probe = Backlog(bench)
+    try:
+        while (
+            rate := rates.next_rate(
+                steps,
+                start=plan.search_start_rate,
+                factor=SEARCH_FACTOR,
+                bisections=plan.search_bisections,
+                cap=SEARCH_RATE_CAP,
+            )
+        ) is not None:
+            with contextlib.suppress(TimeoutError):
+                _poll(
+                    lambda: probe.read()["total"] <= rates.BACKLOG_ITEMS_MIN,
+                    timeout_s=max(0.0, deadline - time.monotonic() - plan.search_step_s),
+                    what="the previous run's backlog",
+                    every_s=1.0,
+                )
+            if time.monotonic() + plan.search_step_s + SEARCH_GRACE_S > deadline:
+                break
+            figures = fixed_rate_run(
+                bench,
+                hooks,
+                api_key=api_key,
+                path="/hook/search",
+                rate=rate,
+                load_s=plan.search_step_s,
+                drain_s=SEARCH_GRACE_S,
+            )
+            step = figures["step"]
+            steps.append(step)
+            log(f"  {rate:.1f}/s: {'held' if step.held else 'did not hold: ' + step.why}")
+            runs.append(
+                {
+                    "rate": rate,
+                    "held": step.held,
+                    "why": step.why,
+                    "sustained": figures["run"].rps,
+                    "p99_ms": figures["run"].p99_ms,
+                    "late_share": figures["late_share"],
+                    "backlog_at_end": figures["backlog_at_end"].get("total"),
+                    "backlog_slope_per_s": figures["backlog_slope_per_s"],
+                    "cpu_ms_per_payment": figures["cpu_ms_per_payment"],
+                }
+            )
+    finally:
+        probe.stop()
+    data = {
+        "highest_held_rate": rates.highest_held(steps),
+        "steps": runs,
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "budget_s": plan.search_budget_s,
+    }
+    bench.results["highest_rate"] = data
     return data
 
 
@@ -833,6 +971,93 @@ def summarise_stacks(lines: list[str], top: int = 15) -> dict[str, Any]:
 # --- the run --------------------------------------------------------------------------------
 
 
+def end_to_end_rows(e2e: dict[str, Any], search: dict[str, Any]) -> list[report.Row]:
+    """Issue 13's end-to-end rows: the fixed-rate run and the highest rate that held."""
+    offered = e2e.get("offered_rate")
+    cpu = e2e.get("cpu_ms_per_payment")
+    p99 = e2e.get("p99_ms")
+    slope = e2e.get("backlog_slope_per_s")
+    growth_max = e2e.get("backlog_growth_max_per_s")
+    after = e2e.get("after_drain") or {}
+    at_end, bound = e2e.get("backlog_at_end", {}).get("total"), e2e.get("backlog_bound")
+    highest = search.get("highest_held_rate")
+    tried = ", ".join(
+        f"{step['rate']:g}{'' if step['held'] else ' no'}" for step in search.get("steps", [])
+    )
+    return [
+        report.ratio_row(
+            "4 end to end",
+            "payments/s sustained",
+            e2e.get("rps"),
+            "/s",
+            baseline_name="offered",
+            baseline=offered,
+            baseline_unit="/s",
+            goal_ratio=rates.KEPT_SHARE,
+        ),
+        report.Row(
+            "4 end to end",
+            "backlog at end of load",
+            at_end,
+            "items",
+            f"offered {offered}/s",
+            None,
+            f"<= {bound}",
+            None if at_end is None or bound is None else at_end <= bound,
+        ),
+        report.Row(
+            "4 end to end",
+            "backlog trend, 2nd half",
+            slope,
+            "items/s",
+            "least squares",
+            None,
+            f"<= {growth_max} items/s",
+            None if slope is None or growth_max is None else slope <= growth_max,
+        ),
+        report.info_row(
+            "4 end to end",
+            "left after drain",
+            after.get("payments_processing"),
+            "processing",
+            f"{after.get('webhooks_not_received')} webhooks not received, "
+            f"drain {e2e.get('drain_s')} s",
+        ),
+        report.info_row("4 end to end", "create->webhook p50", e2e.get("p50_ms"), "ms"),
+        report.Row(
+            "4 end to end",
+            "create->webhook p99",
+            p99,
+            "ms",
+            goal=f"<= {rates.P99_MS_MAX:.0f} ms",
+            met=None if p99 is None else p99 <= rates.P99_MS_MAX,
+        ),
+        report.Row(
+            "4 end to end",
+            "CPU / payment, all processes",
+            cpu,
+            "ms",
+            "paymesh + postgres + redis",
+            goal=f"<= {CPU_MS_PER_PAYMENT_MAX:g} ms",
+            met=None if cpu is None else cpu <= CPU_MS_PER_PAYMENT_MAX,
+        ),
+        report.info_row(
+            "4 end to end",
+            "create errors / bad signatures",
+            e2e.get("errors"),
+            "req",
+            f"{e2e.get('bad_signatures')} bad signatures",
+        ),
+        report.info_row(
+            "4 highest rate held",
+            "payments/s offered",
+            highest,
+            "/s",
+            f"tried {tried} in {search.get('elapsed_s')} s" if search else "",
+        ),
+    ]
+
+
 def rows_from(results: dict[str, Any]) -> list[report.Row]:
     """The table: each figure beside its same-run baseline and goal."""
     get = results.get
@@ -926,6 +1151,29 @@ def rows_from(results: dict[str, Any]) -> list[report.Row]:
             "req",
             limit=1,
         ),
+        report.ratio_row(
+            "2 create with card c32",
+            "throughput",
+            rps("create_card_c32"),
+            "req/s",
+            baseline_name="pgbench c32",
+            baseline=pg32,
+            baseline_unit="tps",
+            goal_ratio=0.15,
+        ),
+        report.info_row(
+            "2 create with card c32",
+            "payment service CPU / request",
+            (get("create_card_c32") or {}).get("payment_cpu_ms_per_request"),
+            "ms",
+        ),
+        report.limit_row(
+            "2 create with card c32",
+            "errors (non-2xx, timeouts)",
+            (get("create_card_c32") or {}).get("errors"),
+            "req",
+            limit=1,
+        ),
     ]
     ledger8, ledger32 = rps("ledger_c8"), rps("ledger_c32")
     for clients, ledger, pg in ((8, ledger8, pg8), (32, ledger32, pg32)):
@@ -967,39 +1215,7 @@ def rows_from(results: dict[str, Any]) -> list[report.Row]:
                 kept >= pg_kept,
             )
         )
-    e2e = get("end_to_end") or {}
-    best_pg = max(pg8 or 0.0, pg32 or 0.0) or None
-    rows += [
-        report.ratio_row(
-            "4 end to end",
-            "payments/s sustained",
-            e2e.get("rps"),
-            "/s",
-            baseline_name="pgbench best",
-            baseline=best_pg,
-            baseline_unit="tps",
-            goal_ratio=0.15,
-        ),
-        report.Row(
-            "4 end to end",
-            "backlog at end",
-            e2e.get("backlog_at_end", {}).get("total"),
-            "items",
-            f"offered {e2e.get('offered_rate')}/s",
-            None,
-            f"<= {e2e.get('backlog_bound')}",
-            e2e.get("backlog_bounded"),
-        ),
-        report.info_row("4 end to end", "create->webhook p50", e2e.get("p50_ms"), "ms"),
-        report.info_row("4 end to end", "create->webhook p99", e2e.get("p99_ms"), "ms"),
-        report.info_row(
-            "4 end to end",
-            "create errors / bad signatures",
-            e2e.get("errors"),
-            "req",
-            f"{e2e.get('bad_signatures')} bad signatures",
-        ),
-    ]
+    rows += end_to_end_rows(get("end_to_end") or {}, get("highest_rate") or {})
     fan = get("webhook_fanout") or {}
     rows.append(
         report.ratio_row(
@@ -1068,7 +1284,7 @@ def rows_from(results: dict[str, Any]) -> list[report.Row]:
 def run_scenarios(bench: Bench, only: set[str], e2e_rate: float | None = None) -> None:
     """Every scenario in order, each guarded so one failure still leaves a report.
 
-    The end-to-end rate is the goal's (0.15 x pgbench's best) unless `e2e_rate` fixes it, for
+    The end-to-end rate is issue 13's fixed 100 payments/s unless `e2e_rate` sets another, for
     before/after comparisons of one scenario.
     """
     plan = bench.plan
@@ -1129,12 +1345,14 @@ def run_scenarios(bench: Bench, only: set[str], e2e_rate: float | None = None) -
     e2e_key = create_merchant(bench, "Bench End To End")
     fan_key = create_merchant(bench, "Bench Fan-out")
     one_key = create_merchant(bench, "Bench One Endpoint")
+    search_key = create_merchant(bench, "Bench Rate Search")
     hook = f"http://127.0.0.1:{hook_port}"
     endpoint_secrets = [
         create_endpoint(bench, e2e_key, f"{hook}/hook/e2e"),
         create_endpoint(bench, fan_key, f"{hook}/hook/fan-a"),
         create_endpoint(bench, fan_key, f"{hook}/hook/fan-b"),
         create_endpoint(bench, one_key, f"{hook}/hook/one"),
+        create_endpoint(bench, search_key, f"{hook}/hook/search"),
     ]
     with receiver(hook_port, endpoint_secrets, bench.platform.log_dir / "receiver.log") as hooks:
         fan_merchant = bench.results["merchants"]["Bench Fan-out"]
@@ -1149,12 +1367,21 @@ def run_scenarios(bench: Bench, only: set[str], e2e_rate: float | None = None) -
             "webhook_sustained",
             lambda: scenario_sustained(bench, hooks, merchant_id=one_merchant, path="/hook/one"),
         )
-        pg_best = max(
-            float((bench.results.get(n) or {}).get("rps") or 0)
-            for n in ("pgbench_c8", "pgbench_c32")
-        )
-        rate = e2e_rate or max(5.0, 0.15 * pg_best)
+        rate = e2e_rate or E2E_RATE
         step("end_to_end", lambda: scenario_end_to_end(bench, hooks, api_key=e2e_key, rate=rate))
+        step("highest_rate", lambda: scenario_highest_rate(bench, hooks, api_key=search_key))
+    # Last under load: every create starts processing, whose backlog would weigh on the
+    # scenarios after it (a merchant of its own, without endpoints, so no webhooks).
+    step(
+        "create_card_c32",
+        lambda: scenario_wrk(
+            bench,
+            "create_card_c32",
+            "create_payment.lua",
+            connections=32,
+            args=[create_merchant(bench, "Bench Create Card"), secrets.token_hex(4), "1"],
+        ),
+    )
     peaks = sampler.stop()
     bench.results["memory"]["loaded_peak_rss_mib"] = peaks
     bench.results["memory"]["paymesh_processes"] = paymesh_names
