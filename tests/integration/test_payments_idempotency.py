@@ -344,8 +344,9 @@ def test_create_with_card_and_key__is_one_transaction_without_reads(
         assert not replayed and payment.status == "processing"
         assert len(checkouts) == len(commits) == 1
         verbs = sorted(statement.split()[0] for statement in statements)
-        # The key claimed and completed, the token, the payment, its job and its event.
-        assert verbs == ["INSERT"] * 5 + ["UPDATE"], statements
+        # The key claimed and completed, the token, the payment, and its job and its event in
+        # one executemany.
+        assert verbs == ["INSERT"] * 4 + ["UPDATE"], statements
         statements.clear()
         again, replayed = servicer._create(principal, "one-transaction", request)
         assert replayed and again == payment
