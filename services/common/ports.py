@@ -70,12 +70,20 @@ def free_port(
         )
     for _ in range(FREE_PORT_ATTEMPTS_MAX):
         port = random.randrange(FREE_PORT_LOW, low)  # noqa: S311 - not a secret
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
+        if port_is_free(port, host):
             return port
     raise ConfigurationError(
         f"no free port on {host} in {FREE_PORT_LOW}-{low - 1} after {FREE_PORT_ATTEMPTS_MAX} tries"
     )
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Tell whether a listener could bind `port` on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers do: a previous run's connections in TIME_WAIT do not hold the port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True

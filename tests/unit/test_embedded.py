@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import redis
 
-from services.common.ports import ephemeral_port_range, free_port
+from services.common.ports import ephemeral_port_range, free_port, port_is_free
 from services.common.settings import Settings
 from services.runtime.embedded import (
     PG_HBA,
@@ -79,6 +79,16 @@ def test_free_port__is_bindable_and_below_the_ephemeral_range() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
     assert port < ephemeral_port_range()[0]
+
+
+def test_port_is_free__not_while_a_listener_holds_it() -> None:
+    port = free_port()
+    assert port_is_free(port)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        assert not port_is_free(port)
+    assert port_is_free(port)
 
 
 def test_postgres__restart_keeps_data_and_port(pg_dir: Path) -> None:
