@@ -239,9 +239,10 @@ def free_port_settings(*, replicas: int = 1, step: int = 0) -> dict[str, str]:
     """Environment variables that put every listener of a platform on its own free port.
 
     Below the kernel's ephemeral range, as the defaults are (services/common/ports.py). With
-    `replicas` copies `step` apart, each service port's shifted copies are free too, and even
-    the copy after the last stays below the range: a copy process is given its shifted port as
-    its own and checks its settings' copies from there (one step further).
+    `replicas` copies `step` apart, each service port's shifted copies are free too, and the
+    ports the last copy checks stay below the range: a copy process is given its shifted port
+    as its own and checks its settings' copies from there, up to 2 * (replicas - 1) steps
+    above the first copy's.
     """
     names = ["http_port", "envoy_admin_port", "webapps_port", "demo_shop_port"]
     service_names = [
@@ -251,11 +252,11 @@ def free_port_settings(*, replicas: int = 1, step: int = 0) -> dict[str, str]:
     while len(chosen) < len(names):
         chosen.add(free_port())
     ports = dict(zip(names, sorted(chosen), strict=True))
-    room = replicas * step if replicas > 1 else 0
+    room = 2 * (replicas - 1) * step
     for name in service_names:
         while True:
             port = free_port(room_above=room)
-            copies = {port + copy * step for copy in range(replicas)} if room else {port}
+            copies = {port + copy * step for copy in range(replicas)}
             if copies.isdisjoint(chosen) and all(map(port_is_free, copies)):
                 break
         chosen |= copies

@@ -6,7 +6,7 @@ import pytest
 from pydantic import SecretStr
 
 from services.common.errors import ConfigurationError
-from services.common.ports import ephemeral_port_range
+from services.common.ports import FREE_PORT_LOW, ephemeral_port_range
 from services.common.settings import SERVICE_NAMES, Settings
 from services.runtime.platform import free_port_settings, settings_from
 
@@ -63,23 +63,34 @@ def test_database_url__prints_masked() -> None:
     assert settings.require_database_url() == url
 
 
-def test_free_port_settings__every_copy_process_of_a_scaled_platform_accepts_its_ports() -> None:
-    """A copy process gets its shifted port as its own and checks its copies one step further.
+@pytest.mark.parametrize("replicas", [2, 3, 4])
+def test_free_port_settings__every_copy_process_of_a_scaled_platform_accepts_its_ports(
+    replicas: int,
+) -> None:
+    """A copy process gets its shifted port as its own and checks its copies from there.
 
     The scale-out drill's copies died at start when a picked port plus two steps fell into the
-    ephemeral range; every copy's settings must now validate.
+    ephemeral range; the last copy checks ports up to 2 * (replicas - 1) steps above the first,
+    and every copy's settings must validate.
     """
-    replicas, step = 2, 1000
-    ports = free_port_settings(replicas=replicas, step=step)
     low, _ = ephemeral_port_range()
-    variables = {**ports, "PAYMESH_REPLICAS": "2", "PAYMESH_REPLICA_PORT_STEP": str(step)}
+    # As wide as leaves room: the copies' ports span most of what lies below the range.
+    step = (low - FREE_PORT_LOW) // (2 * replicas)
+    ports = free_port_settings(replicas=replicas, step=step)
+    variables = {
+        **ports,
+        "PAYMESH_REPLICAS": str(replicas),
+        "PAYMESH_REPLICA_PORT_STEP": str(step),
+    }
     for service in SERVICE_NAMES:
         prefix = f"PAYMESH_{service.upper()}"
         for kind in ("GRPC", "METRICS"):
-            assert int(ports[f"{prefix}_{kind}_PORT"]) + replicas * step < low
-        copy_variables = {
-            **variables,
-            f"{prefix}_GRPC_PORT": str(int(ports[f"{prefix}_GRPC_PORT"]) + step),
-            f"{prefix}_METRICS_PORT": str(int(ports[f"{prefix}_METRICS_PORT"]) + step),
-        }
-        settings_from(copy_variables)  # raises ConfigurationError if a copy were refused
+            assert int(ports[f"{prefix}_{kind}_PORT"]) + 2 * (replicas - 1) * step < low
+        for copy in range(1, replicas):
+            shift = copy * step
+            copy_variables = {
+                **variables,
+                f"{prefix}_GRPC_PORT": str(int(ports[f"{prefix}_GRPC_PORT"]) + shift),
+                f"{prefix}_METRICS_PORT": str(int(ports[f"{prefix}_METRICS_PORT"]) + shift),
+            }
+            settings_from(copy_variables)  # raises ConfigurationError if a copy were refused
