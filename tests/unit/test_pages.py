@@ -48,9 +48,6 @@ def test_page_tokens__reveal_no_position() -> None:
 def test_page_tokens__tampered_foreign_or_forged_are_refused() -> None:
     tokens = PageTokens("key")
     token = tokens.seal_after(WHEN, "pay_1", list_name="payments", scope=MINE)
-    raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    raw[-1] ^= 1
-    tampered = base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
     # What a token looked like before: readable base64 of the position.
     forged = base64.urlsafe_b64encode(json.dumps([WHEN.isoformat(), "p" * 3000]).encode()).decode()
 
@@ -60,7 +57,6 @@ def test_page_tokens__tampered_foreign_or_forged_are_refused() -> None:
         "e30",
         "!!!",
         "é" * 20,
-        tampered,
         forged,
         "A" * (TOKEN_LENGTH_MAX + 1),
     ]:
@@ -69,6 +65,19 @@ def test_page_tokens__tampered_foreign_or_forged_are_refused() -> None:
     _refused(tokens, token, scope={**MINE, "livemode": True})
     _refused(tokens, token, list_name="refunds")
     _refused(PageTokens("another key"), token)
+
+
+def test_page_tokens__a_one_bit_change_anywhere_is_refused() -> None:
+    """Flipping a byte's lowest bit turns a digit into another digit: a readable or merely
+    encrypted (unauthenticated) position would still open, at another place in the list."""
+    tokens = PageTokens("key")
+    token = tokens.seal_after(WHEN, "pay_1", list_name="payments", scope=MINE)
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+
+    for index in range(len(raw)):
+        changed = bytearray(raw)
+        changed[index] ^= 1
+        _refused(tokens, base64.urlsafe_b64encode(bytes(changed)).decode().rstrip("="))
 
 
 def test_page_size__defaults_and_bounds() -> None:
