@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, insert
+from sqlalchemy import Connection, Row, Table, insert
 from sqlalchemy.orm import Session
 
 from services.common.ids import new_id
@@ -64,7 +64,14 @@ def add_event(
     session: Session, *, event_type: str, merchant_id: str, livemode: bool, obj: dict[str, Any]
 ) -> str:
     """Asks the relay to publish an event once this commits; returns its id."""
-    row = event_row(event_type=event_type, merchant_id=merchant_id, livemode=livemode, obj=obj)
+    return _add_event_row(
+        session,
+        event_row(event_type=event_type, merchant_id=merchant_id, livemode=livemode, obj=obj),
+    )
+
+
+def _add_event_row(session: Session, row: dict[str, Any]) -> str:
+    """Adds an `event_row` to the session; returns the event's id."""
     session.add(OutboxMessage(**row))
     return str(row["payload"]["id"])
 
@@ -78,17 +85,21 @@ def payment_drive_job(payment_id: str, drive_count: int) -> dict[str, Any]:
     )
 
 
-def payment_event(session: Session, payment: Payment, event_type: str) -> str:
-    """Writes `payment.<...>` with the payment as it is now (flushed so times are set)."""
-    # The mapper's eager defaults make the INSERT or UPDATE return the times it set.
-    session.flush()
-    return add_event(
-        session,
+def payment_event_row(payment: Payment | Row[Any], event_type: str) -> dict[str, Any]:
+    """The outbox row of `payment.<...>` with the payment (ORM object or row) as it is now."""
+    return event_row(
         event_type=event_type,
         merchant_id=payment.merchant_id,
         livemode=payment.livemode,
         obj=to_json_object(payment_to_proto(payment)),
     )
+
+
+def payment_event(session: Session, payment: Payment, event_type: str) -> str:
+    """Writes `payment.<...>` with the payment as it is now (flushed so times are set)."""
+    # The mapper's eager defaults make the INSERT or UPDATE return the times it set.
+    session.flush()
+    return _add_event_row(session, payment_event_row(payment, event_type))
 
 
 def refund_event(session: Session, refund: Refund, event_type: str) -> str:

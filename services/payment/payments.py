@@ -36,7 +36,6 @@ from services.payment.validation import (
     card_fingerprint,
     validate_choice,
 )
-from services.payment.views import payment_to_proto, to_json_object
 
 CLIENT_SECRET_RANDOM_BYTES = 24
 
@@ -131,18 +130,14 @@ def create_payment(
             connection,
             [
                 outbox.payment_drive_job(payment.id, payment.drive_count),
-                outbox.event_row(
-                    event_type="payment.processing",
-                    merchant_id=payment.merchant_id,
-                    livemode=payment.livemode,
-                    obj=to_json_object(payment_to_proto(payment)),
-                ),
+                outbox.payment_event_row(payment, "payment.processing"),
             ],
         )
     return payment
 
 
-def _owned(payment: Payment | None, principal: Principal) -> bool:
+def _owned(payment: Payment | Row[Any] | None, principal: Principal) -> bool:
+    """The ownership rule: the principal's merchant and mode, or nothing."""
     return (
         payment is not None
         and payment.merchant_id == principal.merchant_id
@@ -160,20 +155,16 @@ def get_payment_or_raise(
     return payment
 
 
-# What the API shows of a payment (views.payment_to_proto), under the attributes' names, for
-# the caller's merchant and mode only. Built once: building it per call (33 columns coerced,
-# its cache key computed) cost more CPU than the ORM's get.
+# What the API shows of a payment (views.payment_to_proto), under the attributes' names. Built
+# once: building it per call (33 columns coerced, its cache key computed) cost more CPU than
+# the ORM's get.
 _READ_PAYMENT = select(
     *(
         column.label(name)
         for name, column in Payment.__mapper__.columns.items()
         if name not in ("processor_token", "processor_charge_id", "ledger_reference")
     )
-).where(
-    Payment.id == bindparam("payment_id"),
-    Payment.merchant_id == bindparam("merchant_id"),
-    Payment.livemode == bindparam("livemode"),
-)
+).where(Payment.id == bindparam("payment_id"))
 
 
 def read_payment_or_raise(
@@ -181,20 +172,13 @@ def read_payment_or_raise(
 ) -> Row[Any]:
     """The caller's payment as a row for the view, or PaymentNotFound, in one statement.
 
-    The owner and mode are part of the WHERE clause, so another merchant's or mode's payment is
-    not found, exactly as with `get_payment_or_raise`; no ORM object is built.
+    Another merchant's or mode's payment is not found by the same rule (`_owned`) as in
+    `get_payment_or_raise`; no ORM object is built.
     """
     row = None
     if has_prefix(payment_id, "pay"):
-        row = connection.execute(
-            _READ_PAYMENT,
-            {
-                "payment_id": payment_id,
-                "merchant_id": principal.merchant_id,
-                "livemode": principal.livemode,
-            },
-        ).first()
-    if row is None:
+        row = connection.execute(_READ_PAYMENT, {"payment_id": payment_id}).first()
+    if row is None or not _owned(row, principal):
         raise PaymentNotFound(f"no such payment: {payment_id!r}")
     return row
 
