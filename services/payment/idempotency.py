@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar, cast
 
 from google.protobuf.message import Message
-from sqlalchemy import ColumnElement, Table, bindparam, func, select, text, update
+from sqlalchemy import Table, and_, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -81,31 +81,20 @@ def request_hash(*, secret: str, operation: str, body: bytes) -> str:
     return hmac.new(secret.encode(), operation.encode() + b"\0" + body, hashlib.sha256).hexdigest()
 
 
-def _where(scope: Scope):  # type: ignore[no-untyped-def]
-    return (
-        (IdempotencyKey.merchant_id == scope.merchant_id)
-        & (IdempotencyKey.livemode == scope.livemode)
-        & (IdempotencyKey.operation == scope.operation)
-        & (IdempotencyKey.key == scope.key)
-    )
-
-
-def _lock_name(scope: Scope) -> str:
-    """The text whose hash names this key's advisory lock."""
-    return "\x1f".join(
-        ("idempotency", scope.merchant_id, str(scope.livemode), scope.operation, scope.key)
-    )
-
-
-def _key_lock(scope: Scope) -> ColumnElement[bool]:
-    """Tries the transaction-level advisory lock that marks this key's request as running."""
-    return func.pg_try_advisory_xact_lock(func.hashtextextended(_lock_name(scope), 0))
-
-
 # The hot path's two statements, built once with bind parameters: building them per call
 # (the values coerced, the cache key computed) cost a third of a create's CPU. They run on the
 # session's connection, in its transaction, as Core statements (no ORM bulk evaluation).
 _TABLE = cast(Table, IdempotencyKey.__table__)
+# The key's row: its scope, bound by `_scope_params`.
+_IS_KEY = and_(
+    _TABLE.c.merchant_id == bindparam("w_merchant_id"),
+    _TABLE.c.livemode == bindparam("w_livemode"),
+    _TABLE.c.operation == bindparam("w_operation"),
+    _TABLE.c.key == bindparam("w_key"),
+)
+# Tries the transaction-level advisory lock that marks this key's request as running (named
+# by `_scope_params`); a transaction that holds it already gets it again.
+_KEY_LOCK = func.pg_try_advisory_xact_lock(func.hashtextextended(bindparam("lock_name"), 0))
 _CLAIM_COLUMNS = (
     "merchant_id",
     "livemode",
@@ -125,22 +114,38 @@ _CLAIM = (
         list(_CLAIM_COLUMNS),
         select(
             *(bindparam(f"v_{name}", type_=_TABLE.c[name].type) for name in _CLAIM_COLUMNS)
-        ).where(func.pg_try_advisory_xact_lock(func.hashtextextended(bindparam("lock_name"), 0))),
+        ).where(_KEY_LOCK),
     )
     .on_conflict_do_nothing()
     .returning(_TABLE.c.key)
 )
 _COMPLETE = (
     update(_TABLE)
-    .where(
-        _TABLE.c.merchant_id == bindparam("w_merchant_id"),
-        _TABLE.c.livemode == bindparam("w_livemode"),
-        _TABLE.c.operation == bindparam("w_operation"),
-        _TABLE.c.key == bindparam("w_key"),
-        _TABLE.c.state == "in_progress",
-    )
+    .where(_IS_KEY, _TABLE.c.state == "in_progress")
     .values(state="completed", response=bindparam("v_response"))
 )
+
+
+def _scope_params(scope: Scope) -> dict[str, str | bool]:
+    """The bind parameters of `_IS_KEY` and `_KEY_LOCK` for this key."""
+    lock_name = "\x1f".join(
+        ("idempotency", scope.merchant_id, str(scope.livemode), scope.operation, scope.key)
+    )
+    return {
+        "w_merchant_id": scope.merchant_id,
+        "w_livemode": scope.livemode,
+        "w_operation": scope.operation,
+        "w_key": scope.key,
+        "lock_name": lock_name,
+    }
+
+
+def _insert_claimed(session: Session, scope: Scope, values: dict[str, object]) -> bool:
+    """Inserts the key as `values` when this transaction gets or holds its lock; whether it did."""
+    inserted = session.connection().execute(
+        _CLAIM, {**_scope_params(scope), **{f"v_{name}": v for name, v in values.items()}}
+    )
+    return inserted.first() is not None
 
 
 def claim(
@@ -164,21 +169,13 @@ def claim(
         "create_time": now,
         "expire_time": now + timedelta(seconds=ttl_s),
     }
-    inserted = (
-        session.connection()
-        .execute(
-            _CLAIM,
-            {"lock_name": _lock_name(scope), **{f"v_{name}": v for name, v in values.items()}},
-        )
-        .first()
-    )
-    if inserted is not None:
+    if _insert_claimed(session, scope, values):
         return Claim(scope)
     row = session.scalars(
-        select(IdempotencyKey).where(_where(scope)).with_for_update()
+        select(IdempotencyKey).where(_IS_KEY).with_for_update(), _scope_params(scope)
     ).one_or_none()
     if row is None:
-        if not session.scalar(select(_key_lock(scope))):
+        if not session.scalar(select(_KEY_LOCK), _scope_params(scope)):
             # Its holder has not committed: the first request is still running.
             raise IdempotencyKeyInUse(
                 "a request with this Idempotency-Key is in progress; retry shortly"
@@ -186,12 +183,7 @@ def claim(
         # The holder rolled back (its request failed) or the key was swept: it is free, and
         # this transaction holds its lock now. (A holder that committed just after the read
         # above leaves a row: the client's retry replays it.)
-        if session.execute(
-            insert(IdempotencyKey)
-            .values(values)
-            .on_conflict_do_nothing()
-            .returning(IdempotencyKey.key)
-        ).first():
+        if _insert_claimed(session, scope, values):
             return Claim(scope)
         raise IdempotencyKeyInUse("a request with this Idempotency-Key has just completed; retry")
     if row.expire_time <= now:
@@ -226,16 +218,8 @@ def claim(
 
 def complete(session: Session, *, claim: Claim, response: bytes) -> None:
     """Stores the response in the transaction that claimed the key (it commits with the work)."""
-    scope = claim.scope
     result = session.connection().execute(
-        _COMPLETE,
-        {
-            "w_merchant_id": scope.merchant_id,
-            "w_livemode": scope.livemode,
-            "w_operation": scope.operation,
-            "w_key": scope.key,
-            "v_response": response,
-        },
+        _COMPLETE, {**_scope_params(claim.scope), "v_response": response}
     )
     # The claim inserted or locked the row in this transaction: nobody else can change it.
     assert result.rowcount == 1, "the claimed key is held by this transaction"  # type: ignore[attr-defined]
