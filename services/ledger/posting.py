@@ -389,7 +389,6 @@ def post_transaction(
     `account_ids` are committed accounts of this mode by (owner, kind, currency) (accounts are
     permanent, so a caller may keep them); accounts missing from it are looked up or created.
     """
-    assert 1 <= hot_account_shards <= BALANCE_SHARDS_MAX, hot_account_shards
     checked = check(
         external_reference=external_reference,
         postings=postings,
@@ -397,13 +396,27 @@ def post_transaction(
         description=description,
         metadata=metadata,
     )
+    return post_checked(
+        session, checked, hot_account_shards=hot_account_shards, account_ids=account_ids
+    )
+
+
+def post_checked(
+    session: Session,
+    checked: Checked,
+    *,
+    hot_account_shards: int = 1,
+    account_ids: Mapping[tuple[str, str, str], str] | None = None,
+) -> PostedTransaction:
+    """`post_transaction` of a transaction that `check` has validated already."""
+    assert 1 <= hot_account_shards <= BALANCE_SHARDS_MAX, hot_account_shards
     keys = checked.account_keys
     ids = dict(account_ids or {})
     if not keys <= ids.keys():
         found = ensure_accounts(
             session,
             keys=keys - ids.keys(),
-            livemode=livemode,
+            livemode=checked.livemode,
             hot_account_shards=hot_account_shards,
         )
         ids.update((key, account.id) for key, account in found.items())
@@ -413,8 +426,10 @@ def post_transaction(
         # Posted before under this reference (or by a concurrent poster that committed first):
         # the first posting, or ReferenceReused when it moved other amounts.
         earlier = _existing(
-            session, external_reference=external_reference, fingerprint=checked.fingerprint
+            session,
+            external_reference=checked.external_reference,
+            fingerprint=checked.fingerprint,
         )
-        assert earlier is not None, external_reference
+        assert earlier is not None, checked.external_reference
         return earlier
     return draft.posted(inserted[0])

@@ -153,38 +153,27 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
         self._pool: AsyncConnectionPool | None = None
         self._pool_lock = asyncio.Lock()
 
-    def _postings(
-        self, request: ledger_internal_pb2.PostTransactionRequest
-    ) -> tuple[list[posting.Posting], dict[tuple[str, str, str], str]]:
-        """The request's postings, and the ids of their accounts already known."""
-        postings = [
-            posting.Posting(p.owner, p.kind, p.direction, p.amount, p.currency)
-            for p in request.postings
-        ]
-        # Accounts are permanent and their ids never change, so committed ones are kept.
-        known = {
-            (p.owner, p.kind, p.currency): account_id
-            for p in postings
-            if (
-                account_id := self._account_ids.get((request.livemode, p.owner, p.kind, p.currency))
-            )
+    def _known(self, checked: posting.Checked) -> dict[tuple[str, str, str], str]:
+        """The ids of the transaction's accounts already known, by (owner, kind, currency).
+
+        Looked up by the checked (normalized) keys, the ones the accounts were stored under.
+        Accounts are permanent and their ids never change, so committed ones are kept.
+        """
+        return {
+            key: account_id
+            for key in checked.account_keys
+            if (account_id := self._account_ids.get((checked.livemode, *key)))
         }
-        return postings, known
 
     def _post(
-        self, request: ledger_internal_pb2.PostTransactionRequest
+        self, checked: posting.Checked, known: dict[tuple[str, str, str], str]
     ) -> ledger_internal_pb2.Transaction:
         """Posts through SQLAlchemy on a worker thread: new accounts, repeats, races."""
-        postings, known = self._postings(request)
 
         def work(session: Session) -> posting.PostedTransaction:
-            return posting.post_transaction(
+            return posting.post_checked(
                 session,
-                external_reference=request.external_reference,
-                postings=postings,
-                livemode=request.livemode,
-                description=request.description,
-                metadata=dict(request.metadata),
+                checked,
                 hot_account_shards=self._settings.ledger_hot_account_shards,
                 account_ids=known,
             )
@@ -195,28 +184,15 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
         if len(self._account_ids) > ACCOUNT_IDS_MAX:
             self._account_ids.clear()
         for key, account_id in posted.account_ids.items():
-            self._account_ids[(request.livemode, *key)] = account_id
+            self._account_ids[(checked.livemode, *key)] = account_id
         return posted_to_proto(posted)
 
-    async def _post_known(
-        self, request: ledger_internal_pb2.PostTransactionRequest
-    ) -> ledger_internal_pb2.Transaction | None:
-        """Posts on the event loop when every account is known; None when it was posted before.
+    async def _post_known(self, draft: posting.Draft) -> ledger_internal_pb2.Transaction | None:
+        """Posts a draft to known accounts on the event loop; None when it was posted before.
 
         The common case (a new capture or refund to existing accounts) is one statement, so it
         needs no transaction, no ORM and no worker thread: psycopg's async connection sends it.
         """
-        postings, known = self._postings(request)
-        checked = posting.check(
-            external_reference=request.external_reference,
-            postings=postings,
-            livemode=request.livemode,
-            description=request.description,
-            metadata=dict(request.metadata),
-        )
-        if not checked.account_keys <= known.keys():
-            return None
-        draft = checked.draft(known)
         pool = await self._posting_pool()
         for attempt in range(1, ATTEMPTS_MAX + 1):
             try:
@@ -263,11 +239,23 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
         self, request: ledger_internal_pb2.PostTransactionRequest, context: Context
     ) -> ledger_internal_pb2.Transaction:
         """Posts a balanced transaction, once per external reference."""
-        posted = await self._post_known(request)
-        if posted is not None:
-            return posted
+        checked = posting.check(
+            external_reference=request.external_reference,
+            postings=[
+                posting.Posting(p.owner, p.kind, p.direction, p.amount, p.currency)
+                for p in request.postings
+            ],
+            livemode=request.livemode,
+            description=request.description,
+            metadata=dict(request.metadata),
+        )
+        known = self._known(checked)
+        if checked.account_keys <= known.keys():
+            posted = await self._post_known(checked.draft(known))
+            if posted is not None:
+                return posted
         # A new account, or a reference posted before: the full path (it returns the first).
-        return await asyncio.to_thread(self._post, request)
+        return await asyncio.to_thread(self._post, checked, known)
 
     async def GetTrialBalance(
         self, request: ledger_internal_pb2.GetTrialBalanceRequest, context: Context

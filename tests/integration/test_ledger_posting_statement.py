@@ -7,10 +7,12 @@ rows stay locked only while that statement runs. Idempotency and the balances ho
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from paymesh.ledger.v1 import ledger_internal_pb2
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,7 +22,7 @@ from services.ledger import accounts, posting
 from services.ledger.errors import ReferenceReused
 from services.ledger.models import LedgerTransaction
 from services.ledger.posting import Posting
-from services.ledger.server import run_unit_of_work
+from services.ledger.server import LedgerInternalServicer, run_unit_of_work
 from services.runtime.platform import LocalPlatform
 
 
@@ -108,3 +110,51 @@ def test_a_posting_to_known_accounts_is_one_autocommitted_statement(engine: Engi
             select(LedgerTransaction).where(LedgerTransaction.external_reference == reference)
         ).one()
         assert stored.source_id == reference and stored.metadata_ == {"payment_id": reference}
+
+
+def test_post_transaction__known_accounts_are_found_by_their_normalized_currency(
+    engine: Engine, platform: LocalPlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not the payment service's spelling ("NOK"), but one the ledger accepts and normalizes.
+    servicer = LedgerInternalServicer(make_sessionmaker(engine), platform.settings, cast(Any, None))
+    threaded: list[object] = []
+    full_path = servicer._post
+
+    def counted(*args: Any) -> ledger_internal_pb2.Transaction:
+        threaded.append(args)
+        return full_path(*args)
+
+    monkeypatch.setattr(servicer, "_post", counted)
+    merchant_id = new_id("mer")
+
+    def request(amount: int) -> ledger_internal_pb2.PostTransactionRequest:
+        return ledger_internal_pb2.PostTransactionRequest(
+            external_reference=new_id("pay"),
+            postings=[
+                ledger_internal_pb2.Posting(
+                    owner=p.owner,
+                    kind=p.kind,
+                    direction=p.direction,
+                    amount=p.amount,
+                    currency="nok",
+                )
+                for p in capture(merchant_id, amount)
+            ],
+        )
+
+    async def post_twice() -> tuple[ledger_internal_pb2.Transaction, ...]:
+        try:
+            first = await servicer.PostTransaction(request(1000), cast(Any, None))
+            second = await servicer.PostTransaction(request(2000), cast(Any, None))
+        finally:
+            if servicer._pool is not None:
+                await servicer._pool.close()
+        return first, second
+
+    first, second = asyncio.run(post_twice())
+
+    # The first creates the merchant's account on a worker thread; the second finds every
+    # account among the ids kept, so it is one statement on the event loop.
+    assert len(threaded) == 1
+    assert {e.currency for e in second.entries} == {"NOK"}
+    assert {e.account_id for e in second.entries} == {e.account_id for e in first.entries}
