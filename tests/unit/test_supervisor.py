@@ -7,6 +7,9 @@ thread plays the operator's part and stops it.
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -16,6 +19,8 @@ from pathlib import Path
 import psutil
 
 from services.runtime.supervisor import QUICK_DEATHS_MAX, Supervisor
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Starts a child of its own (in its process group), notes both pids, then waits to be killed.
 PARENT_AND_CHILD = """
@@ -116,3 +121,43 @@ def test_a_process_that_keeps_dying_at_start_stops_the_platform_with_status_1() 
     fine = supervisor.children["fine"]
     assert fine.process is None or fine.process.poll() is not None
     assert "broken | bad setting" in output.getvalue()
+
+
+# Notes its pid, then waits to be ended.
+SLEEPER = """
+import os, sys, time
+with open(sys.argv[1], "a") as pids:
+    pids.write(f"{os.getpid()}\\n")
+time.sleep(120)
+"""
+# A supervisor of one sleeper, in a process of its own: the test kills it as a crash would.
+SUPERVISOR = """
+import sys
+from services.runtime.supervisor import Supervisor
+sleeper = [sys.executable, "-c", sys.argv[1], sys.argv[2]]
+sys.exit(Supervisor({"sleeper": sleeper}, env={}).run())
+"""
+
+
+def test_a_killed_supervisor_takes_its_processes_with_it(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, SLEEPER, str(pids)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    leftover: list[int] = []
+    try:
+        ((sleeper,),) = _lines(pids, 1)
+        # SIGKILL runs no handler: only the death signal asked for at the fork can end it.
+        supervisor.kill()
+        supervisor.wait(timeout=10)
+        if not _gone(sleeper):
+            leftover.append(sleeper)
+        assert not leftover, "a supervised process must not outlive its supervisor"
+    finally:
+        supervisor.kill()  # does nothing once it has been waited for
+        supervisor.wait(timeout=10)
+        for pid in leftover:
+            os.kill(pid, signal.SIGKILL)
