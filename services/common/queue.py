@@ -213,6 +213,20 @@ class _Worker(SimpleWorker):
             self.running_job = False
 
 
+def _worker_name(kind: str, index: int) -> str:
+    """The RQ name of this process's `index`th worker thread: `<kind>-<pid>-<index>-<random>`.
+
+    Unique per start (RQ refuses a name whose previous worker is still registered); `_kind_of`
+    reads the kind back.
+    """
+    return f"{kind}-{os.getpid()}-{index}-{uuid.uuid4().hex[:8]}"
+
+
+def _kind_of(worker_key: str) -> str:
+    """The kind in an RQ worker key whose name `_worker_name` made."""
+    return worker_key.removeprefix(Worker.redis_worker_namespace_prefix).rsplit("-", 3)[0]
+
+
 class _WorkerThreads:
     """`concurrency` RQ workers in one process, one per thread; the main thread takes signals.
 
@@ -296,11 +310,9 @@ class _WorkerThreads:
     def _make_worker(self, index: int) -> _Worker:
         connection = redis_connection(self.settings)
         queues = [make_queue(queue_name, connection) for queue_name in self.queue_names]
-        # Unique per start: RQ refuses a name whose previous worker is still registered.
-        name = f"{self.name}-{os.getpid()}-{index}-{uuid.uuid4().hex[:8]}"
         return _Worker(
             queues,
-            name=name,
+            name=_worker_name(self.name, index),
             connection=connection,
             serializer=JSONSerializer,
             maintenance_interval=(
@@ -363,7 +375,7 @@ class WorkerProcess:
 def worker_processes(connection: Redis) -> list[WorkerProcess]:
     """Every worker process registered in Redis, by kind, host and pid; two round trips.
 
-    A process registers one RQ worker per thread, named `<kind>-<pid>-<index>-<random>`. A worker
+    A process registers one RQ worker per thread, named by `_worker_name`. A worker
     stopped cleanly deregisters; a killed one stays, with its last heartbeat, until its key
     expires (RQ's worker TTL plus a minute), so its death shows for that long.
     """
@@ -376,9 +388,8 @@ def worker_processes(connection: Redis) -> list[WorkerProcess]:
     for key, (host, pid, birth, beat) in zip(keys, rows, strict=True):
         if host is None or pid is None or birth is None or beat is None:
             continue  # expired since the set was read, or not fully registered yet
-        kind = key.removeprefix(Worker.redis_worker_namespace_prefix).rsplit("-", 3)[0]
         process = WorkerProcess(
-            kind=kind,
+            kind=_kind_of(key),
             host=host.decode(),
             pid=int(pid),
             start_time=utcparse(birth.decode()),
