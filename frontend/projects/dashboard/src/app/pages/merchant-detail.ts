@@ -8,6 +8,7 @@ import { RouterLink } from '@angular/router';
 
 import { AdminService, type ApiKey, type Merchant } from '@gen/paymesh/admin/v1/admin_pb';
 import { Confirm } from '../confirm';
+import { checkFeeSchedule } from '../fees';
 import { TimePipe } from '../format';
 import { Session, describeError } from '../session';
 
@@ -68,26 +69,14 @@ export class MerchantDetailPage implements OnInit {
   }
 
   async saveFees(): Promise<void> {
-    const feeBps = this.feeBps;
-    const feeFixed = this.feeFixed;
-    if (feeBps === null || !Number.isInteger(feeBps) || feeBps < 0 || feeBps > 10_000) {
+    const fees = checkFeeSchedule(this.feeBps, this.feeFixed);
+    if (typeof fees === 'string') {
       this.notice.set('');
-      this.error.set('Enter the fee in basis points: a whole number from 0 to 10000. Nothing was saved.');
-      return;
-    }
-    if (feeFixed === null || !Number.isSafeInteger(feeFixed) || feeFixed < 0) {
-      this.notice.set('');
-      this.error.set('Enter the fixed fee in minor units: a whole number, 0 or more. Nothing was saved.');
+      this.error.set(fees);
       return;
     }
     await this.run(async () => {
-      this.merchant.set(
-        await this.session.api(AdminService.method.updateMerchantFees, {
-          id: this.id(),
-          feeBps,
-          feeFixed: BigInt(feeFixed),
-        }),
-      );
+      this.merchant.set(await this.session.api(AdminService.method.updateMerchantFees, { id: this.id(), ...fees }));
       this.notice.set('Fee schedule saved.');
     });
   }
