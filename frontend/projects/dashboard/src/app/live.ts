@@ -90,7 +90,8 @@ export class LiveOverview {
         },
       );
     } catch {
-      this.state.set('disconnected');
+      // Unless stopped or replaced: then the state is stop()'s or the newer connection's.
+      if (!abort.signal.aborted) this.state.set('disconnected');
     }
     if (!this.running || abort.signal.aborted) return;
     // Even a cleanly ended stream waits: a server that ends every stream at once would
