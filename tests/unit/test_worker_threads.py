@@ -350,3 +350,15 @@ def test_worker_health_probe__fails_for_a_worker_that_stopped_heartbeating(
     assert worker_health.main(["threads-test-worker"]) == 0
     assert worker_health.main(["silent-worker"]) == 1
     assert worker_health.main(["absent-worker"]) == 1
+
+
+def test_worker_health_probe__fails_when_redis_cannot_be_read(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    monkeypatch.setenv("PAYMESH_REDIS_URL", f"redis://127.0.0.1:{closed_port}/0")
+
+    assert worker_health.main(["payment-worker"]) == 1
+    assert "unhealthy: Redis cannot be read" in capsys.readouterr().err
