@@ -323,14 +323,7 @@ def test_manual_capture__stops_at_requires_capture_then_partial_capture_succeeds
 def test_capture__more_than_authorized_is_rejected(
     api: httpx.Client, merchant: MerchantKeys
 ) -> None:
-    body = created(
-        api,
-        merchant.secret_key,
-        amount=500,
-        capture_method="manual",
-        payment_method={"card": card()},
-    )
-    wait_for(api, merchant.secret_key, body["id"])
+    body = paid(api, merchant.secret_key, amount=500, capture_method="manual")
     response = api.post(
         f"/v1/payments/{body['id']}/capture",
         json={"amount_to_capture": 501},
@@ -343,14 +336,7 @@ def test_capture__more_than_authorized_is_rejected(
 
 
 def test_capture__full_by_default(api: httpx.Client, merchant: MerchantKeys) -> None:
-    body = created(
-        api,
-        merchant.secret_key,
-        amount=700,
-        capture_method="manual",
-        payment_method={"card": card()},
-    )
-    wait_for(api, merchant.secret_key, body["id"])
+    body = paid(api, merchant.secret_key, amount=700, capture_method="manual")
     response = api.post(
         f"/v1/payments/{body['id']}/capture", json={}, headers={"X-API-Key": merchant.secret_key}
     )
@@ -363,14 +349,7 @@ def test_capture__zero_is_400_and_captures_nothing(
     api: httpx.Client, merchant: MerchantKeys
 ) -> None:
     """0 is not "everything": it answers 400 naming `amount_to_capture` and the payment waits."""
-    body = created(
-        api,
-        merchant.secret_key,
-        amount=700,
-        capture_method="manual",
-        payment_method={"card": card()},
-    )
-    wait_for(api, merchant.secret_key, body["id"])
+    body = paid(api, merchant.secret_key, amount=700, capture_method="manual")
     for amount in (0, "0"):
         response = api.post(
             f"/v1/payments/{body['id']}/capture",
@@ -408,10 +387,7 @@ def test_capture__illegal_states_are_failed_precondition(
 def test_cancel__requires_capture_is_voided(
     api: httpx.Client, merchant: MerchantKeys, sessions
 ) -> None:  # type: ignore[no-untyped-def]
-    body = created(
-        api, merchant.secret_key, capture_method="manual", payment_method={"card": card()}
-    )
-    wait_for(api, merchant.secret_key, body["id"])
+    body = paid(api, merchant.secret_key, capture_method="manual")
     response = api.post(
         f"/v1/payments/{body['id']}/cancel",
         json={"cancellation_reason": "requested_by_customer"},
@@ -474,10 +450,7 @@ def test_cancel__succeeded_payment_is_rejected_and_bad_reason_is_400(
 def test_uncaptured_payment_is_canceled_after_the_capture_window(
     api: httpx.Client, merchant: MerchantKeys, sessions
 ) -> None:  # type: ignore[no-untyped-def]
-    body = created(
-        api, merchant.secret_key, capture_method="manual", payment_method={"card": card()}
-    )
-    wait_for(api, merchant.secret_key, body["id"])
+    body = paid(api, merchant.secret_key, capture_method="manual")
     with transaction(sessions) as session:
         payment = session.get(Payment, body["id"])
         assert payment is not None and payment.authorize_time is not None
@@ -697,10 +670,7 @@ def test_list__bad_parameters_are_400(
 def test_tenant_isolation__other_merchants_payment_is_404_everywhere(
     api: httpx.Client, merchant: MerchantKeys, other_merchant: MerchantKeys
 ) -> None:
-    body = created(
-        api, merchant.secret_key, capture_method="manual", payment_method={"card": card()}
-    )
-    wait_for(api, merchant.secret_key, body["id"])
+    body = paid(api, merchant.secret_key, capture_method="manual")
     headers = {"X-API-Key": other_merchant.secret_key}
     assert api.get(f"/v1/payments/{body['id']}", headers=headers).status_code == 404
     for action in ["capture", "cancel"]:
@@ -789,14 +759,7 @@ def test_events_reach_the_webhook_service_with_the_api_object(
 def test_sweeper_redrives_a_payment_whose_job_was_lost(
     api: httpx.Client, merchant: MerchantKeys, sessions
 ) -> None:  # type: ignore[no-untyped-def]
-    body = created(
-        api,
-        merchant.secret_key,
-        amount=800,
-        capture_method="manual",
-        payment_method={"card": card()},
-    )
-    wait_for(api, merchant.secret_key, body["id"])
+    body = paid(api, merchant.secret_key, amount=800, capture_method="manual")
     # As if CapturePayment had committed but its job vanished with Redis.
     with transaction(sessions) as session:
         payment = session.get(Payment, body["id"], with_for_update=True)

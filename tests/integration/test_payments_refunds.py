@@ -7,7 +7,11 @@ from typing import Any
 
 import grpc
 import httpx
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from paymesh.ledger.v1 import ledger_internal_pb2, ledger_internal_pb2_grpc, ledger_pb2
+from paymesh.payment.v1 import payment_internal_pb2, payment_internal_pb2_grpc, payment_pb2
 from sqlalchemy import func, select
 
 from services.common.db import transaction
@@ -48,6 +52,14 @@ def wait_refund(api: httpx.Client, key: str, refund_id: str) -> dict[str, Any]:
             return body
         assert time.monotonic() < deadline, f"{refund_id} still pending"
         time.sleep(0.1)
+
+
+def refunds_of(api: httpx.Client, key: str, payment_id: str) -> list[dict[str, Any]]:
+    """The first page of a payment's refunds, newest first."""
+    response = api.get("/v1/refunds", params={"payment_id": payment_id}, headers={"X-API-Key": key})
+    assert response.status_code == 200, response.text
+    refunds: list[dict[str, Any]] = response.json().get("refunds", [])
+    return refunds
 
 
 def ledger_entries(platform: LocalPlatform, source_id: str) -> list[ledger_pb2.Entry]:
@@ -159,10 +171,7 @@ def test_refund__get_and_list_by_payment(
 def test_refund__uncaptured_or_failed_payment_is_failed_precondition(
     api: httpx.Client, merchant: MerchantKeys
 ) -> None:
-    manual = created(
-        api, merchant.secret_key, capture_method="manual", payment_method={"card": card()}
-    )
-    wait_for(api, merchant.secret_key, manual["id"])
+    manual = paid(api, merchant.secret_key, capture_method="manual")
     declined = created(api, merchant.secret_key, payment_method={"card": card("4000000000000002")})
     wait_for(api, merchant.secret_key, declined["id"])
     waiting = created(api, merchant.secret_key)
@@ -186,12 +195,7 @@ def test_refund__bad_input_is_400_with_field(api: httpx.Client, merchant: Mercha
         assert field in violations(response), body
     unknown = refund(api, merchant.secret_key, payment_id="pay_nothing")
     assert unknown.status_code == 404
-    listed = api.get(
-        "/v1/refunds",
-        params={"payment_id": payment["id"]},
-        headers={"X-API-Key": merchant.secret_key},
-    ).json()
-    assert listed["refunds"] == []
+    assert refunds_of(api, merchant.secret_key, payment["id"]) == []
 
 
 def test_refund__zero_amount_is_400_and_refunds_nothing(
@@ -209,12 +213,7 @@ def test_refund__zero_amount_is_400_and_refunds_nothing(
         )
         assert zero.status_code == 400, zero.text
         assert "amount" in violations(zero)
-    listed = api.get(
-        "/v1/refunds",
-        params={"payment_id": payment["id"]},
-        headers={"X-API-Key": merchant.secret_key},
-    ).json()
-    assert listed["refunds"] == []
+    assert refunds_of(api, merchant.secret_key, payment["id"]) == []
     again = api.get(
         f"/v1/payments/{payment['id']}", headers={"X-API-Key": merchant.secret_key}
     ).json()
@@ -224,17 +223,46 @@ def test_refund__zero_amount_is_400_and_refunds_nothing(
     assert rest.json()["amount"] == "800"
 
 
+def test_operator_refund__zero_amount_over_grpc_is_invalid_and_absent_refunds_the_rest(
+    api: httpx.Client, merchant: MerchantKeys, platform: LocalPlatform
+) -> None:
+    """The internal CreateOperatorRefund checks presence itself (the admin service is not its
+    only possible caller): 0 is INVALID_ARGUMENT naming `amount`, absent refunds what is left."""
+    payment = paid(api, merchant.secret_key, amount=900)
+    with grpc.insecure_channel(platform.settings.target("payment")) as channel:
+        internal = payment_internal_pb2_grpc.PaymentInternalServiceStub(channel)
+
+        def operator_refund(**amount: int) -> payment_pb2.Refund:
+            request = payment_internal_pb2.CreateOperatorRefundRequest(
+                payment_id=payment["id"],
+                reason="requested_by_customer",
+                idempotency_key=f"op-{sorted(amount.items())!r}",
+                operator_id="op_zero",
+                **amount,
+            )
+            reply: payment_pb2.Refund = internal.CreateOperatorRefund(request, timeout=10)
+            return reply
+
+        with pytest.raises(grpc.RpcError) as raised:
+            operator_refund(amount=0)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        status = rpc_status.from_call(raised.value)  # type: ignore[arg-type]
+        assert status is not None
+        fields = set()
+        for detail in status.details:
+            bad_request = error_details_pb2.BadRequest()
+            if detail.Unpack(bad_request):
+                fields |= {violation.field for violation in bad_request.field_violations}
+        assert fields == {"amount"}
+        assert refunds_of(api, merchant.secret_key, payment["id"]) == []
+        rest = operator_refund()
+    assert rest.amount == 900
+
+
 def test_refund__partial_capture_limits_the_refund(
     api: httpx.Client, merchant: MerchantKeys
 ) -> None:
-    payment = created(
-        api,
-        merchant.secret_key,
-        amount=1000,
-        capture_method="manual",
-        payment_method={"card": card()},
-    )
-    wait_for(api, merchant.secret_key, payment["id"])
+    payment = paid(api, merchant.secret_key, amount=1000, capture_method="manual")
     api.post(
         f"/v1/payments/{payment['id']}/capture",
         json={"amount_to_capture": 400},
@@ -265,12 +293,7 @@ def test_refund__idempotency_key_replays_the_same_refund(
         api, merchant.secret_key, idempotency_key="refund-1", payment_id=payment["id"], amount=200
     )
     assert different.status_code == 400 and reason(different) == "IDEMPOTENCY_KEY_REUSED"
-    listed = api.get(
-        "/v1/refunds",
-        params={"payment_id": payment["id"]},
-        headers={"X-API-Key": merchant.secret_key},
-    ).json()
-    assert len(listed["refunds"]) == 1
+    assert len(refunds_of(api, merchant.secret_key, payment["id"])) == 1
 
 
 def test_refund_declined_by_the_processor_fails_and_frees_the_amount(
