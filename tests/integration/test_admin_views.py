@@ -344,6 +344,11 @@ def test_operator_refund__bad_input_is_4xx_and_refunds_nothing(
     ).json()
     assert refunds.get("refunds", []) == []
     assert _audit(api, operator_login, "payment.refund", paid["id"]) == []
+    # Leaving the amount out (unlike 0 above) refunds what is left: the admin service passes
+    # no amount on, rather than a 0 that the payment service would refuse.
+    rest = api.post(path, json={"idempotency_key": "h"}, headers=operator_login.headers)
+    assert rest.status_code == 200, rest.text
+    assert int(rest.json()["amount"]) == 500
 
 
 # The live overview stream.
