@@ -27,6 +27,9 @@ KILLED = {
     "payment-relay": "services.payment.relay",
     "webhook-sweeper": "services.webhook.sweeper",
     "payment": "services.payment.server",
+    "ledger": "services.ledger.server",
+    "webhook": "services.webhook.server",
+    "admin": "services.admin.server",
 }
 # Short re-drive and lease times, so work a killed process held is retried within seconds.
 FAST_RECOVERY = {
