@@ -84,9 +84,20 @@ def _secrets_file(data_dir: Path) -> dict[str, str]:
     values = {name: secrets.token_urlsafe(32) for name in names} | stored
     if values == stored:
         return stored
-    path.write_text(json.dumps(values))
-    path.chmod(0o600)
+    write_private(path, json.dumps(values))
     return values
+
+
+def write_private(path: Path, text: str) -> None:
+    """Writes `text` to a file only its owner can read, from the moment the file exists.
+
+    Opened with mode 0600 rather than written and then chmod-ed, which would leave the secrets
+    readable by every local user for a moment.
+    """
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # a file made earlier may have had looser bits
+        handle.write(text)
 
 
 def prepare(settings: Settings) -> Environment:
@@ -172,8 +183,7 @@ def ensure_demo_data(settings: Settings) -> dict[str, str]:
     finally:
         engine.dispose()
     # A local demo's keys, kept so every `make up` can print them; never for real merchants.
-    path.write_text(json.dumps(demo, indent=2))
-    path.chmod(0o600)
+    write_private(path, json.dumps(demo, indent=2))
     return demo
 
 
