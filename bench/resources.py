@@ -45,6 +45,11 @@ def memory_mib(pid: int, *, proportional: bool = False) -> float:
     return (total if proportional else largest) / MIB
 
 
+def ms_per(seconds: float, count: int, *, digits: int = 3) -> float | None:
+    """CPU `seconds` spent on `count` items, in milliseconds per item; None for no items."""
+    return round(1000 * seconds / count, digits) if count else None
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and its live descendants, in seconds.
 

@@ -42,7 +42,7 @@ from sqlalchemy import text
 
 from bench import ledger_postings, loadgen, noop_worker, rates, report
 from bench.loadgen import Point, Run
-from bench.resources import CpuMeter, Sampler, cpu_seconds
+from bench.resources import CpuMeter, Sampler, ms_per
 from services.common.db import make_engine, make_sessionmaker, transaction
 from services.common.ids import new_id
 from services.common.ports import free_port
@@ -235,9 +235,7 @@ def scenario_wrk(
     used_s = meter.seconds()
     data = bench.record(name, run, meter.shares())
     payment_s = sum(used_s[process] for process in payment_service_names(bench))
-    data["payment_cpu_ms_per_request"] = (
-        round(1000 * payment_s / run.requests, 3) if run.requests else None
-    )
+    data["payment_cpu_ms_per_request"] = ms_per(payment_s, run.requests)
     return data
 
 
@@ -274,38 +272,25 @@ def scenario_ledger(bench: Bench, clients: int) -> dict[str, Any]:
             duration_s=max(1, int(bench.plan.duration_s)),
             idle=False,
         )
-    pids = bench.pids()
-    measured = {process: pids[process] for process in ("ledger", "postgres")}
-    before = {process: cpu_seconds(pid) for process, pid in measured.items()}
     # The posters are this process's threads (its children are the platform: not counted).
     posters = psutil.Process()
     posters_before = sum(posters.cpu_times()[:2])
-    meter = CpuMeter(pids)
+    meter = CpuMeter(bench.pids())
     run = ledger_postings.run_rpc_postings(
         target=bench.platform.settings.target("ledger"),
         clients=clients,
         duration_s=bench.plan.duration_s,
         slice_s=bench.plan.slice_s,
     )
-    data = bench.record(name, run, meter.shares())
-    for process, pid in measured.items():
-        used_s = cpu_seconds(pid) - before[process]
-        data[f"{process}_cpu_ms_per_posting"] = (
-            round(1000 * used_s / run.requests, 3) if run.requests else None
-        )
+    used_s = meter.seconds()
     posters_s = sum(posters.cpu_times()[:2]) - posters_before
-    data["posters_cpu_ms_per_posting"] = (
-        round(1000 * posters_s / run.requests, 3) if run.requests else None
-    )
+    data = bench.record(name, run, meter.shares())
+    for process in ("ledger", "postgres"):
+        data[f"{process}_cpu_ms_per_posting"] = ms_per(used_s[process], run.requests)
+    data["posters_cpu_ms_per_posting"] = ms_per(posters_s, run.requests)
     data["load_average"] = os.getloadavg()
     if spy is not None:
-        _, err = spy.communicate(timeout=60)
-        if spy.returncode == 0:
-            data["profile"] = summarise_stacks(spy_path.read_text().splitlines())
-            RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(spy_path, RESULTS_DIR / spy_path.name)
-        else:
-            data["profile"] = {"error": err.decode(errors="replace")[-1000:]}
+        data["profile"] = _spy_summary(spy, spy_path)
     return data
 
 
@@ -562,12 +547,9 @@ def fixed_rate_run(
             rate=rate, load_s=window_s, created=created, backlog=judged, late=late
         ),
         "cpu_cores": {**meter.shares()},
-        "cpu_ms_per_payment": (
-            round(1000 * sum(used_s.values()) / len(arrivals), 2) if arrivals else None
-        ),
+        "cpu_ms_per_payment": ms_per(sum(used_s.values()), len(arrivals), digits=2),
         "cpu_ms_per_payment_by_process": {
-            name: round(1000 * seconds / len(arrivals), 2) if arrivals else None
-            for name, seconds in used_s.items()
+            name: ms_per(seconds, len(arrivals), digits=2) for name, seconds in used_s.items()
         },
     }
 
@@ -755,7 +737,7 @@ def scenario_sustained(
     spy = None
     if os.environ.get("BENCH_PROFILE") == "1":
         spy = _py_spy(pids["webhook-worker"], spy_path, duration_s=PROFILE_SUSTAINED_S, idle=False)
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    meter = CpuMeter(pids)
     channel = grpc.insecure_channel(settings.target("webhook"))
     stub = webhook_internal_pb2_grpc.WebhookInternalServiceStub(channel)
     run_id = secrets.token_hex(4)
@@ -776,7 +758,7 @@ def scenario_sustained(
             what="every sustained delivery",
             every_s=0.5,
         )
-    used_s = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    used_s = meter.seconds()
     times = sorted(a[0] for a in hooks.arrivals(path))
     rate = (len(times) - 1) / ((times[-1] - times[0]) / 1e6) if len(times) > 1 else 0.0
     data = {
@@ -784,19 +766,12 @@ def scenario_sustained(
         "expected": count,
         "deliveries_per_s": round(rate, 1),
         "cpu_ms_per_delivery": {
-            name: round(1000 * seconds / len(times), 3) if times else None
-            for name, seconds in used_s.items()
+            name: ms_per(seconds, len(times)) for name, seconds in used_s.items()
         },
         "load_average": os.getloadavg(),
     }
     if spy is not None:
-        _, err = spy.communicate(timeout=60)
-        if spy.returncode == 0:
-            data["profile"] = summarise_stacks(spy_path.read_text().splitlines())
-            RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(spy_path, RESULTS_DIR / spy_path.name)
-        else:
-            data["profile"] = {"error": err.decode(errors="replace")[-1000:]}
+        data["profile"] = _spy_summary(spy, spy_path)
     bench.results["webhook_sustained"] = data
     return data
 
@@ -900,16 +875,22 @@ def profile_load(
     }
     run = loadgen.wrk(script, bench.url, connections=32, duration_s=bench.plan.profile_s, args=args)
     summaries: dict[str, Any] = {"load_requests": run["requests"]}
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     for name, (raw, spy) in spies.items():
-        _, err = spy.communicate(timeout=120)
-        if spy.returncode != 0 or not raw.exists():
-            summaries[name] = {"error": err.decode(errors="replace")[-1000:]}
-            continue
-        lines = raw.read_text().splitlines()
-        summaries[name] = {"idle_included": processes[name], **summarise_stacks(lines)}
-        shutil.copyfile(raw, RESULTS_DIR / f"profile-{tag}{name}.txt")
+        summary = _spy_summary(spy, raw)
+        summaries[name] = (
+            summary if "error" in summary else {"idle_included": processes[name], **summary}
+        )
     return summaries
+
+
+def _spy_summary(spy: subprocess.Popen[bytes], raw: Path) -> dict[str, Any]:
+    """A finished `_py_spy` recording's summary (its stacks copied to the results), or its error."""
+    _, err = spy.communicate(timeout=120)
+    if spy.returncode != 0 or not raw.exists():
+        return {"error": err.decode(errors="replace")[-1000:]}
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(raw, RESULTS_DIR / raw.name)
+    return summarise_stacks(raw.read_text().splitlines())
 
 
 def profile_create(bench: Bench, api_key: str) -> dict[str, Any]:

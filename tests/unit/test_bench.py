@@ -18,7 +18,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from bench import loadgen, rates, receiver, report
+from bench import loadgen, rates, receiver, report, resources
 from bench.run import end_to_end_rows, latency_series, rows_from, summarise_stacks
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -370,3 +370,9 @@ def test_end_to_end_rows__issue_13_goals() -> None:
     assert rows[("4 highest rate held", "payments/s offered")].value == 45.0
     empty = end_to_end_rows({}, {})
     assert all(row.met is None for row in empty)
+
+
+def test_ms_per__milliseconds_of_cpu_per_item_and_none_for_no_items() -> None:
+    assert resources.ms_per(1.5, 1000) == 1.5
+    assert resources.ms_per(1.0, 3, digits=2) == 333.33
+    assert resources.ms_per(2.0, 0) is None
