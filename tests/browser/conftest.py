@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from playwright.sync_api import (
     BrowserContext,
     Page,
     Playwright,
+    ViewportSize,
     expect,
     sync_playwright,
 )
@@ -39,6 +41,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # screenshots get longer. Generous, since CI machines are shared: they only bound a failure.
 TIMEOUT_MS = 30_000
 NAVIGATION_TIMEOUT_MS = 60_000
+DESKTOP: ViewportSize = {"width": 1366, "height": 900}
 expect.set_options(timeout=TIMEOUT_MS)
 
 
@@ -89,14 +92,18 @@ def _screenshot(page: Page, name: str) -> None:
     )
 
 
+def open_context(browser: Browser, web: str, **options: Any) -> BrowserContext:
+    """A fresh browser profile on the edge with the suite's timeouts (`options` as new_context)."""
+    created = browser.new_context(base_url=web, locale="en-US", **options)
+    created.set_default_timeout(TIMEOUT_MS)
+    created.set_default_navigation_timeout(NAVIGATION_TIMEOUT_MS)
+    return created
+
+
 @pytest.fixture
 def context(browser: Browser, web: str) -> Iterator[BrowserContext]:
     """A fresh browser profile (no cookies, no storage) on the edge, desktop-sized."""
-    created = browser.new_context(
-        base_url=web, viewport={"width": 1366, "height": 900}, locale="en-US"
-    )
-    created.set_default_timeout(TIMEOUT_MS)
-    created.set_default_navigation_timeout(NAVIGATION_TIMEOUT_MS)
+    created = open_context(browser, web, viewport=DESKTOP)
     yield created
     created.close()
 
@@ -113,16 +120,14 @@ def page(context: BrowserContext, request: pytest.FixtureRequest) -> Iterator[Pa
 @pytest.fixture
 def phone(browser: Browser, web: str, request: pytest.FixtureRequest) -> Iterator[Page]:
     """A phone-sized page (375 by 740 CSS pixels, touch), screenshotted like `page`."""
-    created = browser.new_context(
-        base_url=web,
+    created = open_context(
+        browser,
+        web,
         viewport={"width": 375, "height": 740},
         device_scale_factor=2,
         is_mobile=True,
         has_touch=True,
-        locale="en-US",
     )
-    created.set_default_timeout(TIMEOUT_MS)
-    created.set_default_navigation_timeout(NAVIGATION_TIMEOUT_MS)
     opened = created.new_page()
     yield opened
     _screenshot(opened, request.node.name)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
-from tests.browser.conftest import NAVIGATION_TIMEOUT_MS, TIMEOUT_MS
+from tests.browser.conftest import DESKTOP, open_context
 from tests.browser.support import (
     DECLINED,
     VISA_OK,
@@ -34,11 +34,7 @@ BLOCKING = {"serious", "critical"}
 @pytest.fixture
 def scan_context(browser: Browser, web: str) -> Iterator[BrowserContext]:
     """A desktop-sized profile in which the test may inject axe-core."""
-    created = browser.new_context(
-        base_url=web, viewport={"width": 1366, "height": 900}, locale="en-US", bypass_csp=True
-    )
-    created.set_default_timeout(TIMEOUT_MS)
-    created.set_default_navigation_timeout(NAVIGATION_TIMEOUT_MS)
+    created = open_context(browser, web, viewport=DESKTOP, bypass_csp=True)
     yield created
     created.close()
 
@@ -46,6 +42,10 @@ def scan_context(browser: Browser, web: str) -> Iterator[BrowserContext]:
 def _violations(page: Page) -> list[str]:
     """The serious and critical axe-core violations of the page as it is now, one line each."""
     if not page.evaluate("() => 'axe' in window"):
+        if not AXE.exists():
+            pytest.fail(
+                f"{AXE} is missing: `make frontend` installs the frontend's dev dependencies"
+            )
         page.add_script_tag(path=str(AXE))
     # Finite animations first (a fading-in error is briefly low-contrast); spinners never end.
     page.evaluate(
@@ -69,14 +69,27 @@ def _scan(page: Page, ready: Locator, found: list[str]) -> None:
     found.extend(_violations(page))
 
 
+def test_axe__the_scan_fails_on_a_serious_violation(browser: Browser) -> None:
+    # The scan's own check: a nameless button (critical) is reported, content outside any
+    # landmark (moderate) is not, so an empty list from the scans below means something.
+    page = browser.new_page()
+    try:
+        page.set_content(
+            '<!doctype html><html lang="en"><head><title>Probe</title></head>'
+            "<body><p>Outside any landmark.</p><main><button></button></main></body></html>"
+        )
+        found = _violations(page)
+    finally:
+        page.close()
+    assert [line.split(": ", 1)[1].split(" ", 1)[0] for line in found] == ["button-name"], found
+
+
 def test_axe__every_dashboard_page_and_the_confirmation_dialog(
     scan_context: BrowserContext,
     api: httpx.Client,
     merchant: MerchantKeys,
     operator_login: OperatorLogin,
 ) -> None:
-    if not AXE.exists():
-        pytest.fail(f"{AXE} is missing: `make frontend` installs the frontend's dev dependencies")
     paid = create_payment(api, merchant, amount=990, currency="EUR", card=VISA_OK)
     wait_final(api, merchant, paid["id"])
     page = scan_context.new_page()
