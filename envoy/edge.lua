@@ -196,8 +196,10 @@ end
 -- The first parameter at fault in the body being checked, and the path to the value being
 -- scanned: trail[d] is the member name (a string) or the array index (a number) at depth d.
 -- The scan never yields, so one request at a time uses them in a worker's Lua state.
+-- fault_field is BODY when the body itself is at fault (an array, a string, null...): a
+-- member's path can be "" too (`{"": 1}`).
 local fault_field, fault_description, fault_reason
-local trail = {}
+local trail, BODY = {}, {}
 
 local function fault(depth, description, reason)
   if fault_field ~= nil then return end
@@ -208,7 +210,8 @@ local function fault(depth, description, reason)
     elseif d == 1 then parts[1] = step
     else parts[#parts + 1] = "." .. step end
   end
-  fault_field, fault_description, fault_reason = concat(parts), description, reason
+  fault_field = depth == 0 and BODY or concat(parts)
+  fault_description, fault_reason = description, reason
 end
 
 local scan_value
@@ -332,11 +335,12 @@ local function scan_field(s, i, depth, spec, c)
 end
 
 -- Returns the offset after the value that starts at or after s[i], or nil, why and where.
--- `spec` (nil: anything) says what the value must be; null is every field's default.
+-- `spec` (nil: anything) says what the value must be; null is every field's default, but not
+-- a body (depth 0), which the transcoder would refuse in its own shape.
 scan_value = function(s, i, depth, spec)
   i = skip_space(s, i)
   local c = byte(s, i)
-  if spec ~= nil and c ~= 110 then return scan_field(s, i, depth, spec, c) end
+  if spec ~= nil and (c ~= 110 or depth == 0) then return scan_field(s, i, depth, spec, c) end
   if c == 123 then return scan_object(s, i, depth + 1) end
   if c == 91 then return scan_array(s, i, depth + 1) end
   if c == 34 then return scan_string(s, i) end
@@ -437,10 +441,9 @@ end
 
 local function refuse_parameter(handle, field, description, reason)
   field = printable(field)
-  if field == "" then
-    return refuse(handle, "400", reason, "the request body must be a JSON object")
-  end
-  local message = reason == "UNKNOWN_PARAMETER" and "unknown parameter: " .. field
+  -- An empty name (`?=1`, `{"": 1}`) is shown as "" rather than as nothing.
+  local message = reason == "UNKNOWN_PARAMETER"
+                  and "unknown parameter: " .. (field == "" and '""' or field)
                   or field .. ": " .. description
   return refuse(handle, "400", reason, message, field, description)
 end
@@ -467,6 +470,9 @@ function envoy_on_request(handle)
     if why then
       return refuse(handle, "400", "INVALID_JSON",
                     "the request body is not valid JSON: " .. why .. " at offset " .. at)
+    end
+    if fault_field == BODY then
+      return refuse(handle, "400", fault_reason, "the request body must be a JSON object")
     end
     if fault_field ~= nil then
       return refuse_parameter(handle, fault_field, fault_description, fault_reason)
