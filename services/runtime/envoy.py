@@ -113,15 +113,24 @@ def safe_methods(descriptor: Path = DESCRIPTOR) -> list[str]:
     ]
 
 
-def rest_paths(descriptor: Path = DESCRIPTOR) -> dict[str, set[str]]:
-    """The HTTP methods each REST path template of the public services takes."""
-    allowed: dict[str, set[str]] = {}
-    for _, _, rule in _public_methods(descriptor):
+def _http_bindings(descriptor: Path) -> Iterator[tuple[str, str, str, str]]:
+    """(HTTP method, path template, body, request message) of each public REST binding.
+
+    The one walk that both the 405 routes and envoy/edge.lua's field tables are built from.
+    """
+    for _, method, rule in _public_methods(descriptor):
         for binding in [rule, *rule.additional_bindings]:
             verb = binding.WhichOneof("pattern")
             if verb is not None:
                 assert verb != "custom", f"custom HTTP method in {binding}"
-                allowed.setdefault(getattr(binding, verb), set()).add(verb.upper())
+                yield verb.upper(), getattr(binding, verb), binding.body, method.input_type
+
+
+def rest_paths(descriptor: Path = DESCRIPTOR) -> dict[str, set[str]]:
+    """The HTTP methods each REST path template of the public services takes."""
+    allowed: dict[str, set[str]] = {}
+    for verb, template, _, _ in _http_bindings(descriptor):
+        allowed.setdefault(template, set()).add(verb)
     return allowed
 
 
@@ -201,20 +210,15 @@ def _strict_input_lua(descriptor: Path = DESCRIPTOR) -> list[str]:
         return index[name]
 
     routes: list[str] = []
-    for _, method, rule in _public_methods(descriptor):
-        for binding in [rule, *rule.additional_bindings]:
-            verb = binding.WhichOneof("pattern")
-            if verb is None:
-                continue
-            # A body bound to one field, or a nested path variable, would need more than the
-            # top-level field tables edge.lua has.
-            assert binding.body in ("", "*"), f"body {binding.body!r} in {binding}"
-            template = getattr(binding, verb)
-            assert "." not in "".join(re.findall(r"{([^}]*)}", template)), template
-            routes.append(
-                f"route({_lua_string(verb.upper())}, {_lua_string(template)}, "
-                f"M[{number(method.input_type)}], {_lua_string(binding.body)})"
-            )
+    for verb, template, body, input_type in _http_bindings(descriptor):
+        # A body bound to one field, or a nested path variable, would need more than the
+        # top-level field tables edge.lua has.
+        assert body in ("", "*"), f"body {body!r} in {verb} {template}"
+        assert "." not in "".join(re.findall(r"{([^}]*)}", template)), template
+        routes.append(
+            f"route({_lua_string(verb)}, {_lua_string(template)}, "
+            f"M[{number(input_type)}], {_lua_string(body)})"
+        )
     return [
         "do -- rendered by services/runtime/envoy.py from the descriptor: strict input",
         "local M, F = {}",
