@@ -43,19 +43,24 @@ export class WebhooksPage implements OnInit {
   readonly nextToken = signal('');
   includeFailing = false;
   merchantId = '';
+  /** The merchant filter of the list shown, which the input may no longer match. */
+  private listedMerchantId = '';
 
   ngOnInit(): void {
     void this.load();
   }
 
   async load(pageToken = ''): Promise<void> {
+    const merchantId = this.merchantId.trim();
     try {
       const response = await this.session.api(AdminService.method.listFailedWebhooks, {
-        merchantId: this.merchantId.trim(),
+        merchantId,
         includeFailing: this.includeFailing,
         pageSize: PAGE_SIZE,
         pageToken,
       });
+      // A page token is bound to its list's filters, so later pages never mix merchants.
+      if (!pageToken) this.listedMerchantId = merchantId;
       this.deliveries.update((current) => (pageToken ? [...current, ...response.deliveries] : response.deliveries));
       this.nextToken.set(response.nextPageToken);
       this.error.set('');
@@ -103,9 +108,11 @@ export class WebhooksPage implements OnInit {
   async replayAll(): Promise<void> {
     if (this.bulkBusy()) return;
     const merchantId = this.merchantId.trim();
-    // The list shows dead deliveries page by page: the count is exact only when it is all loaded.
+    // The count is exact only when the list is all loaded and for the merchant typed (one typed
+    // without Enter has not been listed yet); otherwise only the bound is known.
     const dead = this.deliveries().filter((d) => d.status === 'dead').length;
-    const count = this.nextToken() ? `up to ${BULK_LIMIT}` : String(Math.min(dead, BULK_LIMIT));
+    const exact = !this.nextToken() && this.listedMerchantId === merchantId;
+    const count = exact ? String(Math.min(dead, BULK_LIMIT)) : `up to ${BULK_LIMIT}`;
     const whose = merchantId ? `of merchant ${merchantId}` : 'across ALL merchants';
     this.bulkBusy.set(true);
     const confirmed = await this.confirm.ask({
