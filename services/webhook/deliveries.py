@@ -127,7 +127,7 @@ def claim_attempts(
     lost_held = [d for d in due if d.lease_expire_time is not None]
     if lost_held:
         _declare_lost(session, lost_held, now=now)
-    claimable = []
+    claimable: list[tuple[Delivery, Endpoint]] = []
     for delivery in due:
         if delivery.lease_expire_time is not None:
             # The previous attempt's worker vanished: that attempt failed without an answer.
@@ -143,20 +143,20 @@ def claim_attempts(
                 delivery, "endpoint deleted" if endpoint.delete_time else "endpoint disabled", now
             )
             continue
-        claimable.append(delivery)
+        claimable.append((delivery, endpoint))
     events = {
         event.id: event
         for event in session.scalars(
-            select(Event).where(Event.id.in_({d.event_id for d in claimable}))
+            select(Event).where(Event.id.in_({d.event_id for d, _ in claimable}))
         )
     }
     # Before any change, so no autoflush splits the batch's updates and inserts.
     secrets = {
         endpoint_id: endpoints.active_secrets(session, endpoint_id=endpoint_id, box=box)
-        for endpoint_id in {d.endpoint_id for d in claimable}
+        for endpoint_id in {e.id for _, e in claimable}
     }
     claims = []
-    for delivery in claimable:
+    for delivery, endpoint in claimable:
         attempt_number = wanted[delivery.id]
         delivery.attempt_count = attempt_number
         delivery.round_attempts += 1
@@ -173,8 +173,6 @@ def claim_attempts(
                 error="",
             )
         )
-        endpoint = session.get(Endpoint, delivery.endpoint_id)
-        assert endpoint is not None
         event = events[delivery.event_id]
         claims.append(
             Claim(
