@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.webhook.deliveries import RetryPolicy, parse_schedule
-from services.webhook.job_ids import delivery_id_from, job_id
+from services.webhook.job_ids import batch_job_id, delivery_id_from, job_id
 
 POLICY = RetryPolicy(
     delays_s=(5.0, 300.0, 1800.0),
@@ -56,6 +56,16 @@ def test_job_ids__name_the_delivery_and_the_attempt() -> None:
     assert job_id("whd_abc123", 3) == "whd_abc123-attempt-3"
     assert delivery_id_from("whd_abc123-attempt-3") == "whd_abc123"
     assert delivery_id_from("whd_abc123") == "whd_abc123"
+
+
+def test_batch_job_id__the_same_attempts_in_any_order_name_one_job() -> None:
+    one = batch_job_id("we_a", [("whd_1", 1), ("whd_2", 3)])
+    assert one.startswith("we_a-batch-")
+    assert batch_job_id("we_a", [("whd_2", 3), ("whd_1", 1)]) == one
+    # Another attempt number (a retry), another batch or another endpoint: another job.
+    assert batch_job_id("we_a", [("whd_1", 2), ("whd_2", 3)]) != one
+    assert batch_job_id("we_a", [("whd_1", 1)]) != one
+    assert batch_job_id("we_b", [("whd_1", 1), ("whd_2", 3)]) != one
 
 
 @pytest.mark.parametrize(
