@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
-import time
 from dataclasses import dataclass
 
 from limits import RateLimitItemPerSecond, storage, strategies
@@ -19,6 +17,7 @@ from services.admin.errors import (
 )
 from services.common.auth import AuthPolicy, OperatorPrincipal, key_from_metadata
 from services.common.db import transaction
+from services.common.ratelimit import seconds_until
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 MERCHANT_KEY_TAGS = ("sk_", "pk_")
@@ -120,7 +119,7 @@ class LoginThrottle:
             stats = self._limiter.get_window_stats(self._item, email, client_ip)
             raise LoginRateLimited(
                 "too many failed logins; try again later",
-                retry_after_s=max(1, math.ceil(stats.reset_time - time.time())),
+                retry_after_s=seconds_until(stats.reset_time),
             )
 
     def failed(self, email: str, client_ip: str) -> None:

@@ -1,12 +1,13 @@
 """Per-API-key rate limiting and throttling of failed authentication, counted in Redis.
 
-The kit's server interceptor asks `ApiRateLimiter` about every call that carries an API key:
-`check_key` after the key authenticated (a fixed window per key, at the merchant's limit), and
-`check_failures` / `failed` around authentication (a fixed window per client address), so a
-flood of bad keys is refused before it reaches the admin service. A key authenticated moments
-ago (from the authenticator's cache) needs no admin call in between, so `check` asks both
-questions in one Redis round trip, in the same order. A refused call raises `RateLimited`
-before the method runs, so it stores nothing (no payment, no idempotency record).
+The kit's server interceptor asks `ApiRateLimiter` about every call that carries an API key.
+`check` asks, in one Redis round trip, whether the client address failed to authenticate too
+often lately (a fixed window per address) and counts the key's call (a fixed window per key, at
+the merchant's limit). A key authenticated moments ago (from the authenticator's cache) needs
+only that; a key the admin service must resolve is first guarded by `check_failures`, so a flood
+of bad keys is refused before it reaches the admin service, and `failed` counts each failure.
+A refused call raises `RateLimited` before the method runs, so it stores nothing (no payment,
+no idempotency record).
 
 The counters live in Redis, shared by every replica, so a key's limit holds across replicas
 exactly (one counter per key and window), not per process.
@@ -35,9 +36,9 @@ REDIS_TIMEOUT_S = 1.0
 # Metadata names the edge's headers arrive under (lower case), for the client's address.
 CLIENT_ADDRESS_HEADERS = ("x-envoy-external-address", "x-forwarded-for")
 
-# `check_failures` then `check_key` as one script: the address's failures are read (refused at
-# the maximum, as limits' fixed-window `test`), then the key's call is counted (limits'
-# `incr_expire`: the window starts with its first call). Returns the verdict and, when refused,
+# `check` as one script: the address's failures are read (refused at the maximum, as limits'
+# fixed-window `test`), then the key's call is counted (limits' `incr_expire`: the window
+# starts with its first call). Returns the verdict and, when refused,
 # the seconds left in the refusing window.
 CHECK_SCRIPT = b"""
 local failures = tonumber(redis.call("get", KEYS[1]) or "0")
@@ -70,6 +71,11 @@ class AuthFailuresLimited(RateLimited):
     """Too many failed authentications from this address lately."""
 
     reason = "AUTH_FAILURES_RATE_LIMITED"
+
+
+def seconds_until(reset_time: float) -> int:
+    """A window's `Retry-After`: whole seconds until `reset_time` (epoch seconds), at least 1."""
+    return max(1, math.ceil(reset_time - time.time()))
 
 
 def client_address(metadata: tuple[tuple[str, str | bytes], ...]) -> str:
@@ -124,7 +130,8 @@ class ApiRateLimiter:
         return self._merchants.get(merchant_id, self._default)
 
     async def check(self, *, address: str, merchant_id: str, key_id: str) -> None:
-        """`check_failures(address)` then `check_key(...)`, in one Redis round trip."""
+        """AuthFailuresLimited for an address past its failures, else counts one call of the
+        key (RateLimited when its window is full); one Redis round trip."""
         item = self.limit_for(merchant_id)
         keys = [
             self._storage.prefixed_key(self._failures.key_for("auth-failures", address)),
@@ -148,15 +155,6 @@ class ApiRateLimiter:
                 retry_after_s=max(1, int(ttl_s)),
             )
 
-    async def check_key(self, *, merchant_id: str, key_id: str) -> None:
-        """Counts one call of the key; RateLimited when its window is full."""
-        item = self.limit_for(merchant_id)
-        if not await self._call(self._limiter.hit, item, "key", key_id):
-            raise RateLimited(
-                f"too many requests with this API key (limit {item}); slow down",
-                retry_after_s=await self._retry_after_s(item, "key", key_id),
-            )
-
     async def check_failures(self, address: str) -> None:
         """AuthFailuresLimited when this address failed to authenticate too often lately."""
         if not await self._call(self._limiter.test, self._failures, "auth-failures", address):
@@ -175,7 +173,7 @@ class ApiRateLimiter:
         except Exception:
             logger.warning("rate limiter: cannot read the window; answering its full length")
             return item.get_expiry()
-        return max(1, math.ceil(stats.reset_time - time.time()))
+        return seconds_until(stats.reset_time)
 
     async def _call(
         self, method: Callable[..., bool], item: RateLimitItem, *identifiers: str

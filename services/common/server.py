@@ -239,7 +239,9 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             await limiter.failed(address)
             raise
         # Before the method runs, so a refused call stores nothing (no idempotency record).
-        await limiter.check_key(merchant_id=principal.merchant_id, key_id=principal.key_id)
+        await limiter.check(
+            address=address, merchant_id=principal.merchant_id, key_id=principal.key_id
+        )
         return principal
 
     async def _fail(

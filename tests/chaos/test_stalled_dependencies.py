@@ -82,10 +82,10 @@ def test_api_rate_limiter__stalled_redis_lets_calls_through_instead_of_hanging(
     )
 
     def twice() -> None:
-        # Past the limit of one: only failing open lets the second call through, on the path
-        # of a key just authenticated and on a cached key's (one script for both questions).
+        # Past the limit of one: only failing open lets the second call through, whether the
+        # address is checked alone (a key the admin service resolves) or with the key's call.
         for _ in range(2):
-            asyncio.run(limiter.check_key(merchant_id="acct_1", key_id="key_1"))
+            asyncio.run(limiter.check_failures("10.0.0.1"))
             asyncio.run(limiter.check(address="10.0.0.1", merchant_id="acct_1", key_id="key_1"))
 
     assert _ends_within(twice, GIVE_UP_WITHIN_S) is None

@@ -55,16 +55,14 @@ def test_redis_unreachable__calls_are_let_through() -> None:
 
     async def many_calls() -> None:
         for _ in range(3):
-            await limiter.check_key(merchant_id="mer_x", key_id="key_x")
             await limiter.failed("198.51.100.7")
             await limiter.check_failures("198.51.100.7")
-            # The cached key's path: both questions in one script.
             await limiter.check(address="198.51.100.7", merchant_id="mer_x", key_id="key_x")
 
     asyncio.run(many_calls())
 
 
-def test_check__counts_the_keys_calls_in_the_same_window_as_check_key(redis_url: str) -> None:
+def test_check__refuses_the_call_past_the_keys_window_with_its_retry_after(redis_url: str) -> None:
     limiter = ApiRateLimiter(
         redis_url,
         default_limit="3 per 60 second",
@@ -75,9 +73,8 @@ def test_check__counts_the_keys_calls_in_the_same_window_as_check_key(redis_url:
     key_id, address = f"key_{secrets.token_hex(4)}", "198.51.100.20"
 
     async def calls() -> RateLimited:
-        await limiter.check(address=address, merchant_id="mer_x", key_id=key_id)
-        await limiter.check_key(merchant_id="mer_x", key_id=key_id)
-        await limiter.check(address=address, merchant_id="mer_x", key_id=key_id)
+        for _ in range(3):
+            await limiter.check(address=address, merchant_id="mer_x", key_id=key_id)
         try:
             await limiter.check(address=address, merchant_id="mer_x", key_id=key_id)
         except RateLimited as error:
