@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,12 +28,25 @@ def schema_metadata(schema: str) -> MetaData:
     return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
 
 
+URL_PREFIXES = ("postgresql+psycopg://", "postgresql://", "postgres://")
+CONNECT_TIMEOUT_S = 10
+
+
+def _without_scheme(url: str) -> str:
+    for prefix in URL_PREFIXES:
+        if url.startswith(prefix):
+            return url.removeprefix(prefix)
+    raise ValueError("database URL must be a postgresql:// URL")
+
+
 def sqlalchemy_url(url: str) -> str:
     """The URL with the psycopg 3 driver named, whatever form it was given in."""
-    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url.removeprefix(prefix)
-    raise ValueError("database URL must be a postgresql:// URL")
+    return "postgresql+psycopg://" + _without_scheme(url)
+
+
+def libpq_url(url: str) -> str:
+    """The URL as libpq (psycopg itself) takes it, whatever form it was given in."""
+    return "postgresql://" + _without_scheme(url)
 
 
 # A connection back in the pool for less than this is reused without a ping (PgBouncer's
@@ -98,10 +112,31 @@ def make_engine(url: str, *, pool_size: int = 10, application_name: str = "payme
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
-        connect_args={"application_name": application_name, "connect_timeout": 10},
+        connect_args={"application_name": application_name, "connect_timeout": CONNECT_TIMEOUT_S},
     )
     _check_on_checkout(engine)
     return engine
+
+
+def make_async_pool(url: str, *, max_size: int, application_name: str) -> AsyncConnectionPool:
+    """An unopened pool of async autocommit connections, for one-statement work on the loop.
+
+    The same database, timeout and naming as `make_engine`'s connections; open it with
+    `await pool.open()`. It has no dead-connection check at checkout: a statement on a
+    connection the server closed fails (UNAVAILABLE through the kit), and the pool replaces it.
+    """
+    return AsyncConnectionPool(
+        libpq_url(url),
+        min_size=1,
+        max_size=max_size,
+        kwargs={
+            "autocommit": True,
+            "application_name": application_name,
+            "connect_timeout": CONNECT_TIMEOUT_S,
+        },
+        open=False,
+        name=application_name,
+    )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import psycopg
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -330,11 +331,20 @@ def _as_domain_error(method: str, error: Exception) -> Exception:
     clients retry (a create with the same Idempotency-Key). Every other error stays INTERNAL.
     The transaction has rolled back either way, so nothing was changed.
     """
-    if isinstance(error, DataError):
-        logger.warning("%s: the database refused a value: %s", method, type(error.orig).__name__)
+    if isinstance(error, (DataError, psycopg.DataError)):
+        refused = getattr(error, "orig", error)  # SQLAlchemy wraps the driver's error
+        logger.warning("%s: the database refused a value: %s", method, type(refused).__name__)
         return InvalidArgument("a value is out of range or malformed", reason="VALUE_OUT_OF_RANGE")
     if isinstance(
-        error, (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
+        error,
+        (
+            OperationalError,
+            InterfaceError,
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            RedisConnectionError,
+            RedisTimeoutError,
+        ),
     ):
         logger.warning("%s: a backing store is unreachable: %r", method, error)
         return Unavailable("a backing service is unreachable right now; retry the call")

@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.common import pages
 from services.common.auth import AuthPolicy, Principal, current_principal
 from services.common.clients import sync_channel
-from services.common.db import make_engine, make_sessionmaker, transaction
-from services.common.errors import InvalidArgument, Unavailable
+from services.common.db import make_async_pool, make_engine, make_sessionmaker, transaction
+from services.common.errors import InvalidArgument
 from services.common.server import ServiceSpec
 from services.common.service_main import run_service
 from services.common.settings import Settings
@@ -202,30 +202,21 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
                 break
             except psycopg.OperationalError as error:
                 # Deadlocks and serialization failures are retried, as `run_unit_of_work` does;
-                # the rest (and the last failure) answer UNAVAILABLE, like SQLAlchemy's errors.
+                # the rest (and the last failure) the kit maps, as it maps SQLAlchemy's errors.
                 sqlstate = error.sqlstate
-                if sqlstate in RETRYABLE_SQLSTATES and attempt < ATTEMPTS_MAX:
-                    logger.warning("retrying a ledger posting", extra={"sqlstate": sqlstate})
-                    continue
-                raise Unavailable("the ledger database is unreachable; retry the call") from error
+                if sqlstate not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS_MAX:
+                    raise
+                logger.warning("retrying a ledger posting", extra={"sqlstate": sqlstate})
         return None if inserted is None else posted_to_proto(draft.posted(inserted[0]))
 
     async def _posting_pool(self) -> AsyncConnectionPool:
         """The event loop's connections (autocommit), opened on first use."""
         async with self._pool_lock:
             if self._pool is None:
-                url = self._settings.require_database_url()
-                pool: AsyncConnectionPool = AsyncConnectionPool(
-                    url.replace("postgresql+psycopg://", "postgresql://", 1),
-                    min_size=1,
+                pool = make_async_pool(
+                    self._settings.require_database_url(),
                     max_size=self._settings.db_pool_size,
-                    kwargs={
-                        "autocommit": True,
-                        "application_name": "paymesh-ledger",
-                        "connect_timeout": 10,
-                    },
-                    open=False,
-                    name="ledger-posting",
+                    application_name="paymesh-ledger-posting",
                 )
                 await pool.open()
                 self._pool = pool

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Iterator
@@ -113,3 +114,42 @@ def test_engine__survives_a_postgres_restart(
         with transaction(sessions) as one, transaction(sessions) as two:
             assert one.scalar(text("SELECT 1")) == two.scalar(text("SELECT 1")) == 1
     assert pings == []
+
+
+@pytest.mark.parametrize("driver", ["postgresql+psycopg", "postgresql", "postgres"])
+def test_async_pool__takes_every_url_form_and_commits_each_statement(
+    postgres: EmbeddedPostgres, driver: str
+) -> None:
+    table = f"t_{secrets.token_hex(4)}"
+
+    async def scenario() -> str:
+        pool = db.make_async_pool(
+            postgres.url(driver=driver), max_size=1, application_name="paymesh-test"
+        )
+        await pool.open()
+        try:
+            async with pool.connection() as connection:
+                await connection.execute(f"CREATE TABLE {table} (n int)")
+                await connection.execute(f"INSERT INTO {table} VALUES (1)")  # noqa: S608
+                cursor = await connection.execute("SELECT current_setting('application_name')")
+                row = await cursor.fetchone()
+                return str(row[0]) if row else ""
+        finally:
+            await pool.close()
+
+    assert asyncio.run(scenario()) == "paymesh-test"
+    # Autocommit: another connection sees the row without a COMMIT from the pool.
+    with psycopg.connect(postgres.url(driver="postgresql")) as other:
+        assert other.execute(f"SELECT n FROM {table}").fetchall() == [(1,)]  # noqa: S608
+
+
+def test_urls__one_scheme_rule_for_sqlalchemy_and_libpq() -> None:
+    for given in (
+        "postgresql+psycopg://u:p@h:1/d",
+        "postgresql://u:p@h:1/d",
+        "postgres://u:p@h:1/d",
+    ):
+        assert db.sqlalchemy_url(given) == "postgresql+psycopg://u:p@h:1/d"
+        assert db.libpq_url(given) == "postgresql://u:p@h:1/d"
+    with pytest.raises(ValueError, match="postgresql://"):
+        db.libpq_url("mysql://u@h/d")

@@ -6,7 +6,9 @@ import asyncio
 import secrets
 
 import grpc
+import psycopg
 
+from services.common.errors import DomainError
 from services.common.ports import free_port
 from services.common.ratelimit import (
     ApiRateLimiter,
@@ -14,7 +16,7 @@ from services.common.ratelimit import (
     RateLimited,
     client_address,
 )
-from services.common.server import ServiceSpec, create_server
+from services.common.server import ServiceSpec, _as_domain_error, create_server
 from services.common.settings import Settings
 
 
@@ -142,3 +144,17 @@ def test_undecodable_request__is_invalid_argument_not_unknown() -> None:
             await server.stop(None)
 
     assert asyncio.run(scenario()) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_store_errors__the_drivers_own_map_as_sqlalchemys_do() -> None:
+    """Code on psycopg directly (the ledger's event-loop postings) gets the same statuses."""
+    for raised, code in (
+        (psycopg.errors.NumericValueOutOfRange("out of range"), grpc.StatusCode.INVALID_ARGUMENT),
+        (psycopg.OperationalError("server closed the connection"), grpc.StatusCode.UNAVAILABLE),
+        (psycopg.InterfaceError("the connection is closed"), grpc.StatusCode.UNAVAILABLE),
+    ):
+        mapped = _as_domain_error("/t.T/M", raised)
+        assert isinstance(mapped, DomainError), raised
+        assert mapped.code is code, raised
+    bug = ValueError("a bug")
+    assert _as_domain_error("/t.T/M", bug) is bug
