@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from psycopg.pq import TransactionStatus
 
 from services.admin import merchants
 from services.common.db import make_engine, make_sessionmaker, transaction
@@ -171,3 +173,36 @@ def operator_login(sessions, api: httpx.Client) -> OperatorLogin:  # type: ignor
 def viewer_login(sessions, api: httpx.Client) -> OperatorLogin:  # type: ignore[no-untyped-def]
     """A fresh operator with the read-only `viewer` role and a session."""
     return _operator_login(sessions, api, "viewer")
+
+
+@dataclass
+class StatementLog:
+    """What an event-loop pool's connections sent: (first word, inside a transaction block).
+
+    `LoopPool(..., configure=log.configure)` makes every cursor of its connections record the
+    statements it executes (BEGIN and COMMIT of `LoopPool.transaction` are not cursors'; a
+    statement inside one is recorded as in a transaction).
+    """
+
+    statements: list[tuple[str, bool]] = field(default_factory=list)
+
+    async def configure(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        log = self
+
+        class Recording(psycopg.AsyncCursor):  # type: ignore[type-arg]
+            def _record(self, query: Any) -> None:
+                in_block = self.connection.info.transaction_status != TransactionStatus.IDLE
+                log.statements.append((str(query).split(maxsplit=1)[0], in_block))
+
+            async def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+                self._record(query)
+                return await super().execute(query, *args, **kwargs)
+
+            async def executemany(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+                self._record(query)
+                return await super().executemany(query, *args, **kwargs)
+
+        connection.cursor_factory = Recording
+
+    def verbs(self) -> list[str]:
+        return [verb for verb, _ in self.statements]

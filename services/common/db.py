@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import select
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import Connection, Engine, MetaData, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import ClauseElement
 
 # Constraint names follow one pattern so migrations and errors can name them.
 NAMING_CONVENTION = {
@@ -118,7 +122,13 @@ def make_engine(url: str, *, pool_size: int = 10, application_name: str = "payme
     return engine
 
 
-def make_async_pool(url: str, *, max_size: int, application_name: str) -> AsyncConnectionPool:
+def make_async_pool(
+    url: str,
+    *,
+    max_size: int,
+    application_name: str,
+    configure: Callable[[AsyncConnection[Any]], Awaitable[None]] | None = None,
+) -> AsyncConnectionPool:
     """An unopened pool of async autocommit connections, for one-statement work on the loop.
 
     The same database, timeout and naming as `make_engine`'s connections; open it with
@@ -136,7 +146,77 @@ def make_async_pool(url: str, *, max_size: int, application_name: str) -> AsyncC
         },
         open=False,
         name=application_name,
+        configure=configure,
     )
+
+
+class LoopPool:
+    """The process's event-loop connections (autocommit), opened on first use.
+
+    The hot paths run on the event loop with psycopg's async driver: no worker-thread hop and
+    no ORM or Core execution layers per statement, only SQL rendered once (`render`). One per
+    service process, opened by the first call on the server's loop; `close` at shutdown.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_size: int,
+        application_name: str,
+        configure: Callable[[AsyncConnection[Any]], Awaitable[None]] | None = None,
+    ) -> None:
+        self._url = url
+        self._max_size = max_size
+        self._application_name = application_name
+        self._configure = configure
+        self._pool: AsyncConnectionPool | None = None
+        self._lock = asyncio.Lock()
+
+    async def _opened(self) -> AsyncConnectionPool:
+        if self._pool is None:
+            async with self._lock:
+                if self._pool is None:
+                    pool = make_async_pool(
+                        self._url,
+                        max_size=self._max_size,
+                        application_name=self._application_name,
+                        configure=self._configure,
+                    )
+                    await pool.open()
+                    self._pool = pool
+        return self._pool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A connection in autocommit: each statement is its own transaction."""
+        pool = await self._opened()
+        async with pool.connection() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """One transaction: commits on success, rolls back on any exception."""
+        async with self.connection() as connection, connection.transaction():
+            yield connection
+
+    async def close(self) -> None:
+        """Closes the connections, if any were opened."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+_DIALECT = postgresql.psycopg.dialect()  # type: ignore[attr-defined,no-untyped-call]
+
+
+def render(statement: ClauseElement, *, columns: Iterable[str] | None = None) -> str:
+    """A Core statement as psycopg's SQL (`%(name)s` parameters), rendered once at import.
+
+    `columns` names the values an INSERT or UPDATE sets (the others keep their defaults).
+    """
+    keys = list(columns) if columns is not None else None
+    return str(statement.compile(dialect=_DIALECT, column_keys=keys))
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -149,15 +229,3 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commits on success, rolls back on any exception."""
     with factory() as session, session.begin():
         yield session
-
-
-@contextmanager
-def single_read(factory: sessionmaker[Session]) -> Iterator[Connection]:
-    """A connection for one read-only statement, in autocommit: no BEGIN and COMMIT round trips.
-
-    One statement sees one snapshot by itself; a transaction around it adds two round trips
-    and nothing else. Never for writes, nor for two statements that must agree.
-    """
-    engine = factory.kw["bind"]
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        yield connection

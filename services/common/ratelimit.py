@@ -24,7 +24,9 @@ import math
 import time
 from collections.abc import Callable
 
+import redis.asyncio
 from limits import RateLimitItem, parse, storage, strategies
+from redis.commands.core import AsyncScript
 
 from services.common.errors import ResourceExhausted
 from services.common.settings import Settings
@@ -107,7 +109,10 @@ class ApiRateLimiter:
             socket_connect_timeout=REDIS_TIMEOUT_S,
         )
         self._limiter = strategies.FixedWindowRateLimiter(self._storage)
-        self._check_script = self._storage.get_connection().register_script(CHECK_SCRIPT)
+        # `check` runs on every call, on the event loop: an asyncio client, no thread hop.
+        # Its connections belong to the loop that made them (one per server process).
+        self._redis_url = redis_url
+        self._loop_scripts: dict[asyncio.AbstractEventLoop, AsyncScript] = {}
         self._default = parse(default_limit)
         self._merchants = {merchant: parse(limit) for merchant, limit in merchant_limits.items()}
         self._failures = parse(f"{auth_failures_max} per {auth_failure_window_s} second")
@@ -138,8 +143,8 @@ class ApiRateLimiter:
             self._storage.prefixed_key(item.key_for("key", key_id)),
         ]
         try:
-            verdict, ttl_s = await asyncio.to_thread(
-                self._check_script, keys, [self._failures.amount, item.amount, item.get_expiry()]
+            verdict, ttl_s = await self._check_script()(
+                keys, [self._failures.amount, item.amount, item.get_expiry()]
             )
         except Exception:
             logger.warning("rate limiter: Redis unreachable; letting the call through")
@@ -154,6 +159,24 @@ class ApiRateLimiter:
                 f"too many requests with this API key (limit {item}); slow down",
                 retry_after_s=max(1, int(ttl_s)),
             )
+
+    def _check_script(self) -> AsyncScript:
+        """CHECK_SCRIPT on this event loop's own client."""
+        loop = asyncio.get_running_loop()
+        script = self._loop_scripts.get(loop)
+        if script is None:
+            self._loop_scripts = {
+                known: known_script
+                for known, known_script in self._loop_scripts.items()
+                if not known.is_closed()
+            }
+            client = redis.asyncio.from_url(
+                self._redis_url,
+                socket_timeout=REDIS_TIMEOUT_S,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+            )
+            script = self._loop_scripts[loop] = client.register_script(CHECK_SCRIPT)
+        return script
 
     async def check_failures(self, address: str) -> None:
         """AuthFailuresLimited when this address failed to authenticate too often lately."""

@@ -67,6 +67,8 @@ class ServiceSpec:
     policies: dict[str, AuthPolicy] = field(default_factory=dict)
     # Checks OPERATOR_* policies; only the admin service has one.
     operator_authenticator: OperatorAuthenticator | None = None
+    # Run after the server has drained, e.g. closing the event loop's connections.
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 def _policy_for(policies: dict[str, AuthPolicy], method: str) -> AuthPolicy:
@@ -420,5 +422,5 @@ async def run_server(
     logger.info("%s stopping", spec.name)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace_period_s)
-    for callback in on_stop:
+    for callback in [*spec.on_stop, *on_stop]:
         await callback()

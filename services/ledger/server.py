@@ -20,14 +20,13 @@ from paymesh.ledger.v1 import (
     ledger_pb2_grpc,
 )
 from paymesh.payment.v1 import payment_internal_pb2_grpc
-from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common import pages
 from services.common.auth import AuthPolicy, Principal, current_principal
 from services.common.clients import sync_channel
-from services.common.db import make_async_pool, make_engine, make_sessionmaker, transaction
+from services.common.db import LoopPool, make_engine, make_sessionmaker, transaction
 from services.common.errors import InvalidArgument
 from services.common.server import ServiceSpec
 from services.common.service_main import run_service
@@ -141,6 +140,7 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
     def __init__(
         self,
         sessions: sessionmaker[Session],
+        db: LoopPool,
         settings: Settings,
         payment_records: reconciliation.PaymentRecords,
     ) -> None:
@@ -150,8 +150,7 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
         self._tokens = pages.PageTokens(settings.require_secret("page_token_key"))
         # (livemode, owner, kind, currency) -> id of a committed account.
         self._account_ids: dict[tuple[bool, str, str, str], str] = {}
-        self._pool: AsyncConnectionPool | None = None
-        self._pool_lock = asyncio.Lock()
+        self._db = db
 
     def _known(self, checked: posting.Checked) -> dict[tuple[str, str, str], str]:
         """The ids of the transaction's accounts already known, by (owner, kind, currency).
@@ -193,10 +192,9 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
         The common case (a new capture or refund to existing accounts) is one statement, so it
         needs no transaction, no ORM and no worker thread: psycopg's async connection sends it.
         """
-        pool = await self._posting_pool()
         for attempt in range(1, ATTEMPTS_MAX + 1):
             try:
-                async with pool.connection() as connection:
+                async with self._db.connection() as connection:
                     cursor = await connection.execute(draft.statement, draft.parameters)
                     inserted = await cursor.fetchone()
                 break
@@ -208,19 +206,6 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
                     raise
                 logger.warning("retrying a ledger posting", extra={"sqlstate": sqlstate})
         return None if inserted is None else posted_to_proto(draft.posted(inserted[0]))
-
-    async def _posting_pool(self) -> AsyncConnectionPool:
-        """The event loop's connections (autocommit), opened on first use."""
-        async with self._pool_lock:
-            if self._pool is None:
-                pool = make_async_pool(
-                    self._settings.require_database_url(),
-                    max_size=self._settings.db_pool_size,
-                    application_name="paymesh-ledger-posting",
-                )
-                await pool.open()
-                self._pool = pool
-            return self._pool
 
     def _read(self, work: Callable[[Session], T]) -> T:
         with transaction(self._sessions) as session:
@@ -407,6 +392,11 @@ def build_spec(settings: Settings) -> ServiceSpec:
             application_name="paymesh-ledger",
         )
     )
+    db = LoopPool(
+        settings.require_database_url(),
+        max_size=settings.db_pool_size,
+        application_name="paymesh-ledger-posting",
+    )
 
     def register(server: grpc.aio.Server) -> None:
         ledger_pb2_grpc.add_LedgerServiceServicer_to_server(
@@ -415,6 +405,7 @@ def build_spec(settings: Settings) -> ServiceSpec:
         ledger_internal_pb2_grpc.add_LedgerInternalServiceServicer_to_server(
             LedgerInternalServicer(
                 sessions,
+                db,
                 settings,
                 payment_internal_pb2_grpc.PaymentInternalServiceStub(
                     sync_channel(settings.target("payment"))
@@ -431,6 +422,7 @@ def build_spec(settings: Settings) -> ServiceSpec:
             "paymesh.ledger.v1.LedgerInternalService",
         ],
         policies={"paymesh.ledger.v1.LedgerService": AuthPolicy.SECRET_KEY},
+        on_stop=[db.close],
     )
 
 

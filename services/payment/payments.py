@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, Table, bindparam, insert, select, tuple_
+from psycopg import AsyncConnection
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Row, Table, bindparam, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.common import pages
 from services.common.auth import Principal
+from services.common.db import render
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.ids import has_prefix, new_id
 from services.payment import outbox
@@ -136,7 +139,7 @@ def create_payment(
     return payment
 
 
-def _owned(payment: Payment | Row[Any] | None, principal: Principal) -> bool:
+def _owned(payment: Any, principal: Principal) -> bool:
     """The ownership rule: the principal's merchant and mode, or nothing."""
     return (
         payment is not None
@@ -167,17 +170,22 @@ _READ_PAYMENT = select(
 ).where(Payment.id == bindparam("payment_id"))
 
 
-def read_payment_or_raise(
-    connection: Connection, *, principal: Principal, payment_id: str
-) -> Row[Any]:
+_READ_PAYMENT_SQL = render(_READ_PAYMENT)
+
+
+async def read_payment_or_raise(
+    connection: AsyncConnection[Any], *, principal: Principal, payment_id: str
+) -> Any:
     """The caller's payment as a row for the view, or PaymentNotFound, in one statement.
 
     Another merchant's or mode's payment is not found by the same rule (`_owned`) as in
-    `get_payment_or_raise`; no ORM object is built.
+    `get_payment_or_raise`; no ORM object is built. The row has the attributes' names.
     """
     row = None
     if has_prefix(payment_id, "pay"):
-        row = connection.execute(_READ_PAYMENT, {"payment_id": payment_id}).first()
+        cursor = connection.cursor(row_factory=namedtuple_row)
+        await cursor.execute(_READ_PAYMENT_SQL, {"payment_id": payment_id})
+        row = await cursor.fetchone()
     if row is None or not _owned(row, principal):
         raise PaymentNotFound(f"no such payment: {payment_id!r}")
     return row

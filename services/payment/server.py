@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.common import pages
 from services.common.auth import AuthPolicy, Principal, current_principal, optional_principal
-from services.common.db import make_engine, make_sessionmaker, single_read, transaction
+from services.common.db import LoopPool, make_engine, make_sessionmaker, transaction
 from services.common.server import ServiceSpec
 from services.common.service_main import run_service
 from services.common.settings import Settings
@@ -67,9 +67,14 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     """Merchant-facing payment methods."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], settings: Settings, processor: Connector
+        self,
+        sessions: sessionmaker[Session],
+        db: LoopPool,
+        settings: Settings,
+        processor: Connector,
     ) -> None:
         self._sessions = sessions
+        self._db = db
         self._settings = settings
         self._processor = processor
         self._fingerprint_key = settings.require_secret("card_fingerprint_key")
@@ -118,13 +123,6 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             work=work,
             parse=_parse_payment,
         )
-
-    def _get(self, principal: Principal, payment_id: str) -> payment_pb2.Payment:
-        with single_read(self._sessions) as connection:
-            row = payments.read_payment_or_raise(
-                connection, principal=principal, payment_id=payment_id
-            )
-        return self._view(row)
 
     def _list(
         self, principal: Principal, request: payment_pb2.ListPaymentsRequest
@@ -265,8 +263,12 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     async def GetPayment(
         self, request: payment_pb2.GetPaymentRequest, context: Context
     ) -> payment_pb2.Payment:
-        """Returns one payment."""
-        return await asyncio.to_thread(self._get, current_principal(), request.id)
+        """Returns one payment: one statement on the event loop."""
+        async with self._db.connection() as connection:
+            row = await payments.read_payment_or_raise(
+                connection, principal=current_principal(), payment_id=request.id
+            )
+        return self._view(row)
 
     async def ListPayments(
         self, request: payment_pb2.ListPaymentsRequest, context: Context
@@ -330,10 +332,15 @@ def build_spec(settings: Settings) -> ServiceSpec:
         )
     )
     processor = SimulatedProcessor(sessions, latency_ms=settings.processor_latency_ms)
+    db = LoopPool(
+        settings.require_database_url(),
+        max_size=settings.db_pool_size,
+        application_name="paymesh-payment-loop",
+    )
 
     def register(server: grpc.aio.Server) -> None:
         payment_pb2_grpc.add_PaymentServiceServicer_to_server(
-            PaymentServicer(sessions, settings, processor), server
+            PaymentServicer(sessions, db, settings, processor), server
         )
         payment_internal_pb2_grpc.add_PaymentInternalServiceServicer_to_server(
             PaymentInternalServicer(sessions, settings), server
@@ -352,6 +359,7 @@ def build_spec(settings: Settings) -> ServiceSpec:
             "/paymesh.payment.v1.PaymentService/GetCheckout": AuthPolicy.CLIENT_SECRET,
             "paymesh.payment.v1.PaymentInternalService": AuthPolicy.NONE,
         },
+        on_stop=[db.close],
     )
 
 

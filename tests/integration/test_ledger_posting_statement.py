@@ -16,7 +16,7 @@ from paymesh.ledger.v1 import ledger_internal_pb2
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.common.db import make_engine, make_sessionmaker, transaction
+from services.common.db import LoopPool, make_engine, make_sessionmaker, transaction
 from services.common.ids import new_id
 from services.ledger import accounts, posting
 from services.ledger.errors import ReferenceReused
@@ -116,7 +116,12 @@ def test_post_transaction__known_accounts_are_found_by_their_normalized_currency
     engine: Engine, platform: LocalPlatform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Not the payment service's spelling ("NOK"), but one the ledger accepts and normalizes.
-    servicer = LedgerInternalServicer(make_sessionmaker(engine), platform.settings, cast(Any, None))
+    db = LoopPool(
+        platform.settings.require_database_url(), max_size=1, application_name="paymesh-test"
+    )
+    servicer = LedgerInternalServicer(
+        make_sessionmaker(engine), db, platform.settings, cast(Any, None)
+    )
     threaded: list[object] = []
     full_path = servicer._post
 
@@ -147,8 +152,7 @@ def test_post_transaction__known_accounts_are_found_by_their_normalized_currency
             first = await servicer.PostTransaction(request(1000), cast(Any, None))
             second = await servicer.PostTransaction(request(2000), cast(Any, None))
         finally:
-            if servicer._pool is not None:
-                await servicer._pool.close()
+            await db.close()
         return first, second
 
     first, second = asyncio.run(post_twice())

@@ -25,7 +25,7 @@ from paymesh.payment.v1 import payment_internal_pb2, payment_internal_pb2_grpc
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.clients import sync_channel
-from services.common.db import make_engine, make_sessionmaker, transaction
+from services.common.db import LoopPool, make_engine, make_sessionmaker, transaction
 from services.common.ids import new_id
 from services.common.migrations import upgrade
 from services.common.server import ServiceSpec, create_server
@@ -246,6 +246,7 @@ def harness(platform: LocalPlatform) -> Iterator[Harness]:
         ledger_internal_pb2_grpc.add_LedgerInternalServiceServicer_to_server(
             LedgerInternalServicer(
                 sessions,
+                LoopPool(url, max_size=1, application_name="paymesh-test"),
                 settings,
                 payment_internal_pb2_grpc.PaymentInternalServiceStub(payment_channel),
             ),

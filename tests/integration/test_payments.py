@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import httpx
 import pytest
 from google.protobuf.json_format import MessageToDict
+from paymesh.payment.v1 import payment_pb2
 from paymesh.webhook.v1 import webhook_internal_pb2, webhook_internal_pb2_grpc
-from sqlalchemy import event, func, select, text
+from sqlalchemy import func, select, text
 
 from services.admin import merchants
-from services.common.auth import Principal
-from services.common.db import make_engine, make_sessionmaker, transaction
+from services.common.auth import Principal, principal_var
+from services.common.db import LoopPool, make_engine, make_sessionmaker, transaction
 from services.payment.errors import PaymentNotFound
 from services.payment.models import OutboxMessage, Payment, ProcessorAttempt, ProcessorCharge
 from services.payment.processor import SimulatedProcessor
 from services.payment.server import PaymentServicer
 from services.runtime.platform import LocalPlatform
+from tests.conftest import StatementLog
 from tests.integration.conftest import MerchantKeys
 
 SETTLE_TIMEOUT_S = 60.0
@@ -812,36 +815,44 @@ def test_confirm__a_declined_payment_can_be_paid_with_another_card(  # type: ign
 def test_get__one_statement_without_a_transaction_and_the_same_view(
     api: httpx.Client, merchant: MerchantKeys, other_merchant: MerchantKeys, platform
 ) -> None:  # type: ignore[no-untyped-def]
-    # Issue 13: the GET is one SELECT in autocommit (no BEGIN or COMMIT round trip), with the
-    # owner and mode in its WHERE clause, and shows what the REST create showed.
+    # Issue 13: the GET is one SELECT in autocommit (no BEGIN or COMMIT round trip) on the
+    # event loop's connection, with the owner and mode checked, and shows what the REST create
+    # showed.
     body = created(api, merchant.secret_key, amount=1234, metadata={"order": "42"})
     engine = make_engine(platform.settings.require_database_url(), pool_size=1)
     sessions = make_sessionmaker(engine)
+    log = StatementLog()
+    db = LoopPool(
+        platform.settings.require_database_url(),
+        max_size=1,
+        application_name="paymesh-test",
+        configure=log.configure,
+    )
     servicer = PaymentServicer(
-        sessions, platform.settings, SimulatedProcessor(sessions, latency_ms=0)
+        sessions, db, platform.settings, SimulatedProcessor(sessions, latency_ms=0)
     )
 
     def principal(merchant_id: str, mode: str) -> Principal:
         return Principal(merchant_id, mode, "secret", "key_test", 0, 0, "Test Merchant")
 
-    statements: list[tuple[str, bool]] = []
-    commits: list[object] = []
-
-    def record(connection: Any, cursor: Any, statement: str, *rest: Any) -> None:
-        statements.append(
-            (statement.split(maxsplit=1)[0], connection.connection.dbapi_connection.autocommit)
+    async def get(as_principal: Principal) -> payment_pb2.Payment:
+        principal_var.set(as_principal)
+        return await servicer.GetPayment(
+            payment_pb2.GetPaymentRequest(id=body["id"]), cast(Any, None)
         )
 
-    event.listen(engine, "before_cursor_execute", record)
-    event.listen(engine, "commit", commits.append)
-    try:
-        payment = servicer._get(principal(merchant.id, "test"), body["id"])
-        assert (statements, commits) == ([("SELECT", True)], [])
-        assert MessageToDict(payment, preserving_proto_field_name=True) == {
-            key: value for key, value in body.items() if value not in ("", "0", False, None)
-        }
-        for stranger in (principal(other_merchant.id, "test"), principal(merchant.id, "live")):
-            with pytest.raises(PaymentNotFound):
-                servicer._get(stranger, body["id"])
-    finally:
-        engine.dispose()
+    async def scenario() -> None:
+        try:
+            payment = await get(principal(merchant.id, "test"))
+            assert log.statements == [("SELECT", False)]
+            assert MessageToDict(payment, preserving_proto_field_name=True) == {
+                key: value for key, value in body.items() if value not in ("", "0", False, None)
+            }
+            for stranger in (principal(other_merchant.id, "test"), principal(merchant.id, "live")):
+                with pytest.raises(PaymentNotFound):
+                    await get(stranger)
+        finally:
+            await db.close()
+            engine.dispose()
+
+    asyncio.run(scenario())
