@@ -7,7 +7,8 @@ import select
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -16,6 +17,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 # Constraint names follow one pattern so migrations and errors can name them.
 NAMING_CONVENTION = {
@@ -210,13 +212,32 @@ class LoopPool:
 _DIALECT = postgresql.psycopg.dialect()  # type: ignore[attr-defined,no-untyped-call]
 
 
-def render(statement: ClauseElement, *, columns: Iterable[str] | None = None) -> str:
-    """A Core statement as psycopg's SQL (`%(name)s` parameters), rendered once at import.
+@dataclass(frozen=True)
+class Rendered:
+    """A Core statement as psycopg's SQL (`%(name)s` parameters) and its constant values."""
+
+    sql: str
+    constants: dict[str, Any]
+
+    def params(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The statement's parameters: its constants and `values`."""
+        return {**self.constants, **values}
+
+
+def render(statement: ClauseElement, *, columns: Iterable[str] | None = None) -> Rendered:
+    """A Core statement rendered once (at import) for psycopg's own cursors.
 
     `columns` names the values an INSERT or UPDATE sets (the others keep their defaults).
+    Constants in the statement (literal values SQLAlchemy binds) travel in `constants`.
     """
     keys = list(columns) if columns is not None else None
-    return str(statement.compile(dialect=_DIALECT, column_keys=keys))
+    compiled = cast(SQLCompiler, statement.compile(dialect=_DIALECT, column_keys=keys))
+    constants = {
+        name: value
+        for name, value in compiled.params.items()
+        if value is not None and not compiled.binds[name].required
+    }
+    return Rendered(str(compiled), constants)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

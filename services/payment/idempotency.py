@@ -29,17 +29,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from google.protobuf.message import Message
+from psycopg import AsyncConnection
+from psycopg.rows import namedtuple_row
 from sqlalchemy import Table, and_, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.common.db import transaction
+from services.common.db import LoopPool, render, transaction
 from services.common.errors import InvalidArgument
 from services.common.settings import Settings
 from services.payment.errors import IdempotencyKeyInUse, IdempotencyKeyReused
@@ -140,42 +142,72 @@ def _scope_params(scope: Scope) -> dict[str, str | bool]:
     }
 
 
-def _insert_claimed(session: Session, scope: Scope, values: dict[str, object]) -> bool:
-    """Inserts the key as `values` when this transaction gets or holds its lock; whether it did."""
-    inserted = session.connection().execute(
-        _CLAIM, {**_scope_params(scope), **{f"v_{name}": v for name, v in values.items()}}
+_IS_KEY_FOR_UPDATE = (
+    select(
+        _TABLE.c.request_hash,
+        _TABLE.c.state,
+        _TABLE.c.response,
+        _TABLE.c.lock_time,
+        _TABLE.c.create_time,
+        _TABLE.c.expire_time,
     )
-    return inserted.first() is not None
+    .where(_IS_KEY)
+    .with_for_update()
+)
+_TRY_LOCK = select(_KEY_LOCK.label("locked"))
+# An expired key, or one an earlier version left `in_progress` past the lock timeout, taken
+# over by this request (it holds the row's lock from `_IS_KEY_FOR_UPDATE`).
+_TAKE_OVER = (
+    update(_TABLE)
+    .where(_IS_KEY)
+    .values(
+        request_hash=bindparam("v_request_hash"),
+        state="in_progress",
+        response=bindparam("v_response"),
+        create_time=bindparam("v_create_time"),
+        expire_time=bindparam("v_expire_time"),
+        lock_time=bindparam("v_lock_time"),
+    )
+)
+# Every statement of the claim and the completion, rendered once for psycopg's cursors.
+SQL = {
+    "claim": render(_CLAIM),
+    "read": render(_IS_KEY_FOR_UPDATE),
+    "try_lock": render(_TRY_LOCK),
+    "take_over": render(_TAKE_OVER),
+    "complete": render(_COMPLETE),
+}
+# One step of a claim: the statement's name in SQL and its parameters. The driver sends back
+# the statement's first row (None when it returned none).
+Step = tuple[str, dict[str, Any]]
+Steps = Generator[Step, Any, "Claim | bytes"]
 
 
-def claim(
-    session: Session,
-    *,
-    scope: Scope,
-    fingerprint: str,
-    ttl_s: float,
-    lock_timeout_s: float,
-) -> Claim | bytes:
-    """Claims the key in the request's transaction, or returns the stored response to replay."""
+def claim_steps(*, scope: Scope, fingerprint: str, ttl_s: float, lock_timeout_s: float) -> Steps:
+    """The rules of claiming a key, as the statements to run in the request's transaction.
+
+    Written once, driven by `claim` (a session's connection, on a worker thread) and
+    `claim_async` (the event loop's connection). Returns the claim, or the stored response to
+    replay; raises what the request must answer instead.
+    """
     now = datetime.now(UTC)
+    keys = _scope_params(scope)
     values = {
-        "merchant_id": scope.merchant_id,
-        "livemode": scope.livemode,
-        "operation": scope.operation,
-        "key": scope.key,
-        "request_hash": fingerprint,
-        "state": "in_progress",
-        "lock_time": now,
-        "create_time": now,
-        "expire_time": now + timedelta(seconds=ttl_s),
+        "v_merchant_id": scope.merchant_id,
+        "v_livemode": scope.livemode,
+        "v_operation": scope.operation,
+        "v_key": scope.key,
+        "v_request_hash": fingerprint,
+        "v_state": "in_progress",
+        "v_lock_time": now,
+        "v_create_time": now,
+        "v_expire_time": now + timedelta(seconds=ttl_s),
     }
-    if _insert_claimed(session, scope, values):
+    if (yield "claim", {**keys, **values}) is not None:
         return Claim(scope)
-    row = session.scalars(
-        select(IdempotencyKey).where(_IS_KEY).with_for_update(), _scope_params(scope)
-    ).one_or_none()
+    row = yield "read", keys
     if row is None:
-        if not session.scalar(select(_KEY_LOCK), _scope_params(scope)):
+        if not (yield "try_lock", keys).locked:
             # Its holder has not committed: the first request is still running.
             raise IdempotencyKeyInUse(
                 "a request with this Idempotency-Key is in progress; retry shortly"
@@ -183,29 +215,30 @@ def claim(
         # The holder rolled back (its request failed) or the key was swept: it is free, and
         # this transaction holds its lock now. (A holder that committed just after the read
         # above leaves a row: the client's retry replays it.)
-        if _insert_claimed(session, scope, values):
+        if (yield "claim", {**keys, **values}) is not None:
             return Claim(scope)
         raise IdempotencyKeyInUse("a request with this Idempotency-Key has just completed; retry")
     if row.expire_time <= now:
         # Expired but not swept yet: the key is free again.
-        row.request_hash = fingerprint
-        row.state = "in_progress"
-        row.response = None
-        row.create_time = now
-        row.expire_time = now + timedelta(seconds=ttl_s)
-        row.lock_time = now
-        # Written now: `complete` updates the row with a Core statement, which does not flush.
-        session.flush()
+        yield "take_over", {**keys, **values, "v_response": None}
         return Claim(scope)
     if row.state == "in_progress":
         if row.lock_time > now - timedelta(seconds=lock_timeout_s):
             raise IdempotencyKeyInUse(
                 "a request with this Idempotency-Key is in progress; retry shortly"
             )
-        # The request that claimed it died before finishing: this one takes the key over.
-        row.request_hash = fingerprint
-        row.lock_time = now
-        session.flush()
+        # The request that claimed it died before finishing: this one takes the key over
+        # (its first claim keeps its times).
+        yield (
+            "take_over",
+            {
+                **keys,
+                **values,
+                "v_response": None,
+                "v_create_time": row.create_time,
+                "v_expire_time": row.expire_time,
+            },
+        )
         return Claim(scope)
     if not hmac.compare_digest(row.request_hash, fingerprint):
         raise IdempotencyKeyReused(
@@ -213,16 +246,71 @@ def claim(
             metadata={"idempotency_key": scope.key[:64]},
         )
     assert row.response is not None, "a completed key has a response (check constraint)"
-    return row.response
+    return bytes(row.response)
+
+
+def claim(
+    session: Session, *, scope: Scope, fingerprint: str, ttl_s: float, lock_timeout_s: float
+) -> Claim | bytes:
+    """Claims the key in the session's transaction, or returns the stored response to replay."""
+    connection = session.connection()
+    steps = claim_steps(
+        scope=scope, fingerprint=fingerprint, ttl_s=ttl_s, lock_timeout_s=lock_timeout_s
+    )
+    try:
+        name, params = next(steps)
+        while True:
+            statement = SQL[name]
+            result = connection.exec_driver_sql(statement.sql, statement.params(params))
+            row = result.first() if result.returns_rows else None
+            name, params = steps.send(row)
+    except StopIteration as done:
+        return cast("Claim | bytes", done.value)
+
+
+async def claim_async(
+    connection: AsyncConnection[Any],
+    *,
+    scope: Scope,
+    fingerprint: str,
+    ttl_s: float,
+    lock_timeout_s: float,
+) -> Claim | bytes:
+    """`claim` on the event loop's connection, in its open transaction."""
+    steps = claim_steps(
+        scope=scope, fingerprint=fingerprint, ttl_s=ttl_s, lock_timeout_s=lock_timeout_s
+    )
+    cursor = connection.cursor(row_factory=namedtuple_row)
+    try:
+        name, params = next(steps)
+        while True:
+            statement = SQL[name]
+            await cursor.execute(statement.sql, statement.params(params))
+            row = await cursor.fetchone() if cursor.description else None
+            name, params = steps.send(row)
+    except StopIteration as done:
+        return cast("Claim | bytes", done.value)
 
 
 def complete(session: Session, *, claim: Claim, response: bytes) -> None:
     """Stores the response in the transaction that claimed the key (it commits with the work)."""
-    result = session.connection().execute(
-        _COMPLETE, {**_scope_params(claim.scope), "v_response": response}
+    statement = SQL["complete"]
+    result = session.connection().exec_driver_sql(
+        statement.sql, statement.params({**_scope_params(claim.scope), "v_response": response})
     )
     # The claim inserted or locked the row in this transaction: nobody else can change it.
-    assert result.rowcount == 1, "the claimed key is held by this transaction"  # type: ignore[attr-defined]
+    assert result.rowcount == 1, "the claimed key is held by this transaction"
+
+
+async def complete_async(
+    connection: AsyncConnection[Any], *, claim: Claim, response: bytes
+) -> None:
+    """`complete` on the event loop's connection."""
+    statement = SQL["complete"]
+    cursor = await connection.execute(
+        statement.sql, statement.params({**_scope_params(claim.scope), "v_response": response})
+    )
+    assert cursor.rowcount == 1, "the claimed key is held by this transaction"
 
 
 def sweep_expired(session: Session, *, limit: int = 1000) -> int:
@@ -239,12 +327,29 @@ def sweep_expired(session: Session, *, limit: int = 1000) -> int:
 
 
 class Runner:
-    """Runs a create method once per idempotency key and replays its stored response."""
+    """Runs a create method once per idempotency key and replays its stored response.
+
+    `run` runs the work in a session's transaction on a worker thread; `run_async` runs it in
+    a transaction of the event loop's connections (`LoopPool`). Both claim and complete the
+    key by the same steps (`claim_steps`).
+    """
 
     def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
         self._sessions = sessions
         self._settings = settings
         self._hash_key = settings.require_secret("card_fingerprint_key")
+
+    def _claim_args(self, scope: Scope, request: Message) -> dict[str, Any]:
+        return {
+            "scope": scope,
+            "fingerprint": request_hash(
+                secret=self._hash_key,
+                operation=scope.operation,
+                body=request.SerializeToString(deterministic=True),
+            ),
+            "ttl_s": self._settings.idempotency_key_ttl_s,
+            "lock_timeout_s": self._settings.idempotency_lock_timeout_s,
+        }
 
     def run(
         self,
@@ -261,19 +366,34 @@ class Runner:
         with transaction(self._sessions) as session:
             if key is None:
                 return work(session), False
-            claimed = claim(
-                session,
-                scope=Scope(merchant_id, livemode, operation, key),
-                fingerprint=request_hash(
-                    secret=self._hash_key,
-                    operation=operation,
-                    body=request.SerializeToString(deterministic=True),
-                ),
-                ttl_s=self._settings.idempotency_key_ttl_s,
-                lock_timeout_s=self._settings.idempotency_lock_timeout_s,
-            )
+            scope = Scope(merchant_id, livemode, operation, key)
+            claimed = claim(session, **self._claim_args(scope, request))
             if isinstance(claimed, bytes):
                 return parse(claimed), True
             response = work(session)
             complete(session, claim=claimed, response=response.SerializeToString())
+            return response, False
+
+    async def run_async(
+        self,
+        db: LoopPool,
+        *,
+        merchant_id: str,
+        livemode: bool,
+        operation: str,
+        key: str | None,
+        request: Message,
+        work: Callable[[AsyncConnection[Any]], Awaitable[M]],
+        parse: Callable[[bytes], M],
+    ) -> tuple[M, bool]:
+        """`run` on the event loop: the same transaction, no worker thread."""
+        async with db.transaction() as connection:
+            if key is None:
+                return await work(connection), False
+            scope = Scope(merchant_id, livemode, operation, key)
+            claimed = await claim_async(connection, **self._claim_args(scope, request))
+            if isinstance(claimed, bytes):
+                return parse(claimed), True
+            response = await work(connection)
+            await complete_async(connection, claim=claimed, response=response.SerializeToString())
             return response, False

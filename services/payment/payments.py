@@ -19,7 +19,8 @@ from typing import Any, cast
 
 from psycopg import AsyncConnection
 from psycopg.rows import namedtuple_row
-from sqlalchemy import Row, Table, bindparam, insert, select, tuple_
+from psycopg.types.json import Jsonb
+from sqlalchemy import Table, bindparam, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.common import pages
@@ -85,21 +86,39 @@ def _start_processing(session: Session, payment: Payment, card: AttachedCard) ->
     outbox.payment_event(session, payment, "payment.processing")
 
 
-# A new payment is one Core INSERT that returns every column under its attribute name (the
-# view reads the row as it reads the ORM object), and its outbox rows one more INSERT: the
-# ORM's unit of work (two flushes, instance state, eager defaults) cost more CPU than that.
-_PAYMENT_COLUMNS = {name: column.key for name, column in Payment.__mapper__.columns.items()}
-_INSERT_PAYMENT = insert(cast(Table, Payment.__table__)).returning(
-    *(column.label(name) for name, column in Payment.__mapper__.columns.items())
+# A new payment is one INSERT that returns every column under its attribute name (the view
+# reads the row as it reads the ORM object), and its outbox rows one more (an executemany),
+# sent by psycopg on the event loop in the create's transaction: no ORM unit of work, no
+# Core execution per statement, no worker thread. Every column is given (the model's Python
+# defaults too) except the server's times, which the INSERT returns.
+_PAYMENT_COLUMNS = {
+    name: column.key
+    for name, column in Payment.__mapper__.columns.items()
+    if name not in ("create_time", "update_time")
+}
+_INSERT_PAYMENT = render(
+    insert(cast(Table, Payment.__table__)).returning(
+        *(column.label(name) for name, column in Payment.__mapper__.columns.items())
+    ),
+    columns=_PAYMENT_COLUMNS.values(),
 )
 
 
-def create_payment(
-    session: Session, *, principal: Principal, data: PaymentInput, card: AttachedCard | None
-) -> Row[Any]:
-    """Creates a payment; with a card it starts processing at once (its first drive)."""
+async def create_payment(
+    connection: AsyncConnection[Any],
+    *,
+    principal: Principal,
+    data: PaymentInput,
+    card: AttachedCard | None,
+) -> Any:
+    """Creates a payment; with a card it starts processing at once (its first drive).
+
+    Runs in the caller's transaction on `connection`; returns the row with the attributes'
+    names.
+    """
     payment_id = new_id("pay")
-    values: dict[str, Any] = dict(
+    values: dict[str, Any] = dict.fromkeys(_PAYMENT_COLUMNS)
+    values.update(
         id=payment_id,
         merchant_id=principal.merchant_id,
         merchant_name=principal.merchant_name,
@@ -114,22 +133,28 @@ def create_payment(
         fee=0,
         fee_bps=principal.fee_bps,
         fee_fixed=principal.fee_fixed,
+        failure_code="",
+        failure_message="",
         description=data.description,
-        metadata_=dict(data.metadata),
+        metadata_=Jsonb(dict(data.metadata)),
         return_url=data.return_url,
+        cancellation_reason="",
         client_secret=f"{payment_id}_secret_{secrets.token_urlsafe(CLIENT_SECRET_RANDOM_BYTES)}",
+        ledger_reference="",
         drive_count=0,
     )
     if card is not None:
         # Inserted once, already processing and driven once, as `_start_processing` leaves it.
         values.update(_processing(card), drive_count=1, drive_time=datetime.now(UTC))
-    connection = session.connection()
+    cursor = connection.cursor(row_factory=namedtuple_row)
     # The INSERT returns the server's times too: no SELECT after it.
-    payment = connection.execute(
-        _INSERT_PAYMENT, {_PAYMENT_COLUMNS[name]: value for name, value in values.items()}
-    ).one()
+    await cursor.execute(
+        _INSERT_PAYMENT.sql, {_PAYMENT_COLUMNS[name]: value for name, value in values.items()}
+    )
+    payment: Any = await cursor.fetchone()
+    assert payment is not None, "an INSERT ... RETURNING returns its row"
     if card is not None:
-        outbox.insert_rows(
+        await outbox.insert_rows(
             connection,
             [
                 outbox.payment_drive_job(payment.id, payment.drive_count),
@@ -184,7 +209,7 @@ async def read_payment_or_raise(
     row = None
     if has_prefix(payment_id, "pay"):
         cursor = connection.cursor(row_factory=namedtuple_row)
-        await cursor.execute(_READ_PAYMENT_SQL, {"payment_id": payment_id})
+        await cursor.execute(_READ_PAYMENT_SQL.sql, {"payment_id": payment_id})
         row = await cursor.fetchone()
     if row is None or not _owned(row, principal):
         raise PaymentNotFound(f"no such payment: {payment_id!r}")

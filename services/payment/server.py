@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 from paymesh.payment.v1 import payment_internal_pb2_grpc, payment_pb2, payment_pb2_grpc
+from psycopg import AsyncConnection
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common import pages
@@ -91,7 +92,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             fingerprint_key=self._fingerprint_key,
         )
 
-    def _create(
+    async def _create(
         self, principal: Principal, key: str | None, request: payment_pb2.CreatePaymentRequest
     ) -> tuple[payment_pb2.Payment, bool]:
         card = card_from(request.payment_method) if request.HasField("payment_method") else None
@@ -107,14 +108,21 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         if request.HasField("payment_method") and card is None:
             validate_card(None)
 
-        def work(session: Session) -> payment_pb2.Payment:
-            attached = self._attach(session, data.card) if data.card is not None else None
-            payment = payments.create_payment(
-                session, principal=principal, data=data, card=attached
+        async def work(connection: AsyncConnection[Any]) -> payment_pb2.Payment:
+            attached = None
+            if data.card is not None:
+                attached = payments.attach_card(
+                    data.card,
+                    await self._processor.tokenize_async(data.card, connection=connection),
+                    fingerprint_key=self._fingerprint_key,
+                )
+            payment = await payments.create_payment(
+                connection, principal=principal, data=data, card=attached
             )
             return self._view(payment)
 
-        return self._idempotent.run(
+        return await self._idempotent.run_async(
+            self._db,
             merchant_id=principal.merchant_id,
             livemode=principal.livemode,
             operation="create_payment",
@@ -254,10 +262,8 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     async def CreatePayment(
         self, request: payment_pb2.CreatePaymentRequest, context: Context
     ) -> payment_pb2.Payment:
-        """Creates a payment."""
-        result = await asyncio.to_thread(
-            self._create, current_principal(), idempotency_key(context), request
-        )
+        """Creates a payment: one transaction on the event loop."""
+        result = await self._create(current_principal(), idempotency_key(context), request)
         return await _reply(context, result)
 
     async def GetPayment(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -15,13 +16,14 @@ from sqlalchemy.orm import Session
 
 from services.admin import merchants
 from services.common.auth import Principal
-from services.common.db import make_engine, make_sessionmaker, transaction
+from services.common.db import LoopPool, make_engine, make_sessionmaker, transaction
 from services.payment import idempotency
 from services.payment.errors import IdempotencyKeyInUse
 from services.payment.models import IdempotencyKey
 from services.payment.processor import SimulatedProcessor
 from services.payment.server import PaymentServicer
 from services.runtime.platform import LocalPlatform
+from tests.conftest import StatementLog
 from tests.integration.conftest import MerchantKeys
 from tests.integration.test_payments import (
     card,
@@ -312,12 +314,20 @@ def test_runner__a_retry_after_the_first_failed_runs_as_the_first(
 def test_create_with_card_and_key__is_one_transaction_without_reads(
     merchant: MerchantKeys, platform: LocalPlatform
 ) -> None:
-    # Issue 8: the key, the card's vault entry, the payment, its outbox rows and the stored
-    # response in one transaction, each row written once, nothing read back.
+    # Issues 8 and 13: the key, the card's vault entry, the payment, its outbox rows and the
+    # stored response in one transaction on one event-loop connection, each row written once,
+    # nothing read back.
     engine = make_engine(platform.settings.require_database_url(), pool_size=1)
     sessions = make_sessionmaker(engine)
+    log = StatementLog()
+    db = LoopPool(
+        platform.settings.require_database_url(),
+        max_size=1,
+        application_name="paymesh-test",
+        configure=log.configure,
+    )
     servicer = PaymentServicer(
-        sessions, platform.settings, SimulatedProcessor(sessions, latency_ms=0)
+        sessions, db, platform.settings, SimulatedProcessor(sessions, latency_ms=0)
     )
     principal = Principal(
         merchant_id=merchant.id,
@@ -334,23 +344,25 @@ def test_create_with_card_and_key__is_one_transaction_without_reads(
         payment_method=payment_pb2.PaymentMethod(card=payment_pb2.Card(**card())),
     )
     statements: list[str] = []
-    commits: list[object] = []
-    checkouts: list[object] = []
     event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
-    event.listen(engine, "commit", commits.append)
-    event.listen(engine.pool, "checkout", lambda *a: checkouts.append(a))
-    try:
-        payment, replayed = servicer._create(principal, "one-transaction", request)
-        assert not replayed and payment.status == "processing"
-        assert len(checkouts) == len(commits) == 1
-        verbs = sorted(statement.split()[0] for statement in statements)
-        # The key claimed and completed, the token, the payment, and its job and its event in
-        # one executemany.
-        assert verbs == ["INSERT"] * 4 + ["UPDATE"], statements
-        statements.clear()
-        again, replayed = servicer._create(principal, "one-transaction", request)
-        assert replayed and again == payment
-        # A replay: the insert that finds the key, and the read of the stored response.
-        assert [statement.split()[0] for statement in statements] == ["INSERT", "SELECT"]
-    finally:
-        engine.dispose()
+
+    async def scenario() -> None:
+        try:
+            payment, replayed = await servicer._create(principal, "one-transaction", request)
+            assert not replayed and payment.status == "processing"
+            # The key claimed and completed, the token, the payment, and its job and its
+            # event in one executemany; all inside one transaction block.
+            assert sorted(log.verbs()) == ["INSERT"] * 4 + ["UPDATE"], log.statements
+            assert all(in_block for _, in_block in log.statements)
+            log.statements.clear()
+            again, replayed = await servicer._create(principal, "one-transaction", request)
+            assert replayed and again == payment
+            # A replay: the insert that finds the key, and the read of the stored response.
+            assert log.verbs() == ["INSERT", "SELECT"]
+            # Nothing went through the thread-side engine.
+            assert statements == []
+        finally:
+            await db.close()
+            engine.dispose()
+
+    asyncio.run(scenario())
