@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import select
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, OperationalError
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.dialects import postgresql
@@ -134,8 +135,7 @@ def make_async_pool(
     """An unopened pool of async autocommit connections, for one-statement work on the loop.
 
     The same database, timeout and naming as `make_engine`'s connections; open it with
-    `await pool.open()`. It has no dead-connection check at checkout: a statement on a
-    connection the server closed fails (UNAVAILABLE through the kit), and the pool replaces it.
+    `await pool.open()`. `LoopPool` checks a connection at checkout as `make_engine` does.
     """
     return AsyncConnectionPool(
         libpq_url(url),
@@ -174,6 +174,10 @@ class LoopPool:
         self._configure = configure
         self._pool: AsyncConnectionPool | None = None
         self._lock = asyncio.Lock()
+        # When each connection last went back to the pool; new ones are not in it.
+        self._returned_at: weakref.WeakKeyDictionary[AsyncConnection[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def _opened(self) -> AsyncConnectionPool:
         if self._pool is None:
@@ -191,10 +195,46 @@ class LoopPool:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
-        """A connection in autocommit: each statement is its own transaction."""
+        """A live connection in autocommit: each statement is its own transaction."""
         pool = await self._opened()
-        async with pool.connection() as connection:
+        connection = await self._live_connection(pool)
+        try:
             yield connection
+        finally:
+            self._returned_at[connection] = time.monotonic()
+            await pool.putconn(connection)
+
+    async def _live_connection(self, pool: AsyncConnectionPool) -> AsyncConnection[Any]:
+        """A connection from the pool, replacing the dead ones as `make_engine`'s checkout does.
+
+        psycopg_pool's own `check` callback would back off a second, then two, between dead
+        connections, and after a PostgreSQL restart every pooled one is dead. Here each costs a
+        socket poll: closed, handed back (the pool then opens a replacement) and the next taken.
+        """
+        for _ in range(self._max_size):
+            connection = await pool.getconn()
+            try:
+                alive = await self._alive(connection)
+            except BaseException:  # cancelled during a ping: the connection goes back
+                await pool.putconn(connection)
+                raise
+            if alive:
+                return connection
+            await connection.close()
+            await pool.putconn(connection)
+        return await pool.getconn()  # every one was replaced: this one is new
+
+    async def _alive(self, connection: AsyncConnection[Any]) -> bool:
+        if closed_by_server(connection):
+            return False
+        returned_at = self._returned_at.get(connection)
+        if returned_at is None or time.monotonic() - returned_at <= IDLE_PING_AFTER_S:
+            return True
+        try:
+            await connection.execute("")
+        except OperationalError:
+            return False
+        return True
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection[Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Iterator
@@ -153,3 +154,59 @@ def test_urls__one_scheme_rule_for_sqlalchemy_and_libpq() -> None:
         assert db.libpq_url(given) == "postgresql://u:p@h:1/d"
     with pytest.raises(ValueError, match="postgresql://"):
         db.libpq_url("mysql://u@h/d")
+
+
+async def loop_pids(pool: db.LoopPool, count: int) -> set[int]:
+    """The server processes of `count` connections the loop pool hands out at once."""
+    async with contextlib.AsyncExitStack() as stack:
+        pids = set()
+        for _ in range(count):
+            connection = await stack.enter_async_context(pool.connection())
+            cursor = await connection.execute("SELECT pg_backend_pid()")
+            row = await cursor.fetchone()
+            pids.add(int(row[0]) if row else 0)
+        return pids
+
+
+def test_loop_pool__replaces_terminated_and_restarted_connections_at_checkout(
+    postgres: EmbeddedPostgres,
+) -> None:
+    async def scenario() -> None:
+        pool = db.LoopPool(postgres.url(), max_size=2, application_name="paymesh-test")
+        try:
+            first = await loop_pids(pool, 2)
+            assert len(first) == 2
+            assert await loop_pids(pool, 2) == first  # reused
+            await asyncio.to_thread(terminate, postgres, min(first))
+            second = await loop_pids(pool, 2)
+            assert min(first) not in second and 0 not in second
+            # A restart cuts both: each checkout after it gets a live connection.
+            await asyncio.to_thread(stop_postgres, postgres.data_dir)
+            await asyncio.to_thread(
+                start_postgres, postgres.data_dir, password=postgres.password, port=postgres.port
+            )
+            for _ in range(3):
+                assert not (await loop_pids(pool, 2)) & second
+        finally:
+            await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_loop_pool__a_long_idle_connection_is_pinged_and_replaced_when_dead(
+    postgres: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> None:
+        pool = db.LoopPool(postgres.url(), max_size=1, application_name="paymesh-test")
+        try:
+            (first,) = await loop_pids(pool, 1)
+            # Dropped silently: nothing on the socket, only the ping finds it.
+            monkeypatch.setattr(db, "IDLE_PING_AFTER_S", 0.0)
+            monkeypatch.setattr(db, "closed_by_server", lambda connection: False)
+            assert await loop_pids(pool, 1) == {first}
+            await asyncio.to_thread(terminate, postgres, first)
+            assert (await loop_pids(pool, 1)) - {first, 0}
+        finally:
+            await pool.close()
+
+    asyncio.run(scenario())
