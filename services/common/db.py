@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from psycopg import AsyncConnection, OperationalError
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
@@ -283,6 +283,17 @@ def render(statement: ClauseElement, *, columns: Iterable[str] | None = None) ->
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded objects usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def autocommit(factory: sessionmaker[Session]) -> Iterator[Connection]:
+    """A pooled connection on which each statement commits on its own.
+
+    For work whose writes are single statements: no `BEGIN` or `COMMIT` round trips. The pool
+    puts the connection back in its default (transactional) mode when it returns.
+    """
+    with factory() as session:
+        yield session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 @contextmanager

@@ -26,15 +26,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from paymesh.ledger.v1 import ledger_internal_pb2_grpc
-from sqlalchemy import ColumnElement, Engine, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    func,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from services.common.clients import sync_channel
-from services.common.db import make_engine, make_sessionmaker, transaction
+from services.common.db import Rendered, make_engine, make_sessionmaker, render, transaction
 from services.common.settings import Settings
 from services.payment import ledger, outbox
 from services.payment.errors import ProcessorError, ProcessorUnavailable
@@ -91,23 +101,27 @@ def _build_context() -> WorkerContext:
     )
 
 
-def _lock_key(name: str) -> ColumnElement[int]:
-    # 64 bits, so two payments practically never share a lock.
-    return func.hashtextextended(name, 0)
+# The lock's statements, rendered once; 64-bit keys, so two payments practically never share one.
+_TRY_LOCK = render(select(func.pg_try_advisory_lock(func.hashtextextended(bindparam("name"), 0))))
+_UNLOCK = render(select(func.pg_advisory_unlock(func.hashtextextended(bindparam("name"), 0))))
 
 
 @contextmanager
-def exclusive(engine: Engine, name: str) -> Iterator[bool]:
-    """Holds a session-level advisory lock on `name` if free; yields whether it is held."""
-    with engine.connect() as connection:
-        held = bool(connection.execute(select(func.pg_try_advisory_lock(_lock_key(name)))).scalar())
-        connection.commit()
+def exclusive(engine: Engine, name: str) -> Iterator[Connection | None]:
+    """Holds a session-level advisory lock on `name` if free.
+
+    Yields the lock's connection (in autocommit: each statement on it is its own transaction),
+    or None when another worker holds the lock.
+    """
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        held = bool(
+            connection.exec_driver_sql(_TRY_LOCK.sql, _TRY_LOCK.params({"name": name})).scalar()
+        )
         try:
-            yield held
+            yield connection if held else None
         finally:
             if held:
-                connection.execute(select(func.pg_advisory_unlock(_lock_key(name))))
-                connection.commit()
+                connection.exec_driver_sql(_UNLOCK.sql, _UNLOCK.params({"name": name}))
 
 
 def with_processor_retries(call: Callable[[], T]) -> T:
@@ -124,26 +138,73 @@ def with_processor_retries(call: Callable[[], T]) -> T:
 def process_payment(payment_id: str) -> str:
     """Moves a `processing` payment on: authorize, then capture and post, as it needs."""
     ctx = context()
-    with exclusive(ctx.engine, f"payment:{payment_id}") as held:
-        if not held:
+    with exclusive(ctx.engine, f"payment:{payment_id}") as connection:
+        if connection is None:
             return "busy"
-        return drive_payment(ctx, payment_id)
+        return drive_payment(ctx, connection, payment_id)
 
 
-def _locked_processing(session: Session, payment_id: str) -> Payment | None:
-    payment = session.get(Payment, payment_id, with_for_update=True)
-    if payment is None or payment.status != "processing":
-        return None
-    return payment
+# A drive's statements are Core, rendered once, and return the payment's row under its
+# attributes' names (what the view, the event and the ledger request read): no ORM unit of work
+# and no SELECT ... FOR UPDATE before an UPDATE. Each change applies only while the payment is
+# still `processing` (the UPDATE's row lock serializes it with any other change); no row back
+# means another transaction moved it on first.
+_PAYMENTS = cast(Table, Payment.__table__)
+_PAYMENT = _PAYMENTS.c
+_PAYMENT_ROW = [column.label(name) for name, column in Payment.__mapper__.columns.items()]
+_READ = render(select(*_PAYMENT_ROW).where(_PAYMENT.id == bindparam("payment_id")))
 
 
-def drive_payment(ctx: WorkerContext, payment_id: str) -> str:
-    """The body of `process_payment`, without the lock; returns what it did."""
+def _change(**values: ColumnElement[Any]) -> Rendered:
+    """An UPDATE of a payment still `processing`, returning its row."""
+    return render(
+        update(_PAYMENTS)
+        .where(_PAYMENT.id == bindparam("payment_id"), _PAYMENT.status == "processing")
+        .values(**values)
+        .returning(*_PAYMENT_ROW)
+    )
+
+
+_DECLINED = _change(
+    status=literal("failed"),
+    failure_code=bindparam("new_failure_code"),
+    failure_message=bindparam("new_failure_message"),
+)
+_AUTHORIZED = _change(processor_charge_id=bindparam("new_charge_id"), authorize_time=func.now())
+_AWAITING_CAPTURE = _change(
+    processor_charge_id=bindparam("new_charge_id"),
+    authorize_time=func.now(),
+    status=literal("requires_capture"),
+    amount_capturable=_PAYMENT.amount,
+)
+_SUCCEEDED = _change(
+    status=literal("succeeded"),
+    amount_received=bindparam("new_amount"),
+    amount_capturable=literal(0),
+    fee=bindparam("new_fee"),
+    settle_time=func.now(),
+    ledger_reference=bindparam("new_ledger_reference"),
+)
+
+
+def _change_with_event(
+    ctx: WorkerContext, change: Rendered, values: dict[str, Any], event_type: str
+) -> bool:
+    """Applies `change` and writes its event in one transaction; False if nothing changed."""
     with transaction(ctx.sessions) as session:
-        payment = session.get(Payment, payment_id)
-        if payment is None or payment.status != "processing":
-            return "nothing to do"
-        session.expunge(payment)
+        connection = session.connection()
+        payment = connection.exec_driver_sql(change.sql, change.params(values)).one_or_none()
+        if payment is None:
+            return False
+        outbox.write_rows(connection, [outbox.payment_event_row(payment, event_type)])
+    return True
+
+
+def drive_payment(ctx: WorkerContext, connection: Connection, payment_id: str) -> str:
+    """The body of `process_payment` on the lock's `connection`; returns what it did."""
+    payment = connection.exec_driver_sql(_READ.sql, {"payment_id": payment_id}).one_or_none()
+    if payment is None or payment.status != "processing":
+        return "nothing to do"
     if payment.processor_charge_id is None:
         token = payment.processor_token
         assert token is not None, "a processing payment has a card"
@@ -155,23 +216,28 @@ def drive_payment(ctx: WorkerContext, payment_id: str) -> str:
                 currency=payment.currency,
             )
         )
-        with transaction(ctx.sessions) as session:
-            locked = _locked_processing(session, payment_id)
-            if locked is None:
-                return "nothing to do"
-            if not authorization.approved:
-                locked.status = "failed"
-                locked.failure_code = authorization.decline_code
-                locked.failure_message = authorization.decline_message
-                outbox.payment_event(session, locked, "payment.failed")
-                return "failed"
-            locked.processor_charge_id = authorization.charge_id
-            locked.authorize_time = datetime.now(UTC)
-            if locked.capture_method == "manual":
-                locked.status = "requires_capture"
-                locked.amount_capturable = locked.amount
-                outbox.payment_event(session, locked, "payment.requires_capture")
-                return "requires_capture"
+        if not authorization.approved:
+            declined = {
+                "payment_id": payment_id,
+                "new_failure_code": authorization.decline_code,
+                "new_failure_message": authorization.decline_message,
+            }
+            done = _change_with_event(ctx, _DECLINED, declined, "payment.failed")
+            return "failed" if done else "nothing to do"
+        authorized = {"payment_id": payment_id, "new_charge_id": authorization.charge_id}
+        if payment.capture_method == "manual":
+            done = _change_with_event(
+                ctx, _AWAITING_CAPTURE, authorized, "payment.requires_capture"
+            )
+            return "requires_capture" if done else "nothing to do"
+        # No event: one statement, its own transaction on the lock's connection.
+        if (
+            connection.exec_driver_sql(
+                _AUTHORIZED.sql, _AUTHORIZED.params(authorized)
+            ).one_or_none()
+            is None
+        ):
+            return "nothing to do"
         amount = payment.amount
     else:
         amount = payment.amount if payment.amount_to_capture is None else payment.amount_to_capture
@@ -182,18 +248,14 @@ def drive_payment(ctx: WorkerContext, payment_id: str) -> str:
         ledger.capture_request(payment, amount=amount, fee=fee),
         timeout_s=ctx.settings.grpc_timeout_s,
     )
-    with transaction(ctx.sessions) as session:
-        locked = _locked_processing(session, payment_id)
-        if locked is None:
-            return "nothing to do"
-        locked.status = "succeeded"
-        locked.amount_received = amount
-        locked.amount_capturable = 0
-        locked.fee = fee
-        locked.settle_time = datetime.now(UTC)
-        locked.ledger_reference = ledger.capture_reference(payment_id)
-        outbox.payment_event(session, locked, "payment.succeeded")
-    return "succeeded"
+    succeeded = {
+        "payment_id": payment_id,
+        "new_amount": amount,
+        "new_fee": fee,
+        "new_ledger_reference": ledger.capture_reference(payment_id),
+    }
+    done = _change_with_event(ctx, _SUCCEEDED, succeeded, "payment.succeeded")
+    return "succeeded" if done else "nothing to do"
 
 
 def void_payment(payment_id: str) -> str:
@@ -206,8 +268,8 @@ def void_payment(payment_id: str) -> str:
 def process_refund(refund_id: str) -> str:
     """Carries out a pending refund: processor, then ledger, then `succeeded`."""
     ctx = context()
-    with exclusive(ctx.engine, f"refund:{refund_id}") as held:
-        if not held:
+    with exclusive(ctx.engine, f"refund:{refund_id}") as connection:
+        if connection is None:
             return "busy"
         return drive_refund(ctx, refund_id)
 

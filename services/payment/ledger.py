@@ -11,8 +11,11 @@ worker may post again after a crash and the ledger keeps one transaction.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from paymesh.ledger.v1 import ledger_internal_pb2, ledger_internal_pb2_grpc
+from sqlalchemy import Row
 
 from services.payment.models import Payment, Refund
 
@@ -39,7 +42,7 @@ def _posting(
 
 
 def capture_request(
-    payment: Payment, *, amount: int, fee: int
+    payment: Payment | Row[Any], *, amount: int, fee: int
 ) -> ledger_internal_pb2.PostTransactionRequest:
     """The balanced transaction for capturing `amount` of a payment with `fee`."""
     assert amount > 0 and 0 <= fee <= amount

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from sqlalchemy import Row, Table, insert
+from sqlalchemy import Connection, Row, Table, insert
 from sqlalchemy.orm import Session
 
 from services.common.db import render
@@ -56,16 +56,21 @@ def event_row(
     }
 
 
+def _insert_params(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {**row, "payload": Jsonb(row["payload"]), "attempts": 0, "last_error": ""} for row in rows
+    ]
+
+
 async def insert_rows(connection: AsyncConnection[Any], rows: list[dict[str, Any]]) -> None:
     """Writes `job_row`s and `event_row`s in the connection's transaction: one executemany."""
     async with connection.cursor() as cursor:
-        await cursor.executemany(
-            _INSERT.sql,
-            [
-                {**row, "payload": Jsonb(row["payload"]), "attempts": 0, "last_error": ""}
-                for row in rows
-            ],
-        )
+        await cursor.executemany(_INSERT.sql, _insert_params(rows))
+
+
+def write_rows(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """`insert_rows` on a session's connection (the payment worker's changes)."""
+    connection.exec_driver_sql(_INSERT.sql, _insert_params(rows))
 
 
 def add_job(session: Session, *, func: str, job_id: str, args: list[Any]) -> None:

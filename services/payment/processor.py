@@ -28,15 +28,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 from psycopg import AsyncConnection
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.common.db import render, transaction
+from services.common.db import autocommit, render, transaction
 from services.common.ids import new_id
 from services.payment.errors import ProcessorError, ProcessorUnavailable
 from services.payment.models import (
@@ -140,6 +139,46 @@ def _vault_entry(card: CardInput) -> tuple[CardToken, dict[str, str]]:
     return token, row
 
 
+# The worker's calls, one statement each in autocommit, rendered once: the attempt's count with
+# the card's scenario; a new charge (nothing on a repeat); a capture of an authorized charge
+# within its amount (nothing otherwise: `_CHARGE` then says why).
+_ATTEMPTS = cast(Table, ProcessorAttempt.__table__)
+_CHARGES = cast(Table, ProcessorCharge.__table__)
+_COUNT_ATTEMPT = render(
+    insert(_ATTEMPTS)
+    .values(payment_id=bindparam("payment_id"), count=1)
+    .on_conflict_do_update(
+        index_elements=[_ATTEMPTS.c.payment_id], set_={"count": _ATTEMPTS.c.count + 1}
+    )
+    .returning(
+        _ATTEMPTS.c.count,
+        select(ProcessorToken.scenario)
+        .where(ProcessorToken.token == bindparam("token"))
+        .scalar_subquery(),
+    )
+)
+_NEW_CHARGE = render(
+    insert(_CHARGES)
+    .on_conflict_do_nothing(index_elements=[_CHARGES.c.payment_id])
+    .returning(_CHARGES.c.id),
+    columns=("id", "payment_id", "amount_authorized", "amount_captured", "currency", "status"),
+)
+_CHARGE = render(
+    select(_CHARGES.c.id, _CHARGES.c.status).where(_CHARGES.c.payment_id == bindparam("payment_id"))
+)
+_CAPTURE = render(
+    update(_CHARGES)
+    .where(
+        _CHARGES.c.payment_id == bindparam("payment_id"),
+        _CHARGES.c.status == "authorized",
+        bindparam("amount") > 0,
+        bindparam("amount") <= _CHARGES.c.amount_authorized,
+    )
+    .values(status="captured", amount_captured=bindparam("amount"), capture_time=func.now())
+    .returning(_CHARGES.c.id)
+)
+
+
 class SimulatedProcessor:
     """The deterministic simulator; its records live in the `processor` schema."""
 
@@ -169,19 +208,9 @@ class SimulatedProcessor:
         self, *, payment_id: str, token: str, amount: int, currency: str
     ) -> Authorization:
         """Authorizes per the card's scenario; a repeat returns the first charge."""
-        with transaction(self._sessions) as session:
-            attempt = session.execute(
-                insert(ProcessorAttempt)
-                .values(payment_id=payment_id, count=1)
-                .on_conflict_do_update(
-                    index_elements=[ProcessorAttempt.payment_id],
-                    set_={"count": ProcessorAttempt.count + 1},
-                )
-                .returning(ProcessorAttempt.count)
-            ).scalar_one()
-            scenario = session.scalar(
-                select(ProcessorToken.scenario).where(ProcessorToken.token == token)
-            )
+        with autocommit(self._sessions) as connection:
+            params = _COUNT_ATTEMPT.params({"payment_id": payment_id, "token": token})
+            attempt, scenario = connection.exec_driver_sql(_COUNT_ATTEMPT.sql, params).one()
         self._wait()
         if scenario is None:
             raise ProcessorError(f"unknown card token for {payment_id}")
@@ -196,42 +225,43 @@ class SimulatedProcessor:
         return Authorization(charge_id)
 
     def _charge(self, *, payment_id: str, amount: int, currency: str) -> str:
-        with transaction(self._sessions) as session:
-            session.execute(
-                insert(ProcessorCharge)
-                .values(
-                    id=new_id("ch"),
-                    payment_id=payment_id,
-                    amount_authorized=amount,
-                    currency=currency,
-                    status="authorized",
+        with autocommit(self._sessions) as connection:
+            charge_id = connection.exec_driver_sql(
+                _NEW_CHARGE.sql,
+                {
+                    "id": new_id("ch"),
+                    "payment_id": payment_id,
+                    "amount_authorized": amount,
+                    "amount_captured": 0,
+                    "currency": currency,
+                    "status": "authorized",
+                },
+            ).scalar()
+            if charge_id is None:  # a repeat: the first authorization's charge
+                charge_id = (
+                    connection.exec_driver_sql(_CHARGE.sql, {"payment_id": payment_id}).one().id
                 )
-                .on_conflict_do_nothing(index_elements=[ProcessorCharge.payment_id])
-            )
-            return session.scalars(
-                select(ProcessorCharge.id).where(ProcessorCharge.payment_id == payment_id)
-            ).one()
+            return str(charge_id)
 
     def capture(self, *, payment_id: str, amount: int) -> str:
         """Captures once; a repeat returns the same charge unchanged."""
         self._wait()
-        with transaction(self._sessions) as session:
-            charge = session.scalars(
-                select(ProcessorCharge)
-                .where(ProcessorCharge.payment_id == payment_id)
-                .with_for_update()
+        with autocommit(self._sessions) as connection:
+            captured = connection.exec_driver_sql(
+                _CAPTURE.sql, _CAPTURE.params({"payment_id": payment_id, "amount": amount})
+            ).scalar()
+            if captured is not None:
+                return str(captured)
+            charge = connection.exec_driver_sql(
+                _CHARGE.sql, {"payment_id": payment_id}
             ).one_or_none()
-            if charge is None:
-                raise ProcessorError(f"no authorization for {payment_id}")
-            if charge.status == "authorized":
-                if not 0 < amount <= charge.amount_authorized:
-                    raise ProcessorError(f"cannot capture {amount} of {payment_id}")
-                charge.status = "captured"
-                charge.amount_captured = amount
-                charge.capture_time = datetime.now(UTC)
-            elif charge.status != "captured":
-                raise ProcessorError(f"{payment_id} is {charge.status}")
-            return charge.id
+        if charge is None:
+            raise ProcessorError(f"no authorization for {payment_id}")
+        if charge.status == "authorized":
+            raise ProcessorError(f"cannot capture {amount} of {payment_id}")
+        if charge.status != "captured":
+            raise ProcessorError(f"{payment_id} is {charge.status}")
+        return str(charge.id)
 
     def void(self, *, payment_id: str) -> None:
         """Releases an authorization; voiding twice, or nothing, changes nothing."""
