@@ -8,13 +8,14 @@ enqueueing the same work twice collapses into one job while the first is still q
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import FrameType
@@ -66,6 +67,8 @@ STOP_IDLE_GRACE_S = 15.0
 # worker beats every DEQUEUE_TIMEOUT_S; one in a job beats again when the job ends, within its
 # time limit; a process beats as often as its freshest worker thread.
 WORKER_HEARTBEAT_STALE_S = JOB_TIMEOUT_S + 30
+# A batch job's id carries this many hex digits of its items' digest (96 bits).
+_BATCH_DIGEST_CHARS = 24
 # Statuses in which a job still stands for pending work; any other lets the same id be reused.
 _LIVE_STATUSES = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
@@ -87,6 +90,16 @@ class JobRequest:
     func: str
     job_id: str
     args: tuple[Any, ...] = ()
+
+
+def batch_job_id(prefix: str, names: Iterable[str]) -> str:
+    """The id of a job carrying a batch of work items: the same items, the same id.
+
+    `<prefix>-batch-<digest of the sorted names>`, so a duplicate enqueue of one batch collapses
+    into one job.
+    """
+    digest = hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()
+    return f"{prefix}-batch-{digest[:_BATCH_DIGEST_CHARS]}"
 
 
 def enqueue_many_once(

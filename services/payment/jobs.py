@@ -1,6 +1,10 @@
 """RQ jobs of the payment worker: drive payments and refunds through the processor and ledger.
 
-Every job takes an id, reloads the row, and does only what the row's state still asks for, so a
+A payment job carries a batch of payments (the relay groups the drives of a round), so RQ's
+bookkeeping is paid per batch, and the batch goes through its steps together: each step is one
+round trip to PostgreSQL, one processor call for all, or the ledger calls all in flight at once.
+
+Every job takes ids, reloads the rows, and does only what the row's state still asks for, so a
 job may run twice, or after a crash half-way, without charging, posting or emitting twice:
 
 - the processor is idempotent by payment id (authorize, capture, void) and refund id;
@@ -9,7 +13,9 @@ job may run twice, or after a crash half-way, without charging, posting or emitt
   its event to the outbox.
 
 A session-level advisory lock per payment (or refund) keeps two workers from working on the
-same one at once; PostgreSQL releases it when a killed worker's connection drops.
+same one at once (a batch takes those that are free; another worker's are left to it);
+PostgreSQL releases it when a killed worker's connection drops. A payment that meets an error
+stops where it is and the others of its batch go on.
 
 Retry policy: a processor that is unavailable (or whose answer was lost) is retried inside the
 job, `PROCESSOR_ATTEMPTS_MAX` times with exponential backoff. Anything else (the ledger down,
@@ -21,19 +27,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, TypeVar, cast
 
+import grpc
 from paymesh.ledger.v1 import ledger_internal_pb2_grpc
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     Connection,
     Engine,
+    String,
     Table,
+    any_,
     bindparam,
     func,
     literal,
@@ -41,21 +52,41 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session, sessionmaker
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from services.common.clients import sync_channel
-from services.common.db import Rendered, make_engine, make_sessionmaker, render, transaction
+from services.common.db import (
+    Rendered,
+    execute_many,
+    make_engine,
+    make_sessionmaker,
+    render,
+    transaction,
+)
 from services.common.settings import Settings
 from services.payment import ledger, outbox
 from services.payment.errors import ProcessorError, ProcessorUnavailable
 from services.payment.fees import compute_fee
 from services.payment.models import Payment, Refund
-from services.payment.processor import Connector, SimulatedProcessor
+from services.payment.processor import (
+    AuthorizationRequest,
+    CaptureRequest,
+    Connector,
+    SimulatedProcessor,
+)
 
 logger = logging.getLogger(__name__)
 
 PROCESSOR_ATTEMPTS_MAX = 4
 T = TypeVar("T")
+R = TypeVar("R")  # a batch call's request
+A = TypeVar("A")  # its answer
 
 
 @dataclass(frozen=True)
@@ -101,58 +132,145 @@ def _build_context() -> WorkerContext:
     )
 
 
-# The lock's statements, rendered once; 64-bit keys, so two payments practically never share one.
-_TRY_LOCK = render(select(func.pg_try_advisory_lock(func.hashtextextended(bindparam("name"), 0))))
-_UNLOCK = render(select(func.pg_advisory_unlock(func.hashtextextended(bindparam("name"), 0))))
+# The locks' statements (a name's 64-bit key, so two payments practically never share one): a
+# batch takes the free ones in one statement and gives them back in one.
+_TRY_LOCKS = Rendered(
+    "SELECT name FROM unnest(%(names)s::text[]) AS name"
+    " WHERE pg_try_advisory_lock(hashtextextended(name, 0))",
+    {},
+)
+_UNLOCKS = Rendered(
+    "SELECT count(pg_advisory_unlock(hashtextextended(name, 0)))"
+    " FROM unnest(%(names)s::text[]) AS name",
+    {},
+)
+
+
+@contextmanager
+def exclusive_many(engine: Engine, names: Sequence[str]) -> Iterator[tuple[Connection, set[str]]]:
+    """Holds a session-level advisory lock on each of `names` that is free.
+
+    Yields the locks' connection (in autocommit: each statement on it is its own transaction)
+    and the names locked; another worker holds the others.
+    """
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        held = {
+            row.name for row in connection.exec_driver_sql(_TRY_LOCKS.sql, {"names": list(names)})
+        }
+        try:
+            yield connection, held
+        finally:
+            if held:
+                connection.exec_driver_sql(_UNLOCKS.sql, {"names": sorted(held)})
 
 
 @contextmanager
 def exclusive(engine: Engine, name: str) -> Iterator[Connection | None]:
-    """Holds a session-level advisory lock on `name` if free.
-
-    Yields the lock's connection (in autocommit: each statement on it is its own transaction),
-    or None when another worker holds the lock.
-    """
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        held = bool(
-            connection.exec_driver_sql(_TRY_LOCK.sql, _TRY_LOCK.params({"name": name})).scalar()
-        )
-        try:
-            yield connection if held else None
-        finally:
-            if held:
-                connection.exec_driver_sql(_UNLOCK.sql, _UNLOCK.params({"name": name}))
+    """`exclusive_many` of one name: its connection, or None when another worker holds it."""
+    with exclusive_many(engine, [name]) as (connection, held):
+        yield connection if held else None
 
 
 def with_processor_retries(call: Callable[[], T]) -> T:
     """Runs a processor call, retrying while the processor is unavailable."""
-    retrying = Retrying(
+    return _retrying(reraise=True, retry=retry_if_exception_type(ProcessorUnavailable))(call)
+
+
+def _retrying(**policy: Any) -> Retrying:
+    """The processor's retry policy: `PROCESSOR_ATTEMPTS_MAX` attempts, exponential backoff."""
+    return Retrying(
         stop=stop_after_attempt(PROCESSOR_ATTEMPTS_MAX),
         wait=wait_exponential(multiplier=0.1, max=2),
-        retry=retry_if_exception_type(ProcessorUnavailable),
-        reraise=True,
+        **policy,
     )
-    return retrying(call)
+
+
+def with_processor_retries_many(
+    call: Callable[[list[R]], list[A | ProcessorError]], requests: list[R]
+) -> list[A | ProcessorError]:
+    """Runs a batch processor call, asking again for the requests it found unavailable.
+
+    Each request's last answer, in order: after `PROCESSOR_ATTEMPTS_MAX` attempts a request
+    still unavailable answers its ProcessorUnavailable.
+    """
+    answers: list[A | ProcessorError] = []
+    pending = list(range(len(requests)))
+
+    def attempt() -> list[int]:
+        nonlocal pending
+        fresh = call([requests[index] for index in pending])
+        if not answers:
+            answers.extend(fresh)
+        for index, answer in zip(pending, fresh, strict=True):
+            answers[index] = answer
+        pending = [
+            index
+            for index, answer in zip(pending, fresh, strict=True)
+            if isinstance(answer, ProcessorUnavailable)
+        ]
+        return pending
+
+    if requests:
+        # Retried while some are unavailable; the last attempt's answers stand.
+        _retrying(retry=retry_if_result(bool), retry_error_callback=lambda state: None)(attempt)
+    return answers
+
+
+def process_payments(payment_ids: list[str]) -> dict[str, int]:
+    """Moves a batch of `processing` payments on: the job of `drive_batch`."""
+    return drive_batch(context(), payment_ids)
+
+
+def drive_batch(ctx: WorkerContext, payment_ids: list[str]) -> dict[str, int]:
+    """Drives the payments no other worker holds (`drive_payments`); counts what it did.
+
+    Payments another worker holds are left to it ("busy"). Raises `BatchIncomplete` after
+    doing the rest when a payment met an error: it stays `processing`, and the sweeper drives
+    it again.
+    """
+    names = {payment_id: f"payment:{payment_id}" for payment_id in payment_ids}
+    with exclusive_many(ctx.engine, list(names.values())) as (connection, held):
+        mine = [payment_id for payment_id, name in names.items() if name in held]
+        outcomes = drive_payments(ctx, connection, mine)
+    counts = Counter(outcomes.get(payment_id, "busy") for payment_id in names)
+    errors = {
+        payment_id: outcome
+        for payment_id, outcome in outcomes.items()
+        if outcome.startswith("error")
+    }
+    if errors:
+        raise BatchIncomplete(errors, counts)
+    return dict(counts)
 
 
 def process_payment(payment_id: str) -> str:
-    """Moves a `processing` payment on: authorize, then capture and post, as it needs."""
-    ctx = context()
-    with exclusive(ctx.engine, f"payment:{payment_id}") as connection:
-        if connection is None:
-            return "busy"
-        return drive_payment(ctx, connection, payment_id)
+    """One payment's `process_payments` (jobs enqueued before batches; tests)."""
+    return next(iter(process_payments([payment_id])))
+
+
+class BatchIncomplete(Exception):
+    """Some payments of a batch met an error; the others were driven."""
+
+    def __init__(self, errors: dict[str, str], counts: Counter[str]) -> None:
+        super().__init__(
+            f"{len(errors)} of {sum(counts.values())} payments left processing: "
+            + "; ".join(f"{payment_id}: {error}" for payment_id, error in sorted(errors.items()))
+        )
+        self.errors = errors
 
 
 # A drive's statements are Core, rendered once, and return the payment's row under its
 # attributes' names (what the view, the event and the ledger request read): no ORM unit of work
 # and no SELECT ... FOR UPDATE before an UPDATE. Each change applies only while the payment is
 # still `processing` (the UPDATE's row lock serializes it with any other change); no row back
-# means another transaction moved it on first.
+# means another transaction moved it on first. A batch runs each statement once per payment in
+# one round trip (`execute_many`).
 _PAYMENTS = cast(Table, Payment.__table__)
 _PAYMENT = _PAYMENTS.c
 _PAYMENT_ROW = [column.label(name) for name, column in Payment.__mapper__.columns.items()]
-_READ = render(select(*_PAYMENT_ROW).where(_PAYMENT.id == bindparam("payment_id")))
+_READ = render(
+    select(*_PAYMENT_ROW).where(_PAYMENT.id == any_(bindparam("payment_ids", type_=ARRAY(String))))
+)
 
 
 def _change(**values: ColumnElement[Any]) -> Rendered:
@@ -187,75 +305,136 @@ _SUCCEEDED = _change(
 )
 
 
-def _change_with_event(
-    ctx: WorkerContext, change: Rendered, values: dict[str, Any], event_type: str
-) -> bool:
-    """Applies `change` and writes its event in one transaction; False if nothing changed."""
+def _changes_with_events(
+    ctx: WorkerContext, change: Rendered, values: list[dict[str, Any]], event_type: str
+) -> list[Any]:
+    """Applies `change` once per item and writes the events, all in one transaction.
+
+    Each item's changed row, or None where the payment had moved on.
+    """
+    if not values:
+        return []
     with transaction(ctx.sessions) as session:
         connection = session.connection()
-        payment = connection.exec_driver_sql(change.sql, change.params(values)).one_or_none()
-        if payment is None:
-            return False
-        outbox.write_rows(connection, [outbox.payment_event_row(payment, event_type)])
-    return True
+        rows = execute_many(connection, change, values)
+        events = [outbox.payment_event_row(row, event_type) for row in rows if row is not None]
+        if events:
+            outbox.write_rows(connection, events)
+    return rows
 
 
-def drive_payment(ctx: WorkerContext, connection: Connection, payment_id: str) -> str:
-    """The body of `process_payment` on the lock's `connection`; returns what it did."""
-    payment = connection.exec_driver_sql(_READ.sql, {"payment_id": payment_id}).one_or_none()
-    if payment is None or payment.status != "processing":
-        return "nothing to do"
-    if payment.processor_charge_id is None:
-        token = payment.processor_token
-        assert token is not None, "a processing payment has a card"
-        authorization = with_processor_retries(
-            lambda: ctx.processor.authorize(
+def drive_payments(
+    ctx: WorkerContext, connection: Connection, payment_ids: list[str]
+) -> dict[str, str]:
+    """The body of `process_payments` on the locks' `connection`: what it did to each.
+
+    In steps, each one round trip (or one call) for the whole batch: read; authorize the new
+    ones; record the declines, the manual captures (with their events) and the authorizations;
+    capture; post to the ledger; record the successes with their events. A payment that meets
+    an error at a step stops there ("error: ..."); the others go on.
+    """
+    rows = connection.exec_driver_sql(_READ.sql, {"payment_ids": payment_ids})
+    payments = {row.id: row for row in rows if row.status == "processing"}
+    outcomes = {
+        payment_id: "nothing to do" for payment_id in payment_ids if payment_id not in payments
+    }
+    # (payment, amount) to capture: those authorized by an earlier drive, and those below.
+    to_capture = [
+        (
+            payment,
+            payment.amount if payment.amount_to_capture is None else payment.amount_to_capture,
+        )
+        for payment in payments.values()
+        if payment.processor_charge_id is not None
+    ]
+    new = [payment for payment in payments.values() if payment.processor_charge_id is None]
+    answers = with_processor_retries_many(
+        ctx.processor.authorize_many,
+        [
+            AuthorizationRequest(
                 payment_id=payment.id,
-                token=token,
+                token=payment.processor_token,
                 amount=payment.amount,
                 currency=payment.currency,
             )
-        )
-        if not authorization.approved:
-            declined = {
-                "payment_id": payment_id,
-                "new_failure_code": authorization.decline_code,
-                "new_failure_message": authorization.decline_message,
-            }
-            done = _change_with_event(ctx, _DECLINED, declined, "payment.failed")
-            return "failed" if done else "nothing to do"
-        authorized = {"payment_id": payment_id, "new_charge_id": authorization.charge_id}
-        if payment.capture_method == "manual":
-            done = _change_with_event(
-                ctx, _AWAITING_CAPTURE, authorized, "payment.requires_capture"
+            for payment in new
+        ],
+    )
+    declined: list[dict[str, Any]] = []
+    manual: list[dict[str, Any]] = []
+    automatic: list[dict[str, Any]] = []
+    for payment, answer in zip(new, answers, strict=True):
+        if isinstance(answer, ProcessorError):
+            outcomes[payment.id] = f"error: authorize: {answer}"
+        elif not answer.approved:
+            declined.append(
+                {
+                    "payment_id": payment.id,
+                    "new_failure_code": answer.decline_code,
+                    "new_failure_message": answer.decline_message,
+                }
             )
-            return "requires_capture" if done else "nothing to do"
-        # No event: one statement, its own transaction on the lock's connection.
-        if (
-            connection.exec_driver_sql(
-                _AUTHORIZED.sql, _AUTHORIZED.params(authorized)
-            ).one_or_none()
-            is None
+        else:
+            authorized = {"payment_id": payment.id, "new_charge_id": answer.charge_id}
+            (manual if payment.capture_method == "manual" else automatic).append(authorized)
+    for change, values, event_type, outcome in (
+        (_DECLINED, declined, "payment.failed", "failed"),
+        (_AWAITING_CAPTURE, manual, "payment.requires_capture", "requires_capture"),
+    ):
+        for value, row in zip(
+            values, _changes_with_events(ctx, change, values, event_type), strict=True
         ):
-            return "nothing to do"
-        amount = payment.amount
-    else:
-        amount = payment.amount if payment.amount_to_capture is None else payment.amount_to_capture
-    with_processor_retries(lambda: ctx.processor.capture(payment_id=payment_id, amount=amount))
-    fee = compute_fee(amount=amount, fee_bps=payment.fee_bps, fee_fixed=payment.fee_fixed)
-    ledger.post(
+            outcomes[value["payment_id"]] = outcome if row is not None else "nothing to do"
+    # No event: each its own transaction on the locks' connection.
+    for value, row in zip(automatic, execute_many(connection, _AUTHORIZED, automatic), strict=True):
+        if row is None:
+            outcomes[value["payment_id"]] = "nothing to do"
+        else:
+            to_capture.append((row, row.amount))
+    _capture_and_post(ctx, to_capture, outcomes)
+    return outcomes
+
+
+def _capture_and_post(
+    ctx: WorkerContext, to_capture: list[tuple[Any, int]], outcomes: dict[str, str]
+) -> None:
+    """Captures, posts to the ledger and records `succeeded`, noting each one's outcome."""
+    captures = with_processor_retries_many(
+        ctx.processor.capture_many,
+        [CaptureRequest(payment_id=payment.id, amount=amount) for payment, amount in to_capture],
+    )
+    postings = []
+    for (payment, amount), answer in zip(to_capture, captures, strict=True):
+        if isinstance(answer, ProcessorError):
+            outcomes[payment.id] = f"error: capture: {answer}"
+            continue
+        fee = compute_fee(amount=amount, fee_bps=payment.fee_bps, fee_fixed=payment.fee_fixed)
+        postings.append((payment, amount, fee))
+    posted = ledger.post_many(
         ctx.ledger,
-        ledger.capture_request(payment, amount=amount, fee=fee),
+        [
+            ledger.capture_request(payment, amount=amount, fee=fee)
+            for payment, amount, fee in postings
+        ],
         timeout_s=ctx.settings.grpc_timeout_s,
     )
-    succeeded = {
-        "payment_id": payment_id,
-        "new_amount": amount,
-        "new_fee": fee,
-        "new_ledger_reference": ledger.capture_reference(payment_id),
-    }
-    done = _change_with_event(ctx, _SUCCEEDED, succeeded, "payment.succeeded")
-    return "succeeded" if done else "nothing to do"
+    succeeded = []
+    for (payment, amount, fee), transaction_id in zip(postings, posted, strict=True):
+        if isinstance(transaction_id, grpc.RpcError):
+            code = transaction_id.code().name  # type: ignore[attr-defined]
+            outcomes[payment.id] = f"error: ledger: {code}"
+            continue
+        succeeded.append(
+            {
+                "payment_id": payment.id,
+                "new_amount": amount,
+                "new_fee": fee,
+                "new_ledger_reference": ledger.capture_reference(payment.id),
+            }
+        )
+    rows = _changes_with_events(ctx, _SUCCEEDED, succeeded, "payment.succeeded")
+    for value, row in zip(succeeded, rows, strict=True):
+        outcomes[value["payment_id"]] = "succeeded" if row is not None else "nothing to do"
 
 
 def void_payment(payment_id: str) -> str:

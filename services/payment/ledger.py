@@ -11,6 +11,7 @@ worker may post again after a crash and the ledger keeps one transaction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -90,3 +91,23 @@ def post(
     """Posts a transaction; returns its id. gRPC errors propagate to the caller."""
     transaction: ledger_internal_pb2.Transaction = stub.PostTransaction(request, timeout=timeout_s)
     return transaction.id
+
+
+def post_many(
+    stub: ledger_internal_pb2_grpc.LedgerInternalServiceStub,
+    requests: Sequence[ledger_internal_pb2.PostTransactionRequest],
+    *,
+    timeout_s: float,
+) -> list[str | grpc.RpcError]:
+    """Posts transactions concurrently (one call each, all in flight at once).
+
+    Each answer is the transaction's id, or the gRPC error of that call.
+    """
+    calls = [stub.PostTransaction.future(request, timeout=timeout_s) for request in requests]
+    answers: list[str | grpc.RpcError] = []
+    for call in calls:
+        try:
+            answers.append(call.result().id)
+        except grpc.RpcError as error:
+            answers.append(error)
+    return answers

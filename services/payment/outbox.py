@@ -20,7 +20,9 @@ from services.common.ids import new_id
 from services.payment.models import OutboxMessage, Payment, Refund
 from services.payment.views import payment_to_proto, refund_to_proto, to_json_object
 
+# A payment's drive is written as one payment's job; the relay hands drives over in batches.
 PROCESS_PAYMENT = "services.payment.jobs.process_payment"
+PROCESS_PAYMENTS = "services.payment.jobs.process_payments"
 VOID_PAYMENT = "services.payment.jobs.void_payment"
 PROCESS_REFUND = "services.payment.jobs.process_refund"
 

@@ -27,6 +27,7 @@ number or the cvc.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -35,7 +36,7 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.common.db import autocommit, render, transaction
+from services.common.db import autocommit, execute_many, render, transaction
 from services.common.ids import new_id
 from services.payment.errors import ProcessorError, ProcessorUnavailable
 from services.payment.models import (
@@ -83,6 +84,24 @@ class Authorization:
         return self.charge_id is not None
 
 
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    """An authorization to ask for: `amount` on the card `token` stands for."""
+
+    payment_id: str
+    token: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class CaptureRequest:
+    """A capture to ask for: `amount` of the payment's authorization."""
+
+    payment_id: str
+    amount: int
+
+
 class Connector(Protocol):
     """A card processor, as the payment service sees one."""
 
@@ -101,14 +120,19 @@ class Connector(Protocol):
         """`tokenize` in the caller's transaction on the event loop's `connection`."""
         ...
 
-    def authorize(
-        self, *, payment_id: str, token: str, amount: int, currency: str
-    ) -> Authorization:
-        """Holds `amount` on the card; idempotent by payment id."""
+    def authorize_many(
+        self, requests: Sequence[AuthorizationRequest]
+    ) -> list[Authorization | ProcessorError]:
+        """Holds each request's amount on its card; idempotent by payment id.
+
+        One answer per request, in order: an authorization (approved or declined), or the error
+        that request met (ProcessorUnavailable: ask again). A remote processor's connector
+        sends the calls concurrently; a batch takes about one call's time.
+        """
         ...
 
-    def capture(self, *, payment_id: str, amount: int) -> str:
-        """Captures `amount` of the authorization, releasing the rest; returns the charge id."""
+    def capture_many(self, requests: Sequence[CaptureRequest]) -> list[str | ProcessorError]:
+        """Captures each request's amount, releasing the rest; each its charge id, or an error."""
         ...
 
     def void(self, *, payment_id: str) -> None:
@@ -204,64 +228,118 @@ class SimulatedProcessor:
         await connection.execute(_INSERT_TOKEN.sql, row)
         return token
 
-    def authorize(
-        self, *, payment_id: str, token: str, amount: int, currency: str
-    ) -> Authorization:
-        """Authorizes per the card's scenario; a repeat returns the first charge."""
-        with autocommit(self._sessions) as connection:
-            params = _COUNT_ATTEMPT.params({"payment_id": payment_id, "token": token})
-            attempt, scenario = connection.exec_driver_sql(_COUNT_ATTEMPT.sql, params).one()
-        self._wait()
-        if scenario is None:
-            raise ProcessorError(f"unknown card token for {payment_id}")
-        if scenario in DECLINES:
-            code, message = DECLINES[scenario]
-            return Authorization(None, code, message)
-        if scenario == "unavailable_once" and attempt == 1:
-            raise ProcessorUnavailable("the processor is unavailable")
-        charge_id = self._charge(payment_id=payment_id, amount=amount, currency=currency)
-        if scenario == "lost_answer_once" and attempt == 1:
-            raise ProcessorUnavailable("the processor timed out")
-        return Authorization(charge_id)
+    def authorize_many(
+        self, requests: Sequence[AuthorizationRequest]
+    ) -> list[Authorization | ProcessorError]:
+        """Authorizes each per its card's scenario; a repeat returns the first charge.
 
-    def _charge(self, *, payment_id: str, amount: int, currency: str) -> str:
+        Each attempt is counted (one round trip for the batch), the batch waits one latency,
+        then the approved ones get their charges (one round trip, and one more to read the
+        first charge of any repeat).
+        """
         with autocommit(self._sessions) as connection:
-            charge_id = connection.exec_driver_sql(
-                _NEW_CHARGE.sql,
-                {
-                    "id": new_id("ch"),
-                    "payment_id": payment_id,
-                    "amount_authorized": amount,
-                    "amount_captured": 0,
-                    "currency": currency,
-                    "status": "authorized",
-                },
-            ).scalar()
-            if charge_id is None:  # a repeat: the first authorization's charge
-                charge_id = (
-                    connection.exec_driver_sql(_CHARGE.sql, {"payment_id": payment_id}).one().id
+            counted = execute_many(
+                connection,
+                _COUNT_ATTEMPT,
+                [
+                    {"payment_id": request.payment_id, "token": request.token}
+                    for request in requests
+                ],
+            )
+        self._wait()
+        decided: list[Authorization | ProcessorError | None] = []  # None: to be charged
+        for request, (attempt, scenario) in zip(requests, counted, strict=True):
+            if scenario is None:
+                decided.append(ProcessorError(f"unknown card token for {request.payment_id}"))
+            elif scenario in DECLINES:
+                code, message = DECLINES[scenario]
+                decided.append(Authorization(None, code, message))
+            elif scenario == "unavailable_once" and attempt == 1:
+                decided.append(ProcessorUnavailable("the processor is unavailable"))
+            else:
+                decided.append(None)
+        charge_ids = iter(
+            self._charges(
+                [
+                    request
+                    for request, answer in zip(requests, decided, strict=True)
+                    if answer is None
+                ]
+            )
+        )
+        answers: list[Authorization | ProcessorError] = []
+        for answer, (attempt, scenario) in zip(decided, counted, strict=True):
+            if answer is not None:
+                answers.append(answer)
+                continue
+            charge_id = next(charge_ids)
+            if scenario == "lost_answer_once" and attempt == 1:
+                answers.append(ProcessorUnavailable("the processor timed out"))
+            else:
+                answers.append(Authorization(charge_id))
+        return answers
+
+    def _charges(self, requests: Sequence[AuthorizationRequest]) -> list[str]:
+        """Each request's charge: a new one, or the first authorization's on a repeat."""
+        with autocommit(self._sessions) as connection:
+            created = execute_many(
+                connection,
+                _NEW_CHARGE,
+                [
+                    {
+                        "id": new_id("ch"),
+                        "payment_id": request.payment_id,
+                        "amount_authorized": request.amount,
+                        "amount_captured": 0,
+                        "currency": request.currency,
+                        "status": "authorized",
+                    }
+                    for request in requests
+                ],
+            )
+            repeats = [request for request, row in zip(requests, created, strict=True) if not row]
+            earlier = iter(
+                execute_many(
+                    connection, _CHARGE, [{"payment_id": request.payment_id} for request in repeats]
                 )
-            return str(charge_id)
+            )
+        return [str(row.id if row else next(earlier).id) for row in created]
 
-    def capture(self, *, payment_id: str, amount: int) -> str:
-        """Captures once; a repeat returns the same charge unchanged."""
+    def capture_many(self, requests: Sequence[CaptureRequest]) -> list[str | ProcessorError]:
+        """Captures each once; a repeat returns the same charge unchanged."""
         self._wait()
         with autocommit(self._sessions) as connection:
-            captured = connection.exec_driver_sql(
-                _CAPTURE.sql, _CAPTURE.params({"payment_id": payment_id, "amount": amount})
-            ).scalar()
-            if captured is not None:
-                return str(captured)
-            charge = connection.exec_driver_sql(
-                _CHARGE.sql, {"payment_id": payment_id}
-            ).one_or_none()
-        if charge is None:
-            raise ProcessorError(f"no authorization for {payment_id}")
-        if charge.status == "authorized":
-            raise ProcessorError(f"cannot capture {amount} of {payment_id}")
-        if charge.status != "captured":
-            raise ProcessorError(f"{payment_id} is {charge.status}")
-        return str(charge.id)
+            captured = execute_many(
+                connection,
+                _CAPTURE,
+                [
+                    {"payment_id": request.payment_id, "amount": request.amount}
+                    for request in requests
+                ],
+            )
+            missed = [request for request, row in zip(requests, captured, strict=True) if not row]
+            charges = iter(
+                execute_many(
+                    connection, _CHARGE, [{"payment_id": request.payment_id} for request in missed]
+                )
+            )
+        answers: list[str | ProcessorError] = []
+        for request, row in zip(requests, captured, strict=True):
+            if row:
+                answers.append(str(row.id))
+                continue
+            charge = next(charges)
+            if charge is None:
+                answers.append(ProcessorError(f"no authorization for {request.payment_id}"))
+            elif charge.status == "authorized":
+                answers.append(
+                    ProcessorError(f"cannot capture {request.amount} of {request.payment_id}")
+                )
+            elif charge.status != "captured":
+                answers.append(ProcessorError(f"{request.payment_id} is {charge.status}"))
+            else:
+                answers.append(str(charge.id))
+        return answers
 
     def void(self, *, payment_id: str) -> None:
         """Releases an authorization; voiding twice, or nothing, changes nothing."""

@@ -42,12 +42,13 @@ from services.common.logs import configure_logging
 from services.common.queue import (
     PAYMENTS_QUEUE,
     JobRequest,
+    batch_job_id,
     enqueue_many_once,
     make_queue,
     redis_connection,
 )
 from services.common.settings import Settings
-from services.payment import sweeper
+from services.payment import outbox, sweeper
 from services.payment.models import OutboxMessage
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ ERROR_LENGTH_MAX = 500
 EVENTS_PER_CALL_MAX = 100
 EVENT_CALL_BYTES_MAX = 1024 * 1024
 EVENT_CALL_TIMEOUT_PER_EVENT_S = 0.05
+# One payment job drives at most this many payments (a batch's steps are one round trip each).
+PAYMENTS_PER_JOB_MAX = 50
 
 # Hands a batch of row payloads over; answers, for each, None (handed over) or why not.
 Handler = Callable[[list[dict[str, Any]]], list[str | None]]
@@ -155,16 +158,44 @@ def webhook_publisher(settings: Settings) -> Publisher:
     return publish
 
 
+def job_requests(payloads: list[dict[str, Any]]) -> list[JobRequest]:
+    """The RQ jobs for job rows: each row's own, except payment drives, which go in batches.
+
+    The drives of a round (`outbox.PROCESS_PAYMENT`, one payment each) become
+    `outbox.PROCESS_PAYMENTS` jobs of up to `PAYMENTS_PER_JOB_MAX` payments, so RQ's
+    bookkeeping is paid once per batch; a batch's id is the digest of its rows' job ids, so
+    handing the same rows over again collapses into the same job.
+    """
+    requests: list[JobRequest] = []
+    drives: list[dict[str, Any]] = []
+    for payload in payloads:
+        if payload["func"] == outbox.PROCESS_PAYMENT:
+            drives.append(payload)
+        else:
+            requests.append(
+                JobRequest(
+                    func=payload["func"], job_id=payload["job_id"], args=tuple(payload["args"])
+                )
+            )
+    for start in range(0, len(drives), PAYMENTS_PER_JOB_MAX):
+        batch = drives[start : start + PAYMENTS_PER_JOB_MAX]
+        requests.append(
+            JobRequest(
+                func=outbox.PROCESS_PAYMENTS,
+                job_id=batch_job_id("payments", (payload["job_id"] for payload in batch)),
+                # A payment driven twice in a round (a re-drive) is driven once.
+                args=(list(dict.fromkeys(payload["args"][0] for payload in batch)),),
+            )
+        )
+    return requests
+
+
 def job_enqueuer(queue: Queue) -> Handler:
     """Enqueues job rows' jobs on `queue`; raises TargetDown when Redis cannot take them."""
 
     def enqueue(payloads: list[dict[str, Any]]) -> list[str | None]:
-        requests = [
-            JobRequest(func=payload["func"], job_id=payload["job_id"], args=tuple(payload["args"]))
-            for payload in payloads
-        ]
         try:
-            enqueue_many_once(queue, requests)
+            enqueue_many_once(queue, job_requests(payloads))
         except (RedisError, OSError) as error:
             raise TargetDown(f"redis: {error}") from error
         return [None] * len(payloads)

@@ -9,14 +9,13 @@ collapses into one job.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
+from services.common import queue
 from services.common.ids import has_prefix
 
 _SEPARATOR = "-attempt-"  # RQ allows only letters, digits, "_" and "-"
 ATTEMPT_NUMBER_DIGITS_MAX = 6
-_BATCH_DIGEST_CHARS = 24
 
 
 def job_id(delivery_id: str, attempt_number: int) -> str:
@@ -26,9 +25,9 @@ def job_id(delivery_id: str, attempt_number: int) -> str:
 
 def batch_job_id(endpoint_id: str, attempts: Sequence[tuple[str, int]]) -> str:
     """The RQ job id of a batch of attempts to one endpoint (the same attempts, the same id)."""
-    names = "\n".join(sorted(job_id(delivery_id, number) for delivery_id, number in attempts))
-    digest = hashlib.sha256(names.encode()).hexdigest()[:_BATCH_DIGEST_CHARS]
-    return f"{endpoint_id}-batch-{digest}"
+    return queue.batch_job_id(
+        endpoint_id, (job_id(delivery_id, number) for delivery_id, number in attempts)
+    )
 
 
 def delivery_id_from(value: str) -> str | None:

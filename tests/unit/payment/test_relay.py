@@ -9,14 +9,18 @@ import pytest
 from google.protobuf.struct_pb2 import Struct
 
 from services.common.errors import InvalidArgument
+from services.common.queue import JobRequest
+from services.payment import outbox
 from services.payment.idempotency import request_hash, validate_key
 from services.payment.relay import (
     EVENT_CALL_BYTES_MAX,
     EVENTS_PER_CALL_MAX,
+    PAYMENTS_PER_JOB_MAX,
     TargetDown,
     event_calls,
     event_request,
     hand_over,
+    job_requests,
     retry_delay_s,
 )
 
@@ -121,3 +125,30 @@ def test_hand_over__target_down_is_not_retried_row_by_row() -> None:
     with pytest.raises(TargetDown):
         hand_over(handler, [{"id": "a"}, {"id": "b"}])
     assert calls == [2]
+
+
+def test_job_requests__payment_drives_go_in_batches_and_other_jobs_alone() -> None:
+    drives = [outbox.payment_drive_job(f"pay_{n}", 1)["payload"] for n in range(120)]
+    redrive = outbox.payment_drive_job("pay_3", 2)["payload"]
+    refund = outbox.job_row(
+        func=outbox.PROCESS_REFUND, job_id="refund-re_1-process-1", args=["re_1"]
+    )
+
+    requests = job_requests([*drives[:10], refund["payload"], redrive, *drives[10:]])
+
+    assert requests[0] == JobRequest(outbox.PROCESS_REFUND, "refund-re_1-process-1", ("re_1",))
+    batches = requests[1:]
+    assert [request.func for request in batches] == [outbox.PROCESS_PAYMENTS] * 3
+    # Rows of 50 (PAYMENTS_PER_JOB_MAX) per job; the first 50 hold pay_3 twice.
+    assert PAYMENTS_PER_JOB_MAX == 50
+    assert [len(request.args[0]) for request in batches] == [49, 50, 21]
+    # Every payment once, in the rows' order; pay_3's re-drive in the same batch is one drive.
+    assert [pid for request in batches for pid in request.args[0]] == [
+        f"pay_{n}" for n in range(120)
+    ]
+    # The same rows, the same job ids (a relay that dies before its commit collapses into them).
+    again = job_requests([*drives[:10], refund["payload"], redrive, *drives[10:]])
+    assert [request.job_id for request in again] == [request.job_id for request in requests]
+    assert len({request.job_id for request in batches}) == 3
+    fewer = job_requests(drives[:10])
+    assert fewer[0].job_id != batches[0].job_id
