@@ -37,6 +37,7 @@ from typing import Any, TypeVar, cast
 
 import grpc
 from paymesh.ledger.v1 import ledger_internal_pb2_grpc
+from rq import Queue
 from sqlalchemy import (
     ARRAY,
     ColumnElement,
@@ -69,8 +70,9 @@ from services.common.db import (
     render,
     transaction,
 )
+from services.common.queue import PAYMENTS_QUEUE, make_queue, redis_connection
 from services.common.settings import Settings
-from services.payment import ledger, outbox
+from services.payment import ledger, outbox, relay
 from services.payment.errors import ProcessorError, ProcessorUnavailable
 from services.payment.fees import compute_fee
 from services.payment.models import Payment, Refund
@@ -98,6 +100,9 @@ class WorkerContext:
     sessions: sessionmaker[Session]
     processor: Connector
     ledger: ledger_internal_pb2_grpc.LedgerInternalServiceStub
+    # Hands the events a drive wrote to the webhook service (`relay.relay_batch`).
+    publish: relay.Publisher
+    queue: Queue
 
 
 _context_lock = threading.Lock()
@@ -129,6 +134,8 @@ def _build_context() -> WorkerContext:
         ledger=ledger_internal_pb2_grpc.LedgerInternalServiceStub(
             sync_channel(settings.target("ledger"))
         ),
+        publish=relay.webhook_publisher(settings),
+        queue=make_queue(PAYMENTS_QUEUE, redis_connection(settings)),
     )
 
 
@@ -229,9 +236,11 @@ def drive_batch(ctx: WorkerContext, payment_ids: list[str]) -> dict[str, int]:
     it again.
     """
     names = {payment_id: f"payment:{payment_id}" for payment_id in payment_ids}
+    events: list[int] = []
     with exclusive_many(ctx.engine, list(names.values())) as (connection, held):
         mine = [payment_id for payment_id, name in names.items() if name in held]
-        outcomes = drive_payments(ctx, connection, mine)
+        outcomes = drive_payments(ctx, connection, mine, events=events)
+    _relay_events(ctx, events)
     counts = Counter(outcomes.get(payment_id, "busy") for payment_id in names)
     errors = {
         payment_id: outcome
@@ -306,32 +315,61 @@ _SUCCEEDED = _change(
 
 
 def _changes_with_events(
-    ctx: WorkerContext, change: Rendered, values: list[dict[str, Any]], event_type: str
+    ctx: WorkerContext,
+    change: Rendered,
+    values: list[dict[str, Any]],
+    event_type: str,
+    *,
+    events: list[int],
 ) -> list[Any]:
     """Applies `change` once per item and writes the events, all in one transaction.
 
-    Each item's changed row, or None where the payment had moved on.
+    Each item's changed row, or None where the payment had moved on; the events' outbox ids
+    are added to `events`.
     """
     if not values:
         return []
     with transaction(ctx.sessions) as session:
         connection = session.connection()
         rows = execute_many(connection, change, values)
-        events = [outbox.payment_event_row(row, event_type) for row in rows if row is not None]
-        if events:
-            outbox.write_rows(connection, events)
+        written = [outbox.payment_event_row(row, event_type) for row in rows if row is not None]
+        if written:
+            events += outbox.write_rows(connection, written)
     return rows
 
 
+def _relay_events(ctx: WorkerContext, events: list[int]) -> None:
+    """Hands the events just written to the webhook service, as the relay would.
+
+    A payment's outcome then reaches its webhooks without waiting for the relay's next round.
+    Whatever does not go now (the webhook service down, this worker killed first) stays in
+    the outbox for the relay.
+    """
+    if not events:
+        return
+    try:
+        relay.relay_batch(
+            ctx.sessions,
+            queue=ctx.queue,
+            publish=ctx.publish,
+            batch_size=len(events),
+            retry_delay_max_s=ctx.settings.payment_outbox_retry_delay_max_s,
+            ids=events,
+        )
+    except Exception:
+        logger.exception("relaying %d events failed; the relay will", len(events))
+
+
 def drive_payments(
-    ctx: WorkerContext, connection: Connection, payment_ids: list[str]
+    ctx: WorkerContext, connection: Connection, payment_ids: list[str], *, events: list[int]
 ) -> dict[str, str]:
     """The body of `process_payments` on the locks' `connection`: what it did to each.
 
     In steps, each one round trip (or one call) for the whole batch: read; authorize the new
     ones; record the declines, the manual captures (with their events) and the authorizations;
     capture; post to the ledger; record the successes with their events. A payment that meets
-    an error at a step stops there ("error: ..."); the others go on.
+    an error at a step stops there ("error: ..."); the others go on. The events' outbox ids
+    are added to `events`.
     """
     rows = connection.exec_driver_sql(_READ.sql, {"payment_ids": payment_ids})
     payments = {row.id: row for row in rows if row.status == "processing"}
@@ -381,9 +419,8 @@ def drive_payments(
         (_DECLINED, declined, "payment.failed", "failed"),
         (_AWAITING_CAPTURE, manual, "payment.requires_capture", "requires_capture"),
     ):
-        for value, row in zip(
-            values, _changes_with_events(ctx, change, values, event_type), strict=True
-        ):
+        changed = _changes_with_events(ctx, change, values, event_type, events=events)
+        for value, row in zip(values, changed, strict=True):
             outcomes[value["payment_id"]] = outcome if row is not None else "nothing to do"
     # No event: each its own transaction on the locks' connection.
     for value, row in zip(automatic, execute_many(connection, _AUTHORIZED, automatic), strict=True):
@@ -391,12 +428,16 @@ def drive_payments(
             outcomes[value["payment_id"]] = "nothing to do"
         else:
             to_capture.append((row, row.amount))
-    _capture_and_post(ctx, to_capture, outcomes)
+    _capture_and_post(ctx, to_capture, outcomes, events=events)
     return outcomes
 
 
 def _capture_and_post(
-    ctx: WorkerContext, to_capture: list[tuple[Any, int]], outcomes: dict[str, str]
+    ctx: WorkerContext,
+    to_capture: list[tuple[Any, int]],
+    outcomes: dict[str, str],
+    *,
+    events: list[int],
 ) -> None:
     """Captures, posts to the ledger and records `succeeded`, noting each one's outcome."""
     captures = with_processor_retries_many(
@@ -432,7 +473,7 @@ def _capture_and_post(
                 "new_ledger_reference": ledger.capture_reference(payment.id),
             }
         )
-    rows = _changes_with_events(ctx, _SUCCEEDED, succeeded, "payment.succeeded")
+    rows = _changes_with_events(ctx, _SUCCEEDED, succeeded, "payment.succeeded", events=events)
     for value, row in zip(succeeded, rows, strict=True):
         outcomes[value["payment_id"]] = "succeeded" if row is not None else "nothing to do"
 

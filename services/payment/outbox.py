@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, Row, Table, insert
 from sqlalchemy.orm import Session
 
-from services.common.db import render
+from services.common.db import execute_many, render
 from services.common.ids import new_id
 from services.payment.models import OutboxMessage, Payment, Refund
 from services.payment.views import payment_to_proto, refund_to_proto, to_json_object
@@ -31,6 +31,10 @@ PROCESS_REFUND = "services.payment.jobs.process_refund"
 # where the ORM's unit of work cost more CPU than the statements themselves.
 _INSERT = render(
     insert(cast(Table, OutboxMessage.__table__)),
+    columns=("kind", "topic", "payload", "attempts", "last_error"),
+)
+_INSERT_RETURNING_ID = render(
+    insert(cast(Table, OutboxMessage.__table__)).returning(OutboxMessage.__table__.c.id),
     columns=("kind", "topic", "payload", "attempts", "last_error"),
 )
 
@@ -70,9 +74,9 @@ async def insert_rows(connection: AsyncConnection[Any], rows: list[dict[str, Any
         await cursor.executemany(_INSERT.sql, _insert_params(rows))
 
 
-def write_rows(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """`insert_rows` on a session's connection (the payment worker's changes)."""
-    connection.exec_driver_sql(_INSERT.sql, _insert_params(rows))
+def write_rows(connection: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    """`insert_rows` on a session's connection (the payment worker's changes); the rows' ids."""
+    return [row.id for row in execute_many(connection, _INSERT_RETURNING_ID, _insert_params(rows))]
 
 
 def add_job(session: Session, *, func: str, job_id: str, args: list[Any]) -> None:

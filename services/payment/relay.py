@@ -24,7 +24,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
@@ -242,18 +242,23 @@ def relay_batch(
     publish: Publisher,
     batch_size: int,
     retry_delay_max_s: float,
+    ids: Sequence[int] | None = None,
 ) -> int:
-    """Relays one batch of due outbox rows; returns how many rows it looked at."""
+    """Relays one batch of due outbox rows (of `ids` only, if given); returns how many it saw.
+
+    The payment worker relays the events it has just written this way (`ids`), so a payment's
+    outcome does not wait for the relay's next round; rows another relay holds are skipped.
+    """
     now = datetime.now(UTC)
     handlers = {"job": job_enqueuer(queue)}
+    due = select(OutboxMessage).where(
+        OutboxMessage.relay_time.is_(None), OutboxMessage.next_attempt_time <= now
+    )
+    if ids is not None:
+        due = due.where(OutboxMessage.id.in_(ids))
     with transaction(sessions) as session:
         rows = session.scalars(
-            select(OutboxMessage)
-            .where(OutboxMessage.relay_time.is_(None))
-            .where(OutboxMessage.next_attempt_time <= now)
-            .order_by(OutboxMessage.id)
-            .limit(batch_size)
-            .with_for_update(skip_locked=True)
+            due.order_by(OutboxMessage.id).limit(batch_size).with_for_update(skip_locked=True)
         ).all()
         by_kind: dict[str, list[OutboxMessage]] = {}
         for row in rows:

@@ -7,6 +7,8 @@ platform's ledger service.
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -19,12 +21,15 @@ from services.common.clients import sync_channel
 from services.common.db import make_engine, make_sessionmaker, transaction
 from services.common.ids import new_id
 from services.common.migrations import upgrade
+from services.common.ports import free_port
+from services.common.queue import make_queue, redis_connection
 from services.payment import ledger
 from services.payment.jobs import BatchIncomplete, WorkerContext, drive_batch
 from services.payment.models import OutboxMessage, Payment, ProcessorCharge
 from services.payment.processor import SimulatedProcessor
+from services.payment.relay import webhook_publisher
 from services.payment.validation import CardInput
-from services.runtime.platform import LocalPlatform
+from services.runtime.platform import LocalPlatform, settings_from
 from tests.integration.conftest import MerchantKeys, _fresh_database
 
 
@@ -42,6 +47,11 @@ def worker(platform: LocalPlatform) -> Iterator[WorkerContext]:
         sessions=sessions,
         processor=SimulatedProcessor(sessions, latency_ms=0),
         ledger=ledger_internal_pb2_grpc.LedgerInternalServiceStub(channel),
+        publish=webhook_publisher(platform.settings),
+        queue=make_queue(
+            f"paymesh.payments.batch-test-{secrets.token_hex(4)}",
+            redis_connection(platform.settings),
+        ),
     )
     channel.close()
     engine.dispose()
@@ -93,6 +103,17 @@ def _state(ctx: WorkerContext, payment_id: str) -> tuple[str, list[str], int]:
     return str(status), list(events), len(charges)
 
 
+def _unrelayed(ctx: WorkerContext, payment_id: str) -> list[tuple[str, int]]:
+    """The payment's events still waiting for the relay: type and attempts so far."""
+    with transaction(ctx.sessions) as session:
+        rows = session.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.relay_time.is_(None))
+            .where(OutboxMessage.payload["object"]["id"].astext == payment_id)
+        ).all()
+        return [(row.topic, row.attempts) for row in rows]
+
+
 def _ledger_entries(ctx: WorkerContext, payment_id: str) -> list[tuple[str, int]]:
     reply = ctx.ledger.ListEntries(
         ledger_internal_pb2.ListEntriesRequest(source_id=payment_id), timeout=10
@@ -133,6 +154,9 @@ def test_drive_batch__every_card_behaviour_in_one_batch_each_payment_once(
         assert first.ledger_reference == ledger.capture_reference(paid[0])
         assert first.settle_time is not None and first.amount_capturable == 0
 
+    # The drive handed its events to the webhook service itself: none waits for the relay.
+    assert all(_unrelayed(worker, payment_id) == [] for payment_id in batch)
+
     # Driven again (a duplicate job, a re-drive): nothing moves, nothing is charged or posted.
     assert drive_batch(worker, batch) == {"nothing to do": len(batch)}
     for payment_id in paid:
@@ -172,3 +196,22 @@ def test_drive_batch__a_payment_that_meets_an_error_stays_processing_and_the_oth
     assert raised.value.errors == {broken: f"error: authorize: unknown card token for {broken}"}
     assert _state(worker, good) == ("succeeded", ["payment.succeeded"], 1)
     assert _state(worker, broken) == ("processing", [], 0)
+
+
+def test_drive_batch__webhook_service_down__the_events_wait_in_the_outbox_for_the_relay(
+    worker: WorkerContext, merchant: MerchantKeys, platform: LocalPlatform
+) -> None:
+    nowhere = settings_from(
+        {
+            "PAYMESH_WEBHOOK_TARGET": f"127.0.0.1:{free_port()}",
+            "PAYMESH_DATABASE_URL": platform.settings.require_database_url(),
+        }
+    )
+    cut_off = dataclasses.replace(worker, publish=webhook_publisher(nowhere))
+    payment_id = _processing(worker, merchant.id, "4242424242424242")
+
+    assert drive_batch(cut_off, [payment_id]) == {"succeeded": 1}
+
+    assert _state(worker, payment_id) == ("succeeded", ["payment.succeeded"], 1)
+    # Deferred with backoff, as the relay defers it; the relay hands it over later.
+    assert _unrelayed(worker, payment_id) == [("payment.succeeded", 1)]
