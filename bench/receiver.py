@@ -75,6 +75,11 @@ def make_handler(ledger: Ledger) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # TCP_NODELAY, as a merchant's web server sets it: http.server writes the headers and
+        # the body apart, and with Nagle's algorithm the body waited for the sender's delayed
+        # ACK of the headers, 40 ms on Linux, so each delivery took 40 ms and one endpoint's
+        # rate was bound by the receiver (bench/README.md).
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: one line per delivery would cost more than the delivery."""
