@@ -2,8 +2,9 @@
 
 Every posting is a 3-leg capture (debit the platform's processor_receivable, credit a merchant's
 balance, credit the platform's fees), so the two platform accounts are hot rows every poster
-touches. `run_rpc_postings` posts them through the ledger service's PostTransaction over gRPC,
-exactly as the payment worker does (bench/run.py calls it); `run_postings` calls the domain
+touches. `run_rpc_postings` posts them through the ledger service over gRPC, exactly as the
+payment worker does: one PostTransaction per posting, or PostTransactions of a batch (bench/run.py
+calls it); `run_postings` calls the domain
 layer in-process. The command line runs a matrix of posters x balance shards through the domain
 layer on its own embedded PostgreSQL and prints the figures:
 
@@ -23,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import grpc
-from paymesh.ledger.v1 import ledger_internal_pb2_grpc
+from paymesh.ledger.v1 import ledger_internal_pb2, ledger_internal_pb2_grpc
 from pydantic import SecretStr
 from sqlalchemy import select, text
 
@@ -95,19 +96,27 @@ def run_postings(
 
 
 def run_rpc_postings(
-    *, target: str, clients: int, duration_s: float, slice_s: float = 2.0, timeout_s: float = 10.0
+    *,
+    target: str,
+    clients: int,
+    duration_s: float,
+    slice_s: float = 2.0,
+    timeout_s: float = 10.0,
+    batch: int = 1,
 ) -> Run:
-    """Posts captures through the ledger service from `clients` threads, one per call.
+    """Posts captures through the ledger service from `clients` threads.
 
     The request is the payment worker's own (`services.payment.ledger.capture_request`, a 1%
-    fee), sent the way the worker sends it: a blocking stub on one channel shared by the
-    threads. The ledger's hot-account shards are the service's setting.
+    fee) on a blocking stub over one channel shared by the threads. With `batch` 1 each call
+    is one PostTransaction; above 1 each call is one PostTransactions of `batch` captures, as
+    the payment worker posts a batch of payments (`post_many`), and every posting of a call
+    counts, with the call's latency. The ledger's hot-account shards are the service's setting.
     """
     channel = sync_channel(target)
     stub = ledger_internal_pb2_grpc.LedgerInternalServiceStub(channel)
     merchants = [f"{new_id('mer')}_{number}" for number in range(MERCHANTS)]
 
-    def post(index: int) -> None:
+    def request(index: int) -> ledger_internal_pb2.PostTransactionRequest:
         amount = 1000 + index % 9000
         payment = Payment(
             id=new_id("pay"),
@@ -115,8 +124,19 @@ def run_rpc_postings(
             currency="USD",
             livemode=False,
         )
-        request = payment_ledger.capture_request(payment, amount=amount, fee=amount // 100)
-        payment_ledger.post(stub, request, timeout_s=timeout_s)
+        return payment_ledger.capture_request(payment, amount=amount, fee=amount // 100)
+
+    def post(index: int) -> int:
+        if batch == 1:
+            payment_ledger.post(stub, request(index), timeout_s=timeout_s)
+            return 1
+        answers = payment_ledger.post_many(
+            stub, [request(index * batch + n) for n in range(batch)], timeout_s=timeout_s
+        )
+        failed = [answer for answer in answers if isinstance(answer, Exception)]
+        if failed:
+            raise failed[0]
+        return batch
 
     try:
         # Creates the merchants' accounts before the clock starts.
@@ -127,8 +147,14 @@ def run_rpc_postings(
         channel.close()
 
 
-def _drive(post: Callable[[int], None], *, clients: int, duration_s: float, slice_s: float) -> Run:
-    """Calls `post` from `clients` threads in a closed loop; throughput and latency per slice."""
+def _drive(
+    post: Callable[[int], int | None], *, clients: int, duration_s: float, slice_s: float
+) -> Run:
+    """Calls `post` from `clients` threads in a closed loop; throughput and latency per slice.
+
+    `post` answers how many postings its call made (None: one); each counts, with the call's
+    latency.
+    """
     done: list[tuple[float, float]] = []  # (completion time, latency in ms)
     errors: dict[str, int] = {}
     lock = threading.Lock()
@@ -141,7 +167,7 @@ def _drive(post: Callable[[int], None], *, clients: int, duration_s: float, slic
         index = number
         while (began := time.perf_counter()) < deadline:
             try:
-                post(index)
+                posted = post(index) or 1
             except Exception as error:  # a failure is counted, never retried here
                 kind = (
                     error.code().name if isinstance(error, grpc.RpcError) else type(error).__name__
@@ -149,7 +175,7 @@ def _drive(post: Callable[[int], None], *, clients: int, duration_s: float, slic
                 failed[kind] = failed.get(kind, 0) + 1
             else:
                 finished = time.perf_counter()
-                mine.append((finished - start, (finished - began) * 1000))
+                mine += [(finished - start, (finished - began) * 1000)] * posted
             index += clients
         with lock:
             done.extend(mine)

@@ -166,3 +166,11 @@ def internal_status() -> status_pb2.Status:
         message="internal error",
         details=[_pack(info)],
     )
+
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def status_code_name(code: int) -> str:
+    """The name of a `google.rpc.Status` code (`UNAVAILABLE`), or the number when unknown."""
+    return _CODE_NAMES.get(code, str(code))

@@ -27,7 +27,7 @@ from services.common import pages
 from services.common.auth import AuthPolicy, Principal, current_principal
 from services.common.clients import sync_channel
 from services.common.db import LoopPool, make_engine, make_sessionmaker, transaction
-from services.common.errors import InvalidArgument
+from services.common.errors import DomainError, InvalidArgument
 from services.common.server import ServiceSpec
 from services.common.service_main import run_service
 from services.common.settings import Settings
@@ -42,6 +42,8 @@ T = TypeVar("T")
 # safe to repeat (posting is idempotent by reference).
 ATTEMPTS_MAX = 3
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+# PostTransactions carries at most this many transactions.
+POSTINGS_PER_CALL_MAX = 500
 # Account ids kept in memory, at most (about 200 bytes each); the map starts over past it.
 ACCOUNT_IDS_MAX = 100_000
 
@@ -134,6 +136,35 @@ def posted_to_proto(posted: posting.PostedTransaction) -> ledger_internal_pb2.Tr
     )
 
 
+def _checked(request: ledger_internal_pb2.PostTransactionRequest) -> posting.Checked:
+    """A PostTransaction request, validated (InvalidArgument otherwise)."""
+    return posting.check(
+        external_reference=request.external_reference,
+        postings=[
+            posting.Posting(p.owner, p.kind, p.direction, p.amount, p.currency)
+            for p in request.postings
+        ],
+        livemode=request.livemode,
+        description=request.description,
+        metadata=dict(request.metadata),
+    )
+
+
+# The balance rows (account, shard) that entries of these (account, transaction) pairs move, as
+# `apply_entry` picks the shard, locked in the order a single posting's entries take them.
+_LOCK_BALANCES = """
+    SELECT b.account_id
+    FROM ledger.account_balances AS b
+    JOIN ledger.accounts AS a ON a.id = b.account_id
+    JOIN unnest(%(account_ids)s::text[], %(transaction_ids)s::text[])
+        AS k (account_id, transaction_id)
+        ON k.account_id = b.account_id
+       AND b.shard = mod(hashtext(k.transaction_id)::bigint + 2147483648, a.balance_shards)
+    ORDER BY b.account_id, b.shard
+    FOR UPDATE OF b
+"""
+
+
 class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServicer):
     """Posting and operators' views; called by other paymesh services only."""
 
@@ -215,16 +246,7 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
         self, request: ledger_internal_pb2.PostTransactionRequest, context: Context
     ) -> ledger_internal_pb2.Transaction:
         """Posts a balanced transaction, once per external reference."""
-        checked = posting.check(
-            external_reference=request.external_reference,
-            postings=[
-                posting.Posting(p.owner, p.kind, p.direction, p.amount, p.currency)
-                for p in request.postings
-            ],
-            livemode=request.livemode,
-            description=request.description,
-            metadata=dict(request.metadata),
-        )
+        checked = _checked(request)
         known = self._known(checked)
         if checked.account_keys <= known.keys():
             posted = await self._post_known(checked.draft(known))
@@ -232,6 +254,104 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
                 return posted
         # A new account, or a reference posted before: the full path (it returns the first).
         return await asyncio.to_thread(self._post, checked, known)
+
+    async def PostTransactions(
+        self, request: ledger_internal_pb2.PostTransactionsRequest, context: Context
+    ) -> ledger_internal_pb2.PostTransactionsResponse:
+        """Posts a batch: the new ones to known accounts in one transaction, the rest each alone.
+
+        The common case (a payment worker's captures to existing accounts) is one transaction
+        of pipelined statements on the event loop: one round trip and one commit for the batch.
+        A transaction refused on its own merits answers its error and the others still go; a
+        batch transaction that fails as a whole goes again one posting at a time.
+        """
+        count = len(request.transactions)
+        if not 1 <= count <= POSTINGS_PER_CALL_MAX:
+            raise InvalidArgument.field(
+                "transactions", f"must hold 1 to {POSTINGS_PER_CALL_MAX} transactions"
+            )
+        results: list[ledger_internal_pb2.Transaction | DomainError | None] = [None] * count
+        valid: list[int] = []
+        together: dict[int, posting.Draft] = {}
+        references: set[str] = set()
+        for index, item in enumerate(request.transactions):
+            try:
+                checked = _checked(item)
+            except DomainError as error:
+                results[index] = error
+                continue
+            known = self._known(checked)
+            valid.append(index)
+            # A reference repeated in the batch goes alone, after the first (it returns it).
+            if checked.account_keys <= known.keys() and item.external_reference not in references:
+                together[index] = checked.draft(known)
+            references.add(item.external_reference)
+        if together:
+            try:
+                posted = await self._post_known_together(list(together.values()))
+            except psycopg.Error as error:
+                logger.warning(
+                    "a batch of %d postings failed (%r); one at a time", len(together), error
+                )
+            else:
+                for index, transaction_ in zip(together, posted, strict=True):
+                    results[index] = transaction_
+        # The rest (new accounts, references posted before, a failed batch): each alone.
+        for index in valid:
+            if results[index] is not None:
+                continue
+            try:
+                results[index] = await self.PostTransaction(request.transactions[index], context)
+            except DomainError as error:
+                results[index] = error
+        return ledger_internal_pb2.PostTransactionsResponse(
+            results=[
+                ledger_internal_pb2.PostTransactionResult(error=result.to_status())
+                if isinstance(result, DomainError)
+                else ledger_internal_pb2.PostTransactionResult(transaction=result)
+                for result in results
+            ]
+        )
+
+    async def _post_known_together(
+        self, drafts: list[posting.Draft]
+    ) -> list[ledger_internal_pb2.Transaction | None]:
+        """Posts drafts to known accounts in one transaction, pipelined; None where posted before.
+
+        The transaction first locks every balance row its entries will move, in (account,
+        shard) order, the order in which a single posting's statement takes them: a batch's
+        statements would otherwise take them in the batch's order and deadlock with another
+        batch. Deadlocks (a balance row created meanwhile) and serialization failures are
+        retried; any other failure rolls the whole batch back and propagates.
+        """
+        entries = [
+            (entry.account_id, draft.transaction.id) for draft in drafts for entry in draft.entries
+        ]
+        locks = {
+            "account_ids": [account_id for account_id, _ in entries],
+            "transaction_ids": [transaction_id for _, transaction_id in entries],
+        }
+        for attempt in range(1, ATTEMPTS_MAX + 1):
+            try:
+                async with self._db.transaction() as connection:
+                    async with connection.pipeline():
+                        await connection.execute(_LOCK_BALANCES, locks)
+                        cursors = [
+                            await connection.execute(draft.statement, draft.parameters)
+                            for draft in drafts
+                        ]
+                    rows = [await cursor.fetchone() for cursor in cursors]
+                break
+            except psycopg.OperationalError as error:
+                if error.sqlstate not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS_MAX:
+                    raise
+                logger.warning(
+                    "retrying a batch of ledger postings", extra={"sqlstate": error.sqlstate}
+                )
+        return [
+            None if row is None else posted_to_proto(draft.posted(row[0]))
+            for draft, row in zip(drafts, rows, strict=True)
+        ]
 
     async def GetTrialBalance(
         self, request: ledger_internal_pb2.GetTrialBalanceRequest, context: Context

@@ -35,7 +35,6 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, TypeVar, cast
 
-import grpc
 from paymesh.ledger.v1 import ledger_internal_pb2_grpc
 from rq import Queue
 from sqlalchemy import (
@@ -461,9 +460,8 @@ def _capture_and_post(
     )
     succeeded = []
     for (payment, amount, fee), transaction_id in zip(postings, posted, strict=True):
-        if isinstance(transaction_id, grpc.RpcError):
-            code = transaction_id.code().name  # type: ignore[attr-defined]
-            outcomes[payment.id] = f"error: ledger: {code}"
+        if isinstance(transaction_id, ledger.PostingFailed):
+            outcomes[payment.id] = f"error: ledger: {transaction_id}"
             continue
         succeeded.append(
             {

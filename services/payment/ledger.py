@@ -18,6 +18,7 @@ import grpc
 from paymesh.ledger.v1 import ledger_internal_pb2, ledger_internal_pb2_grpc
 from sqlalchemy import Row
 
+from services.common.errors import status_code_name
 from services.payment.models import Payment, Refund
 
 PLATFORM = "platform"
@@ -93,21 +94,44 @@ def post(
     return transaction.id
 
 
+class PostingFailed(Exception):
+    """One transaction of a batch was not posted: the code and message of its status."""
+
+
+# One PostTransactions call carries at most this many (the ledger's limit).
+POSTINGS_PER_CALL_MAX = 500
+
+
 def post_many(
     stub: ledger_internal_pb2_grpc.LedgerInternalServiceStub,
     requests: Sequence[ledger_internal_pb2.PostTransactionRequest],
     *,
     timeout_s: float,
-) -> list[str | grpc.RpcError]:
-    """Posts transactions concurrently (one call each, all in flight at once).
+) -> list[str | PostingFailed]:
+    """Posts transactions in PostTransactions calls (one for up to 500); each answer in order.
 
-    Each answer is the transaction's id, or the gRPC error of that call.
+    Each answer is the transaction's id, or why it was not posted: the ledger's refusal of that
+    one, or the call's error for every transaction of a call that failed.
     """
-    calls = [stub.PostTransaction.future(request, timeout=timeout_s) for request in requests]
-    answers: list[str | grpc.RpcError] = []
-    for call in calls:
+    answers: list[str | PostingFailed] = []
+    for start in range(0, len(requests), POSTINGS_PER_CALL_MAX):
+        chunk = requests[start : start + POSTINGS_PER_CALL_MAX]
         try:
-            answers.append(call.result().id)
+            reply = stub.PostTransactions(
+                ledger_internal_pb2.PostTransactionsRequest(transactions=chunk),
+                timeout=timeout_s,
+            )
         except grpc.RpcError as error:
-            answers.append(error)
+            code = error.code().name  # type: ignore[attr-defined]
+            answers += [PostingFailed(f"{code}: {error.details()}")] * len(chunk)  # type: ignore[attr-defined]
+            continue
+        if len(reply.results) != len(chunk):
+            answers += [PostingFailed("the ledger answered for another count")] * len(chunk)
+            continue
+        for result in reply.results:
+            if result.HasField("error"):
+                code = status_code_name(result.error.code)
+                answers.append(PostingFailed(f"{code}: {result.error.message}"))
+            else:
+                answers.append(result.transaction.id)
     return answers

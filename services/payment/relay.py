@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.clients import sync_channel
 from services.common.db import make_engine, make_sessionmaker, transaction
+from services.common.errors import status_code_name
 from services.common.logs import configure_logging
 from services.common.queue import (
     PAYMENTS_QUEUE,
@@ -75,7 +76,6 @@ TARGET_DOWN_CODES = (
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 )
-_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 class TargetDown(Exception):
@@ -142,8 +142,7 @@ def webhook_publisher(settings: Settings) -> Publisher:
             raise EventRefused("webhook: PublishEvents answered for other events than sent")
         # A refused event (a bug on one side or the other) waits with backoff; the others go.
         return [
-            f"webhook: {_CODE_NAMES.get(result.error.code, result.error.code)}: "
-            f"{result.error.message}"
+            f"webhook: {status_code_name(result.error.code)}: {result.error.message}"
             if result.HasField("error")
             else None
             for result in reply.results

@@ -130,6 +130,58 @@ def test_same_reference_with_other_postings_is_refused(ledger: Stub) -> None:
     assert first.id
 
 
+def _balance(ledger: Stub, merchant_id: str) -> int:
+    accounts = ledger.ListAccounts(ledger_internal_pb2.ListAccountsRequest(owner=merchant_id))
+    return sum(account.balance for account in accounts.accounts)
+
+
+def test_post_transactions__a_batch_posts_each_once_and_answers_each_in_order(
+    ledger: Stub,
+) -> None:
+    known, fresh = new_id("mer"), new_id("mer")
+    ledger.PostTransaction(capture_request(known, 100, 1))  # its accounts exist now
+    earlier = capture_request(known, 300, 3)
+    earlier_id = ledger.PostTransaction(earlier).id
+    together = [capture_request(known, 1000 + n, 10) for n in range(3)]
+    new_account = capture_request(fresh, 700, 7)
+    unbalanced = capture_request(known, 500, 5)
+    unbalanced.postings[0].amount = 499
+    reused = capture_request(known, 300, 4, payment_id=earlier.metadata["payment_id"])
+    batch = [*together, earlier, new_account, unbalanced, together[0], reused]
+
+    reply = ledger.PostTransactions(ledger_internal_pb2.PostTransactionsRequest(transactions=batch))
+
+    results = list(reply.results)
+    assert len(results) == len(batch)
+    ids = [result.transaction.id for result in results]
+    assert all(identifier.startswith("ltx_") for identifier in ids[:5])
+    assert len(set(ids[:5])) == 5
+    assert ids[3] == earlier_id, "a reference posted before answers its first transaction"
+    assert ids[6] == ids[0], "a reference repeated in the batch is posted once"
+    assert [result.HasField("error") for result in results] == [False] * 5 + [True, False, True]
+    assert results[5].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert results[6].transaction.external_reference == together[0].external_reference
+    assert results[7].error.code == grpc.StatusCode.ALREADY_EXISTS.value[0]
+    assert "reference" in results[7].error.message
+    # Each posted once, less its fee (100, 300, then 1,000 to 1,002), nothing of the refused.
+    assert _balance(ledger, known) == 99 + 297 + 990 + 991 + 992
+    assert _balance(ledger, fresh) == 693
+    trial = ledger.GetTrialBalance(ledger_internal_pb2.GetTrialBalanceRequest())
+    assert trial.balanced
+
+
+@pytest.mark.parametrize("count", [0, 501])
+def test_post_transactions__an_empty_or_oversized_batch_is_refused(
+    ledger: Stub, count: int
+) -> None:
+    merchant_id = new_id("mer")
+    batch = [capture_request(merchant_id, 100, 1) for _ in range(count)]
+    with pytest.raises(grpc.RpcError) as raised:
+        ledger.PostTransactions(ledger_internal_pb2.PostTransactionsRequest(transactions=batch))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _balance(ledger, merchant_id) == 0
+
+
 def _bad_requests() -> list[tuple[str, ledger_internal_pb2.PostTransactionRequest]]:
     merchant_id = new_id("mer")
     cases: list[tuple[str, ledger_internal_pb2.PostTransactionRequest]] = []

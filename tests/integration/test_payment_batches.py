@@ -215,3 +215,29 @@ def test_drive_batch__webhook_service_down__the_events_wait_in_the_outbox_for_th
     assert _state(worker, payment_id) == ("succeeded", ["payment.succeeded"], 1)
     # Deferred with backoff, as the relay defers it; the relay hands it over later.
     assert _unrelayed(worker, payment_id) == [("payment.succeeded", 1)]
+
+
+def test_drive_batch__ledger_down__captured_payments_wait_then_post_once(
+    worker: WorkerContext, merchant: MerchantKeys
+) -> None:
+    channel = sync_channel(f"127.0.0.1:{free_port()}")
+    no_ledger = dataclasses.replace(
+        worker, ledger=ledger_internal_pb2_grpc.LedgerInternalServiceStub(channel)
+    )
+    batch = [_processing(worker, merchant.id, "4242424242424242") for _ in range(2)]
+
+    with pytest.raises(BatchIncomplete) as raised:
+        drive_batch(no_ledger, batch)
+    channel.close()
+
+    assert set(raised.value.errors) == set(batch)
+    assert all("error: ledger: UNAVAILABLE" in error for error in raised.value.errors.values())
+    # Authorized and captured at the processor, not posted: still processing, no event.
+    for payment_id in batch:
+        assert _state(worker, payment_id) == ("processing", [], 1)
+        assert _ledger_entries(worker, payment_id) == []
+    # The sweeper's next drive, with the ledger back: posted once, succeeded once.
+    assert drive_batch(worker, batch) == {"succeeded": 2}
+    for payment_id in batch:
+        assert _state(worker, payment_id) == ("succeeded", ["payment.succeeded"], 1)
+        assert len(_ledger_entries(worker, payment_id)) == 3

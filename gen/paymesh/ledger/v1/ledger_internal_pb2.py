@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from paymesh.ledger.v1 import ledger_pb2 as paymesh_dot_ledger_dot_v1_dot_ledger__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'paymesh/ledger/v1/ledger_internal.proto\x12\x11paymesh.ledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epaymesh/ledger/v1/ledger.proto\"[\n\x07Posting\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tdirection\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\"\x85\x02\n\x16PostTransactionRequest\x12\x1a\n\x12\x65xternal_reference\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12,\n\x08postings\x18\x03 \x03(\x0b\x32\x1a.paymesh.ledger.v1.Posting\x12I\n\x08metadata\x18\x04 \x03(\x0b\x32\x37.paymesh.ledger.v1.PostTransactionRequest.MetadataEntry\x12\x10\n\x08livemode\x18\x05 \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe6\x01\n\x0bTransaction\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1a\n\x12\x65xternal_reference\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12)\n\x07\x65ntries\x18\x04 \x03(\x0b\x32\x18.paymesh.ledger.v1.Entry\x12>\n\x08metadata\x18\x05 \x03(\x0b\x32,.paymesh.ledger.v1.Transaction.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x16GetTrialBalanceRequest\x12)\n\x05\x61s_of\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x0e\x43urrencyTotals\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65\x62its\x18\x02 \x01(\x03\x12\x0f\n\x07\x63redits\x18\x03 \x01(\x03\"b\n\x17GetTrialBalanceResponse\x12\x35\n\ncurrencies\x18\x01 \x03(\x0b\x32!.paymesh.ledger.v1.CurrencyTotals\x12\x10\n\x08\x62\x61lanced\x18\x02 \x01(\x08\"|\n\x07\x41\x63\x63ount\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x13\n\x0bnormal_side\x18\x05 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x06 \x01(\x03\x12\x10\n\x08livemode\x18\x07 \x01(\x08\"K\n\x13ListAccountsRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x14ListAccountsResponse\x12,\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x1a.paymesh.ledger.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x11GetAccountRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"b\n\x12ListEntriesRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tsource_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"Y\n\x13ListEntriesResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.paymesh.ledger.v1.Entry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"p\n\x10ReconcileRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfe\x01\n\x14ReconciliationTotals\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x19\n\x11payments_captured\x18\x02 \x01(\x03\x12\x15\n\rpayments_fees\x18\x03 \x01(\x03\x12\x19\n\x11payments_refunded\x18\x04 \x01(\x03\x12\x1a\n\x12processor_captured\x18\x05 \x01(\x03\x12\x1a\n\x12processor_refunded\x18\x06 \x01(\x03\x12\x1d\n\x15ledger_receivable_net\x18\x07 \x01(\x03\x12\x13\n\x0bledger_fees\x18\x08 \x01(\x03\x12\x1b\n\x13ledger_merchant_net\x18\t \x01(\x03\"n\n\x08Mismatch\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x10\n\x08\x65xpected\x18\x05 \x01(\x03\x12\x0e\n\x06\x61\x63tual\x18\x06 \x01(\x03\"\xa6\x02\n\x14ReconciliationReport\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x06totals\x18\x03 \x03(\x0b\x32\'.paymesh.ledger.v1.ReconciliationTotals\x12/\n\nmismatches\x18\x04 \x03(\x0b\x32\x1b.paymesh.ledger.v1.Mismatch\x12\x15\n\rchecked_count\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xc9\x04\n\x15LedgerInternalService\x12\\\n\x0fPostTransaction\x12).paymesh.ledger.v1.PostTransactionRequest\x1a\x1e.paymesh.ledger.v1.Transaction\x12h\n\x0fGetTrialBalance\x12).paymesh.ledger.v1.GetTrialBalanceRequest\x1a*.paymesh.ledger.v1.GetTrialBalanceResponse\x12_\n\x0cListAccounts\x12&.paymesh.ledger.v1.ListAccountsRequest\x1a\'.paymesh.ledger.v1.ListAccountsResponse\x12N\n\nGetAccount\x12$.paymesh.ledger.v1.GetAccountRequest\x1a\x1a.paymesh.ledger.v1.Account\x12\\\n\x0bListEntries\x12%.paymesh.ledger.v1.ListEntriesRequest\x1a&.paymesh.ledger.v1.ListEntriesResponse\x12Y\n\tReconcile\x12#.paymesh.ledger.v1.ReconcileRequest\x1a\'.paymesh.ledger.v1.ReconciliationReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'paymesh/ledger/v1/ledger_internal.proto\x12\x11paymesh.ledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1epaymesh/ledger/v1/ledger.proto\"[\n\x07Posting\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tdirection\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\"\x85\x02\n\x16PostTransactionRequest\x12\x1a\n\x12\x65xternal_reference\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12,\n\x08postings\x18\x03 \x03(\x0b\x32\x1a.paymesh.ledger.v1.Posting\x12I\n\x08metadata\x18\x04 \x03(\x0b\x32\x37.paymesh.ledger.v1.PostTransactionRequest.MetadataEntry\x12\x10\n\x08livemode\x18\x05 \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Z\n\x17PostTransactionsRequest\x12?\n\x0ctransactions\x18\x01 \x03(\x0b\x32).paymesh.ledger.v1.PostTransactionRequest\"U\n\x18PostTransactionsResponse\x12\x39\n\x07results\x18\x01 \x03(\x0b\x32(.paymesh.ledger.v1.PostTransactionResult\"o\n\x15PostTransactionResult\x12\x33\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1e.paymesh.ledger.v1.Transaction\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"\xe6\x01\n\x0bTransaction\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1a\n\x12\x65xternal_reference\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12)\n\x07\x65ntries\x18\x04 \x03(\x0b\x32\x18.paymesh.ledger.v1.Entry\x12>\n\x08metadata\x18\x05 \x03(\x0b\x32,.paymesh.ledger.v1.Transaction.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x16GetTrialBalanceRequest\x12)\n\x05\x61s_of\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x0e\x43urrencyTotals\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65\x62its\x18\x02 \x01(\x03\x12\x0f\n\x07\x63redits\x18\x03 \x01(\x03\"b\n\x17GetTrialBalanceResponse\x12\x35\n\ncurrencies\x18\x01 \x03(\x0b\x32!.paymesh.ledger.v1.CurrencyTotals\x12\x10\n\x08\x62\x61lanced\x18\x02 \x01(\x08\"|\n\x07\x41\x63\x63ount\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x13\n\x0bnormal_side\x18\x05 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x06 \x01(\x03\x12\x10\n\x08livemode\x18\x07 \x01(\x08\"K\n\x13ListAccountsRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x14ListAccountsResponse\x12,\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x1a.paymesh.ledger.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x11GetAccountRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"b\n\x12ListEntriesRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tsource_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"Y\n\x13ListEntriesResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.paymesh.ledger.v1.Entry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"p\n\x10ReconcileRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfe\x01\n\x14ReconciliationTotals\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x19\n\x11payments_captured\x18\x02 \x01(\x03\x12\x15\n\rpayments_fees\x18\x03 \x01(\x03\x12\x19\n\x11payments_refunded\x18\x04 \x01(\x03\x12\x1a\n\x12processor_captured\x18\x05 \x01(\x03\x12\x1a\n\x12processor_refunded\x18\x06 \x01(\x03\x12\x1d\n\x15ledger_receivable_net\x18\x07 \x01(\x03\x12\x13\n\x0bledger_fees\x18\x08 \x01(\x03\x12\x1b\n\x13ledger_merchant_net\x18\t \x01(\x03\"n\n\x08Mismatch\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x10\n\x08\x65xpected\x18\x05 \x01(\x03\x12\x0e\n\x06\x61\x63tual\x18\x06 \x01(\x03\"\xa6\x02\n\x14ReconciliationReport\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x06totals\x18\x03 \x03(\x0b\x32\'.paymesh.ledger.v1.ReconciliationTotals\x12/\n\nmismatches\x18\x04 \x03(\x0b\x32\x1b.paymesh.ledger.v1.Mismatch\x12\x15\n\rchecked_count\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xb6\x05\n\x15LedgerInternalService\x12\\\n\x0fPostTransaction\x12).paymesh.ledger.v1.PostTransactionRequest\x1a\x1e.paymesh.ledger.v1.Transaction\x12k\n\x10PostTransactions\x12*.paymesh.ledger.v1.PostTransactionsRequest\x1a+.paymesh.ledger.v1.PostTransactionsResponse\x12h\n\x0fGetTrialBalance\x12).paymesh.ledger.v1.GetTrialBalanceRequest\x1a*.paymesh.ledger.v1.GetTrialBalanceResponse\x12_\n\x0cListAccounts\x12&.paymesh.ledger.v1.ListAccountsRequest\x1a\'.paymesh.ledger.v1.ListAccountsResponse\x12N\n\nGetAccount\x12$.paymesh.ledger.v1.GetAccountRequest\x1a\x1a.paymesh.ledger.v1.Account\x12\\\n\x0bListEntries\x12%.paymesh.ledger.v1.ListEntriesRequest\x1a&.paymesh.ledger.v1.ListEntriesResponse\x12Y\n\tReconcile\x12#.paymesh.ledger.v1.ReconcileRequest\x1a\'.paymesh.ledger.v1.ReconciliationReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,42 +38,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POSTTRANSACTIONREQUEST_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_TRANSACTION_METADATAENTRY']._loaded_options = None
   _globals['_TRANSACTION_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_POSTING']._serialized_start=127
-  _globals['_POSTING']._serialized_end=218
-  _globals['_POSTTRANSACTIONREQUEST']._serialized_start=221
-  _globals['_POSTTRANSACTIONREQUEST']._serialized_end=482
-  _globals['_POSTTRANSACTIONREQUEST_METADATAENTRY']._serialized_start=435
-  _globals['_POSTTRANSACTIONREQUEST_METADATAENTRY']._serialized_end=482
-  _globals['_TRANSACTION']._serialized_start=485
-  _globals['_TRANSACTION']._serialized_end=715
-  _globals['_TRANSACTION_METADATAENTRY']._serialized_start=435
-  _globals['_TRANSACTION_METADATAENTRY']._serialized_end=482
-  _globals['_GETTRIALBALANCEREQUEST']._serialized_start=717
-  _globals['_GETTRIALBALANCEREQUEST']._serialized_end=784
-  _globals['_CURRENCYTOTALS']._serialized_start=786
-  _globals['_CURRENCYTOTALS']._serialized_end=853
-  _globals['_GETTRIALBALANCERESPONSE']._serialized_start=855
-  _globals['_GETTRIALBALANCERESPONSE']._serialized_end=953
-  _globals['_ACCOUNT']._serialized_start=955
-  _globals['_ACCOUNT']._serialized_end=1079
-  _globals['_LISTACCOUNTSREQUEST']._serialized_start=1081
-  _globals['_LISTACCOUNTSREQUEST']._serialized_end=1156
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=1158
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=1251
-  _globals['_GETACCOUNTREQUEST']._serialized_start=1253
-  _globals['_GETACCOUNTREQUEST']._serialized_end=1327
-  _globals['_LISTENTRIESREQUEST']._serialized_start=1329
-  _globals['_LISTENTRIESREQUEST']._serialized_end=1427
-  _globals['_LISTENTRIESRESPONSE']._serialized_start=1429
-  _globals['_LISTENTRIESRESPONSE']._serialized_end=1518
-  _globals['_RECONCILEREQUEST']._serialized_start=1520
-  _globals['_RECONCILEREQUEST']._serialized_end=1632
-  _globals['_RECONCILIATIONTOTALS']._serialized_start=1635
-  _globals['_RECONCILIATIONTOTALS']._serialized_end=1889
-  _globals['_MISMATCH']._serialized_start=1891
-  _globals['_MISMATCH']._serialized_end=2001
-  _globals['_RECONCILIATIONREPORT']._serialized_start=2004
-  _globals['_RECONCILIATIONREPORT']._serialized_end=2298
-  _globals['_LEDGERINTERNALSERVICE']._serialized_start=2301
-  _globals['_LEDGERINTERNALSERVICE']._serialized_end=2886
+  _globals['_POSTING']._serialized_start=152
+  _globals['_POSTING']._serialized_end=243
+  _globals['_POSTTRANSACTIONREQUEST']._serialized_start=246
+  _globals['_POSTTRANSACTIONREQUEST']._serialized_end=507
+  _globals['_POSTTRANSACTIONREQUEST_METADATAENTRY']._serialized_start=460
+  _globals['_POSTTRANSACTIONREQUEST_METADATAENTRY']._serialized_end=507
+  _globals['_POSTTRANSACTIONSREQUEST']._serialized_start=509
+  _globals['_POSTTRANSACTIONSREQUEST']._serialized_end=599
+  _globals['_POSTTRANSACTIONSRESPONSE']._serialized_start=601
+  _globals['_POSTTRANSACTIONSRESPONSE']._serialized_end=686
+  _globals['_POSTTRANSACTIONRESULT']._serialized_start=688
+  _globals['_POSTTRANSACTIONRESULT']._serialized_end=799
+  _globals['_TRANSACTION']._serialized_start=802
+  _globals['_TRANSACTION']._serialized_end=1032
+  _globals['_TRANSACTION_METADATAENTRY']._serialized_start=460
+  _globals['_TRANSACTION_METADATAENTRY']._serialized_end=507
+  _globals['_GETTRIALBALANCEREQUEST']._serialized_start=1034
+  _globals['_GETTRIALBALANCEREQUEST']._serialized_end=1101
+  _globals['_CURRENCYTOTALS']._serialized_start=1103
+  _globals['_CURRENCYTOTALS']._serialized_end=1170
+  _globals['_GETTRIALBALANCERESPONSE']._serialized_start=1172
+  _globals['_GETTRIALBALANCERESPONSE']._serialized_end=1270
+  _globals['_ACCOUNT']._serialized_start=1272
+  _globals['_ACCOUNT']._serialized_end=1396
+  _globals['_LISTACCOUNTSREQUEST']._serialized_start=1398
+  _globals['_LISTACCOUNTSREQUEST']._serialized_end=1473
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=1475
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=1568
+  _globals['_GETACCOUNTREQUEST']._serialized_start=1570
+  _globals['_GETACCOUNTREQUEST']._serialized_end=1644
+  _globals['_LISTENTRIESREQUEST']._serialized_start=1646
+  _globals['_LISTENTRIESREQUEST']._serialized_end=1744
+  _globals['_LISTENTRIESRESPONSE']._serialized_start=1746
+  _globals['_LISTENTRIESRESPONSE']._serialized_end=1835
+  _globals['_RECONCILEREQUEST']._serialized_start=1837
+  _globals['_RECONCILEREQUEST']._serialized_end=1949
+  _globals['_RECONCILIATIONTOTALS']._serialized_start=1952
+  _globals['_RECONCILIATIONTOTALS']._serialized_end=2206
+  _globals['_MISMATCH']._serialized_start=2208
+  _globals['_MISMATCH']._serialized_end=2318
+  _globals['_RECONCILIATIONREPORT']._serialized_start=2321
+  _globals['_RECONCILIATIONREPORT']._serialized_end=2615
+  _globals['_LEDGERINTERNALSERVICE']._serialized_start=2618
+  _globals['_LEDGERINTERNALSERVICE']._serialized_end=3312
 # @@protoc_insertion_point(module_scope)

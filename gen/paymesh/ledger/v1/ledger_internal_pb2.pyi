@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.rpc import status_pb2 as _status_pb2
 from paymesh.ledger.v1 import ledger_pb2 as _ledger_pb2
 import builtins as _builtins
 import sys
@@ -119,6 +120,86 @@ class PostTransactionRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PostTransactionRequest: _TypeAlias = PostTransactionRequest  # noqa: Y015
+
+@_typing.final
+class PostTransactionsRequest(_message.Message):
+    """PostTransactionsRequest is a batch of transactions to post, e.g. a payment worker's captures."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def transactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PostTransactionRequest]:
+        """The transactions, 1 to 500; each idempotent by its external_reference, as PostTransaction."""
+
+    def __init__(
+        self,
+        *,
+        transactions: _abc.Iterable[Global___PostTransactionRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transactions", b"transactions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PostTransactionsRequest: _TypeAlias = PostTransactionsRequest  # noqa: Y015
+
+@_typing.final
+class PostTransactionsResponse(_message.Message):
+    """PostTransactionsResponse tells what became of each transaction of the batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___PostTransactionResult]:
+        """One result per requested transaction, in the request's order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___PostTransactionResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PostTransactionsResponse: _TypeAlias = PostTransactionsResponse  # noqa: Y015
+
+@_typing.final
+class PostTransactionResult(_message.Message):
+    """PostTransactionResult is the outcome of one transaction of a batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def transaction(self) -> Global___Transaction:
+        """The transaction posted (by this call or, for a repeated reference, an earlier one)."""
+
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """Set when it was refused, and then nothing of it was posted: the status PostTransaction
+        would have answered, with its `google.rpc.ErrorInfo` reason.
+        """
+
+    def __init__(
+        self,
+        *,
+        transaction: Global___Transaction | None = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "transaction", b"transaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "transaction", b"transaction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PostTransactionResult: _TypeAlias = PostTransactionResult  # noqa: Y015
 
 @_typing.final
 class Transaction(_message.Message):

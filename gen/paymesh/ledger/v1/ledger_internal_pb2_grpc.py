@@ -41,6 +41,11 @@ class LedgerInternalServiceStub:
                 request_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.PostTransactionRequest.SerializeToString,
                 response_deserializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.Transaction.FromString,
                 _registered_method=True)
+        self.PostTransactions = channel.unary_unary(
+                '/paymesh.ledger.v1.LedgerInternalService/PostTransactions',
+                request_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.PostTransactionsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.PostTransactionsResponse.FromString,
+                _registered_method=True)
         self.GetTrialBalance = channel.unary_unary(
                 '/paymesh.ledger.v1.LedgerInternalService/GetTrialBalance',
                 request_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.GetTrialBalanceRequest.SerializeToString,
@@ -75,6 +80,14 @@ class LedgerInternalServiceServicer:
 
     def PostTransaction(self, request, context):
         """Posts a balanced transaction; idempotent by external_reference.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PostTransactions(self, request, context):
+        """Posts many balanced transactions: together in one database transaction (one commit) when
+        every one can go that way, each on its own otherwise; a result per transaction, in order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,6 +135,11 @@ def add_LedgerInternalServiceServicer_to_server(servicer, server):
                     servicer.PostTransaction,
                     request_deserializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.PostTransactionRequest.FromString,
                     response_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.Transaction.SerializeToString,
+            ),
+            'PostTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.PostTransactions,
+                    request_deserializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.PostTransactionsRequest.FromString,
+                    response_serializer=paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.PostTransactionsResponse.SerializeToString,
             ),
             'GetTrialBalance': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTrialBalance,
@@ -178,6 +196,33 @@ class LedgerInternalService:
             '/paymesh.ledger.v1.LedgerInternalService/PostTransaction',
             paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.PostTransactionRequest.SerializeToString,
             paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.Transaction.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PostTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.ledger.v1.LedgerInternalService/PostTransactions',
+            paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.PostTransactionsRequest.SerializeToString,
+            paymesh_dot_ledger_dot_v1_dot_ledger__internal__pb2.PostTransactionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

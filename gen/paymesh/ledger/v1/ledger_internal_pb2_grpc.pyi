@@ -37,6 +37,10 @@ class LedgerInternalServiceStub:
     def __new__(cls, channel: _aio.Channel) -> LedgerInternalServiceAsyncStub: ...
     PostTransaction: _grpc.UnaryUnaryMultiCallable[_ledger_internal_pb2.PostTransactionRequest, _ledger_internal_pb2.Transaction]
     """Posts a balanced transaction; idempotent by external_reference."""
+    PostTransactions: _grpc.UnaryUnaryMultiCallable[_ledger_internal_pb2.PostTransactionsRequest, _ledger_internal_pb2.PostTransactionsResponse]
+    """Posts many balanced transactions: together in one database transaction (one commit) when
+    every one can go that way, each on its own otherwise; a result per transaction, in order.
+    """
     GetTrialBalance: _grpc.UnaryUnaryMultiCallable[_ledger_internal_pb2.GetTrialBalanceRequest, _ledger_internal_pb2.GetTrialBalanceResponse]
     """Sums of debits and credits per currency over every account; they must be equal."""
     ListAccounts: _grpc.UnaryUnaryMultiCallable[_ledger_internal_pb2.ListAccountsRequest, _ledger_internal_pb2.ListAccountsResponse]
@@ -57,6 +61,10 @@ class LedgerInternalServiceAsyncStub(LedgerInternalServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     PostTransaction: _aio.UnaryUnaryMultiCallable[_ledger_internal_pb2.PostTransactionRequest, _ledger_internal_pb2.Transaction]  # type: ignore[assignment]
     """Posts a balanced transaction; idempotent by external_reference."""
+    PostTransactions: _aio.UnaryUnaryMultiCallable[_ledger_internal_pb2.PostTransactionsRequest, _ledger_internal_pb2.PostTransactionsResponse]  # type: ignore[assignment]
+    """Posts many balanced transactions: together in one database transaction (one commit) when
+    every one can go that way, each on its own otherwise; a result per transaction, in order.
+    """
     GetTrialBalance: _aio.UnaryUnaryMultiCallable[_ledger_internal_pb2.GetTrialBalanceRequest, _ledger_internal_pb2.GetTrialBalanceResponse]  # type: ignore[assignment]
     """Sums of debits and credits per currency over every account; they must be equal."""
     ListAccounts: _aio.UnaryUnaryMultiCallable[_ledger_internal_pb2.ListAccountsRequest, _ledger_internal_pb2.ListAccountsResponse]  # type: ignore[assignment]
@@ -80,6 +88,16 @@ class LedgerInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ledger_internal_pb2.Transaction, _abc.Awaitable[_ledger_internal_pb2.Transaction]]:
         """Posts a balanced transaction; idempotent by external_reference."""
+
+    @_abc_1.abstractmethod
+    def PostTransactions(
+        self,
+        request: _ledger_internal_pb2.PostTransactionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_internal_pb2.PostTransactionsResponse, _abc.Awaitable[_ledger_internal_pb2.PostTransactionsResponse]]:
+        """Posts many balanced transactions: together in one database transaction (one commit) when
+        every one can go that way, each on its own otherwise; a result per transaction, in order.
+        """
 
     @_abc_1.abstractmethod
     def GetTrialBalance(
