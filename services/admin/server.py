@@ -326,7 +326,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 page_token=request.page_token,
             )
             return admin_pb2.ListMerchantsResponse(
-                merchants=[merchant_to_proto(m) for m in rows], next_page_token=token
+                merchants=[merchant_to_proto(m) for m in rows], **pages.next_page(token)
             )
 
     async def ListMerchants(
@@ -542,7 +542,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             ),
         )
         return admin_pb2.SearchPaymentsResponse(
-            payments=reply.payments, next_page_token=reply.next_page_token
+            payments=reply.payments, **pages.next_page(reply.next_page_token)
         )
 
     async def GetPaymentDetail(
@@ -633,7 +633,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             ),
         )
         return admin_pb2.ListFailedWebhooksResponse(
-            deliveries=reply.deliveries, next_page_token=reply.next_page_token
+            deliveries=reply.deliveries, **pages.next_page(reply.next_page_token)
         )
 
     async def ReplayWebhook(
@@ -755,7 +755,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 page_token=request.page_token,
             )
             return admin_pb2.ListReconciliationsResponse(
-                runs=[run_to_proto(run) for run in runs], next_page_token=token
+                runs=[run_to_proto(run) for run in runs], **pages.next_page(token)
             )
 
     async def ListReconciliations(
@@ -814,7 +814,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 page_token=request.page_token,
             )
             return admin_pb2.ListAuditLogResponse(
-                entries=[audit_entry_to_proto(e) for e in entries], next_page_token=token
+                entries=[audit_entry_to_proto(e) for e in entries], **pages.next_page(token)
             )
 
     async def ListAuditLog(

@@ -13,12 +13,17 @@ import base64
 import json
 import secrets
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from google.protobuf.message import Message
+from sqlalchemy import ColumnElement
+from sqlalchemy.orm import QueryableAttribute
 
 from services.common.errors import InvalidArgument
 
@@ -40,6 +45,67 @@ def page_size(value: int, *, maximum: int = PAGE_SIZE_MAX, default: int = PAGE_S
     if not 1 <= value <= maximum:
         raise InvalidArgument.field("page_size", f"must be between 1 and {maximum}")
     return value
+
+
+@dataclass(frozen=True)
+class CreatedRange:
+    """A list's created-time filter, `created_gte` and `created_lt`: a half-open range.
+
+    The same two request fields on every list that filters by creation time.
+    """
+
+    gte: datetime | None = None
+    lt: datetime | None = None
+
+    @classmethod
+    def of(cls, request: Message) -> CreatedRange:
+        """The request's range; INVALID_ARGUMENT for a time out of range or an empty range."""
+        bounds = [_time_field(request, name) for name in ("created_gte", "created_lt")]
+        gte, lt = bounds
+        if gte is not None and lt is not None and lt <= gte:
+            raise InvalidArgument.field("created_lt", "must be later than created_gte")
+        return cls(gte, lt)
+
+    def scope(self) -> Scope:
+        """The range as part of a page token's scope (a token is refused under another range)."""
+        return {
+            "created_gte": self.gte.isoformat() if self.gte else "",
+            "created_lt": self.lt.isoformat() if self.lt else "",
+        }
+
+    def where(
+        self, column: ColumnElement[datetime] | QueryableAttribute[datetime]
+    ) -> list[ColumnElement[bool]]:
+        """The range's conditions on a creation-time column."""
+        conditions = []
+        if self.gte is not None:
+            conditions.append(column >= self.gte)
+        if self.lt is not None:
+            conditions.append(column < self.lt)
+        return conditions
+
+
+# No created-time filter (the default of every list function).
+ANY_TIME = CreatedRange()
+
+
+def _time_field(request: Message, name: str) -> datetime | None:
+    if not request.HasField(name):
+        return None
+    value = getattr(request, name)
+    try:
+        return value.ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
+    except (ValueError, OverflowError):
+        raise InvalidArgument.field(name, "is not a valid time") from None
+
+
+def next_page(token: str) -> dict[str, Any]:
+    """A list response's paging fields: the token, and whether another page follows.
+
+    Every list reads one item more than the page, so a token is issued exactly when another
+    page follows.
+    """
+    return {"next_page_token": token, "has_more": bool(token)}
 
 
 def _refused() -> InvalidArgument:

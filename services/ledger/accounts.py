@@ -135,6 +135,7 @@ def list_merchant_entries(
     livemode: bool,
     page_size: int,
     page_token: str,
+    created: pages.CreatedRange = pages.ANY_TIME,
 ) -> Page[Entry]:
     """The merchant's balance entries (one per payment capture or refund), newest first."""
     accounts = select(Account.id).where(
@@ -142,13 +143,15 @@ def list_merchant_entries(
         Account.kind == "merchant_balance",
         Account.livemode == livemode,
     )
-    query = select(Entry).where(Entry.account_id.in_(accounts.scalar_subquery()))
+    query = select(Entry).where(
+        Entry.account_id.in_(accounts.scalar_subquery()), *created.where(Entry.create_time)
+    )
     return _entries_page(
         query,
         session,
         tokens=tokens,
         list_name="balance_entries",
-        scope={"merchant_id": merchant_id, "livemode": livemode},
+        scope={"merchant_id": merchant_id, "livemode": livemode, **created.scope()},
         page_size=page_size,
         page_token=page_token,
     )

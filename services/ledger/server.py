@@ -413,7 +413,7 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
             )
             return ledger_internal_pb2.ListAccountsResponse(
                 accounts=[account_to_proto(item) for item in page.items],
-                next_page_token=page.next_page_token,
+                **pages.next_page(page.next_page_token),
             )
 
         return await asyncio.to_thread(self._read, work)
@@ -447,7 +447,7 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
             )
             return ledger_internal_pb2.ListEntriesResponse(
                 entries=[entry_to_proto(entry) for entry in page.items],
-                next_page_token=page.next_page_token,
+                **pages.next_page(page.next_page_token),
             )
 
         return await asyncio.to_thread(self._read, work)
@@ -484,10 +484,11 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                 livemode=principal.livemode,
                 page_size=request.page_size,
                 page_token=request.page_token,
+                created=pages.CreatedRange.of(request),
             )
             return ledger_pb2.ListBalanceEntriesResponse(
                 entries=[entry_to_proto(entry) for entry in page.items],
-                next_page_token=page.next_page_token,
+                **pages.next_page(page.next_page_token),
             )
 
     async def GetBalance(

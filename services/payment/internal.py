@@ -61,7 +61,7 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
                 payment_id=request.payment_id,
             )
             return payment_internal_pb2.SearchPaymentsResponse(
-                payments=[payment_to_proto(row) for row in rows], next_page_token=token
+                payments=[payment_to_proto(row) for row in rows], **pages.next_page(token)
             )
 
     def _stats(
@@ -136,7 +136,7 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
                 page_token="",
             )
             return payment_pb2.ListRefundsResponse(
-                refunds=[refund_to_proto(row) for row in rows], next_page_token=token
+                refunds=[refund_to_proto(row) for row in rows], **pages.next_page(token)
             )
 
     def _operator_refund(
@@ -209,7 +209,7 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
                 )
                 for row in rows
             ],
-            next_page_token=token,
+            **pages.next_page(token),
         )
 
     def _processor_records(
@@ -237,7 +237,7 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
                 )
                 for row in rows
             ],
-            next_page_token=token,
+            **pages.next_page(token),
         )
 
     async def SearchPayments(

@@ -366,6 +366,7 @@ def list_payments(
     status: str = "",
     merchant_id: str = "",
     payment_id: str = "",
+    created: pages.CreatedRange = pages.ANY_TIME,
 ) -> tuple[list[Payment], str]:
     """A page of payments, newest first; scoped to the principal when there is one."""
     size = pages.page_size(page_size)
@@ -374,6 +375,7 @@ def list_payments(
         "livemode": principal.livemode if principal else None,
         "status": status,
         "payment_id": payment_id,
+        **created.scope(),
     }
     if status and status not in PAYMENT_STATUSES:
         raise InvalidArgument.field("status", "must be one of " + ", ".join(PAYMENT_STATUSES))
@@ -388,6 +390,7 @@ def list_payments(
         query = query.where(Payment.status == status)
     if payment_id:
         query = query.where(Payment.id == payment_id)
+    query = query.where(*created.where(Payment.create_time))
     position = tokens.open_after(page_token, list_name="payments", scope=scope)
     if position is not None:
         query = query.where(tuple_(Payment.create_time, Payment.id) < tuple_(*position))

@@ -121,6 +121,7 @@ def list_refunds(
     payment_id: str,
     page_size: int,
     page_token: str,
+    created: pages.CreatedRange = pages.ANY_TIME,
 ) -> tuple[list[Refund], str]:
     """A page of refunds, newest first; of one payment when `payment_id` is set."""
     size = pages.page_size(page_size)
@@ -128,6 +129,7 @@ def list_refunds(
         "merchant_id": principal.merchant_id if principal else None,
         "livemode": principal.livemode if principal else None,
         "payment_id": payment_id,
+        **created.scope(),
     }
     query = select(Refund)
     if principal is not None:
@@ -140,6 +142,7 @@ def list_refunds(
         else:
             get_payment_by_id_or_raise(session, payment_id=payment_id)
         query = query.where(Refund.payment_id == payment_id)
+    query = query.where(*created.where(Refund.create_time))
     position = tokens.open_after(page_token, list_name="refunds", scope=scope)
     if position is not None:
         query = query.where(tuple_(Refund.create_time, Refund.id) < tuple_(*position))

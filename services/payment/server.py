@@ -143,9 +143,10 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
                 page_size=request.page_size,
                 page_token=request.page_token,
                 status=request.status,
+                created=pages.CreatedRange.of(request),
             )
             return payment_pb2.ListPaymentsResponse(
-                payments=[self._view(row) for row in rows], next_page_token=token
+                payments=[self._view(row) for row in rows], **pages.next_page(token)
             )
 
     def _checkout(
@@ -254,9 +255,10 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
                 payment_id=request.payment_id,
                 page_size=request.page_size,
                 page_token=request.page_token,
+                created=pages.CreatedRange.of(request),
             )
             return payment_pb2.ListRefundsResponse(
-                refunds=[refund_to_proto(row) for row in rows], next_page_token=token
+                refunds=[refund_to_proto(row) for row in rows], **pages.next_page(token)
             )
 
     async def CreatePayment(

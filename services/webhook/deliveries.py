@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.common.errors import InvalidArgument
-from services.common.pages import PageTokens, Scope
+from services.common.pages import ANY_TIME, CreatedRange, PageTokens, Scope
 from services.webhook import endpoints
 from services.webhook.crypto import SecretBox
 from services.webhook.dispatch import DueAttempt
@@ -481,13 +481,15 @@ def list_for_endpoint(
     status: str,
     page_size: int,
     page_token: str,
+    created: CreatedRange = ANY_TIME,
 ) -> tuple[list[Delivery], str]:
     """One page of an endpoint's deliveries, newest first."""
     check_status_filter(status)
-    scope: Scope = {"endpoint_id": endpoint_id, "status": status}
+    scope: Scope = {"endpoint_id": endpoint_id, "status": status, **created.scope()}
     query = select(Delivery).where(Delivery.endpoint_id == endpoint_id)
     if status:
         query = query.where(Delivery.status == status)
+    query = query.where(*created.where(Delivery.create_time))
     after = tokens.open_after(page_token, list_name="endpoint_deliveries", scope=scope)
     if after is not None:
         query = query.where(tuple_(Delivery.create_time, Delivery.id) < tuple_(*after))

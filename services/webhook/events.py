@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import DomainError, InvalidArgument
 from services.common.ids import has_prefix, new_id
-from services.common.pages import PageTokens, Scope
+from services.common.pages import ANY_TIME, CreatedRange, PageTokens, Scope
 from services.webhook.dispatch import DueAttempt
 from services.webhook.errors import EventNotFound, EventTooLarge
 from services.webhook.models import Delivery, Endpoint, Event
@@ -261,14 +261,21 @@ def list_events(
     event_type: str,
     page_size: int,
     page_token: str,
+    created: CreatedRange = ANY_TIME,
 ) -> tuple[list[Event], str]:
     """One page of the merchant's events, newest first, and the next page's token."""
-    scope: Scope = {"merchant_id": merchant_id, "livemode": livemode, "type": event_type}
+    scope: Scope = {
+        "merchant_id": merchant_id,
+        "livemode": livemode,
+        "type": event_type,
+        **created.scope(),
+    }
     if event_type:
         validate_event_type(event_type, field="type")
     query = select(Event).where(Event.merchant_id == merchant_id, Event.livemode == livemode)
     if event_type:
         query = query.where(Event.type == event_type)
+    query = query.where(*created.where(Event.create_time))
     after = tokens.open_after(page_token, list_name="events", scope=scope)
     if after is not None:
         query = query.where(tuple_(Event.create_time, Event.id) < tuple_(after[0], after[1]))

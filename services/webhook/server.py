@@ -16,6 +16,7 @@ from paymesh.webhook.v1 import (
     webhook_pb2_grpc,
 )
 
+from services.common import pages
 from services.common.auth import AuthPolicy, current_principal
 from services.common.db import transaction
 from services.common.errors import DomainError, InvalidArgument
@@ -151,7 +152,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
                 page_token=request.page_token,
             )
             return webhook_pb2.ListWebhookEndpointsResponse(
-                webhook_endpoints=[endpoint_to_proto(row) for row in rows], next_page_token=token
+                webhook_endpoints=[endpoint_to_proto(row) for row in rows], **pages.next_page(token)
             )
 
     def _update(
@@ -200,11 +201,12 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
                 status=request.status,
                 page_size=page_size(request.page_size),
                 page_token=request.page_token,
+                created=pages.CreatedRange.of(request),
             )
             context = deliveries.context_of(session, rows)
             return webhook_pb2.ListWebhookDeliveriesResponse(
                 deliveries=[public_delivery(row, event_type=context[row.id][0]) for row in rows],
-                next_page_token=token,
+                **pages.next_page(token),
             )
 
     def _replay_many(
@@ -280,9 +282,10 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
                 event_type=request.type,
                 page_size=page_size(request.page_size),
                 page_token=request.page_token,
+                created=pages.CreatedRange.of(request),
             )
             return webhook_pb2.ListEventsResponse(
-                events=[event_to_proto(row) for row in rows], next_page_token=token
+                events=[event_to_proto(row) for row in rows], **pages.next_page(token)
             )
 
     async def CreateWebhookEndpoint(
@@ -442,7 +445,7 @@ class WebhookInternalServicer(webhook_internal_pb2_grpc.WebhookInternalServiceSe
                 page_token=request.page_token,
             )
             return webhook_internal_pb2.ListFailedDeliveriesResponse(
-                deliveries=self._internal_deliveries(session, rows), next_page_token=token
+                deliveries=self._internal_deliveries(session, rows), **pages.next_page(token)
             )
 
     def _replay(self, delivery_or_job_id: str) -> webhook_internal_pb2.Delivery:

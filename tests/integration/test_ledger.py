@@ -450,6 +450,7 @@ def test_balance_entries_are_the_merchants_own_linked_to_their_source(
     ).json()
     assert [e["amount"] for e in rest["entries"]] == ["99"]
     assert rest.get("next_page_token", "") == ""
+    assert (page["has_more"], rest["has_more"]) == (True, False)
     other = api.get("/v1/balance/entries", headers={"X-API-Key": other_merchant.secret_key})
     assert [e["amount"] for e in other.json()["entries"]] == ["770"]
 

@@ -644,6 +644,7 @@ def test_list__newest_first_with_opaque_pages_and_status_filter(
         assert len(page["payments"]) <= 2
         seen += [p["id"] for p in page["payments"]]
         token = page["next_page_token"]
+        assert page["has_more"] is bool(token)
         pages += 1
         if not token:
             break

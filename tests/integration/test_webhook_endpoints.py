@@ -153,6 +153,7 @@ def test_list__paginates_newest_first(api: httpx.Client, merchant: MerchantKeys)
 
     assert [e["id"] for e in first["webhook_endpoints"] + second["webhook_endpoints"]] == ids[::-1]
     assert second.get("next_page_token", "") == ""
+    assert (first["has_more"], second["has_more"]) == (True, False)
 
 
 def test_update__changes_only_the_given_fields(api: httpx.Client, merchant: MerchantKeys) -> None:

@@ -135,6 +135,7 @@ def test_events__filtered_by_type_and_paginated_newest_first(
 
     assert [e["id"] for e in first["events"] + second["events"]] == [refund, *published[::-1]]
     assert second.get("next_page_token", "") == ""
+    assert (first["has_more"], second["has_more"]) == (True, False)
     assert [e["id"] for e in refunds["events"]] == [refund]
 
 

@@ -7,9 +7,11 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from google.protobuf import descriptor_pb2
 
 from services.common.errors import InvalidArgument
-from services.common.pages import TOKEN_LENGTH_MAX, PageTokens, Scope, page_size
+from services.common.pages import TOKEN_LENGTH_MAX, PageTokens, Scope, next_page, page_size
+from tests.security.contracts import DESCRIPTOR_SET
 
 WHEN = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
 MINE: Scope = {"merchant_id": "mer_mine", "livemode": False}
@@ -88,3 +90,27 @@ def test_page_size__defaults_and_bounds() -> None:
     for bad in (-1, 101, 2**31 - 1):
         with pytest.raises(InvalidArgument):
             page_size(bad)
+
+
+def test_every_list_response_says_whether_another_page_follows() -> None:
+    # Issue 14, point 5: `has_more` beside `next_page_token` on every list of every service.
+    files = descriptor_pb2.FileDescriptorSet()
+    files.ParseFromString(DESCRIPTOR_SET.read_bytes())
+    lists = [
+        (file.package, message)
+        for file in files.file
+        if file.package.startswith("paymesh.")
+        for message in file.message_type
+        if any(field.name == "next_page_token" for field in message.field)
+    ]
+    assert len(lists) >= 17
+    for package, message in lists:
+        has_more = [field for field in message.field if field.name == "has_more"]
+        assert [(f.type, f.label) for f in has_more] == [
+            (descriptor_pb2.FieldDescriptorProto.TYPE_BOOL, 1)
+        ], f"{package}.{message.name}"
+
+
+@pytest.mark.parametrize(("token", "more"), [("", False), ("abc", True)])
+def test_next_page__has_more_exactly_when_a_token_is_issued(token: str, more: bool) -> None:
+    assert next_page(token) == {"next_page_token": token, "has_more": more}

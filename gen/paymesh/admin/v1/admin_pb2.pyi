@@ -215,8 +215,11 @@ class ListMerchantsResponse(_message.Message):
 
     MERCHANTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
+    has_more: _builtins.bool
+    """Whether another page follows (exactly when next_page_token is set)."""
     @_builtins.property
     def merchants(self) -> _containers.RepeatedCompositeFieldContainer[Global___Merchant]:
         """The merchants, newest first."""
@@ -226,10 +229,11 @@ class ListMerchantsResponse(_message.Message):
         *,
         merchants: _abc.Iterable[Global___Merchant] | None = ...,
         next_page_token: _builtins.str = ...,
+        has_more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["merchants", b"merchants", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_more", b"has_more", "merchants", b"merchants", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -913,8 +917,11 @@ class SearchPaymentsResponse(_message.Message):
 
     PAYMENTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
+    has_more: _builtins.bool
+    """Whether another page follows (exactly when next_page_token is set)."""
     @_builtins.property
     def payments(self) -> _containers.RepeatedCompositeFieldContainer[_payment_pb2.Payment]:
         """The payments, newest first."""
@@ -924,10 +931,11 @@ class SearchPaymentsResponse(_message.Message):
         *,
         payments: _abc.Iterable[_payment_pb2.Payment] | None = ...,
         next_page_token: _builtins.str = ...,
+        has_more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "payments", b"payments"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_more", b"has_more", "next_page_token", b"next_page_token", "payments", b"payments"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1079,8 +1087,11 @@ class ListFailedWebhooksResponse(_message.Message):
 
     DELIVERIES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
+    has_more: _builtins.bool
+    """Whether another page follows (exactly when next_page_token is set)."""
     @_builtins.property
     def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[_webhook_internal_pb2.Delivery]:
         """The deliveries, newest first."""
@@ -1090,10 +1101,11 @@ class ListFailedWebhooksResponse(_message.Message):
         *,
         deliveries: _abc.Iterable[_webhook_internal_pb2.Delivery] | None = ...,
         next_page_token: _builtins.str = ...,
+        has_more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "has_more", b"has_more", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1333,8 +1345,11 @@ class ListReconciliationsResponse(_message.Message):
 
     RUNS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
+    has_more: _builtins.bool
+    """Whether another page follows (exactly when next_page_token is set)."""
     @_builtins.property
     def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReconciliationRun]:
         """Newest first."""
@@ -1344,10 +1359,11 @@ class ListReconciliationsResponse(_message.Message):
         *,
         runs: _abc.Iterable[Global___ReconciliationRun] | None = ...,
         next_page_token: _builtins.str = ...,
+        has_more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "runs", b"runs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_more", b"has_more", "next_page_token", b"next_page_token", "runs", b"runs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1556,8 +1572,11 @@ class ListAuditLogResponse(_message.Message):
 
     ENTRIES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
+    has_more: _builtins.bool
+    """Whether another page follows (exactly when next_page_token is set)."""
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]:
         """Newest first."""
@@ -1567,10 +1586,11 @@ class ListAuditLogResponse(_message.Message):
         *,
         entries: _abc.Iterable[Global___AuditEntry] | None = ...,
         next_page_token: _builtins.str = ...,
+        has_more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "has_more", b"has_more", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

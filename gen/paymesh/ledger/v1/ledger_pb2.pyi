@@ -98,19 +98,31 @@ class ListBalanceEntriesRequest(_message.Message):
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    CREATED_GTE_FIELD_NUMBER: _builtins.int
+    CREATED_LT_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum items per page, 1 to 100; default 20."""
     page_token: _builtins.str
     """Token from a previous response."""
+    @_builtins.property
+    def created_gte(self) -> _timestamp_pb2.Timestamp:
+        """Only entries created at or after this time (RFC 3339 in a query, e.g. 2026-12-01T00:00:00Z)."""
+
+    @_builtins.property
+    def created_lt(self) -> _timestamp_pb2.Timestamp:
+        """Only entries created before this time; with created_gte, a half-open range."""
+
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        created_gte: _timestamp_pb2.Timestamp | None = ...,
+        created_lt: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_gte", b"created_gte", "created_lt", b"created_lt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_gte", b"created_gte", "created_lt", b"created_lt", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -176,8 +188,11 @@ class ListBalanceEntriesResponse(_message.Message):
 
     ENTRIES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
+    has_more: _builtins.bool
+    """Whether another page follows (exactly when next_page_token is set)."""
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Entry]:
         """The entries, newest first."""
@@ -187,10 +202,11 @@ class ListBalanceEntriesResponse(_message.Message):
         *,
         entries: _abc.Iterable[Global___Entry] | None = ...,
         next_page_token: _builtins.str = ...,
+        has_more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "has_more", b"has_more", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -66,8 +66,11 @@ class SearchPaymentsResponse(_message.Message):
 
     PAYMENTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
+    has_more: _builtins.bool
+    """Whether another page follows (exactly when next_page_token is set)."""
     @_builtins.property
     def payments(self) -> _containers.RepeatedCompositeFieldContainer[_payment_pb2.Payment]:
         """The payments, newest first."""
@@ -77,10 +80,11 @@ class SearchPaymentsResponse(_message.Message):
         *,
         payments: _abc.Iterable[_payment_pb2.Payment] | None = ...,
         next_page_token: _builtins.str = ...,
+        has_more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "payments", b"payments"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_more", b"has_more", "next_page_token", b"next_page_token", "payments", b"payments"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -492,8 +496,11 @@ class ListSettledMovementsResponse(_message.Message):
 
     MOVEMENTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
+    has_more: _builtins.bool
+    """Whether another page follows (exactly when next_page_token is set)."""
     @_builtins.property
     def movements(self) -> _containers.RepeatedCompositeFieldContainer[Global___SettledMovement]:
         """The movements, oldest first."""
@@ -503,10 +510,11 @@ class ListSettledMovementsResponse(_message.Message):
         *,
         movements: _abc.Iterable[Global___SettledMovement] | None = ...,
         next_page_token: _builtins.str = ...,
+        has_more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["movements", b"movements", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_more", b"has_more", "movements", b"movements", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -606,8 +614,11 @@ class ListProcessorRecordsResponse(_message.Message):
 
     RECORDS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
+    has_more: _builtins.bool
+    """Whether another page follows (exactly when next_page_token is set)."""
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProcessorRecord]:
         """The records, oldest first."""
@@ -617,10 +628,11 @@ class ListProcessorRecordsResponse(_message.Message):
         *,
         records: _abc.Iterable[Global___ProcessorRecord] | None = ...,
         next_page_token: _builtins.str = ...,
+        has_more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "records", b"records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_more", b"has_more", "next_page_token", b"next_page_token", "records", b"records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -352,22 +352,34 @@ class ListPaymentsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    CREATED_GTE_FIELD_NUMBER: _builtins.int
+    CREATED_LT_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum items per page, 1 to 100; default 20."""
     page_token: _builtins.str
     """Token from a previous response."""
     status: _builtins.str
     """Only payments in this status, as its REST name (e.g. "succeeded")."""
+    @_builtins.property
+    def created_gte(self) -> _timestamp_pb2.Timestamp:
+        """Only payments created at or after this time (RFC 3339 in a query, e.g. 2026-12-01T00:00:00Z)."""
+
+    @_builtins.property
+    def created_lt(self) -> _timestamp_pb2.Timestamp:
+        """Only payments created before this time; with created_gte, a half-open range."""
+
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         status: _builtins.str = ...,
+        created_gte: _timestamp_pb2.Timestamp | None = ...,
+        created_lt: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_gte", b"created_gte", "created_lt", b"created_lt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_gte", b"created_gte", "created_lt", b"created_lt", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -381,8 +393,11 @@ class ListPaymentsResponse(_message.Message):
 
     PAYMENTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
+    has_more: _builtins.bool
+    """Whether another page follows (exactly when next_page_token is set)."""
     @_builtins.property
     def payments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Payment]:
         """The payments, newest first."""
@@ -392,10 +407,11 @@ class ListPaymentsResponse(_message.Message):
         *,
         payments: _abc.Iterable[Global___Payment] | None = ...,
         next_page_token: _builtins.str = ...,
+        has_more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "payments", b"payments"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_more", b"has_more", "next_page_token", b"next_page_token", "payments", b"payments"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -620,22 +636,34 @@ class ListRefundsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    CREATED_GTE_FIELD_NUMBER: _builtins.int
+    CREATED_LT_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum items per page, 1 to 100; default 20."""
     page_token: _builtins.str
     """Token from a previous response."""
     payment_id: _builtins.str
     """Only refunds of this payment."""
+    @_builtins.property
+    def created_gte(self) -> _timestamp_pb2.Timestamp:
+        """Only refunds created at or after this time (RFC 3339 in a query, e.g. 2026-12-01T00:00:00Z)."""
+
+    @_builtins.property
+    def created_lt(self) -> _timestamp_pb2.Timestamp:
+        """Only refunds created before this time; with created_gte, a half-open range."""
+
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         payment_id: _builtins.str = ...,
+        created_gte: _timestamp_pb2.Timestamp | None = ...,
+        created_lt: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_gte", b"created_gte", "created_lt", b"created_lt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "payment_id", b"payment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_gte", b"created_gte", "created_lt", b"created_lt", "page_size", b"page_size", "page_token", b"page_token", "payment_id", b"payment_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -649,8 +677,11 @@ class ListRefundsResponse(_message.Message):
 
     REFUNDS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
+    has_more: _builtins.bool
+    """Whether another page follows (exactly when next_page_token is set)."""
     @_builtins.property
     def refunds(self) -> _containers.RepeatedCompositeFieldContainer[Global___Refund]:
         """The refunds, newest first."""
@@ -660,10 +691,11 @@ class ListRefundsResponse(_message.Message):
         *,
         refunds: _abc.Iterable[Global___Refund] | None = ...,
         next_page_token: _builtins.str = ...,
+        has_more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "refunds", b"refunds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_more", b"has_more", "next_page_token", b"next_page_token", "refunds", b"refunds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -174,8 +174,11 @@ class ListWebhookEndpointsResponse(_message.Message):
 
     WEBHOOK_ENDPOINTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
+    has_more: _builtins.bool
+    """Whether another page follows (exactly when next_page_token is set)."""
     @_builtins.property
     def webhook_endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookEndpoint]:
         """The endpoints."""
@@ -185,10 +188,11 @@ class ListWebhookEndpointsResponse(_message.Message):
         *,
         webhook_endpoints: _abc.Iterable[Global___WebhookEndpoint] | None = ...,
         next_page_token: _builtins.str = ...,
+        has_more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "webhook_endpoints", b"webhook_endpoints"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_more", b"has_more", "next_page_token", b"next_page_token", "webhook_endpoints", b"webhook_endpoints"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -267,22 +271,34 @@ class ListEventsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
+    CREATED_GTE_FIELD_NUMBER: _builtins.int
+    CREATED_LT_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum items per page, 1 to 100; default 20."""
     page_token: _builtins.str
     """Token from a previous response."""
     type: _builtins.str
     """Only events of this type."""
+    @_builtins.property
+    def created_gte(self) -> _timestamp_pb2.Timestamp:
+        """Only events created at or after this time (RFC 3339 in a query, e.g. 2026-12-01T00:00:00Z)."""
+
+    @_builtins.property
+    def created_lt(self) -> _timestamp_pb2.Timestamp:
+        """Only events created before this time; with created_gte, a half-open range."""
+
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         type: _builtins.str = ...,
+        created_gte: _timestamp_pb2.Timestamp | None = ...,
+        created_lt: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_gte", b"created_gte", "created_lt", b"created_lt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_gte", b"created_gte", "created_lt", b"created_lt", "page_size", b"page_size", "page_token", b"page_token", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -296,8 +312,11 @@ class ListEventsResponse(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
+    has_more: _builtins.bool
+    """Whether another page follows (exactly when next_page_token is set)."""
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]:
         """The events, newest first."""
@@ -307,10 +326,11 @@ class ListEventsResponse(_message.Message):
         *,
         events: _abc.Iterable[Global___Event] | None = ...,
         next_page_token: _builtins.str = ...,
+        has_more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "has_more", b"has_more", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -565,6 +585,8 @@ class ListWebhookDeliveriesRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    CREATED_GTE_FIELD_NUMBER: _builtins.int
+    CREATED_LT_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.str
     """Endpoint identifier."""
     page_size: _builtins.int
@@ -573,6 +595,14 @@ class ListWebhookDeliveriesRequest(_message.Message):
     """Token from a previous response."""
     status: _builtins.str
     """Only deliveries in this status ("pending", "delivered", "failing", "dead")."""
+    @_builtins.property
+    def created_gte(self) -> _timestamp_pb2.Timestamp:
+        """Only deliveries created at or after this time (RFC 3339 in a query, e.g. 2026-12-01T00:00:00Z)."""
+
+    @_builtins.property
+    def created_lt(self) -> _timestamp_pb2.Timestamp:
+        """Only deliveries created before this time; with created_gte, a half-open range."""
+
     def __init__(
         self,
         *,
@@ -580,10 +610,12 @@ class ListWebhookDeliveriesRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         status: _builtins.str = ...,
+        created_gte: _timestamp_pb2.Timestamp | None = ...,
+        created_lt: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_gte", b"created_gte", "created_lt", b"created_lt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_gte", b"created_gte", "created_lt", b"created_lt", "endpoint_id", b"endpoint_id", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -597,8 +629,11 @@ class ListWebhookDeliveriesResponse(_message.Message):
 
     DELIVERIES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
+    has_more: _builtins.bool
+    """Whether another page follows (exactly when next_page_token is set)."""
     @_builtins.property
     def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookDelivery]:
         """The deliveries, newest first."""
@@ -608,10 +643,11 @@ class ListWebhookDeliveriesResponse(_message.Message):
         *,
         deliveries: _abc.Iterable[Global___WebhookDelivery] | None = ...,
         next_page_token: _builtins.str = ...,
+        has_more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "has_more", b"has_more", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
