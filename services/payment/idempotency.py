@@ -1,8 +1,9 @@
 """Idempotency keys (Stripe's semantics, the IETF Idempotency-Key draft's rules).
 
-A key is scoped to (merchant, mode, operation). The operations that take one (create a payment,
-create a refund) call nothing outside this database between taking the key and answering, so
-the key, the work and the stored response share one transaction (`Runner.run`):
+A key is scoped to (merchant, mode, operation). The operations that take one (create, confirm,
+capture and cancel a payment, create a refund) call nothing outside this database between
+taking the key and answering, so the key, the work and the stored response share one
+transaction (`Runner.run`):
 
 1. `claim` takes a transaction-level advisory lock on the key and, holding it, inserts the key
    (one statement: `INSERT ... SELECT ... WHERE pg_try_advisory_xact_lock(...) ON CONFLICT DO

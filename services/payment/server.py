@@ -162,12 +162,16 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             return checkout_to_proto(payment)
 
     def _confirm(
-        self, principal: Principal | None, request: payment_pb2.ConfirmPaymentRequest
-    ) -> payment_pb2.Payment:
+        self,
+        principal: Principal | None,
+        key: str | None,
+        request: payment_pb2.ConfirmPaymentRequest,
+    ) -> tuple[payment_pb2.Payment, bool]:
         card = validate_card(
             card_from(request.payment_method) if request.HasField("payment_method") else None
         )
-        with transaction(self._sessions) as session:
+
+        def work(session: Session) -> payment_pb2.Payment:
             payment = payments.get_payment_with_secret_or_raise(
                 session,
                 principal=principal,
@@ -181,10 +185,24 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             )
             return self._view(confirmed)
 
+        # The hosted checkout confirms with the client secret alone: its keys live per payment.
+        owner = (
+            (principal.merchant_id, principal.livemode) if principal else (request.id[:40], False)
+        )
+        return self._idempotent.run(
+            merchant_id=owner[0],
+            livemode=owner[1],
+            operation="confirm_payment",
+            key=key,
+            request=request,
+            work=work,
+            parse=_parse_payment,
+        )
+
     def _capture(
-        self, principal: Principal, request: payment_pb2.CapturePaymentRequest
-    ) -> payment_pb2.Payment:
-        with transaction(self._sessions) as session:
+        self, principal: Principal, key: str | None, request: payment_pb2.CapturePaymentRequest
+    ) -> tuple[payment_pb2.Payment, bool]:
+        def work(session: Session) -> payment_pb2.Payment:
             return self._view(
                 payments.capture_payment(
                     session,
@@ -196,10 +214,20 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
                 )
             )
 
+        return self._idempotent.run(
+            merchant_id=principal.merchant_id,
+            livemode=principal.livemode,
+            operation="capture_payment",
+            key=key,
+            request=request,
+            work=work,
+            parse=_parse_payment,
+        )
+
     def _cancel(
-        self, principal: Principal, request: payment_pb2.CancelPaymentRequest
-    ) -> payment_pb2.Payment:
-        with transaction(self._sessions) as session:
+        self, principal: Principal, key: str | None, request: payment_pb2.CancelPaymentRequest
+    ) -> tuple[payment_pb2.Payment, bool]:
+        def work(session: Session) -> payment_pb2.Payment:
             return self._view(
                 payments.cancel_payment_for(
                     session,
@@ -208,6 +236,16 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
                     cancellation_reason=request.cancellation_reason,
                 )
             )
+
+        return self._idempotent.run(
+            merchant_id=principal.merchant_id,
+            livemode=principal.livemode,
+            operation="cancel_payment",
+            key=key,
+            request=request,
+            work=work,
+            parse=_parse_payment,
+        )
 
     def _create_refund(
         self, principal: Principal, key: str | None, request: payment_pb2.CreateRefundRequest
@@ -293,20 +331,29 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     async def ConfirmPayment(
         self, request: payment_pb2.ConfirmPaymentRequest, context: Context
     ) -> payment_pb2.Payment:
-        """Attaches a card and starts processing."""
-        return await asyncio.to_thread(self._confirm, optional_principal(), request)
+        """Attaches a card and starts processing; idempotent with a key."""
+        result = await asyncio.to_thread(
+            self._confirm, optional_principal(), idempotency_key(context), request
+        )
+        return await _reply(context, result)
 
     async def CapturePayment(
         self, request: payment_pb2.CapturePaymentRequest, context: Context
     ) -> payment_pb2.Payment:
-        """Captures an authorized payment."""
-        return await asyncio.to_thread(self._capture, current_principal(), request)
+        """Captures an authorized payment; idempotent with a key."""
+        result = await asyncio.to_thread(
+            self._capture, current_principal(), idempotency_key(context), request
+        )
+        return await _reply(context, result)
 
     async def CancelPayment(
         self, request: payment_pb2.CancelPaymentRequest, context: Context
     ) -> payment_pb2.Payment:
-        """Cancels a payment."""
-        return await asyncio.to_thread(self._cancel, current_principal(), request)
+        """Cancels a payment; idempotent with a key."""
+        result = await asyncio.to_thread(
+            self._cancel, current_principal(), idempotency_key(context), request
+        )
+        return await _reply(context, result)
 
     async def CreateRefund(
         self, request: payment_pb2.CreateRefundRequest, context: Context

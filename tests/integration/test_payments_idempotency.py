@@ -366,3 +366,65 @@ def test_create_with_card_and_key__is_one_transaction_without_reads(
             engine.dispose()
 
     asyncio.run(scenario())
+
+
+def _post(
+    api: httpx.Client, path: str, key: str, idempotency_key: str, **body: object
+) -> httpx.Response:
+    return api.post(path, json=body, headers={"X-API-Key": key, "Idempotency-Key": idempotency_key})
+
+
+def test_capture_and_cancel_with_a_key__a_repeat_replays_the_first_answer(
+    api: httpx.Client, merchant: MerchantKeys, sessions
+) -> None:  # type: ignore[no-untyped-def]
+    # Issue 14, point 4: without a key the repeat would be 400 PAYMENT_STATE_INVALID.
+    key = merchant.secret_key
+    held = paid(api, key, amount=900, capture_method="manual")
+    first = _post(api, f"/v1/payments/{held['id']}/capture", key, "cap-1", amount_to_capture=600)
+    assert first.status_code == 200, first.text
+    assert "idempotent-replayed" not in first.headers
+    again = _post(api, f"/v1/payments/{held['id']}/capture", key, "cap-1", amount_to_capture=600)
+    assert again.status_code == 200, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    other = _post(api, f"/v1/payments/{held['id']}/capture", key, "cap-1", amount_to_capture=500)
+    assert other.status_code == 400 and reason(other) == "IDEMPOTENCY_KEY_REUSED"
+    assert wait_for(api, key, held["id"])["amount_received"] == "600"
+    assert charge_count(sessions, held["id"]) == 1
+
+    open_ = create_payment(api, key, amount=300).json()
+    canceled = _post(api, f"/v1/payments/{open_['id']}/cancel", key, "cancel-1")
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    repeat = _post(api, f"/v1/payments/{open_['id']}/cancel", key, "cancel-1")
+    assert repeat.status_code == 200 and repeat.headers["idempotent-replayed"] == "true"
+    assert repeat.json() == canceled.json()
+    # The same key on another operation is another key (scoped by operation).
+    fresh = create_payment(api, key, amount=301).json()
+    assert _post(api, f"/v1/payments/{fresh['id']}/cancel", key, "cap-1").status_code == 200
+
+
+def test_confirm_with_a_key__a_repeat_replays_it_and_starts_nothing_twice(
+    api: httpx.Client, merchant: MerchantKeys, sessions
+) -> None:  # type: ignore[no-untyped-def]
+    key = merchant.secret_key
+    payment = create_payment(api, key, amount=700).json()
+    path = f"/v1/payments/{payment['id']}/confirm"
+    first = _post(api, path, key, "confirm-1", payment_method={"card": card()})
+    assert first.status_code == 200, first.text
+    again = _post(api, path, key, "confirm-1", payment_method={"card": card()})
+    assert again.status_code == 200, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert wait_for(api, key, payment["id"])["status"] == "succeeded"
+    assert charge_count(sessions, payment["id"]) == 1
+
+
+def test_a_failed_capture_with_a_key_is_not_stored(
+    api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    key = merchant.secret_key
+    open_ = create_payment(api, key, amount=300).json()
+    refused = _post(api, f"/v1/payments/{open_['id']}/capture", key, "cap-early")
+    assert refused.status_code == 400 and reason(refused) == "PAYMENT_STATE_INVALID"
+    again = _post(api, f"/v1/payments/{open_['id']}/capture", key, "cap-early")
+    assert again.status_code == 400 and "idempotent-replayed" not in again.headers
