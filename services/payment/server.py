@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -161,6 +162,25 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             )
             return checkout_to_proto(payment)
 
+    def _keyed_payment_write(
+        self,
+        owner: tuple[str, bool],
+        operation: str,
+        key: str | None,
+        request: Message,
+        work: Callable[[Session], payment_pb2.Payment],
+    ) -> tuple[payment_pb2.Payment, bool]:
+        """A write of a payment under its Idempotency-Key, if any, for `owner` (merchant, mode)."""
+        return self._idempotent.run(
+            merchant_id=owner[0],
+            livemode=owner[1],
+            operation=operation,
+            key=key,
+            request=request,
+            work=work,
+            parse=_parse_payment,
+        )
+
     def _confirm(
         self,
         principal: Principal | None,
@@ -189,15 +209,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         owner = (
             (principal.merchant_id, principal.livemode) if principal else (request.id[:40], False)
         )
-        return self._idempotent.run(
-            merchant_id=owner[0],
-            livemode=owner[1],
-            operation="confirm_payment",
-            key=key,
-            request=request,
-            work=work,
-            parse=_parse_payment,
-        )
+        return self._keyed_payment_write(owner, "confirm_payment", key, request, work)
 
     def _capture(
         self, principal: Principal, key: str | None, request: payment_pb2.CapturePaymentRequest
@@ -214,15 +226,8 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
                 )
             )
 
-        return self._idempotent.run(
-            merchant_id=principal.merchant_id,
-            livemode=principal.livemode,
-            operation="capture_payment",
-            key=key,
-            request=request,
-            work=work,
-            parse=_parse_payment,
-        )
+        owner = (principal.merchant_id, principal.livemode)
+        return self._keyed_payment_write(owner, "capture_payment", key, request, work)
 
     def _cancel(
         self, principal: Principal, key: str | None, request: payment_pb2.CancelPaymentRequest
@@ -237,15 +242,8 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
                 )
             )
 
-        return self._idempotent.run(
-            merchant_id=principal.merchant_id,
-            livemode=principal.livemode,
-            operation="cancel_payment",
-            key=key,
-            request=request,
-            work=work,
-            parse=_parse_payment,
-        )
+        owner = (principal.merchant_id, principal.livemode)
+        return self._keyed_payment_write(owner, "cancel_payment", key, request, work)
 
     def _create_refund(
         self, principal: Principal, key: str | None, request: payment_pb2.CreateRefundRequest

@@ -8,9 +8,18 @@ from datetime import UTC, datetime
 
 import pytest
 from google.protobuf import descriptor_pb2
+from paymesh.payment.v1 import payment_pb2
 
 from services.common.errors import InvalidArgument
-from services.common.pages import TOKEN_LENGTH_MAX, PageTokens, Scope, next_page, page_size
+from services.common.pages import (
+    ANY_TIME,
+    TOKEN_LENGTH_MAX,
+    CreatedRange,
+    PageTokens,
+    Scope,
+    next_page,
+    page_size,
+)
 from tests.security.contracts import DESCRIPTOR_SET
 
 WHEN = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
@@ -114,3 +123,23 @@ def test_every_list_response_says_whether_another_page_follows() -> None:
 @pytest.mark.parametrize(("token", "more"), [("", False), ("abc", True)])
 def test_next_page__has_more_exactly_when_a_token_is_issued(token: str, more: bool) -> None:
     assert next_page(token) == {"next_page_token": token, "has_more": more}
+
+
+def test_created_range__grpc_callers_get_the_same_refusals_as_the_edge() -> None:
+    # The edge refuses a malformed time in a query; a gRPC caller can send any seconds.
+    out_of_range = payment_pb2.ListPaymentsRequest()
+    out_of_range.created_gte.seconds = 10**12  # year 33,658
+    with pytest.raises(InvalidArgument) as raised:
+        CreatedRange.of(out_of_range)
+    assert [v.field for v in raised.value.violations] == ["created_gte"]
+    empty = payment_pb2.ListPaymentsRequest()
+    empty.created_gte.FromDatetime(WHEN)
+    empty.created_lt.FromDatetime(WHEN)
+    with pytest.raises(InvalidArgument) as raised:
+        CreatedRange.of(empty)
+    assert [v.field for v in raised.value.violations] == ["created_lt"]
+    assert CreatedRange.of(payment_pb2.ListPaymentsRequest()) == ANY_TIME
+    bounded = payment_pb2.ListPaymentsRequest()
+    bounded.created_lt.FromDatetime(WHEN)
+    assert CreatedRange.of(bounded) == CreatedRange(None, WHEN)
+    assert CreatedRange.of(bounded).scope() != ANY_TIME.scope(), "a token is bound to its range"
