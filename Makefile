@@ -119,9 +119,21 @@ frontend/dist/.built: frontend/gen/.generated $(FRONTEND_SOURCES) frontend/node_
 	cd frontend && NG_CLI_ANALYTICS=false npx ng build dashboard && NG_CLI_ANALYTICS=false npx ng build checkout
 	touch $@
 
+# The API reference at /docs/: Redoc's standalone bundle from npm, pinned by version and by the
+# registry's integrity hash, beside frontend/reference/index.html (it renders /v1/openapi.json).
+REDOC_VERSION := 3.0.1
+REDOC_INTEGRITY := sha512-KDfoKaYW19LCl4YStgBnwlaNjYEFfs5zCNt1s1WZ2YM5u8d26Yuzd2l43fZO851ZsgIMe/D640fDJkD8eaRQKQ==
+frontend/dist/docs/browser/.built: frontend/reference/index.html
+	rm -rf $(BUILD)/redoc && mkdir -p $(BUILD)/redoc frontend/dist/docs/browser
+	npm pack --silent --pack-destination $(BUILD)/redoc redoc@$(REDOC_VERSION) >/dev/null
+	test "sha512-$$(openssl dgst -sha512 -binary $(BUILD)/redoc/redoc-$(REDOC_VERSION).tgz | base64 -w0)" = "$(REDOC_INTEGRITY)"
+	tar -xzf $(BUILD)/redoc/redoc-$(REDOC_VERSION).tgz -C $(BUILD)/redoc package/bundles/redoc.standalone.js
+	cp $(BUILD)/redoc/package/bundles/redoc.standalone.js frontend/reference/index.html frontend/dist/docs/browser/
+	touch $@
+
 frontend-gen: frontend/gen/.generated
 
-frontend: frontend/dist/.built
+frontend: frontend/dist/.built frontend/dist/docs/browser/.built
 
 # angular-eslint (with its template accessibility rules) over both apps, then the unit tests of
 # the pure logic (frontend/tests/unit) on node's own test runner, TypeScript loaded by tsx.

@@ -1,5 +1,6 @@
--- paymesh edge: checks a REST request's body before the gRPC-JSON transcoder sees it, and strips
--- grpc-* headers from REST responses. Inlined into the Envoy configuration by
+-- paymesh edge: checks a REST request's body before the gRPC-JSON transcoder sees it, and gives
+-- REST responses their JSON shape (64-bit integers as numbers, errors in the REST error shape,
+-- no grpc-* headers). Inlined into the Envoy configuration by
 -- services/runtime/envoy.py; it runs after the buffer filter, so a body is at most 1 MiB.
 --
 -- The transcoder parses JSON with protobuf's parser, which takes a trailing comma, and takes a
@@ -8,9 +9,8 @@
 -- JSON (RFC 8259, UTF-8) whose objects name each member once, and it must be sent as
 -- application/json: any other type says the body is something else (curl -d sends a form type).
 -- A missing Content-Type is taken as JSON, as before: it claims nothing, and the body is still
--- checked. A refusal sets `paymesh.code` and `paymesh.reason` (and `paymesh.field` and
--- `paymesh.description` when a parameter is at fault), which local_reply_config renders in the
--- services' error shape.
+-- checked. A refusal sets `paymesh.reason` (the error's code) and, when a parameter is at
+-- fault, `paymesh.field`, which local_reply_config renders in the REST error shape.
 --
 -- Strict input: the transcoder drops members and query parameters that name no field (a typo
 -- such as `captur_method` would capture at once), and answers a value of the wrong type in
@@ -23,7 +23,6 @@ local byte, char, find, floor, lower, match, sub, upper, gsub, gmatch, concat =
   string.upper, string.gsub, string.gmatch, table.concat
 
 local DEPTH_MAX = 64 -- objects and arrays nested deeper are refused (protobuf allows 100)
-local INVALID_ARGUMENT = 3 -- google.rpc.Code
 
 -- The scanners read byte by byte with table lookups, which LuaJIT compiles to tight loops;
 -- Lua patterns cost about 20 ns a byte, which made a 48 KB body cost 1 ms more.
@@ -362,13 +361,17 @@ local function json_error(s, spec)
 end
 
 -- The REST routes: ROUTES[method] is a tree of path segments (VARIABLE for a `{name}`), and
--- a route's node holds, under LEAF, what its body must be and the query parameters it takes.
-local ROUTES, VARIABLE, LEAF, NO_FIELDS = {}, {}, {}, {}
+-- a route's node holds, under LEAF, what its body must be and the query parameters it takes,
+-- and the response's fields when it has 64-bit integers; BY_KEY finds that node again for the
+-- response, by a key the request leaves in the stream's metadata.
+local ROUTES, VARIABLE, LEAF, NO_FIELDS, BY_KEY = {}, {}, {}, {}, {}
 
 -- Adds an HTTP rule of a request message whose fields are `fields` (by proto and JSON name);
 -- `body` is the rule's: "*" for all fields but the path's, "" for none. Path-bound fields are
--- taken from the path only. Called when the filter loads, by the lines envoy.py appends.
-local function route(method, template, fields, body)
+-- taken from the path only. `output` is the response message's fields (nil when it has no
+-- 64-bit integer), `stream` whether it is a server stream. Called when the filter loads, by
+-- the lines envoy.py appends.
+local function route(method, template, fields, body, output, stream)
   local node = ROUTES[method] or {}
   ROUTES[method] = node
   local bound = {}
@@ -383,10 +386,15 @@ local function route(method, template, fields, body)
   for name, spec in pairs(fields) do
     if not bound[spec.name] then free[name] = spec end
   end
+  local key = method .. " " .. template
   node[LEAF] = {
     body = { kind = "message", fields = body == "*" and free or NO_FIELDS },
     query = body == "*" and NO_FIELDS or free,
+    output = output,
+    stream = stream,
+    key = key,
   }
+  BY_KEY[key] = node[LEAF]
 end
 
 -- No two templates match one path (envoy.py checks), but a literal and a variable can share
@@ -428,13 +436,11 @@ local function printable(name)
   return (gsub(sub(name, 1, 100), "[^\32-\126]", "?"))
 end
 
-local function refuse(handle, status, reason, message, field, description)
+local function refuse(handle, status, reason, message, field)
   local metadata = handle:streamInfo():dynamicMetadata()
-  metadata:set("paymesh", "code", INVALID_ARGUMENT)
-  metadata:set("paymesh", "reason", reason)
+  metadata:set("paymesh", "reason", lower(reason))
   if field ~= nil then
     metadata:set("paymesh", "field", field)
-    metadata:set("paymesh", "description", description)
   end
   handle:respond({ [":status"] = status }, message)
 end
@@ -445,20 +451,24 @@ local function refuse_parameter(handle, field, description, reason)
   local message = reason == "UNKNOWN_PARAMETER"
                   and "unknown parameter: " .. (field == "" and '""' or field)
                   or field .. ": " .. description
-  return refuse(handle, "400", reason, message, field, description)
+  return refuse(handle, "400", reason, message, field)
 end
 
 function envoy_on_request(handle)
   local headers = handle:headers()
   local content_type = headers:get("content-type")
   if content_type ~= nil and sub(content_type, 1, 16) == "application/grpc" then return end
-  -- Remembered for the response: a REST client gets no grpc-* headers.
-  handle:streamInfo():dynamicMetadata():set("paymesh", "rest", "1")
   local path, query = match(headers:get(":path"), "^([^?]*)%??(.*)$")
   local segments = {}
   for segment in gmatch(path, "[^/]+") do segments[#segments + 1] = segment end
   -- An unknown route is the transcoder's to answer (404).
   local known = lookup(ROUTES[headers:get(":method")], segments, 1)
+  -- Remembered for the response: a REST client gets no grpc-* headers, its errors in the REST
+  -- shape with the request id, and its 64-bit integers as numbers.
+  local metadata = handle:streamInfo():dynamicMetadata()
+  metadata:set("paymesh", "rest", "1")
+  metadata:set("paymesh", "request_id", printable(headers:get("x-request-id") or ""))
+  if known ~= nil and known.output ~= nil then metadata:set("paymesh", "route", known.key) end
   local body = handle:body()
   if body ~= nil and body:length() > 0 then
     if content_type ~= nil
@@ -484,14 +494,178 @@ function envoy_on_request(handle)
   end
 end
 
+-- Responses. The transcoder prints a 64-bit integer as a JSON string ("amount":"100"), and a
+-- service's error as the google.rpc.Status in JSON. REST clients get numbers, and errors in
+-- the one REST shape: {"error": {"type", "code", "message", "param", "request_id"}} (the
+-- edge's own errors get that shape from local_reply_config).
+
+-- Offset after the JSON string that starts at s[i] ('"'). The transcoder's output is valid
+-- JSON, so the string ends.
+local function skip_string(s, i)
+  local k = i + 1
+  while true do
+    local q = find(s, '["\\]', k)
+    if q == nil then return #s + 1 end
+    if byte(s, q) == 34 then return q + 1 end
+    k = q + 2
+  end
+end
+
+-- Offset after the value at s[i], whatever it is (no whitespace: the transcoder prints none).
+local function skip_any(s, i)
+  local c = byte(s, i)
+  if c == 34 then return skip_string(s, i) end
+  if c ~= 123 and c ~= 91 then return find(s, "[,}%]]", i) or #s + 1 end
+  local depth, k = 0, i
+  while true do
+    k = find(s, '["{}%[%]]', k)
+    if k == nil then return #s + 1 end
+    c = byte(s, k)
+    if c == 34 then k = skip_string(s, k)
+    else
+      depth = (c == 123 or c == 91) and depth + 1 or depth - 1
+      k = k + 1
+      if depth == 0 then return k end
+    end
+  end
+end
+
+-- The offsets of the quotes around each 64-bit integer found, in order.
+local quotes, nquotes = {}, 0
+local walk_value
+
+-- An object at s[i]: a message's (by proto field name: the transcoder prints those) or a map's.
+local function walk_object(s, i, fields, values)
+  local k = i + 1
+  if byte(s, k) == 125 then return k + 1 end
+  while true do
+    local e = skip_string(s, k)
+    local spec = values or fields[sub(s, k + 1, e - 2)]
+    k = spec and walk_value(s, e + 1, spec) or skip_any(s, e + 1)
+    if byte(s, k) == 125 then return k + 1 end
+    k = k + 1 -- ,
+  end
+end
+
+walk_value = function(s, i, spec)
+  local c, kind = byte(s, i), spec.kind
+  if c == 34 and (kind == "int64" or kind == "uint64") then
+    local e = skip_string(s, i)
+    quotes[nquotes + 1], quotes[nquotes + 2] = i, e - 1
+    nquotes = nquotes + 2
+    return e
+  end
+  if c == 123 then
+    if kind == "message" then return walk_object(s, i, spec.fields) end
+    if kind == "map" then return walk_object(s, i, nil, spec.value) end
+  elseif c == 91 and kind == "repeated" then
+    local k = i + 1
+    if byte(s, k) == 93 then return k + 1 end
+    while true do
+      k = walk_value(s, k, spec.item)
+      if byte(s, k) == 93 then return k + 1 end
+      k = k + 1 -- ,
+    end
+  end
+  return skip_any(s, i)
+end
+
+-- The JSON `s` of a message with these fields, with its 64-bit integers unquoted; nil when
+-- it has none. A value is at most 2^53 in magnitude wherever the API can put it (amounts are
+-- at most 99,999,999,999), so every JSON parser reads it exactly.
+local function numbers_unquoted(s, fields)
+  nquotes = 0
+  walk_object(s, 1, fields)
+  if nquotes == 0 then return nil end
+  local parts, last = {}, 1
+  for n = 1, nquotes do
+    parts[n] = sub(s, last, quotes[n] - 1)
+    last = quotes[n] + 1
+  end
+  parts[nquotes + 1] = sub(s, last)
+  return concat(parts)
+end
+
+-- The REST shape of the transcoder's google.rpc.Status JSON. `code` is the ErrorInfo's reason
+-- in lower case (the gRPC code's name when a status has none), `type` the catalog's
+-- (ERROR_TYPES, appended by envoy.py from services/runtime/errors.py).
+local ERROR_TYPES = {}
+local GRPC_CODES = { "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+  "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+  "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE",
+  "DATA_LOSS", "UNAUTHENTICATED" }
+
+local function type_of(reason, status)
+  local known = ERROR_TYPES[reason]
+  if known then return known end
+  if status == 401 then return "authentication_error" end
+  if status == 403 then return "permission_error" end
+  if status == 429 then return "rate_limit_error" end
+  if status >= 500 then return "api_error" end
+  return "invalid_request_error"
+end
+
+local function json_text(text)
+  return '"' .. gsub(text, '[%c"\\]', function(c)
+    return c == '"' and '\\"' or c == "\\" and "\\\\" or string.format("\\u%04x", byte(c))
+  end) .. '"'
+end
+
+local function rest_error(s, status, request_id)
+  local message, after = '""', 1
+  local m = find(s, '"message":"', 1, true)
+  if m then
+    after = skip_string(s, m + 10)
+    message = sub(s, m + 10, after - 1)
+  end
+  local reason = match(s, '"reason":"([A-Z0-9_]+)"', after)
+  if reason == nil then
+    reason = GRPC_CODES[tonumber(match(s, '^{"code":(%d+)') or 2)] or "UNKNOWN"
+  end
+  local param = ""
+  local f = find(s, '"field_violations":[{"field":"', after, true)
+  if f then
+    local e = skip_string(s, f + 29) -- the field's opening quote
+    param = ',"param":' .. sub(s, f + 29, e - 1)
+  end
+  return '{"error":{"type":"' .. type_of(reason, status) .. '","code":"' .. lower(reason)
+    .. '","message":' .. message .. param .. ',"request_id":' .. json_text(request_id) .. "}}"
+end
+
 function envoy_on_response(handle)
   local metadata = handle:streamInfo():dynamicMetadata():get("paymesh")
-  if metadata ~= nil and metadata["rest"] == "1" then
-    local headers = handle:headers()
-    headers:remove("grpc-status")
-    headers:remove("grpc-message")
-    headers:remove("grpc-status-details-bin")
-    headers:remove("grpc-accept-encoding")
-    headers:remove("grpc-encoding")
+  if metadata == nil or metadata["rest"] ~= "1" then return end
+  local headers = handle:headers()
+  headers:remove("grpc-status")
+  headers:remove("grpc-message")
+  headers:remove("grpc-status-details-bin")
+  headers:remove("grpc-accept-encoding")
+  headers:remove("grpc-encoding")
+  local status = tonumber(headers:get(":status")) or 0
+  if status >= 400 then
+    -- A service's error, as the transcoder prints a google.rpc.Status (the edge's own errors
+    -- have the REST shape already).
+    local body = handle:body()
+    if body == nil or body:length() < 8 or body:getBytes(0, 8) ~= '{"code":' then return end
+    body:setBytes(rest_error(body:getBytes(0, body:length()), status, metadata["request_id"]))
+    return
   end
+  local known = metadata["route"] and BY_KEY[metadata["route"]]
+  if known == nil then return end
+  if known.stream then
+    -- Server-sent events: each chunk is one `data: {...}` event, as the transcoder writes it.
+    for chunk in handle:bodyChunks() do
+      local text = chunk:getBytes(0, chunk:length())
+      local prefix, json, suffix = match(text, "^(data: )({.*})(%s*)$")
+      if json ~= nil then
+        local changed = numbers_unquoted(json, known.output)
+        if changed ~= nil then chunk:setBytes(prefix .. changed .. suffix) end
+      end
+    end
+    return
+  end
+  local body = handle:body()
+  if body == nil or body:length() == 0 then return end
+  local changed = numbers_unquoted(body:getBytes(0, body:length()), known.output)
+  if changed ~= nil then body:setBytes(changed) end
 end

@@ -19,19 +19,20 @@ import {
 } from '@bufbuild/protobuf';
 import { http } from '@gen/google/api/annotations_pb';
 
-/** One field at fault, from a `google.rpc.BadRequest` detail. */
-export interface FieldViolation {
-  field: string;
-  description: string;
-}
-
-/** An error the API answered (or a network failure, with status 0). */
+/**
+ * An error the API answered, from its `{"error": {type, code, message, param}}` body (see
+ * docs/api.md and docs/errors.md), or a network failure (status 0, code `network`).
+ */
 export class ApiError extends Error {
   constructor(
     readonly status: number,
     message: string,
-    readonly reason: string,
-    readonly fieldViolations: FieldViolation[] = [],
+    /** The error's code, e.g. `payment_state_invalid`. */
+    readonly code: string,
+    /** `invalid_request_error`, `authentication_error`, `api_error`... */
+    readonly type: string = '',
+    /** The parameter at fault, when one is. */
+    readonly param: string = '',
   ) {
     super(message);
   }
@@ -94,27 +95,25 @@ function flatten(prefix: string, value: JsonValue, query: URLSearchParams): void
   }
 }
 
-/** Turns a non-2xx response into an ApiError, reading the google.rpc.Status JSON body. */
+/** Turns a non-2xx response into an ApiError, reading the API's error body. */
 async function toError(response: Response): Promise<ApiError> {
-  let message = `HTTP ${response.status}`;
-  let reason = '';
-  const violations: FieldViolation[] = [];
   try {
-    const body = (await response.json()) as {
-      message?: string;
-      details?: { '@type'?: string; reason?: string; fieldViolations?: FieldViolation[]; field_violations?: FieldViolation[] }[];
+    const { error } = (await response.json()) as {
+      error?: { type?: string; code?: string; message?: string; param?: string };
     };
-    message = body.message || message;
-    for (const detail of body.details ?? []) {
-      if (detail['@type']?.endsWith('ErrorInfo')) {
-        reason = detail.reason ?? '';
-      }
-      violations.push(...(detail.field_violations ?? detail.fieldViolations ?? []));
+    if (error) {
+      return new ApiError(
+        response.status,
+        error.message || `HTTP ${response.status}`,
+        error.code ?? '',
+        error.type ?? '',
+        error.param ?? '',
+      );
     }
   } catch {
     // Not JSON (a proxy's page): the status says enough.
   }
-  return new ApiError(response.status, message, reason, violations);
+  return new ApiError(response.status, `HTTP ${response.status}`, '');
 }
 
 /** Calls a unary RPC through the edge's REST binding. */
@@ -136,7 +135,7 @@ export async function call<I extends DescMessage, O extends DescMessage>(
     if (error instanceof DOMException && error.name === 'AbortError') {
       throw error;
     }
-    throw new ApiError(0, 'The server could not be reached. Check your connection.', 'NETWORK');
+    throw new ApiError(0, 'The server could not be reached. Check your connection.', 'network');
   }
   if (!response.ok) {
     throw await toError(response);

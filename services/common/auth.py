@@ -17,7 +17,7 @@ import grpc
 from paymesh.admin.v1 import admin_internal_pb2, admin_internal_pb2_grpc
 
 from services.common.api_keys import parse_key
-from services.common.errors import PermissionDenied, Unauthenticated, Unavailable
+from services.common.errors import SecretKeyRequired, Unauthenticated, Unavailable
 
 # Bounds memory when many distinct keys are tried.
 CACHE_ENTRIES_MAX = 10_000
@@ -156,7 +156,7 @@ class ApiKeyAuthenticator:
         if parsed is None:
             raise Unauthenticated("the API key is malformed")
         if policy is AuthPolicy.SECRET_KEY and parsed.kind != "secret":
-            raise PermissionDenied("this call needs a secret key", reason="SECRET_KEY_REQUIRED")
+            raise SecretKeyRequired("this call needs a secret key")
         now = time.monotonic()
         cached = self._cache.get(parsed.key_hash)
         if cached is not None and cached[0] > now:

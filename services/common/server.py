@@ -43,6 +43,8 @@ from services.common.errors import (
     InvalidArgument,
     Unauthenticated,
     Unavailable,
+    UnknownParameter,
+    ValueOutOfRange,
     internal_status,
 )
 from services.common.logs import request_id_var
@@ -158,9 +160,8 @@ def _check_decoded(request: Any) -> None:
     if request is UNDECODABLE:
         raise InvalidArgument("the request body could not be decoded")
     if isinstance(request, _UnknownField):
-        raise InvalidArgument(
+        raise UnknownParameter(
             f"unknown field number {request.path.rpartition('.')[2]} in the request",
-            reason="UNKNOWN_PARAMETER",
             violations=[FieldViolation(request.path, "is not a field of this request")],
         )
 
@@ -336,7 +337,7 @@ def _as_domain_error(method: str, error: Exception) -> Exception:
     if isinstance(error, (DataError, psycopg.DataError)):
         refused = getattr(error, "orig", error)  # SQLAlchemy wraps the driver's error
         logger.warning("%s: the database refused a value: %s", method, type(refused).__name__)
-        return InvalidArgument("a value is out of range or malformed", reason="VALUE_OUT_OF_RANGE")
+        return ValueOutOfRange("a value is out of range or malformed")
     if isinstance(
         error,
         (

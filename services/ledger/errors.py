@@ -1,6 +1,6 @@
 """Errors of the ledger service."""
 
-from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 
 class InvalidPosting(InvalidArgument):
@@ -19,3 +19,9 @@ class AccountNotFound(NotFound):
     """No ledger account with this id."""
 
     reason = "LEDGER_ACCOUNT_NOT_FOUND"
+
+
+class ReconciliationRangeTooLarge(FailedPrecondition):
+    """More items in the range than one reconciliation checks; reconcile a shorter range."""
+
+    reason = "RECONCILIATION_RANGE_TOO_LARGE"

@@ -29,8 +29,9 @@ from paymesh.payment.v1 import payment_internal_pb2
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import InvalidArgument
 from services.ledger import accounts
+from services.ledger.errors import ReconciliationRangeTooLarge
 from services.ledger.models import Account, Entry, LedgerTransaction
 from services.ledger.posting import PLATFORM_OWNER
 
@@ -469,9 +470,8 @@ def fetch_processor_records(
 
 def _check_size(count: int) -> None:
     if count > ITEMS_MAX:
-        raise FailedPrecondition(
-            f"more than {ITEMS_MAX} items in the range; reconcile a shorter range",
-            reason="RECONCILIATION_RANGE_TOO_LARGE",
+        raise ReconciliationRangeTooLarge(
+            f"more than {ITEMS_MAX} items in the range; reconcile a shorter range"
         )
 
 

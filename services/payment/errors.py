@@ -11,7 +11,7 @@ ProcessorError                                    (inside the worker only)
 └── ProcessorUnavailable                          (transient: retry)
 """
 
-from services.common.errors import Conflict, FailedPrecondition, NotFound
+from services.common.errors import IDEMPOTENCY, Conflict, FailedPrecondition, NotFound
 
 
 class PaymentNotFound(NotFound):
@@ -42,12 +42,14 @@ class IdempotencyKeyReused(FailedPrecondition):
     """The key was used before with a different request."""
 
     reason = "IDEMPOTENCY_KEY_REUSED"
+    error_type = IDEMPOTENCY
 
 
 class IdempotencyKeyInUse(Conflict):
     """The first request with this key is still running; retry shortly."""
 
     reason = "IDEMPOTENCY_KEY_IN_USE"
+    error_type = IDEMPOTENCY
 
 
 class ProcessorError(Exception):

@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session
 
 from services.common.db import execute_many, render
 from services.common.ids import new_id
+from services.common.rest_json import message_to_json
 from services.payment.models import OutboxMessage, Payment, Refund
-from services.payment.views import payment_to_proto, refund_to_proto, to_json_object
+from services.payment.views import payment_to_proto, refund_to_proto
 
 # A payment's drive is written as one payment's job; the relay hands drives over in batches.
 PROCESS_PAYMENT = "services.payment.jobs.process_payment"
@@ -115,7 +116,7 @@ def payment_event_row(payment: Payment | Row[Any], event_type: str) -> dict[str,
         event_type=event_type,
         merchant_id=payment.merchant_id,
         livemode=payment.livemode,
-        obj=to_json_object(payment_to_proto(payment)),
+        obj=message_to_json(payment_to_proto(payment)),
     )
 
 
@@ -134,7 +135,7 @@ def refund_event(session: Session, refund: Refund, event_type: str) -> str:
         event_type=event_type,
         merchant_id=refund.merchant_id,
         livemode=refund.livemode,
-        obj=to_json_object(refund_to_proto(refund)),
+        obj=message_to_json(refund_to_proto(refund)),
     )
 
 

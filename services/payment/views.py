@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
-from google.protobuf.message import Message
 from paymesh.payment.v1 import payment_pb2
 from sqlalchemy import Row
 
@@ -104,12 +102,3 @@ def refund_to_proto(refund: Refund) -> payment_pb2.Refund:
     message.create_time.FromDatetime(refund.create_time)
     message.update_time.FromDatetime(refund.update_time)
     return message
-
-
-def to_json_object(message: Message) -> dict[str, Any]:
-    """A message as REST clients see it: snake_case names, every field printed."""
-    return MessageToDict(
-        message,
-        preserving_proto_field_name=True,
-        always_print_fields_with_no_presence=True,
-    )

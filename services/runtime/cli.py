@@ -34,6 +34,7 @@ def _banner(live: Settings, demo: dict[str, str]) -> str:
             "",
             f"paymesh is up on {base}",
             f"  REST API        {base}/v1/payments",
+            f"  API reference   {base}/docs/ (OpenAPI: {base}/v1/openapi.json)",
             f"  dashboard       {base}/dashboard/",
             f"  checkout        {base}/checkout/<payment id>?client_secret=... (from checkout_url)",
             f"  demo shop       http://localhost:{live.demo_shop_port}/",
@@ -159,13 +160,13 @@ def _utc_time(text: str) -> datetime.datetime:
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     """Reconciles the ledger for a range through the ledger service; exit 1 on mismatches."""
-    from google.protobuf.json_format import MessageToDict  # noqa: PLC0415
     from paymesh.ledger.v1 import (  # noqa: PLC0415
         ledger_internal_pb2,
         ledger_internal_pb2_grpc,
     )
 
     from services.common.clients import sync_channel  # noqa: PLC0415
+    from services.common.rest_json import message_to_json  # noqa: PLC0415
     from services.ledger.reconciliation import render_text  # noqa: PLC0415
 
     request = ledger_internal_pb2.ReconcileRequest()
@@ -179,7 +180,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
             _print(f"reconciliation failed: {error.code().name}: {error.details()}")
             return 2
     if args.json:
-        _print(json.dumps(MessageToDict(report, preserving_proto_field_name=True), indent=2))
+        _print(json.dumps(message_to_json(report), indent=2))
     else:
         _print(render_text(report))
     return 1 if report.mismatches else 0

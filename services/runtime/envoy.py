@@ -20,6 +20,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from services.common import errors
 from services.common.settings import SERVICE_NAMES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,8 +114,18 @@ def safe_methods(descriptor: Path = DESCRIPTOR) -> list[str]:
     ]
 
 
-def _http_bindings(descriptor: Path) -> Iterator[tuple[str, str, str, str]]:
-    """(HTTP method, path template, body, request message) of each public REST binding.
+@dataclass(frozen=True)
+class _Binding:
+    verb: str  # the HTTP method
+    template: str  # the path template
+    body: str  # "*" or ""
+    input_type: str  # the request message's full name, with a leading dot
+    output_type: str  # the response message's
+    streaming: bool  # a server stream (sent as server-sent events)
+
+
+def _http_bindings(descriptor: Path) -> Iterator[_Binding]:
+    """Each public REST binding.
 
     The one walk that both the 405 routes and envoy/edge.lua's field tables are built from.
     """
@@ -123,14 +134,21 @@ def _http_bindings(descriptor: Path) -> Iterator[tuple[str, str, str, str]]:
             verb = binding.WhichOneof("pattern")
             if verb is not None:
                 assert verb != "custom", f"custom HTTP method in {binding}"
-                yield verb.upper(), getattr(binding, verb), binding.body, method.input_type
+                yield _Binding(
+                    verb=verb.upper(),
+                    template=getattr(binding, verb),
+                    body=binding.body,
+                    input_type=method.input_type,
+                    output_type=method.output_type,
+                    streaming=method.server_streaming,
+                )
 
 
 def rest_paths(descriptor: Path = DESCRIPTOR) -> dict[str, set[str]]:
     """The HTTP methods each REST path template of the public services takes."""
     allowed: dict[str, set[str]] = {}
-    for verb, template, _, _ in _http_bindings(descriptor):
-        allowed.setdefault(template, set()).add(verb)
+    for binding in _http_bindings(descriptor):
+        allowed.setdefault(binding.template, set()).add(binding.verb)
     return allowed
 
 
@@ -155,6 +173,16 @@ _WELL_KNOWN_KINDS = {".google.protobuf.Timestamp": "timestamp"}
 def _lua_string(text: str) -> str:
     assert re.fullmatch(r"[A-Za-z0-9_.:{}/*-]*", text), text  # nothing to escape
     return f'"{text}"'
+
+
+def _error_types_lua() -> list[str]:
+    """Lua that gives envoy/edge.lua each error code's `type` (appended to it)."""
+    from services.runtime.errors import catalog  # noqa: PLC0415 - imports every service
+
+    return [
+        "-- rendered by services/runtime/envoy.py from the error catalog: each code's type",
+        *[f'ERROR_TYPES.{e.code.upper()} = "{e.error_type}"' for e in catalog()],
+    ]
 
 
 def _strict_input_lua(descriptor: Path = DESCRIPTOR) -> list[str]:
@@ -190,6 +218,18 @@ def _strict_input_lua(descriptor: Path = DESCRIPTOR) -> list[str]:
             return f'kind = "message", fields = M[{number(field.type_name)}]'
         return f'kind = "{_SCALAR_KINDS.get(types.Name(field.type), "any")}"'
 
+    int64 = {types.Value(t) for t in ("TYPE_INT64", "TYPE_SINT64", "TYPE_SFIXED64")} | {
+        types.Value(t) for t in ("TYPE_UINT64", "TYPE_FIXED64")
+    }
+
+    def has_int64(name: str, seen: frozenset[str] = frozenset()) -> bool:
+        if name in seen or name not in messages or name.startswith(".google.protobuf."):
+            return False
+        return any(
+            field.type in int64 or has_int64(field.type_name, seen | {name})
+            for field in messages[name].field
+        )
+
     def number(name: str) -> int:
         if name in index:
             return index[name]
@@ -210,14 +250,17 @@ def _strict_input_lua(descriptor: Path = DESCRIPTOR) -> list[str]:
         return index[name]
 
     routes: list[str] = []
-    for verb, template, body, input_type in _http_bindings(descriptor):
+    for b in _http_bindings(descriptor):
         # A body bound to one field, or a nested path variable, would need more than the
         # top-level field tables edge.lua has.
-        assert body in ("", "*"), f"body {body!r} in {verb} {template}"
-        assert "." not in "".join(re.findall(r"{([^}]*)}", template)), template
+        assert b.body in ("", "*"), f"body {b.body!r} in {b.verb} {b.template}"
+        assert "." not in "".join(re.findall(r"{([^}]*)}", b.template)), b.template
+        # The response's table only when it holds a 64-bit integer to print as a number.
+        output = f"M[{number(b.output_type)}]" if has_int64(b.output_type) else "nil"
         routes.append(
-            f"route({_lua_string(verb)}, {_lua_string(template)}, "
-            f"M[{number(input_type)}], {_lua_string(body)})"
+            f"route({_lua_string(b.verb)}, {_lua_string(b.template)}, "
+            f"M[{number(b.input_type)}], {_lua_string(b.body)}, {output}, "
+            f"{'true' if b.streaming else 'false'})"
         )
     return [
         "do -- rendered by services/runtime/envoy.py from the descriptor: strict input",
@@ -360,9 +403,93 @@ def _clusters(upstreams: Mapping[str, list[Upstream]]) -> list[str]:
     return lines
 
 
+# The statuses Envoy answers itself, and the error each is (services/common/errors.py).
+_EDGE_ERRORS: dict[int, type[errors.DomainError]] = {
+    400: errors.InvalidRequest,
+    404: errors.RouteNotFound,
+    405: errors.MethodNotAllowed,
+    408: errors.RequestTimeout,
+    413: errors.BodyTooLarge,
+    431: errors.HeadersTooLarge,
+    503: errors.ServiceUnavailable,
+    504: errors.GatewayTimeout,
+}
+# gRPC callers get Envoy's own errors as a grpc-status, never a JSON body. A REST request is
+# one that edge.lua marked (the transcoder has made it gRPC by the time the router answers),
+# or, before edge.lua runs (the buffer filter's 413), one not sent as gRPC.
+_REST = (
+    "{or_filter: {filters: ["
+    "{metadata_filter: {matcher: {filter: paymesh, path: [{key: rest}], "
+    "value: {present_match: true}}, match_if_key_not_found: false}}, "
+    "{header_filter: {header: {name: content-type, "
+    "string_match: {prefix: application/grpc}, invert_match: true, "
+    "treat_missing_header_as_empty: true}}}]}}"
+)
+
+
+def _error_format(
+    key: str, error_type: str, code: str, param: str | None = None, indent: int = 2
+) -> list[str]:
+    """`key` (a body format) for the REST error shape (as edge.lua prints the services')."""
+    fields = [
+        f"type: {error_type}",
+        f"code: {json.dumps(code)}",
+        'message: "%LOCAL_REPLY_BODY%"',
+        *([f"param: {json.dumps(param)}"] if param is not None else []),
+        'request_id: "%REQ(X-REQUEST-ID)%"',
+    ]
+    lines = [
+        f"{key}:",
+        "  json_format:",
+        "    error: {" + ", ".join(fields) + "}",
+        "  content_type: application/json",
+    ]
+    return [" " * indent + line for line in lines]
+
+
+def _metadata_filter(key: str) -> str:
+    return (
+        "{metadata_filter: {matcher: {filter: paymesh, path: [{key: "
+        + key
+        + "}], value: {present_match: true}}, match_if_key_not_found: false}}"
+    )
+
+
+def _local_reply() -> list[str]:
+    """local_reply_config: every reply Envoy makes itself, in the REST error shape."""
+    lines = ["mappers:"]
+    # edge.lua's refusals: the code (and the parameter at fault) in the stream's metadata.
+    lines += [
+        f"- filter: {_metadata_filter('field')}",
+        *_error_format(
+            "body_format_override",
+            errors.INVALID_REQUEST,
+            "%DYNAMIC_METADATA(paymesh:reason)%",
+            "%DYNAMIC_METADATA(paymesh:field)%",
+        ),
+        f"- filter: {_metadata_filter('reason')}",
+        *_error_format(
+            "body_format_override", errors.INVALID_REQUEST, "%DYNAMIC_METADATA(paymesh:reason)%"
+        ),
+    ]
+    for status, error in _EDGE_ERRORS.items():
+        lines += [
+            "- filter: {and_filter: {filters: [",
+            f"    {{status_code_filter: {{comparison: {{op: EQ, value: "
+            f"{{default_value: {status}, runtime_key: edge.local_reply.s{status}}}}}}}}},",
+            f"    {_REST}]}}}}",
+            *_error_format("body_format_override", error.error_type, error.reason.lower()),
+        ]
+    # Any other reply Envoy makes (500, 502...).
+    internal = errors.Internal
+    return lines + _error_format(
+        "body_format", internal.error_type, internal.reason.lower(), indent=0
+    )
+
+
 # The built web apps, served by services/runtime/webapps.py. The transcoder and the body checks
 # are off on their routes: they are no API, and it would refuse their paths as unknown methods.
-WEBAPP_PREFIXES = ("/dashboard/", "/checkout/")
+WEBAPP_PREFIXES = ("/dashboard/", "/checkout/", "/docs/")
 FILTER_CONFIG_TYPE = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 
 
@@ -372,6 +499,13 @@ def _webapp_routes() -> list[str]:
         "  redirect: {path_redirect: /dashboard/}",
         "- match: {path: /dashboard}",
         "  redirect: {path_redirect: /dashboard/}",
+        "- match: {path: /docs}",
+        "  redirect: {path_redirect: /docs/}",
+        # The OpenAPI document (gen/openapi.json, tools/openapi.py), which /docs/ renders.
+        "- match: {path: /v1/openapi.json}",
+        "  route: {cluster: webapps, timeout: 15s, prefix_rewrite: /docs/openapi.json}",
+        "  typed_per_filter_config:",
+        *_filters_disabled(),
     ]
     for prefix in WEBAPP_PREFIXES:
         lines += [
@@ -432,7 +566,10 @@ def render(
             _routes() + (_webapp_routes() if webapps else []) + _method_not_allowed_routes(),
             14,
         ),
-        edge_lua=_indent(EDGE_LUA.read_text().splitlines() + _strict_input_lua(), 18),
+        edge_lua=_indent(
+            EDGE_LUA.read_text().splitlines() + _strict_input_lua() + _error_types_lua(), 18
+        ),
+        local_reply=_indent(_local_reply(), 12),
         transcoded_services=_indent([f"- {name}" for name in transcoded], 14),
         clusters=_indent(_clusters(upstreams) + (_webapp_cluster(webapps) if webapps else []), 2),
     )

@@ -1,8 +1,9 @@
 """Serves the built web apps (`frontend/dist/<app>/browser`) behind the Envoy edge.
 
-Envoy routes `/dashboard/` and `/checkout/` here, so the apps share the API's origin. Files with a
-content hash in their name are cached for a year; `index.html` is revalidated every time, and
-any path that is not a file gets it, so the apps' own routers handle deep links.
+Envoy routes `/dashboard/`, `/checkout/` and `/docs/` (the API reference) here, so the apps
+share the API's origin, and `GET /v1/openapi.json` as `/docs/openapi.json` (gen/openapi.json).
+Files with a content hash in their name are cached for a year; `index.html` is revalidated every
+time, and any path that is not a file gets it, so the apps' own routers handle deep links.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 DIST = ROOT / "frontend" / "dist"
-APPS = ("dashboard", "checkout")
+APPS = ("dashboard", "checkout", "docs")
+OPENAPI = ROOT / "gen" / "openapi.json"
 
 # Angular's output hashing: "main-ABCD1234.js", "chunk-XYZ98765.js", "styles-....css".
 HASHED_NAME = re.compile(r"-[A-Z0-9]{8}\.(js|css|woff2?|ttf|svg|png)$")
@@ -34,12 +36,13 @@ COMPRESSIBLE = ("text/", "application/javascript", "application/json", "image/sv
 GZIP_MIN_BYTES = 1024
 GZIP_CACHE_MAX = 256
 
-# What the pages may load: only this origin (fonts and icons are self-hosted); Material needs
+# What the pages may load: only this origin (fonts and icons are self-hosted; the API reference
+# embeds its icon font as a data: URI); Material needs
 # inline styles; nobody may frame the pages (clickjacking the checkout).
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-        "font-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; "
+        "font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; "
         "form-action 'self'"
     ),
     "X-Content-Type-Options": "nosniff",
@@ -64,8 +67,9 @@ class Asset:
 class AssetStore:
     """Finds the file for a request path, with gzip versions kept in memory."""
 
-    def __init__(self, dist: Path) -> None:
+    def __init__(self, dist: Path, openapi: Path = OPENAPI) -> None:
         self.dist = dist
+        self.openapi = openapi
         self._gzip: dict[tuple[Path, int], bytes] = {}
         self._lock = threading.Lock()
 
@@ -78,6 +82,8 @@ class AssetStore:
         parts = [part for part in unquote(urlsplit(path).path).split("/") if part]
         if not parts or parts[0] not in APPS:
             return None
+        if parts == ["docs", "openapi.json"]:
+            return self.openapi
         root = self.app_root(parts[0]).resolve()
         candidate = root.joinpath(*parts[1:]).resolve()
         if not candidate.is_relative_to(root):

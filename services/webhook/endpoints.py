@@ -5,18 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from google.protobuf import json_format
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
-from services.common.errors import FieldViolation, InvalidArgument, ResourceExhausted
+from services.common.errors import FieldViolation, InvalidArgument
 from services.common.ids import has_prefix, new_id
 from services.common.pages import PageTokens, Scope
+from services.common.rest_json import message_to_json
 from services.webhook import events
 from services.webhook.addresses import AddressRefused, check_registration
 from services.webhook.crypto import SecretBox, new_secret
 from services.webhook.dispatch import DueAttempt
-from services.webhook.errors import EndpointNotFound, UrlRefused
+from services.webhook.errors import EndpointLimit, EndpointNotFound, UrlRefused
 from services.webhook.models import Delivery, Endpoint, EndpointSecret
 from services.webhook.views import endpoint_to_proto
 
@@ -102,10 +102,7 @@ def create_endpoint(
         ).all()
     )
     if count >= ENDPOINTS_PER_MERCHANT_MAX:
-        raise ResourceExhausted(
-            f"at most {ENDPOINTS_PER_MERCHANT_MAX} webhook endpoints per mode",
-            reason="WEBHOOK_ENDPOINT_LIMIT",
-        )
+        raise EndpointLimit(f"at most {ENDPOINTS_PER_MERCHANT_MAX} webhook endpoints per mode")
     now = datetime.now(UTC)
     endpoint = Endpoint(
         id=new_id("we"),
@@ -263,9 +260,7 @@ def disable_endpoint(
     endpoint.status, endpoint.disabled_reason = "disabled", reason
     endpoint.update_time = datetime.now(UTC)
     session.flush()
-    payload = json_format.MessageToDict(
-        endpoint_to_proto(endpoint), preserving_proto_field_name=True
-    )
+    payload = message_to_json(endpoint_to_proto(endpoint))
     published = events.publish_event(
         session,
         event_id=new_id("evt"),

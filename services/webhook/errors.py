@@ -1,6 +1,12 @@
 """Errors of the webhook service."""
 
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import (
+    INVALID_REQUEST,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 
 
 class EventNotFound(NotFound):
@@ -43,3 +49,16 @@ class DeliveryInProgress(FailedPrecondition):
     """The delivery is still pending or retrying; only finished deliveries are replayed."""
 
     reason = "WEBHOOK_DELIVERY_IN_PROGRESS"
+
+
+class EndpointLimit(ResourceExhausted):
+    """The merchant has as many webhook endpoints in this mode as it may."""
+
+    reason = "WEBHOOK_ENDPOINT_LIMIT"
+    error_type = INVALID_REQUEST  # a quota: waiting does not help, deleting an endpoint does
+
+
+class EventNotStorable(InvalidArgument):
+    """The database refused a published event as sent (an internal publisher's mistake)."""
+
+    reason = "EVENT_NOT_STORABLE"

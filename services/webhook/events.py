@@ -19,7 +19,7 @@ from services.common.errors import DomainError, InvalidArgument
 from services.common.ids import has_prefix, new_id
 from services.common.pages import ANY_TIME, CreatedRange, PageTokens, Scope
 from services.webhook.dispatch import DueAttempt
-from services.webhook.errors import EventNotFound, EventTooLarge
+from services.webhook.errors import EventNotFound, EventNotStorable, EventTooLarge
 from services.webhook.models import Delivery, Endpoint, Event
 
 logger = logging.getLogger(__name__)
@@ -166,9 +166,7 @@ def _store_alone(session: Session, draft: EventDraft) -> Published | DomainError
             return _store(session, [draft])[draft.event_id]
     except DataError:
         logger.warning("event %s refused by the database", draft.event_id, exc_info=True)
-        return InvalidArgument(
-            f"event {draft.event_id} cannot be stored as sent", reason="EVENT_NOT_STORABLE"
-        )
+        return EventNotStorable(f"event {draft.event_id} cannot be stored as sent")
 
 
 def _store(session: Session, drafts: list[EventDraft]) -> dict[str, Published]:

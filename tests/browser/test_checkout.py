@@ -54,7 +54,7 @@ def test_checkout__decline_then_another_card_succeeds(
     decline = page.get_by_test_id("decline")
     expect(decline).to_contain_text("declined")
     expect(decline).to_be_focused()
-    assert get_payment(api, merchant, payment["id"])["amount_received"] == "0"
+    assert get_payment(api, merchant, payment["id"])["amount_received"] == 0
 
     page.get_by_test_id("try-another").click()
     expect(page.get_by_label("Card number")).to_be_focused()
@@ -66,7 +66,7 @@ def test_checkout__decline_then_another_card_succeeds(
     expect(page.get_by_test_id("success")).to_be_visible()
     final = wait_final(api, merchant, payment["id"])
     assert final["status"] == "succeeded"
-    assert final["amount_received"] == "1999"
+    assert final["amount_received"] == 1999
     assert final["card"]["last4"] == "4444"
 
 
@@ -87,7 +87,7 @@ def test_checkout__double_click_pays_once(
     expect(page.get_by_test_id("success")).to_be_visible()
     final = wait_final(api, merchant, payment["id"])
     assert final["status"] == "succeeded"
-    assert final["amount_received"] == "4200"
+    assert final["amount_received"] == 4200
     assert len(confirms) == 1
     keys = {request.headers.get("idempotency-key") for request in confirms}
     assert None not in keys

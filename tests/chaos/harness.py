@@ -349,7 +349,7 @@ class Flow:
 
 def _drive(client: Client, flow: Flow, *, timeout_s: float) -> None:
     flow.body = {
-        "amount": "2000",
+        "amount": 2000,
         "currency": "USD",
         "capture_method": "manual" if flow.manual else "automatic",
         "payment_method": {
@@ -371,7 +371,7 @@ def _drive(client: Client, flow: Flow, *, timeout_s: float) -> None:
         refund = client.call(
             "POST",
             "/v1/refunds",
-            {"payment_id": flow.payment_id, "amount": "500"},
+            {"payment_id": flow.payment_id, "amount": 500},
             key=f"{flow.key}-refund",
         )
         assert refund.status_code == 200, refund.text

@@ -16,13 +16,9 @@ from services.admin.models import ApiKey, AuditEntry, Merchant, OperatorSession
 from services.common.db import transaction
 from services.runtime.platform import LocalPlatform
 from tests.integration.conftest import MerchantKeys, OperatorLogin
+from tests.rest_errors import error_code
 
 REVOCATION_DEADLINE_S = 15.0
-
-
-def _reason(response: httpx.Response) -> str:
-    reason: str = response.json()["details"][0]["reason"]
-    return reason
 
 
 def _count(sessions, model) -> int:  # type: ignore[no-untyped-def]
@@ -109,15 +105,15 @@ def test_login__wrong_password_is_401_then_429_per_email_and_address(
     for _ in range(5):
         wrong = api.post("/admin/login", json={"email": email, "password": "wrong-password"})
         assert wrong.status_code == 401
-        assert _reason(wrong) == "INVALID_CREDENTIALS"
+        assert error_code(wrong) == "invalid_credentials"
     # A forged X-Forwarded-For does not buy new attempts: only the edge's own entry counts.
     for headers in ({}, {"X-Forwarded-For": "203.0.113.9"}):
         limited = api.post(
             "/admin/login", json={"email": email, "password": "right-password"}, headers=headers
         )
         assert limited.status_code == 429, limited.text
-        assert _reason(limited) == "LOGIN_RATE_LIMITED"
-        assert "too many failed logins" in limited.json()["message"]
+        assert error_code(limited) == "login_rate_limited"
+        assert "too many failed logins" in limited.json()["error"]["message"]
         # As the API's 429s do: when the oldest failure leaves the window, in seconds.
         retry_after = int(limited.headers["retry-after"])
         assert 1 <= retry_after <= platform.settings.admin_login_failure_window_s
@@ -132,8 +128,8 @@ def test_login__unknown_email_gets_the_same_answer_as_a_wrong_password(
         "/admin/login", json={"email": "nobody@paymesh.test", "password": "whatever-123"}
     )
     assert response.status_code == 401
-    assert _reason(response) == "INVALID_CREDENTIALS"
-    assert response.json()["message"] == "the email or password is wrong"
+    assert error_code(response) == "invalid_credentials"
+    assert response.json()["error"]["message"] == "the email or password is wrong"
 
 
 @pytest.mark.parametrize(
@@ -155,7 +151,7 @@ def test_login__missing_or_oversized_fields_are_400(
     before = _count(sessions, OperatorSession)
     response = api.post("/admin/login", json=body)
     assert response.status_code == 400, response.text
-    assert _reason(response) == "INVALID_ARGUMENT"
+    assert error_code(response) == "invalid_argument"
     assert _count(sessions, OperatorSession) == before
 
 
@@ -178,7 +174,7 @@ def test_admin_methods__without_a_valid_session_are_401(api: httpx.Client) -> No
     ):
         response = api.get("/admin/merchants", headers=headers)
         assert response.status_code == 401, headers
-        assert _reason(response) == "SESSION_INVALID"
+        assert error_code(response) == "session_invalid"
 
 
 def test_admin_methods__merchant_keys_are_403(api: httpx.Client, merchant: MerchantKeys) -> None:
@@ -198,7 +194,7 @@ def test_admin_methods__merchant_keys_are_403(api: httpx.Client, merchant: Merch
             body = {"name": "x"} if method == "POST" else None
             response = api.request(method, path, headers=headers, json=body)
             assert response.status_code == 403, (headers, path)
-            assert _reason(response) == "OPERATOR_SESSION_REQUIRED"
+            assert error_code(response) == "operator_session_required"
 
 
 def test_expired_session_is_401(
@@ -215,7 +211,7 @@ def test_expired_session_is_401(
         )
     response = api.get("/admin/merchants", headers=viewer_login.headers)
     assert response.status_code == 401
-    assert _reason(response) == "SESSION_INVALID"
+    assert error_code(response) == "session_invalid"
 
 
 def test_logout__revokes_the_session_at_once_and_is_audited(
@@ -270,7 +266,7 @@ def test_viewer__reads_but_every_write_is_403_and_changes_nothing(
     for path, body in writes:
         response = api.post(path, json=body, headers=viewer_login.headers)
         assert response.status_code == 403, (path, response.text)
-        assert _reason(response) == "OPERATOR_ROLE_REQUIRED"
+        assert error_code(response) == "operator_role_required"
     assert _count(sessions, Merchant) == merchants_before
     assert _count(sessions, ApiKey) == keys_before
     with transaction(sessions) as session:
@@ -299,7 +295,7 @@ def test_create_get_and_list_merchants_with_paging(
     for index in range(3):
         response = api.post(
             "/admin/merchants",
-            json={"name": f"  Shop {index}  ", "fee_bps": 150 + index, "fee_fixed": "25"},
+            json={"name": f"  Shop {index}  ", "fee_bps": 150 + index, "fee_fixed": 25},
             headers=operator_login.headers,
         )
         assert response.status_code == 200, response.text
@@ -308,7 +304,7 @@ def test_create_get_and_list_merchants_with_paging(
     assert first["id"].startswith("mer_")
     assert first["name"] == "Shop 0"
     assert first["fee_bps"] == 150
-    assert first["fee_fixed"] == "25"
+    assert first["fee_fixed"] == 25
 
     fetched = api.get(f"/admin/merchants/{first['id']}", headers=operator_login.headers)
     assert fetched.status_code == 200
@@ -317,7 +313,7 @@ def test_create_get_and_list_merchants_with_paging(
     default = api.post(
         "/admin/merchants", json={"name": "Defaults"}, headers=operator_login.headers
     ).json()
-    assert (default["fee_bps"], default["fee_fixed"]) == (290, "30")
+    assert (default["fee_bps"], default["fee_fixed"]) == (290, 30)
 
     page = api.get(
         "/admin/merchants", params={"page_size": 2}, headers=operator_login.headers
@@ -394,14 +390,14 @@ def test_update_fees__changes_the_schedule_and_audits_old_and_new(
         headers=operator_login.headers,
     )
     assert response.status_code == 200, response.text
-    assert (response.json()["fee_bps"], response.json()["fee_fixed"]) == (100, "10")
+    assert (response.json()["fee_bps"], response.json()["fee_fixed"]) == (100, 10)
     for bad in ({"fee_bps": 10001, "fee_fixed": 0}, {"fee_bps": 1, "fee_fixed": -1}):
         rejected = api.post(
             f"/admin/merchants/{merchant.id}/fees", json=bad, headers=operator_login.headers
         )
         assert rejected.status_code == 400
     fetched = api.get(f"/admin/merchants/{merchant.id}", headers=operator_login.headers).json()
-    assert (fetched["fee_bps"], fetched["fee_fixed"]) == (100, "10")
+    assert (fetched["fee_bps"], fetched["fee_fixed"]) == (100, 10)
     [entry] = _audit_via_api(
         api, operator_login, action="merchant.fees_update", target_id=merchant.id
     )

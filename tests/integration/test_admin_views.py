@@ -172,14 +172,14 @@ def test_overview_timeline_and_search_match_the_payments_made(
     lines = _by_currency(_overview(api, operator_login, merchant.id))
     assert set(lines) == {"USD", "JPY"}, "currencies are never summed together"
     usd, jpy = lines["USD"], lines["JPY"]
-    assert (usd["succeeded_count"], usd["failed_count"]) == ("2", "1")
+    assert (usd["succeeded_count"], usd["failed_count"]) == (2, 1)
     assert usd["success_rate"] == pytest.approx(2 / 3)
     assert int(usd["gross_volume"]) == 3500
     assert int(usd["fees"]) == usd_fees
     assert int(usd["refunded"]) == 100
     assert int(usd["net_volume"]) == 3500 - usd_fees - 100
-    assert (jpy["succeeded_count"], jpy["failed_count"]) == ("1", "0")
-    assert jpy["requires_payment_method_count"] == "1"
+    assert (jpy["succeeded_count"], jpy["failed_count"]) == (1, 0)
+    assert jpy["requires_payment_method_count"] == 1
     assert jpy["success_rate"] == 1.0
     assert (int(jpy["gross_volume"]), int(jpy["fees"]), int(jpy["refunded"])) == (
         700,
@@ -394,7 +394,7 @@ def test_watch_overview__pushes_an_update_after_a_new_payment(
         deadline = time.monotonic() + DEADLINE_S
         for event in events:
             lines = _by_currency(event)
-            if "GBP" in lines and lines["GBP"]["succeeded_count"] == "1":
+            if "GBP" in lines and lines["GBP"]["succeeded_count"] == 1:
                 assert int(lines["GBP"]["gross_volume"]) == 1234
                 assert int(lines["GBP"]["fees"]) == int(paid["fee"])
                 break
@@ -507,7 +507,7 @@ def test_replay__moves_dead_deliveries_to_delivered_and_is_audited(
         assert delivery["last_status_code"] == 500
         assert delivery["attempt_count"] >= 2
     webhooks = _overview(api, operator_login, merchant.id)["webhooks"]
-    assert webhooks["dead"] == "2"
+    assert webhooks["dead"] == 2
 
     receiver.status = 200
     one, other = deliveries
@@ -535,7 +535,7 @@ def test_replay__moves_dead_deliveries_to_delivered_and_is_audited(
 
     def all_delivered() -> bool:
         counts = _overview(api, operator_login, merchant.id)["webhooks"]
-        return bool(counts["delivered"] == "2" and counts["dead"] == "0")
+        return bool(counts["delivered"] == 2 and counts["dead"] == 0)
 
     _wait_for("both deliveries delivered", all_delivered, DELIVERY_DEADLINE_S)
     assert dead() == []

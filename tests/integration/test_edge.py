@@ -22,6 +22,7 @@ from services.common.settings import SERVICE_NAMES
 from services.payment.models import Payment
 from services.runtime.platform import LocalPlatform
 from tests.integration.conftest import MerchantKeys
+from tests.rest_errors import api_error, error_code
 
 
 def _payment_count(sessions) -> int:  # type: ignore[no-untyped-def]
@@ -38,7 +39,7 @@ def test_create_then_get_payment(api: httpx.Client, merchant: MerchantKeys) -> N
     assert created.status_code == 200, created.text
     body = created.json()
     assert body["id"].startswith("pay_")
-    assert body["amount"] == "100"
+    assert body["amount"] == 100
     assert body["currency"] == "INR"
     assert body["status"] == "requires_payment_method"
     assert body["livemode"] is False
@@ -66,7 +67,7 @@ def test_missing_key_is_401_with_json_and_stores_nothing(api: httpx.Client, sess
     before = _payment_count(sessions)
     response = api.post("/v1/payments", json={"amount": 100, "currency": "INR"})
     assert response.status_code == 401
-    assert response.json()["message"] == "no API key was provided"
+    assert response.json()["error"]["message"] == "no API key was provided"
     assert not [name for name in response.headers if name.startswith("grpc-")]
     assert _payment_count(sessions) == before
 
@@ -79,7 +80,7 @@ def test_malformed_key_is_401(api: httpx.Client, merchant: MerchantKeys, session
             "/v1/payments", json={"amount": 100, "currency": "INR"}, headers={"X-API-Key": key}
         )
         assert response.status_code == 401, key
-        assert response.json()["details"][0]["reason"] == "UNAUTHENTICATED"
+        assert error_code(response) == "unauthenticated"
     assert _payment_count(sessions) == before
 
 
@@ -106,7 +107,7 @@ def test_publishable_key_cannot_create_payments(api: httpx.Client, merchant: Mer
         headers={"X-API-Key": merchant.publishable_key},
     )
     assert response.status_code == 403
-    assert response.json()["details"][0]["reason"] == "SECRET_KEY_REQUIRED"
+    assert error_code(response) == "secret_key_required"
 
 
 def test_unknown_path_is_404(api: httpx.Client, merchant: MerchantKeys) -> None:
@@ -141,7 +142,7 @@ def test_another_merchants_payment_is_not_found(
         f"/v1/payments/{created['id']}", headers={"X-API-Key": other_merchant.secret_key}
     )
     assert response.status_code == 404
-    assert response.json()["details"][0]["reason"] == "PAYMENT_NOT_FOUND"
+    assert error_code(response) == "payment_not_found"
 
 
 def test_every_service_answers_health_through_the_edge(platform: LocalPlatform) -> None:
@@ -194,21 +195,9 @@ def _listed(api: httpx.Client, merchant: MerchantKeys) -> list[dict[str, Any]]:
     return list(response.json()["payments"])
 
 
-def _refused(response: httpx.Response, status: int, code: int, reason: str) -> None:
-    """The edge refused the request, in the services' error shape."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert body["code"] == code
-    assert body["message"]
-    assert body["details"] == [
-        {
-            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-            "reason": reason,
-            "domain": "paymesh.dev",
-            "metadata": {},
-        }
-    ]
+def _refused(response: httpx.Response, status: int, code: str) -> None:
+    """The edge refused the request, in the REST error shape."""
+    api_error(response, status, code)
 
 
 def _post_raw(
@@ -225,7 +214,7 @@ def test_trailing_comma_is_400_and_creates_nothing(
 ) -> None:
     for body in [b'{"amount": 100, "currency": "INR",}', b'{"amount": 100, "currency": "INR"},']:
         response = _post_raw(api, merchant, body, "application/json")
-        _refused(response, 400, 3, "INVALID_JSON")
+        _refused(response, 400, "invalid_json")
     assert _listed(api, merchant) == []
 
 
@@ -240,14 +229,14 @@ def test_duplicate_member_names_are_400_and_create_nothing(
         b'{"amount": 100, "currency": "INR", "capture_method": "manual", "captureMethod": "x"}',
     ]:
         response = _post_raw(api, merchant, body, "application/json")
-        _refused(response, 400, 3, "INVALID_JSON")
-        assert "duplicate member name" in response.json()["message"]
+        _refused(response, 400, "invalid_json")
+        assert "duplicate member name" in response.json()["error"]["message"]
     assert _listed(api, merchant) == []
 
     # The refused requests recorded nothing under their Idempotency-Key either.
     created = _post_raw(api, merchant, b'{"amount": 100, "currency": "INR"}', "application/json")
     assert created.status_code == 200, created.text
-    assert [p["amount"] for p in _listed(api, merchant)] == ["100"]
+    assert [p["amount"] for p in _listed(api, merchant)] == [100]
 
 
 def test_a_body_sent_as_another_type_than_json_is_415(
@@ -257,8 +246,8 @@ def test_a_body_sent_as_another_type_than_json_is_415(
     # text/plain, and the form type curl -d sends when no Content-Type is given.
     for refused_type in ["text/plain", "application/x-www-form-urlencoded"]:
         response = _post_raw(api, merchant, body, refused_type)
-        _refused(response, 415, 3, "UNSUPPORTED_MEDIA_TYPE")
-        assert "application/json" in response.json()["message"]
+        _refused(response, 415, "unsupported_media_type")
+        assert "application/json" in response.json()["error"]["message"]
     assert _listed(api, merchant) == []
 
     # JSON with parameters, and a body with no Content-Type at all, are taken as JSON.
@@ -289,7 +278,7 @@ def test_a_known_path_with_another_method_is_405_with_allow(
         response = api.request(
             method, path, content=b"{,", headers={**key, "Content-Type": "text/plain"}
         )
-        _refused(response, 405, 12, "METHOD_NOT_ALLOWED")
+        _refused(response, 405, "method_not_allowed")
         assert response.headers["allow"] == allow, (method, path)
     assert _listed(api, merchant) == []
     assert api.get("/v1/payments/pay_x/nothing", headers=key).status_code == 404
@@ -381,8 +370,7 @@ def _refused_as_invalid_json(api: httpx.Client, raw: bytes) -> bool:
     # No API key: a body that passes the edge ends in the transcoder's or the service's error.
     response = api.post("/v1/payments", content=raw, headers={"Content-Type": "application/json"})
     assert response.status_code in (400, 401), (raw, response.text)
-    details = response.json().get("details") or [{}]
-    return bool(details[0].get("reason") == "INVALID_JSON")
+    return error_code(response) == "invalid_json"
 
 
 def test_body_checks_agree_with_a_strict_json_parser(api: httpx.Client) -> None:

@@ -20,6 +20,7 @@ from services.common.money import AMOUNT_MAX
 from services.ledger.models import LedgerTransaction
 from services.runtime.platform import LocalPlatform
 from tests.integration.conftest import MerchantKeys
+from tests.rest_errors import error_code
 
 Stub = ledger_internal_pb2_grpc.LedgerInternalServiceStub
 
@@ -421,8 +422,8 @@ def test_balance_shows_available_per_currency_and_negative_after_refunds(
     )
     body = api.get("/v1/balance", headers=headers).json()
     assert body["available"] == [
-        {"currency": "EUR", "available": "495"},
-        {"currency": "USD", "available": "-30"},
+        {"currency": "EUR", "available": 495},
+        {"currency": "USD", "available": -30},
     ]
     assert body.get("livemode", False) is False
 
@@ -438,7 +439,7 @@ def test_balance_entries_are_the_merchants_own_linked_to_their_source(
     first = api.get("/v1/balance/entries", params={"page_size": 2}, headers=headers)
     assert first.status_code == 200, first.text
     page = first.json()
-    assert [e["amount"] for e in page["entries"]] == ["299", "199"]
+    assert [e["amount"] for e in page["entries"]] == [299, 199]
     assert [e["source_id"] for e in page["entries"]] == [
         captures[2].metadata["payment_id"],
         captures[1].metadata["payment_id"],
@@ -448,11 +449,11 @@ def test_balance_entries_are_the_merchants_own_linked_to_their_source(
         params={"page_size": 2, "page_token": page["next_page_token"]},
         headers=headers,
     ).json()
-    assert [e["amount"] for e in rest["entries"]] == ["99"]
+    assert [e["amount"] for e in rest["entries"]] == [99]
     assert rest.get("next_page_token", "") == ""
     assert (page["has_more"], rest["has_more"]) == (True, False)
     other = api.get("/v1/balance/entries", headers={"X-API-Key": other_merchant.secret_key})
-    assert [e["amount"] for e in other.json()["entries"]] == ["770"]
+    assert [e["amount"] for e in other.json()["entries"]] == [770]
 
 
 def test_test_mode_keys_see_test_mode_balances_only(
@@ -465,12 +466,12 @@ def test_test_mode_keys_see_test_mode_balances_only(
             session, merchant_id=merchant.id, mode="live", kind="secret"
         ).key
     test_balance = api.get("/v1/balance", headers={"X-API-Key": merchant.secret_key}).json()
-    assert test_balance["available"] == [{"currency": "USD", "available": "99"}]
+    assert test_balance["available"] == [{"currency": "USD", "available": 99}]
     live_balance = api.get("/v1/balance", headers={"X-API-Key": live_key}).json()
-    assert live_balance["available"] == [{"currency": "USD", "available": "4950"}]
+    assert live_balance["available"] == [{"currency": "USD", "available": 4950}]
     assert live_balance["livemode"] is True
     live_entries = api.get("/v1/balance/entries", headers={"X-API-Key": live_key}).json()
-    assert [e["amount"] for e in live_entries["entries"]] == ["4950"]
+    assert [e["amount"] for e in live_entries["entries"]] == [4950]
 
 
 @pytest.mark.parametrize(
@@ -489,14 +490,14 @@ def test_bad_balance_entry_queries_are_400(
         "/v1/balance/entries", params=params, headers={"X-API-Key": merchant.secret_key}
     )
     assert response.status_code == status, response.text
-    assert response.json()["message"]  # JSON from the service or from Envoy's transcoder
+    assert response.json()["error"]["message"]  # JSON from the service or from Envoy's transcoder
 
 
 def test_balance_needs_a_secret_key(api: httpx.Client, merchant: MerchantKeys) -> None:
     assert api.get("/v1/balance").status_code == 401
     publishable = api.get("/v1/balance", headers={"X-API-Key": merchant.publishable_key})
     assert publishable.status_code == 403
-    assert publishable.json()["details"][0]["reason"] == "SECRET_KEY_REQUIRED"
+    assert error_code(publishable) == "secret_key_required"
 
 
 def test_internal_ledger_is_not_reachable_through_the_edge(

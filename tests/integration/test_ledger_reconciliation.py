@@ -436,7 +436,7 @@ def test_cli_prints_the_report_and_exits_nonzero_on_mismatches(
     assert code == 0, capsys.readouterr().out
     clean = json.loads(capsys.readouterr().out)
     assert clean.get("mismatches", []) == []
-    assert clean["totals"][0]["payments_captured"] == "1234"
+    assert clean["totals"][0]["payments_captured"] == 1234
 
     ghost = new_id("pay")
     harness.payments.movements.append(
@@ -494,4 +494,4 @@ def test_real_payments_and_refunds_reconcile_with_the_real_ledger(
     (credited,) = [e.amount for e in entries.entries if e.account_id == account.id]
     assert account.balance == credited - 1_200
     balance = api.get("/v1/balance", headers={"X-API-Key": merchant.secret_key}).json()
-    assert balance["available"] == [{"currency": "USD", "available": str(account.balance)}]
+    assert balance["available"] == [{"currency": "USD", "available": account.balance}]

@@ -82,7 +82,7 @@ def test_balance_entries_token__reveals_no_entry_count(
         params={"page_size": 2, "page_token": page["next_page_token"]},
         headers=headers,
     ).json()
-    assert [e["amount"] for e in rest["entries"]] == ["99"]
+    assert [e["amount"] for e in rest["entries"]] == [99]
 
 
 def test_payments_token__reveals_no_id_or_time(
@@ -95,7 +95,7 @@ def test_payments_token__reveals_no_id_or_time(
     for clear in (last_shown["id"], merchant.id, str(datetime.now(UTC).year)):
         assert clear.encode() not in raw
     rest = _payments_page(api, merchant, page_size=2, page_token=token)
-    assert [p["amount"] for p in rest.json()["payments"]] == ["100"]
+    assert [p["amount"] for p in rest.json()["payments"]] == [100]
 
 
 def test_payments_token__tampered_is_400(

@@ -18,6 +18,7 @@ from sqlalchemy import func, select, text
 from services.admin import merchants
 from services.common.auth import Principal, principal_var
 from services.common.db import LoopPool, make_engine, make_sessionmaker, transaction
+from services.common.rest_json import message_to_json
 from services.payment.errors import PaymentNotFound
 from services.payment.models import OutboxMessage, Payment, ProcessorAttempt, ProcessorCharge
 from services.payment.processor import SimulatedProcessor
@@ -25,6 +26,7 @@ from services.payment.server import PaymentServicer
 from services.runtime.platform import LocalPlatform
 from tests.conftest import StatementLog
 from tests.integration.conftest import MerchantKeys
+from tests.rest_errors import api_error, error_code
 
 SETTLE_TIMEOUT_S = 60.0
 FINAL_STATUSES = {"succeeded", "failed", "canceled", "requires_capture"}
@@ -101,20 +103,15 @@ def paid(api: httpx.Client, key: str, **body: Any) -> dict[str, Any]:
     return wait_for(api, key, payment["id"])
 
 
-def reason(response: httpx.Response) -> str:
-    """The ErrorInfo reason of an error response."""
-    for detail in response.json()["details"]:
-        if detail["@type"].endswith("ErrorInfo"):
-            return str(detail["reason"])
-    raise AssertionError(f"no ErrorInfo in {response.text}")
-
-
 def violations(response: httpx.Response) -> dict[str, str]:
-    """The BadRequest field violations of an error response, by field."""
-    for detail in response.json()["details"]:
-        if detail["@type"].endswith("BadRequest"):
-            return {v["field"]: v["description"] for v in detail["field_violations"]}
-    return {}
+    """The parameter an error response names (`param`), with its message; {} when none."""
+    error = api_error(
+        response,
+        response.status_code,
+        response.json()["error"]["code"],
+        param=response.json()["error"].get("param"),
+    )
+    return {error["param"]: error["message"]} if "param" in error else {}
 
 
 def event_types(sessions, payment_id: str) -> list[str]:  # type: ignore[no-untyped-def]
@@ -167,7 +164,7 @@ def test_create_without_card__waits_with_client_secret_and_checkout_url(
         f"?client_secret={body['client_secret']}"
     )
     assert body["capture_method"] == "automatic"
-    assert body["amount_capturable"] == "0"
+    assert body["amount_capturable"] == 0
     assert body["merchant_id"] == merchant.id
 
 
@@ -189,9 +186,9 @@ def test_card_payment__goes_processing_then_succeeded_with_fee(
     assert len(body["card"]["fingerprint"]) == 64
     final = wait_for(api, merchant.secret_key, body["id"])
     assert final["status"] == "succeeded"
-    assert final["amount_received"] == "10000"
+    assert final["amount_received"] == 10000
     # Default schedule 2.9% + 30: 290 + 30.
-    assert final["fee"] == "320"
+    assert final["fee"] == 320
     assert final["metadata"] == {"order": "42"}
     assert event_types(sessions, body["id"]) == ["payment.processing", "payment.succeeded"]
     assert charge_count(sessions, body["id"]) == 1
@@ -241,7 +238,7 @@ def test_declined_cards_fail_with_their_code(
     assert final["status"] == "failed"
     assert final["failure_code"] == code
     assert final["failure_message"]
-    assert final["amount_received"] == "0" and final["fee"] == "0"
+    assert final["amount_received"] == 0 and final["fee"] == 0
     assert event_types(sessions, body["id"]) == ["payment.processing", "payment.failed"]
     assert charge_count(sessions, body["id"]) == 0
 
@@ -277,7 +274,7 @@ def test_currencies_keep_their_minor_units(
     final = paid(api, merchant.secret_key, amount=amount, currency=currency.lower())
     assert final["currency"] == currency
     assert final["status"] == "succeeded"
-    assert final["amount_received"] == str(amount)
+    assert final["amount_received"] == amount
     assert 0 <= int(final["fee"]) <= amount
 
 
@@ -296,8 +293,8 @@ def test_manual_capture__stops_at_requires_capture_then_partial_capture_succeeds
     )
     authorized = wait_for(api, merchant.secret_key, body["id"])
     assert authorized["status"] == "requires_capture"
-    assert authorized["amount_capturable"] == "5000"
-    assert authorized["amount_received"] == "0"
+    assert authorized["amount_capturable"] == 5000
+    assert authorized["amount_received"] == 0
     response = api.post(
         f"/v1/payments/{body['id']}/capture",
         json={"amount_to_capture": 3000},
@@ -307,9 +304,9 @@ def test_manual_capture__stops_at_requires_capture_then_partial_capture_succeeds
     assert response.json()["status"] == "processing"
     final = wait_for(api, merchant.secret_key, body["id"], {"succeeded", "failed"})
     assert final["status"] == "succeeded"
-    assert final["amount_received"] == "3000"
-    assert final["amount_capturable"] == "0"
-    assert final["fee"] == str(87 + 30)  # 2.9% of 3000 = 87
+    assert final["amount_received"] == 3000
+    assert final["amount_capturable"] == 0
+    assert final["fee"] == 87 + 30  # 2.9% of 3000 = 87
     assert event_types(sessions, body["id"]) == [
         "payment.processing",
         "payment.requires_capture",
@@ -333,7 +330,7 @@ def test_capture__more_than_authorized_is_rejected(
         headers={"X-API-Key": merchant.secret_key},
     )
     assert response.status_code == 400
-    assert reason(response) == "AMOUNT_TOO_LARGE"
+    assert error_code(response) == "amount_too_large"
     assert "amount_to_capture" in violations(response)
     assert wait_for(api, merchant.secret_key, body["id"])["status"] == "requires_capture"
 
@@ -345,7 +342,7 @@ def test_capture__full_by_default(api: httpx.Client, merchant: MerchantKeys) -> 
     )
     assert response.status_code == 200, response.text
     final = wait_for(api, merchant.secret_key, body["id"], {"succeeded"})
-    assert final["amount_received"] == "700"
+    assert final["amount_received"] == 700
 
 
 def test_capture__zero_is_400_and_captures_nothing(
@@ -364,8 +361,8 @@ def test_capture__zero_is_400_and_captures_nothing(
     after = wait_for(api, merchant.secret_key, body["id"])
     assert (after["status"], after["amount_capturable"], after["amount_received"]) == (
         "requires_capture",
-        "700",
-        "0",
+        700,
+        0,
     )
 
 
@@ -384,7 +381,7 @@ def test_capture__illegal_states_are_failed_precondition(
         f"/v1/payments/{body['id']}/capture", json={}, headers={"X-API-Key": merchant.secret_key}
     )
     assert response.status_code == 400
-    assert reason(response) == "PAYMENT_STATE_INVALID"
+    assert error_code(response) == "payment_state_invalid"
 
 
 def test_cancel__requires_capture_is_voided(
@@ -399,7 +396,7 @@ def test_cancel__requires_capture_is_voided(
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "canceled"
     assert response.json()["cancellation_reason"] == "requested_by_customer"
-    assert response.json()["amount_capturable"] == "0"
+    assert response.json()["amount_capturable"] == 0
     assert event_types(sessions, body["id"])[-1] == "payment.canceled"
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
@@ -424,13 +421,13 @@ def test_cancel__waiting_payment_then_confirm_is_rejected(
     again = api.post(
         f"/v1/payments/{body['id']}/cancel", json={}, headers={"X-API-Key": merchant.secret_key}
     )
-    assert again.status_code == 400 and reason(again) == "PAYMENT_STATE_INVALID"
+    assert again.status_code == 400 and error_code(again) == "payment_state_invalid"
     confirm = api.post(
         f"/v1/payments/{body['id']}/confirm",
         json={"payment_method": {"card": card()}},
         headers={"X-API-Key": merchant.secret_key},
     )
-    assert confirm.status_code == 400 and reason(confirm) == "PAYMENT_STATE_INVALID"
+    assert confirm.status_code == 400 and error_code(confirm) == "payment_state_invalid"
 
 
 def test_cancel__succeeded_payment_is_rejected_and_bad_reason_is_400(
@@ -440,7 +437,7 @@ def test_cancel__succeeded_payment_is_rejected_and_bad_reason_is_400(
     response = api.post(
         f"/v1/payments/{body['id']}/cancel", json={}, headers={"X-API-Key": merchant.secret_key}
     )
-    assert response.status_code == 400 and reason(response) == "PAYMENT_STATE_INVALID"
+    assert response.status_code == 400 and error_code(response) == "payment_state_invalid"
     waiting = created(api, merchant.secret_key)
     bad = api.post(
         f"/v1/payments/{waiting['id']}/cancel",
@@ -490,7 +487,7 @@ def test_confirm__publishable_key_without_or_with_wrong_secret_is_404(
             headers={"X-API-Key": merchant.publishable_key},
         )
         assert response.status_code == 404, secret
-        assert reason(response) == "PAYMENT_NOT_FOUND"
+        assert error_code(response) == "payment_not_found"
     assert fetch(api, merchant.secret_key, body["id"])["status"] == "requires_payment_method"
 
 
@@ -589,7 +586,7 @@ def test_checkout__client_secret_shows_the_page_without_a_key(api: httpx.Client,
     view = response.json()
     assert view["payment_id"] == body["id"]
     assert view["merchant_name"] == "Corner Bakery"
-    assert view["amount"] == "1999" and view["currency"] == "EUR"
+    assert view["amount"] == 1999 and view["currency"] == "EUR"
     assert view["description"] == "croissants"
     assert view["return_url"] == "https://bakery.example/thanks"
     assert view["status"] == "requires_payment_method"
@@ -680,7 +677,7 @@ def test_tenant_isolation__other_merchants_payment_is_404_everywhere(
     for action in ["capture", "cancel"]:
         response = api.post(f"/v1/payments/{body['id']}/{action}", json={}, headers=headers)
         assert response.status_code == 404, action
-        assert reason(response) == "PAYMENT_NOT_FOUND"
+        assert error_code(response) == "payment_not_found"
     listed = api.get("/v1/payments", headers=headers).json()["payments"]
     assert body["id"] not in [p["id"] for p in listed]
     refund = api.post("/v1/refunds", json={"payment_id": body["id"]}, headers=headers)
@@ -753,7 +750,7 @@ def test_events_reach_the_webhook_service_with_the_api_object(
     succeeded = events[1]["data"]["object"]
     assert succeeded["id"] == payment["id"]
     assert succeeded["status"] == "succeeded"
-    assert succeeded["amount"] == "1234" and succeeded["amount_received"] == "1234"
+    assert succeeded["amount"] == 1234 and succeeded["amount_received"] == 1234
     assert succeeded["metadata"] == {"order": "7"}
     assert succeeded["card"]["last4"] == "4242"
     assert not succeeded.get("client_secret")
@@ -773,7 +770,7 @@ def test_sweeper_redrives_a_payment_whose_job_was_lost(
         payment.drive_time = datetime(2020, 1, 1, tzinfo=UTC)
     final = wait_for(api, merchant.secret_key, body["id"], {"succeeded", "failed"})
     assert final["status"] == "succeeded"
-    assert final["amount_received"] == "600"
+    assert final["amount_received"] == 600
     assert charge_count(sessions, body["id"]) == 1
 
 
@@ -810,7 +807,7 @@ def test_confirm__a_declined_payment_can_be_paid_with_another_card(  # type: ign
         json={"payment_method": {"card": card()}},
         headers={"X-API-Key": merchant.secret_key},
     )
-    assert again.status_code == 400 and reason(again) == "PAYMENT_STATE_INVALID"
+    assert again.status_code == 400 and error_code(again) == "payment_state_invalid"
 
 
 def test_get__one_statement_without_a_transaction_and_the_same_view(
@@ -846,9 +843,7 @@ def test_get__one_statement_without_a_transaction_and_the_same_view(
         try:
             payment = await get(principal(merchant.id, "test"))
             assert log.statements == [("SELECT", False)]
-            assert MessageToDict(payment, preserving_proto_field_name=True) == {
-                key: value for key, value in body.items() if value not in ("", "0", False, None)
-            }
+            assert message_to_json(payment) == body
             for stranger in (principal(other_merchant.id, "test"), principal(merchant.id, "live")):
                 with pytest.raises(PaymentNotFound):
                     await get(stranger)

@@ -113,7 +113,7 @@ def test_worker_killed_mid_payment__payment_still_succeeds_exactly_once(
 
     final = wait_for(drill_api, drill_key, payment_id, timeout_s=DRILL_TIMEOUT_S)
     assert final["status"] == "succeeded"
-    assert final["amount_received"] == "2500"
+    assert final["amount_received"] == 2500
     assert charge_count(drill_sessions, payment_id) == 1
     assert len(ledger_transaction_ids(drill_platform, payment_id)) == 1
     assert event_types(drill_sessions, payment_id) == ["payment.processing", "payment.succeeded"]

@@ -31,10 +31,10 @@ from tests.integration.test_payments import (
     create_payment,
     paid,
     payment_count,
-    reason,
     violations,
     wait_for,
 )
+from tests.rest_errors import error_code
 
 SWEEP_TIMEOUT_S = 30.0
 RUNNER_TIMEOUT_S = 30.0
@@ -76,7 +76,7 @@ def test_same_key_different_request__is_rejected_and_changes_nothing(
     assert first.status_code == 200
     other = create_payment(api, merchant.secret_key, idempotency_key="k-reuse", amount=101)
     assert other.status_code == 400
-    assert reason(other) == "IDEMPOTENCY_KEY_REUSED"
+    assert error_code(other) == "idempotency_key_reused"
     assert payment_count(sessions, merchant.id) == 1
 
 
@@ -100,7 +100,7 @@ def test_key_in_use__409_while_the_first_request_runs_then_taken_over_when_aband
         )
     response = create_payment(api, merchant.secret_key, idempotency_key="busy")
     assert response.status_code == 409
-    assert reason(response) == "IDEMPOTENCY_KEY_IN_USE"
+    assert error_code(response) == "idempotency_key_in_use"
     assert payment_count(sessions, merchant.id) == 0
     lock_timeout_s = platform.settings.idempotency_lock_timeout_s
     with transaction(sessions) as session:
@@ -130,7 +130,7 @@ def test_fifty_concurrent_identical_requests__one_payment_one_charge(
     assert codes <= {200, 409}, [r.text for r in responses if r.status_code not in (200, 409)]
     for response in responses:
         if response.status_code == 409:
-            assert reason(response) == "IDEMPOTENCY_KEY_IN_USE"
+            assert error_code(response) == "idempotency_key_in_use"
     ids = {response.json()["id"] for response in responses if response.status_code == 200}
     assert len(ids) == 1
     assert payment_count(sessions, merchant.id) == 1
@@ -160,7 +160,7 @@ def test_state_failures_are_not_stored(api: httpx.Client, merchant: MerchantKeys
     over = api.post(
         "/v1/refunds", json={"payment_id": payment["id"], "amount": 101}, headers=headers
     )
-    assert over.status_code == 400 and reason(over) == "AMOUNT_TOO_LARGE"
+    assert over.status_code == 400 and error_code(over) == "amount_too_large"
     assert key_row(sessions, merchant.id, "refund-too-much") is None
 
 
@@ -388,8 +388,8 @@ def test_capture_and_cancel_with_a_key__a_repeat_replays_the_first_answer(
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json() == first.json()
     other = _post(api, f"/v1/payments/{held['id']}/capture", key, "cap-1", amount_to_capture=500)
-    assert other.status_code == 400 and reason(other) == "IDEMPOTENCY_KEY_REUSED"
-    assert wait_for(api, key, held["id"])["amount_received"] == "600"
+    assert other.status_code == 400 and error_code(other) == "idempotency_key_reused"
+    assert wait_for(api, key, held["id"])["amount_received"] == 600
     assert charge_count(sessions, held["id"]) == 1
 
     open_ = create_payment(api, key, amount=300).json()
@@ -425,6 +425,6 @@ def test_a_failed_capture_with_a_key_is_not_stored(
     key = merchant.secret_key
     open_ = create_payment(api, key, amount=300).json()
     refused = _post(api, f"/v1/payments/{open_['id']}/capture", key, "cap-early")
-    assert refused.status_code == 400 and reason(refused) == "PAYMENT_STATE_INVALID"
+    assert refused.status_code == 400 and error_code(refused) == "payment_state_invalid"
     again = _post(api, f"/v1/payments/{open_['id']}/capture", key, "cap-early")
     assert again.status_code == 400 and "idempotent-replayed" not in again.headers

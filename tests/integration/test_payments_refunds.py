@@ -23,10 +23,10 @@ from tests.integration.test_payments import (
     created,
     event_types,
     paid,
-    reason,
     violations,
     wait_for,
 )
+from tests.rest_errors import error_code
 
 SETTLE_TIMEOUT_S = 60.0
 
@@ -102,17 +102,17 @@ def test_partial_and_repeated_refunds_until_used_up_then_rejected(
     assert second.status_code == 200, second.text
     over = refund(api, merchant.secret_key, payment_id=payment["id"], amount=201)
     assert over.status_code == 400
-    assert reason(over) == "AMOUNT_TOO_LARGE"
+    assert error_code(over) == "amount_too_large"
     assert "amount" in violations(over)
     rest = refund(api, merchant.secret_key, payment_id=payment["id"])
     assert rest.status_code == 200, rest.text
-    assert rest.json()["amount"] == "200"
+    assert rest.json()["amount"] == 200
     for body in (second.json(), rest.json()):
         assert wait_refund(api, merchant.secret_key, body["id"])["status"] == "succeeded"
     nothing_left = refund(api, merchant.secret_key, payment_id=payment["id"], amount=1)
-    assert nothing_left.status_code == 400 and reason(nothing_left) == "AMOUNT_TOO_LARGE"
+    assert nothing_left.status_code == 400 and error_code(nothing_left) == "amount_too_large"
     final = wait_for(api, merchant.secret_key, payment["id"])
-    assert final["amount_refunded"] == "1000"
+    assert final["amount_refunded"] == 1000
     assert final["status"] == "succeeded"
     with transaction(sessions) as session:
         processor_total = session.scalar(
@@ -155,7 +155,7 @@ def test_refund__get_and_list_by_payment(
     fetched = api.get(f"/v1/refunds/{ids[0]}", headers={"X-API-Key": merchant.secret_key})
     assert fetched.status_code == 200 and fetched.json()["payment_id"] == payment["id"]
     stranger = api.get(f"/v1/refunds/{ids[0]}", headers={"X-API-Key": other_merchant.secret_key})
-    assert stranger.status_code == 404 and reason(stranger) == "REFUND_NOT_FOUND"
+    assert stranger.status_code == 404 and error_code(stranger) == "refund_not_found"
     foreign_list = api.get(
         "/v1/refunds",
         params={"payment_id": payment["id"]},
@@ -178,7 +178,7 @@ def test_refund__uncaptured_or_failed_payment_is_failed_precondition(
     for payment in (manual, declined, waiting):
         response = refund(api, merchant.secret_key, payment_id=payment["id"])
         assert response.status_code == 400, payment["id"]
-        assert reason(response) == "PAYMENT_STATE_INVALID"
+        assert error_code(response) == "payment_state_invalid"
 
 
 def test_refund__bad_input_is_400_with_field(api: httpx.Client, merchant: MerchantKeys) -> None:
@@ -217,10 +217,10 @@ def test_refund__zero_amount_is_400_and_refunds_nothing(
     again = api.get(
         f"/v1/payments/{payment['id']}", headers={"X-API-Key": merchant.secret_key}
     ).json()
-    assert again["amount_refunded"] == "0"
+    assert again["amount_refunded"] == 0
     rest = refund(api, merchant.secret_key, payment_id=payment["id"])
     assert rest.status_code == 200, rest.text
-    assert rest.json()["amount"] == "800"
+    assert rest.json()["amount"] == 800
 
 
 def test_operator_refund__zero_amount_over_grpc_is_invalid_and_absent_refunds_the_rest(
@@ -270,9 +270,9 @@ def test_refund__partial_capture_limits_the_refund(
     )
     wait_for(api, merchant.secret_key, payment["id"], {"succeeded"})
     over = refund(api, merchant.secret_key, payment_id=payment["id"], amount=401)
-    assert over.status_code == 400 and reason(over) == "AMOUNT_TOO_LARGE"
+    assert over.status_code == 400 and error_code(over) == "amount_too_large"
     full = refund(api, merchant.secret_key, payment_id=payment["id"])
-    assert full.json()["amount"] == "400"
+    assert full.json()["amount"] == 400
 
 
 def test_refund__idempotency_key_replays_the_same_refund(
@@ -292,7 +292,7 @@ def test_refund__idempotency_key_replays_the_same_refund(
     different = refund(
         api, merchant.secret_key, idempotency_key="refund-1", payment_id=payment["id"], amount=200
     )
-    assert different.status_code == 400 and reason(different) == "IDEMPOTENCY_KEY_REUSED"
+    assert different.status_code == 400 and error_code(different) == "idempotency_key_reused"
     assert len(refunds_of(api, merchant.secret_key, payment["id"])) == 1
 
 
@@ -312,12 +312,12 @@ def test_refund_declined_by_the_processor_fails_and_frees_the_amount(
     assert failed["status"] == "failed"
     assert failed["failure_code"] == "processor_declined"
     assert event_types(sessions, response.json()["id"]) == ["refund.failed"]
-    assert wait_for(api, merchant.secret_key, payment["id"])["amount_refunded"] == "0"
+    assert wait_for(api, merchant.secret_key, payment["id"])["amount_refunded"] == 0
     with transaction(sessions) as session:
         charge = session.scalars(
             select(ProcessorCharge).where(ProcessorCharge.payment_id == payment["id"])
         ).one()
         charge.status = "captured"
     again = refund(api, merchant.secret_key, payment_id=payment["id"])
-    assert again.status_code == 200 and again.json()["amount"] == "600"
+    assert again.status_code == 200 and again.json()["amount"] == 600
     assert wait_refund(api, merchant.secret_key, again.json()["id"])["status"] == "succeeded"

@@ -27,6 +27,7 @@ from tests.integration.webhook_receiver import (
     publish,
     wait_until,
 )
+from tests.rest_errors import error_code
 
 Stub = webhook_internal_pb2_grpc.WebhookInternalServiceStub
 SCHEDULE_ATTEMPTS = 4  # conftest's "1,1,1": the first attempt and three retries
@@ -341,7 +342,7 @@ def test_replay__of_a_delivery_in_progress_or_of_another_merchant_is_refused(
     unknown = api.post("/v1/webhook_deliveries/whd_nope/replay", headers=_auth(merchant))
 
     assert busy.status_code == 400
-    assert busy.json()["details"][0]["reason"] == "WEBHOOK_DELIVERY_IN_PROGRESS"
+    assert error_code(busy) == "webhook_delivery_in_progress"
     assert foreign.status_code == 404
     assert unknown.status_code == 404
 
@@ -505,7 +506,7 @@ def test_disabled_endpoint__gets_nothing_and_replay_needs_it_enabled(
 
     assert disabled.json()["status"] == "disabled"
     assert refused.status_code == 400
-    assert refused.json()["details"][0]["reason"] == "WEBHOOK_ENDPOINT_NOT_ENABLED"
+    assert error_code(refused) == "webhook_endpoint_not_enabled"
     assert len(_deliveries(api, merchant, endpoint["id"])) == 1
     assert len(receiver.received(path)) == 1
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from services.common.db import transaction
 from services.webhook.models import EndpointSecret
 from tests.integration.conftest import MerchantKeys
+from tests.rest_errors import error_code
 
 URL = "https://hooks.example.com/paymesh"
 
@@ -128,7 +129,7 @@ def test_create__at_most_16_endpoints_per_mode(api: httpx.Client, merchant: Merc
     refused = _create(api, merchant)
 
     assert refused.status_code == 429
-    assert refused.json()["details"][0]["reason"] == "WEBHOOK_ENDPOINT_LIMIT"
+    assert error_code(refused) == "webhook_endpoint_limit"
     assert (
         len(
             api.get(

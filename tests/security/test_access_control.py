@@ -16,6 +16,7 @@ from services.admin import merchants
 from services.common.api_keys import generate_key
 from services.common.db import transaction
 from tests.integration.conftest import MerchantKeys
+from tests.rest_errors import error_code
 from tests.security.contracts import (
     CLIENT_SECRET_METHODS,
     RestMethod,
@@ -36,12 +37,6 @@ def call(api: httpx.Client, method: RestMethod, headers: dict[str, str]) -> http
     """Calls a method with placeholder ids and an empty body (auth comes before validation)."""
     body: dict[str, str] | None = {} if method.body else None
     return api.request(method.verb, placeholder_url(method), json=body, headers=headers)
-
-
-def reason(response: httpx.Response) -> str:
-    """The ErrorInfo reason of an error response."""
-    reason_: str = response.json()["details"][0]["reason"]
-    return reason_
 
 
 def test_the_descriptors_list_the_methods_this_suite_reasons_about() -> None:
@@ -79,7 +74,7 @@ def test_merchant_methods__publishable_keys_are_forbidden(
 ) -> None:
     response = call(api, method, {"X-API-Key": merchant.publishable_key})
     assert response.status_code == 403, response.text
-    assert reason(response) == "SECRET_KEY_REQUIRED"
+    assert error_code(response) == "secret_key_required"
 
 
 def bad_keys(merchant: MerchantKeys) -> dict[str, dict[str, str]]:

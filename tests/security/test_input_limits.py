@@ -14,6 +14,7 @@ from services.common.db import transaction
 from services.payment.models import IdempotencyKey, Payment, Refund
 from tests.integration.conftest import MerchantKeys
 from tests.integration.test_payments import card, created, wait_for
+from tests.rest_errors import error_code
 from tests.security.contracts import RestMethod, merchant_methods
 
 INT64_MAX = 2**63 - 1
@@ -59,10 +60,10 @@ def post(api: httpx.Client, key: str, path: str, body: Any, **headers: str) -> h
 
 
 def assert_refused(response: httpx.Response, *statuses: int) -> None:
-    """A 4xx (one of `statuses` when given) with a JSON error body."""
+    """A 4xx (one of `statuses` when given) with an error body in the one shape."""
     allowed = statuses or tuple(range(400, 500))
     assert response.status_code in allowed, (response.status_code, response.text)
-    assert "code" in response.json(), response.text
+    error_code(response)
 
 
 @pytest.mark.parametrize("amount", AMOUNTS, ids=repr)

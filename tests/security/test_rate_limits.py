@@ -20,6 +20,7 @@ from services.common.api_keys import generate_key
 from services.common.db import transaction
 from services.payment.models import IdempotencyKey, Payment
 from services.runtime.platform import LocalPlatform
+from tests.rest_errors import error_code
 from tests.security.conftest import AUTH_FAILURES_MAX, KEY_CALLS_MAX, KEY_WINDOW_S
 
 UNBLOCK_TIMEOUT_S = 60.0
@@ -60,7 +61,7 @@ def test_key_limit__429_with_retry_after_and_nothing_stored(
     assert response.status_code == 429, response.text
     retry_after = int(response.headers["retry-after"])
     assert 1 <= retry_after <= KEY_WINDOW_S
-    assert response.json()["details"][0]["reason"] == "RATE_LIMITED"
+    assert error_code(response) == "rate_limited"
     with transaction(limited_sessions) as session:
         stored_keys = session.scalar(
             select(func.count())
@@ -106,7 +107,7 @@ def test_auth_failures__repeated_bad_keys_are_throttled_then_let_through_again(
     assert codes[-1] == 429, codes
     refused = client.get("/v1/payments", headers={"X-API-Key": "sk_test_nonsense"})
     assert refused.status_code == 429
-    assert refused.json()["details"][0]["reason"] == "AUTH_FAILURES_RATE_LIMITED"
+    assert error_code(refused) == "auth_failures_rate_limited"
     assert int(refused.headers["retry-after"]) >= 1
     # The block lifts once the window has passed.
     deadline = time.monotonic() + UNBLOCK_TIMEOUT_S

@@ -272,7 +272,7 @@ export class CheckoutPage implements OnInit, OnDestroy {
       }
     } catch (error) {
       this.phase.set('form');
-      if (error instanceof ApiError && error.reason === 'PAYMENT_STATE_INVALID') {
+      if (error instanceof ApiError && error.code === 'payment_state_invalid') {
         // The payment no longer waits for a card: an earlier request of this attempt may have
         // arrived after all, or the payment ended. Its status says what to show.
         await this.afterRefusal();
@@ -281,7 +281,7 @@ export class CheckoutPage implements OnInit, OnDestroy {
       if (error instanceof ApiError && error.status !== 0) {
         // The server refused this attempt for good: the next one is a new attempt.
         this.attemptKey = null;
-        const friendly = DECLINE_MESSAGES[error.reason.toLowerCase()];
+        const friendly = DECLINE_MESSAGES[error.code];
         this.decline.set(friendly ?? error.message);
       } else {
         // The request may or may not have arrived: retrying reuses the key, so it pays once.

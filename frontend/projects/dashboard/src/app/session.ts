@@ -71,8 +71,7 @@ export class Session {
 export function describeError(error: unknown): string {
   if (error instanceof ApiError) {
     if (error.status === 403) return 'Your role does not allow this action.';
-    const fields = error.fieldViolations.map((v) => `${v.field}: ${v.description}`).join('; ');
-    return fields ? `${error.message} (${fields})` : error.message;
+    return error.message;
   }
   return error instanceof Error ? error.message : String(error);
 }

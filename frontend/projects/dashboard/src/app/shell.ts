@@ -30,6 +30,7 @@ import { Session } from './session';
           @default { Disconnected — retrying }
         }
       </span>
+      <a mat-button href="/docs/" target="_blank" rel="noopener" data-testid="api-reference">API reference</a>
       <span class="who" data-testid="operator">{{ session.email() }} · <strong data-testid="role">{{ session.role() }}</strong></span>
       <button mat-button (click)="session.logout()" data-testid="logout">Sign out</button>
     </mat-toolbar>

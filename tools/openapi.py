@@ -1,0 +1,380 @@
+"""Writes the REST API's OpenAPI 3.1 document from the protos' descriptor set.
+
+`tools/gen.sh` runs it into gen/openapi.json (`make test` fails when gen/ is stale); the edge
+serves it at `GET /v1/openapi.json` and renders it at `/docs/`. Everything comes from the
+contracts: the `google.api.http` rules give the operations, the messages the schemas, the
+proto comments the descriptions, `field_behavior = REQUIRED` the required members. What the
+edge adds to the transcoder's JSON (docs/api.md) is written here once: 64-bit integers are
+JSON integers, bodies take no unknown members, and every error has the REST error shape.
+
+    python tools/openapi.py DESCRIPTOR_SET_WITH_SOURCE_INFO OUT.json
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from google.api import annotations_pb2, field_behavior_pb2
+from google.protobuf import descriptor_pb2
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from services.common import errors
+from services.runtime.errors import catalog
+
+FieldType = descriptor_pb2.FieldDescriptorProto.Type
+Label = descriptor_pb2.FieldDescriptorProto.Label
+
+# The public services, as the edge exposes them (services/runtime/envoy.py PUBLIC_SERVICES).
+SERVICES = {
+    "paymesh.payment.v1.PaymentService": "Payments",
+    "paymesh.ledger.v1.LedgerService": "Balance",
+    "paymesh.webhook.v1.WebhookService": "Webhooks",
+    "paymesh.admin.v1.AdminService": "Operators",
+}
+# Calls made with an operator's session token (or none: logging in, the checkout page).
+OPERATOR_SERVICE = "paymesh.admin.v1.AdminService"
+NO_CREDENTIAL = {"Login", "GetCheckout"}
+# The writes that take Idempotency-Key (docs/api.md, Idempotency).
+IDEMPOTENT = {
+    "CreatePayment",
+    "ConfirmPayment",
+    "CapturePayment",
+    "CancelPayment",
+    "CreateRefund",
+    "RefundPayment",
+}
+
+_INT32 = {FieldType.TYPE_INT32, FieldType.TYPE_SINT32, FieldType.TYPE_SFIXED32}
+_UINT32 = {FieldType.TYPE_UINT32, FieldType.TYPE_FIXED32}
+_INT64 = {FieldType.TYPE_INT64, FieldType.TYPE_SINT64, FieldType.TYPE_SFIXED64}
+_UINT64 = {FieldType.TYPE_UINT64, FieldType.TYPE_FIXED64}
+_WELL_KNOWN: dict[str, dict[str, Any]] = {
+    ".google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    ".google.protobuf.Struct": {"type": "object"},
+    ".google.protobuf.Value": {},
+}
+
+
+class Contracts:
+    """The messages, comments and methods of a descriptor set."""
+
+    def __init__(self, files: list[descriptor_pb2.FileDescriptorProto]) -> None:
+        self.messages: dict[str, descriptor_pb2.DescriptorProto] = {}
+        self.comments: dict[str, str] = {}
+        self.files = files
+        for file in files:
+            for index, message in enumerate(file.message_type):
+                self._collect(file, f".{file.package}", message, [4, index])
+            for location in file.source_code_info.location:
+                if location.leading_comments:
+                    key = f"{file.name}:{','.join(map(str, location.path))}"
+                    self.comments[key] = _clean(location.leading_comments)
+        self._message_paths: dict[str, tuple[str, list[int]]] = {}
+        for file in files:
+            for index, message in enumerate(file.message_type):
+                self._paths(file.name, f".{file.package}", message, [4, index])
+
+    def _collect(self, file: Any, prefix: str, message: Any, path: list[int]) -> None:
+        name = f"{prefix}.{message.name}"
+        self.messages[name] = message
+        for index, nested in enumerate(message.nested_type):
+            self._collect(file, name, nested, [*path, 3, index])
+
+    def _paths(self, file: str, prefix: str, message: Any, path: list[int]) -> None:
+        name = f"{prefix}.{message.name}"
+        self._message_paths[name] = (file, path)
+        for index, nested in enumerate(message.nested_type):
+            self._paths(file, name, nested, [*path, 3, index])
+
+    def message_comment(self, name: str) -> str:
+        file, path = self._message_paths[name]
+        return self.comments.get(f"{file}:{','.join(map(str, path))}", "")
+
+    def field_comment(self, name: str, index: int) -> str:
+        file, path = self._message_paths[name]
+        return self.comments.get(f"{file}:{','.join(map(str, [*path, 2, index]))}", "")
+
+
+def _clean(comment: str) -> str:
+    return "\n".join(line.strip() for line in comment.strip().splitlines()).strip()
+
+
+def _schema_name(full_name: str) -> str:
+    """`.paymesh.payment.v1.Payment` → `payment.v1.Payment`: unique and readable."""
+    return full_name.removeprefix(".paymesh.")
+
+
+class Builder:
+    """Builds the document's schemas as operations reference them."""
+
+    def __init__(self, contracts: Contracts) -> None:
+        self.contracts = contracts
+        self.schemas: dict[str, Any] = {}
+
+    def ref(self, full_name: str, *, request: bool) -> dict[str, Any]:
+        """A reference to a message's schema (requests and responses differ: see `_scalar`)."""
+        if full_name in _WELL_KNOWN:
+            return dict(_WELL_KNOWN[full_name])
+        name = _schema_name(full_name) + ("" if not request else ".Input")
+        if name not in self.schemas:
+            self.schemas[name] = {}  # placeholder: a message may refer to itself
+            self.schemas[name] = self.message(full_name, request=request, exclude=set())
+        return {"$ref": f"#/components/schemas/{name}"}
+
+    def message(self, full_name: str, *, request: bool, exclude: set[str]) -> dict[str, Any]:
+        """A message's object schema, without the fields in `exclude` (path-bound)."""
+        message = self.contracts.messages[full_name]
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        for index, field in enumerate(message.field):
+            if field.name in exclude:
+                continue
+            property_schema = self.field(field, request=request)
+            comment = self.contracts.field_comment(full_name, index)
+            if comment:
+                property_schema = {**property_schema, "description": comment}
+            properties[field.name] = property_schema
+            behaviors = field.options.Extensions[field_behavior_pb2.field_behavior]
+            if (request and field_behavior_pb2.FieldBehavior.REQUIRED in behaviors) or (
+                not request and _always_printed(field)
+            ):
+                required.append(field.name)
+        schema: dict[str, Any] = {"type": "object", "properties": properties}
+        if required:
+            schema["required"] = required
+        if request:
+            schema["additionalProperties"] = False  # strict input: unknown members are refused
+        description = self.contracts.message_comment(full_name)
+        if description:
+            schema["description"] = description
+        return schema
+
+    def field(self, field: Any, *, request: bool) -> dict[str, Any]:
+        """A field's schema: its value's, in an array when repeated, an object when a map."""
+        entry = self.contracts.messages.get(field.type_name)
+        if entry is not None and entry.options.map_entry:
+            return {"type": "object", "additionalProperties": self.value(entry.field[1], request)}
+        value = self.value(field, request)
+        if field.label == Label.LABEL_REPEATED:
+            return {"type": "array", "items": value}
+        return value
+
+    def value(self, field: Any, request: bool) -> dict[str, Any]:
+        if field.type == FieldType.TYPE_MESSAGE:
+            return self.ref(field.type_name, request=request)
+        return _scalar(field.type, request=request)
+
+
+def _always_printed(field: Any) -> bool:
+    """The transcoder prints every field without presence (always_print_primitive_fields)."""
+    if field.proto3_optional or field.HasField("oneof_index"):
+        return False
+    return bool(field.type != FieldType.TYPE_MESSAGE or field.label == Label.LABEL_REPEATED)
+
+
+def _scalar(kind: int, *, request: bool) -> dict[str, Any]:
+    if kind in _INT32:
+        return {"type": "integer", "format": "int32"}
+    if kind in _UINT32:
+        return {"type": "integer", "format": "int32", "minimum": 0}
+    if kind in _INT64 or kind in _UINT64:
+        bounds: dict[str, Any] = {"minimum": 0} if kind in _UINT64 else {}
+        if request:
+            # protobuf's JSON (and protobuf-es) also sends a 64-bit integer as a digit string.
+            return {"type": ["integer", "string"], "format": "int64", "pattern": r"^-?[0-9]+$"}
+        return {"type": "integer", "format": "int64", **bounds}
+    if kind in (FieldType.TYPE_DOUBLE, FieldType.TYPE_FLOAT):
+        return {"type": "number"}
+    if kind == FieldType.TYPE_BOOL:
+        return {"type": "boolean"}
+    if kind == FieldType.TYPE_BYTES:
+        return {"type": "string", "contentEncoding": "base64"}
+    return {"type": "string"}
+
+
+def _error_schema() -> dict[str, Any]:
+    entries = catalog()
+    types = sorted({entry.error_type for entry in entries} | {errors.API})
+    return {
+        "type": "object",
+        "description": "Every error, whoever answers it (docs/api.md, Errors).",
+        "required": ["error"],
+        "additionalProperties": False,
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["type", "code", "message", "request_id"],
+                "additionalProperties": False,
+                "properties": {
+                    "type": {"type": "string", "enum": types},
+                    "code": {
+                        "type": "string",
+                        "enum": [entry.code for entry in entries],
+                        "description": "The error; docs/errors.md lists each with its meaning.",
+                    },
+                    "message": {"type": "string"},
+                    "param": {"type": "string", "description": "The parameter at fault."},
+                    "request_id": {"type": "string", "description": "The X-Request-Id."},
+                },
+            }
+        },
+    }
+
+
+def _operation(
+    builder: Builder, service: str, method: Any, *, template: str, body: str
+) -> dict[str, Any]:
+    contracts = builder.contracts
+    bound = re.findall(r"{([^}=]*)", template)
+    operation: dict[str, Any] = {"operationId": method.name, "tags": [SERVICES[service]]}
+    parameters: list[dict[str, Any]] = []
+    input_message = contracts.messages[method.input_type]
+    fields = {field.name: field for field in input_message.field}
+    for name in bound:
+        parameters.append(
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": builder.field(fields[name], request=True),
+            }
+        )
+    if body == "*":
+        schema = builder.message(method.input_type, request=True, exclude=set(bound))
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        }
+    else:
+        for index, field in enumerate(input_message.field):
+            if field.name in bound:
+                continue
+            parameter: dict[str, Any] = {
+                "name": field.name,
+                "in": "query",
+                "schema": builder.field(field, request=True),
+            }
+            comment = contracts.field_comment(method.input_type, index)
+            if comment:
+                parameter["description"] = comment
+            parameters.append(parameter)
+    if method.name in IDEMPOTENT:
+        parameters.append({"$ref": "#/components/parameters/IdempotencyKey"})
+    if parameters:
+        operation["parameters"] = parameters
+    output = builder.ref(method.output_type, request=False)
+    content = (
+        {"text/event-stream": {"schema": {"type": "string"}, "x-event-schema": output}}
+        if method.server_streaming
+        else {"application/json": {"schema": output}}
+    )
+    operation["responses"] = {
+        "200": {"description": "OK", "content": content},
+        "4XX": {"$ref": "#/components/responses/Error"},
+        "5XX": {"$ref": "#/components/responses/Error"},
+    }
+    if method.name in NO_CREDENTIAL:
+        operation["security"] = []
+    elif service == OPERATOR_SERVICE:
+        operation["security"] = [{"OperatorSession": []}]
+    return operation
+
+
+def document(descriptor: Path) -> dict[str, Any]:
+    """The OpenAPI document for the descriptor set."""
+    files = list(descriptor_pb2.FileDescriptorSet.FromString(descriptor.read_bytes()).file)
+    contracts = Contracts(files)
+    builder = Builder(contracts)
+    paths: dict[str, dict[str, Any]] = {}
+    for file in files:
+        for service_index, service in enumerate(file.service):
+            full = f"{file.package}.{service.name}"
+            if full not in SERVICES:
+                continue
+            for method_index, method in enumerate(service.method):
+                rule = method.options.Extensions[annotations_pb2.http]
+                for number, binding in enumerate([rule, *rule.additional_bindings]):
+                    verb = binding.WhichOneof("pattern")
+                    if verb is None:
+                        continue
+                    template = getattr(binding, verb)
+                    operation = _operation(
+                        builder, full, method, template=template, body=binding.body
+                    )
+                    comment = contracts.comments.get(
+                        f"{file.name}:6,{service_index},2,{method_index}", ""
+                    )
+                    if comment:
+                        operation["summary"] = comment.split(".")[0].replace("\n", " ")
+                        operation["description"] = comment
+                    if number:
+                        operation["operationId"] = f"{method.name}{number}"
+                        operation["deprecated"] = True  # an alias, e.g. POST /payments
+                    paths.setdefault(template, {})[verb] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "paymesh API",
+            "version": "v1",
+            "description": (
+                "Card payments, refunds, balance, events and webhook endpoints for merchants, "
+                "and the operators' API. Generated from protos/ by tools/openapi.py; the "
+                "conventions (errors, amounts, idempotency, lists) are in docs/api.md."
+            ),
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"ApiKey": []}, {"BearerKey": []}],
+        "tags": [{"name": tag} for tag in SERVICES.values()],
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "BearerKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A secret API key as a bearer token.",
+                },
+                "OperatorSession": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An operator's session token from POST /admin/login.",
+                },
+            },
+            "parameters": {
+                "IdempotencyKey": {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "description": (
+                        "Makes the write safe to retry: the same key with the same request "
+                        "within 24 h answers the first response again "
+                        "(Idempotent-Replayed: true)."
+                    ),
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                }
+            },
+            "responses": {
+                "Error": {
+                    "description": "An error in the one REST error shape.",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                }
+            },
+            "schemas": {"Error": _error_schema(), **dict(sorted(builder.schemas.items()))},
+        },
+    }
+
+
+def main() -> None:
+    """Writes the document."""
+    descriptor, out = Path(sys.argv[1]), Path(sys.argv[2])
+    out.write_text(json.dumps(document(descriptor), indent=1, sort_keys=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
