@@ -13,7 +13,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # pytest's plugins import grpc before any paymesh module can switch them off.
 export GRPC_ENABLE_FORK_SUPPORT ?= 0
 
-.PHONY: help up test gen check-gen lint buf-lint buf-breaking envoy-validate unit integration bench chaos clean
+.PHONY: help up test gen check-gen lint buf-lint buf-breaking envoy-validate unit integration bench chaos fuzz clean
 
 help:
 	@echo "make up     - install, generate, migrate and run the whole platform (Ctrl-C stops it)"
@@ -22,6 +22,7 @@ help:
 	@echo "make gen    - regenerate gen/ from protos/"
 	@echo "make bench  - benchmarks against same-run baselines (BENCH_QUICK=1: ~2 min)"
 	@echo "make chaos  - the long fault run (CHAOS_SEED=n repeats one); see docs/reliability.md"
+	@echo "make fuzz   - the long schemathesis run of the OpenAPI document (FUZZ_EXAMPLES=n)"
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -53,13 +54,14 @@ check-gen: $(BUILD)/protodeps/.copied
 buf-lint: $(BUF) $(BUILD)/protodeps/.copied
 	$(BUF) lint
 
-# Compares the contracts with main (BUF_AGAINST=<git ref> for another): that ref's protos and
-# buf.yaml are exported next to this checkout's google/api and google/rpc copies, which git
-# does not hold.
-BUF_AGAINST ?= main
+# Compares the contracts with the last released ones (contracts/released/, the newest folder),
+# or with a git ref (BUF_AGAINST=main): they are copied next to this checkout's google/api and
+# google/rpc copies, which git does not hold. `make test` runs it.
+RELEASED := $(lastword $(sort $(wildcard contracts/released/*)))
+BUF_AGAINST ?=
 buf-breaking: $(BUF) $(BUILD)/protodeps/.copied
 	rm -rf $(BUILD)/against && mkdir -p $(BUILD)/against/$(BUILD)
-	git archive '$(BUF_AGAINST)' protos buf.yaml | tar -x -C $(BUILD)/against
+	$(if $(BUF_AGAINST),git archive '$(BUF_AGAINST)' protos buf.yaml | tar -x -C $(BUILD)/against,cp -r $(RELEASED)/protos $(RELEASED)/buf.yaml $(BUILD)/against/)
 	cp -r $(BUILD)/protodeps $(BUILD)/against/$(BUILD)/protodeps
 	$(BUF) breaking --against $(BUILD)/against
 
@@ -77,7 +79,7 @@ unit: venv
 integration: venv
 	$(PY) -m pytest tests/integration -q
 
-test: venv check-gen buf-lint lint envoy-validate frontend frontend-check chromium
+test: venv check-gen buf-lint buf-breaking lint envoy-validate frontend frontend-check chromium
 	$(PY) -m pytest -q
 
 up: venv gen frontend
@@ -89,6 +91,11 @@ chaos: venv
 	CHAOS_PAYMENTS=$${CHAOS_PAYMENTS:-300} CHAOS_FAULTS=$${CHAOS_FAULTS:-25} \
 		CHAOS_NETWORK_FAULTS=$${CHAOS_NETWORK_FAULTS:-40} \
 		CHAOS_DRAIN_TIMEOUT_S=$${CHAOS_DRAIN_TIMEOUT_S:-900} $(PY) -m pytest tests/chaos -q -s
+
+# The long conformance run: schemathesis over every operation of gen/openapi.json against the
+# live platform (`make test` runs the same test with 12 examples per operation).
+fuzz: venv
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} $(PY) -m pytest tests/integration/test_conformance.py -q
 
 # Benchmarks (never part of `make test`; see bench/README.md): about 10 minutes on 2 cores.
 # BENCH_QUICK=1 runs a ~2 minute smoke of every scenario; BENCH_PROFILE=1 adds a py-spy profile

@@ -463,6 +463,18 @@ function envoy_on_request(handle)
   for segment in gmatch(path, "[^/]+") do segments[#segments + 1] = segment end
   -- An unknown route is the transcoder's to answer (404).
   local known = lookup(ROUTES[headers:get(":method")], segments, 1)
+  -- A header whose name gRPC metadata cannot carry (HTTP allows `#`, `$`, `^`... in names) is
+  -- dropped: the services' gRPC server would reset the call, and no operation reads it.
+  local unfit = nil
+  for name, _ in pairs(headers) do
+    if byte(name, 1) ~= 58 and find(name, "[^0-9a-z_.%-]") then
+      unfit = unfit or {}
+      unfit[#unfit + 1] = name
+    end
+  end
+  if unfit ~= nil then
+    for _, name in ipairs(unfit) do headers:remove(name) end
+  end
   -- Remembered for the response: a REST client gets no grpc-* headers, its errors in the REST
   -- shape with the request id, and its 64-bit integers as numbers.
   local metadata = handle:streamInfo():dynamicMetadata()

@@ -219,7 +219,13 @@ def _error_schema() -> dict[str, Any]:
                     },
                     "message": {"type": "string"},
                     "param": {"type": "string", "description": "The parameter at fault."},
-                    "request_id": {"type": "string", "description": "The X-Request-Id."},
+                    "request_id": {
+                        "type": ["string", "null"],
+                        "description": (
+                            "The response's X-Request-Id; null when the edge refused the "
+                            "request before giving it one (malformed HTTP)."
+                        ),
+                    },
                 },
             }
         },
@@ -246,8 +252,9 @@ def _operation(
         )
     if body == "*":
         schema = builder.message(method.input_type, request=True, exclude=set(bound))
+        # The edge takes a missing body as `{}`: it may be left out when nothing is required.
         operation["requestBody"] = {
-            "required": True,
+            "required": bool(schema.get("required")),
             "content": {"application/json": {"schema": schema}},
         }
     else:

@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import schema_metadata
+from services.common.versions import LATEST
 
 
 class Base(DeclarativeBase):
@@ -40,6 +41,8 @@ class Merchant(Base):
     name: Mapped[str] = mapped_column(String(200))
     fee_bps: Mapped[int] = mapped_column(Integer)
     fee_fixed: Mapped[int] = mapped_column(BigInteger)
+    # Pinned at creation (services/common/versions.py); requests may ask for another.
+    api_version: Mapped[str] = mapped_column(String(10), default=LATEST)
     create_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )

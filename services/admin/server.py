@@ -100,6 +100,7 @@ def merchant_to_proto(merchant: Merchant) -> admin_pb2.Merchant:
         fee_bps=merchant.fee_bps,
         fee_fixed=merchant.fee_fixed,
         create_time=_timestamp(merchant.create_time),
+        api_version=merchant.api_version,
     )
 
 
@@ -165,6 +166,7 @@ class AuthInternalServicer(admin_internal_pb2_grpc.AuthInternalServiceServicer):
                 fee_bps=merchant.fee_bps,
                 fee_fixed=merchant.fee_fixed,
                 merchant_name=merchant.name,
+                api_version=merchant.api_version,
             )
 
     async def AuthenticateApiKey(

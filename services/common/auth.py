@@ -18,6 +18,7 @@ from paymesh.admin.v1 import admin_internal_pb2, admin_internal_pb2_grpc
 
 from services.common.api_keys import parse_key
 from services.common.errors import SecretKeyRequired, Unauthenticated, Unavailable
+from services.common.versions import LATEST
 
 # Bounds memory when many distinct keys are tried.
 CACHE_ENTRIES_MAX = 10_000
@@ -52,6 +53,7 @@ class Principal:
     fee_bps: int
     fee_fixed: int
     merchant_name: str
+    api_version: str = LATEST
 
     @property
     def livemode(self) -> bool:
@@ -188,4 +190,5 @@ class ApiKeyAuthenticator:
             fee_bps=reply.fee_bps,
             fee_fixed=reply.fee_fixed,
             merchant_name=reply.merchant_name,
+            api_version=reply.api_version or LATEST,
         )

@@ -8,6 +8,7 @@ needs one, turns domain errors into `google.rpc.Status`, and records metrics.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import signal
 import time
@@ -28,6 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 
+from services.common import versions
 from services.common.auth import (
     ApiKeyAuthenticator,
     AuthPolicy,
@@ -173,6 +175,28 @@ def _code_from_int(value: int) -> tuple[int, str]:
     return grpc.StatusCode.INTERNAL.value  # type: ignore[no-any-return]
 
 
+# The headers a call's response carries (gRPC initial metadata, which the edge turns into HTTP
+# response headers): sent once, when the method has answered or failed.
+response_headers_var: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar(
+    "response_headers", default=None
+)
+
+
+def add_response_header(name: str, value: str) -> None:
+    """Adds a header to the response of the call being served (e.g. `idempotent-replayed`)."""
+    headers = response_headers_var.get()
+    if headers is None:
+        raise RuntimeError("add_response_header outside a call")
+    headers.append((name, value))
+
+
+async def _send_response_headers(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    headers = response_headers_var.get()
+    if headers:
+        response_headers_var.set(None)  # once per call
+        await context.send_initial_metadata(tuple(headers))
+
+
 class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Request id, authentication, error mapping and metrics for every method."""
 
@@ -189,6 +213,15 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._rate_limiter = rate_limiter
 
     async def _begin(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        response_headers_var.set([])
+        await self._authenticate(method, context)
+        # The API version the call is served under: asked for, or the merchant's default.
+        asked = versions.requested(tuple(context.invocation_metadata() or ()))  # type: ignore[arg-type]
+        principal = principal_var.get()
+        if asked is not None or principal is not None:
+            add_response_header(versions.HEADER, asked or principal.api_version)  # type: ignore[union-attr]
+
+    async def _authenticate(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         metadata = context.invocation_metadata()
         request_id = ""
         for name, value in metadata or ():
@@ -255,8 +288,8 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if isinstance(error, DomainError):
             RPC_TOTAL.labels(method, error.code.name).inc()
             if isinstance(error, RateLimited):
-                # Initial metadata is what the edge turns into HTTP response headers.
-                await context.send_initial_metadata((("retry-after", str(error.retry_after_s)),))
+                add_response_header("retry-after", str(error.retry_after_s))
+            await _send_response_headers(context)
             await _abort(context, error)
         logger.exception("unhandled error in %s", method)
         RPC_TOTAL.labels(method, "INTERNAL").inc()
@@ -292,6 +325,7 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 await self._begin(method, context)
                 _check_decoded(request)
                 response = await inner(request, context)
+                await _send_response_headers(context)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -313,6 +347,7 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             try:
                 await self._begin(method, context)
                 _check_decoded(request)
+                await _send_response_headers(context)
                 async for item in inner(request, context):
                     yield item
             except asyncio.CancelledError:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.common import pages
 from services.common.auth import AuthPolicy, Principal, current_principal, optional_principal
 from services.common.db import LoopPool, make_engine, make_sessionmaker, transaction
-from services.common.server import ServiceSpec
+from services.common.server import ServiceSpec, add_response_header
 from services.common.service_main import run_service
 from services.common.settings import Settings
 from services.payment import idempotency, payments, refunds
@@ -53,7 +53,7 @@ def card_from(method: payment_pb2.PaymentMethod) -> CardInput | None:
 async def _reply(context: Context, result: tuple[M, bool]) -> M:
     response, replayed = result
     if replayed:
-        await context.send_initial_metadata(((REPLAYED_HEADER, "true"),))
+        add_response_header(REPLAYED_HEADER, "true")
     return response
 
 

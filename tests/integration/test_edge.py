@@ -396,3 +396,24 @@ def test_body_checks_agree_with_a_strict_json_parser_on_mutated_bodies(
     raw = VALID_BODY[:position] + inserted + VALID_BODY[position + removed :]
     with httpx.Client(base_url=platform.base_url, timeout=30) as api:
         assert _refused_as_invalid_json(api, raw) != _strict_json(raw), raw
+
+
+def test_a_full_page_of_the_largest_payments_is_listed_with_numbers(
+    api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    """The edge holds a REST response whole to print its 64-bit integers as numbers: a page of
+    100 payments with the most metadata the API takes, quotes doubled by JSON escaping, still
+    comes back (its limit is the listener's buffer, envoy/envoy.yaml.tmpl)."""
+    key = {"X-API-Key": merchant.secret_key}
+    metadata = {f"k{i:02d}" + "x" * 37: '"' * 500 for i in range(50)}
+    body = {"amount": 4321, "currency": "USD", "metadata": metadata, "description": '"' * 1000}
+    for _ in range(100):
+        created = api.post("/v1/payments", json=body, headers=key)
+        assert created.status_code == 200, created.text[:300]
+    page = api.get("/v1/payments", params={"page_size": 100}, headers=key)
+    assert page.status_code == 200, page.text[:300]
+    assert len(page.content) > 5_000_000
+    payments = page.json()["payments"]
+    assert len(payments) == 100
+    assert {p["amount"] for p in payments} == {4321}
+    assert all(p["metadata"] == metadata for p in payments)

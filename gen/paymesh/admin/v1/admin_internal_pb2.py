@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%paymesh/admin/v1/admin_internal.proto\x12\x10paymesh.admin.v1\"(\n\x19\x41uthenticateApiKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"\x87\x01\n\tPrincipal\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x0f\n\x07\x66\x65\x65_bps\x18\x05 \x01(\x05\x12\x11\n\tfee_fixed\x18\x06 \x01(\x03\x12\x15\n\rmerchant_name\x18\x07 \x01(\t2u\n\x13\x41uthInternalService\x12^\n\x12\x41uthenticateApiKey\x12+.paymesh.admin.v1.AuthenticateApiKeyRequest\x1a\x1b.paymesh.admin.v1.Principalb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%paymesh/admin/v1/admin_internal.proto\x12\x10paymesh.admin.v1\"(\n\x19\x41uthenticateApiKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"\x9c\x01\n\tPrincipal\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x0f\n\x07\x66\x65\x65_bps\x18\x05 \x01(\x05\x12\x11\n\tfee_fixed\x18\x06 \x01(\x03\x12\x15\n\rmerchant_name\x18\x07 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x08 \x01(\t2u\n\x13\x41uthInternalService\x12^\n\x12\x41uthenticateApiKey\x12+.paymesh.admin.v1.AuthenticateApiKeyRequest\x1a\x1b.paymesh.admin.v1.Principalb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_start=59
   _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_end=99
   _globals['_PRINCIPAL']._serialized_start=102
-  _globals['_PRINCIPAL']._serialized_end=237
-  _globals['_AUTHINTERNALSERVICE']._serialized_start=239
-  _globals['_AUTHINTERNALSERVICE']._serialized_end=356
+  _globals['_PRINCIPAL']._serialized_end=258
+  _globals['_AUTHINTERNALSERVICE']._serialized_start=260
+  _globals['_AUTHINTERNALSERVICE']._serialized_end=377
 # @@protoc_insertion_point(module_scope)

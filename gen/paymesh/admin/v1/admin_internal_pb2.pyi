@@ -51,6 +51,7 @@ class Principal(_message.Message):
     FEE_BPS_FIELD_NUMBER: _builtins.int
     FEE_FIXED_FIELD_NUMBER: _builtins.int
     MERCHANT_NAME_FIELD_NUMBER: _builtins.int
+    API_VERSION_FIELD_NUMBER: _builtins.int
     merchant_id: _builtins.str
     """The merchant."""
     mode: _builtins.str
@@ -65,6 +66,8 @@ class Principal(_message.Message):
     """Merchant's fixed fee in minor units."""
     merchant_name: _builtins.str
     """Merchant's display name."""
+    api_version: _builtins.str
+    """The merchant's default API version (docs/api.md, Versioning)."""
     def __init__(
         self,
         *,
@@ -75,10 +78,11 @@ class Principal(_message.Message):
         fee_bps: _builtins.int = ...,
         fee_fixed: _builtins.int = ...,
         merchant_name: _builtins.str = ...,
+        api_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fee_bps", b"fee_bps", "fee_fixed", b"fee_fixed", "key_id", b"key_id", "kind", b"kind", "merchant_id", b"merchant_id", "merchant_name", b"merchant_name", "mode", b"mode"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_version", b"api_version", "fee_bps", b"fee_bps", "fee_fixed", b"fee_fixed", "key_id", b"key_id", "kind", b"kind", "merchant_id", b"merchant_id", "merchant_name", b"merchant_name", "mode", b"mode"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -93,6 +93,7 @@ class Merchant(_message.Message):
     FEE_BPS_FIELD_NUMBER: _builtins.int
     FEE_FIXED_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    API_VERSION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Identifier, "mer_..." ."""
     name: _builtins.str
@@ -101,6 +102,10 @@ class Merchant(_message.Message):
     """Fee in basis points of the captured amount."""
     fee_fixed: _builtins.int
     """Fixed fee in minor units per captured payment."""
+    api_version: _builtins.str
+    """The API version the merchant's calls get when they send no Paymesh-Version header: the
+    newest one when the merchant was created.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Creation time."""
@@ -113,10 +118,11 @@ class Merchant(_message.Message):
         fee_bps: _builtins.int = ...,
         fee_fixed: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        api_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "fee_bps", b"fee_bps", "fee_fixed", b"fee_fixed", "id", b"id", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_version", b"api_version", "create_time", b"create_time", "fee_bps", b"fee_bps", "fee_fixed", b"fee_fixed", "id", b"id", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -59,7 +59,7 @@ import { Session } from './session';
     .logo { font-weight: 500; letter-spacing: 0.02em; }
     .product { font-weight: 400; opacity: 0.8; font-size: 0.95rem; }
     .who { font-size: 0.9rem; }
-    .topbar button { color: #fff; }
+    .topbar button, .topbar a { color: #fff; }
     .live { display: inline-flex; align-items: center; gap: 0.4rem; font-size: 0.85rem; padding: 0.15rem 0.6rem; border-radius: 999px; background: rgb(255 255 255 / 12%); }
     .dot { width: 10px; height: 10px; border-radius: 50%; background: #f5a623; }
     .live.live .dot { background: #3ddc84; box-shadow: 0 0 0 3px rgb(61 220 132 / 30%); }
