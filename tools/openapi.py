@@ -66,30 +66,22 @@ class Contracts:
     def __init__(self, files: list[descriptor_pb2.FileDescriptorProto]) -> None:
         self.messages: dict[str, descriptor_pb2.DescriptorProto] = {}
         self.comments: dict[str, str] = {}
-        self.files = files
+        # Each message's file and source path, where its comments are found.
+        self._message_paths: dict[str, tuple[str, list[int]]] = {}
         for file in files:
             for index, message in enumerate(file.message_type):
-                self._collect(file, f".{file.package}", message, [4, index])
+                self._collect(file.name, f".{file.package}", message, [4, index])
             for location in file.source_code_info.location:
                 if location.leading_comments:
                     key = f"{file.name}:{','.join(map(str, location.path))}"
                     self.comments[key] = _clean(location.leading_comments)
-        self._message_paths: dict[str, tuple[str, list[int]]] = {}
-        for file in files:
-            for index, message in enumerate(file.message_type):
-                self._paths(file.name, f".{file.package}", message, [4, index])
 
-    def _collect(self, file: Any, prefix: str, message: Any, path: list[int]) -> None:
+    def _collect(self, file: str, prefix: str, message: Any, path: list[int]) -> None:
         name = f"{prefix}.{message.name}"
         self.messages[name] = message
-        for index, nested in enumerate(message.nested_type):
-            self._collect(file, name, nested, [*path, 3, index])
-
-    def _paths(self, file: str, prefix: str, message: Any, path: list[int]) -> None:
-        name = f"{prefix}.{message.name}"
         self._message_paths[name] = (file, path)
         for index, nested in enumerate(message.nested_type):
-            self._paths(file, name, nested, [*path, 3, index])
+            self._collect(file, name, nested, [*path, 3, index])
 
     def message_comment(self, name: str) -> str:
         file, path = self._message_paths[name]
