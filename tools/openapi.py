@@ -39,15 +39,10 @@ SERVICES = {
 # Calls made with an operator's session token (or none: logging in, the checkout page).
 OPERATOR_SERVICE = "paymesh.admin.v1.AdminService"
 NO_CREDENTIAL = {"Login", "GetCheckout"}
-# The writes that take Idempotency-Key (docs/api.md, Idempotency).
-IDEMPOTENT = {
-    "CreatePayment",
-    "ConfirmPayment",
-    "CapturePayment",
-    "CancelPayment",
-    "CreateRefund",
-    "RefundPayment",
-}
+# Every POST, PATCH and DELETE takes Idempotency-Key (docs/api.md, Idempotency) but these:
+# logging in has no caller to scope a key to, and logging out ends the session it would have.
+NOT_KEYED = {"Login", "Logout"}
+WRITES = {"post", "patch", "delete"}
 
 _INT32 = {FieldType.TYPE_INT32, FieldType.TYPE_SINT32, FieldType.TYPE_SFIXED32}
 _UINT32 = {FieldType.TYPE_UINT32, FieldType.TYPE_FIXED32}
@@ -225,7 +220,7 @@ def _error_schema() -> dict[str, Any]:
 
 
 def _operation(
-    builder: Builder, service: str, method: Any, *, template: str, body: str
+    builder: Builder, service: str, method: Any, *, verb: str, template: str, body: str
 ) -> dict[str, Any]:
     contracts = builder.contracts
     bound = re.findall(r"{([^}=]*)", template)
@@ -262,7 +257,7 @@ def _operation(
             if comment:
                 parameter["description"] = comment
             parameters.append(parameter)
-    if method.name in IDEMPOTENT:
+    if verb in WRITES and method.name not in NOT_KEYED:
         parameters.append({"$ref": "#/components/parameters/IdempotencyKey"})
     if parameters:
         operation["parameters"] = parameters
@@ -303,7 +298,7 @@ def document(descriptor: Path) -> dict[str, Any]:
                         continue
                     template = getattr(binding, verb)
                     operation = _operation(
-                        builder, full, method, template=template, body=binding.body
+                        builder, full, method, verb=verb, template=template, body=binding.body
                     )
                     comment = contracts.comments.get(
                         f"{file.name}:6,{service_index},2,{method_index}", ""

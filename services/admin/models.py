@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -13,12 +13,14 @@ from sqlalchemy import (
     Identity,
     Integer,
     String,
+    Table,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import schema_metadata
+from services.common.idempotency import KeyColumns, KeyStore
 from services.common.versions import LATEST
 
 
@@ -140,3 +142,15 @@ class ReconciliationRun(Base):
     create_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class IdempotencyKey(KeyColumns, Base):
+    """An operator's idempotency key (livemode always false): request fingerprint, response."""
+
+    __tablename__ = "idempotency_keys"
+
+    operator_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+
+
+# The statements of the admin service's keys (services/common/idempotency.py).
+KEYS = KeyStore(cast(Table, IdempotencyKey.__table__), owner="operator_id")

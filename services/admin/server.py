@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from paymesh.admin.v1 import admin_internal_pb2, admin_internal_pb2_grpc, admin_pb2, admin_pb2_grpc
 from paymesh.ledger.v1 import ledger_internal_pb2
@@ -25,9 +26,9 @@ from services.admin import audit, merchants, operators, reconciliation
 from services.admin import sessions as operator_sessions
 from services.admin.access import LoginThrottle, SessionAuthenticator, client_info
 from services.admin.errors import DependencyUnavailable, InvalidCredentials, SessionInvalid
-from services.admin.models import ApiKey, AuditEntry, Merchant, ReconciliationRun
+from services.admin.models import KEYS, ApiKey, AuditEntry, Merchant, ReconciliationRun
 from services.admin.views import RECONCILE_TIMEOUT_S, RemoteServices
-from services.common import pages
+from services.common import idempotency, pages
 from services.common.auth import AuthPolicy, OperatorPrincipal, current_operator
 from services.common.db import make_engine, make_sessionmaker, transaction
 from services.common.errors import InvalidArgument, Unauthenticated
@@ -39,6 +40,8 @@ from services.common.settings import Settings
 logger = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
+M = TypeVar("M", bound=Message)
+R = TypeVar("R")
 ADMIN_SERVICE = "paymesh.admin.v1.AdminService"
 # Methods that change something: viewers may not call them.
 WRITE_METHODS = (
@@ -73,6 +76,18 @@ def _actor(operator: OperatorPrincipal) -> audit.Actor:
         email=operator.email,
         client_ip=operator.client_ip,
         user_agent=operator.user_agent,
+    )
+
+
+def _audit(
+    session: Session,
+    operator: OperatorPrincipal,
+    action: str,
+    target_id: str,
+    details: dict[str, str],
+) -> None:
+    audit.record(
+        session, actor=_actor(operator), action=action, target_id=target_id, details=details
     )
 
 
@@ -196,6 +211,75 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self._throttle = throttle
         self._remote = remote
         self._tokens = pages.PageTokens(settings.require_secret("page_token_key"))
+        # Responses that show a secret (an API key, a stream token) are stored sealed.
+        self._idempotent = idempotency.Runner(
+            sessions,
+            settings,
+            KEYS,
+            secret=settings.require_secret("secret_encryption_key"),
+            sealed=True,
+        )
+
+    async def _write(
+        self,
+        context: Context,
+        operation: str,
+        request: Message,
+        *,
+        work: Callable[[Session], M],
+        response_type: type[M],
+    ) -> M:
+        """A write of this service's own rows, under the caller's Idempotency-Key if any.
+
+        Keys are the operator's (an operator acts across modes: `livemode` is false); the key,
+        the work, its audit line and the stored response commit in one transaction.
+        """
+        key = idempotency.key_from(_metadata(context))
+        response, replayed = await asyncio.to_thread(
+            self._idempotent.run,
+            owner=current_operator().operator_id,
+            livemode=False,
+            operation=operation,
+            key=key,
+            request=request,
+            work=work,
+            parse=response_type.FromString,
+        )
+        idempotency.mark_replayed(replayed)
+        return response
+
+    async def _remote_write(
+        self,
+        context: Context,
+        operation: str,
+        request: Message,
+        *,
+        key: str | None,
+        call: Callable[[], Awaitable[R]],
+        finish: Callable[[Session, R], M],
+        response_type: type[M],
+        call_timeout_s: float | None = None,
+    ) -> M:
+        """A write through another service (`call`), then its audit line here (`finish`).
+
+        Under a key the call is made once per key (`Runner.run_remote`); a process that dies
+        after the call and before `finish` leaves the key claimed until the lock timeout, after
+        which a retry calls again: the refund carries a key derived from this one, and
+        replays and reconciliations are safe to repeat.
+        """
+        response, replayed = await self._idempotent.run_remote(
+            owner=current_operator().operator_id,
+            livemode=False,
+            operation=operation,
+            key=key,
+            request=request,
+            call=call,
+            finish=finish,
+            parse=response_type.FromString,
+            call_timeout_s=call_timeout_s or self._remote.timeout_s,
+        )
+        idempotency.mark_replayed(replayed)
+        return response
 
     # Sessions.
 
@@ -257,55 +341,70 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         """Ends the caller's session."""
         return await asyncio.to_thread(self._logout, current_operator())
 
-    def _stream_token(self, operator: OperatorPrincipal) -> admin_pb2.StreamToken:
-        with transaction(self._sessions) as session:
-            issued = operator_sessions.create_stream_token(
-                session,
-                parent_id=operator.session_id,
-                ttl_s=self._settings.admin_stream_token_ttl_s,
-                client_ip=operator.client_ip,
-            )
-            return admin_pb2.StreamToken(
-                stream_token=issued.token, expire_time=_timestamp(issued.record.expire_time)
-            )
+    def _stream_token(self, session: Session, operator: OperatorPrincipal) -> admin_pb2.StreamToken:
+        issued = operator_sessions.create_stream_token(
+            session,
+            parent_id=operator.session_id,
+            ttl_s=self._settings.admin_stream_token_ttl_s,
+            client_ip=operator.client_ip,
+        )
+        return admin_pb2.StreamToken(
+            stream_token=issued.token, expire_time=_timestamp(issued.record.expire_time)
+        )
 
     async def CreateStreamToken(
         self, request: admin_pb2.CreateStreamTokenRequest, context: Context
     ) -> admin_pb2.StreamToken:
         """Issues a token that opens the overview stream only."""
-        return await asyncio.to_thread(self._stream_token, current_operator())
+        operator = current_operator()
+        return await self._write(
+            context,
+            "create_stream_token",
+            request,
+            work=lambda session: self._stream_token(session, operator),
+            response_type=admin_pb2.StreamToken,
+        )
 
     # Merchants and keys.
 
     def _create_merchant(
-        self, operator: OperatorPrincipal, request: admin_pb2.CreateMerchantRequest
+        self,
+        session: Session,
+        operator: OperatorPrincipal,
+        request: admin_pb2.CreateMerchantRequest,
     ) -> admin_pb2.Merchant:
         options: dict[str, int] = {}
         if request.HasField("fee_bps"):
             options["fee_bps"] = request.fee_bps
         if request.HasField("fee_fixed"):
             options["fee_fixed"] = request.fee_fixed
-        with transaction(self._sessions) as session:
-            merchant = merchants.create_merchant(session, name=request.name, **options)
-            session.refresh(merchant)
-            audit.record(
-                session,
-                actor=_actor(operator),
-                action="merchant.create",
-                target_id=merchant.id,
-                details={
-                    "name": merchant.name,
-                    "fee_bps": str(merchant.fee_bps),
-                    "fee_fixed": str(merchant.fee_fixed),
-                },
-            )
-            return merchant_to_proto(merchant)
+        merchant = merchants.create_merchant(session, name=request.name, **options)
+        session.refresh(merchant)
+        audit.record(
+            session,
+            actor=_actor(operator),
+            action="merchant.create",
+            target_id=merchant.id,
+            details={
+                "name": merchant.name,
+                "fee_bps": str(merchant.fee_bps),
+                "fee_fixed": str(merchant.fee_fixed),
+            },
+        )
+        return merchant_to_proto(merchant)
 
     async def CreateMerchant(
         self, request: admin_pb2.CreateMerchantRequest, context: Context
     ) -> admin_pb2.Merchant:
         """Creates a merchant."""
-        return await asyncio.to_thread(self._create_merchant, current_operator(), request)
+        operator = current_operator()
+        return await self._write(
+            context,
+            "create_merchant",
+            request,
+            work=lambda session: self._create_merchant(session, operator, request),
+            response_type=admin_pb2.Merchant,
+        )
 
     def _get_merchant(self, merchant_id: str) -> admin_pb2.Merchant:
         with transaction(self._sessions) as session:
@@ -338,69 +437,84 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return await asyncio.to_thread(self._list_merchants, request)
 
     def _update_fees(
-        self, operator: OperatorPrincipal, request: admin_pb2.UpdateMerchantFeesRequest
+        self,
+        session: Session,
+        operator: OperatorPrincipal,
+        request: admin_pb2.UpdateMerchantFeesRequest,
     ) -> admin_pb2.Merchant:
-        with transaction(self._sessions) as session:
-            before = merchants.get_merchant_or_raise(session, request.id)
-            old_bps, old_fixed = before.fee_bps, before.fee_fixed
-            merchant = merchants.update_fees(
-                session,
-                merchant_id=request.id,
-                fee_bps=request.fee_bps,
-                fee_fixed=request.fee_fixed,
-            )
-            audit.record(
-                session,
-                actor=_actor(operator),
-                action="merchant.fees_update",
-                target_id=merchant.id,
-                details={
-                    "old_fee_bps": str(old_bps),
-                    "old_fee_fixed": str(old_fixed),
-                    "fee_bps": str(merchant.fee_bps),
-                    "fee_fixed": str(merchant.fee_fixed),
-                },
-            )
-            return merchant_to_proto(merchant)
+        before = merchants.get_merchant_or_raise(session, request.id)
+        old_bps, old_fixed = before.fee_bps, before.fee_fixed
+        merchant = merchants.update_fees(
+            session,
+            merchant_id=request.id,
+            fee_bps=request.fee_bps,
+            fee_fixed=request.fee_fixed,
+        )
+        audit.record(
+            session,
+            actor=_actor(operator),
+            action="merchant.fees_update",
+            target_id=merchant.id,
+            details={
+                "old_fee_bps": str(old_bps),
+                "old_fee_fixed": str(old_fixed),
+                "fee_bps": str(merchant.fee_bps),
+                "fee_fixed": str(merchant.fee_fixed),
+            },
+        )
+        return merchant_to_proto(merchant)
 
     async def UpdateMerchantFees(
         self, request: admin_pb2.UpdateMerchantFeesRequest, context: Context
     ) -> admin_pb2.Merchant:
         """Changes a merchant's fee schedule."""
         _required_id(request.id, "id")
-        return await asyncio.to_thread(self._update_fees, current_operator(), request)
+        operator = current_operator()
+        return await self._write(
+            context,
+            "update_merchant_fees",
+            request,
+            work=lambda session: self._update_fees(session, operator, request),
+            response_type=admin_pb2.Merchant,
+        )
 
     def _create_api_key(
-        self, operator: OperatorPrincipal, request: admin_pb2.CreateApiKeyRequest
+        self, session: Session, operator: OperatorPrincipal, request: admin_pb2.CreateApiKeyRequest
     ) -> admin_pb2.ApiKey:
-        with transaction(self._sessions) as session:
-            issued = merchants.create_api_key(
-                session,
-                merchant_id=request.merchant_id,
-                mode=request.mode,  # type: ignore[arg-type]  # checked by the domain
-                kind=request.kind,  # type: ignore[arg-type]
-            )
-            session.refresh(issued.api_key)
-            audit.record(
-                session,
-                actor=_actor(operator),
-                action="api_key.create",
-                target_id=issued.api_key.id,
-                details={
-                    "merchant_id": issued.api_key.merchant_id,
-                    "prefix": issued.api_key.prefix,
-                    "mode": issued.api_key.mode,
-                    "kind": issued.api_key.kind,
-                },
-            )
-            return api_key_to_proto(issued.api_key, issued.key)
+        issued = merchants.create_api_key(
+            session,
+            merchant_id=request.merchant_id,
+            mode=request.mode,  # type: ignore[arg-type]  # checked by the domain
+            kind=request.kind,  # type: ignore[arg-type]
+        )
+        session.refresh(issued.api_key)
+        audit.record(
+            session,
+            actor=_actor(operator),
+            action="api_key.create",
+            target_id=issued.api_key.id,
+            details={
+                "merchant_id": issued.api_key.merchant_id,
+                "prefix": issued.api_key.prefix,
+                "mode": issued.api_key.mode,
+                "kind": issued.api_key.kind,
+            },
+        )
+        return api_key_to_proto(issued.api_key, issued.key)
 
     async def CreateApiKey(
         self, request: admin_pb2.CreateApiKeyRequest, context: Context
     ) -> admin_pb2.ApiKey:
         """Issues a key; the response is the only time it is shown."""
         _required_id(request.merchant_id, "merchant_id")
-        return await asyncio.to_thread(self._create_api_key, current_operator(), request)
+        operator = current_operator()
+        return await self._write(
+            context,
+            "create_api_key",
+            request,
+            work=lambda session: self._create_api_key(session, operator, request),
+            response_type=admin_pb2.ApiKey,
+        )
 
     def _list_api_keys(self, merchant_id: str) -> admin_pb2.ListApiKeysResponse:
         with transaction(self._sessions) as session:
@@ -414,24 +528,32 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         merchant_id = _required_id(request.merchant_id, "merchant_id")
         return await asyncio.to_thread(self._list_api_keys, merchant_id)
 
-    def _revoke_api_key(self, operator: OperatorPrincipal, key_id: str) -> admin_pb2.ApiKey:
-        with transaction(self._sessions) as session:
-            api_key = merchants.revoke_api_key(session, key_id=key_id)
-            audit.record(
-                session,
-                actor=_actor(operator),
-                action="api_key.revoke",
-                target_id=api_key.id,
-                details={"merchant_id": api_key.merchant_id, "prefix": api_key.prefix},
-            )
-            return api_key_to_proto(api_key)
+    def _revoke_api_key(
+        self, session: Session, operator: OperatorPrincipal, key_id: str
+    ) -> admin_pb2.ApiKey:
+        api_key = merchants.revoke_api_key(session, key_id=key_id)
+        audit.record(
+            session,
+            actor=_actor(operator),
+            action="api_key.revoke",
+            target_id=api_key.id,
+            details={"merchant_id": api_key.merchant_id, "prefix": api_key.prefix},
+        )
+        return api_key_to_proto(api_key)
 
     async def RevokeApiKey(
         self, request: admin_pb2.RevokeApiKeyRequest, context: Context
     ) -> admin_pb2.ApiKey:
         """Revokes a key; other services stop accepting it within their auth cache's TTL."""
         key_id = _required_id(request.id, "id")
-        return await asyncio.to_thread(self._revoke_api_key, current_operator(), key_id)
+        operator = current_operator()
+        return await self._write(
+            context,
+            "revoke_api_key",
+            request,
+            work=lambda session: self._revoke_api_key(session, operator, key_id),
+            response_type=admin_pb2.ApiKey,
+        )
 
     # Analytics.
 
@@ -553,18 +675,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         """A payment with its refunds, events and ledger entries."""
         return await self._remote.payment_detail(_required_id(request.id, "id"))
 
-    def _record(
-        self, operator: OperatorPrincipal, action: str, target_id: str, details: dict[str, str]
-    ) -> None:
-        with transaction(self._sessions) as session:
-            audit.record(
-                session,
-                actor=_actor(operator),
-                action=action,
-                target_id=target_id,
-                details=details,
-            )
-
     async def RefundPayment(
         self, request: admin_pb2.RefundPaymentRequest, context: Context
     ) -> payment_pb2.Refund:
@@ -590,32 +700,50 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidArgument.field(
                 "idempotency_key", f"must be at most {IDEMPOTENCY_KEY_LENGTH_MAX} characters"
             )
-        refund: payment_pb2.Refund = await self._remote.call(
-            "payment",
-            self._remote.payments.CreateOperatorRefund,
-            payment_internal_pb2.CreateOperatorRefundRequest(
-                payment_id=payment_id,
-                amount=request.amount if request.HasField("amount") else None,
-                reason=request.reason,
-                # Two operators reusing a key never collide with each other's refunds.
-                idempotency_key=f"admin:{operator.operator_id}:{key}",
-                operator_id=operator.operator_id,
-            ),
+        remote_request = payment_internal_pb2.CreateOperatorRefundRequest(
+            payment_id=payment_id,
+            amount=request.amount if request.HasField("amount") else None,
+            reason=request.reason,
+            # Two operators reusing a key never collide with each other's refunds.
+            idempotency_key=f"admin:{operator.operator_id}:{key}",
+            operator_id=operator.operator_id,
         )
-        await asyncio.to_thread(
-            self._record,
-            operator,
-            "payment.refund",
-            payment_id,
-            {
-                "refund_id": refund.id,
-                "amount": str(refund.amount),
-                "currency": refund.currency,
-                "merchant_id": refund.merchant_id,
-                "reason": refund.reason,
-            },
+
+        async def call() -> payment_pb2.Refund:
+            refund: payment_pb2.Refund = await self._remote.call(
+                "payment", self._remote.payments.CreateOperatorRefund, remote_request
+            )
+            return refund
+
+        def finish(session: Session, refund: payment_pb2.Refund) -> payment_pb2.Refund:
+            _audit(
+                session,
+                operator,
+                "payment.refund",
+                payment_id,
+                {
+                    "refund_id": refund.id,
+                    "amount": str(refund.amount),
+                    "currency": refund.currency,
+                    "merchant_id": refund.merchant_id,
+                    "reason": refund.reason,
+                },
+            )
+            return refund
+
+        # The key may come in the body or the header: the request it names is the rest.
+        keyed = admin_pb2.RefundPaymentRequest()
+        keyed.CopyFrom(request)
+        keyed.ClearField("idempotency_key")
+        return await self._remote_write(
+            context,
+            "refund_payment",
+            keyed,
+            key=idempotency.validate_key(key),
+            call=call,
+            finish=finish,
+            response_type=payment_pb2.Refund,
         )
-        return refund
 
     # Webhooks.
 
@@ -644,24 +772,41 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         """Re-sends one delivery by job id."""
         operator = current_operator()
         job_id = _required_id(request.job_id, "job_id")
-        delivery: webhook_internal_pb2.Delivery = await self._remote.call(
-            "webhook",
-            self._remote.webhooks.ReplayDelivery,
-            webhook_internal_pb2.ReplayDeliveryRequest(id=job_id),
+
+        async def call() -> webhook_internal_pb2.Delivery:
+            delivery: webhook_internal_pb2.Delivery = await self._remote.call(
+                "webhook",
+                self._remote.webhooks.ReplayDelivery,
+                webhook_internal_pb2.ReplayDeliveryRequest(id=job_id),
+            )
+            return delivery
+
+        def finish(
+            session: Session, delivery: webhook_internal_pb2.Delivery
+        ) -> webhook_internal_pb2.Delivery:
+            _audit(
+                session,
+                operator,
+                "webhook.replay",
+                delivery.id,
+                {
+                    "job_id": job_id,
+                    "event_id": delivery.event_id,
+                    "merchant_id": delivery.merchant_id,
+                    "endpoint_url": delivery.endpoint_url,
+                },
+            )
+            return delivery
+
+        return await self._remote_write(
+            context,
+            "replay_webhook",
+            request,
+            key=idempotency.key_from(_metadata(context)),
+            call=call,
+            finish=finish,
+            response_type=webhook_internal_pb2.Delivery,
         )
-        await asyncio.to_thread(
-            self._record,
-            operator,
-            "webhook.replay",
-            delivery.id,
-            {
-                "job_id": job_id,
-                "event_id": delivery.event_id,
-                "merchant_id": delivery.merchant_id,
-                "endpoint_url": delivery.endpoint_url,
-            },
-        )
-        return delivery
 
     async def ReplayWebhooks(
         self, request: admin_pb2.ReplayWebhooksRequest, context: Context
@@ -677,22 +822,39 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         )
         if request.HasField("since"):
             remote_request.since.CopyFrom(request.since)
-        reply = await self._remote.call(
-            "webhook", self._remote.webhooks.ReplayDeliveries, remote_request
+
+        async def call() -> webhook_internal_pb2.ReplayDeliveriesResponse:
+            reply: webhook_internal_pb2.ReplayDeliveriesResponse = await self._remote.call(
+                "webhook", self._remote.webhooks.ReplayDeliveries, remote_request
+            )
+            return reply
+
+        def finish(
+            session: Session, reply: webhook_internal_pb2.ReplayDeliveriesResponse
+        ) -> admin_pb2.ReplayWebhooksResponse:
+            _audit(
+                session,
+                operator,
+                "webhook.replay_bulk",
+                request.merchant_id or request.endpoint_id,
+                {
+                    "merchant_id": request.merchant_id,
+                    "endpoint_id": request.endpoint_id,
+                    "count": str(len(reply.delivery_ids)),
+                    "delivery_ids": ",".join(reply.delivery_ids),
+                },
+            )
+            return admin_pb2.ReplayWebhooksResponse(delivery_ids=reply.delivery_ids)
+
+        return await self._remote_write(
+            context,
+            "replay_webhooks",
+            request,
+            key=idempotency.key_from(_metadata(context)),
+            call=call,
+            finish=finish,
+            response_type=admin_pb2.ReplayWebhooksResponse,
         )
-        await asyncio.to_thread(
-            self._record,
-            operator,
-            "webhook.replay_bulk",
-            request.merchant_id or request.endpoint_id,
-            {
-                "merchant_id": request.merchant_id,
-                "endpoint_id": request.endpoint_id,
-                "count": str(len(reply.delivery_ids)),
-                "delivery_ids": ",".join(reply.delivery_ids),
-            },
-        )
-        return admin_pb2.ReplayWebhooksResponse(delivery_ids=reply.delivery_ids)
 
     async def ListDeliveryAttempts(
         self, request: admin_pb2.ListDeliveryAttemptsRequest, context: Context
@@ -710,22 +872,24 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     # Reconciliation and the ledger.
 
     def _store_run(
-        self, operator: OperatorPrincipal, report: ledger_internal_pb2.ReconciliationReport
+        self,
+        session: Session,
+        operator: OperatorPrincipal,
+        report: ledger_internal_pb2.ReconciliationReport,
     ) -> admin_pb2.ReconciliationRun:
-        with transaction(self._sessions) as session:
-            run = reconciliation.store_run(session, operator_id=operator.operator_id, report=report)
-            audit.record(
-                session,
-                actor=_actor(operator),
-                action="reconciliation.run",
-                target_id=run.id,
-                details={
-                    "start_time": run.start_time.isoformat(),
-                    "end_time": run.end_time.isoformat(),
-                    "mismatch_count": str(run.mismatch_count),
-                },
-            )
-            return run_to_proto(run)
+        run = reconciliation.store_run(session, operator_id=operator.operator_id, report=report)
+        audit.record(
+            session,
+            actor=_actor(operator),
+            action="reconciliation.run",
+            target_id=run.id,
+            details={
+                "start_time": run.start_time.isoformat(),
+                "end_time": run.end_time.isoformat(),
+                "mismatch_count": str(run.mismatch_count),
+            },
+        )
+        return run_to_proto(run)
 
     async def Reconcile(
         self, request: admin_pb2.ReconcileRequest, context: Context
@@ -736,15 +900,28 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None,
             request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None,
         )
-        report = await self._remote.call(
-            "ledger",
-            self._remote.ledger.Reconcile,
-            ledger_internal_pb2.ReconcileRequest(
-                start_time=request.start_time, end_time=request.end_time
-            ),
-            timeout_s=RECONCILE_TIMEOUT_S,
+
+        async def call() -> ledger_internal_pb2.ReconciliationReport:
+            report: ledger_internal_pb2.ReconciliationReport = await self._remote.call(
+                "ledger",
+                self._remote.ledger.Reconcile,
+                ledger_internal_pb2.ReconcileRequest(
+                    start_time=request.start_time, end_time=request.end_time
+                ),
+                timeout_s=RECONCILE_TIMEOUT_S,
+            )
+            return report
+
+        return await self._remote_write(
+            context,
+            "reconcile",
+            request,
+            key=idempotency.key_from(_metadata(context)),
+            call=call,
+            finish=lambda session, report: self._store_run(session, operator, report),
+            response_type=admin_pb2.ReconciliationRun,
+            call_timeout_s=RECONCILE_TIMEOUT_S,
         )
-        return await asyncio.to_thread(self._store_run, operator, report)
 
     def _list_runs(
         self, request: admin_pb2.ListReconciliationsRequest

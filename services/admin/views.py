@@ -110,7 +110,7 @@ class RemoteServices:
     """Stubs of the payment, ledger and webhook services' internal methods."""
 
     def __init__(self, settings: Settings) -> None:
-        self._timeout_s = settings.grpc_timeout_s
+        self.timeout_s = settings.grpc_timeout_s
         self.payments = payment_internal_pb2_grpc.PaymentInternalServiceStub(
             aio_channel(settings.target("payment"))
         )
@@ -127,7 +127,7 @@ class RemoteServices:
     ) -> Any:
         """Calls one method, turning its failure into a domain error."""
         try:
-            return await method(request, timeout=timeout_s or self._timeout_s)
+            return await method(request, timeout=timeout_s or self.timeout_s)
         except grpc.aio.AioRpcError as error:
             raise remote_error(error, service) from error
 

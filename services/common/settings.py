@@ -94,7 +94,8 @@ class Settings(BaseSettings):
     api_auth_failures_max: int = 100
     api_auth_failure_window_s: int = 60
 
-    # Keys for hashing card numbers into fingerprints and encrypting webhook secrets.
+    # Keys for hashing card numbers into fingerprints, and for encrypting webhook secrets and
+    # the stored responses of idempotent writes that show a secret (webhook and admin).
     card_fingerprint_key: SecretStr | None = None
     secret_encryption_key: SecretStr | None = None
     # Key that seals page tokens, so a client can neither read nor forge a list position.

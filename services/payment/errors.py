@@ -3,15 +3,15 @@
 DomainError (services.common.errors)
 ├── PaymentNotFound, RefundNotFound              (NOT_FOUND)
 ├── PaymentStateInvalid                          (FAILED_PRECONDITION)
-├── AmountTooLarge                               (FAILED_PRECONDITION)
-├── IdempotencyKeyReused                         (FAILED_PRECONDITION)
-└── IdempotencyKeyInUse                          (ABORTED)
+└── AmountTooLarge                               (FAILED_PRECONDITION)
+
+(The idempotency key errors are services/common/idempotency.py's, for every service.)
 
 ProcessorError                                    (inside the worker only)
 └── ProcessorUnavailable                          (transient: retry)
 """
 
-from services.common.errors import IDEMPOTENCY, Conflict, FailedPrecondition, NotFound
+from services.common.errors import FailedPrecondition, NotFound
 
 
 class PaymentNotFound(NotFound):
@@ -36,20 +36,6 @@ class AmountTooLarge(FailedPrecondition):
     """More than can be captured or refunded."""
 
     reason = "AMOUNT_TOO_LARGE"
-
-
-class IdempotencyKeyReused(FailedPrecondition):
-    """The key was used before with a different request."""
-
-    reason = "IDEMPOTENCY_KEY_REUSED"
-    error_type = IDEMPOTENCY
-
-
-class IdempotencyKeyInUse(Conflict):
-    """The first request with this key is still running; retry shortly."""
-
-    reason = "IDEMPOTENCY_KEY_IN_USE"
-    error_type = IDEMPOTENCY
 
 
 class ProcessorError(Exception):

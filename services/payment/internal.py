@@ -14,11 +14,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from paymesh.payment.v1 import payment_internal_pb2, payment_internal_pb2_grpc, payment_pb2
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.common import pages
+from services.common import idempotency, pages
 from services.common.db import transaction
 from services.common.errors import InvalidArgument
 from services.common.settings import Settings
-from services.payment import idempotency, payments, refunds, reports
+from services.payment import payments, refunds, reports
+from services.payment.models import KEYS
 from services.payment.views import payment_to_proto, refund_to_proto
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -43,7 +44,9 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
     def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
         self._sessions = sessions
         self._settings = settings
-        self._idempotent = idempotency.Runner(sessions, settings)
+        self._idempotent = idempotency.Runner(
+            sessions, settings, KEYS, secret=settings.require_secret("card_fingerprint_key")
+        )
         self._tokens = pages.PageTokens(settings.require_secret("page_token_key"))
 
     def _search(
@@ -171,7 +174,7 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
             owner = payments.get_payment_by_id_or_raise(session, payment_id=request.payment_id)
             merchant_id, livemode = owner.merchant_id, owner.livemode
         response, _ = self._idempotent.run(
-            merchant_id=merchant_id,
+            owner=merchant_id,
             livemode=livemode,
             operation="operator_refund",
             key=key,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -12,9 +12,9 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     String,
+    Table,
     func,
     text,
 )
@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import NAMING_CONVENTION, schema_metadata
+from services.common.idempotency import KeyColumns, KeyStore
 
 PAYMENT_STATUSES = (
     "requires_payment_method",
@@ -126,24 +127,16 @@ class Refund(Base):
     )
 
 
-class IdempotencyKey(Base):
-    """A client's idempotency key, its request's fingerprint, and the stored response."""
+class IdempotencyKey(KeyColumns, Base):
+    """A merchant's idempotency key, its request's fingerprint, and the stored response."""
 
     __tablename__ = "idempotency_keys"
 
     merchant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    livemode: Mapped[bool] = mapped_column(primary_key=True)
-    operation: Mapped[str] = mapped_column(String(40), primary_key=True)
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    request_hash: Mapped[str] = mapped_column(String(64))
-    # "in_progress" while the first request runs, then "completed" with its response.
-    state: Mapped[str] = mapped_column(String(16))
-    response: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    lock_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    create_time: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
-    expire_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# The statements of the payment service's keys (services/common/idempotency.py).
+KEYS = KeyStore(cast(Table, IdempotencyKey.__table__), owner="merchant_id")
 
 
 class OutboxMessage(Base):

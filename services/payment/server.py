@@ -12,29 +12,26 @@ from paymesh.payment.v1 import payment_internal_pb2_grpc, payment_pb2, payment_p
 from psycopg import AsyncConnection
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.common import pages
+from services.common import idempotency, pages
 from services.common.auth import AuthPolicy, Principal, current_principal, optional_principal
 from services.common.db import LoopPool, make_engine, make_sessionmaker, transaction
-from services.common.server import ServiceSpec, add_response_header
+from services.common.server import ServiceSpec
 from services.common.service_main import run_service
 from services.common.settings import Settings
-from services.payment import idempotency, payments, refunds
+from services.payment import payments, refunds
 from services.payment.internal import PaymentInternalServicer
+from services.payment.models import KEYS
 from services.payment.processor import Connector, SimulatedProcessor
 from services.payment.validation import CardInput, validate_card, validate_create
 from services.payment.views import checkout_to_proto, payment_to_proto, refund_to_proto
 
 Context = grpc.aio.ServicerContext[Any, Any]
 M = TypeVar("M", bound=Message)
-REPLAYED_HEADER = "idempotent-replayed"
 
 
 def idempotency_key(context: Context) -> str | None:
     """The `Idempotency-Key` request header, validated, or None when absent."""
-    for name, value in context.invocation_metadata() or ():
-        if name == idempotency.HEADER and isinstance(value, str):
-            return idempotency.validate_key(value.strip())
-    return None
+    return idempotency.key_from(context.invocation_metadata())
 
 
 def card_from(method: payment_pb2.PaymentMethod) -> CardInput | None:
@@ -52,8 +49,7 @@ def card_from(method: payment_pb2.PaymentMethod) -> CardInput | None:
 
 async def _reply(context: Context, result: tuple[M, bool]) -> M:
     response, replayed = result
-    if replayed:
-        add_response_header(REPLAYED_HEADER, "true")
+    idempotency.mark_replayed(replayed)
     return response
 
 
@@ -81,7 +77,9 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         self._processor = processor
         self._fingerprint_key = settings.require_secret("card_fingerprint_key")
         self._tokens = pages.PageTokens(settings.require_secret("page_token_key"))
-        self._idempotent = idempotency.Runner(sessions, settings)
+        self._idempotent = idempotency.Runner(
+            sessions, settings, KEYS, secret=settings.require_secret("card_fingerprint_key")
+        )
 
     def _view(self, payment: Any) -> payment_pb2.Payment:
         return payment_to_proto(payment, base_url=self._settings.public_url(), with_secret=True)
@@ -124,7 +122,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
 
         return await self._idempotent.run_async(
             self._db,
-            merchant_id=principal.merchant_id,
+            owner=principal.merchant_id,
             livemode=principal.livemode,
             operation="create_payment",
             key=key,
@@ -172,7 +170,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     ) -> tuple[payment_pb2.Payment, bool]:
         """A write of a payment under its Idempotency-Key, if any, for `owner` (merchant, mode)."""
         return self._idempotent.run(
-            merchant_id=owner[0],
+            owner=owner[0],
             livemode=owner[1],
             operation=operation,
             key=key,
@@ -265,7 +263,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             )
 
         return self._idempotent.run(
-            merchant_id=principal.merchant_id,
+            owner=principal.merchant_id,
             livemode=principal.livemode,
             operation="create_refund",
             key=key,

@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.db import transaction
 from services.common.settings import Settings
-from services.payment import idempotency, outbox
-from services.payment.models import Payment, Refund
+from services.payment import outbox
+from services.payment.models import KEYS, Payment, Refund
 from services.payment.payments import cancel_payment
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def sweep(sessions: sessionmaker[Session], settings: Settings) -> dict[str, int]
     with transaction(sessions) as session:
         counts["canceled"] = cancel_uncaptured(session, window_s=settings.payment_capture_window_s)
     with transaction(sessions) as session:
-        counts["keys_expired"] = idempotency.sweep_expired(session)
+        counts["keys_expired"] = KEYS.sweep_expired(session)
     with transaction(sessions) as session:
         counts["outbox_deleted"] = delete_old_outbox(session)
     return counts

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from services.admin import errors as admin_errors
 from services.common import errors as common_errors
-from services.common import ratelimit, versions
+from services.common import idempotency, ratelimit, versions
 from services.ledger import errors as ledger_errors
 from services.payment import errors as payment_errors
 from services.webhook import errors as webhook_errors
@@ -28,6 +28,7 @@ DOC = ROOT / "docs" / "errors.md"
 _SOURCES = {
     common_errors: "any service",
     ratelimit: "any service",
+    idempotency: "any service",
     versions: "any service",
     payment_errors: "payment",
     ledger_errors: "ledger",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     UniqueConstraint,
     func,
@@ -22,6 +23,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import schema_metadata
+from services.common.idempotency import KeyColumns, KeyStore
 
 ENDPOINT_STATUSES = ("enabled", "disabled")
 DELIVERY_STATUSES = ("pending", "delivered", "failing", "dead")
@@ -162,3 +164,15 @@ class DeliveryAttempt(Base):
     status_code: Mapped[int] = mapped_column(Integer, default=0)
     response_body: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[str] = mapped_column(String(500), default="")
+
+
+class IdempotencyKey(KeyColumns, Base):
+    """A merchant's key for a webhook write: its request's fingerprint, its stored response."""
+
+    __tablename__ = "idempotency_keys"
+
+    merchant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+
+
+# The statements of the webhook service's keys (services/common/idempotency.py).
+KEYS = KeyStore(cast(Table, IdempotencyKey.__table__), owner="merchant_id")

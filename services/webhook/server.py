@@ -9,14 +9,16 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import json_format, timestamp_pb2
+from google.protobuf.message import Message
 from paymesh.webhook.v1 import (
     webhook_internal_pb2,
     webhook_internal_pb2_grpc,
     webhook_pb2,
     webhook_pb2_grpc,
 )
+from sqlalchemy.orm import Session
 
-from services.common import pages
+from services.common import idempotency, pages
 from services.common.auth import AuthPolicy, current_principal
 from services.common.db import transaction
 from services.common.errors import DomainError, InvalidArgument
@@ -25,8 +27,9 @@ from services.common.server import ServiceSpec
 from services.common.service_main import run_service
 from services.common.settings import Settings
 from services.webhook import deliveries, endpoints, events
+from services.webhook.dispatch import DueAttempt
 from services.webhook.endpoints import Owner
-from services.webhook.models import Delivery, DeliveryAttempt, Event
+from services.webhook.models import KEYS, Delivery, DeliveryAttempt, Event
 from services.webhook.runtime import Runtime, build_runtime
 from services.webhook.views import (
     attempt_to_proto,
@@ -38,6 +41,17 @@ from services.webhook.views import (
 Context = grpc.aio.ServicerContext[Any, Any]
 # What a publishing caller makes of each stored event (the Event message, or nothing).
 _Rendered = TypeVar("_Rendered")
+_Response = TypeVar("_Response", bound=Message)
+
+
+def _key(context: Context) -> str | None:
+    return idempotency.key_from(context.invocation_metadata())
+
+
+def _reply(result: tuple[_Response, bool]) -> _Response:
+    response, replayed = result
+    idempotency.mark_replayed(replayed)
+    return response
 
 
 def _owner() -> Owner:
@@ -117,11 +131,40 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         self._runtime = runtime
         self._allow_private = runtime.settings.webhook_allow_private_networks
         self._tokens = PageTokens(runtime.settings.require_secret("page_token_key"))
+        # Responses that show a signing secret are stored sealed.
+        self._idempotent = idempotency.Runner(
+            runtime.sessions,
+            runtime.settings,
+            KEYS,
+            secret=runtime.settings.require_secret("secret_encryption_key"),
+            sealed=True,
+        )
+
+    def _keyed(
+        self,
+        owner: Owner,
+        operation: str,
+        key: str | None,
+        request: Message,
+        *,
+        work: Callable[[Session], _Response],
+        response_type: type[_Response],
+    ) -> tuple[_Response, bool]:
+        """A write under its Idempotency-Key, if any: key, work and response in one transaction."""
+        return self._idempotent.run(
+            owner=owner.merchant_id,
+            livemode=owner.livemode,
+            operation=operation,
+            key=key,
+            request=request,
+            work=work,
+            parse=response_type.FromString,
+        )
 
     def _create(
-        self, owner: Owner, request: webhook_pb2.CreateWebhookEndpointRequest
-    ) -> webhook_pb2.WebhookEndpoint:
-        with transaction(self._runtime.sessions) as session:
+        self, owner: Owner, key: str | None, request: webhook_pb2.CreateWebhookEndpointRequest
+    ) -> tuple[webhook_pb2.WebhookEndpoint, bool]:
+        def work(session: Session) -> webhook_pb2.WebhookEndpoint:
             endpoint, secret = endpoints.create_endpoint(
                 session,
                 owner=owner,
@@ -132,6 +175,15 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
                 allow_private=self._allow_private,
             )
             return endpoint_to_proto(endpoint, secret=secret)
+
+        return self._keyed(
+            owner,
+            "create_webhook_endpoint",
+            key,
+            request,
+            work=work,
+            response_type=webhook_pb2.WebhookEndpoint,
+        )
 
     def _get(self, owner: Owner, endpoint_id: str) -> webhook_pb2.WebhookEndpoint:
         with transaction(self._runtime.sessions) as session:
@@ -156,9 +208,9 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             )
 
     def _update(
-        self, owner: Owner, request: webhook_pb2.UpdateWebhookEndpointRequest
-    ) -> webhook_pb2.WebhookEndpoint:
-        with transaction(self._runtime.sessions) as session:
+        self, owner: Owner, key: str | None, request: webhook_pb2.UpdateWebhookEndpointRequest
+    ) -> tuple[webhook_pb2.WebhookEndpoint, bool]:
+        def work(session: Session) -> webhook_pb2.WebhookEndpoint:
             endpoint = endpoints.update_endpoint(
                 session,
                 owner=owner,
@@ -171,21 +223,55 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             )
             return endpoint_to_proto(endpoint)
 
-    def _delete(self, owner: Owner, endpoint_id: str) -> webhook_pb2.DeleteWebhookEndpointResponse:
-        with transaction(self._runtime.sessions) as session:
-            endpoint = endpoints.delete_endpoint(session, owner=owner, endpoint_id=endpoint_id)
+        return self._keyed(
+            owner,
+            "update_webhook_endpoint",
+            key,
+            request,
+            work=work,
+            response_type=webhook_pb2.WebhookEndpoint,
+        )
+
+    def _delete(
+        self, owner: Owner, key: str | None, request: webhook_pb2.DeleteWebhookEndpointRequest
+    ) -> tuple[webhook_pb2.DeleteWebhookEndpointResponse, bool]:
+        def work(session: Session) -> webhook_pb2.DeleteWebhookEndpointResponse:
+            endpoint = endpoints.delete_endpoint(session, owner=owner, endpoint_id=request.id)
             return webhook_pb2.DeleteWebhookEndpointResponse(id=endpoint.id, deleted=True)
 
-    def _rotate(self, owner: Owner, endpoint_id: str) -> webhook_pb2.WebhookEndpoint:
-        with transaction(self._runtime.sessions) as session:
+        return self._keyed(
+            owner,
+            "delete_webhook_endpoint",
+            key,
+            request,
+            work=work,
+            response_type=webhook_pb2.DeleteWebhookEndpointResponse,
+        )
+
+    def _rotate(
+        self,
+        owner: Owner,
+        key: str | None,
+        request: webhook_pb2.RotateWebhookEndpointSecretRequest,
+    ) -> tuple[webhook_pb2.WebhookEndpoint, bool]:
+        def work(session: Session) -> webhook_pb2.WebhookEndpoint:
             endpoint, secret = endpoints.rotate_secret(
                 session,
                 owner=owner,
-                endpoint_id=endpoint_id,
+                endpoint_id=request.id,
                 box=self._runtime.box,
                 overlap_s=self._runtime.settings.webhook_secret_overlap_s,
             )
             return endpoint_to_proto(endpoint, secret=secret)
+
+        return self._keyed(
+            owner,
+            "rotate_webhook_endpoint_secret",
+            key,
+            request,
+            work=work,
+            response_type=webhook_pb2.WebhookEndpoint,
+        )
 
     def _list_deliveries(
         self, owner: Owner, request: webhook_pb2.ListWebhookDeliveriesRequest
@@ -210,11 +296,14 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             )
 
     def _replay_many(
-        self, owner: Owner, request: webhook_pb2.ReplayWebhookDeliveriesRequest
-    ) -> webhook_pb2.ReplayWebhookDeliveriesResponse:
+        self, owner: Owner, key: str | None, request: webhook_pb2.ReplayWebhookDeliveriesRequest
+    ) -> tuple[webhook_pb2.ReplayWebhookDeliveriesResponse, bool]:
         if not request.HasField("since"):
             raise InvalidArgument.field("since", "is required")
-        with transaction(self._runtime.sessions) as session:
+        # Queued once the transaction has committed (a lost enqueue is the sweeper's).
+        due: list[DueAttempt] = []
+
+        def work(session: Session) -> webhook_pb2.ReplayWebhookDeliveriesResponse:
             endpoint = endpoints.get_endpoint_or_raise(
                 session, owner=owner, endpoint_id=request.endpoint_id
             )
@@ -227,10 +316,21 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
                 include_delivered=request.include_delivered,
                 limit=deliveries.replay_limit(request.limit),
             )
-        self._runtime.enqueue(replayed)
-        return webhook_pb2.ReplayWebhookDeliveriesResponse(
-            delivery_ids=[attempt.delivery_id for attempt in replayed]
+            due.extend(replayed)
+            return webhook_pb2.ReplayWebhookDeliveriesResponse(
+                delivery_ids=[attempt.delivery_id for attempt in replayed]
+            )
+
+        result = self._keyed(
+            owner,
+            "replay_webhook_deliveries",
+            key,
+            request,
+            work=work,
+            response_type=webhook_pb2.ReplayWebhookDeliveriesResponse,
         )
+        self._runtime.enqueue(due)
+        return result
 
     def _get_delivery(self, owner: Owner, delivery_id: str) -> webhook_pb2.WebhookDelivery:
         with transaction(self._runtime.sessions) as session:
@@ -252,16 +352,29 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
                 attempts=[public_attempt(row) for row in rows]
             )
 
-    def _replay(self, owner: Owner, delivery_id: str) -> webhook_pb2.WebhookDelivery:
-        with transaction(self._runtime.sessions) as session:
+    def _replay(
+        self, owner: Owner, key: str | None, request: webhook_pb2.ReplayWebhookDeliveryRequest
+    ) -> tuple[webhook_pb2.WebhookDelivery, bool]:
+        due: list[DueAttempt] = []
+
+        def work(session: Session) -> webhook_pb2.WebhookDelivery:
             delivery = deliveries.get_delivery_or_raise(
-                session, delivery_or_job_id=delivery_id, owner=owner
+                session, delivery_or_job_id=request.id, owner=owner
             )
-            next_attempt = deliveries.replay(session, delivery=delivery)
+            due.append(deliveries.replay(session, delivery=delivery))
             event_type, _ = deliveries.context_of(session, [delivery])[delivery.id]
-            message = public_delivery(delivery, event_type=event_type)
-        self._runtime.enqueue([next_attempt])
-        return message
+            return public_delivery(delivery, event_type=event_type)
+
+        result = self._keyed(
+            owner,
+            "replay_webhook_delivery",
+            key,
+            request,
+            work=work,
+            response_type=webhook_pb2.WebhookDelivery,
+        )
+        self._runtime.enqueue(due)
+        return result
 
     def _get_event(self, owner: Owner, event_id: str) -> webhook_pb2.Event:
         with transaction(self._runtime.sessions) as session:
@@ -292,7 +405,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         self, request: webhook_pb2.CreateWebhookEndpointRequest, context: Context
     ) -> webhook_pb2.WebhookEndpoint:
         """Registers an endpoint; the response is the only time its secret is shown."""
-        return await asyncio.to_thread(self._create, _owner(), request)
+        return _reply(await asyncio.to_thread(self._create, _owner(), _key(context), request))
 
     async def GetWebhookEndpoint(
         self, request: webhook_pb2.GetWebhookEndpointRequest, context: Context
@@ -310,19 +423,19 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         self, request: webhook_pb2.UpdateWebhookEndpointRequest, context: Context
     ) -> webhook_pb2.WebhookEndpoint:
         """Changes an endpoint."""
-        return await asyncio.to_thread(self._update, _owner(), request)
+        return _reply(await asyncio.to_thread(self._update, _owner(), _key(context), request))
 
     async def DeleteWebhookEndpoint(
         self, request: webhook_pb2.DeleteWebhookEndpointRequest, context: Context
     ) -> webhook_pb2.DeleteWebhookEndpointResponse:
         """Deletes an endpoint."""
-        return await asyncio.to_thread(self._delete, _owner(), request.id)
+        return _reply(await asyncio.to_thread(self._delete, _owner(), _key(context), request))
 
     async def RotateWebhookEndpointSecret(
         self, request: webhook_pb2.RotateWebhookEndpointSecretRequest, context: Context
     ) -> webhook_pb2.WebhookEndpoint:
         """Issues a new signing secret."""
-        return await asyncio.to_thread(self._rotate, _owner(), request.id)
+        return _reply(await asyncio.to_thread(self._rotate, _owner(), _key(context), request))
 
     async def ListWebhookDeliveries(
         self, request: webhook_pb2.ListWebhookDeliveriesRequest, context: Context
@@ -334,7 +447,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         self, request: webhook_pb2.ReplayWebhookDeliveriesRequest, context: Context
     ) -> webhook_pb2.ReplayWebhookDeliveriesResponse:
         """Re-sends an endpoint's finished deliveries since a time."""
-        return await asyncio.to_thread(self._replay_many, _owner(), request)
+        return _reply(await asyncio.to_thread(self._replay_many, _owner(), _key(context), request))
 
     async def GetWebhookDelivery(
         self, request: webhook_pb2.GetWebhookDeliveryRequest, context: Context
@@ -352,7 +465,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         self, request: webhook_pb2.ReplayWebhookDeliveryRequest, context: Context
     ) -> webhook_pb2.WebhookDelivery:
         """Re-sends one finished delivery."""
-        return await asyncio.to_thread(self._replay, _owner(), request.id)
+        return _reply(await asyncio.to_thread(self._replay, _owner(), _key(context), request))
 
     async def GetEvent(
         self, request: webhook_pb2.GetEventRequest, context: Context

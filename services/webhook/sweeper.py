@@ -1,4 +1,4 @@
-"""The `webhook-sweeper` process: puts due deliveries on the queue, and expires old events.
+"""The `webhook-sweeper` process: puts due deliveries on the queue, expires old events and keys.
 
 It is what makes retries happen (a failed attempt only writes its next due time) and what makes
 Redis loss harmless (a due delivery whose job vanished is simply enqueued again; a job already
@@ -20,6 +20,7 @@ from services.common.db import transaction
 from services.common.logs import configure_logging
 from services.common.settings import Settings
 from services.webhook import deliveries, events
+from services.webhook.models import KEYS
 from services.webhook.runtime import Runtime, build_runtime
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,17 @@ def sweep_expired_events(runtime: Runtime) -> int:
             return deleted
 
 
+def sweep_expired_keys(runtime: Runtime) -> int:
+    """Deletes expired idempotency keys, a batch at a time; returns how many."""
+    deleted = 0
+    while True:
+        with transaction(runtime.sessions) as session:
+            batch = KEYS.sweep_expired(session)
+        deleted += batch
+        if batch == 0:
+            return deleted
+
+
 def main() -> None:
     """Sweeps every `PAYMESH_WEBHOOK_SWEEP_INTERVAL_S` until SIGTERM."""
     settings = Settings()
@@ -70,6 +82,9 @@ def main() -> None:
                 deleted = sweep_expired_events(runtime)
                 if deleted:
                     logger.info("expired events deleted", extra={"count": deleted})
+                keys = sweep_expired_keys(runtime)
+                if keys:
+                    logger.info("expired idempotency keys deleted", extra={"count": keys})
                 next_retention = time.monotonic() + RETENTION_SWEEP_INTERVAL_S
         except (SQLAlchemyError, RedisError):
             # PostgreSQL or Redis is away for a moment: try again next round.

@@ -15,11 +15,11 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from services.admin import merchants
+from services.common import idempotency
 from services.common.auth import Principal
 from services.common.db import LoopPool, make_engine, make_sessionmaker, transaction
-from services.payment import idempotency
-from services.payment.errors import IdempotencyKeyInUse
-from services.payment.models import IdempotencyKey
+from services.common.idempotency import IdempotencyKeyInUse
+from services.payment.models import KEYS, IdempotencyKey
 from services.payment.processor import SimulatedProcessor
 from services.payment.server import PaymentServicer
 from services.runtime.platform import LocalPlatform
@@ -232,8 +232,11 @@ def _runner_call(
     merchant_id: str,
     work: Callable[[Session], payment_pb2.Payment],
 ) -> tuple[payment_pb2.Payment, bool]:
-    return idempotency.Runner(sessions, platform.settings).run(
-        merchant_id=merchant_id,
+    settings = platform.settings
+    return idempotency.Runner(
+        sessions, settings, KEYS, secret=settings.require_secret("card_fingerprint_key")
+    ).run(
+        owner=merchant_id,
         livemode=False,
         operation="create_payment",
         key="held",

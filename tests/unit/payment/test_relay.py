@@ -9,9 +9,9 @@ import pytest
 from google.protobuf.struct_pb2 import Struct
 
 from services.common.errors import InvalidArgument
+from services.common.idempotency import request_hash, validate_key
 from services.common.queue import JobRequest
 from services.payment import outbox
-from services.payment.idempotency import request_hash, validate_key
 from services.payment.relay import (
     EVENT_CALL_BYTES_MAX,
     EVENTS_PER_CALL_MAX,
