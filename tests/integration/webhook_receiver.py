@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections import defaultdict, deque
@@ -18,6 +19,8 @@ from paymesh.webhook.v1 import webhook_internal_pb2, webhook_internal_pb2_grpc
 from services.common.ids import new_id
 
 T = TypeVar("T")
+# How long `create_endpoint` repeats a request the platform could not answer.
+CREATE_RETRY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -190,12 +193,27 @@ def publish(
 def create_endpoint(
     api: httpx.Client, secret_key: str, url: str, events: list[str] | None = None
 ) -> dict[str, object]:
-    """Registers an endpoint through the edge; returns its JSON (with the secret)."""
-    response = api.post(
-        "/v1/webhook_endpoints",
-        headers={"X-API-Key": secret_key},
-        json={"url": url, "enabled_events": events or ["*"]},
-    )
+    """Registers an endpoint through the edge; returns its JSON (with the secret).
+
+    As a careful merchant does, it repeats the request with the same Idempotency-Key while
+    the platform answers 5xx or the connection breaks (e.g. just after `paymesh up` started,
+    under load), and gets the one endpoint that was made.
+    """
+    key = f"endpoint-{secrets.token_hex(8)}"
+    deadline = time.monotonic() + CREATE_RETRY_S
+    while True:
+        try:
+            response = api.post(
+                "/v1/webhook_endpoints",
+                headers={"X-API-Key": secret_key, "Idempotency-Key": key},
+                json={"url": url, "enabled_events": events or ["*"]},
+            )
+            if response.status_code < 500 and response.status_code != 409:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the endpoint could not be created"
+        time.sleep(0.5)
     assert response.status_code == 200, response.text
     created: dict[str, object] = response.json()
     return created
