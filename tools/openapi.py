@@ -27,6 +27,7 @@ from services.common import errors
 from services.runtime.errors import catalog
 
 FieldType = descriptor_pb2.FieldDescriptorProto.Type
+EXAMPLES = Path(__file__).resolve().parents[1] / "protos" / "examples.json"
 Label = descriptor_pb2.FieldDescriptorProto.Label
 
 # The public services, as the edge exposes them (services/runtime/envoy.py PUBLIC_SERVICES).
@@ -56,9 +57,15 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
 
 
 class Contracts:
-    """The messages, comments and methods of a descriptor set."""
+    """The messages, comments and methods of a descriptor set, and the messages' examples."""
 
-    def __init__(self, files: list[descriptor_pb2.FileDescriptorProto]) -> None:
+    def __init__(
+        self,
+        files: list[descriptor_pb2.FileDescriptorProto],
+        examples: dict[str, Any] | None = None,
+    ) -> None:
+        # protos/examples.json: one JSON example per message full name ("//" is its comment).
+        self.examples = dict(examples if examples is not None else load_examples())
         self.messages: dict[str, descriptor_pb2.DescriptorProto] = {}
         self.comments: dict[str, str] = {}
         # Each message's file and source path, where its comments are found.
@@ -85,6 +92,13 @@ class Contracts:
     def field_comment(self, name: str, index: int) -> str:
         file, path = self._message_paths[name]
         return self.comments.get(f"{file}:{','.join(map(str, [*path, 2, index]))}", "")
+
+
+def load_examples() -> dict[str, Any]:
+    """protos/examples.json: each message's example JSON, by full name (without the dot)."""
+    examples: dict[str, Any] = json.loads(EXAMPLES.read_text())
+    examples.pop("//", None)
+    return examples
 
 
 def _clean(comment: str) -> str:
@@ -122,6 +136,8 @@ class Builder:
             if field.name in exclude:
                 continue
             property_schema = self.field(field, request=request)
+            if request:
+                property_schema = _nullable(property_schema)
             comment = self.contracts.field_comment(full_name, index)
             if comment:
                 property_schema = {**property_schema, "description": comment}
@@ -139,6 +155,9 @@ class Builder:
         description = self.contracts.message_comment(full_name)
         if description:
             schema["description"] = description
+        example = self.contracts.examples.get(full_name.removeprefix("."))
+        if example is not None:
+            schema["examples"] = [{k: v for k, v in example.items() if k not in exclude}]
         return schema
 
     def field(self, field: Any, *, request: bool) -> dict[str, Any]:
@@ -155,6 +174,16 @@ class Builder:
         if field.type == FieldType.TYPE_MESSAGE:
             return self.ref(field.type_name, request=request)
         return _scalar(field.type, request=request)
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """A request member's schema that also takes null: proto3 JSON reads it as "not set"."""
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return {**schema, "type": [kind, "null"]}
+    if isinstance(kind, list):
+        return {**schema, "type": [*kind, "null"]}
+    return {"anyOf": [schema, {"type": "null"}]}
 
 
 def _always_printed(field: Any) -> bool:
