@@ -1,4 +1,5 @@
-"""The `paymesh` command: run the platform, migrate, and manage operators and merchants."""
+"""The `paymesh` command: run the platform, migrate, manage operators and merchants, and
+cause test events (`paymesh trigger`, services/runtime/merchant_cli.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from services.common.db import make_engine, make_sessionmaker, transaction
 from services.common.errors import ConfigurationError
 from services.common.logs import configure_logging
 from services.common.settings import Settings
-from services.runtime import platform
+from services.runtime import merchant_cli, platform
 from services.runtime.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
@@ -216,12 +217,17 @@ def parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--json", action="store_true", help="print the report as JSON")
     reconcile.add_argument("--timeout-s", type=float, default=300.0, help="RPC deadline")
     reconcile.set_defaults(func=cmd_reconcile)
+    merchant_cli.add_commands(commands)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `paymesh` console script."""
     args = parser().parse_args(argv)
+    if hasattr(args, "client_func"):
+        # An integrator's command: it talks to a paymesh over HTTP, with no settings of its own.
+        client_code: int = args.client_func(args)
+        return client_code
     try:
         settings = Settings()
     except ConfigurationError as error:
