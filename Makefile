@@ -13,7 +13,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # pytest's plugins import grpc before any paymesh module can switch them off.
 export GRPC_ENABLE_FORK_SUPPORT ?= 0
 
-.PHONY: help up test gen check-gen lint buf-lint buf-breaking envoy-validate unit integration bench chaos fuzz clean
+.PHONY: help up test gen check-gen lint buf-lint buf-breaking envoy-validate unit integration bench chaos fuzz clean promtool
 
 help:
 	@echo "make up     - install, generate, migrate and run the whole platform (Ctrl-C stops it)"
@@ -79,7 +79,7 @@ unit: venv
 integration: venv
 	$(PY) -m pytest tests/integration -q
 
-test: venv check-gen buf-lint buf-breaking lint envoy-validate frontend frontend-check chromium
+test: venv check-gen buf-lint buf-breaking lint envoy-validate frontend frontend-check chromium promtool
 	$(PY) -m pytest -q
 
 up: venv gen frontend
@@ -150,6 +150,11 @@ frontend-check: frontend/gen/.generated
 # Browser tests drive Debian's chromium, installed here when missing (never a browser download).
 chromium:
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# The metrics tests check every /metrics with promtool, from Debian's prometheus (installed
+# here when missing; only the tool is used, no server is started).
+promtool:
+	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
 clean:
 	rm -rf $(BUILD) .pytest_cache .mypy_cache .ruff_cache

@@ -429,3 +429,29 @@ def run_worker(*, name: str, queue_names: list[str]) -> None:
         after_in_child=lambda: die_with_parent(signal.SIGKILL, parent_pid=parent_pid)
     )
     _WorkerThreads(name=name, queue_names=queue_names, settings=settings).run()
+
+
+def queue_backlog(connection: Redis, names: Iterable[str]) -> dict[str, tuple[int, float]]:
+    """Each queue's waiting jobs and the age in seconds of its oldest (0 when empty).
+
+    For the metrics collectors: two round trips whatever the queues hold (RQ appends, so a
+    queue's first job id is its oldest; a job that vanished since counts as age 0).
+    """
+    queues = [make_queue(name, connection) for name in names]
+    with connection.pipeline(transaction=False) as pipeline:
+        for queue in queues:
+            pipeline.llen(queue.key)
+            pipeline.lindex(queue.key, 0)
+        answers = pipeline.execute()
+    oldest = [answers[2 * index + 1] for index in range(len(queues))]
+    with connection.pipeline(transaction=False) as pipeline:
+        for job_id in oldest:
+            pipeline.hget(Job.key_for(job_id.decode() if job_id else "none"), "enqueued_at")
+        enqueued: list[bytes | None] = pipeline.execute()
+    current = now()
+    backlog: dict[str, tuple[int, float]] = {}
+    for index, queue in enumerate(queues):
+        stamp = enqueued[index] if oldest[index] else None
+        age = (current - utcparse(stamp.decode())).total_seconds() if stamp else 0.0
+        backlog[queue.name] = (int(answers[2 * index]), max(age, 0.0))
+    return backlog

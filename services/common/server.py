@@ -24,7 +24,8 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.registry import Collector
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
@@ -73,6 +74,8 @@ class ServiceSpec:
     operator_authenticator: OperatorAuthenticator | None = None
     # Run after the server has drained, e.g. closing the event loop's connections.
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # More metrics for its /metrics, read when scraped (services/common/metrics.py).
+    collectors: list[Collector] = field(default_factory=list)
 
 
 def _policy_for(policies: dict[str, AuthPolicy], method: str) -> AuthPolicy:
@@ -442,6 +445,8 @@ async def run_server(
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=thread_pool_size))
     if metrics_port is not None:
+        for collector in spec.collectors:
+            REGISTRY.register(collector)
         start_http_server(metrics_port, addr=host)
     server, bound, health_servicer = create_server(
         spec, port=port, authenticator=authenticator, host=host, rate_limiter=rate_limiter

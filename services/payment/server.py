@@ -20,6 +20,7 @@ from services.common.service_main import run_service
 from services.common.settings import Settings
 from services.payment import payments, refunds
 from services.payment.internal import PaymentInternalServicer
+from services.payment.metrics import pipeline_collector
 from services.payment.models import KEYS
 from services.payment.processor import Connector, SimulatedProcessor
 from services.payment.validation import CardInput, validate_card, validate_create
@@ -411,6 +412,7 @@ def build_spec(settings: Settings) -> ServiceSpec:
             "paymesh.payment.v1.PaymentInternalService": AuthPolicy.NONE,
         },
         on_stop=[db.close],
+        collectors=[pipeline_collector(sessions, settings)],
     )
 
 

@@ -29,6 +29,7 @@ from services.common.settings import Settings
 from services.webhook import deliveries, endpoints, events
 from services.webhook.dispatch import DueAttempt
 from services.webhook.endpoints import Owner
+from services.webhook.metrics import pipeline_collector
 from services.webhook.models import KEYS, Delivery, DeliveryAttempt, Event
 from services.webhook.runtime import Runtime, build_runtime
 from services.webhook.views import (
@@ -692,6 +693,7 @@ def spec_for(runtime: Runtime) -> ServiceSpec:
             "paymesh.webhook.v1.WebhookInternalService",
         ],
         policies={"paymesh.webhook.v1.WebhookService": AuthPolicy.SECRET_KEY},
+        collectors=[pipeline_collector(runtime.sessions, runtime.settings)],
     )
 
 

@@ -1,0 +1,109 @@
+"""Every service's /metrics: valid for promtool, and the pipeline gauges (issue 17, point 2)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
+from sqlalchemy.exc import OperationalError
+
+from services.common.metrics import PipelineCollector
+from services.common.queue import PAYMENTS_QUEUE
+from services.common.settings import SERVICE_NAMES
+from services.runtime.platform import LocalPlatform
+from tests.integration.conftest import MerchantKeys
+
+
+def _scrape(platform: LocalPlatform, service: str) -> str:
+    port = platform.settings.metrics_port(service)  # type: ignore[arg-type]
+    response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.mark.parametrize("service", SERVICE_NAMES)
+def test_every_service_serves_metrics_promtool_accepts(
+    platform: LocalPlatform, service: str
+) -> None:
+    text = _scrape(platform, service)
+    assert "paymesh_rpc_total" in text or "paymesh_rpc_duration_seconds" in text
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is installed by `make test` (Debian's prometheus)"
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_payment_pipeline_gauges(platform: LocalPlatform) -> None:
+    samples = _samples(_scrape(platform, "payment"))
+    for kind in ("job", "event"):
+        assert samples[("paymesh_payment_outbox_pending", (("kind", kind),))] >= 0
+        assert samples[("paymesh_payment_outbox_lag_seconds", (("kind", kind),))] >= 0
+    for kind in ("payment", "refund"):
+        assert samples[("paymesh_payment_stuck", (("object", kind),))] >= 0
+    assert samples[("paymesh_queue_jobs", (("queue", PAYMENTS_QUEUE),))] >= 0
+    assert samples[("paymesh_pipeline_source_up", (("source", "database"),))] == 1
+    assert samples[("paymesh_pipeline_source_up", (("source", "redis"),))] == 1
+
+
+def test_webhook_gauges_follow_the_endpoints_and_deliveries(
+    platform: LocalPlatform, api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    disabled = ("paymesh_webhook_endpoints_disabled", ())
+    before = _samples(_scrape(platform, "webhook"))
+    headers = {"X-API-Key": merchant.secret_key}
+    endpoint = api.post(
+        "/v1/webhook_endpoints",
+        json={"url": "https://hooks.example.com/m", "enabled_events": ["*"]},
+        headers=headers,
+    ).json()
+    patched = api.patch(
+        f"/v1/webhook_endpoints/{endpoint['id']}", json={"enabled": False}, headers=headers
+    )
+    assert patched.status_code == 200, patched.text
+    after = _samples(_scrape(platform, "webhook"))
+    # Other tests may disable endpoints at the same time: at least this one more.
+    assert after[disabled] >= before[disabled] + 1
+    for status in ("pending", "failing", "dead"):
+        assert after[("paymesh_webhook_deliveries", (("status", status),))] >= 0
+    assert after[("paymesh_webhook_delivery_lateness_seconds", ())] >= 0
+
+
+@pytest.fixture
+def unreachable_redis() -> Iterator[Redis]:
+    redis = Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.5)
+    yield redis
+    redis.close()
+
+
+def test_an_unreadable_source_is_reported_not_a_failed_scrape(unreachable_redis: Redis) -> None:
+    def broken() -> list[object]:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    registry = CollectorRegistry()
+    registry.register(
+        PipelineCollector(
+            read_database=broken,  # type: ignore[arg-type]
+            redis=unreachable_redis,
+            queues=[PAYMENTS_QUEUE],
+        )
+    )
+    samples = _samples(generate_latest(registry).decode())
+    assert samples[("paymesh_pipeline_source_up", (("source", "database"),))] == 0
+    assert samples[("paymesh_pipeline_source_up", (("source", "redis"),))] == 0
+    assert not any(name == "paymesh_queue_jobs" for name, _ in samples)
