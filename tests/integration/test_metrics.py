@@ -18,6 +18,7 @@ from services.common.queue import PAYMENTS_QUEUE
 from services.common.settings import SERVICE_NAMES
 from services.runtime.platform import LocalPlatform
 from tests.integration.conftest import MerchantKeys
+from tests.unit.test_alerts import alert_metrics
 
 
 def _scrape(platform: LocalPlatform, service: str) -> str:
@@ -82,6 +83,17 @@ def test_webhook_gauges_follow_the_endpoints_and_deliveries(
     for status in ("pending", "failing", "dead"):
         assert after[("paymesh_webhook_deliveries", (("status", status),))] >= 0
     assert after[("paymesh_webhook_delivery_lateness_seconds", ())] >= 0
+
+
+def test_the_alert_rules_name_metrics_the_services_export(platform: LocalPlatform) -> None:
+    exported = {
+        sample.name
+        for service in SERVICE_NAMES
+        for family in text_string_to_metric_families(_scrape(platform, service))
+        for sample in family.samples
+    }
+    missing = alert_metrics() - exported
+    assert not missing, f"deploy/prometheus/alerts.yml names metrics nobody exports: {missing}"
 
 
 @pytest.fixture
