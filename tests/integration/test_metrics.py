@@ -85,7 +85,7 @@ def test_webhook_gauges_follow_the_endpoints_and_deliveries(
     assert after[("paymesh_webhook_delivery_lateness_seconds", ())] >= 0
 
 
-def test_the_alert_rules_name_metrics_the_services_export(platform: LocalPlatform) -> None:
+def test_the_alerts_and_dashboard_name_metrics_the_services_export(platform: LocalPlatform) -> None:
     exported = {
         sample.name
         for service in SERVICE_NAMES
@@ -93,7 +93,7 @@ def test_the_alert_rules_name_metrics_the_services_export(platform: LocalPlatfor
         for sample in family.samples
     }
     missing = alert_metrics() - exported
-    assert not missing, f"deploy/prometheus/alerts.yml names metrics nobody exports: {missing}"
+    assert not missing, f"the alerts or the dashboard name metrics nobody exports: {missing}"
 
 
 @pytest.fixture

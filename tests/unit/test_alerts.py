@@ -1,9 +1,12 @@
-"""The alert rules (deploy/prometheus/alerts.yml): valid, each fires on its fault and not on a
-healthy platform (`promtool test rules`). tests/integration/test_metrics.py checks that the
-metrics they name are the ones the services export."""
+"""Alerts and the dashboard as code: the alert rules (deploy/prometheus/alerts.yml) are valid
+and each fires on its fault and not on a healthy platform (`promtool test rules`); every query
+of the Grafana dashboard (deploy/grafana/paymesh.json) is valid PromQL.
+tests/integration/test_metrics.py checks that the metrics they name are the ones the services
+export."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -13,13 +16,14 @@ import pytest
 import yaml
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "paymesh.json"
 
 
-def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+def _promtool(*args: str, cwd: Path = RULES) -> subprocess.CompletedProcess[str]:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool is installed by `make test` (Debian's prometheus)")
-    return subprocess.run([promtool, *args], cwd=RULES, capture_output=True, text=True, check=False)
+    return subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True, check=False)
 
 
 def test_the_rules_are_valid() -> None:
@@ -32,15 +36,46 @@ def test_each_alert_fires_on_its_fault_and_not_when_healthy() -> None:
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
+def dashboard_queries() -> list[str]:
+    """Every PromQL query of the dashboard's panels."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+
+
 def alert_metrics() -> set[str]:
-    """Every metric an alert's expression names."""
+    """Every metric an alert's expression or a dashboard query names."""
     rules = yaml.safe_load((RULES / "alerts.yml").read_text())
+    expressions = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
     return {
         name
-        for group in rules["groups"]
-        for rule in group["rules"]
-        for name in re.findall(r"\bpaymesh_[a-z_]+", rule["expr"])
+        for expression in [*expressions, *dashboard_queries()]
+        for name in re.findall(r"\bpaymesh_[a-z_]+", expression)
     }
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+    queries = dashboard_queries()
+    assert queries
+    # promtool parses queries as it checks rules: each query becomes a recording rule.
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"paymesh:dashboard_query_{n}", "expr": q}
+                    for n, q in enumerate(queries)
+                ],
+            }
+        ]
+    }
+    (tmp_path / "queries.yml").write_text(yaml.safe_dump(rules))
+    checked = _promtool("check", "rules", "queries.yml", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        yaml.safe_dump({"groups": [{"name": "x", "rules": [{"record": "a:b", "expr": "sum(("}]}]})
+    )
+    assert _promtool("check", "rules", "bad.yml", cwd=tmp_path).returncode != 0
 
 
 def test_every_alert_is_tested() -> None:
