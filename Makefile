@@ -46,6 +46,7 @@ $(BUF):
 gen: $(BUILD)/protodeps/.copied
 	tools/gen.sh gen
 	$(PY) -m services.runtime.envoy --kubernetes
+	$(PY) tools/prometheus_rule.py
 
 check-gen: $(BUILD)/protodeps/.copied
 	rm -rf $(BUILD)/gen-check && tools/gen.sh $(BUILD)/gen-check

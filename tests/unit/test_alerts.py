@@ -6,6 +6,7 @@ export."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -92,3 +93,18 @@ def test_every_alert_is_tested() -> None:
     for name, rule in alerts.items():
         assert re.search(r"\bpaymesh_[a-z_]+", rule["expr"]), name
         assert rule["labels"]["severity"] in {"page", "ticket"}
+
+
+def test_the_prometheus_rule_is_generated_from_the_rules_and_fresh() -> None:
+    # deploy/kubernetes/monitoring/prometheus-rule.yaml: `make gen` writes it (tools/).
+    tool = RULES.parents[1] / "tools" / "prometheus_rule.py"
+    spec = importlib.util.spec_from_file_location("prometheus_rule", tool)
+    assert spec is not None and spec.loader is not None
+    prometheus_rule = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prometheus_rule)
+    assert prometheus_rule.OUT.read_text() == prometheus_rule.render(), "run `make gen`"
+    rule = yaml.safe_load(prometheus_rule.OUT.read_text())
+    assert (rule["apiVersion"], rule["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load((RULES / "alerts.yml").read_text())["groups"]
+    kustomization = yaml.safe_load((prometheus_rule.OUT.parent / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == [prometheus_rule.OUT.name]
