@@ -18,9 +18,12 @@ protos=$(cd protos && find paymesh -name '*.proto' | LC_ALL=C sort)
     google/rpc/status.proto google/rpc/error_details.proto)
 # Packages, so that setuptools, mypy and the import system agree on them.
 find "$out/paymesh" -type d -exec touch {}/__init__.py \;
-# The REST API's OpenAPI document, from the protos with their comments (tools/openapi.py).
+# The REST API's OpenAPI document and the event type catalog with its objects' JSON Schemas, from
+# the protos with their comments (tools/openapi.py). The catalog is read from the stubs just
+# generated into $out, not from whatever gen/ held before.
 with_comments=$(mktemp)
 trap 'rm -f "$with_comments"' EXIT
 (cd protos && $py -m grpc_tools.protoc -I . -I "../$deps" --include_imports --include_source_info \
     --descriptor_set_out="$with_comments" $protos)
-$py tools/openapi.py "$with_comments" "$out/openapi.json"
+PYTHONPATH="$out${PYTHONPATH:+:$PYTHONPATH}" \
+    $py tools/openapi.py "$with_comments" "$out/openapi.json" "$out/event_types.json"

@@ -1,4 +1,4 @@
-"""Writes the REST API's OpenAPI 3.1 document from the protos' descriptor set.
+"""Writes the REST API's OpenAPI 3.1 document, and the event types' object schemas, from the protos.
 
 `tools/gen.sh` runs it into gen/openapi.json (`make test` fails when gen/ is stale); the edge
 serves it at `GET /v1/openapi.json` and renders it at `/docs/`. Everything comes from the
@@ -7,7 +7,11 @@ proto comments the descriptions, `field_behavior = REQUIRED` the required member
 edge adds to the transcoder's JSON (docs/api.md) is written here once: 64-bit integers are
 JSON integers, bodies take no unknown members, and every error has the REST error shape.
 
-    python tools/openapi.py DESCRIPTOR_SET_WITH_SOURCE_INFO OUT.json
+The same schema builder writes gen/event_types.json: the event type catalog (read from the
+`EventType` enum's options by services/webhook/catalog.py) with a self-contained JSON Schema of
+each type's `data.object`, which the webhook service serves at `GET /v1/event_types`.
+
+    python tools/openapi.py DESCRIPTOR_SET_WITH_SOURCE_INFO OPENAPI.json EVENT_TYPES.json
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from services.common import errors
 from services.runtime.errors import catalog
+from services.webhook import catalog as event_catalog
 
 FieldType = descriptor_pb2.FieldDescriptorProto.Type
 EXAMPLES = Path(__file__).resolve().parents[1] / "protos" / "examples.json"
@@ -49,6 +54,9 @@ _INT32 = {FieldType.TYPE_INT32, FieldType.TYPE_SINT32, FieldType.TYPE_SFIXED32}
 _UINT32 = {FieldType.TYPE_UINT32, FieldType.TYPE_FIXED32}
 _INT64 = {FieldType.TYPE_INT64, FieldType.TYPE_SINT64, FieldType.TYPE_SFIXED64}
 _UINT64 = {FieldType.TYPE_UINT64, FieldType.TYPE_FIXED64}
+# Where the OpenAPI document keeps its schemas; an event type's schema keeps them under $defs.
+COMPONENTS = "#/components/schemas/"
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _WELL_KNOWN: dict[str, dict[str, Any]] = {
     ".google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
     ".google.protobuf.Struct": {"type": "object"},
@@ -111,10 +119,11 @@ def _schema_name(full_name: str) -> str:
 
 
 class Builder:
-    """Builds the document's schemas as operations reference them."""
+    """Builds the schemas of messages as they reference one another, under `ref_prefix`."""
 
-    def __init__(self, contracts: Contracts) -> None:
+    def __init__(self, contracts: Contracts, *, ref_prefix: str = COMPONENTS) -> None:
         self.contracts = contracts
+        self.ref_prefix = ref_prefix
         self.schemas: dict[str, Any] = {}
 
     def ref(self, full_name: str, *, request: bool) -> dict[str, Any]:
@@ -125,7 +134,7 @@ class Builder:
         if name not in self.schemas:
             self.schemas[name] = {}  # placeholder: a message may refer to itself
             self.schemas[name] = self.message(full_name, request=request, exclude=set())
-        return {"$ref": f"#/components/schemas/{name}"}
+        return {"$ref": f"{self.ref_prefix}{name}"}
 
     def message(self, full_name: str, *, request: bool, exclude: set[str]) -> dict[str, Any]:
         """A message's object schema, without the fields in `exclude` (path-bound)."""
@@ -393,10 +402,44 @@ def document(descriptor: Path) -> dict[str, Any]:
     }
 
 
+def object_schema(contracts: Contracts, full_name: str) -> dict[str, Any]:
+    """A message's JSON Schema as responses print it, the messages it uses under `$defs`."""
+    name = f".{full_name}"
+    if name not in contracts.messages:
+        raise SystemExit(f"the event type catalog names {full_name}, which is no message")
+    builder = Builder(contracts, ref_prefix="#/$defs/")
+    schema = {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "title": _schema_name(name),
+        **builder.message(name, request=False, exclude=set()),
+    }
+    if builder.schemas:
+        schema["$defs"] = dict(sorted(builder.schemas.items()))
+    return schema
+
+
+def event_types(descriptor: Path) -> dict[str, Any]:
+    """The event type catalog with each type's `data.object` schema (gen/event_types.json)."""
+    files = list(descriptor_pb2.FileDescriptorSet.FromString(descriptor.read_bytes()).file)
+    contracts = Contracts(files)
+    return {
+        "event_types": [
+            {
+                "name": entry.name,
+                "description": entry.description,
+                "object_type": entry.object_type,
+                "object_schema": object_schema(contracts, entry.object_type),
+            }
+            for entry in event_catalog.entries()
+        ]
+    }
+
+
 def main() -> None:
-    """Writes the document."""
-    descriptor, out = Path(sys.argv[1]), Path(sys.argv[2])
+    """Writes the document and the event type catalog."""
+    descriptor, out, types_out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     out.write_text(json.dumps(document(descriptor), indent=1, sort_keys=False) + "\n")
+    types_out.write_text(json.dumps(event_types(descriptor), indent=1, sort_keys=False) + "\n")
 
 
 if __name__ == "__main__":

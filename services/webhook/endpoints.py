@@ -12,7 +12,7 @@ from services.common.errors import FieldViolation, InvalidArgument
 from services.common.ids import has_prefix, new_id
 from services.common.pages import PageTokens, Scope
 from services.common.rest_json import message_to_json
-from services.webhook import events
+from services.webhook import catalog, events
 from services.webhook.addresses import AddressRefused, check_registration
 from services.webhook.crypto import SecretBox, new_secret
 from services.webhook.dispatch import DueAttempt
@@ -23,6 +23,7 @@ from services.webhook.views import endpoint_to_proto
 ENDPOINTS_PER_MERCHANT_MAX = 16
 ENABLED_EVENTS_MAX = 64
 DESCRIPTION_CHARS_MAX = 1000
+# A catalog type (protos/paymesh/webhook/v1/event_types.proto); tests/unit checks it is one.
 DISABLED_EVENT_TYPE = "webhook_endpoint.disabled"
 
 
@@ -35,15 +36,16 @@ class Owner:
 
 
 def normalize_events(values: list[str]) -> list[str]:
-    """Distinct event types in the given order, `["*"]` when `*` is among them."""
+    """Distinct catalog event types in the given order, `["*"]` when `*` is among them."""
     if not values:
         raise InvalidArgument.field("enabled_events", "must list event types or '*'")
     if len(values) > ENABLED_EVENTS_MAX:
         raise InvalidArgument.field("enabled_events", f"at most {ENABLED_EVENTS_MAX} types")
-    if "*" in values:
-        return ["*"]
     for value in values:
-        events.validate_event_type(value, field="enabled_events")
+        if value != catalog.ALL_TYPES:
+            catalog.check_known(value, field="enabled_events")
+    if catalog.ALL_TYPES in values:
+        return [catalog.ALL_TYPES]
     return list(dict.fromkeys(values))
 
 

@@ -26,7 +26,7 @@ from services.common.pages import PageTokens, page_size
 from services.common.server import ServiceSpec
 from services.common.service_main import run_service
 from services.common.settings import Settings
-from services.webhook import deliveries, endpoints, events
+from services.webhook import catalog, deliveries, endpoints, events
 from services.webhook.dispatch import DueAttempt
 from services.webhook.endpoints import Owner
 from services.webhook.metrics import pipeline_collector
@@ -125,6 +125,19 @@ def public_attempt(attempt: DeliveryAttempt) -> webhook_pb2.WebhookDeliveryAttem
     return message
 
 
+def _event_type_definition(
+    definition: catalog.EventTypeDefinition,
+) -> webhook_pb2.EventTypeDefinition:
+    """A catalog entry as the API shows it."""
+    message = webhook_pb2.EventTypeDefinition(
+        name=definition.entry.name,
+        description=definition.entry.description,
+        object_type=definition.entry.object_type,
+    )
+    message.object_schema.update(definition.object_schema)
+    return message
+
+
 class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
     """Merchant-facing endpoints, events and deliveries."""
 
@@ -139,6 +152,13 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             KEYS,
             secret=runtime.settings.require_secret("secret_encryption_key"),
             sealed=True,
+        )
+        # The catalog is fixed by the contracts: built once, and the service does not start
+        # when gen/event_types.json is missing or stale.
+        self._event_types = webhook_pb2.ListEventTypesResponse(
+            event_types=[
+                _event_type_definition(definition) for definition in catalog.load_definitions()
+            ]
         )
 
     def _keyed(
@@ -479,6 +499,12 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
     ) -> webhook_pb2.ListEventsResponse:
         """Lists the caller's events, newest first."""
         return await asyncio.to_thread(self._list_events, _owner(), request)
+
+    async def ListEventTypes(
+        self, request: webhook_pb2.ListEventTypesRequest, context: Context
+    ) -> webhook_pb2.ListEventTypesResponse:
+        """Lists the event type catalog, each type with its object's JSON Schema."""
+        return self._event_types
 
 
 class WebhookInternalServicer(webhook_internal_pb2_grpc.WebhookInternalServiceServicer):

@@ -86,7 +86,8 @@ def test_create__star_subsumes_other_types(api: httpx.Client, merchant: Merchant
         ({"url": URL}, "enabled_events"),
         ({"url": URL, "enabled_events": []}, "enabled_events"),
         ({"url": URL, "enabled_events": ["Not A Type"]}, "enabled_events"),
-        ({"url": URL, "enabled_events": ["x.y"] * 65}, "enabled_events"),
+        ({"url": URL, "enabled_events": ["payment.succeeded"] * 65}, "enabled_events"),
+        ({"url": URL, "enabled_events": ["payment.succeeded", "payment.sucess"]}, "enabled_events"),
         ({"url": URL, "enabled_events": ["*"], "description": "d" * 1001}, "description"),
     ],
 )
@@ -192,6 +193,7 @@ def test_update__changes_only_the_given_fields(api: httpx.Client, merchant: Merc
     [
         {"url": "gopher://x.example"},
         {"enabled_events": ["BAD"]},
+        {"enabled_events": ["refund.succeeded", "refund.created"]},
         {"description": "d" * 1001},
         {"enabled": "maybe"},
     ],

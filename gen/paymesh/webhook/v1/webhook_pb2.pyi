@@ -54,7 +54,7 @@ class WebhookEndpoint(_message.Message):
     """
     @_builtins.property
     def enabled_events(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Event types it receives, or "*"."""
+        """Event types it receives (names from GET /v1/event_types), or "*"."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -101,7 +101,7 @@ class CreateWebhookEndpointRequest(_message.Message):
     """Free text."""
     @_builtins.property
     def enabled_events(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Event types, or "*"."""
+        """Event types from the catalog (GET /v1/event_types), or "*"; an unknown type is refused."""
 
     def __init__(
         self,
@@ -337,6 +337,85 @@ class ListEventsResponse(_message.Message):
 Global___ListEventsResponse: _TypeAlias = ListEventsResponse  # noqa: Y015
 
 @_typing.final
+class EventTypeDefinition(_message.Message):
+    """EventTypeDefinition is one entry of the event type catalog (event_types.proto)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    OBJECT_TYPE_FIELD_NUMBER: _builtins.int
+    OBJECT_SCHEMA_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The type, e.g. "payment.succeeded": what `enabled_events` lists and `Event.type` holds."""
+    description: _builtins.str
+    """When the event is sent."""
+    object_type: _builtins.str
+    """The full name of the message that `data.object` holds, e.g. "paymesh.payment.v1.Payment"."""
+    @_builtins.property
+    def object_schema(self) -> _struct_pb2.Struct:
+        """The JSON Schema (draft 2020-12) of `data.object`, generated from that message: the object
+        as GET of it answers, 64-bit integers as JSON integers.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        object_type: _builtins.str = ...,
+        object_schema: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["object_schema", b"object_schema"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "object_schema", b"object_schema", "object_type", b"object_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventTypeDefinition: _TypeAlias = EventTypeDefinition  # noqa: Y015
+
+@_typing.final
+class ListEventTypesRequest(_message.Message):
+    """ListEventTypesRequest asks for the catalog; it is small and fixed, so it comes in one page."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventTypesRequest: _TypeAlias = ListEventTypesRequest  # noqa: Y015
+
+@_typing.final
+class ListEventTypesResponse(_message.Message):
+    """ListEventTypesResponse is the whole catalog."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_TYPES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventTypeDefinition]:
+        """Every event type, in the catalog's order."""
+
+    def __init__(
+        self,
+        *,
+        event_types: _abc.Iterable[Global___EventTypeDefinition] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_types", b"event_types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventTypesResponse: _TypeAlias = ListEventTypesResponse  # noqa: Y015
+
+@_typing.final
 class UpdateWebhookEndpointRequest(_message.Message):
     """UpdateWebhookEndpointRequest is the body of PATCH /v1/webhook_endpoints/{id}; absent fields
     stay as they are.
@@ -359,7 +438,7 @@ class UpdateWebhookEndpointRequest(_message.Message):
     """False disables the endpoint, true enables it again (and clears its failure streak)."""
     @_builtins.property
     def enabled_events(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """New event types, or "*"; empty leaves them unchanged."""
+        """New event types from the catalog, or "*"; empty leaves them unchanged."""
 
     def __init__(
         self,

@@ -100,6 +100,11 @@ class WebhookServiceStub:
                 request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventsRequest.SerializeToString,
                 response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventsResponse.FromString,
                 _registered_method=True)
+        self.ListEventTypes = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/ListEventTypes',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventTypesRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventTypesResponse.FromString,
+                _registered_method=True)
 
 
 class WebhookServiceServicer:
@@ -199,6 +204,14 @@ class WebhookServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEventTypes(self, request, context):
+        """Lists every event type paymesh publishes (the catalog that `enabled_events` is checked
+        against), each with the JSON Schema of its `data.object`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WebhookServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -266,6 +279,11 @@ def add_WebhookServiceServicer_to_server(servicer, server):
                     servicer.ListEvents,
                     request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventsRequest.FromString,
                     response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'ListEventTypes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEventTypes,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventTypesRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventTypesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -620,6 +638,33 @@ class WebhookService:
             '/paymesh.webhook.v1.WebhookService/ListEvents',
             paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventsRequest.SerializeToString,
             paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEventTypes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/ListEventTypes',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventTypesRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventTypesResponse.FromString,
             options,
             channel_credentials,
             insecure,

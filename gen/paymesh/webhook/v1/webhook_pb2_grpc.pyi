@@ -63,6 +63,10 @@ class WebhookServiceStub:
     """Returns one event."""
     ListEvents: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ListEventsRequest, _webhook_pb2.ListEventsResponse]
     """Lists the caller's events, newest first."""
+    ListEventTypes: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ListEventTypesRequest, _webhook_pb2.ListEventTypesResponse]
+    """Lists every event type paymesh publishes (the catalog that `enabled_events` is checked
+    against), each with the JSON Schema of its `data.object`.
+    """
 
 @_typing.type_check_only
 class WebhookServiceAsyncStub(WebhookServiceStub):
@@ -99,6 +103,10 @@ class WebhookServiceAsyncStub(WebhookServiceStub):
     """Returns one event."""
     ListEvents: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ListEventsRequest, _webhook_pb2.ListEventsResponse]  # type: ignore[assignment]
     """Lists the caller's events, newest first."""
+    ListEventTypes: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ListEventTypesRequest, _webhook_pb2.ListEventTypesResponse]  # type: ignore[assignment]
+    """Lists every event type paymesh publishes (the catalog that `enabled_events` is checked
+    against), each with the JSON Schema of its `data.object`.
+    """
 
 class WebhookServiceServicer(metaclass=_abc_1.ABCMeta):
     """WebhookService lets merchants manage webhook endpoints and read their events."""
@@ -210,5 +218,15 @@ class WebhookServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_webhook_pb2.ListEventsResponse, _abc.Awaitable[_webhook_pb2.ListEventsResponse]]:
         """Lists the caller's events, newest first."""
+
+    @_abc_1.abstractmethod
+    def ListEventTypes(
+        self,
+        request: _webhook_pb2.ListEventTypesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.ListEventTypesResponse, _abc.Awaitable[_webhook_pb2.ListEventTypesResponse]]:
+        """Lists every event type paymesh publishes (the catalog that `enabled_events` is checked
+        against), each with the JSON Schema of its `data.object`.
+        """
 
 def add_WebhookServiceServicer_to_server(servicer: WebhookServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
