@@ -1,4 +1,4 @@
-"""`paymesh trigger`: the integrator's side of the `paymesh` command (issue 15, point 5).
+"""`paymesh trigger` and `paymesh events resend`: the integrator's side of the `paymesh` command.
 
 It talks to any paymesh over its public REST API with a merchant's secret key, as an
 integrator's own code would, so it needs nothing but the URL and the key:
@@ -6,8 +6,10 @@ integrator's own code would, so it needs nothing but the URL and the key:
 `PAYMESH_API_KEY`.
 
 `paymesh trigger <event type>` creates the test-mode objects whose changes cause that event,
-then waits until the event is published and prints its id. Each write carries an
-Idempotency-Key, so a request repeated after a network error makes nothing twice.
+then waits until the event is published and prints its id. `paymesh events resend EVT_ID
+[--endpoint WE_ID]` sends an event again (same webhook-id) to the endpoints it was delivered
+to, or to one. Each write carries an Idempotency-Key, so a request repeated after a network
+error makes nothing twice.
 """
 
 from __future__ import annotations
@@ -207,32 +209,62 @@ def trigger(api: Api, event_type: str, out: Callable[[str], None]) -> str:
     return event_id
 
 
-def cmd_trigger(args: argparse.Namespace) -> int:
-    """`paymesh trigger EVENT_TYPE`."""
+def _out(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _run(
+    args: argparse.Namespace, command: str, action: Callable[[Api], object], *, test_only: bool
+) -> int:
+    """Runs `action` with the API of --url and --api-key; 1 on an API error, 2 on bad usage."""
     key = args.api_key or os.environ.get("PAYMESH_API_KEY", "")
     if not key:
-        sys.stderr.write("paymesh trigger: no API key (--api-key or PAYMESH_API_KEY)\n")
+        sys.stderr.write(f"paymesh {command}: no API key (--api-key or PAYMESH_API_KEY)\n")
         return 2
-    if not key.startswith("sk_test_"):
-        sys.stderr.write("paymesh trigger: needs a test-mode secret key (sk_test_...)\n")
+    if not key.startswith("sk_test_" if test_only else "sk_"):
+        kind = "a test-mode secret key (sk_test_...)" if test_only else "a secret key (sk_...)"
+        sys.stderr.write(f"paymesh {command}: needs {kind}\n")
         return 2
-
-    def out(line: str) -> None:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-
     url = args.url or os.environ.get("PAYMESH_API_URL", DEFAULT_URL)
     try:
         with Api(url, key) as api:
-            trigger(api, args.event_type, out)
+            action(api)
     except CliError as error:
-        sys.stderr.write(f"paymesh trigger: {error}\n")
+        sys.stderr.write(f"paymesh {command}: {error}\n")
         return 1
     return 0
 
 
+def cmd_trigger(args: argparse.Namespace) -> int:
+    """`paymesh trigger EVENT_TYPE`."""
+    return _run(args, "trigger", lambda api: trigger(api, args.event_type, _out), test_only=True)
+
+
+def resend(api: Api, event_id: str, endpoint_id: str, out: Callable[[str], None]) -> list[str]:
+    """Sends the event again; returns the deliveries made due."""
+    body = {"endpoint_id": endpoint_id} if endpoint_id else {}
+    answer = api.request("POST", f"/v1/events/{event_id}/resend", body)
+    delivery_ids: list[str] = list(answer.get("delivery_ids", []))
+    if delivery_ids:
+        out(f"event {event_id} resent: deliveries {', '.join(delivery_ids)}")
+    else:
+        out(f"event {event_id}: nothing to resend (no finished delivery to an enabled endpoint)")
+    return delivery_ids
+
+
+def cmd_events_resend(args: argparse.Namespace) -> int:
+    """`paymesh events resend EVT_ID [--endpoint WE_ID]`."""
+    return _run(
+        args,
+        "events resend",
+        lambda api: resend(api, args.event_id, args.endpoint or "", _out),
+        test_only=False,
+    )
+
+
 def add_commands(commands: Any) -> None:
-    """Adds `trigger` to the `paymesh` command's subcommands."""
+    """Adds `trigger` and `events resend` to the `paymesh` command's subcommands."""
     command = commands.add_parser(
         "trigger",
         help="cause a test-mode event through the API (e.g. payment.succeeded)",
@@ -243,3 +275,14 @@ def add_commands(commands: Any) -> None:
     command.add_argument("--url", help=f"the paymesh base URL (default {DEFAULT_URL})")
     command.add_argument("--api-key", help="a test-mode secret key (or PAYMESH_API_KEY)")
     command.set_defaults(client_func=cmd_trigger)
+
+    events = commands.add_parser("events", help="the merchant's events")
+    event_commands = events.add_subparsers(dest="events_command", required=True)
+    resend_command = event_commands.add_parser(
+        "resend", help="send an event again to its endpoints (same webhook-id)"
+    )
+    resend_command.add_argument("event_id", help="the event (evt_...)")
+    resend_command.add_argument("--endpoint", help="only to this endpoint (we_...)")
+    resend_command.add_argument("--url", help=f"the paymesh base URL (default {DEFAULT_URL})")
+    resend_command.add_argument("--api-key", help="a secret key (or PAYMESH_API_KEY)")
+    resend_command.set_defaults(client_func=cmd_events_resend)

@@ -585,3 +585,34 @@ def context_of(session: Session, deliveries: list[Delivery]) -> dict[str, tuple[
         .all()
     )
     return {d.id: (types.get(d.event_id, ""), urls.get(d.endpoint_id, "")) for d in deliveries}
+
+
+def resend_event(
+    session: Session, *, event_id: str, endpoint_id: str, owner: endpoints.Owner
+) -> list[DueAttempt]:
+    """Replays the owner's event's finished deliveries (to one endpoint, when given).
+
+    Those in progress are left to finish; those to disabled or deleted endpoints are skipped
+    (unless the one endpoint was asked for: EndpointNotEnabled). NOT_FOUND when the event is
+    not the owner's, or was never delivered to the endpoint asked for.
+    """
+    query = select(Delivery).where(
+        Delivery.event_id == event_id,
+        Delivery.merchant_id == owner.merchant_id,
+        Delivery.livemode == owner.livemode,
+    )
+    if endpoint_id:
+        query = query.where(Delivery.endpoint_id == endpoint_id)
+    rows = session.scalars(query.order_by(Delivery.create_time, Delivery.id)).all()
+    if endpoint_id and not rows:
+        raise DeliveryNotFound(
+            f"event {event_id[:80]} was never delivered to endpoint {endpoint_id[:80]}"
+        )
+    due = []
+    for delivery in rows:
+        try:
+            due.append(replay(session, delivery=delivery))
+        except (DeliveryInProgress, EndpointNotEnabled):
+            if endpoint_id:
+                raise
+    return due

@@ -397,6 +397,37 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         self._runtime.enqueue(due)
         return result
 
+    def _resend(
+        self, owner: Owner, key: str | None, request: webhook_pb2.ResendEventRequest
+    ) -> tuple[webhook_pb2.ResendEventResponse, bool]:
+        if not request.id:
+            raise InvalidArgument.field("id", "is required (an event id)")
+        due: list[DueAttempt] = []
+
+        def work(session: Session) -> webhook_pb2.ResendEventResponse:
+            event = events.get_event_or_raise(
+                session, merchant_id=owner.merchant_id, livemode=owner.livemode, event_id=request.id
+            )
+            due.extend(
+                deliveries.resend_event(
+                    session, event_id=event.id, endpoint_id=request.endpoint_id, owner=owner
+                )
+            )
+            return webhook_pb2.ResendEventResponse(
+                delivery_ids=[attempt.delivery_id for attempt in due]
+            )
+
+        result = self._keyed(
+            owner,
+            "resend_event",
+            key,
+            request,
+            work=work,
+            response_type=webhook_pb2.ResendEventResponse,
+        )
+        self._runtime.enqueue(due)
+        return result
+
     def _get_event(self, owner: Owner, event_id: str) -> webhook_pb2.Event:
         with transaction(self._runtime.sessions) as session:
             event = events.get_event_or_raise(
@@ -499,6 +530,12 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
     ) -> webhook_pb2.ListEventsResponse:
         """Lists the caller's events, newest first."""
         return await asyncio.to_thread(self._list_events, _owner(), request)
+
+    async def ResendEvent(
+        self, request: webhook_pb2.ResendEventRequest, context: Context
+    ) -> webhook_pb2.ResendEventResponse:
+        """Sends an event again to the endpoints it was delivered to (or one of them)."""
+        return _reply(await asyncio.to_thread(self._resend, _owner(), _key(context), request))
 
     async def ListEventTypes(
         self, request: webhook_pb2.ListEventTypesRequest, context: Context

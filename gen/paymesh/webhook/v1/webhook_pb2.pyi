@@ -337,6 +337,56 @@ class ListEventsResponse(_message.Message):
 Global___ListEventsResponse: _TypeAlias = ListEventsResponse  # noqa: Y015
 
 @_typing.final
+class ResendEventRequest(_message.Message):
+    """ResendEventRequest names the event to send again, and optionally the one endpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The event's id (evt_...)."""
+    endpoint_id: _builtins.str
+    """Only the delivery to this endpoint (we_...); every endpoint's when empty."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        endpoint_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResendEventRequest: _TypeAlias = ResendEventRequest  # noqa: Y015
+
+@_typing.final
+class ResendEventResponse(_message.Message):
+    """ResendEventResponse lists the deliveries that were made due again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def delivery_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The replayed deliveries (whd_...); empty when none had finished."""
+
+    def __init__(
+        self,
+        *,
+        delivery_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_ids", b"delivery_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResendEventResponse: _TypeAlias = ResendEventResponse  # noqa: Y015
+
+@_typing.final
 class EventTypeDefinition(_message.Message):
     """EventTypeDefinition is one entry of the event type catalog (event_types.proto)."""
 

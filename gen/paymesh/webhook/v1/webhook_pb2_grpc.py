@@ -100,6 +100,11 @@ class WebhookServiceStub:
                 request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventsRequest.SerializeToString,
                 response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventsResponse.FromString,
                 _registered_method=True)
+        self.ResendEvent = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/ResendEvent',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ResendEventRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ResendEventResponse.FromString,
+                _registered_method=True)
         self.ListEventTypes = channel.unary_unary(
                 '/paymesh.webhook.v1.WebhookService/ListEventTypes',
                 request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventTypesRequest.SerializeToString,
@@ -204,6 +209,15 @@ class WebhookServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResendEvent(self, request, context):
+        """Sends an event again, with the same event id (webhook-id), to the endpoints it was
+        delivered to, or to one of them: each finished delivery of it is replayed. Deliveries
+        still in progress, and those to disabled or deleted endpoints, are left as they are.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListEventTypes(self, request, context):
         """Lists every event type paymesh publishes (the catalog that `enabled_events` is checked
         against), each with the JSON Schema of its `data.object`.
@@ -279,6 +293,11 @@ def add_WebhookServiceServicer_to_server(servicer, server):
                     servicer.ListEvents,
                     request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventsRequest.FromString,
                     response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'ResendEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResendEvent,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ResendEventRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ResendEventResponse.SerializeToString,
             ),
             'ListEventTypes': grpc.unary_unary_rpc_method_handler(
                     servicer.ListEventTypes,
@@ -638,6 +657,33 @@ class WebhookService:
             '/paymesh.webhook.v1.WebhookService/ListEvents',
             paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventsRequest.SerializeToString,
             paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResendEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/ResendEvent',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ResendEventRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ResendEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,11 @@ class WebhookServiceStub:
     """Returns one event."""
     ListEvents: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ListEventsRequest, _webhook_pb2.ListEventsResponse]
     """Lists the caller's events, newest first."""
+    ResendEvent: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ResendEventRequest, _webhook_pb2.ResendEventResponse]
+    """Sends an event again, with the same event id (webhook-id), to the endpoints it was
+    delivered to, or to one of them: each finished delivery of it is replayed. Deliveries
+    still in progress, and those to disabled or deleted endpoints, are left as they are.
+    """
     ListEventTypes: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ListEventTypesRequest, _webhook_pb2.ListEventTypesResponse]
     """Lists every event type paymesh publishes (the catalog that `enabled_events` is checked
     against), each with the JSON Schema of its `data.object`.
@@ -103,6 +108,11 @@ class WebhookServiceAsyncStub(WebhookServiceStub):
     """Returns one event."""
     ListEvents: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ListEventsRequest, _webhook_pb2.ListEventsResponse]  # type: ignore[assignment]
     """Lists the caller's events, newest first."""
+    ResendEvent: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ResendEventRequest, _webhook_pb2.ResendEventResponse]  # type: ignore[assignment]
+    """Sends an event again, with the same event id (webhook-id), to the endpoints it was
+    delivered to, or to one of them: each finished delivery of it is replayed. Deliveries
+    still in progress, and those to disabled or deleted endpoints, are left as they are.
+    """
     ListEventTypes: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ListEventTypesRequest, _webhook_pb2.ListEventTypesResponse]  # type: ignore[assignment]
     """Lists every event type paymesh publishes (the catalog that `enabled_events` is checked
     against), each with the JSON Schema of its `data.object`.
@@ -218,6 +228,17 @@ class WebhookServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_webhook_pb2.ListEventsResponse, _abc.Awaitable[_webhook_pb2.ListEventsResponse]]:
         """Lists the caller's events, newest first."""
+
+    @_abc_1.abstractmethod
+    def ResendEvent(
+        self,
+        request: _webhook_pb2.ResendEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.ResendEventResponse, _abc.Awaitable[_webhook_pb2.ResendEventResponse]]:
+        """Sends an event again, with the same event id (webhook-id), to the endpoints it was
+        delivered to, or to one of them: each finished delivery of it is replayed. Deliveries
+        still in progress, and those to disabled or deleted endpoints, are left as they are.
+        """
 
     @_abc_1.abstractmethod
     def ListEventTypes(
