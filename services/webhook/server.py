@@ -400,8 +400,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
     def _resend(
         self, owner: Owner, key: str | None, request: webhook_pb2.ResendEventRequest
     ) -> tuple[webhook_pb2.ResendEventResponse, bool]:
-        if not request.id:
-            raise InvalidArgument.field("id", "is required (an event id)")
+        # An empty id finds no event (NOT_FOUND), as GetEvent's does.
         due: list[DueAttempt] = []
 
         def work(session: Session) -> webhook_pb2.ResendEventResponse:
