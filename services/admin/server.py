@@ -57,7 +57,6 @@ WRITE_METHODS = (
 EMAIL_LENGTH_MAX = 320
 PASSWORD_LENGTH_MAX = 1024
 ID_LENGTH_MAX = 200
-IDEMPOTENCY_KEY_LENGTH_MAX = 255
 REPLAY_LIMIT_MAX = 1000
 TIMELINE_BUCKETS_MAX = 1000
 GRANULARITY_S = {"HOUR": 3600, "DAY": 86400}
@@ -234,8 +233,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         Keys are the operator's (an operator acts across modes: `livemode` is false); the key,
         the work, its audit line and the stored response commit in one transaction.
         """
-        key = idempotency.key_from(_metadata(context))
-        response, replayed = await asyncio.to_thread(
+        key = idempotency.key_of(context)
+        result = await asyncio.to_thread(
             self._idempotent.run,
             owner=current_operator().operator_id,
             livemode=False,
@@ -245,8 +244,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             work=work,
             parse=response_type.FromString,
         )
-        idempotency.mark_replayed(replayed)
-        return response
+        return idempotency.answer(result)
 
     async def _remote_write(
         self,
@@ -267,7 +265,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         which a retry calls again: the refund carries a key derived from this one, and
         replays and reconciliations are safe to repeat.
         """
-        response, replayed = await self._idempotent.run_remote(
+        result = await self._idempotent.run_remote(
             owner=current_operator().operator_id,
             livemode=False,
             operation=operation,
@@ -278,8 +276,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             parse=response_type.FromString,
             call_timeout_s=call_timeout_s or self._remote.timeout_s,
         )
-        idempotency.mark_replayed(replayed)
-        return response
+        return idempotency.answer(result)
 
     # Sessions.
 
@@ -688,17 +685,18 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidArgument.field(
                 "reason", "must be 'duplicate', 'fraudulent' or 'requested_by_customer'"
             )
-        key = request.idempotency_key
-        for name, value in _metadata(context):
-            if name == "idempotency-key" and isinstance(value, str) and not key:
-                key = value.strip()
+        # Required, in the body field or the Idempotency-Key header.
+        if request.idempotency_key:
+            if len(request.idempotency_key) > idempotency.KEY_LENGTH_MAX:
+                raise InvalidArgument.field(
+                    "idempotency_key", f"must be at most {idempotency.KEY_LENGTH_MAX} characters"
+                )
+            key: str | None = request.idempotency_key
+        else:
+            key = idempotency.key_of(context)
         if not key:
             raise InvalidArgument.field(
                 "idempotency_key", "is required (the field or the Idempotency-Key header)"
-            )
-        if len(key) > IDEMPOTENCY_KEY_LENGTH_MAX:
-            raise InvalidArgument.field(
-                "idempotency_key", f"must be at most {IDEMPOTENCY_KEY_LENGTH_MAX} characters"
             )
         remote_request = payment_internal_pb2.CreateOperatorRefundRequest(
             payment_id=payment_id,
@@ -802,7 +800,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             context,
             "replay_webhook",
             request,
-            key=idempotency.key_from(_metadata(context)),
+            key=idempotency.key_of(context),
             call=call,
             finish=finish,
             response_type=webhook_internal_pb2.Delivery,
@@ -850,7 +848,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             context,
             "replay_webhooks",
             request,
-            key=idempotency.key_from(_metadata(context)),
+            key=idempotency.key_of(context),
             call=call,
             finish=finish,
             response_type=admin_pb2.ReplayWebhooksResponse,
@@ -916,7 +914,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             context,
             "reconcile",
             request,
-            key=idempotency.key_from(_metadata(context)),
+            key=idempotency.key_of(context),
             call=call,
             finish=lambda session, report: self._store_run(session, operator, report),
             response_type=admin_pb2.ReconciliationRun,

@@ -40,15 +40,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import secrets
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from google.protobuf.message import Message
 from psycopg import AsyncConnection
 from psycopg.rows import namedtuple_row
@@ -70,6 +66,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from services.common.db import LoopPool, Rendered, render, transaction
 from services.common.errors import IDEMPOTENCY, Conflict, FailedPrecondition, InvalidArgument
+from services.common.sealing import Sealer
 from services.common.server import add_response_header
 from services.common.settings import Settings
 
@@ -78,7 +75,6 @@ HEADER = "idempotency-key"
 REPLAYED_HEADER = "idempotent-replayed"
 M = TypeVar("M", bound=Message)
 R = TypeVar("R")
-_NONCE_BYTES = 12
 _SEAL_INFO = b"paymesh/idempotency-response/v1"
 
 
@@ -145,18 +141,20 @@ def validate_key(key: str) -> str:
     return key
 
 
-def key_from(metadata: Any) -> str | None:
-    """The `Idempotency-Key` request header of a call's metadata, validated, or None."""
-    for name, value in metadata or ():
+def key_of(context: Any) -> str | None:
+    """The `Idempotency-Key` header of a call (its gRPC context), validated, or None."""
+    for name, value in context.invocation_metadata() or ():
         if name == HEADER and isinstance(value, str):
             return validate_key(value.strip())
     return None
 
 
-def mark_replayed(replayed: bool) -> None:
-    """Answers `Idempotent-Replayed: true` when the response is a stored one."""
+def answer(result: tuple[M, bool]) -> M:
+    """The response of `Runner`'s result; a stored one answers `Idempotent-Replayed: true`."""
+    response, replayed = result
     if replayed:
         add_response_header(REPLAYED_HEADER, "true")
+    return response
 
 
 def request_hash(*, secret: str, operation: str, body: bytes) -> str:
@@ -431,29 +429,9 @@ class KeyStore:
         return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-class _Seal:
-    """AES-GCM for stored responses, bound to their key's scope (the associated data)."""
-
-    def __init__(self, secret: str) -> None:
-        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SEAL_INFO).derive(
-            secret.encode()
-        )
-        self._aead = AESGCM(derived)
-
-    @staticmethod
-    def _bound(scope: Scope) -> bytes:
-        return "\x1f".join((scope.owner, str(scope.livemode), scope.operation, scope.key)).encode()
-
-    def seal(self, scope: Scope, data: bytes) -> bytes:
-        nonce = secrets.token_bytes(_NONCE_BYTES)
-        return nonce + self._aead.encrypt(nonce, data, self._bound(scope))
-
-    def open(self, scope: Scope, blob: bytes) -> bytes:
-        nonce, sealed = blob[:_NONCE_BYTES], blob[_NONCE_BYTES:]
-        return self._aead.decrypt(nonce, sealed, self._bound(scope))
-
-    def __repr__(self) -> str:
-        return "_Seal(***)"
+def _bound(scope: Scope) -> bytes:
+    """A sealed response's associated data: its key's scope."""
+    return "\x1f".join((scope.owner, str(scope.livemode), scope.operation, scope.key)).encode()
 
 
 class Runner:
@@ -476,7 +454,7 @@ class Runner:
         self._settings = settings
         self._store = store
         self._hash_key = secret
-        self._seal = _Seal(secret) if sealed else None
+        self._seal = Sealer(secret, purpose=_SEAL_INFO) if sealed else None
 
     def _claim_args(
         self, scope: Scope, request: Message, lock_timeout_s: float | None = None
@@ -494,10 +472,10 @@ class Runner:
 
     def _stored(self, scope: Scope, response: Message) -> bytes:
         data = response.SerializeToString()
-        return self._seal.seal(scope, data) if self._seal is not None else data
+        return self._seal.seal(data, bound=_bound(scope)) if self._seal is not None else data
 
     def _replay(self, scope: Scope, stored: bytes, parse: Callable[[bytes], M]) -> tuple[M, bool]:
-        data = self._seal.open(scope, stored) if self._seal is not None else stored
+        data = self._seal.open(stored, bound=_bound(scope)) if self._seal is not None else stored
         return parse(data), True
 
     def run(

@@ -30,11 +30,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 M = TypeVar("M", bound=Message)
 
 
-def idempotency_key(context: Context) -> str | None:
-    """The `Idempotency-Key` request header, validated, or None when absent."""
-    return idempotency.key_from(context.invocation_metadata())
-
-
 def card_from(method: payment_pb2.PaymentMethod) -> CardInput | None:
     """The card of a request's payment method, if one was sent."""
     if not method.HasField("card"):
@@ -46,12 +41,6 @@ def card_from(method: payment_pb2.PaymentMethod) -> CardInput | None:
         exp_year=card.exp_year,
         cvc=card.cvc,
     )
-
-
-async def _reply(context: Context, result: tuple[M, bool]) -> M:
-    response, replayed = result
-    idempotency.mark_replayed(replayed)
-    return response
 
 
 def _parse_payment(data: bytes) -> payment_pb2.Payment:
@@ -300,8 +289,8 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         self, request: payment_pb2.CreatePaymentRequest, context: Context
     ) -> payment_pb2.Payment:
         """Creates a payment: one transaction on the event loop."""
-        result = await self._create(current_principal(), idempotency_key(context), request)
-        return await _reply(context, result)
+        result = await self._create(current_principal(), idempotency.key_of(context), request)
+        return idempotency.answer(result)
 
     async def GetPayment(
         self, request: payment_pb2.GetPaymentRequest, context: Context
@@ -330,36 +319,36 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     ) -> payment_pb2.Payment:
         """Attaches a card and starts processing; idempotent with a key."""
         result = await asyncio.to_thread(
-            self._confirm, optional_principal(), idempotency_key(context), request
+            self._confirm, optional_principal(), idempotency.key_of(context), request
         )
-        return await _reply(context, result)
+        return idempotency.answer(result)
 
     async def CapturePayment(
         self, request: payment_pb2.CapturePaymentRequest, context: Context
     ) -> payment_pb2.Payment:
         """Captures an authorized payment; idempotent with a key."""
         result = await asyncio.to_thread(
-            self._capture, current_principal(), idempotency_key(context), request
+            self._capture, current_principal(), idempotency.key_of(context), request
         )
-        return await _reply(context, result)
+        return idempotency.answer(result)
 
     async def CancelPayment(
         self, request: payment_pb2.CancelPaymentRequest, context: Context
     ) -> payment_pb2.Payment:
         """Cancels a payment; idempotent with a key."""
         result = await asyncio.to_thread(
-            self._cancel, current_principal(), idempotency_key(context), request
+            self._cancel, current_principal(), idempotency.key_of(context), request
         )
-        return await _reply(context, result)
+        return idempotency.answer(result)
 
     async def CreateRefund(
         self, request: payment_pb2.CreateRefundRequest, context: Context
     ) -> payment_pb2.Refund:
         """Refunds a payment."""
         result = await asyncio.to_thread(
-            self._create_refund, current_principal(), idempotency_key(context), request
+            self._create_refund, current_principal(), idempotency.key_of(context), request
         )
-        return await _reply(context, result)
+        return idempotency.answer(result)
 
     async def GetRefund(
         self, request: payment_pb2.GetRefundRequest, context: Context

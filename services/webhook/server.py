@@ -45,16 +45,6 @@ _Rendered = TypeVar("_Rendered")
 _Response = TypeVar("_Response", bound=Message)
 
 
-def _key(context: Context) -> str | None:
-    return idempotency.key_from(context.invocation_metadata())
-
-
-def _reply(result: tuple[_Response, bool]) -> _Response:
-    response, replayed = result
-    idempotency.mark_replayed(replayed)
-    return response
-
-
 def _owner() -> Owner:
     principal = current_principal()
     return Owner(merchant_id=principal.merchant_id, livemode=principal.livemode)
@@ -456,7 +446,9 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         self, request: webhook_pb2.CreateWebhookEndpointRequest, context: Context
     ) -> webhook_pb2.WebhookEndpoint:
         """Registers an endpoint; the response is the only time its secret is shown."""
-        return _reply(await asyncio.to_thread(self._create, _owner(), _key(context), request))
+        return idempotency.answer(
+            await asyncio.to_thread(self._create, _owner(), idempotency.key_of(context), request)
+        )
 
     async def GetWebhookEndpoint(
         self, request: webhook_pb2.GetWebhookEndpointRequest, context: Context
@@ -474,19 +466,25 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         self, request: webhook_pb2.UpdateWebhookEndpointRequest, context: Context
     ) -> webhook_pb2.WebhookEndpoint:
         """Changes an endpoint."""
-        return _reply(await asyncio.to_thread(self._update, _owner(), _key(context), request))
+        return idempotency.answer(
+            await asyncio.to_thread(self._update, _owner(), idempotency.key_of(context), request)
+        )
 
     async def DeleteWebhookEndpoint(
         self, request: webhook_pb2.DeleteWebhookEndpointRequest, context: Context
     ) -> webhook_pb2.DeleteWebhookEndpointResponse:
         """Deletes an endpoint."""
-        return _reply(await asyncio.to_thread(self._delete, _owner(), _key(context), request))
+        return idempotency.answer(
+            await asyncio.to_thread(self._delete, _owner(), idempotency.key_of(context), request)
+        )
 
     async def RotateWebhookEndpointSecret(
         self, request: webhook_pb2.RotateWebhookEndpointSecretRequest, context: Context
     ) -> webhook_pb2.WebhookEndpoint:
         """Issues a new signing secret."""
-        return _reply(await asyncio.to_thread(self._rotate, _owner(), _key(context), request))
+        return idempotency.answer(
+            await asyncio.to_thread(self._rotate, _owner(), idempotency.key_of(context), request)
+        )
 
     async def ListWebhookDeliveries(
         self, request: webhook_pb2.ListWebhookDeliveriesRequest, context: Context
@@ -498,7 +496,11 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         self, request: webhook_pb2.ReplayWebhookDeliveriesRequest, context: Context
     ) -> webhook_pb2.ReplayWebhookDeliveriesResponse:
         """Re-sends an endpoint's finished deliveries since a time."""
-        return _reply(await asyncio.to_thread(self._replay_many, _owner(), _key(context), request))
+        return idempotency.answer(
+            await asyncio.to_thread(
+                self._replay_many, _owner(), idempotency.key_of(context), request
+            )
+        )
 
     async def GetWebhookDelivery(
         self, request: webhook_pb2.GetWebhookDeliveryRequest, context: Context
@@ -516,7 +518,9 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         self, request: webhook_pb2.ReplayWebhookDeliveryRequest, context: Context
     ) -> webhook_pb2.WebhookDelivery:
         """Re-sends one finished delivery."""
-        return _reply(await asyncio.to_thread(self._replay, _owner(), _key(context), request))
+        return idempotency.answer(
+            await asyncio.to_thread(self._replay, _owner(), idempotency.key_of(context), request)
+        )
 
     async def GetEvent(
         self, request: webhook_pb2.GetEventRequest, context: Context
@@ -534,7 +538,9 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         self, request: webhook_pb2.ResendEventRequest, context: Context
     ) -> webhook_pb2.ResendEventResponse:
         """Sends an event again to the endpoints it was delivered to (or one of them)."""
-        return _reply(await asyncio.to_thread(self._resend, _owner(), _key(context), request))
+        return idempotency.answer(
+            await asyncio.to_thread(self._resend, _owner(), idempotency.key_of(context), request)
+        )
 
     async def ListEventTypes(
         self, request: webhook_pb2.ListEventTypesRequest, context: Context
