@@ -41,13 +41,17 @@ SERVICES = {
     "paymesh.ledger.v1.LedgerService": "Balance",
     "paymesh.webhook.v1.WebhookService": "Webhooks",
     "paymesh.admin.v1.AdminService": "Operators",
+    "paymesh.admin.v1.AccountService": "Account",
 }
 # Calls made with an operator's session token (or none: logging in, the checkout page).
 OPERATOR_SERVICE = "paymesh.admin.v1.AdminService"
-NO_CREDENTIAL = {"Login", "GetCheckout"}
+# Calls made with a merchant user's session token (or none: signing in, up, or by invitation).
+ACCOUNT_SERVICE = "paymesh.admin.v1.AccountService"
+NO_CREDENTIAL = {"Login", "GetCheckout", "CreateSession", "AcceptInvite", "SignUp"}
 # Every POST, PATCH and DELETE takes Idempotency-Key (docs/api.md, Idempotency) but these:
-# logging in has no caller to scope a key to, and logging out ends the session it would have.
-NOT_KEYED = {"Login", "Logout"}
+# signing in (or up, or by invitation) has no caller to scope a key to, and signing out ends
+# the session it would have.
+NOT_KEYED = {"Login", "Logout", "CreateSession", "EndSession", "AcceptInvite", "SignUp"}
 WRITES = {"post", "patch", "delete"}
 
 _INT32 = {FieldType.TYPE_INT32, FieldType.TYPE_SINT32, FieldType.TYPE_SFIXED32}
@@ -314,6 +318,8 @@ def _operation(
         operation["security"] = []
     elif service == OPERATOR_SERVICE:
         operation["security"] = [{"OperatorSession": []}]
+    elif service == ACCOUNT_SERVICE:
+        operation["security"] = [{"UserSession": []}]
     return operation
 
 
@@ -360,7 +366,7 @@ def document(descriptor: Path) -> dict[str, Any]:
             ),
         },
         "servers": [{"url": "/"}],
-        "security": [{"ApiKey": []}, {"BearerKey": []}],
+        "security": [{"ApiKey": []}, {"BearerKey": []}, {"UserSession": []}],
         "tags": [{"name": tag} for tag in SERVICES.values()],
         "paths": dict(sorted(paths.items())),
         "components": {
@@ -375,6 +381,14 @@ def document(descriptor: Path) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "An operator's session token from POST /admin/login.",
+                },
+                "UserSession": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": (
+                        "A merchant user's session token from POST /v1/account/sessions; on the "
+                        "merchant API, the Paymesh-Mode header (test or live) picks the mode."
+                    ),
                 },
             },
             "parameters": {

@@ -34,7 +34,7 @@ PUBLIC_SERVICES: dict[str, list[str]] = {
     "payment": ["paymesh.payment.v1.PaymentService"],
     "ledger": ["paymesh.ledger.v1.LedgerService"],
     "webhook": ["paymesh.webhook.v1.WebhookService"],
-    "admin": ["paymesh.admin.v1.AdminService"],
+    "admin": ["paymesh.admin.v1.AdminService", "paymesh.admin.v1.AccountService"],
 }
 
 

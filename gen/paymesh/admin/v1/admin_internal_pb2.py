@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%paymesh/admin/v1/admin_internal.proto\x12\x10paymesh.admin.v1\"(\n\x19\x41uthenticateApiKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"\x9c\x01\n\tPrincipal\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x0f\n\x07\x66\x65\x65_bps\x18\x05 \x01(\x05\x12\x11\n\tfee_fixed\x18\x06 \x01(\x03\x12\x15\n\rmerchant_name\x18\x07 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x08 \x01(\t2u\n\x13\x41uthInternalService\x12^\n\x12\x41uthenticateApiKey\x12+.paymesh.admin.v1.AuthenticateApiKeyRequest\x1a\x1b.paymesh.admin.v1.Principalb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%paymesh/admin/v1/admin_internal.proto\x12\x10paymesh.admin.v1\"6\n\x19\x41uthenticateApiKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\"\xbb\x01\n\tPrincipal\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x0f\n\x07\x66\x65\x65_bps\x18\x05 \x01(\x05\x12\x11\n\tfee_fixed\x18\x06 \x01(\x03\x12\x15\n\rmerchant_name\x18\x07 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x08 \x01(\t\x12\x0c\n\x04role\x18\t \x01(\t\x12\x0f\n\x07user_id\x18\n \x01(\t2u\n\x13\x41uthInternalService\x12^\n\x12\x41uthenticateApiKey\x12+.paymesh.admin.v1.AuthenticateApiKeyRequest\x1a\x1b.paymesh.admin.v1.Principalb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,9 +32,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paymesh.admin.v1.admin_inte
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_start=59
-  _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_end=99
-  _globals['_PRINCIPAL']._serialized_start=102
-  _globals['_PRINCIPAL']._serialized_end=258
-  _globals['_AUTHINTERNALSERVICE']._serialized_start=260
-  _globals['_AUTHINTERNALSERVICE']._serialized_end=377
+  _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_end=113
+  _globals['_PRINCIPAL']._serialized_start=116
+  _globals['_PRINCIPAL']._serialized_end=303
+  _globals['_AUTHINTERNALSERVICE']._serialized_start=305
+  _globals['_AUTHINTERNALSERVICE']._serialized_end=422
 # @@protoc_insertion_point(module_scope)

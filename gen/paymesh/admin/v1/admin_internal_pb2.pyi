@@ -23,16 +23,20 @@ class AuthenticateApiKeyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
-    """The whole key, e.g. "sk_test_..."."""
+    """The whole key, e.g. "sk_test_...", or a merchant user's session token."""
+    mode: _builtins.str
+    """For a session token: the mode the call asks for ("test" or "live"; empty means test)."""
     def __init__(
         self,
         *,
         key: _builtins.str = ...,
+        mode: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "mode", b"mode"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -52,6 +56,8 @@ class Principal(_message.Message):
     FEE_FIXED_FIELD_NUMBER: _builtins.int
     MERCHANT_NAME_FIELD_NUMBER: _builtins.int
     API_VERSION_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
     merchant_id: _builtins.str
     """The merchant."""
     mode: _builtins.str
@@ -68,6 +74,10 @@ class Principal(_message.Message):
     """Merchant's display name."""
     api_version: _builtins.str
     """The merchant's default API version (docs/api.md, Versioning)."""
+    role: _builtins.str
+    """For a session token: the user's role ("admin", "developer" or "viewer"); empty for keys."""
+    user_id: _builtins.str
+    """For a session token: the user."""
     def __init__(
         self,
         *,
@@ -79,10 +89,12 @@ class Principal(_message.Message):
         fee_fixed: _builtins.int = ...,
         merchant_name: _builtins.str = ...,
         api_version: _builtins.str = ...,
+        role: _builtins.str = ...,
+        user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_version", b"api_version", "fee_bps", b"fee_bps", "fee_fixed", b"fee_fixed", "key_id", b"key_id", "kind", b"kind", "merchant_id", b"merchant_id", "merchant_name", b"merchant_name", "mode", b"mode"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_version", b"api_version", "fee_bps", b"fee_bps", "fee_fixed", b"fee_fixed", "key_id", b"key_id", "kind", b"kind", "merchant_id", b"merchant_id", "merchant_name", b"merchant_name", "mode", b"mode", "role", b"role", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -49,7 +49,8 @@ class AuthInternalServiceServicer:
     """
 
     def AuthenticateApiKey(self, request, context):
-        """Resolves an API key to its merchant and mode; UNAUTHENTICATED when unknown or revoked.
+        """Resolves an API key (or a merchant user's session token) to its merchant and mode;
+        UNAUTHENTICATED when unknown, revoked or expired.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

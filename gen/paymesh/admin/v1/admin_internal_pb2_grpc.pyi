@@ -36,7 +36,9 @@ class AuthInternalServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AuthInternalServiceAsyncStub: ...
     AuthenticateApiKey: _grpc.UnaryUnaryMultiCallable[_admin_internal_pb2.AuthenticateApiKeyRequest, _admin_internal_pb2.Principal]
-    """Resolves an API key to its merchant and mode; UNAUTHENTICATED when unknown or revoked."""
+    """Resolves an API key (or a merchant user's session token) to its merchant and mode;
+    UNAUTHENTICATED when unknown, revoked or expired.
+    """
 
 @_typing.type_check_only
 class AuthInternalServiceAsyncStub(AuthInternalServiceStub):
@@ -46,7 +48,9 @@ class AuthInternalServiceAsyncStub(AuthInternalServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     AuthenticateApiKey: _aio.UnaryUnaryMultiCallable[_admin_internal_pb2.AuthenticateApiKeyRequest, _admin_internal_pb2.Principal]  # type: ignore[assignment]
-    """Resolves an API key to its merchant and mode; UNAUTHENTICATED when unknown or revoked."""
+    """Resolves an API key (or a merchant user's session token) to its merchant and mode;
+    UNAUTHENTICATED when unknown, revoked or expired.
+    """
 
 class AuthInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuthInternalService resolves API keys for the other services' auth interceptors; the edge
@@ -59,6 +63,8 @@ class AuthInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_internal_pb2.AuthenticateApiKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_internal_pb2.Principal, _abc.Awaitable[_admin_internal_pb2.Principal]]:
-        """Resolves an API key to its merchant and mode; UNAUTHENTICATED when unknown or revoked."""
+        """Resolves an API key (or a merchant user's session token) to its merchant and mode;
+        UNAUTHENTICATED when unknown, revoked or expired.
+        """
 
 def add_AuthInternalServiceServicer_to_server(servicer: AuthInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -89,6 +89,16 @@ class AdminServiceStub:
                 request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListApiKeysRequest.SerializeToString,
                 response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListApiKeysResponse.FromString,
                 _registered_method=True)
+        self.InviteMerchantUser = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/InviteMerchantUser',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.InviteMerchantUserRequest.SerializeToString,
+                response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.Invite.FromString,
+                _registered_method=True)
+        self.ListMerchantUsers = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/ListMerchantUsers',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListMerchantUsersRequest.SerializeToString,
+                response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListUsersResponse.FromString,
+                _registered_method=True)
         self.GetOverview = channel.unary_unary(
                 '/paymesh.admin.v1.AdminService/GetOverview',
                 request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.GetOverviewRequest.SerializeToString,
@@ -242,6 +252,21 @@ class AdminServiceServicer:
 
     def ListApiKeys(self, request, context):
         """Lists a merchant's API keys; only their prefixes are shown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InviteMerchantUser(self, request, context):
+        """Invites a person to a merchant's dashboard with a role; the response carries the only copy
+        of the invitation's link.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMerchantUsers(self, request, context):
+        """Lists a merchant's dashboard users and open invitations.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -411,6 +436,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListApiKeys,
                     request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListApiKeysRequest.FromString,
                     response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'InviteMerchantUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.InviteMerchantUser,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.InviteMerchantUserRequest.FromString,
+                    response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.Invite.SerializeToString,
+            ),
+            'ListMerchantUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMerchantUsers,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListMerchantUsersRequest.FromString,
+                    response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListUsersResponse.SerializeToString,
             ),
             'GetOverview': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOverview,
@@ -765,6 +800,60 @@ class AdminService:
             '/paymesh.admin.v1.AdminService/ListApiKeys',
             paymesh_dot_admin_dot_v1_dot_admin__pb2.ListApiKeysRequest.SerializeToString,
             paymesh_dot_admin_dot_v1_dot_admin__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InviteMerchantUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/InviteMerchantUser',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.InviteMerchantUserRequest.SerializeToString,
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.Invite.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMerchantUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/ListMerchantUsers',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ListMerchantUsersRequest.SerializeToString,
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.ListUsersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,12 @@ class AdminServiceStub:
     """Changes a merchant's fee schedule; new payments use it within the auth cache's lifetime."""
     ListApiKeys: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListApiKeysRequest, _admin_pb2.ListApiKeysResponse]
     """Lists a merchant's API keys; only their prefixes are shown."""
+    InviteMerchantUser: _grpc.UnaryUnaryMultiCallable[_admin_pb2.InviteMerchantUserRequest, _admin_pb2.Invite]
+    """Invites a person to a merchant's dashboard with a role; the response carries the only copy
+    of the invitation's link.
+    """
+    ListMerchantUsers: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListMerchantUsersRequest, _admin_pb2.ListUsersResponse]
+    """Lists a merchant's dashboard users and open invitations."""
     GetOverview: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetOverviewRequest, _admin_pb2.Overview]
     """Payment and webhook figures per currency, optionally for one merchant and a time window."""
     WatchOverview: _grpc.UnaryStreamMultiCallable[_admin_pb2.WatchOverviewRequest, _admin_pb2.Overview]
@@ -122,6 +128,12 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Changes a merchant's fee schedule; new payments use it within the auth cache's lifetime."""
     ListApiKeys: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListApiKeysRequest, _admin_pb2.ListApiKeysResponse]  # type: ignore[assignment]
     """Lists a merchant's API keys; only their prefixes are shown."""
+    InviteMerchantUser: _aio.UnaryUnaryMultiCallable[_admin_pb2.InviteMerchantUserRequest, _admin_pb2.Invite]  # type: ignore[assignment]
+    """Invites a person to a merchant's dashboard with a role; the response carries the only copy
+    of the invitation's link.
+    """
+    ListMerchantUsers: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListMerchantUsersRequest, _admin_pb2.ListUsersResponse]  # type: ignore[assignment]
+    """Lists a merchant's dashboard users and open invitations."""
     GetOverview: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetOverviewRequest, _admin_pb2.Overview]  # type: ignore[assignment]
     """Payment and webhook figures per currency, optionally for one merchant and a time window."""
     WatchOverview: _aio.UnaryStreamMultiCallable[_admin_pb2.WatchOverviewRequest, _admin_pb2.Overview]  # type: ignore[assignment]
@@ -241,6 +253,24 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListApiKeysResponse, _abc.Awaitable[_admin_pb2.ListApiKeysResponse]]:
         """Lists a merchant's API keys; only their prefixes are shown."""
+
+    @_abc_1.abstractmethod
+    def InviteMerchantUser(
+        self,
+        request: _admin_pb2.InviteMerchantUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.Invite, _abc.Awaitable[_admin_pb2.Invite]]:
+        """Invites a person to a merchant's dashboard with a role; the response carries the only copy
+        of the invitation's link.
+        """
+
+    @_abc_1.abstractmethod
+    def ListMerchantUsers(
+        self,
+        request: _admin_pb2.ListMerchantUsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListUsersResponse, _abc.Awaitable[_admin_pb2.ListUsersResponse]]:
+        """Lists a merchant's dashboard users and open invitations."""
 
     @_abc_1.abstractmethod
     def GetOverview(
