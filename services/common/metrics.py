@@ -28,7 +28,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from services.common.settings import ProcessName, Settings
+from services.common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ SWEPT = Counter(
 )
 
 
-def serve_process_metrics(settings: Settings, process: ProcessName) -> None:
+def serve_process_metrics(settings: Settings, process: str) -> None:
     """Serves this process's /metrics (a daemon thread) on its port; 0 turns it off."""
     port = settings.process_metrics_port(process)
     if port:

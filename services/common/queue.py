@@ -36,7 +36,7 @@ from rq.worker_registration import get_keys
 from services.common.lifetime import die_with_parent
 from services.common.logs import configure_logging
 from services.common.metrics import JOB_SECONDS, JOBS, serve_process_metrics
-from services.common.settings import ProcessName, Settings
+from services.common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -427,7 +427,7 @@ def worker_processes(connection: Redis) -> list[WorkerProcess]:
     return sorted(found.values(), key=lambda p: (p.kind, p.host, p.start_time, p.pid))
 
 
-def run_worker(*, name: ProcessName, queue_names: list[str]) -> None:
+def run_worker(*, name: str, queue_names: list[str]) -> None:
     """Runs `PAYMESH_WORKER_CONCURRENCY` RQ workers on `queue_names` in this process until SIGTERM.
 
     Each worker is a SimpleWorker on a thread of its own (no fork per job): jobs mostly wait on

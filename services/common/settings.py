@@ -209,9 +209,10 @@ class Settings(BaseSettings):
         port: int = getattr(self, f"{service}_metrics_port")
         return port
 
-    def process_metrics_port(self, process: ProcessName) -> int:
-        """The port a worker, relay or sweeper process serves Prometheus metrics on."""
-        port: int = getattr(self, f"{process.replace('-', '_')}_metrics_port")
+    def process_metrics_port(self, process: str) -> int:
+        """The port a worker, relay or sweeper process serves Prometheus metrics on (0: none,
+        as for a process not in PROCESS_NAMES, such as the benchmarks' no-op worker)."""
+        port: int = getattr(self, f"{process.replace('-', '_')}_metrics_port", 0)
         return port
 
     def replica_ports(self, service: ServiceName) -> list[tuple[int, int]]:
