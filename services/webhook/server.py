@@ -183,6 +183,33 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             parse=response_type.FromString,
         )
 
+    def _keyed_and_queued(
+        self,
+        owner: Owner,
+        operation: str,
+        key: str | None,
+        request: Message,
+        *,
+        work: Callable[[Session, list[DueAttempt]], _Response],
+        response_type: type[_Response],
+    ) -> tuple[_Response, bool]:
+        """A keyed write that makes deliveries due, their attempts queued after the commit.
+
+        `work` adds the attempts to the list it is given; they are queued once the transaction
+        has committed (a lost enqueue is the sweeper's). A replayed answer queues nothing.
+        """
+        due: list[DueAttempt] = []
+        result = self._keyed(
+            owner,
+            operation,
+            key,
+            request,
+            work=lambda session: work(session, due),
+            response_type=response_type,
+        )
+        self._runtime.enqueue(due)
+        return result
+
     def _create(
         self, owner: Owner, key: str | None, request: webhook_pb2.CreateWebhookEndpointRequest
     ) -> tuple[webhook_pb2.WebhookEndpoint, bool]:
@@ -322,10 +349,10 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
     ) -> tuple[webhook_pb2.ReplayWebhookDeliveriesResponse, bool]:
         if not request.HasField("since"):
             raise InvalidArgument.field("since", "is required")
-        # Queued once the transaction has committed (a lost enqueue is the sweeper's).
-        due: list[DueAttempt] = []
 
-        def work(session: Session) -> webhook_pb2.ReplayWebhookDeliveriesResponse:
+        def work(
+            session: Session, due: list[DueAttempt]
+        ) -> webhook_pb2.ReplayWebhookDeliveriesResponse:
             endpoint = endpoints.get_endpoint_or_raise(
                 session, owner=owner, endpoint_id=request.endpoint_id
             )
@@ -343,7 +370,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
                 delivery_ids=[attempt.delivery_id for attempt in replayed]
             )
 
-        result = self._keyed(
+        return self._keyed_and_queued(
             owner,
             "replay_webhook_deliveries",
             key,
@@ -351,8 +378,6 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             work=work,
             response_type=webhook_pb2.ReplayWebhookDeliveriesResponse,
         )
-        self._runtime.enqueue(due)
-        return result
 
     def _get_delivery(self, owner: Owner, delivery_id: str) -> webhook_pb2.WebhookDelivery:
         with transaction(self._runtime.sessions) as session:
@@ -377,9 +402,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
     def _replay(
         self, owner: Owner, key: str | None, request: webhook_pb2.ReplayWebhookDeliveryRequest
     ) -> tuple[webhook_pb2.WebhookDelivery, bool]:
-        due: list[DueAttempt] = []
-
-        def work(session: Session) -> webhook_pb2.WebhookDelivery:
+        def work(session: Session, due: list[DueAttempt]) -> webhook_pb2.WebhookDelivery:
             delivery = deliveries.get_delivery_or_raise(
                 session, delivery_or_job_id=request.id, owner=owner
             )
@@ -387,7 +410,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             event_type, _ = deliveries.context_of(session, [delivery])[delivery.id]
             return public_delivery(delivery, event_type=event_type)
 
-        result = self._keyed(
+        return self._keyed_and_queued(
             owner,
             "replay_webhook_delivery",
             key,
@@ -395,16 +418,12 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             work=work,
             response_type=webhook_pb2.WebhookDelivery,
         )
-        self._runtime.enqueue(due)
-        return result
 
     def _resend(
         self, owner: Owner, key: str | None, request: webhook_pb2.ResendEventRequest
     ) -> tuple[webhook_pb2.ResendEventResponse, bool]:
         # An empty id finds no event (NOT_FOUND), as GetEvent's does.
-        due: list[DueAttempt] = []
-
-        def work(session: Session) -> webhook_pb2.ResendEventResponse:
+        def work(session: Session, due: list[DueAttempt]) -> webhook_pb2.ResendEventResponse:
             event = events.get_event_or_raise(
                 session, merchant_id=owner.merchant_id, livemode=owner.livemode, event_id=request.id
             )
@@ -417,7 +436,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
                 delivery_ids=[attempt.delivery_id for attempt in due]
             )
 
-        result = self._keyed(
+        return self._keyed_and_queued(
             owner,
             "resend_event",
             key,
@@ -425,8 +444,6 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             work=work,
             response_type=webhook_pb2.ResendEventResponse,
         )
-        self._runtime.enqueue(due)
-        return result
 
     def _test(
         self, owner: Owner, key: str | None, request: webhook_pb2.TestWebhookEndpointRequest
@@ -434,16 +451,15 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         event_type = request.type or catalog.TEST_EVENT_TYPE_DEFAULT
         catalog.check_known(event_type, field="type")
         obj = catalog.test_object(self._definitions[event_type], merchant_id=owner.merchant_id)
-        due: list[DueAttempt] = []
 
-        def work(session: Session) -> webhook_pb2.WebhookDelivery:
+        def work(session: Session, due: list[DueAttempt]) -> webhook_pb2.WebhookDelivery:
             delivery, attempt = deliveries.send_test_event(
                 session, owner=owner, endpoint_id=request.id, event_type=event_type, obj=obj
             )
             due.append(attempt)
             return public_delivery(delivery, event_type=event_type)
 
-        result = self._keyed(
+        return self._keyed_and_queued(
             owner,
             "test_webhook_endpoint",
             key,
@@ -451,8 +467,6 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             work=work,
             response_type=webhook_pb2.WebhookDelivery,
         )
-        self._runtime.enqueue(due)
-        return result
 
     def _open_stream(self, owner: Owner, cursor: str) -> events.StreamPosition:
         with transaction(self._runtime.sessions) as session:
