@@ -25,7 +25,15 @@ from redis.exceptions import RedisError
 from services.admin.errors import DependencyUnavailable, RemoteError
 from services.common.clients import aio_channel
 from services.common.errors import FieldViolation
-from services.common.queue import WorkerProcess, redis_connection, worker_processes
+from services.common.queue import (
+    MAINTENANCE_QUEUE,
+    PAYMENTS_QUEUE,
+    WEBHOOKS_QUEUE,
+    WorkerProcess,
+    queue_backlog,
+    redis_connection,
+    worker_processes,
+)
 from services.common.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -106,6 +114,10 @@ def worker_to_proto(process: WorkerProcess, *, at: datetime) -> admin_pb2.Worker
     return message
 
 
+# The queues the overview's pipeline shows, as the services' metrics report them.
+QUEUES = (PAYMENTS_QUEUE, MAINTENANCE_QUEUE, WEBHOOKS_QUEUE)
+
+
 class RemoteServices:
     """Stubs of the payment, ledger and webhook services' internal methods."""
 
@@ -145,10 +157,11 @@ class RemoteServices:
                 window.start_time.CopyFrom(request.start_time)
             if request.HasField("end_time"):
                 window.end_time.CopyFrom(request.end_time)
-        stats, deliveries, workers = await asyncio.gather(
+        stats, deliveries, workers, pipeline = await asyncio.gather(
             self.call("payment", self.payments.GetPaymentStats, stats_request),
             self.call("webhook", self.webhooks.GetDeliveryStats, deliveries_request),
             self.workers(),
+            self.pipeline(),
         )
         return admin_pb2.Overview(
             currencies=[currency_overview(line) for line in stats.currencies],
@@ -159,6 +172,27 @@ class RemoteServices:
                 dead=deliveries.dead,
             ),
             workers=workers,
+            pipeline=pipeline,
+        )
+
+    async def pipeline(self) -> admin_pb2.Pipeline:
+        """The queues' backlog (read from Redis) and the payment pipeline's (from its service)."""
+        payment = await self.call(
+            "payment", self.payments.GetPipeline, payment_internal_pb2.GetPipelineRequest()
+        )
+        try:
+            backlog = await asyncio.to_thread(queue_backlog, self.redis, QUEUES)
+        except RedisError as error:
+            logger.warning("the queues cannot be read", exc_info=True)
+            raise DependencyUnavailable("Redis cannot answer right now") from error
+        return admin_pb2.Pipeline(
+            queues=[
+                admin_pb2.QueueBacklog(queue=name, jobs=jobs, oldest_job_age_seconds=age_s)
+                for name, (jobs, age_s) in backlog.items()
+            ],
+            outbox=payment.outbox,
+            stuck_payments=payment.stuck_payments,
+            stuck_refunds=payment.stuck_refunds,
         )
 
     async def workers(self) -> list[admin_pb2.WorkerProcess]:

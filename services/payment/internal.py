@@ -19,6 +19,7 @@ from services.common.db import transaction
 from services.common.errors import InvalidArgument
 from services.common.settings import Settings
 from services.payment import payments, refunds, reports
+from services.payment.metrics import read_backlog
 from services.payment.models import KEYS
 from services.payment.views import payment_to_proto, refund_to_proto
 
@@ -254,6 +255,23 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
     ) -> payment_internal_pb2.GetPaymentStatsResponse:
         """Counts and sums per currency."""
         return await asyncio.to_thread(self._stats, request)
+
+    def _pipeline(self) -> payment_internal_pb2.GetPipelineResponse:
+        backlog = read_backlog(self._sessions, self._settings.payment_stuck_after_s)
+        return payment_internal_pb2.GetPipelineResponse(
+            outbox=[
+                payment_internal_pb2.OutboxBacklog(kind=kind, pending=count, lag_seconds=lag_s)
+                for kind, (count, lag_s) in backlog.outbox.items()
+            ],
+            stuck_payments=backlog.stuck_payments,
+            stuck_refunds=backlog.stuck_refunds,
+        )
+
+    async def GetPipeline(
+        self, request: payment_internal_pb2.GetPipelineRequest, context: Context
+    ) -> payment_internal_pb2.GetPipelineResponse:
+        """The outbox's backlog and the stuck work, as the metrics report them."""
+        return await asyncio.to_thread(self._pipeline)
 
     async def GetRevenueTimeline(
         self, request: payment_internal_pb2.GetRevenueTimelineRequest, context: Context

@@ -4,6 +4,7 @@ payments), read by the payment service; what the worker and the relay count of t
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -48,10 +49,32 @@ _STUCK = text(
 )
 
 
-def _read(sessions: sessionmaker[Session], stuck_after_s: float) -> Iterator[Metric]:
+OUTBOX_KINDS = ("job", "event")
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The payment pipeline's backlog: outbox rows per kind (pending, lag in s), stuck work."""
+
+    outbox: dict[str, tuple[int, float]]
+    stuck_payments: int
+    stuck_refunds: int
+
+
+def read_backlog(sessions: sessionmaker[Session], stuck_after_s: float) -> Backlog:
+    """What the gauges report and the operators' overview shows; one transaction."""
     with transaction(sessions) as session:
-        outbox = {row.kind: row for row in session.execute(_OUTBOX)}
+        rows = {row.kind: row for row in session.execute(_OUTBOX)}
         stuck = session.execute(_STUCK, {"after_s": stuck_after_s}).one()
+    outbox = {
+        kind: (rows[kind].pending, float(rows[kind].lag_s)) if kind in rows else (0, 0.0)
+        for kind in OUTBOX_KINDS
+    }
+    return Backlog(outbox=outbox, stuck_payments=stuck.payments, stuck_refunds=stuck.refunds)
+
+
+def _read(sessions: sessionmaker[Session], stuck_after_s: float) -> Iterator[Metric]:
+    backlog = read_backlog(sessions, stuck_after_s)
     pending = GaugeMetricFamily(
         "paymesh_payment_outbox_pending",
         "Outbox rows (RQ jobs, events) written but not relayed yet",
@@ -62,18 +85,17 @@ def _read(sessions: sessionmaker[Session], stuck_after_s: float) -> Iterator[Met
         "Age of the oldest outbox row not relayed yet, by kind (0 when none)",
         labels=["kind"],
     )
-    for kind in ("job", "event"):
-        row = outbox.get(kind)
-        pending.add_metric([kind], row.pending if row else 0)
-        lag.add_metric([kind], float(row.lag_s) if row else 0.0)
+    for kind, (count, lag_s) in backlog.outbox.items():
+        pending.add_metric([kind], count)
+        lag.add_metric([kind], lag_s)
     stuck_family = GaugeMetricFamily(
         "paymesh_payment_stuck",
         "Payments processing and refunds pending that nothing has driven for"
         " payment_stuck_after_s (the sweeper re-drives them)",
         labels=["object"],
     )
-    stuck_family.add_metric(["payment"], stuck.payments)
-    stuck_family.add_metric(["refund"], stuck.refunds)
+    stuck_family.add_metric(["payment"], backlog.stuck_payments)
+    stuck_family.add_metric(["refund"], backlog.stuck_refunds)
     yield from (pending, lag, stuck_family)
 
 

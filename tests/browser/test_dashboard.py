@@ -98,6 +98,24 @@ def test_overview__figures_match_the_payments_made(
     expect(_figure(page, "gross")).to_have_text(_money(page, 1200, "JPY", 0))
 
 
+def test_overview__shows_the_workers_and_the_pipeline(
+    page: Page, operator_login: OperatorLogin
+) -> None:
+    sign_in(page, operator_login.email, operator_login.password, "/dashboard/overview")
+    workers = page.get_by_test_id("worker-health")
+    for kind in ("payment-worker", "webhook-worker"):
+        expect(workers.get_by_test_id(f"worker-{kind}").first).to_contain_text("Healthy")
+    pipeline = page.get_by_test_id("pipeline-health")
+    for queue in ("paymesh.payments", "paymesh.maintenance", "paymesh.webhooks"):
+        expect(pipeline.get_by_test_id(f"queue-{queue}")).to_be_visible()
+    for kind in ("job", "event"):
+        expect(pipeline.get_by_test_id(f"outbox-{kind}")).to_be_visible()
+    # A healthy platform: nothing stuck, nothing late, so no warning.
+    expect(pipeline.get_by_test_id("stuck-payments")).to_contain_text("0")
+    expect(pipeline.get_by_test_id("stuck-refunds")).to_contain_text("0")
+    expect(pipeline.get_by_test_id("pipeline-warnings")).to_have_count(0)
+
+
 def test_overview__updates_live_after_a_new_payment(
     page: Page, api: httpx.Client, merchant: MerchantKeys, operator_login: OperatorLogin
 ) -> None:

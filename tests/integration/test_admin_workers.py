@@ -1,4 +1,5 @@
-"""The operators' overview shows each worker process and whether it still heartbeats."""
+"""The operators' overview shows each worker process and whether it still heartbeats, and what
+waits in the pipeline (queues, the payment outbox, stuck work), as the metrics report it."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from rq.utils import utcformat
 
-from services.common.queue import WORKER_HEARTBEAT_STALE_S
+from services.common.queue import (
+    MAINTENANCE_QUEUE,
+    PAYMENTS_QUEUE,
+    WEBHOOKS_QUEUE,
+    WORKER_HEARTBEAT_STALE_S,
+)
 from services.runtime.platform import LocalPlatform
 from tests.conftest import OperatorLogin
 from tests.integration.webhook_receiver import wait_until
@@ -69,3 +76,31 @@ def test_overview__lists_live_workers_healthy_and_a_silent_one_unhealthy(
     live = [w for w in workers if w["healthy"]]
     # A healthy worker's heartbeat changes every few seconds: it is left out of the overview.
     assert all("last_heartbeat_time" not in w and w["start_time"] for w in live)
+
+
+def _gauges(platform: LocalPlatform) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    port = platform.settings.metrics_port("payment")
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_overview__shows_the_pipeline_the_metrics_report(
+    api: httpx.Client, operator_login: OperatorLogin, platform: LocalPlatform
+) -> None:
+    response = api.get("/admin/overview", headers=operator_login.headers)
+    assert response.status_code == 200, response.text
+    pipeline = response.json()["pipeline"]
+    queues = {q["queue"]: q for q in pipeline["queues"]}
+    assert set(queues) == {PAYMENTS_QUEUE, MAINTENANCE_QUEUE, WEBHOOKS_QUEUE}
+    assert all(q["jobs"] >= 0 and q["oldest_job_age_seconds"] >= 0 for q in queues.values())
+    assert {o["kind"] for o in pipeline["outbox"]} == {"job", "event"}
+    assert all(o["pending"] >= 0 and o["lag_seconds"] >= 0 for o in pipeline["outbox"])
+    gauges = _gauges(platform)
+    # Nothing is stuck on a healthy platform, as the gauge says too.
+    assert pipeline["stuck_payments"] == gauges[("paymesh_payment_stuck", (("object", "payment"),))]
+    assert pipeline["stuck_refunds"] == gauges[("paymesh_payment_stuck", (("object", "refund"),))]
+    assert pipeline["stuck_payments"] == 0 and pipeline["stuck_refunds"] == 0

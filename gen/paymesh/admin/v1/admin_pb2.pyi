@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from paymesh.ledger.v1 import ledger_internal_pb2 as _ledger_internal_pb2
 from paymesh.ledger.v1 import ledger_pb2 as _ledger_pb2
+from paymesh.payment.v1 import payment_internal_pb2 as _payment_internal_pb2
 from paymesh.payment.v1 import payment_pb2 as _payment_pb2
 from paymesh.webhook.v1 import webhook_internal_pb2 as _webhook_internal_pb2
 from paymesh.webhook.v1 import webhook_pb2 as _webhook_pb2
@@ -835,6 +836,7 @@ class Overview(_message.Message):
     CURRENCIES_FIELD_NUMBER: _builtins.int
     WEBHOOKS_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
+    PIPELINE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def currencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyOverview]:
         """One entry per currency seen, sorted by code."""
@@ -851,20 +853,93 @@ class Overview(_message.Message):
         by kind, host and start time. A killed worker stays listed, unhealthy, for a few minutes.
         """
 
+    @_builtins.property
+    def pipeline(self) -> Global___Pipeline:
+        """What waits in the pipeline now (not filtered, as workers), as the metrics report it."""
+
     def __init__(
         self,
         *,
         currencies: _abc.Iterable[Global___CurrencyOverview] | None = ...,
         webhooks: Global___WebhookDeliveryCounts | None = ...,
         workers: _abc.Iterable[Global___WorkerProcess] | None = ...,
+        pipeline: Global___Pipeline | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["webhooks", b"webhooks"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pipeline", b"pipeline", "webhooks", b"webhooks"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["currencies", b"currencies", "webhooks", b"webhooks", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currencies", b"currencies", "pipeline", b"pipeline", "webhooks", b"webhooks", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Overview: _TypeAlias = Overview  # noqa: Y015
+
+@_typing.final
+class Pipeline(_message.Message):
+    """Pipeline is the platform's backlog: queues, the payment outbox and stuck work."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUES_FIELD_NUMBER: _builtins.int
+    OUTBOX_FIELD_NUMBER: _builtins.int
+    STUCK_PAYMENTS_FIELD_NUMBER: _builtins.int
+    STUCK_REFUNDS_FIELD_NUMBER: _builtins.int
+    stuck_payments: _builtins.int
+    """Payments processing that nothing has driven for a while (the sweeper re-drives them)."""
+    stuck_refunds: _builtins.int
+    """Refunds pending that nothing has driven for a while."""
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueBacklog]:
+        """Each RQ queue's waiting jobs, by name."""
+
+    @_builtins.property
+    def outbox(self) -> _containers.RepeatedCompositeFieldContainer[_payment_internal_pb2.OutboxBacklog]:
+        """Payment outbox rows not relayed yet, per kind."""
+
+    def __init__(
+        self,
+        *,
+        queues: _abc.Iterable[Global___QueueBacklog] | None = ...,
+        outbox: _abc.Iterable[_payment_internal_pb2.OutboxBacklog] | None = ...,
+        stuck_payments: _builtins.int = ...,
+        stuck_refunds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outbox", b"outbox", "queues", b"queues", "stuck_payments", b"stuck_payments", "stuck_refunds", b"stuck_refunds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Pipeline: _TypeAlias = Pipeline  # noqa: Y015
+
+@_typing.final
+class QueueBacklog(_message.Message):
+    """QueueBacklog is one RQ queue's waiting jobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    JOBS_FIELD_NUMBER: _builtins.int
+    OLDEST_JOB_AGE_SECONDS_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """The queue's name, such as "paymesh.payments"."""
+    jobs: _builtins.int
+    """Jobs waiting."""
+    oldest_job_age_seconds: _builtins.float
+    """How long the oldest has waited, in seconds; 0 when none."""
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        jobs: _builtins.int = ...,
+        oldest_job_age_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "oldest_job_age_seconds", b"oldest_job_age_seconds", "queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueBacklog: _TypeAlias = QueueBacklog  # noqa: Y015
 
 @_typing.final
 class WorkerProcess(_message.Message):

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from paymesh.payment.v1 import payment_pb2 as paymesh_dot_payment_dot_v1_dot_payment__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)paymesh/payment/v1/payment_internal.proto\x12\x12paymesh.payment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a paymesh/payment/v1/payment.proto\"w\n\x15SearchPaymentsRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\npayment_id\x18\x05 \x01(\t\"r\n\x16SearchPaymentsResponse\x12-\n\x08payments\x18\x01 \x03(\x0b\x32\x1b.paymesh.payment.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\"\x9d\x01\n\x16GetPaymentStatsRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x04 \x01(\x08\"\x93\x02\n\rCurrencyStats\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x17\n\x0fsucceeded_count\x18\x02 \x01(\x03\x12\x14\n\x0c\x66\x61iled_count\x18\x03 \x01(\x03\x12\x18\n\x10processing_count\x18\x04 \x01(\x03\x12\x1e\n\x16requires_capture_count\x18\x05 \x01(\x03\x12\x16\n\x0e\x63\x61nceled_count\x18\x06 \x01(\x03\x12%\n\x1drequires_payment_method_count\x18\x07 \x01(\x03\x12\x14\n\x0cgross_volume\x18\x08 \x01(\x03\x12\x0c\n\x04\x66\x65\x65s\x18\t \x01(\x03\x12\x10\n\x08refunded\x18\n \x01(\x03\x12\x12\n\nnet_volume\x18\x0b \x01(\x03\"P\n\x17GetPaymentStatsResponse\x12\x35\n\ncurrencies\x18\x01 \x03(\x0b\x32!.paymesh.payment.v1.CurrencyStats\"\xc7\x01\n\x19GetRevenueTimelineRequest\x12\x13\n\x0bgranularity\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmerchant_id\x18\x05 \x01(\t\x12\x10\n\x08livemode\x18\x06 \x01(\x08\"\x9c\x01\n\rRevenueBucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05gross\x18\x02 \x01(\x03\x12\x0c\n\x04\x66\x65\x65s\x18\x03 \x01(\x03\x12\x0f\n\x07refunds\x18\x04 \x01(\x03\x12\x17\n\x0fsucceeded_count\x18\x05 \x01(\x03\x12\x14\n\x0c\x66\x61iled_count\x18\x06 \x01(\x03\"P\n\x1aGetRevenueTimelineResponse\x12\x32\n\x07\x62uckets\x18\x01 \x03(\x0b\x32!.paymesh.payment.v1.RevenueBucket\"/\n\x19ListPaymentRefundsRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"\x8f\x01\n\x1b\x43reateOperatorRefundRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x13\n\x06\x61mount\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x13\n\x0boperator_id\x18\x05 \x01(\tB\t\n\x07_amount\"\xa2\x01\n\x1bListSettledMovementsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xe0\x01\n\x0fSettledMovement\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x12\n\npayment_id\x18\x03 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x0b\n\x03\x66\x65\x65\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\x10\n\x08livemode\x18\x08 \x01(\x08\x12/\n\x0bsettle_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10ledger_reference\x18\n \x01(\t\"\x81\x01\n\x1cListSettledMovementsResponse\x12\x36\n\tmovements\x18\x01 \x03(\x0b\x32#.paymesh.payment.v1.SettledMovement\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\"\xa2\x01\n\x1bListProcessorRecordsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xaf\x01\n\x0fProcessorRecord\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x14\n\x0cprocessor_id\x18\x02 \x01(\t\x12\x12\n\npayment_id\x18\x03 \x01(\t\x12\x11\n\trefund_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x7f\n\x1cListProcessorRecordsResponse\x12\x34\n\x07records\x18\x01 \x03(\x0b\x32#.paymesh.payment.v1.ProcessorRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\x32\xab\x06\n\x16PaymentInternalService\x12g\n\x0eSearchPayments\x12).paymesh.payment.v1.SearchPaymentsRequest\x1a*.paymesh.payment.v1.SearchPaymentsResponse\x12j\n\x0fGetPaymentStats\x12*.paymesh.payment.v1.GetPaymentStatsRequest\x1a+.paymesh.payment.v1.GetPaymentStatsResponse\x12s\n\x12GetRevenueTimeline\x12-.paymesh.payment.v1.GetRevenueTimelineRequest\x1a..paymesh.payment.v1.GetRevenueTimelineResponse\x12l\n\x12ListPaymentRefunds\x12-.paymesh.payment.v1.ListPaymentRefundsRequest\x1a\'.paymesh.payment.v1.ListRefundsResponse\x12\x63\n\x14\x43reateOperatorRefund\x12/.paymesh.payment.v1.CreateOperatorRefundRequest\x1a\x1a.paymesh.payment.v1.Refund\x12y\n\x14ListSettledMovements\x12/.paymesh.payment.v1.ListSettledMovementsRequest\x1a\x30.paymesh.payment.v1.ListSettledMovementsResponse\x12y\n\x14ListProcessorRecords\x12/.paymesh.payment.v1.ListProcessorRecordsRequest\x1a\x30.paymesh.payment.v1.ListProcessorRecordsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)paymesh/payment/v1/payment_internal.proto\x12\x12paymesh.payment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a paymesh/payment/v1/payment.proto\"w\n\x15SearchPaymentsRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\npayment_id\x18\x05 \x01(\t\"r\n\x16SearchPaymentsResponse\x12-\n\x08payments\x18\x01 \x03(\x0b\x32\x1b.paymesh.payment.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\"\x14\n\x12GetPipelineRequest\"w\n\x13GetPipelineResponse\x12\x31\n\x06outbox\x18\x01 \x03(\x0b\x32!.paymesh.payment.v1.OutboxBacklog\x12\x16\n\x0estuck_payments\x18\x02 \x01(\x03\x12\x15\n\rstuck_refunds\x18\x03 \x01(\x03\"C\n\rOutboxBacklog\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\x03\x12\x13\n\x0blag_seconds\x18\x03 \x01(\x01\"\x9d\x01\n\x16GetPaymentStatsRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x04 \x01(\x08\"\x93\x02\n\rCurrencyStats\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x17\n\x0fsucceeded_count\x18\x02 \x01(\x03\x12\x14\n\x0c\x66\x61iled_count\x18\x03 \x01(\x03\x12\x18\n\x10processing_count\x18\x04 \x01(\x03\x12\x1e\n\x16requires_capture_count\x18\x05 \x01(\x03\x12\x16\n\x0e\x63\x61nceled_count\x18\x06 \x01(\x03\x12%\n\x1drequires_payment_method_count\x18\x07 \x01(\x03\x12\x14\n\x0cgross_volume\x18\x08 \x01(\x03\x12\x0c\n\x04\x66\x65\x65s\x18\t \x01(\x03\x12\x10\n\x08refunded\x18\n \x01(\x03\x12\x12\n\nnet_volume\x18\x0b \x01(\x03\"P\n\x17GetPaymentStatsResponse\x12\x35\n\ncurrencies\x18\x01 \x03(\x0b\x32!.paymesh.payment.v1.CurrencyStats\"\xc7\x01\n\x19GetRevenueTimelineRequest\x12\x13\n\x0bgranularity\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmerchant_id\x18\x05 \x01(\t\x12\x10\n\x08livemode\x18\x06 \x01(\x08\"\x9c\x01\n\rRevenueBucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05gross\x18\x02 \x01(\x03\x12\x0c\n\x04\x66\x65\x65s\x18\x03 \x01(\x03\x12\x0f\n\x07refunds\x18\x04 \x01(\x03\x12\x17\n\x0fsucceeded_count\x18\x05 \x01(\x03\x12\x14\n\x0c\x66\x61iled_count\x18\x06 \x01(\x03\"P\n\x1aGetRevenueTimelineResponse\x12\x32\n\x07\x62uckets\x18\x01 \x03(\x0b\x32!.paymesh.payment.v1.RevenueBucket\"/\n\x19ListPaymentRefundsRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"\x8f\x01\n\x1b\x43reateOperatorRefundRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x13\n\x06\x61mount\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x13\n\x0boperator_id\x18\x05 \x01(\tB\t\n\x07_amount\"\xa2\x01\n\x1bListSettledMovementsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xe0\x01\n\x0fSettledMovement\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x12\n\npayment_id\x18\x03 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x0b\n\x03\x66\x65\x65\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\x10\n\x08livemode\x18\x08 \x01(\x08\x12/\n\x0bsettle_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10ledger_reference\x18\n \x01(\t\"\x81\x01\n\x1cListSettledMovementsResponse\x12\x36\n\tmovements\x18\x01 \x03(\x0b\x32#.paymesh.payment.v1.SettledMovement\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\"\xa2\x01\n\x1bListProcessorRecordsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xaf\x01\n\x0fProcessorRecord\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x14\n\x0cprocessor_id\x18\x02 \x01(\t\x12\x12\n\npayment_id\x18\x03 \x01(\t\x12\x11\n\trefund_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x7f\n\x1cListProcessorRecordsResponse\x12\x34\n\x07records\x18\x01 \x03(\x0b\x32#.paymesh.payment.v1.ProcessorRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\x32\x8b\x07\n\x16PaymentInternalService\x12g\n\x0eSearchPayments\x12).paymesh.payment.v1.SearchPaymentsRequest\x1a*.paymesh.payment.v1.SearchPaymentsResponse\x12j\n\x0fGetPaymentStats\x12*.paymesh.payment.v1.GetPaymentStatsRequest\x1a+.paymesh.payment.v1.GetPaymentStatsResponse\x12^\n\x0bGetPipeline\x12&.paymesh.payment.v1.GetPipelineRequest\x1a\'.paymesh.payment.v1.GetPipelineResponse\x12s\n\x12GetRevenueTimeline\x12-.paymesh.payment.v1.GetRevenueTimelineRequest\x1a..paymesh.payment.v1.GetRevenueTimelineResponse\x12l\n\x12ListPaymentRefunds\x12-.paymesh.payment.v1.ListPaymentRefundsRequest\x1a\'.paymesh.payment.v1.ListRefundsResponse\x12\x63\n\x14\x43reateOperatorRefund\x12/.paymesh.payment.v1.CreateOperatorRefundRequest\x1a\x1a.paymesh.payment.v1.Refund\x12y\n\x14ListSettledMovements\x12/.paymesh.payment.v1.ListSettledMovementsRequest\x1a\x30.paymesh.payment.v1.ListSettledMovementsResponse\x12y\n\x14ListProcessorRecords\x12/.paymesh.payment.v1.ListProcessorRecordsRequest\x1a\x30.paymesh.payment.v1.ListProcessorRecordsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,34 +37,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHPAYMENTSREQUEST']._serialized_end=251
   _globals['_SEARCHPAYMENTSRESPONSE']._serialized_start=253
   _globals['_SEARCHPAYMENTSRESPONSE']._serialized_end=367
-  _globals['_GETPAYMENTSTATSREQUEST']._serialized_start=370
-  _globals['_GETPAYMENTSTATSREQUEST']._serialized_end=527
-  _globals['_CURRENCYSTATS']._serialized_start=530
-  _globals['_CURRENCYSTATS']._serialized_end=805
-  _globals['_GETPAYMENTSTATSRESPONSE']._serialized_start=807
-  _globals['_GETPAYMENTSTATSRESPONSE']._serialized_end=887
-  _globals['_GETREVENUETIMELINEREQUEST']._serialized_start=890
-  _globals['_GETREVENUETIMELINEREQUEST']._serialized_end=1089
-  _globals['_REVENUEBUCKET']._serialized_start=1092
-  _globals['_REVENUEBUCKET']._serialized_end=1248
-  _globals['_GETREVENUETIMELINERESPONSE']._serialized_start=1250
-  _globals['_GETREVENUETIMELINERESPONSE']._serialized_end=1330
-  _globals['_LISTPAYMENTREFUNDSREQUEST']._serialized_start=1332
-  _globals['_LISTPAYMENTREFUNDSREQUEST']._serialized_end=1379
-  _globals['_CREATEOPERATORREFUNDREQUEST']._serialized_start=1382
-  _globals['_CREATEOPERATORREFUNDREQUEST']._serialized_end=1525
-  _globals['_LISTSETTLEDMOVEMENTSREQUEST']._serialized_start=1528
-  _globals['_LISTSETTLEDMOVEMENTSREQUEST']._serialized_end=1690
-  _globals['_SETTLEDMOVEMENT']._serialized_start=1693
-  _globals['_SETTLEDMOVEMENT']._serialized_end=1917
-  _globals['_LISTSETTLEDMOVEMENTSRESPONSE']._serialized_start=1920
-  _globals['_LISTSETTLEDMOVEMENTSRESPONSE']._serialized_end=2049
-  _globals['_LISTPROCESSORRECORDSREQUEST']._serialized_start=2052
-  _globals['_LISTPROCESSORRECORDSREQUEST']._serialized_end=2214
-  _globals['_PROCESSORRECORD']._serialized_start=2217
-  _globals['_PROCESSORRECORD']._serialized_end=2392
-  _globals['_LISTPROCESSORRECORDSRESPONSE']._serialized_start=2394
-  _globals['_LISTPROCESSORRECORDSRESPONSE']._serialized_end=2521
-  _globals['_PAYMENTINTERNALSERVICE']._serialized_start=2524
-  _globals['_PAYMENTINTERNALSERVICE']._serialized_end=3335
+  _globals['_GETPIPELINEREQUEST']._serialized_start=369
+  _globals['_GETPIPELINEREQUEST']._serialized_end=389
+  _globals['_GETPIPELINERESPONSE']._serialized_start=391
+  _globals['_GETPIPELINERESPONSE']._serialized_end=510
+  _globals['_OUTBOXBACKLOG']._serialized_start=512
+  _globals['_OUTBOXBACKLOG']._serialized_end=579
+  _globals['_GETPAYMENTSTATSREQUEST']._serialized_start=582
+  _globals['_GETPAYMENTSTATSREQUEST']._serialized_end=739
+  _globals['_CURRENCYSTATS']._serialized_start=742
+  _globals['_CURRENCYSTATS']._serialized_end=1017
+  _globals['_GETPAYMENTSTATSRESPONSE']._serialized_start=1019
+  _globals['_GETPAYMENTSTATSRESPONSE']._serialized_end=1099
+  _globals['_GETREVENUETIMELINEREQUEST']._serialized_start=1102
+  _globals['_GETREVENUETIMELINEREQUEST']._serialized_end=1301
+  _globals['_REVENUEBUCKET']._serialized_start=1304
+  _globals['_REVENUEBUCKET']._serialized_end=1460
+  _globals['_GETREVENUETIMELINERESPONSE']._serialized_start=1462
+  _globals['_GETREVENUETIMELINERESPONSE']._serialized_end=1542
+  _globals['_LISTPAYMENTREFUNDSREQUEST']._serialized_start=1544
+  _globals['_LISTPAYMENTREFUNDSREQUEST']._serialized_end=1591
+  _globals['_CREATEOPERATORREFUNDREQUEST']._serialized_start=1594
+  _globals['_CREATEOPERATORREFUNDREQUEST']._serialized_end=1737
+  _globals['_LISTSETTLEDMOVEMENTSREQUEST']._serialized_start=1740
+  _globals['_LISTSETTLEDMOVEMENTSREQUEST']._serialized_end=1902
+  _globals['_SETTLEDMOVEMENT']._serialized_start=1905
+  _globals['_SETTLEDMOVEMENT']._serialized_end=2129
+  _globals['_LISTSETTLEDMOVEMENTSRESPONSE']._serialized_start=2132
+  _globals['_LISTSETTLEDMOVEMENTSRESPONSE']._serialized_end=2261
+  _globals['_LISTPROCESSORRECORDSREQUEST']._serialized_start=2264
+  _globals['_LISTPROCESSORRECORDSREQUEST']._serialized_end=2426
+  _globals['_PROCESSORRECORD']._serialized_start=2429
+  _globals['_PROCESSORRECORD']._serialized_end=2604
+  _globals['_LISTPROCESSORRECORDSRESPONSE']._serialized_start=2606
+  _globals['_LISTPROCESSORRECORDSRESPONSE']._serialized_end=2733
+  _globals['_PAYMENTINTERNALSERVICE']._serialized_start=2736
+  _globals['_PAYMENTINTERNALSERVICE']._serialized_end=3643
 # @@protoc_insertion_point(module_scope)

@@ -91,6 +91,85 @@ class SearchPaymentsResponse(_message.Message):
 Global___SearchPaymentsResponse: _TypeAlias = SearchPaymentsResponse  # noqa: Y015
 
 @_typing.final
+class GetPipelineRequest(_message.Message):
+    """GetPipelineRequest is empty: the pipeline serves every merchant and mode."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPipelineRequest: _TypeAlias = GetPipelineRequest  # noqa: Y015
+
+@_typing.final
+class GetPipelineResponse(_message.Message):
+    """GetPipelineResponse is the payment pipeline's backlog, as its metrics report it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTBOX_FIELD_NUMBER: _builtins.int
+    STUCK_PAYMENTS_FIELD_NUMBER: _builtins.int
+    STUCK_REFUNDS_FIELD_NUMBER: _builtins.int
+    stuck_payments: _builtins.int
+    """Payments processing that nothing has driven for payment_stuck_after_s."""
+    stuck_refunds: _builtins.int
+    """Refunds pending that nothing has driven for payment_stuck_after_s."""
+    @_builtins.property
+    def outbox(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutboxBacklog]:
+        """Outbox rows not relayed yet, per kind ("job", "event")."""
+
+    def __init__(
+        self,
+        *,
+        outbox: _abc.Iterable[Global___OutboxBacklog] | None = ...,
+        stuck_payments: _builtins.int = ...,
+        stuck_refunds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outbox", b"outbox", "stuck_payments", b"stuck_payments", "stuck_refunds", b"stuck_refunds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPipelineResponse: _TypeAlias = GetPipelineResponse  # noqa: Y015
+
+@_typing.final
+class OutboxBacklog(_message.Message):
+    """OutboxBacklog is one kind of outbox row waiting for the relay."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    LAG_SECONDS_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"job" or "event"."""
+    pending: _builtins.int
+    """Rows not relayed yet."""
+    lag_seconds: _builtins.float
+    """Age of the oldest of them in seconds; 0 when none."""
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        pending: _builtins.int = ...,
+        lag_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "lag_seconds", b"lag_seconds", "pending", b"pending"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutboxBacklog: _TypeAlias = OutboxBacklog  # noqa: Y015
+
+@_typing.final
 class GetPaymentStatsRequest(_message.Message):
     """GetPaymentStatsRequest scopes the figures."""
 

@@ -47,6 +47,11 @@ class PaymentInternalServiceStub:
                 request_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetPaymentStatsRequest.SerializeToString,
                 response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetPaymentStatsResponse.FromString,
                 _registered_method=True)
+        self.GetPipeline = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentInternalService/GetPipeline',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetPipelineRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetPipelineResponse.FromString,
+                _registered_method=True)
         self.GetRevenueTimeline = channel.unary_unary(
                 '/paymesh.payment.v1.PaymentInternalService/GetRevenueTimeline',
                 request_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetRevenueTimelineRequest.SerializeToString,
@@ -88,6 +93,13 @@ class PaymentInternalServiceServicer:
 
     def GetPaymentStats(self, request, context):
         """Counts and sums payments per currency, for the operators' overview.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPipeline(self, request, context):
+        """The payment pipeline's backlog (outbox, stuck work), for the operators' overview.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,6 +152,11 @@ def add_PaymentInternalServiceServicer_to_server(servicer, server):
                     servicer.GetPaymentStats,
                     request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetPaymentStatsRequest.FromString,
                     response_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetPaymentStatsResponse.SerializeToString,
+            ),
+            'GetPipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPipeline,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetPipelineRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetPipelineResponse.SerializeToString,
             ),
             'GetRevenueTimeline': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRevenueTimeline,
@@ -223,6 +240,33 @@ class PaymentInternalService:
             '/paymesh.payment.v1.PaymentInternalService/GetPaymentStats',
             paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetPaymentStatsRequest.SerializeToString,
             paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetPaymentStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentInternalService/GetPipeline',
+            paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetPipelineRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.GetPipelineResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,8 @@ class PaymentInternalServiceStub:
     """Lists payments across merchants for operators, newest first."""
     GetPaymentStats: _grpc.UnaryUnaryMultiCallable[_payment_internal_pb2.GetPaymentStatsRequest, _payment_internal_pb2.GetPaymentStatsResponse]
     """Counts and sums payments per currency, for the operators' overview."""
+    GetPipeline: _grpc.UnaryUnaryMultiCallable[_payment_internal_pb2.GetPipelineRequest, _payment_internal_pb2.GetPipelineResponse]
+    """The payment pipeline's backlog (outbox, stuck work), for the operators' overview."""
     GetRevenueTimeline: _grpc.UnaryUnaryMultiCallable[_payment_internal_pb2.GetRevenueTimelineRequest, _payment_internal_pb2.GetRevenueTimelineResponse]
     """Buckets succeeded volume, fees and refunds over time in one currency."""
     ListPaymentRefunds: _grpc.UnaryUnaryMultiCallable[_payment_internal_pb2.ListPaymentRefundsRequest, _payment_pb2.ListRefundsResponse]
@@ -62,6 +64,8 @@ class PaymentInternalServiceAsyncStub(PaymentInternalServiceStub):
     """Lists payments across merchants for operators, newest first."""
     GetPaymentStats: _aio.UnaryUnaryMultiCallable[_payment_internal_pb2.GetPaymentStatsRequest, _payment_internal_pb2.GetPaymentStatsResponse]  # type: ignore[assignment]
     """Counts and sums payments per currency, for the operators' overview."""
+    GetPipeline: _aio.UnaryUnaryMultiCallable[_payment_internal_pb2.GetPipelineRequest, _payment_internal_pb2.GetPipelineResponse]  # type: ignore[assignment]
+    """The payment pipeline's backlog (outbox, stuck work), for the operators' overview."""
     GetRevenueTimeline: _aio.UnaryUnaryMultiCallable[_payment_internal_pb2.GetRevenueTimelineRequest, _payment_internal_pb2.GetRevenueTimelineResponse]  # type: ignore[assignment]
     """Buckets succeeded volume, fees and refunds over time in one currency."""
     ListPaymentRefunds: _aio.UnaryUnaryMultiCallable[_payment_internal_pb2.ListPaymentRefundsRequest, _payment_pb2.ListRefundsResponse]  # type: ignore[assignment]
@@ -93,6 +97,14 @@ class PaymentInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payment_internal_pb2.GetPaymentStatsResponse, _abc.Awaitable[_payment_internal_pb2.GetPaymentStatsResponse]]:
         """Counts and sums payments per currency, for the operators' overview."""
+
+    @_abc_1.abstractmethod
+    def GetPipeline(
+        self,
+        request: _payment_internal_pb2.GetPipelineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_internal_pb2.GetPipelineResponse, _abc.Awaitable[_payment_internal_pb2.GetPipelineResponse]]:
+        """The payment pipeline's backlog (outbox, stuck work), for the operators' overview."""
 
     @_abc_1.abstractmethod
     def GetRevenueTimeline(

@@ -60,6 +60,32 @@ export class OverviewPage implements OnInit {
   /** Every worker process; a dead or hung one (no heartbeat) is listed as not beating. */
   readonly workers = computed(() => this.live.overview()?.workers ?? []);
   readonly unhealthyWorkers = computed(() => this.workers().filter((w) => !w.healthy).length);
+  /** What waits: queues, the payment outbox, stuck work (the alerts' thresholds mark it late). */
+  readonly pipeline = computed(() => this.live.overview()?.pipeline);
+  readonly queueLateS = 120;
+  readonly outboxLateS = 60;
+  /** Templates have no bigint literals. */
+  readonly zero = 0n;
+  readonly pipelineWarnings = computed(() => {
+    const p = this.pipeline();
+    if (!p) return [];
+    return [
+      ...p.queues
+        .filter((q) => q.oldestJobAgeSeconds > this.queueLateS)
+        .map((q) => `Queue ${q.queue}: its oldest job has waited ${this.seconds(q.oldestJobAgeSeconds)}.`),
+      ...p.outbox
+        .filter((o) => o.lagSeconds > this.outboxLateS)
+        .map((o) => `Payment outbox: ${o.kind}s wait ${this.seconds(o.lagSeconds)} to be relayed.`),
+      ...(p.stuckPayments > 0n ? [`${p.stuckPayments} payments are stuck in processing.`] : []),
+      ...(p.stuckRefunds > 0n ? [`${p.stuckRefunds} refunds are stuck pending.`] : []),
+    ];
+  });
+
+  /** A wait in seconds, as "0 s", "42 s" or "3 min 5 s". */
+  seconds(value: number): string {
+    const whole = Math.round(value);
+    return whole < 60 ? `${whole} s` : `${Math.floor(whole / 60)} min ${whole % 60} s`;
+  }
 
   readonly figures = computed<Figure[]>(() => {
     const c = this.selected();
