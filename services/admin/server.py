@@ -7,6 +7,7 @@ Two gRPC services: `AdminService` (the dashboard's API, behind operator sessions
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -107,6 +108,18 @@ def _audit(
 
 def _metadata(context: Context) -> tuple[tuple[str, str | bytes], ...]:
     return tuple(context.invocation_metadata() or ())  # type: ignore[arg-type]
+
+
+def operator_refund_key(operator_id: str, key: str) -> str:
+    """The key an operator's refund carries to the payment service, scoped to the operator.
+
+    A key long enough that the scoped one would pass the 255-character limit is carried as its
+    SHA-256 instead, so every key the header accepts here is accepted there too.
+    """
+    scoped = f"admin:{operator_id}:{key}"
+    if len(scoped) <= idempotency.KEY_LENGTH_MAX:
+        return scoped
+    return f"admin:{operator_id}:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 def _required_id(value: str, field: str) -> str:
@@ -760,7 +773,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             amount=request.amount if request.HasField("amount") else None,
             reason=request.reason,
             # Two operators reusing a key never collide with each other's refunds.
-            idempotency_key=f"admin:{operator.operator_id}:{key}",
+            idempotency_key=operator_refund_key(operator.operator_id, key),
             operator_id=operator.operator_id,
         )
 

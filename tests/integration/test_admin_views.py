@@ -313,6 +313,24 @@ def test_views__bad_input_is_400(api: httpx.Client, viewer_login: OperatorLogin)
         assert response.status_code == 400, (path, params, response.text)
 
 
+def test_operator_refund__the_longest_key_the_header_takes_refunds_once(
+    api: httpx.Client, operator_login: OperatorLogin, merchant: MerchantKeys
+) -> None:
+    paid = _pay(api, merchant.secret_key, amount=500, currency="EUR", card=SUCCESS_CARD)
+    path = f"/admin/payments/{paid['id']}/refund"
+    headers = {**operator_login.headers, "Idempotency-Key": "k" * 255}
+    first = api.post(path, json={"amount": 100}, headers=headers)
+    assert first.status_code == 200, first.text
+    again = api.post(path, json={"amount": 100}, headers=headers)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text
+    refunds = api.get(
+        "/v1/refunds",
+        params={"payment_id": paid["id"]},
+        headers={"X-API-Key": merchant.secret_key},
+    ).json()["refunds"]
+    assert [r["amount"] for r in refunds] == [100]
+
+
 def test_operator_refund__bad_input_is_4xx_and_refunds_nothing(
     api: httpx.Client, operator_login: OperatorLogin, merchant: MerchantKeys
 ) -> None:
