@@ -132,6 +132,22 @@ def test_up_serves_its_curl_example_and_ctrl_c_stops_everything(tmp_path: Path) 
         )
         assert response.status_code == 200, response.text
         assert response.json()["id"].startswith("pay_")
+        # The demo merchant user the banner prints signs in and sees that payment.
+        login = re.search(r"merchant login\s+(\S+) / (\S+)", banner["text"])
+        assert login, banner["text"]
+        base = banner["url"].removesuffix("/v1/payments")
+        session = httpx.post(
+            f"{base}/v1/account/sessions",
+            json={"email": login.group(1), "password": login.group(2)},
+            timeout=30,
+        )
+        assert session.status_code == 200, session.text
+        listed = httpx.get(
+            f"{base}/v1/payments",
+            headers={"Authorization": f"Bearer {session.json()['session_token']}"},
+            timeout=30,
+        )
+        assert [p["id"] for p in listed.json()["payments"]] == [response.json()["id"]]
         # The checkout link follows the edge's port when no public URL is set.
         edge = f"http://localhost:{ports['PAYMESH_HTTP_PORT']}"
         assert response.json()["checkout_url"].startswith(f"{edge}/checkout/pay_")
