@@ -125,6 +125,8 @@ class Settings(BaseSettings):
     payment_stuck_after_s: float = 60.0
     # Manual-capture payments not captured within this window are canceled.
     payment_capture_window_s: float = 7 * 24 * 3600.0
+    # Payments waiting for their customer's 3-D Secure authentication this long are canceled.
+    payment_authentication_window_s: float = 3600.0
     # Idempotency keys are kept at least this long (the API promises 24 hours).
     idempotency_key_ttl_s: float = 24 * 3600.0
     # A claimed key whose request died is released after this long.

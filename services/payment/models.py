@@ -26,6 +26,7 @@ from services.common.idempotency import KeyColumns, KeyStore
 
 PAYMENT_STATUSES = (
     "requires_payment_method",
+    "requires_action",
     "processing",
     "requires_capture",
     "succeeded",

@@ -75,15 +75,50 @@ def _processing(card: AttachedCard) -> dict[str, Any]:
         "processor_token": card.token.token,
         "failure_code": "",
         "failure_message": "",
-        "status": "processing",
+        # A card its issuer wants authenticated (3-D Secure) waits for the customer first.
+        "status": "requires_action" if card.token.requires_authentication else "processing",
     }
 
 
 def _start_processing(session: Session, payment: Payment, card: AttachedCard) -> None:
     for name, value in _processing(card).items():
         setattr(payment, name, value)
+    if payment.status == "requires_action":
+        outbox.payment_event(session, payment, "payment.requires_action")
+        return
     outbox.drive_payment(session, payment)
     outbox.payment_event(session, payment, "payment.processing")
+
+
+# What the customer did on the 3-D Secure challenge page (the simulator's, as Stripe's test
+# page: complete or fail).
+AUTHENTICATION_RESULTS = ("complete", "fail")
+
+
+def authenticate_payment(session: Session, *, payment: Payment, result: str) -> Payment:
+    """Records the customer's 3-D Secure result: the payment goes on, or fails.
+
+    A failed authentication is a failed attempt (`authentication_failed`, payment.failed): the
+    payment may be confirmed again with another card, as after a decline.
+    """
+    if result not in AUTHENTICATION_RESULTS:
+        raise InvalidArgument.field("result", "must be 'complete' or 'fail'")
+    if payment.status != "requires_action":
+        raise PaymentStateInvalid(
+            f"a payment in status {payment.status!r} has no authentication to complete",
+            metadata={"status": payment.status},
+        )
+    if result == "complete":
+        payment.status = "processing"
+        outbox.drive_payment(session, payment)
+        outbox.payment_event(session, payment, "payment.processing")
+    else:
+        payment.status = "failed"
+        payment.failure_code = "authentication_failed"
+        payment.failure_message = "The customer did not complete 3-D Secure authentication."
+        outbox.payment_event(session, payment, "payment.failed")
+    session.flush()
+    return payment
 
 
 # A new payment is one INSERT that returns every column under its attribute name (the view
@@ -143,9 +178,13 @@ async def create_payment(
         ledger_reference="",
         drive_count=0,
     )
+    authenticating = card is not None and card.token.requires_authentication
     if card is not None:
-        # Inserted once, already processing and driven once, as `_start_processing` leaves it.
-        values.update(_processing(card), drive_count=1, drive_time=datetime.now(UTC))
+        # Inserted once, already processing and driven once, as `_start_processing` leaves it
+        # (or waiting for the customer's authentication, undriven).
+        values.update(_processing(card))
+        if not authenticating:
+            values.update(drive_count=1, drive_time=datetime.now(UTC))
     cursor = connection.cursor(row_factory=namedtuple_row)
     # The INSERT returns the server's times too: no SELECT after it.
     await cursor.execute(
@@ -153,7 +192,11 @@ async def create_payment(
     )
     payment: Any = await cursor.fetchone()
     assert payment is not None, "an INSERT ... RETURNING returns its row"
-    if card is not None:
+    if authenticating:
+        await outbox.insert_rows(
+            connection, [outbox.payment_event_row(payment, "payment.requires_action")]
+        )
+    elif card is not None:
         await outbox.insert_rows(
             connection,
             [
@@ -326,7 +369,7 @@ def cancel_payment(
     cancellation_reason: str,
 ) -> Payment:
     """Cancels a payment that holds no captured money; an authorization is voided."""
-    if payment.status not in ("requires_payment_method", "requires_capture"):
+    if payment.status not in ("requires_payment_method", "requires_action", "requires_capture"):
         raise PaymentStateInvalid(
             f"a payment in status {payment.status!r} cannot be canceled",
             metadata={"status": payment.status},

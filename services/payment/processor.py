@@ -19,6 +19,9 @@ and behaves by test card:
 | 4000000000000069 | declined, expired_card |
 | 4000000000000119 | unavailable on the first attempt, approved on retry |
 | 4000000000001000 | charged, but the answer is lost on the first attempt |
+| 4000002760003184, 4000000000003220 (3DS2) | requires 3-D Secure authentication, then approved |
+| 4000002500003155 | requires authentication unless saved for later use (none are yet: always) |
+| 4000008400001629 | requires authentication, then declined (card_declined) |
 
 Its vault stores only the behaviour a card triggers, its brand and last four digits: never the
 number or the cvc.
@@ -53,11 +56,18 @@ SCENARIOS = {
     "4000000000000069": "declined_expired_card",
     "4000000000000119": "unavailable_once",
     "4000000000001000": "lost_answer_once",
+    "4000002760003184": "authenticate",
+    "4000000000003220": "authenticate",
+    "4000002500003155": "authenticate",
+    "4000008400001629": "authenticate_then_decline",
 }
+# Scenarios whose card the customer must authenticate (3-D Secure) before it is authorized.
+AUTHENTICATED_SCENARIOS = frozenset({"authenticate", "authenticate_then_decline"})
 DECLINES = {
     "declined_card_declined": ("card_declined", "Your card was declined."),
     "declined_insufficient_funds": ("insufficient_funds", "Your card has insufficient funds."),
     "declined_expired_card": ("expired_card", "Your card has expired."),
+    "authenticate_then_decline": ("card_declined", "Your card was declined."),
 }
 
 
@@ -68,6 +78,8 @@ class CardToken:
     token: str
     brand: str
     last4: str
+    # The card's issuer asks for 3-D Secure: the customer authenticates before authorization.
+    requires_authentication: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,10 +165,16 @@ _INSERT_TOKEN = render(
 
 def _vault_entry(card: CardInput) -> tuple[CardToken, dict[str, str]]:
     """A new token for the card, and the vault's row: its behaviour, brand and last four."""
-    token = CardToken(token=new_id("tok"), brand=card_brand(card.number), last4=card.number[-4:])
+    scenario = SCENARIOS.get(card.number, "approve")
+    token = CardToken(
+        token=new_id("tok"),
+        brand=card_brand(card.number),
+        last4=card.number[-4:],
+        requires_authentication=scenario in AUTHENTICATED_SCENARIOS,
+    )
     row = {
         "token": token.token,
-        "scenario": SCENARIOS.get(card.number, "approve"),
+        "scenario": scenario,
         "brand": token.brand,
         "last4": token.last4,
     }

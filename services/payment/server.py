@@ -199,6 +199,30 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         )
         return self._keyed_payment_write(owner, "confirm_payment", key, request, work)
 
+    def _authenticate(
+        self,
+        principal: Principal | None,
+        key: str | None,
+        request: payment_pb2.AuthenticatePaymentRequest,
+    ) -> tuple[payment_pb2.Payment, bool]:
+        def work(session: Session) -> payment_pb2.Payment:
+            payment = payments.get_payment_with_secret_or_raise(
+                session,
+                principal=principal,
+                payment_id=request.id,
+                client_secret=request.client_secret,
+                for_update=True,
+            )
+            return self._view(
+                payments.authenticate_payment(session, payment=payment, result=request.result)
+            )
+
+        # As a confirm: the challenge page has the client secret alone.
+        owner = (
+            (principal.merchant_id, principal.livemode) if principal else (request.id[:40], False)
+        )
+        return self._keyed_payment_write(owner, "authenticate_payment", key, request, work)
+
     def _capture(
         self, principal: Principal, key: str | None, request: payment_pb2.CapturePaymentRequest
     ) -> tuple[payment_pb2.Payment, bool]:
@@ -323,6 +347,15 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         )
         return idempotency.answer(result)
 
+    async def AuthenticatePayment(
+        self, request: payment_pb2.AuthenticatePaymentRequest, context: Context
+    ) -> payment_pb2.Payment:
+        """Records the customer's 3-D Secure result; idempotent with a key."""
+        result = await asyncio.to_thread(
+            self._authenticate, optional_principal(), idempotency.key_of(context), request
+        )
+        return idempotency.answer(result)
+
     async def CapturePayment(
         self, request: payment_pb2.CapturePaymentRequest, context: Context
     ) -> payment_pb2.Payment:
@@ -397,6 +430,7 @@ def build_spec(settings: Settings) -> ServiceSpec:
         policies={
             "paymesh.payment.v1.PaymentService": AuthPolicy.SECRET_KEY,
             "/paymesh.payment.v1.PaymentService/ConfirmPayment": AuthPolicy.CLIENT_SECRET,
+            "/paymesh.payment.v1.PaymentService/AuthenticatePayment": AuthPolicy.CLIENT_SECRET,
             "/paymesh.payment.v1.PaymentService/GetCheckout": AuthPolicy.CLIENT_SECRET,
             "paymesh.payment.v1.PaymentInternalService": AuthPolicy.NONE,
         },

@@ -74,6 +74,22 @@ def cancel_uncaptured(session: Session, *, window_s: float) -> int:
     return len(payments)
 
 
+def cancel_unauthenticated(session: Session, *, window_s: float) -> int:
+    """Cancels payments whose customer left 3-D Secure unfinished beyond the window."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=window_s)
+    payments = session.scalars(
+        select(Payment)
+        .where(Payment.status == "requires_action")
+        .where(Payment.update_time < cutoff)
+        .limit(BATCH_SIZE_MAX)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for payment in payments:
+        logger.info("canceling unauthenticated payment %s", payment.id)
+        cancel_payment(session, payment=payment, cancellation_reason="abandoned")
+    return len(payments)
+
+
 def delete_old_outbox(session: Session) -> int:
     """Deletes relayed outbox rows past their retention; returns how many."""
     result = session.execute(
@@ -94,6 +110,10 @@ def sweep(sessions: sessionmaker[Session], settings: Settings) -> dict[str, int]
         counts["redriven"] = redrive_stuck(session, stuck_after_s=settings.payment_stuck_after_s)
     with transaction(sessions) as session:
         counts["canceled"] = cancel_uncaptured(session, window_s=settings.payment_capture_window_s)
+    with transaction(sessions) as session:
+        counts["unauthenticated_canceled"] = cancel_unauthenticated(
+            session, window_s=settings.payment_authentication_window_s
+        )
     with transaction(sessions) as session:
         counts["keys_expired"] = KEYS.sweep_expired(session)
     with transaction(sessions) as session:

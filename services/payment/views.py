@@ -28,6 +28,14 @@ def card_details(payment: Payment | Row[Any]) -> payment_pb2.CardDetails | None:
     )
 
 
+def authentication_url(*, base_url: str, payment: Payment | Row[Any]) -> str:
+    """The simulated issuer's 3-D Secure challenge page of a payment, on the hosted checkout."""
+    return (
+        f"{base_url.rstrip('/')}/checkout/{payment.id}/authenticate"
+        f"?client_secret={payment.client_secret}"
+    )
+
+
 def payment_to_proto(
     payment: Payment | Row[Any], *, base_url: str = "", with_secret: bool = False
 ) -> payment_pb2.Payment:
@@ -61,6 +69,13 @@ def payment_to_proto(
         message.client_secret = payment.client_secret
         if payment.status == "requires_payment_method" and base_url:
             message.checkout_url = checkout_url(base_url=base_url, payment=payment)
+        if payment.status == "requires_action" and base_url:
+            message.next_action.CopyFrom(
+                payment_pb2.NextAction(
+                    type="redirect_to_url",
+                    url=authentication_url(base_url=base_url, payment=payment),
+                )
+            )
     message.create_time.FromDatetime(payment.create_time)
     message.update_time.FromDatetime(payment.update_time)
     return message

@@ -67,6 +67,7 @@ FORWARD_TIMEOUT_S = 10.0
 # Where a machine keeps its stable id (systemd); the host name serves where there is none.
 MACHINE_ID_FILE = Path("/etc/machine-id")
 DECLINED_CARD = "4000000000000002"
+AUTHENTICATION_CARD = "4000002760003184"
 
 
 class CliError(Exception):
@@ -198,6 +199,11 @@ def _requires_capture(api: Api, out: Callable[[str], None]) -> str:
     return str(_payment(api, out, card=APPROVED_CARD, capture="manual")["id"])
 
 
+def _requires_action(api: Api, out: Callable[[str], None]) -> str:
+    # The card asks for 3-D Secure: the payment waits at its next_action.url.
+    return str(_payment(api, out, card=AUTHENTICATION_CARD)["id"])
+
+
 def _canceled(api: Api, out: Callable[[str], None]) -> str:
     payment = _payment(api, out, card=None)
     canceled = api.request("POST", f"/v1/payments/{payment['id']}/cancel", {})
@@ -220,6 +226,7 @@ FIXTURES: dict[str, Callable[[Api, Callable[[str], None]], str]] = {
     "payment.succeeded": _charged,
     "payment.failed": _failed,
     "payment.requires_capture": _requires_capture,
+    "payment.requires_action": _requires_action,
     "payment.canceled": _canceled,
     "refund.succeeded": _refund_succeeded,
 }

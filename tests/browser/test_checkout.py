@@ -1,4 +1,5 @@
-"""The hosted checkout in a real browser: pay, decline and retry, double click, return, phone."""
+"""The hosted checkout in a real browser: pay, decline and retry, 3-D Secure, double click,
+return, phone."""
 
 from __future__ import annotations
 
@@ -68,6 +69,48 @@ def test_checkout__decline_then_another_card_succeeds(
     assert final["status"] == "succeeded"
     assert final["amount_received"] == 1999
     assert final["card"]["last4"] == "4444"
+
+
+def test_checkout__3d_secure_challenge_completed_pays(
+    page: Page, api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    payment = create_payment(api, merchant, amount=4200, currency="EUR")
+    page.goto(checkout_path(payment))
+    fill_card(page, "4000 0027 6000 3184")
+    page.get_by_test_id("pay").click()
+
+    # The card's bank asks for 3-D Secure: its challenge page, on the hosted checkout.
+    expect(page.get_by_test_id("challenge")).to_be_visible()
+    expect(page).to_have_url(re.compile(rf"/checkout/{payment['id']}/authenticate\?client_secret="))
+    expect(page.get_by_test_id("challenge-amount")).to_contain_text("€42.00")
+    assert get_payment(api, merchant, payment["id"])["status"] == "requires_action"
+    page.get_by_test_id("complete").click()
+
+    expect(page.get_by_test_id("success")).to_contain_text("Payment successful")
+    final = wait_final(api, merchant, payment["id"])
+    assert (final["status"], final["amount_received"]) == ("succeeded", 4200)
+
+
+def test_checkout__3d_secure_challenge_failed_then_another_card_pays(
+    page: Page, api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    payment = create_payment(api, merchant, amount=1500, currency="USD")
+    page.goto(checkout_path(payment))
+    fill_card(page, "4000 0027 6000 3184")
+    page.get_by_test_id("pay").click()
+    page.get_by_test_id("fail").click()
+
+    # Back on the checkout page, the failure said, nothing charged, another card may follow.
+    decline = page.get_by_test_id("decline")
+    expect(decline).to_contain_text("could not confirm")
+    failed = get_payment(api, merchant, payment["id"])
+    assert (failed["status"], failed["failure_code"]) == ("failed", "authentication_failed")
+    assert failed["amount_received"] == 0
+    page.get_by_test_id("try-another").click()
+    fill_card(page, VISA_OK)
+    page.get_by_test_id("pay").click()
+    expect(page.get_by_test_id("success")).to_be_visible()
+    assert wait_final(api, merchant, payment["id"])["status"] == "succeeded"
 
 
 def test_checkout__double_click_pays_once(

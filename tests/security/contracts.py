@@ -27,7 +27,7 @@ ADMIN_SERVICE = "paymesh.admin.v1.AdminService"
 # Merchant users' own account: their sessions only, never API keys.
 ACCOUNT_SERVICE = "paymesh.admin.v1.AccountService"
 # Methods a publishable key (or no key at all, with the client secret) may call.
-CLIENT_SECRET_METHODS = frozenset({"ConfirmPayment", "GetCheckout"})
+CLIENT_SECRET_METHODS = frozenset({"ConfirmPayment", "AuthenticatePayment", "GetCheckout"})
 _VARIABLE = re.compile(r"\{([^}=]+)(?:=[^}]*)?\}")
 _STRING = descriptor_pb2.FieldDescriptorProto.TYPE_STRING
 _REPEATED = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED

@@ -64,6 +64,7 @@ BODY_EXTRAS: dict[str, dict[str, Any]] = {
     "CreateRefund": {"amount": "1"},
     "CapturePayment": {"amount_to_capture": "1"},
     "ConfirmPayment": {"payment_method": {"card": card()}},
+    "AuthenticatePayment": {"result": "complete"},
     "ReplayWebhookDeliveries": {"since": "2020-01-01T00:00:00Z"},
 }
 

@@ -3,6 +3,7 @@ import { bootstrapApplication } from '@angular/platform-browser';
 import { provideRouter, withComponentInputBinding } from '@angular/router';
 
 import { CheckoutRoot } from './app/root';
+import { AuthenticatePage } from './app/authenticate-page';
 import { CheckoutPage } from './app/checkout-page';
 import { MissingPage } from './app/missing-page';
 
@@ -12,6 +13,7 @@ bootstrapApplication(CheckoutRoot, {
     provideRouter(
       [
         { path: ':paymentId', component: CheckoutPage },
+        { path: ':paymentId/authenticate', component: AuthenticatePage },
         { path: '**', component: MissingPage },
       ],
       withComponentInputBinding(),

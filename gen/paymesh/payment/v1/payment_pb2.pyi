@@ -163,6 +163,7 @@ class Payment(_message.Message):
     MERCHANT_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    NEXT_ACTION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Identifier, "pay_..." ."""
     amount: _builtins.int
@@ -170,8 +171,9 @@ class Payment(_message.Message):
     currency: _builtins.str
     """ISO 4217 currency code, upper case."""
     status: _builtins.str
-    """Lifecycle status: "requires_payment_method", "processing", "requires_capture",
-    "succeeded", "failed" or "canceled". A string, as merchants' REST clients expect.
+    """Lifecycle status: "requires_payment_method", "requires_action" (3-D Secure: see
+    next_action), "processing", "requires_capture", "succeeded", "failed" or "canceled". A
+    string, as merchants' REST clients expect.
     """
     capture_method: _builtins.str
     """When the payment is captured: "automatic" or "manual"."""
@@ -217,6 +219,10 @@ class Payment(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Last change."""
 
+    @_builtins.property
+    def next_action(self) -> Global___NextAction:
+        """What the customer must do before the payment can go on; set only in "requires_action"."""
+
     def __init__(
         self,
         *,
@@ -242,14 +248,71 @@ class Payment(_message.Message):
         merchant_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        next_action: Global___NextAction | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "create_time", b"create_time", "next_action", b"next_action", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_capturable", b"amount_capturable", "amount_received", b"amount_received", "amount_refunded", b"amount_refunded", "cancellation_reason", b"cancellation_reason", "capture_method", b"capture_method", "card", b"card", "checkout_url", b"checkout_url", "client_secret", b"client_secret", "create_time", b"create_time", "currency", b"currency", "description", b"description", "failure_code", b"failure_code", "failure_message", b"failure_message", "fee", b"fee", "id", b"id", "livemode", b"livemode", "merchant_id", b"merchant_id", "metadata", b"metadata", "return_url", b"return_url", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_capturable", b"amount_capturable", "amount_received", b"amount_received", "amount_refunded", b"amount_refunded", "cancellation_reason", b"cancellation_reason", "capture_method", b"capture_method", "card", b"card", "checkout_url", b"checkout_url", "client_secret", b"client_secret", "create_time", b"create_time", "currency", b"currency", "description", b"description", "failure_code", b"failure_code", "failure_message", b"failure_message", "fee", b"fee", "id", b"id", "livemode", b"livemode", "merchant_id", b"merchant_id", "metadata", b"metadata", "next_action", b"next_action", "return_url", b"return_url", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Payment: _TypeAlias = Payment  # noqa: Y015
+
+@_typing.final
+class NextAction(_message.Message):
+    """NextAction is what a payment waits for its customer to do."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """"redirect_to_url": send the customer to `url` (the card issuer's 3-D Secure challenge)."""
+    url: _builtins.str
+    """Where to send the customer; the page returns them to the payment's return_url, if any."""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["type", b"type", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NextAction: _TypeAlias = NextAction  # noqa: Y015
+
+@_typing.final
+class AuthenticatePaymentRequest(_message.Message):
+    """AuthenticatePaymentRequest is the body of POST /v1/payments/{id}/authenticate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CLIENT_SECRET_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Payment identifier."""
+    client_secret: _builtins.str
+    """The payment's client secret (the challenge page has no key)."""
+    result: _builtins.str
+    """What the customer did: "complete" or "fail"."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        client_secret: _builtins.str = ...,
+        result: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_secret", b"client_secret", "id", b"id", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthenticatePaymentRequest: _TypeAlias = AuthenticatePaymentRequest  # noqa: Y015
 
 @_typing.final
 class CreatePaymentRequest(_message.Message):

@@ -64,6 +64,11 @@ class PaymentServiceStub:
                 request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ConfirmPaymentRequest.SerializeToString,
                 response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Payment.FromString,
                 _registered_method=True)
+        self.AuthenticatePayment = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/AuthenticatePayment',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.AuthenticatePaymentRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Payment.FromString,
+                _registered_method=True)
         self.CapturePayment = channel.unary_unary(
                 '/paymesh.payment.v1.PaymentService/CapturePayment',
                 request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.CapturePaymentRequest.SerializeToString,
@@ -136,6 +141,14 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AuthenticatePayment(self, request, context):
+        """Records the customer's 3-D Secure challenge (the simulated issuer's page): the payment goes
+        on to authorization, or fails with "authentication_failed".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CapturePayment(self, request, context):
         """Captures an authorized payment, in full or in part; the rest is released.
         """
@@ -197,6 +210,11 @@ def add_PaymentServiceServicer_to_server(servicer, server):
             'ConfirmPayment': grpc.unary_unary_rpc_method_handler(
                     servicer.ConfirmPayment,
                     request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ConfirmPaymentRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Payment.SerializeToString,
+            ),
+            'AuthenticatePayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthenticatePayment,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.AuthenticatePaymentRequest.FromString,
                     response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Payment.SerializeToString,
             ),
             'CapturePayment': grpc.unary_unary_rpc_method_handler(
@@ -364,6 +382,33 @@ class PaymentService:
             target,
             '/paymesh.payment.v1.PaymentService/ConfirmPayment',
             paymesh_dot_payment_dot_v1_dot_payment__pb2.ConfirmPaymentRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.Payment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthenticatePayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/AuthenticatePayment',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.AuthenticatePaymentRequest.SerializeToString,
             paymesh_dot_payment_dot_v1_dot_payment__pb2.Payment.FromString,
             options,
             channel_credentials,

@@ -52,6 +52,10 @@ class PaymentServiceStub:
     """
     ConfirmPayment: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ConfirmPaymentRequest, _payment_pb2.Payment]
     """Attaches a card to a payment and starts processing it."""
+    AuthenticatePayment: _grpc.UnaryUnaryMultiCallable[_payment_pb2.AuthenticatePaymentRequest, _payment_pb2.Payment]
+    """Records the customer's 3-D Secure challenge (the simulated issuer's page): the payment goes
+    on to authorization, or fails with "authentication_failed".
+    """
     CapturePayment: _grpc.UnaryUnaryMultiCallable[_payment_pb2.CapturePaymentRequest, _payment_pb2.Payment]
     """Captures an authorized payment, in full or in part; the rest is released."""
     CancelPayment: _grpc.UnaryUnaryMultiCallable[_payment_pb2.CancelPaymentRequest, _payment_pb2.Payment]
@@ -87,6 +91,10 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     """
     ConfirmPayment: _aio.UnaryUnaryMultiCallable[_payment_pb2.ConfirmPaymentRequest, _payment_pb2.Payment]  # type: ignore[assignment]
     """Attaches a card to a payment and starts processing it."""
+    AuthenticatePayment: _aio.UnaryUnaryMultiCallable[_payment_pb2.AuthenticatePaymentRequest, _payment_pb2.Payment]  # type: ignore[assignment]
+    """Records the customer's 3-D Secure challenge (the simulated issuer's page): the payment goes
+    on to authorization, or fails with "authentication_failed".
+    """
     CapturePayment: _aio.UnaryUnaryMultiCallable[_payment_pb2.CapturePaymentRequest, _payment_pb2.Payment]  # type: ignore[assignment]
     """Captures an authorized payment, in full or in part; the rest is released."""
     CancelPayment: _aio.UnaryUnaryMultiCallable[_payment_pb2.CancelPaymentRequest, _payment_pb2.Payment]  # type: ignore[assignment]
@@ -149,6 +157,16 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.Payment, _abc.Awaitable[_payment_pb2.Payment]]:
         """Attaches a card to a payment and starts processing it."""
+
+    @_abc_1.abstractmethod
+    def AuthenticatePayment(
+        self,
+        request: _payment_pb2.AuthenticatePaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.Payment, _abc.Awaitable[_payment_pb2.Payment]]:
+        """Records the customer's 3-D Secure challenge (the simulated issuer's page): the payment goes
+        on to authorization, or fails with "authentication_failed".
+        """
 
     @_abc_1.abstractmethod
     def CapturePayment(

@@ -43,6 +43,8 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """A refund failed."""
     EVENT_TYPE_WEBHOOK_ENDPOINT_DISABLED: _EventType.ValueType  # 8
     """A webhook endpoint was disabled."""
+    EVENT_TYPE_PAYMENT_REQUIRES_ACTION: _EventType.ValueType  # 9
+    """A payment waits for its customer's authentication."""
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """EventType is the catalog of event types; each value carries its entry as an option."""
@@ -65,6 +67,8 @@ EVENT_TYPE_REFUND_FAILED: EventType.ValueType  # 7
 """A refund failed."""
 EVENT_TYPE_WEBHOOK_ENDPOINT_DISABLED: EventType.ValueType  # 8
 """A webhook endpoint was disabled."""
+EVENT_TYPE_PAYMENT_REQUIRES_ACTION: EventType.ValueType  # 9
+"""A payment waits for its customer's authentication."""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 @_typing.final

@@ -91,6 +91,7 @@ export function cvcLength(brand: Brand): number {
 /** Friendly text for the processor's decline codes; the server's message is the fallback. */
 export const DECLINE_MESSAGES: Record<string, string> = {
   card_declined: 'Your card was declined. Try another card or contact your bank.',
+  authentication_failed: 'Your bank could not confirm this payment. Try again or use another card.',
   insufficient_funds: 'Your card has insufficient funds. Try another card.',
   expired_card: 'Your card has expired. Try another card.',
   incorrect_cvc: "The card's security code is incorrect. Check it or try another card.",

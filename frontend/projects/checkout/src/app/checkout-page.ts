@@ -21,7 +21,7 @@ import { MatButtonModule } from '@angular/material/button';
 import { MatFormFieldModule } from '@angular/material/form-field';
 import { MatInputModule } from '@angular/material/input';
 import { MatProgressSpinnerModule } from '@angular/material/progress-spinner';
-import { ActivatedRoute } from '@angular/router';
+import { ActivatedRoute, Router } from '@angular/router';
 
 import { PaymentService, type Checkout } from '@gen/paymesh/payment/v1/payment_pb';
 import { ApiError, call } from '@shared/rest';
@@ -77,6 +77,7 @@ function expiryValidator(control: AbstractControl): ValidationErrors | null {
 export class CheckoutPage implements OnInit, OnDestroy {
   readonly paymentId = input.required<string>();
   private readonly route = inject(ActivatedRoute);
+  private readonly router = inject(Router);
 
   readonly phase = signal<Phase>('loading');
   readonly checkout = signal<Checkout | null>(null);
@@ -182,6 +183,13 @@ export class CheckoutPage implements OnInit, OnDestroy {
       case 'processing':
         this.phase.set('processing');
         this.poll(Date.now() + POLL_DEADLINE_MS);
+        break;
+      case 'requires_action':
+        // The card's bank asks for 3-D Secure: its challenge page, then back here.
+        this.phase.set('processing');
+        void this.router.navigate(['/', this.paymentId(), 'authenticate'], {
+          queryParams: { client_secret: this.clientSecret },
+        });
         break;
       case 'canceled':
         this.unavailable('This payment was canceled. Go back to the shop to start again.');
@@ -300,7 +308,7 @@ export class CheckoutPage implements OnInit, OnDestroy {
         clientSecret: this.clientSecret,
       });
       this.checkout.set(checkout);
-      if (['processing', 'succeeded', 'requires_capture'].includes(checkout.status)) {
+      if (['processing', 'requires_action', 'succeeded', 'requires_capture'].includes(checkout.status)) {
         this.show(checkout, true);
         return;
       }
