@@ -6,13 +6,17 @@ import { MatInputModule } from '@angular/material/input';
 import { MatSelectModule } from '@angular/material/select';
 import { RouterLink } from '@angular/router';
 
-import { AdminService, type ApiKey, type Merchant } from '@gen/paymesh/admin/v1/admin_pb';
-import { Confirm } from '../confirm';
+import { AdminService, type ApiKey, type Invite, type Merchant, type User } from '@gen/paymesh/admin/v1/admin_pb';
+import { Confirm } from '@shared/confirm';
 import { checkFeeSchedule } from '../fees';
-import { TimePipe } from '../format';
+import { TimePipe } from '@shared/format';
+import { IdempotencyKey } from '@shared/idempotency';
 import { Session, describeError } from '../session';
 
-/** One merchant: fee schedule, API keys (create once-shown, list by prefix, revoke). */
+/**
+ * One merchant: fee schedule, API keys (create once-shown, list by prefix, revoke), and its
+ * dashboard users (list, invite with the link shown once).
+ */
 @Component({
   selector: 'pm-merchant-detail-page',
   imports: [FormsModule, RouterLink, MatButtonModule, MatFormFieldModule, MatInputModule, MatSelectModule, TimePipe],
@@ -25,6 +29,7 @@ import { Session, describeError } from '../session';
     .new-key { border: 2px solid #2e9d55; background: #f1faf3; }
     .key { display: block; padding: 0.5rem; background: #fff; border: 1px solid #c9d2e3; border-radius: 6px; word-break: break-all; margin: 0.5rem 0; }
     mat-form-field { width: 200px; }
+    .invites-title { font-size: 0.95rem; font-weight: 500; margin: 1rem 0 0.5rem; }
   `,
 })
 export class MerchantDetailPage implements OnInit {
@@ -48,6 +53,13 @@ export class MerchantDetailPage implements OnInit {
   feeFixed: number | null = 0;
   keyMode = 'test';
   keyKind = 'secret';
+  readonly users = signal<User[]>([]);
+  readonly invites = signal<Invite[]>([]);
+  readonly invited = signal<Invite | null>(null);
+  inviteEmail = '';
+  inviteRole = 'admin';
+  /** One key per invitation the operator means to send. */
+  readonly inviteKey = new IdempotencyKey();
 
   ngOnInit(): void {
     void this.load();
@@ -55,16 +67,50 @@ export class MerchantDetailPage implements OnInit {
 
   async load(): Promise<void> {
     try {
-      const [merchant, keys] = await Promise.all([
+      const [merchant, keys, users] = await Promise.all([
         this.session.api(AdminService.method.getMerchant, { id: this.id() }),
         this.session.api(AdminService.method.listApiKeys, { merchantId: this.id() }),
+        this.session.api(AdminService.method.listMerchantUsers, { merchantId: this.id() }),
       ]);
       this.merchant.set(merchant);
       this.feeBps = merchant.feeBps;
       this.feeFixed = Number(merchant.feeFixed);
       this.keys.set(keys.apiKeys);
+      this.users.set(users.users);
+      this.invites.set(users.invites);
     } catch (error) {
       this.error.set(describeError(error));
+    }
+  }
+
+  async invite(): Promise<void> {
+    if (!this.inviteEmail.trim()) {
+      this.error.set('Enter the email address to invite.');
+      return;
+    }
+    await this.run(async () => {
+      const invite = await this.session.api(
+        AdminService.method.inviteMerchantUser,
+        { merchantId: this.id(), email: this.inviteEmail.trim(), role: this.inviteRole },
+        { idempotencyKey: this.inviteKey.get() },
+      );
+      this.inviteKey.reset();
+      this.inviteEmail = '';
+      this.invited.set(invite);
+      const users = await this.session.api(AdminService.method.listMerchantUsers, { merchantId: this.id() });
+      this.users.set(users.users);
+      this.invites.set(users.invites);
+    });
+  }
+
+  async copyInvite(): Promise<void> {
+    const link = this.invited()?.acceptUrl;
+    if (!link) return;
+    try {
+      await navigator.clipboard.writeText(link);
+      this.notice.set('Invitation link copied.');
+    } catch {
+      this.error.set('The browser refused the clipboard: select the link and copy it by hand.');
     }
   }
 

@@ -9,8 +9,8 @@ import { RouterLink } from '@angular/router';
 
 import { AdminService, type PaymentDetail } from '@gen/paymesh/admin/v1/admin_pb';
 import { formatMoney, parseMajor } from '@shared/money';
-import { Confirm } from '../confirm';
-import { MoneyPipe, TimePipe } from '../format';
+import { Confirm } from '@shared/confirm';
+import { MoneyPipe, TimePipe } from '@shared/format';
 import { Session, describeError } from '../session';
 
 /** One payment: summary, timeline of events, ledger entries, refunds, and the refund action. */

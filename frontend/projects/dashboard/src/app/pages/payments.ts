@@ -9,7 +9,7 @@ import { Router, RouterLink } from '@angular/router';
 
 import { AdminService } from '@gen/paymesh/admin/v1/admin_pb';
 import type { Payment } from '@gen/paymesh/payment/v1/payment_pb';
-import { MoneyPipe, TimePipe } from '../format';
+import { MoneyPipe, TimePipe } from '@shared/format';
 import { Session, describeError } from '../session';
 
 const PAGE_SIZE = 25;
