@@ -10,7 +10,7 @@ import { MatButtonModule } from '@angular/material/button';
   imports: [MatButtonModule],
   template: `
     <div class="panel secret" role="status" data-testid="secret-panel">
-      <strong>{{ title() }}</strong> Copy the {{ label().toLowerCase() }} now: it will not be shown again.
+      <strong>{{ title() }}</strong> Copy it now: it will not be shown again.
       <code class="value mono" [attr.aria-label]="label()" data-testid="secret-value">{{ secret() }}</code>
       <ng-content />
       <div class="actions">

@@ -7,6 +7,7 @@ import { MatSelectModule } from '@angular/material/select';
 import { RouterLink } from '@angular/router';
 
 import { AdminService, type ApiKey, type Invite, type Merchant, type User } from '@gen/paymesh/admin/v1/admin_pb';
+import { Actions } from '@shared/actions';
 import { Confirm } from '@shared/confirm';
 import { checkFeeSchedule } from '../fees';
 import { TimePipe } from '@shared/format';
@@ -40,9 +41,10 @@ export class MerchantDetailPage implements OnInit {
   readonly keys = signal<ApiKey[]>([]);
   readonly newKey = signal<ApiKey | null>(null);
   readonly copied = signal(false);
-  readonly error = signal('');
-  readonly notice = signal('');
-  readonly busy = signal(false);
+  private readonly actions = new Actions();
+  readonly error = this.actions.error;
+  readonly notice = this.actions.notice;
+  readonly busy = this.actions.busy;
   readonly prefixFilter = signal('');
   readonly shownKeys = computed(() => {
     const filter = this.prefixFilter().trim();
@@ -88,7 +90,7 @@ export class MerchantDetailPage implements OnInit {
       this.error.set('Enter the email address to invite.');
       return;
     }
-    await this.run(async () => {
+    await this.actions.run(async () => {
       const invite = await this.session.api(
         AdminService.method.inviteMerchantUser,
         { merchantId: this.id(), email: this.inviteEmail.trim(), role: this.inviteRole },
@@ -121,14 +123,14 @@ export class MerchantDetailPage implements OnInit {
       this.error.set(fees);
       return;
     }
-    await this.run(async () => {
+    await this.actions.run(async () => {
       this.merchant.set(await this.session.api(AdminService.method.updateMerchantFees, { id: this.id(), ...fees }));
       this.notice.set('Fee schedule saved.');
     });
   }
 
   async createKey(): Promise<void> {
-    await this.run(async () => {
+    await this.actions.run(async () => {
       const key = await this.session.api(AdminService.method.createApiKey, {
         merchantId: this.id(),
         mode: this.keyMode,
@@ -159,25 +161,11 @@ export class MerchantDetailPage implements OnInit {
       action: 'Revoke key',
     });
     if (!confirmed) return;
-    await this.run(async () => {
+    await this.actions.run(async () => {
       const revoked = await this.session.api(AdminService.method.revokeApiKey, { id: key.id });
       this.keys.update((all) => all.map((k) => (k.id === revoked.id ? revoked : k)));
       if (this.newKey()?.id === revoked.id) this.newKey.set(null);
       this.notice.set(`Key ${revoked.prefix}… revoked.`);
     });
-  }
-
-  private async run(action: () => Promise<void>): Promise<void> {
-    if (this.busy()) return;
-    this.busy.set(true);
-    this.error.set('');
-    this.notice.set('');
-    try {
-      await action();
-    } catch (error) {
-      this.error.set(describeError(error));
-    } finally {
-      this.busy.set(false);
-    }
   }
 }

@@ -6,6 +6,7 @@ import { MatSelectModule } from '@angular/material/select';
 
 import { AccountService } from '@gen/paymesh/admin/v1/account_pb';
 import type { ApiKey } from '@gen/paymesh/admin/v1/admin_pb';
+import { Actions } from '@shared/actions';
 import { Confirm } from '@shared/confirm';
 import { TimePipe } from '@shared/format';
 import { IdempotencyKeys } from '@shared/idempotency';
@@ -105,9 +106,10 @@ export class ApiKeysPage implements OnInit {
   readonly keys = signal<ApiKey[]>([]);
   readonly newKey = signal<ApiKey | null>(null);
   readonly rolling = signal<string | null>(null);
-  readonly error = signal('');
-  readonly notice = signal('');
-  readonly busy = signal(false);
+  private readonly actions = new Actions();
+  readonly error = this.actions.error;
+  readonly notice = this.actions.notice;
+  readonly busy = this.actions.busy;
   readonly windows = ROLL_WINDOWS;
   kind = 'secret';
   rollWindow = 24 * 3600;
@@ -132,7 +134,7 @@ export class ApiKeysPage implements OnInit {
 
   async create(): Promise<void> {
     const action = `create:${this.kind}`;
-    await this.run(async () => {
+    await this.actions.run(async () => {
       const key = await this.session.api(
         AccountService.method.createApiKey,
         { mode: this.session.mode(), kind: this.kind },
@@ -146,7 +148,7 @@ export class ApiKeysPage implements OnInit {
 
   async roll(key: ApiKey): Promise<void> {
     const action = `roll:${key.id}:${this.rollWindow}`;
-    await this.run(async () => {
+    await this.actions.run(async () => {
       const rolled = await this.session.api(
         AccountService.method.rollApiKey,
         { id: key.id, expireInSeconds: this.rollWindow },
@@ -167,7 +169,7 @@ export class ApiKeysPage implements OnInit {
     });
     if (!confirmed) return;
     const action = `revoke:${key.id}`;
-    await this.run(async () => {
+    await this.actions.run(async () => {
       const revoked = await this.session.api(
         AccountService.method.revokeApiKey,
         { id: key.id },
@@ -178,19 +180,5 @@ export class ApiKeysPage implements OnInit {
       if (this.newKey()?.id === revoked.id) this.newKey.set(null);
       this.notice.set(`Key ${revoked.prefix}… revoked.`);
     });
-  }
-
-  private async run(action: () => Promise<void>): Promise<void> {
-    if (this.busy()) return;
-    this.busy.set(true);
-    this.error.set('');
-    this.notice.set('');
-    try {
-      await action();
-    } catch (error) {
-      this.error.set(describeError(error));
-    } finally {
-      this.busy.set(false);
-    }
   }
 }

@@ -8,6 +8,7 @@ import { RouterLink } from '@angular/router';
 
 import { LedgerService, type BalanceAmount, type Entry } from '@gen/paymesh/ledger/v1/ledger_pb';
 import { MoneyPipe, TimePipe } from '@shared/format';
+import { Pager, PagerBar } from '@shared/pager';
 import { describeError } from '@shared/rest';
 import { timestampFromDate } from '@shared/time';
 import { dayRange } from '../figures';
@@ -18,7 +19,7 @@ const PAGE_SIZE = 50;
 /** The balance per currency and the ledger entries behind it, by date, page by page. */
 @Component({
   selector: 'pm-balance-page',
-  imports: [FormsModule, RouterLink, MatTableModule, MatFormFieldModule, MatInputModule, MatButtonModule, MoneyPipe, TimePipe],
+  imports: [FormsModule, RouterLink, MatTableModule, MatFormFieldModule, MatInputModule, MatButtonModule, MoneyPipe, TimePipe, PagerBar],
   template: `
     <h1 class="page-title">Balance</h1>
     @if (error()) { <p class="error-text" role="alert">{{ error() }}</p> }
@@ -55,15 +56,10 @@ const PAGE_SIZE = 50;
         <tr mat-row *matRowDef="let row; columns: columns"></tr>
       </table>
       @if (!loading() && entries().length === 0) { <p class="empty">No entries.</p> }
-      <div class="toolbar-row pager">
-        <span class="muted">Page {{ tokens().length }}</span>
-        <span class="spacer"></span>
-        <button mat-button (click)="previous()" [disabled]="tokens().length <= 1">Previous</button>
-        <button mat-button (click)="next()" [disabled]="!nextToken()">Next</button>
-      </div>
+      <pm-pager [pager]="pager" (moved)="moved()" />
     </div>
   `,
-  styles: `.filters mat-form-field { width: 180px; } .num { text-align: right; } .pager { margin: 0.5rem 0 0; } .balances { display: flex; gap: 0.5rem; flex-wrap: wrap; }`,
+  styles: `.filters mat-form-field { width: 180px; } .num { text-align: right; } .balances { display: flex; gap: 0.5rem; flex-wrap: wrap; }`,
 })
 export class BalancePage implements OnInit {
   private readonly session = inject(Session);
@@ -74,8 +70,7 @@ export class BalancePage implements OnInit {
   readonly entries = signal<Entry[]>([]);
   readonly loading = signal(false);
   readonly error = signal('');
-  readonly tokens = signal<string[]>(['']);
-  readonly nextToken = signal('');
+  readonly pager = new Pager();
 
   ngOnInit(): void {
     void this.session
@@ -86,17 +81,11 @@ export class BalancePage implements OnInit {
   }
 
   search(): void {
-    this.tokens.set(['']);
+    this.pager.reset();
     void this.load();
   }
 
-  next(): void {
-    this.tokens.update((t) => [...t, this.nextToken()]);
-    void this.load();
-  }
-
-  previous(): void {
-    this.tokens.update((t) => t.slice(0, -1));
+  moved(): void {
     void this.load();
   }
 
@@ -106,12 +95,12 @@ export class BalancePage implements OnInit {
     try {
       const response = await this.session.api(LedgerService.method.listBalanceEntries, {
         pageSize: PAGE_SIZE,
-        pageToken: this.tokens().at(-1) ?? '',
+        pageToken: this.pager.current(),
         createdGte: range.createdGte && timestampFromDate(range.createdGte),
         createdLt: range.createdLt && timestampFromDate(range.createdLt),
       });
       this.entries.set(response.entries);
-      this.nextToken.set(response.nextPageToken);
+      this.pager.nextToken.set(response.nextPageToken);
       this.error.set('');
     } catch (error) {
       this.error.set(describeError(error));

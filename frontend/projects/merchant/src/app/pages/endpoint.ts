@@ -13,6 +13,7 @@ import {
   type WebhookDeliveryAttempt,
   type WebhookEndpoint,
 } from '@gen/paymesh/webhook/v1/webhook_pb';
+import { Actions } from '@shared/actions';
 import { Confirm } from '@shared/confirm';
 import { TimePipe } from '@shared/format';
 import { IdempotencyKey, IdempotencyKeys } from '@shared/idempotency';
@@ -71,9 +72,10 @@ export class EndpointPage implements OnInit, OnDestroy {
   readonly open = signal<string | null>(null);
   readonly nextToken = signal('');
   readonly secret = signal('');
-  readonly error = signal('');
-  readonly notice = signal('');
-  readonly busy = signal(false);
+  private readonly actions = new Actions();
+  readonly error = this.actions.error;
+  readonly notice = this.actions.notice;
+  readonly busy = this.actions.busy;
   readonly editing = signal(false);
   readonly editEvents = signal<string[]>([]);
   editUrl = '';
@@ -170,7 +172,7 @@ export class EndpointPage implements OnInit, OnDestroy {
       this.error.set('Enter the endpoint URL and pick at least one event type.');
       return;
     }
-    await this.run(async () => {
+    await this.actions.run(async () => {
       const updated = await this.session.api(
         WebhookService.method.updateWebhookEndpoint,
         { id: this.id(), url: this.editUrl.trim(), description: this.editDescription.trim(), enabledEvents: this.editEvents() },
@@ -195,7 +197,7 @@ export class EndpointPage implements OnInit, OnDestroy {
       if (!confirmed) return;
     }
     const action = `enabled:${enabled}`;
-    await this.run(async () => {
+    await this.actions.run(async () => {
       const updated = await this.session.api(
         WebhookService.method.updateWebhookEndpoint,
         { id: this.id(), enabled },
@@ -214,7 +216,7 @@ export class EndpointPage implements OnInit, OnDestroy {
       action: 'Rotate secret',
     });
     if (!confirmed) return;
-    await this.run(async () => {
+    await this.actions.run(async () => {
       const rotated = await this.session.api(
         WebhookService.method.rotateWebhookEndpointSecret,
         { id: this.id() },
@@ -228,7 +230,7 @@ export class EndpointPage implements OnInit, OnDestroy {
 
   async replay(delivery: WebhookDelivery): Promise<void> {
     const action = `replay:${delivery.id}`;
-    await this.run(async () => {
+    await this.actions.run(async () => {
       const replayed = await this.session.api(
         WebhookService.method.replayWebhookDelivery,
         { id: delivery.id },
@@ -255,7 +257,7 @@ export class EndpointPage implements OnInit, OnDestroy {
     });
     if (!confirmed) return;
     const action = `replay-since:${since.toISOString()}:${this.replayDelivered}`;
-    await this.run(async () => {
+    await this.actions.run(async () => {
       const response = await this.session.api(
         WebhookService.method.replayWebhookDeliveries,
         { endpointId: this.id(), since: timestampFromDate(since), includeDelivered: this.replayDelivered, limit: REPLAY_LIMIT },
@@ -266,19 +268,5 @@ export class EndpointPage implements OnInit, OnDestroy {
       await this.loadDeliveries();
       this.follow();
     });
-  }
-
-  private async run(action: () => Promise<void>): Promise<void> {
-    if (this.busy()) return;
-    this.busy.set(true);
-    this.error.set('');
-    this.notice.set('');
-    try {
-      await action();
-    } catch (error) {
-      this.error.set(describeError(error));
-    } finally {
-      this.busy.set(false);
-    }
   }
 }

@@ -9,6 +9,7 @@ import { toJson } from '@bufbuild/protobuf';
 
 import { EventSchema, WebhookService, type Event } from '@gen/paymesh/webhook/v1/webhook_pb';
 import { TimePipe } from '@shared/format';
+import { Pager, PagerBar } from '@shared/pager';
 import { describeError } from '@shared/rest';
 import { timestampFromDate } from '@shared/time';
 import { Catalog } from '../catalog';
@@ -20,7 +21,7 @@ const PAGE_SIZE = 25;
 /** The merchant's events, by type and date, each with its JSON as webhooks carry it. */
 @Component({
   selector: 'pm-events-page',
-  imports: [FormsModule, MatButtonModule, MatFormFieldModule, MatInputModule, MatSelectModule, TimePipe],
+  imports: [FormsModule, MatButtonModule, MatFormFieldModule, MatInputModule, MatSelectModule, TimePipe, PagerBar],
   template: `
     <h1 class="page-title">Events</h1>
     <form class="toolbar-row filters" (ngSubmit)="search()" role="search">
@@ -66,12 +67,7 @@ const PAGE_SIZE = 25;
       </table>
       @if (!loading() && events().length === 0) { <p class="empty">No events.</p> }
       @if (!single()) {
-        <div class="toolbar-row pager">
-          <span class="muted">Page {{ tokens().length }}</span>
-          <span class="spacer"></span>
-          <button mat-button (click)="previous()" [disabled]="tokens().length <= 1">Previous</button>
-          <button mat-button (click)="next()" [disabled]="!nextToken()">Next</button>
-        </div>
+        <pm-pager [pager]="pager" (moved)="moved()" />
       }
     </div>
   `,
@@ -81,7 +77,7 @@ const PAGE_SIZE = 25;
     th, td { text-align: left; padding: 0.5rem; border-bottom: 1px solid #e6e8ee; font-size: 0.9rem; vertical-align: top; }
     th { font-weight: 500; color: #545b69; }
     .json { margin: 0; padding: 0.75rem; background: #f4f6fa; border-radius: 6px; max-height: 28rem; overflow: auto; white-space: pre; }
-    .pager { margin: 0.5rem 0 0; }
+   
   `,
 })
 export class EventsPage implements OnInit {
@@ -97,8 +93,7 @@ export class EventsPage implements OnInit {
   readonly single = signal(false);
   readonly loading = signal(false);
   readonly error = signal('');
-  readonly tokens = signal<string[]>(['']);
-  readonly nextToken = signal('');
+  readonly pager = new Pager();
 
   ngOnInit(): void {
     this.catalog.load().catch((error: unknown) => this.error.set(describeError(error)));
@@ -120,17 +115,11 @@ export class EventsPage implements OnInit {
   }
 
   search(): void {
-    this.tokens.set(['']);
+    this.pager.reset();
     void this.load();
   }
 
-  next(): void {
-    this.tokens.update((t) => [...t, this.nextToken()]);
-    void this.load();
-  }
-
-  previous(): void {
-    this.tokens.update((t) => t.slice(0, -1));
+  moved(): void {
     void this.load();
   }
 
@@ -150,13 +139,13 @@ export class EventsPage implements OnInit {
       const response = await this.session.api(WebhookService.method.listEvents, {
         type: this.type,
         pageSize: PAGE_SIZE,
-        pageToken: this.tokens().at(-1) ?? '',
+        pageToken: this.pager.current(),
         createdGte: range.createdGte && timestampFromDate(range.createdGte),
         createdLt: range.createdLt && timestampFromDate(range.createdLt),
       });
       this.single.set(false);
       this.events.set(response.events);
-      this.nextToken.set(response.nextPageToken);
+      this.pager.nextToken.set(response.nextPageToken);
     } catch (error) {
       this.events.set([]);
       this.error.set(describeError(error));

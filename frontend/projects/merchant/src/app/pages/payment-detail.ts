@@ -1,9 +1,4 @@
 import { Component, OnInit, computed, inject, input, signal } from '@angular/core';
-import { FormsModule } from '@angular/forms';
-import { MatButtonModule } from '@angular/material/button';
-import { MatFormFieldModule } from '@angular/material/form-field';
-import { MatInputModule } from '@angular/material/input';
-import { MatSelectModule } from '@angular/material/select';
 import { MatTableModule } from '@angular/material/table';
 import { RouterLink } from '@angular/router';
 import type { Timestamp } from '@bufbuild/protobuf/wkt';
@@ -11,10 +6,9 @@ import type { Timestamp } from '@bufbuild/protobuf/wkt';
 import { LedgerService, type Entry } from '@gen/paymesh/ledger/v1/ledger_pb';
 import { PaymentService, type Payment, type Refund } from '@gen/paymesh/payment/v1/payment_pb';
 import { WebhookService, type Event, type WebhookDelivery } from '@gen/paymesh/webhook/v1/webhook_pb';
-import { Confirm } from '@shared/confirm';
 import { MoneyPipe, TimePipe } from '@shared/format';
-import { IdempotencyKey } from '@shared/idempotency';
-import { formatMoney, parseMajor } from '@shared/money';
+import { formatMoney } from '@shared/money';
+import { RefundForm, type RefundRequest } from '@shared/refund-form';
 import { describeError } from '@shared/rest';
 import { dateOf, eventConcerns, sortTimeline, type TimelineItem } from '../figures';
 import { Session } from '../session';
@@ -29,7 +23,7 @@ const PAGES_MAX = 5;
  */
 @Component({
   selector: 'pm-payment-detail-page',
-  imports: [FormsModule, RouterLink, MatTableModule, MatButtonModule, MatFormFieldModule, MatInputModule, MatSelectModule, MoneyPipe, TimePipe],
+  imports: [RouterLink, MatTableModule, MoneyPipe, TimePipe, RefundForm],
   templateUrl: './payment-detail.html',
   styles: `
     .summary { display: grid; grid-template-columns: repeat(auto-fill, minmax(200px, 1fr)); gap: 0.75rem 1.5rem; margin: 0; }
@@ -38,14 +32,12 @@ const PAGES_MAX = 5;
     .timeline li { position: relative; padding: 0 0 0.75rem 1rem; }
     .timeline li::before { content: ''; position: absolute; left: -6px; top: 4px; width: 10px; height: 10px; border-radius: 50%; background: #2f6fdb; }
     .timeline li.delivery::before { background: #7a5cd6; } .timeline li.ledger::before { background: #2e9d55; } .timeline li.refund::before { background: #d97706; }
-    .refund-form { display: flex; flex-wrap: wrap; gap: 0.75rem; align-items: center; }
     .num { text-align: right; }
   `,
 })
 export class PaymentDetailPage implements OnInit {
   readonly id = input.required<string>();
   readonly session = inject(Session);
-  private readonly confirm = inject(Confirm);
   readonly payment = signal<Payment | null>(null);
   readonly refunds = signal<Refund[]>([]);
   readonly events = signal<Event[]>([]);
@@ -54,9 +46,6 @@ export class PaymentDetailPage implements OnInit {
   /** Some list was longer than its bound: the timeline may miss its oldest items. */
   readonly partial = signal(false);
   readonly error = signal('');
-  readonly refundError = signal('');
-  readonly refundNotice = signal('');
-  readonly busy = signal(false);
   readonly refundable = computed(() => {
     const p = this.payment();
     return p ? p.amountReceived - p.amountRefunded : 0n;
@@ -68,11 +57,6 @@ export class PaymentDetailPage implements OnInit {
   readonly timeline = computed(() => this.buildTimeline());
   readonly entryColumns = ['time', 'account', 'direction', 'amount', 'source'];
   readonly refundColumns = ['id', 'amount', 'status', 'reason', 'created'];
-
-  refundAmount = '';
-  refundReason = 'requested_by_customer';
-  /** One key per refund the user means to make, so a double click or a retry refunds once. */
-  readonly refundKey = new IdempotencyKey();
 
   ngOnInit(): void {
     void this.load();
@@ -178,49 +162,14 @@ export class PaymentDetailPage implements OnInit {
     return sortTimeline(items);
   }
 
-  resetRefundKey(): void {
-    this.refundKey.reset();
-  }
-
-  async refund(): Promise<void> {
-    const payment = this.payment();
-    if (!payment || this.busy()) return;
-    // A typed amount is sent as it is; an empty field means all that is left, which is sent as
-    // no amount at all (never 0) and only once the user has confirmed it.
-    let amount: bigint | undefined;
-    if (this.refundAmount.trim()) {
-      const parsed = parseMajor(this.refundAmount, payment.currency);
-      if (parsed === null || parsed <= 0n || parsed > this.refundable()) {
-        this.refundError.set('Enter an amount up to what is left to refund.');
-        return;
-      }
-      amount = parsed;
-    } else {
-      this.busy.set(true);
-      const confirmed = await this.confirm.ask({
-        title: 'Refund the full remaining amount?',
-        message: `Refund ${formatMoney(this.refundable(), payment.currency)}, all that is left of ${payment.id}, to the customer? This cannot be undone.`,
-        action: 'Refund all',
-      });
-      this.busy.set(false);
-      if (!confirmed) return;
-    }
-    this.busy.set(true);
-    this.refundError.set('');
-    try {
-      const refund = await this.session.api(
-        PaymentService.method.createRefund,
-        { paymentId: payment.id, amount, reason: this.refundReason },
-        { idempotencyKey: this.refundKey.get() },
-      );
-      this.refundKey.reset();
-      this.refundAmount = '';
-      this.refundNotice.set(`Refund ${refund.id} is ${refund.status}.`);
-      await this.load();
-    } catch (error) {
-      this.refundError.set(describeError(error));
-    } finally {
-      this.busy.set(false);
-    }
-  }
+  /** The refund form's call: the merchant's refund, then the page again. */
+  readonly sendRefund = async (request: RefundRequest): Promise<string> => {
+    const refund = await this.session.api(
+      PaymentService.method.createRefund,
+      { paymentId: request.paymentId, amount: request.amount, reason: request.reason },
+      { idempotencyKey: request.idempotencyKey },
+    );
+    await this.load();
+    return `Refund ${refund.id} is ${refund.status}.`;
+  };
 }

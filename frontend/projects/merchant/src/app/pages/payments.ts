@@ -9,6 +9,7 @@ import { Router, RouterLink } from '@angular/router';
 
 import { PaymentService, type Payment } from '@gen/paymesh/payment/v1/payment_pb';
 import { MoneyPipe, TimePipe } from '@shared/format';
+import { Pager, PagerBar } from '@shared/pager';
 import { describeError } from '@shared/rest';
 import { timestampFromDate } from '@shared/time';
 import { dayRange, paymentMatches } from '../figures';
@@ -19,7 +20,7 @@ const PAGE_SIZE = 25;
 /** The merchant's payments: status and date filters, a search, paging. */
 @Component({
   selector: 'pm-payments-page',
-  imports: [FormsModule, RouterLink, MatTableModule, MatFormFieldModule, MatInputModule, MatSelectModule, MatButtonModule, MoneyPipe, TimePipe],
+  imports: [FormsModule, RouterLink, MatTableModule, MatFormFieldModule, MatInputModule, MatSelectModule, MatButtonModule, MoneyPipe, TimePipe, PagerBar],
   template: `
     <h1 class="page-title">Payments</h1>
     <form class="toolbar-row filters" (ngSubmit)="search()" role="search">
@@ -81,15 +82,10 @@ const PAGE_SIZE = 25;
       @if (!loading() && shown().length === 0) {
         <p class="empty">{{ payments().length ? 'No payment on this page matches the search.' : 'No payments match.' }}</p>
       }
-      <div class="toolbar-row pager">
-        <span class="muted">Page {{ tokens().length }}@if (searched()) { · search applied to this page }</span>
-        <span class="spacer"></span>
-        <button mat-button (click)="previous()" [disabled]="tokens().length <= 1">Previous</button>
-        <button mat-button (click)="next()" [disabled]="!nextToken()">Next</button>
-      </div>
+      <pm-pager [pager]="pager" (moved)="moved()">@if (searched()) { · search applied to this page }</pm-pager>
     </div>
   `,
-  styles: `.filters mat-form-field { width: 180px; } .filters .wide { width: 260px; } .num { text-align: right; } .pager { margin: 0.5rem 0 0; }`,
+  styles: `.filters mat-form-field { width: 180px; } .filters .wide { width: 260px; } .num { text-align: right; }`,
 })
 export class PaymentsPage implements OnInit {
   private readonly session = inject(Session);
@@ -107,9 +103,7 @@ export class PaymentsPage implements OnInit {
   readonly shown = computed(() => this.payments().filter((p) => paymentMatches(p, this.searched())));
   readonly loading = signal(false);
   readonly error = signal('');
-  /** Page tokens of the pages seen so far; the last is the current page's. */
-  readonly tokens = signal<string[]>(['']);
-  readonly nextToken = signal('');
+  readonly pager = new Pager();
 
   ngOnInit(): void {
     void this.load();
@@ -123,17 +117,11 @@ export class PaymentsPage implements OnInit {
       return;
     }
     this.searched.set(text);
-    this.tokens.set(['']);
+    this.pager.reset();
     void this.load();
   }
 
-  next(): void {
-    this.tokens.update((t) => [...t, this.nextToken()]);
-    void this.load();
-  }
-
-  previous(): void {
-    this.tokens.update((t) => t.slice(0, -1));
+  moved(): void {
     void this.load();
   }
 
@@ -145,12 +133,12 @@ export class PaymentsPage implements OnInit {
       const response = await this.session.api(PaymentService.method.listPayments, {
         status: this.status,
         pageSize: PAGE_SIZE,
-        pageToken: this.tokens().at(-1) ?? '',
+        pageToken: this.pager.current(),
         createdGte: range.createdGte && timestampFromDate(range.createdGte),
         createdLt: range.createdLt && timestampFromDate(range.createdLt),
       });
       this.payments.set(response.payments);
-      this.nextToken.set(response.nextPageToken);
+      this.pager.nextToken.set(response.nextPageToken);
     } catch (error) {
       this.error.set(describeError(error));
     } finally {

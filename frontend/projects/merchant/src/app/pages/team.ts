@@ -7,6 +7,7 @@ import { MatSelectModule } from '@angular/material/select';
 
 import { AccountService } from '@gen/paymesh/admin/v1/account_pb';
 import type { Invite, User } from '@gen/paymesh/admin/v1/admin_pb';
+import { Actions } from '@shared/actions';
 import { Confirm } from '@shared/confirm';
 import { TimePipe } from '@shared/format';
 import { IdempotencyKey, IdempotencyKeys } from '@shared/idempotency';
@@ -16,9 +17,9 @@ import { Session } from '../session';
 
 /** What each role may do, as the invite form explains it. */
 export const ROLES: readonly { value: string; label: string }[] = [
-  { value: 'admin', label: 'admin: everything, refunds and the team included' },
-  { value: 'developer', label: 'developer: reads, and manages API keys and webhooks' },
-  { value: 'viewer', label: 'viewer: reads only' },
+  { value: 'admin', label: 'everything, refunds and the team included' },
+  { value: 'developer', label: 'reads, and manages API keys and webhooks' },
+  { value: 'viewer', label: 'reads only' },
 ];
 
 /** The merchant's users and open invitations; admins invite, change roles and remove. */
@@ -46,11 +47,14 @@ export const ROLES: readonly { value: string; label: string }[] = [
           <mat-form-field appearance="outline" subscriptSizing="dynamic" class="role">
             <mat-label>Role</mat-label>
             <mat-select name="role" [(ngModel)]="role" (ngModelChange)="inviteKey.reset()" data-testid="invite-role">
-              @for (r of roles; track r.value) { <mat-option [value]="r.value">{{ r.label }}</mat-option> }
+              @for (r of roles; track r.value) { <mat-option [value]="r.value">{{ r.value }}</mat-option> }
             </mat-select>
           </mat-form-field>
           <button mat-flat-button type="submit" [disabled]="busy()" data-testid="invite">Invite</button>
         </form>
+        <ul class="muted roles">
+          @for (r of roles; track r.value) { <li><strong>{{ r.value }}</strong>: {{ r.label }}</li> }
+        </ul>
       </section>
     }
     <section class="panel table-wrap" aria-labelledby="users-title">
@@ -64,8 +68,7 @@ export const ROLES: readonly { value: string; label: string }[] = [
               <td>
                 @if (session.isAdmin()) {
                   <mat-form-field appearance="outline" subscriptSizing="dynamic" class="role-cell">
-                    <mat-label>Role of {{ u.email }}</mat-label>
-                    <mat-select [ngModel]="u.role" (ngModelChange)="changeRole(u, $event)" [disabled]="busy()" data-testid="user-role">
+                    <mat-select [aria-label]="'Role of ' + u.email" [ngModel]="u.role" (ngModelChange)="changeRole(u, $event)" [disabled]="busy()" data-testid="user-role">
                       @for (r of roles; track r.value) { <mat-option [value]="r.value">{{ r.value }}</mat-option> }
                     </mat-select>
                   </mat-form-field>
@@ -102,7 +105,8 @@ export const ROLES: readonly { value: string; label: string }[] = [
     table { width: 100%; border-collapse: collapse; }
     th, td { text-align: left; padding: 0.5rem; border-bottom: 1px solid #e6e8ee; font-size: 0.9rem; vertical-align: middle; }
     th { font-weight: 500; color: #545b69; }
-    .email { width: 20rem; } .role { width: 26rem; } .role-cell { width: 11rem; }
+    .email { width: 20rem; } .role { width: 12rem; } .role-cell { width: 11rem; }
+    .roles { margin: 0.75rem 0 0; padding-left: 1.25rem; font-size: 0.85rem; }
   `,
 })
 export class TeamPage implements OnInit {
@@ -111,9 +115,10 @@ export class TeamPage implements OnInit {
   readonly users = signal<User[]>([]);
   readonly invites = signal<Invite[]>([]);
   readonly invited = signal<Invite | null>(null);
-  readonly error = signal('');
-  readonly notice = signal('');
-  readonly busy = signal(false);
+  private readonly actions = new Actions();
+  readonly error = this.actions.error;
+  readonly notice = this.actions.notice;
+  readonly busy = this.actions.busy;
   readonly roles = ROLES;
   email = '';
   role = 'developer';
@@ -139,7 +144,7 @@ export class TeamPage implements OnInit {
       this.error.set('Enter the email address to invite.');
       return;
     }
-    await this.run(async () => {
+    await this.actions.run(async () => {
       const invite = await this.session.api(
         AccountService.method.inviteUser,
         { email: this.email.trim(), role: this.role },
@@ -154,7 +159,7 @@ export class TeamPage implements OnInit {
 
   async changeRole(user: User, role: string): Promise<void> {
     const action = `role:${user.id}:${role}`;
-    await this.run(async () => {
+    await this.actions.run(async () => {
       const updated = await this.session.api(
         AccountService.method.updateUser,
         { id: user.id, role },
@@ -175,25 +180,11 @@ export class TeamPage implements OnInit {
     });
     if (!confirmed) return;
     const action = `remove:${user.id}`;
-    await this.run(async () => {
+    await this.actions.run(async () => {
       await this.session.api(AccountService.method.removeUser, { id: user.id }, { idempotencyKey: this.keys.get(action) });
       this.keys.done(action);
       this.notice.set(`${user.email} removed.`);
       await this.load();
     });
-  }
-
-  private async run(action: () => Promise<void>): Promise<void> {
-    if (this.busy()) return;
-    this.busy.set(true);
-    this.error.set('');
-    this.notice.set('');
-    try {
-      await action();
-    } catch (error) {
-      this.error.set(describeError(error));
-    } finally {
-      this.busy.set(false);
-    }
   }
 }
