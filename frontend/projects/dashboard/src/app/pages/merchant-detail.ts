@@ -58,6 +58,7 @@ export class MerchantDetailPage implements OnInit {
   readonly users = signal<User[]>([]);
   readonly invites = signal<Invite[]>([]);
   readonly invited = signal<Invite | null>(null);
+  readonly usersError = signal('');
   inviteEmail = '';
   inviteRole = 'admin';
   /** One key per invitation the operator means to send. */
@@ -69,19 +70,29 @@ export class MerchantDetailPage implements OnInit {
 
   async load(): Promise<void> {
     try {
-      const [merchant, keys, users] = await Promise.all([
+      void this.loadUsers();
+      const [merchant, keys] = await Promise.all([
         this.session.api(AdminService.method.getMerchant, { id: this.id() }),
         this.session.api(AdminService.method.listApiKeys, { merchantId: this.id() }),
-        this.session.api(AdminService.method.listMerchantUsers, { merchantId: this.id() }),
       ]);
       this.merchant.set(merchant);
       this.feeBps = merchant.feeBps;
       this.feeFixed = Number(merchant.feeFixed);
       this.keys.set(keys.apiKeys);
-      this.users.set(users.users);
-      this.invites.set(users.invites);
     } catch (error) {
       this.error.set(describeError(error));
+    }
+  }
+
+  /** The merchant's users and open invitations, in a section of its own. */
+  async loadUsers(): Promise<void> {
+    try {
+      const users = await this.session.api(AdminService.method.listMerchantUsers, { merchantId: this.id() });
+      this.users.set(users.users);
+      this.invites.set(users.invites);
+      this.usersError.set('');
+    } catch (error) {
+      this.usersError.set(describeError(error));
     }
   }
 
@@ -99,9 +110,7 @@ export class MerchantDetailPage implements OnInit {
       this.inviteKey.reset();
       this.inviteEmail = '';
       this.invited.set(invite);
-      const users = await this.session.api(AdminService.method.listMerchantUsers, { merchantId: this.id() });
-      this.users.set(users.users);
-      this.invites.set(users.invites);
+      await this.loadUsers();
     });
   }
 
