@@ -163,6 +163,38 @@ def _operator_login(sessions, api: httpx.Client, role: str) -> OperatorLogin:  #
     return OperatorLogin(operator_id, email, password, role, response.json()["session_token"])
 
 
+@dataclass(frozen=True)
+class UserLogin:
+    """A merchant user made for one test, signed in through the edge."""
+
+    id: str
+    merchant_id: str
+    email: str
+    password: str
+    role: str
+    token: str
+
+    def headers(self, mode: str = "test") -> dict[str, str]:
+        """The headers of a call made by this user in `mode` (account or merchant API)."""
+        return {"Authorization": f"Bearer {self.token}", "Paymesh-Mode": mode}
+
+
+def user_login(sessions, api: httpx.Client, merchant_id: str, role: str) -> UserLogin:  # type: ignore[no-untyped-def]
+    """A new user of the merchant with `role`, signed in through the edge."""
+    from services.admin import users
+
+    email = f"{role}-{secrets.token_hex(6)}@merchant.test"
+    password = secrets.token_urlsafe(12)
+    with transaction(sessions) as session:
+        user_id = users.create_user(
+            session, merchant_id=merchant_id, email=email, password=password, role=role
+        ).id
+    response = api.post("/v1/account/sessions", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    token = response.json()["session_token"]
+    return UserLogin(user_id, merchant_id, email, password, role, token)
+
+
 @pytest.fixture
 def operator_login(sessions, api: httpx.Client) -> OperatorLogin:  # type: ignore[no-untyped-def]
     """A fresh operator with the `operator` role and a session."""

@@ -266,7 +266,14 @@ def _operation(
 ) -> dict[str, Any]:
     contracts = builder.contracts
     bound = re.findall(r"{([^}=]*)", template)
-    operation: dict[str, Any] = {"operationId": method.name, "tags": [SERVICES[service]]}
+    # The account's key methods share their names with the operators' (ListApiKeys...).
+    prefix = (
+        "Account" if service == ACCOUNT_SERVICE and not method.name.startswith("Account") else ""
+    )
+    operation: dict[str, Any] = {
+        "operationId": f"{prefix}{method.name}",
+        "tags": [SERVICES[service]],
+    }
     parameters: list[dict[str, Any]] = []
     input_message = contracts.messages[method.input_type]
     fields = {field.name: field for field in input_message.field}

@@ -9,13 +9,22 @@ from limits import RateLimitItemPerSecond, storage, strategies
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.admin import sessions as operator_sessions
+from services.admin import users
 from services.admin.errors import (
     LoginRateLimited,
     OperatorRoleRequired,
     OperatorSessionRequired,
     SessionInvalid,
+    UserSessionRequired,
 )
-from services.common.auth import AuthPolicy, OperatorPrincipal, key_from_metadata
+from services.common.auth import (
+    AuthPolicy,
+    OperatorPrincipal,
+    Principal,
+    is_user_session_token,
+    key_from_metadata,
+    mode_from_metadata,
+)
 from services.common.db import transaction
 from services.common.ratelimit import seconds_until
 
@@ -52,9 +61,11 @@ def _has_merchant_key(metadata: Metadata) -> bool:
 
 
 class SessionAuthenticator:
-    """The admin service's OperatorAuthenticator: bearer session tokens checked in PostgreSQL.
+    """The admin service's OperatorAuthenticator: bearer session tokens checked in PostgreSQL,
+    operators' and merchant users' alike.
 
-    Sessions are looked up on every call (no cache), so a logout takes effect at once.
+    Sessions are looked up on every call (no cache), so a logout takes effect at once here (the
+    other services cache a user's session for `auth_cache_ttl_s`, as they do keys).
     """
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
@@ -71,12 +82,34 @@ class SessionAuthenticator:
         self, metadata: Metadata, policy: AuthPolicy
     ) -> OperatorPrincipal:
         """The operator of a bearer session token; 403 for merchant keys and for viewers writing."""
-        if _has_merchant_key(metadata):
-            raise OperatorSessionRequired("merchant API keys cannot call admin methods")
+        if _has_merchant_key(metadata) or is_user_session_token(key_from_metadata(metadata)):
+            raise OperatorSessionRequired(
+                "merchant API keys and merchant users' sessions cannot call admin methods"
+            )
         token = key_from_metadata(metadata)
         if not token:
             raise SessionInvalid("an operator session is required (Authorization: Bearer)")
         return await self._principal(metadata, token, "session", policy)
+
+    def _user_lookup(self, token: str, mode: str) -> Principal:
+        with transaction(self._sessions) as session:
+            record, user, merchant = users.authenticate(session, token)
+            return users.principal(record, user, merchant, mode)
+
+    async def authenticate_user(self, metadata: Metadata) -> Principal:
+        """The merchant user of a bearer session token; API keys and operators are refused."""
+        token = key_from_metadata(metadata)
+        if _has_merchant_key(metadata):
+            raise UserSessionRequired("API keys cannot manage the account; sign in instead")
+        if not token:
+            raise SessionInvalid("a merchant user's session is required (Authorization: Bearer)")
+        if not is_user_session_token(token):
+            raise UserSessionRequired("only a merchant user's session manages the account")
+        return await asyncio.to_thread(self._user_lookup, token, mode_from_metadata(metadata))
+
+    async def resolve_user(self, token: str, mode: str) -> Principal:
+        """A session token's principal in `mode`, for the other services (AuthenticateApiKey)."""
+        return await asyncio.to_thread(self._user_lookup, token, mode)
 
     async def authenticate_stream(self, metadata: Metadata) -> OperatorPrincipal:
         """The operator of the overview stream: a bearer stream token, or else a session token."""
@@ -105,9 +138,16 @@ class SessionAuthenticator:
 class LoginThrottle:
     """Counts failed logins per email and client address in Redis (a moving window)."""
 
-    def __init__(self, redis_url: str, *, failures_max: int, window_s: int) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        failures_max: int,
+        window_s: int,
+        key_prefix: str = "paymesh:admin:login",
+    ) -> None:
         self._limiter = strategies.MovingWindowRateLimiter(
-            storage.RedisStorage(redis_url, key_prefix="paymesh:admin:login")
+            storage.RedisStorage(redis_url, key_prefix=key_prefix)
         )
         self._item = RateLimitItemPerSecond(failures_max, window_s)
 

@@ -4,6 +4,7 @@ import grpc
 
 from services.common.errors import (
     DomainError,
+    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
@@ -54,6 +55,42 @@ class OperatorRoleRequired(PermissionDenied):
     """A viewer called a method that changes something."""
 
     reason = "OPERATOR_ROLE_REQUIRED"
+
+
+class InvalidUser(InvalidArgument):
+    """A merchant user's email, password or role is unacceptable."""
+
+    reason = "INVALID_USER"
+
+
+class InviteInvalid(InvalidArgument):
+    """The invitation token is unknown, expired or already used."""
+
+    reason = "INVITE_INVALID"
+
+
+class UserNotFound(NotFound):
+    """No user with this id in the caller's merchant."""
+
+    reason = "USER_NOT_FOUND"
+
+
+class LastAdmin(FailedPrecondition):
+    """The change would leave the merchant with no admin."""
+
+    reason = "LAST_ADMIN"
+
+
+class SignupDisabled(PermissionDenied):
+    """This platform does not let anyone create a merchant (PAYMESH_MERCHANT_SIGNUP)."""
+
+    reason = "SIGNUP_DISABLED"
+
+
+class UserSessionRequired(PermissionDenied):
+    """An API key or an operator session was used on a merchant user's account method."""
+
+    reason = "USER_SESSION_REQUIRED"
 
 
 class LoginRateLimited(RateLimited):

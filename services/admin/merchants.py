@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.admin.errors import ApiKeyNotFound, MerchantNotFound
 from services.admin.models import ApiKey, Merchant
 from services.common import pages
 from services.common.api_keys import Kind, Mode, generate_key, parse_key
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, LiveModeDisabled
 from services.common.ids import has_prefix, new_id
 
 DEFAULT_FEE_BPS = 290
@@ -22,6 +22,8 @@ NAME_LENGTH_MAX = 200
 FEE_FIXED_MAX = 1_000_000
 # A merchant rotates keys now and then; a list this long means something else is wrong.
 API_KEYS_MAX = 1000
+# How long a rolled key may keep working beside its replacement.
+ROLL_EXPIRY_MAX_S = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,9 @@ def create_api_key(session: Session, *, merchant_id: str, mode: Mode, kind: Kind
         raise InvalidArgument.field("mode", "must be 'test' or 'live'")
     if kind not in ("secret", "publishable"):
         raise InvalidArgument.field("kind", "must be 'secret' or 'publishable'")
-    get_merchant_or_raise(session, merchant_id)
+    merchant = get_merchant_or_raise(session, merchant_id)
+    if mode == "live" and not merchant.live_enabled:
+        raise LiveModeDisabled("this merchant is in test mode only: no live keys")
     key = generate_key(kind=kind, mode=mode)
     parsed = parse_key(key)
     assert parsed is not None, "a generated key always parses"
@@ -81,27 +85,65 @@ def create_api_key(session: Session, *, merchant_id: str, mode: Mode, kind: Kind
     return IssuedKey(api_key=api_key, key=key)
 
 
-def revoke_api_key(session: Session, *, key_id: str) -> ApiKey:
-    """Revokes a key; revoking twice keeps the first revocation time."""
+def _key_of(session: Session, key_id: str, merchant_id: str | None) -> ApiKey:
+    """The key, locked; ApiKeyNotFound when unknown or (given `merchant_id`) another's."""
     api_key = (
         session.get(ApiKey, key_id, with_for_update=True) if has_prefix(key_id, "key") else None
     )
-    if api_key is None:
+    if api_key is None or (merchant_id is not None and api_key.merchant_id != merchant_id):
         raise ApiKeyNotFound(f"no API key {key_id!r}")
+    return api_key
+
+
+def revoke_api_key(session: Session, *, key_id: str, merchant_id: str | None = None) -> ApiKey:
+    """Revokes a key; revoking twice keeps the first revocation time."""
+    api_key = _key_of(session, key_id, merchant_id)
     if api_key.revoke_time is None:
         api_key.revoke_time = datetime.now(UTC)
     return api_key
 
 
+def roll_api_key(session: Session, *, key_id: str, merchant_id: str, expire_in_s: int) -> IssuedKey:
+    """A new key of the same mode and kind; the old one works `expire_in_s` more (0: none).
+
+    Rolling a key that is already rolled only brings its expiry nearer, never further.
+    """
+    if not 0 <= expire_in_s <= ROLL_EXPIRY_MAX_S:
+        raise InvalidArgument.field(
+            "expire_in_seconds", f"must be between 0 and {ROLL_EXPIRY_MAX_S}"
+        )
+    old = _key_of(session, key_id, merchant_id)
+    now = datetime.now(UTC)
+    if old.revoke_time is not None or (old.expire_time is not None and old.expire_time <= now):
+        raise ApiKeyNotFound(f"API key {key_id!r} is revoked or expired")
+    issued = create_api_key(
+        session,
+        merchant_id=merchant_id,
+        mode=old.mode,  # type: ignore[arg-type]  # checked when it was created
+        kind=old.kind,  # type: ignore[arg-type]
+    )
+    if expire_in_s == 0:
+        old.revoke_time = now
+    else:
+        expire_time = now + timedelta(seconds=expire_in_s)
+        old.expire_time = min(old.expire_time or expire_time, expire_time)
+    session.flush()
+    return issued
+
+
 def authenticate_api_key(session: Session, key: str) -> tuple[ApiKey, Merchant] | None:
-    """The live key and its merchant, or None when unknown, malformed or revoked."""
+    """The live key and its merchant, or None when unknown, malformed, revoked or expired."""
     parsed = parse_key(key)
     if parsed is None:
         return None
     rows = session.execute(
         select(ApiKey, Merchant)
         .join(Merchant, Merchant.id == ApiKey.merchant_id)
-        .where(ApiKey.prefix == parsed.prefix, ApiKey.revoke_time.is_(None))
+        .where(
+            ApiKey.prefix == parsed.prefix,
+            ApiKey.revoke_time.is_(None),
+            or_(ApiKey.expire_time.is_(None), ApiKey.expire_time > datetime.now(UTC)),
+        )
     ).all()
     for api_key, merchant in rows:
         if secrets.compare_digest(api_key.key_hash, parsed.key_hash):
@@ -148,14 +190,12 @@ def list_merchants(
     return rows, ""
 
 
-def list_api_keys(session: Session, *, merchant_id: str) -> list[ApiKey]:
-    """A merchant's keys, newest first (revoked ones included)."""
+def list_api_keys(session: Session, *, merchant_id: str, mode: str | None = None) -> list[ApiKey]:
+    """A merchant's keys (in one mode, if given), newest first, revoked ones included."""
     get_merchant_or_raise(session, merchant_id)
+    query = select(ApiKey).where(ApiKey.merchant_id == merchant_id)
+    if mode is not None:
+        query = query.where(ApiKey.mode == mode)
     return list(
-        session.scalars(
-            select(ApiKey)
-            .where(ApiKey.merchant_id == merchant_id)
-            .order_by(ApiKey.create_time.desc(), ApiKey.id)
-            .limit(API_KEYS_MAX)
-        )
+        session.scalars(query.order_by(ApiKey.create_time.desc(), ApiKey.id).limit(API_KEYS_MAX))
     )

@@ -7,6 +7,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -45,6 +46,8 @@ class Merchant(Base):
     fee_fixed: Mapped[int] = mapped_column(BigInteger)
     # Pinned at creation (services/common/versions.py); requests may ask for another.
     api_version: Mapped[str] = mapped_column(String(10), default=LATEST)
+    # False for a merchant that signed itself up: test mode only (no live keys or sessions).
+    live_enabled: Mapped[bool] = mapped_column(Boolean, server_default="true")
     create_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
@@ -69,6 +72,8 @@ class ApiKey(Base):
         DateTime(timezone=True), server_default=func.now()
     )
     revoke_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set when the key is rolled: it works until then, beside its replacement.
+    expire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Operator(Base):
@@ -106,6 +111,65 @@ class OperatorSession(Base):
     )
     expire_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoke_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MerchantUser(Base):
+    """A person who signs in to one merchant's dashboard; the password is an argon2 hash."""
+
+    __tablename__ = "merchant_users"
+    __table_args__ = (
+        CheckConstraint("role IN ('admin', 'developer', 'viewer')", name="role_known"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    # One account per email across paymesh: signing in names no merchant.
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class MerchantUserSession(Base):
+    """A merchant user's login session; only the token's hash is kept."""
+
+    __tablename__ = "merchant_user_sessions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("merchant_users.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client_ip: Mapped[str] = mapped_column(String(64), server_default="")
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    expire_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoke_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MerchantInvite(Base):
+    """An invitation to join a merchant's dashboard; only the token's hash is kept."""
+
+    __tablename__ = "merchant_invites"
+    __table_args__ = (
+        CheckConstraint("role IN ('admin', 'developer', 'viewer')", name="role_known"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Who invited: "op_..." for an operator, "usr_..." for one of the merchant's admins.
+    invited_by: Mapped[str] = mapped_column(String(40))
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    expire_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    accept_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class AuditEntry(Base):

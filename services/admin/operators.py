@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.admin import passwords
 from services.admin.errors import InvalidOperator
 from services.admin.models import Operator
 from services.common.ids import new_id
 
 ROLES = ("viewer", "operator")
-PASSWORD_LENGTH_MIN = 8
-_hasher = PasswordHasher()
-# Checked against when the email is unknown, so a login takes as long either way.
-_DUMMY_HASH = _hasher.hash("paymesh-no-such-operator")
 
 
 def create_operator(session: Session, *, email: str, password: str, role: str) -> Operator:
@@ -23,15 +18,15 @@ def create_operator(session: Session, *, email: str, password: str, role: str) -
     email = email.strip().lower()
     if "@" not in email or len(email) > 320:
         raise InvalidOperator.field("email", "must be an email address")
-    if len(password) < PASSWORD_LENGTH_MIN:
-        raise InvalidOperator.field("password", f"must be at least {PASSWORD_LENGTH_MIN} long")
+    if (problem := passwords.problem(password)) is not None:
+        raise InvalidOperator.field("password", problem)
     if role not in ROLES:
         raise InvalidOperator.field("role", "must be 'viewer' or 'operator'")
     operator = session.scalars(select(Operator).where(Operator.email == email)).one_or_none()
     if operator is None:
         operator = Operator(id=new_id("op"), email=email, role=role, password_hash="")
         session.add(operator)
-    operator.password_hash = _hasher.hash(password)
+    operator.password_hash = passwords.hash_password(password)
     operator.role = role
     session.flush()
     return operator
@@ -46,8 +41,4 @@ def find_by_email(session: Session, email: str) -> Operator | None:
 
 def verify_password(operator: Operator | None, password: str) -> bool:
     """Whether `password` is the operator's; spends the same time when there is no operator."""
-    try:
-        _hasher.verify(operator.password_hash if operator else _DUMMY_HASH, password)
-    except (VerificationError, InvalidHashError):
-        return False
-    return operator is not None
+    return passwords.verify(operator.password_hash if operator else None, password)

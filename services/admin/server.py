@@ -10,26 +10,45 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
-from paymesh.admin.v1 import admin_internal_pb2, admin_internal_pb2_grpc, admin_pb2, admin_pb2_grpc
+from paymesh.admin.v1 import (
+    account_pb2_grpc,
+    admin_internal_pb2,
+    admin_internal_pb2_grpc,
+    admin_pb2,
+    admin_pb2_grpc,
+)
 from paymesh.ledger.v1 import ledger_internal_pb2
 from paymesh.payment.v1 import payment_internal_pb2, payment_pb2
 from paymesh.webhook.v1 import webhook_internal_pb2
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.admin import audit, merchants, operators, reconciliation
+from services.admin import audit, merchants, operators, reconciliation, users
 from services.admin import sessions as operator_sessions
 from services.admin.access import LoginThrottle, SessionAuthenticator, client_info
+from services.admin.account import (
+    AccountServicer,
+    api_key_to_proto,
+    invite_to_proto,
+    list_users,
+    merchant_to_proto,
+    timestamp,
+)
 from services.admin.errors import DependencyUnavailable, InvalidCredentials, SessionInvalid
-from services.admin.models import KEYS, ApiKey, AuditEntry, Merchant, ReconciliationRun
+from services.admin.models import KEYS, AuditEntry, ReconciliationRun
 from services.admin.views import RECONCILE_TIMEOUT_S, RemoteServices
 from services.common import idempotency, pages
-from services.common.auth import AuthPolicy, OperatorPrincipal, current_operator
+from services.common.auth import (
+    MODES,
+    AuthPolicy,
+    OperatorPrincipal,
+    current_operator,
+    is_user_session_token,
+)
 from services.common.db import make_engine, make_sessionmaker, transaction
 from services.common.errors import InvalidArgument, Unauthenticated
 from services.common.money import AMOUNT_MAX, normalize_currency
@@ -43,12 +62,14 @@ Context = grpc.aio.ServicerContext[Any, Any]
 M = TypeVar("M", bound=Message)
 R = TypeVar("R")
 ADMIN_SERVICE = "paymesh.admin.v1.AdminService"
+ACCOUNT_SERVICE = "paymesh.admin.v1.AccountService"
 # Methods that change something: viewers may not call them.
 WRITE_METHODS = (
     "CreateMerchant",
     "UpdateMerchantFees",
     "CreateApiKey",
     "RevokeApiKey",
+    "InviteMerchantUser",
     "RefundPayment",
     "ReplayWebhook",
     "ReplayWebhooks",
@@ -61,12 +82,6 @@ REPLAY_LIMIT_MAX = 1000
 TIMELINE_BUCKETS_MAX = 1000
 GRANULARITY_S = {"HOUR": 3600, "DAY": 86400}
 REFUND_REASONS = ("", "duplicate", "fraudulent", "requested_by_customer")
-
-
-def _timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def _actor(operator: OperatorPrincipal) -> audit.Actor:
@@ -106,39 +121,11 @@ def _check_page_size(page_size: int) -> None:
     pages.page_size(page_size)
 
 
-def merchant_to_proto(merchant: Merchant) -> admin_pb2.Merchant:
-    """The merchant as the admin API shows it."""
-    return admin_pb2.Merchant(
-        id=merchant.id,
-        name=merchant.name,
-        fee_bps=merchant.fee_bps,
-        fee_fixed=merchant.fee_fixed,
-        create_time=_timestamp(merchant.create_time),
-        api_version=merchant.api_version,
-    )
-
-
-def api_key_to_proto(api_key: ApiKey, key: str = "") -> admin_pb2.ApiKey:
-    """The key as the admin API shows it; `key` only when it was just created."""
-    message = admin_pb2.ApiKey(
-        id=api_key.id,
-        merchant_id=api_key.merchant_id,
-        mode=api_key.mode,
-        kind=api_key.kind,
-        prefix=api_key.prefix,
-        key=key,
-        create_time=_timestamp(api_key.create_time),
-    )
-    if api_key.revoke_time is not None:
-        message.revoke_time.CopyFrom(_timestamp(api_key.revoke_time))
-    return message
-
-
 def audit_entry_to_proto(entry: AuditEntry) -> admin_pb2.AuditEntry:
     """One audit-log line as the admin API shows it."""
     return admin_pb2.AuditEntry(
         id=str(entry.id),
-        create_time=_timestamp(entry.create_time),
+        create_time=timestamp(entry.create_time),
         operator_id=entry.operator_id,
         operator_email=entry.operator_email,
         action=entry.action,
@@ -154,17 +141,20 @@ def run_to_proto(run: ReconciliationRun) -> admin_pb2.ReconciliationRun:
     return admin_pb2.ReconciliationRun(
         id=run.id,
         operator_id=run.operator_id,
-        create_time=_timestamp(run.create_time),
+        create_time=timestamp(run.create_time),
         mismatch_count=run.mismatch_count,
         report=reconciliation.report_of(run),
     )
 
 
 class AuthInternalServicer(admin_internal_pb2_grpc.AuthInternalServiceServicer):
-    """Resolves API keys for the other services."""
+    """Resolves API keys, and merchant users' session tokens, for the other services."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], authenticator: SessionAuthenticator
+    ) -> None:
         self._sessions = sessions
+        self._authenticator = authenticator
 
     def _authenticate(self, key: str) -> admin_internal_pb2.Principal:
         with transaction(self._sessions) as session:
@@ -188,7 +178,23 @@ class AuthInternalServicer(admin_internal_pb2_grpc.AuthInternalServiceServicer):
         request: admin_internal_pb2.AuthenticateApiKeyRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> admin_internal_pb2.Principal:
-        """Resolves one key."""
+        """Resolves one key, or one session token in the mode asked for."""
+        if is_user_session_token(request.key):
+            if request.mode not in ("", *MODES):
+                raise InvalidArgument.field("mode", "must be 'test' or 'live'")
+            user = await self._authenticator.resolve_user(request.key, request.mode)
+            return admin_internal_pb2.Principal(
+                merchant_id=user.merchant_id,
+                mode=user.mode,
+                kind=user.kind,
+                key_id=user.key_id,
+                fee_bps=user.fee_bps,
+                fee_fixed=user.fee_fixed,
+                merchant_name=user.merchant_name,
+                api_version=user.api_version,
+                role=user.role,
+                user_id=user.user_id,
+            )
         return await asyncio.to_thread(self._authenticate, request.key)
 
 
@@ -299,7 +305,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 audit.record(session, actor=actor, action="login", target_id=issued.record.id)
                 return admin_pb2.LoginResponse(
                     session_token=issued.token,
-                    expire_time=_timestamp(issued.record.expire_time),
+                    expire_time=timestamp(issued.record.expire_time),
                     role=issued.operator.role,
                 )
         except InvalidCredentials:
@@ -346,7 +352,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             client_ip=operator.client_ip,
         )
         return admin_pb2.StreamToken(
-            stream_token=issued.token, expire_time=_timestamp(issued.record.expire_time)
+            stream_token=issued.token, expire_time=timestamp(issued.record.expire_time)
         )
 
     async def CreateStreamToken(
@@ -524,6 +530,57 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         """Lists a merchant's keys by prefix."""
         merchant_id = _required_id(request.merchant_id, "merchant_id")
         return await asyncio.to_thread(self._list_api_keys, merchant_id)
+
+    # Merchant users.
+
+    def _invite_user(
+        self,
+        session: Session,
+        operator: OperatorPrincipal,
+        request: admin_pb2.InviteMerchantUserRequest,
+    ) -> admin_pb2.Invite:
+        issued = users.invite(
+            session,
+            merchant_id=request.merchant_id,
+            email=request.email,
+            role=request.role,
+            invited_by=operator.operator_id,
+            ttl_s=self._settings.merchant_invite_ttl_s,
+        )
+        session.refresh(issued.invite)
+        _audit(
+            session,
+            operator,
+            "merchant_user.invite",
+            issued.invite.id,
+            {"merchant_id": request.merchant_id, "role": issued.invite.role},
+        )
+        return invite_to_proto(
+            issued.invite, token=issued.token, public_url=self._settings.public_url()
+        )
+
+    async def InviteMerchantUser(
+        self, request: admin_pb2.InviteMerchantUserRequest, context: Context
+    ) -> admin_pb2.Invite:
+        """Invites a person to a merchant's dashboard; the link is shown once."""
+        _required_id(request.merchant_id, "merchant_id")
+        if len(request.email) > EMAIL_LENGTH_MAX:
+            raise InvalidArgument.field("email", f"must be at most {EMAIL_LENGTH_MAX} characters")
+        operator = current_operator()
+        return await self._write(
+            context,
+            "invite_merchant_user",
+            request,
+            work=lambda session: self._invite_user(session, operator, request),
+            response_type=admin_pb2.Invite,
+        )
+
+    async def ListMerchantUsers(
+        self, request: admin_pb2.ListMerchantUsersRequest, context: Context
+    ) -> admin_pb2.ListUsersResponse:
+        """A merchant's users and open invitations."""
+        merchant_id = _required_id(request.merchant_id, "merchant_id")
+        return await asyncio.to_thread(list_users, self._sessions, merchant_id)
 
     def _revoke_api_key(
         self, session: Session, operator: OperatorPrincipal, key_id: str
@@ -1002,13 +1059,20 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
 
 def policies() -> dict[str, AuthPolicy]:
-    """Every admin method needs a session; writes need the operator role; Login needs nothing."""
+    """Every admin method needs a session; writes need the operator role; Login needs nothing.
+
+    AccountService methods need a merchant user's session, except those that issue one."""
     result = {ADMIN_SERVICE: AuthPolicy.OPERATOR_SESSION}
     for method in WRITE_METHODS:
         result[f"/{ADMIN_SERVICE}/{method}"] = AuthPolicy.OPERATOR_WRITE
     result[f"/{ADMIN_SERVICE}/Login"] = AuthPolicy.NONE
     # EventSource sends no headers: the stream checks its query-string token itself.
     result[f"/{ADMIN_SERVICE}/WatchOverview"] = AuthPolicy.NONE
+    # Merchant users' own account: their session; signing in (or up, or by invitation) is how
+    # they get one.
+    result[ACCOUNT_SERVICE] = AuthPolicy.USER_SESSION
+    for method in ("CreateSession", "AcceptInvite", "SignUp"):
+        result[f"/{ACCOUNT_SERVICE}/{method}"] = AuthPolicy.NONE
     return result
 
 
@@ -1027,10 +1091,19 @@ def build_spec(settings: Settings) -> ServiceSpec:
         failures_max=settings.admin_login_failures_max,
         window_s=settings.admin_login_failure_window_s,
     )
+    user_throttle = LoginThrottle(
+        settings.require_redis_url(),
+        failures_max=settings.admin_login_failures_max,
+        window_s=settings.admin_login_failure_window_s,
+        key_prefix="paymesh:account:login",
+    )
 
     def register(server: grpc.aio.Server) -> None:
         admin_internal_pb2_grpc.add_AuthInternalServiceServicer_to_server(
-            AuthInternalServicer(sessions), server
+            AuthInternalServicer(sessions, authenticator), server
+        )
+        account_pb2_grpc.add_AccountServiceServicer_to_server(
+            AccountServicer(settings=settings, sessions=sessions, throttle=user_throttle), server
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(
@@ -1047,7 +1120,7 @@ def build_spec(settings: Settings) -> ServiceSpec:
     return ServiceSpec(
         name="admin",
         register=register,
-        service_names=["paymesh.admin.v1.AuthInternalService", ADMIN_SERVICE],
+        service_names=["paymesh.admin.v1.AuthInternalService", ADMIN_SERVICE, ACCOUNT_SERVICE],
         policies=policies(),
         operator_authenticator=authenticator,
     )

@@ -3,12 +3,17 @@
 Keys are resolved by the admin service (which owns them) and cached for a few seconds here, so
 a revoked key stops working within `auth_cache_ttl_s` everywhere. Malformed keys are refused
 without any lookup.
+
+A merchant user's session token (the merchant dashboard's) opens the same methods for the user's
+merchant, in the mode the `Paymesh-Mode` header names, as far as the user's role allows
+(`role_allows`); it is resolved and cached the same way, per mode.
 """
 
 from __future__ import annotations
 
 import contextvars
 import enum
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,13 +22,39 @@ import grpc
 from paymesh.admin.v1 import admin_internal_pb2, admin_internal_pb2_grpc
 
 from services.common.api_keys import parse_key
-from services.common.errors import SecretKeyRequired, Unauthenticated, Unavailable
+from services.common.errors import (
+    InvalidRequest,
+    LiveModeDisabled,
+    MerchantRoleRequired,
+    SecretKeyRequired,
+    Unauthenticated,
+    Unavailable,
+)
 from services.common.versions import LATEST
 
 # Bounds memory when many distinct keys are tried.
 CACHE_ENTRIES_MAX = 10_000
 # Unknown and revoked keys are remembered briefly too, so a flood of them stays cheap.
 NEGATIVE_TTL_S = 2.0
+# A merchant user's session token (services/admin/users.py issues them).
+USER_SESSION_TOKEN_PREFIX = "pmu_"  # noqa: S105 - a token's type tag, not a token
+USER_SESSION_TOKEN_LENGTH_MAX = 128
+# The header a session's calls name their mode with; keys carry their own mode.
+MODE_HEADER = "paymesh-mode"
+MODES = ("test", "live")
+# What a merchant user's role may call beyond reading (methods named Get*, List*, Search*,
+# Watch*): developers manage webhook endpoints and API keys; admins may call anything.
+READ_METHOD_PREFIXES = ("Get", "List", "Search", "Watch")
+DEVELOPER_WRITES = frozenset(
+    {
+        "paymesh.webhook.v1.WebhookService",
+        "/paymesh.admin.v1.AccountService/CreateApiKey",
+        "/paymesh.admin.v1.AccountService/RollApiKey",
+        "/paymesh.admin.v1.AccountService/RevokeApiKey",
+    }
+)
+# What any signed-in user may call, whatever the role.
+ANY_ROLE = frozenset({"/paymesh.admin.v1.AccountService/EndSession"})
 
 
 class AuthPolicy(enum.Enum):
@@ -40,6 +71,8 @@ class AuthPolicy(enum.Enum):
     # "operator" role. The admin service provides the OperatorAuthenticator that checks them.
     OPERATOR_SESSION = "operator_session"
     OPERATOR_WRITE = "operator_write"
+    # A merchant user's own account (services/admin/account.py): a session token, never a key.
+    USER_SESSION = "user_session"
 
 
 @dataclass(frozen=True)
@@ -54,11 +87,46 @@ class Principal:
     fee_fixed: int
     merchant_name: str
     api_version: str = LATEST
+    # For a merchant user's session ("session" kind): the role, and the user.
+    role: str = ""
+    user_id: str = ""
 
     @property
     def livemode(self) -> bool:
         """Whether the call is in live mode."""
         return self.mode == "live"
+
+
+def role_allows(role: str, method: str) -> bool:
+    """Whether a merchant user with `role` may call `method` ("/pkg.Service/Method")."""
+    service, _, name = method.lstrip("/").partition("/")
+    if role == "admin" or name.startswith(READ_METHOD_PREFIXES) or method in ANY_ROLE:
+        return True
+    return role == "developer" and (service in DEVELOPER_WRITES or method in DEVELOPER_WRITES)
+
+
+def check_role(principal: Principal, method: str) -> None:
+    """MerchantRoleRequired when a merchant user's role does not allow the method."""
+    if principal.kind == "session" and not role_allows(principal.role, method):
+        raise MerchantRoleRequired(
+            f"a merchant user with the {principal.role!r} role may not call this method"
+        )
+
+
+def is_user_session_token(credential: str | None) -> bool:
+    """Whether a bearer credential is a merchant user's session token (not an API key)."""
+    return bool(credential) and credential.startswith(USER_SESSION_TOKEN_PREFIX)  # type: ignore[union-attr]
+
+
+def mode_from_metadata(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
+    """The mode a session's call asks for (`Paymesh-Mode`), "test" when unsaid."""
+    for name, value in metadata or ():
+        if name == MODE_HEADER and isinstance(value, str):
+            mode = value.strip().lower()
+            if mode not in MODES:
+                raise InvalidRequest("the Paymesh-Mode header must be 'test' or 'live'")
+            return mode
+    return "test"
 
 
 principal_var: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
@@ -105,12 +173,18 @@ def current_operator() -> OperatorPrincipal:
 
 
 class OperatorAuthenticator(Protocol):
-    """Checks operator sessions for OPERATOR_* policies (implemented by the admin service)."""
+    """Checks operator sessions for OPERATOR_* policies, and merchant users' sessions for
+    USER_SESSION (implemented by the admin service, which owns both)."""
 
     async def authenticate_operator(
         self, metadata: tuple[tuple[str, str | bytes], ...], policy: AuthPolicy
     ) -> OperatorPrincipal:
         """The operator for the call's credentials, or Unauthenticated / PermissionDenied."""
+        ...
+
+    async def authenticate_user(self, metadata: tuple[tuple[str, str | bytes], ...]) -> Principal:
+        """The merchant user's principal for the call's session token, or Unauthenticated /
+        PermissionDenied (API keys and operator sessions are refused)."""
         ...
 
 
@@ -137,50 +211,66 @@ class ApiKeyAuthenticator:
         self._timeout_s = timeout_s
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
-    def cached(self, key: str | None, policy: AuthPolicy) -> Principal | None:
+    def cached(self, key: str | None, policy: AuthPolicy, mode: str = "") -> Principal | None:
         """The principal of a valid key while its cache entry lasts, without a remote call.
 
-        None means "ask `authenticate`", which gives every refusal its error.
+        None means "ask `authenticate`", which gives every refusal its error. `mode` is the
+        mode a session token's call asks for (keys carry theirs).
         """
-        parsed = parse_key(key) if key else None
-        if parsed is None or (policy is AuthPolicy.SECRET_KEY and parsed.kind != "secret"):
-            return None
-        cached = self._cache.get(parsed.key_hash)
+        if is_user_session_token(key):
+            cache_key = _session_cache_key(key, mode)  # type: ignore[arg-type]
+        else:
+            parsed = parse_key(key) if key else None
+            if parsed is None or (policy is AuthPolicy.SECRET_KEY and parsed.kind != "secret"):
+                return None
+            cache_key = parsed.key_hash
+        cached = self._cache.get(cache_key)
         if cached is None or cached[0] <= time.monotonic():
             return None
         return cached[1]
 
-    async def authenticate(self, key: str | None, policy: AuthPolicy) -> Principal:
-        """The principal for `key`, or Unauthenticated / PermissionDenied."""
+    async def authenticate(self, key: str | None, policy: AuthPolicy, mode: str = "") -> Principal:
+        """The principal for `key` (or a session token in `mode`), or Unauthenticated /
+        PermissionDenied."""
         if not key:
             raise Unauthenticated("no API key was provided")
-        parsed = parse_key(key)
-        if parsed is None:
-            raise Unauthenticated("the API key is malformed")
-        if policy is AuthPolicy.SECRET_KEY and parsed.kind != "secret":
-            raise SecretKeyRequired("this call needs a secret key")
+        if is_user_session_token(key):
+            if len(key) > USER_SESSION_TOKEN_LENGTH_MAX:
+                raise Unauthenticated("the session token is malformed")
+            cache_key = _session_cache_key(key, mode)
+        else:
+            parsed = parse_key(key)
+            if parsed is None:
+                raise Unauthenticated("the API key is malformed")
+            if policy is AuthPolicy.SECRET_KEY and parsed.kind != "secret":
+                raise SecretKeyRequired("this call needs a secret key")
+            cache_key = parsed.key_hash
         now = time.monotonic()
-        cached = self._cache.get(parsed.key_hash)
+        cached = self._cache.get(cache_key)
         if cached is not None and cached[0] > now:
             principal = cached[1]
         else:
-            principal = await self._resolve(key)
+            principal = await self._resolve(key, mode)
             ttl_s = self._ttl_s if principal is not None else NEGATIVE_TTL_S
             if len(self._cache) >= CACHE_ENTRIES_MAX:
                 self._cache.clear()
-            self._cache[parsed.key_hash] = (now + ttl_s, principal)
+            self._cache[cache_key] = (now + ttl_s, principal)
         if principal is None:
-            raise Unauthenticated("the API key is unknown or revoked")
+            raise Unauthenticated("the API key (or session) is unknown, revoked or expired")
         return principal
 
-    async def _resolve(self, key: str) -> Principal | None:
+    async def _resolve(self, key: str, mode: str) -> Principal | None:
         try:
             reply: admin_internal_pb2.Principal = await self._stub.AuthenticateApiKey(
-                admin_internal_pb2.AuthenticateApiKeyRequest(key=key), timeout=self._timeout_s
+                admin_internal_pb2.AuthenticateApiKeyRequest(key=key, mode=mode),
+                timeout=self._timeout_s,
             )
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.UNAUTHENTICATED:
                 return None
+            if error.code() == grpc.StatusCode.PERMISSION_DENIED:
+                # A session asking for live mode on a test-only merchant.
+                raise LiveModeDisabled(error.details() or "live mode is not open") from error
             raise Unavailable("cannot check the API key right now") from error
         return Principal(
             merchant_id=reply.merchant_id,
@@ -191,4 +281,10 @@ class ApiKeyAuthenticator:
             fee_fixed=reply.fee_fixed,
             merchant_name=reply.merchant_name,
             api_version=reply.api_version or LATEST,
+            role=reply.role,
+            user_id=reply.user_id,
         )
+
+
+def _session_cache_key(token: str, mode: str) -> str:
+    return hashlib.sha256(f"{mode}:{token}".encode()).hexdigest()

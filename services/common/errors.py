@@ -220,6 +220,19 @@ class SecretKeyRequired(PermissionDenied):
     reason = "SECRET_KEY_REQUIRED"
 
 
+class MerchantRoleRequired(PermissionDenied):
+    """A merchant user's role does not allow the method (viewers read; developers also manage
+    keys and webhooks)."""
+
+    reason = "MERCHANT_ROLE_REQUIRED"
+
+
+class LiveModeDisabled(PermissionDenied):
+    """The merchant is in test mode only: no live session or key until an operator enables it."""
+
+    reason = "LIVE_MODE_DISABLED"
+
+
 class UnknownParameter(InvalidArgument):
     """A body member or query parameter that the operation does not have (`param` names it)."""
 

@@ -36,7 +36,10 @@ from services.common.auth import (
     AuthPolicy,
     OperatorAuthenticator,
     Principal,
+    check_role,
+    is_user_session_token,
     key_from_metadata,
+    mode_from_metadata,
     operator_var,
     principal_var,
 )
@@ -236,9 +239,20 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         policy = _policy_for(self._policies, method)
         if policy is AuthPolicy.NONE:
             return
-        if policy in (AuthPolicy.OPERATOR_SESSION, AuthPolicy.OPERATOR_WRITE):
+        if policy in (
+            AuthPolicy.OPERATOR_SESSION,
+            AuthPolicy.OPERATOR_WRITE,
+            AuthPolicy.USER_SESSION,
+        ):
             if self._operator_authenticator is None:
-                raise RuntimeError(f"{method} needs an operator but no authenticator is set")
+                raise RuntimeError(f"{method} needs a session but no authenticator is set")
+            if policy is AuthPolicy.USER_SESSION:
+                principal = await self._operator_authenticator.authenticate_user(
+                    tuple(metadata or ())  # type: ignore[arg-type]
+                )
+                check_role(principal, method)
+                principal_var.set(principal)
+                return
             operator_var.set(
                 await self._operator_authenticator.authenticate_operator(
                     tuple(metadata or ()),  # type: ignore[arg-type]
@@ -251,7 +265,9 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         key = key_from_metadata(metadata)  # type: ignore[arg-type]
         if policy is AuthPolicy.CLIENT_SECRET and not key:
             return  # the method checks the client secret itself
-        principal_var.set(await self._authenticate_key(self._authenticator, key, policy, metadata))
+        principal = await self._authenticate_key(self._authenticator, key, policy, metadata)
+        check_role(principal, method)
+        principal_var.set(principal)
 
     async def _authenticate_key(
         self,
@@ -261,11 +277,13 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         metadata: Any,
     ) -> Principal:
         """The key's principal, with failures per address and calls per key rate-limited."""
+        # A merchant user's session names its mode in a header; a key carries its own.
+        mode = mode_from_metadata(tuple(metadata or ())) if is_user_session_token(key) else ""
         limiter = self._rate_limiter
         if limiter is None:
-            return await authenticator.authenticate(key, policy)
+            return await authenticator.authenticate(key, policy, mode)
         address = client_address(tuple(metadata or ()))
-        principal = authenticator.cached(key, policy)
+        principal = authenticator.cached(key, policy, mode)
         if principal is not None:
             # No admin call to guard: the address's failures and the key's call in one trip.
             await limiter.check(
@@ -274,7 +292,7 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return principal
         await limiter.check_failures(address)
         try:
-            principal = await authenticator.authenticate(key, policy)
+            principal = await authenticator.authenticate(key, policy, mode)
         except Unauthenticated:
             await limiter.failed(address)
             raise

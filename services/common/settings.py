@@ -143,6 +143,13 @@ class Settings(BaseSettings):
     admin_watch_poll_interval_s: float = 0.5
     admin_watch_keepalive_s: float = 30.0
 
+    # Merchant users (the merchant dashboard): sessions, invitations, self sign-up. Failed
+    # sign-ins are throttled as operators' logins are.
+    merchant_session_ttl_s: float = 12 * 3600.0
+    merchant_invite_ttl_s: float = 7 * 24 * 3600.0
+    # Whether anyone may create a merchant (test mode only until an operator enables live).
+    merchant_signup: bool = False
+
     # Ledger: the platform's accounts (fees, receivable) are touched by every payment; their
     # stored balance is spread over this many rows so postings do not queue on one row lock
     # (measured in bench/README.md). Applies to accounts created after a change.

@@ -36,10 +36,12 @@ def _banner(live: Settings, demo: dict[str, str]) -> str:
             f"paymesh is up on {base}",
             f"  REST API        {base}/v1/payments",
             f"  API reference   {base}/docs/ (OpenAPI: {base}/v1/openapi.json)",
-            f"  dashboard       {base}/dashboard/",
+            f"  dashboard       {base}/dashboard/ (operators)",
+            f"  merchant        {base}/merchant/ (the demo merchant's own dashboard)",
             f"  checkout        {base}/checkout/<payment id>?client_secret=... (from checkout_url)",
             f"  demo shop       http://localhost:{live.demo_shop_port}/",
             f"  operator login  {demo['operator_email']} / {demo['operator_password']}",
+            f"  merchant login  {demo['merchant_user_email']} / {demo['merchant_user_password']}",
             f"  demo merchant   {demo['merchant_id']}",
             f"  secret key      {demo['secret_key']}",
             f"  publishable key {demo['publishable_key']}",
@@ -153,6 +155,37 @@ def cmd_merchant_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merchant_invite(settings: Settings, args: argparse.Namespace) -> int:
+    """Invites a person to a merchant's dashboard and prints the link that accepts it."""
+    from services.admin import users  # noqa: PLC0415
+
+    with platform.database(settings) as live:
+        platform.migrate(live)
+        engine = make_engine(live.require_database_url(), pool_size=1)
+        with transaction(make_sessionmaker(engine)) as session:
+            issued = users.invite(
+                session,
+                merchant_id=args.merchant,
+                email=args.email,
+                role=args.role,
+                invited_by="cli",
+                ttl_s=live.merchant_invite_ttl_s,
+            )
+            url = users.accept_url(live.public_url(), issued.token)
+            result = {
+                "invite_id": issued.invite.id,
+                "email": issued.invite.email,
+                "role": issued.invite.role,
+                "accept_url": url,
+            }
+        engine.dispose()
+    if args.json:
+        _print(json.dumps(result))
+    else:
+        _print("\n".join(f"{name}: {value}" for name, value in result.items()))
+    return 0
+
+
 def _utc_time(text: str) -> datetime.datetime:
     """An ISO 8601 time; one without a zone is taken as UTC."""
     value = datetime.datetime.fromisoformat(text)
@@ -208,6 +241,14 @@ def parser() -> argparse.ArgumentParser:
     create_merchant.add_argument("--name", required=True)
     create_merchant.add_argument("--json", action="store_true", help="print JSON")
     create_merchant.set_defaults(func=cmd_merchant_create)
+    invite = merchant_commands.add_parser(
+        "invite", help="invite a person to a merchant's dashboard (prints the link, once)"
+    )
+    invite.add_argument("--merchant", required=True, help="merchant id, mer_...")
+    invite.add_argument("--email", required=True)
+    invite.add_argument("--role", choices=["admin", "developer", "viewer"], default="admin")
+    invite.add_argument("--json", action="store_true", help="print JSON")
+    invite.set_defaults(func=cmd_merchant_invite)
 
     reconcile = commands.add_parser(
         "reconcile", help="check the ledger against payments and the processor (exit 1 if not)"

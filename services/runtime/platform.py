@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DEMO_OPERATOR_EMAIL = "demo@paymesh.local"
 DEMO_OPERATOR_PASSWORD = "paymesh-demo"  # noqa: S105 - a published demo credential
+DEMO_MERCHANT_USER_EMAIL = "merchant@paymesh.local"
+DEMO_MERCHANT_USER_PASSWORD = "paymesh-merchant"  # noqa: S105 - a published demo credential
 DEMO_MERCHANT_NAME = "Demo Shop"
 # Secrets a fresh data directory gets once, so services have them without any setup.
 GENERATED_SECRETS = ("card_fingerprint_key", "secret_encryption_key", "page_token_key")
@@ -150,36 +152,49 @@ def migrate(settings: Settings) -> None:
 
 
 def ensure_demo_data(settings: Settings) -> dict[str, str]:
-    """Creates the demo operator and merchant once; returns their credentials."""
-    from services.admin import merchants, operators  # noqa: PLC0415 - the CLI side only
+    """Creates the demo operator, merchant and merchant user once; returns their credentials.
+
+    A data directory from before merchant users existed gets its demo merchant user added.
+    """
+    from services.admin import merchants, operators, users  # noqa: PLC0415 - the CLI side only
 
     path = settings.data_dir.resolve() / "demo.json"
-    if path.exists():
-        demo: dict[str, str] = json.loads(path.read_text())
+    demo: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    if "merchant_user_email" in demo:
         return demo
     engine = make_engine(settings.require_database_url(), pool_size=1)
     try:
         with transaction(make_sessionmaker(engine)) as session:
-            operators.create_operator(
+            if not demo:
+                operators.create_operator(
+                    session,
+                    email=DEMO_OPERATOR_EMAIL,
+                    password=DEMO_OPERATOR_PASSWORD,
+                    role="operator",
+                )
+                merchant = merchants.create_merchant(session, name=DEMO_MERCHANT_NAME)
+                secret = merchants.create_api_key(
+                    session, merchant_id=merchant.id, mode="test", kind="secret"
+                )
+                publishable = merchants.create_api_key(
+                    session, merchant_id=merchant.id, mode="test", kind="publishable"
+                )
+                demo = {
+                    "operator_email": DEMO_OPERATOR_EMAIL,
+                    "operator_password": DEMO_OPERATOR_PASSWORD,
+                    "merchant_id": merchant.id,
+                    "secret_key": secret.key,
+                    "publishable_key": publishable.key,
+                }
+            users.create_user(
                 session,
-                email=DEMO_OPERATOR_EMAIL,
-                password=DEMO_OPERATOR_PASSWORD,
-                role="operator",
+                merchant_id=demo["merchant_id"],
+                email=DEMO_MERCHANT_USER_EMAIL,
+                password=DEMO_MERCHANT_USER_PASSWORD,
+                role="admin",
             )
-            merchant = merchants.create_merchant(session, name=DEMO_MERCHANT_NAME)
-            secret = merchants.create_api_key(
-                session, merchant_id=merchant.id, mode="test", kind="secret"
-            )
-            publishable = merchants.create_api_key(
-                session, merchant_id=merchant.id, mode="test", kind="publishable"
-            )
-            demo = {
-                "operator_email": DEMO_OPERATOR_EMAIL,
-                "operator_password": DEMO_OPERATOR_PASSWORD,
-                "merchant_id": merchant.id,
-                "secret_key": secret.key,
-                "publishable_key": publishable.key,
-            }
+            demo["merchant_user_email"] = DEMO_MERCHANT_USER_EMAIL
+            demo["merchant_user_password"] = DEMO_MERCHANT_USER_PASSWORD
     finally:
         engine.dispose()
     # A local demo's keys, kept so every `make up` can print them; never for real merchants.

@@ -5,7 +5,8 @@ that is accepted. A bounded run here; `make fuzz` runs a longer one (FUZZ_EXAMPL
 
 Merchant operations are called with a merchant's own secret key, so the generated writes touch
 no other test's data; the operators' operations with a viewer's session, which may read
-everything and change nothing (its writes answer 403 in the error shape).
+everything and change nothing (its writes answer 403 in the error shape); the merchant users'
+account operations likewise with a viewer user's session.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from schemathesis import GenerationMode
 from services.admin import merchants
 from services.common.db import transaction
 from services.runtime.platform import LocalPlatform
-from tests.conftest import MerchantKeys, OperatorLogin, _operator_login
+from tests.conftest import MerchantKeys, OperatorLogin, UserLogin, _operator_login, user_login
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
@@ -65,6 +66,33 @@ def viewer(sessions, platform: LocalPlatform) -> OperatorLogin:  # type: ignore[
         return _operator_login(sessions, client, "viewer")
 
 
+@pytest.fixture(scope="module")
+def merchant_viewer(sessions, platform: LocalPlatform, fuzz_merchant: MerchantKeys) -> UserLogin:  # type: ignore[no-untyped-def]
+    """A viewer of the fuzz merchant: reads its account, and its writes answer 403."""
+    with httpx.Client(base_url=platform.base_url, timeout=30) as client:
+        return user_login(sessions, client, fuzz_merchant.id, "viewer")
+
+
+def _headers(
+    path: str, platform: LocalPlatform, viewer: OperatorLogin, merchant_viewer: UserLogin
+) -> dict[str, str]:
+    """Operators' calls as a viewer operator; account calls as a viewer user (a session of its
+    own for ending one); merchant calls with the fuzz merchant's key."""
+    if path.startswith("/admin/"):
+        return viewer.headers
+    if not path.startswith("/v1/account"):
+        return {}
+    if path == "/v1/account/sessions/end":
+        with httpx.Client(base_url=platform.base_url, timeout=30) as client:
+            response = client.post(
+                "/v1/account/sessions",
+                json={"email": merchant_viewer.email, "password": merchant_viewer.password},
+            )
+            assert response.status_code == 200, response.text
+            return {"Authorization": f"Bearer {response.json()['session_token']}"}
+    return merchant_viewer.headers()
+
+
 @schema.parametrize()
 @settings(
     deadline=None,
@@ -78,7 +106,9 @@ def test_every_operation_conforms_to_the_document(
     platform: LocalPlatform,
     fuzz_merchant: MerchantKeys,
     viewer: OperatorLogin,
+    merchant_viewer: UserLogin,
 ) -> None:
-    operator = case.operation.path.startswith("/admin/")
-    headers = viewer.headers if operator else {"X-API-Key": fuzz_merchant.secret_key}
+    headers = _headers(case.operation.path, platform, viewer, merchant_viewer) or {
+        "X-API-Key": fuzz_merchant.secret_key
+    }
     case.call_and_validate(base_url=platform.base_url, headers=headers, excluded_checks=NOT_CHECKED)

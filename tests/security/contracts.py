@@ -24,6 +24,8 @@ from paymesh.webhook.v1 import webhook_pb2  # noqa: F401 - registers the message
 
 DESCRIPTOR_SET = Path(__file__).resolve().parents[2] / "gen" / "paymesh.binpb"
 ADMIN_SERVICE = "paymesh.admin.v1.AdminService"
+# Merchant users' own account: their sessions only, never API keys.
+ACCOUNT_SERVICE = "paymesh.admin.v1.AccountService"
 # Methods a publishable key (or no key at all, with the client secret) may call.
 CLIENT_SECRET_METHODS = frozenset({"ConfirmPayment", "GetCheckout"})
 _VARIABLE = re.compile(r"\{([^}=]+)(?:=[^}]*)?\}")
@@ -69,6 +71,11 @@ class RestMethod:
     def is_admin(self) -> bool:
         """Whether it belongs to the operators' admin API."""
         return self.service == ADMIN_SERVICE
+
+    @property
+    def is_account(self) -> bool:
+        """Whether it belongs to merchant users' account API."""
+        return self.service == ACCOUNT_SERVICE
 
     def id_fields(self) -> list[tuple[str, str]]:
         """(field, where) for each string field naming an object: where is path, body or query."""
@@ -160,8 +167,13 @@ def rest_methods() -> tuple[RestMethod, ...]:
 
 
 def merchant_methods() -> list[RestMethod]:
-    """The public methods merchants call with API keys."""
-    return [method for method in rest_methods() if not method.is_admin]
+    """The public methods merchants call with API keys (or a merchant user's session)."""
+    return [method for method in rest_methods() if not method.is_admin and not method.is_account]
+
+
+def account_methods() -> list[RestMethod]:
+    """Merchant users' account methods."""
+    return [method for method in rest_methods() if method.is_account]
 
 
 def admin_methods() -> list[RestMethod]:

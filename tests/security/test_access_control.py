@@ -15,11 +15,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.admin import merchants
 from services.common.api_keys import generate_key
 from services.common.db import transaction
+from tests.conftest import OperatorLogin, user_login
 from tests.integration.conftest import MerchantKeys
 from tests.rest_errors import error_code
 from tests.security.contracts import (
     CLIENT_SECRET_METHODS,
     RestMethod,
+    account_methods,
     admin_methods,
     merchant_methods,
     placeholder_url,
@@ -31,6 +33,9 @@ REVOCATION_TIMEOUT_S = 60.0
 ADMIN_PUBLIC = frozenset({"Login", "WatchOverview"})
 SECRET_KEY_METHODS = [m for m in merchant_methods() if m.name not in CLIENT_SECRET_METHODS]
 OPERATOR_METHODS = [m for m in admin_methods() if m.name not in ADMIN_PUBLIC]
+# Signing in, up, or by invitation is how a merchant user gets a session.
+ACCOUNT_PUBLIC = frozenset({"CreateSession", "AcceptInvite", "SignUp"})
+USER_METHODS = [m for m in account_methods() if m.name not in ACCOUNT_PUBLIC]
 
 
 def call(api: httpx.Client, method: RestMethod, headers: dict[str, str]) -> httpx.Response:
@@ -44,6 +49,33 @@ def test_the_descriptors_list_the_methods_this_suite_reasons_about() -> None:
     assert names >= CLIENT_SECRET_METHODS
     assert {method.name for method in admin_methods()} >= ADMIN_PUBLIC
     assert len(SECRET_KEY_METHODS) >= 20
+    assert {method.name for method in account_methods()} >= ACCOUNT_PUBLIC
+    assert len(USER_METHODS) >= 10
+
+
+@pytest.mark.parametrize("method", USER_METHODS, ids=lambda m: m.name)
+def test_account_methods__api_keys_and_operators_are_forbidden_and_no_session_is_401(
+    api: httpx.Client, merchant: MerchantKeys, operator_login: OperatorLogin, method: RestMethod
+) -> None:
+    for key in [merchant.secret_key, merchant.publishable_key]:
+        for headers in [{"X-API-Key": key}, {"Authorization": f"Bearer {key}"}]:
+            response = call(api, method, headers)
+            assert response.status_code == 403, (method.name, headers, response.text)
+            assert error_code(response) == "user_session_required", response.text
+    response = call(api, method, operator_login.headers)
+    assert response.status_code == 403, response.text
+    for headers in [{}, {"Authorization": "Bearer pmu_not-a-session"}]:
+        response = call(api, method, headers)
+        assert response.status_code == 401, (method.name, headers, response.text)
+
+
+@pytest.mark.parametrize("method", OPERATOR_METHODS, ids=lambda m: m.name)
+def test_admin_methods__merchant_users_sessions_are_forbidden(
+    api: httpx.Client, sessions: sessionmaker[Session], merchant: MerchantKeys, method: RestMethod
+) -> None:
+    user = user_login(sessions, api, merchant.id, "admin")
+    response = call(api, method, user.headers())
+    assert response.status_code == 403, (method.name, response.text)
 
 
 @pytest.mark.parametrize("method", OPERATOR_METHODS, ids=lambda m: m.name)

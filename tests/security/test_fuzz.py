@@ -23,14 +23,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.admin import merchants
 from services.common.db import transaction
 from services.runtime.platform import LocalPlatform
-from tests.conftest import _operator_login
+from tests.conftest import _operator_login, user_login
 from tests.security.contracts import RestMethod, rest_methods
 
 EXAMPLES = int(os.environ.get("PAYMESH_FUZZ_EXAMPLES", "10"))
 # The client gives up long before a hang could stall the suite; a timeout fails the example.
 REQUEST_TIMEOUT_S = 90.0
-# Logout ends the fuzzing operator's session, so it goes last.
-METHODS = sorted(rest_methods(), key=lambda method: method.name == "Logout")
+# Logout and EndSession end the fuzzing operator's and user's sessions, so they go last.
+METHODS = sorted(rest_methods(), key=lambda method: method.name in {"Logout", "EndSession"})
 
 scalars = st.one_of(
     st.none(),
@@ -75,13 +75,14 @@ def requests_for(method: RestMethod) -> st.SearchStrategy[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def credentials(platform: LocalPlatform, sessions: sessionmaker[Session]) -> dict[str, str]:
-    """A merchant's secret key and an operator's session token."""
+    """A merchant's secret key, an admin user's and an operator's session tokens."""
     with transaction(sessions) as session:
         made = merchants.create_merchant(session, name="Fuzzed Shop")
         key = merchants.create_api_key(session, merchant_id=made.id, mode="test", kind="secret").key
     with httpx.Client(base_url=platform.base_url, timeout=30) as client:
         login = _operator_login(sessions, client, "operator")
-    return {"merchant": key, "operator": login.token}
+        user = user_login(sessions, client, made.id, "admin")
+    return {"merchant": key, "operator": login.token, "user": user.token}
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +96,12 @@ def client(platform: LocalPlatform) -> Iterator[httpx.Client]:
 def test_random_input__never_a_5xx(
     client: httpx.Client, credentials: dict[str, str], method: RestMethod
 ) -> None:
-    headers = (
-        {"Authorization": f"Bearer {credentials['operator']}"}
-        if method.is_admin
-        else {"X-API-Key": credentials["merchant"]}
-    )
+    if method.is_admin:
+        headers = {"Authorization": f"Bearer {credentials['operator']}"}
+    elif method.is_account:
+        headers = {"Authorization": f"Bearer {credentials['user']}"}
+    else:
+        headers = {"X-API-Key": credentials["merchant"]}
 
     @settings(
         max_examples=EXAMPLES,

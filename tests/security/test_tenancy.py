@@ -3,8 +3,10 @@
 Merchant A makes one object of every kind (payment, refund, webhook endpoint, delivery, event);
 merchant B then calls every public method that takes an id with A's ids, over REST and over
 gRPC through the edge, and gets "not found"; A's objects read the same before and after. The
-same holds for A's own test-mode key against A's live-mode objects. A new id-taking method whose
-object kind has no factory here fails `test_every_id_taking_method_has_an_object_to_aim_at`.
+same holds for A's own test-mode key against A's live-mode objects, and for merchant users'
+sessions (the merchant dashboard's credential): B's admin, and A's admin in test mode. A new
+id-taking method whose object kind has no factory here fails
+`test_every_id_taking_method_has_an_object_to_aim_at`.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from google.protobuf import json_format
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.admin import merchants
+from services.common.auth import USER_SESSION_TOKEN_PREFIX
 from services.common.db import transaction
 from services.runtime.platform import LocalPlatform
+from tests.conftest import user_login
 from tests.integration.test_payments import card, created, wait_for
 from tests.integration.webhook_receiver import Receiver, create_endpoint, wait_until
 from tests.security.contracts import CLIENT_SECRET_METHODS, RestMethod, merchant_methods
@@ -157,8 +161,15 @@ def _rest_attack(
     else:
         params[field] = object_id
     return api.request(
-        method.verb, method.url(values), json=body, params=params, headers={"X-API-Key": key}
+        method.verb, method.url(values), json=body, params=params, headers=_auth(key)
     )
+
+
+def _auth(credential: str) -> dict[str, str]:
+    """An API key's header, or a merchant user's session (in test mode) as the dashboard sends."""
+    if credential.startswith(USER_SESSION_TOKEN_PREFIX):
+        return {"Authorization": f"Bearer {credential}", "Paymesh-Mode": "test"}
+    return {"X-API-Key": credential}
 
 
 def _attacker_keys(method: RestMethod, secret: str, publishable: str | None) -> list[str]:
@@ -220,8 +231,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="module")
-def keys(sessions: sessionmaker[Session]) -> dict[str, str]:
-    """Merchant A's test and live secret keys; merchant B's secret and publishable keys."""
+def keys(platform: LocalPlatform, sessions: sessionmaker[Session]) -> dict[str, str]:
+    """Merchant A's test and live secret keys; merchant B's secret and publishable keys; an
+    admin user's session of each (the merchant dashboard's credential)."""
     with transaction(sessions) as session:
         owner = merchants.create_merchant(session, name="Tenant A")
         other = merchants.create_merchant(session, name="Tenant B")
@@ -234,13 +246,17 @@ def keys(sessions: sessionmaker[Session]) -> dict[str, str]:
                 kind=kind,  # type: ignore[arg-type]
             ).key
 
-        return {
+        made = {
             "a_test": issue(owner.id, "test", "secret"),
             "a_test_publishable": issue(owner.id, "test", "publishable"),
             "a_live": issue(owner.id, "live", "secret"),
             "b_test": issue(other.id, "test", "secret"),
             "b_test_publishable": issue(other.id, "test", "publishable"),
         }
+    with httpx.Client(base_url=platform.base_url, timeout=30) as api:
+        made["a_user"] = user_login(sessions, api, owner.id, "admin").token
+        made["b_user"] = user_login(sessions, api, other.id, "admin").token
+    return made
 
 
 @pytest.fixture(scope="module")
@@ -304,4 +320,28 @@ def test_test_mode_keys__find_none_of_the_same_merchants_live_objects(
             + assert_grpc_isolated(platform, world, keys["a_test"])
         ),
         at_least=2 * len(id_taking_methods()),
+    )
+
+
+def test_other_merchants_users__not_found_with_their_session_and_nothing_changes(
+    api: httpx.Client, keys: dict[str, str], worlds: dict[str, World]
+) -> None:
+    world = worlds["test"]
+    _unchanged(
+        api,
+        world,
+        lambda: assert_rest_isolated(api, world, keys["b_user"], None),
+        at_least=len(id_taking_methods()),
+    )
+
+
+def test_a_users_test_mode_session__finds_none_of_its_merchants_live_objects(
+    api: httpx.Client, keys: dict[str, str], worlds: dict[str, World]
+) -> None:
+    world = worlds["live"]
+    _unchanged(
+        api,
+        world,
+        lambda: assert_rest_isolated(api, world, keys["a_user"], None),
+        at_least=len(id_taking_methods()),
     )
