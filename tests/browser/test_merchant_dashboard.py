@@ -206,6 +206,18 @@ def test_invited_admin__accepts_signs_in_refunds_adds_an_endpoint_and_rolls_a_ke
         expect(attempt.get_by_test_id("attempt-latency")).to_have_text(re.compile(r"^\d+ ms$"))
         expect(attempt.get_by_test_id("attempt-body")).to_have_text("ok")
 
+        # Replays it: the same event (webhook-id) reaches the receiver again.
+        row.get_by_test_id("replay").click()
+        expect(page.get_by_test_id("notice")).to_contain_text("replayed")
+        again = receiver.wait_for("/hook", 2, timeout_s=60)[1]
+        assert again.headers.get("webhook-id") == delivered.headers.get("webhook-id")
+        expect(attempt).to_have_count(2)
+
+        # The event's own page shows its JSON, as the API answers it.
+        row.get_by_role("link", name=re.compile(r"^evt_")).click()
+        expect(page.get_by_test_id("event-json")).to_contain_text(paid["id"])
+        expect(page.get_by_test_id("event-json")).to_contain_text('"type": "refund.succeeded"')
+
     # Rolls the test secret key, the old one working for a day more; the new one shown once.
     _go(page, "API keys")
     old_prefix = merchant.secret_key[:12]
@@ -296,8 +308,36 @@ def test_developer__manages_keys_and_webhooks_but_neither_refunds_nor_the_team(
     _accept(page, invite["accept_url"], password)
     expect(page.get_by_test_id("role")).to_have_text("developer")
 
+    endpoint = api.post(
+        "/v1/webhook_endpoints",
+        headers={"X-API-Key": merchant.secret_key, "Idempotency-Key": secrets.token_hex(8)},
+        json={"url": "https://example.com/dev-hook", "enabled_events": ["*"]},
+    ).json()
+    headers = {"X-API-Key": merchant.secret_key}
+
+    # Edits the endpoint's event types, disables it and rotates its secret (shown once).
     _go(page, "Webhooks")
     expect(page.get_by_test_id("add-endpoint")).to_be_visible()
+    page.get_by_role("link", name=endpoint["url"], exact=True).click()
+    page.get_by_test_id("edit-endpoint").click()
+    page.get_by_test_id("edit-events").click()
+    page.get_by_role("option", name="All events (*)").click()  # off
+    page.get_by_role("option", name="payment.failed").click()
+    page.keyboard.press("Escape")
+    page.get_by_test_id("save-endpoint").click()
+    expect(page.get_by_test_id("endpoint-events-list")).to_have_text("payment.failed")
+    stored = api.get(f"/v1/webhook_endpoints/{endpoint['id']}", headers=headers).json()
+    assert stored["enabled_events"] == ["payment.failed"]
+    page.get_by_test_id("disable-endpoint").click()
+    page.get_by_role("alertdialog").get_by_test_id("confirm-ok").click()
+    expect(page.get_by_test_id("endpoint-status")).to_have_text("disabled")
+    stored = api.get(f"/v1/webhook_endpoints/{endpoint['id']}", headers=headers).json()
+    assert stored["status"] == "disabled"
+    page.get_by_test_id("rotate-secret").click()
+    page.get_by_role("alertdialog").get_by_test_id("confirm-ok").click()
+    secret = page.get_by_test_id("secret-value").inner_text().strip()
+    assert secret.startswith("whsec_") and secret != endpoint["secret"]
+
     _go(page, "API keys")
     expect(page.get_by_test_id("create-key")).to_be_visible()
     _go(page, "Payments")
