@@ -62,6 +62,16 @@ def _session(api: httpx.Client, email: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {response.json()['session_token']}"}
 
 
+def _money(page: Page, minor: int, currency: str) -> str:
+    """How the browser's Intl formats an amount of a 2-decimal currency, as the app must show it."""
+    formatted: str = page.evaluate(
+        "([value, currency]) => new Intl.NumberFormat(undefined,"
+        " {style: 'currency', currency}).format(value)",
+        [f"{minor / 100:.2f}", currency],
+    )
+    return formatted
+
+
 def _go(page: Page, section: str) -> None:
     """Follows a link of the side navigation."""
     page.get_by_role("navigation", name="Sections").get_by_role("link", name=section).click()
@@ -111,16 +121,24 @@ def test_invited_admin__accepts_signs_in_refunds_adds_an_endpoint_and_rolls_a_ke
         0,
         "",
     ]
+    # Home: the balance the ledger holds, and today's volume of the one payment.
+    balance = api.get("/v1/balance", headers={"X-API-Key": merchant.secret_key}).json()
+    [eur] = [b for b in balance["available"] if b["currency"] == "EUR"]
+    expect(page.get_by_test_id("balance-EUR")).to_contain_text(
+        _money(page, int(eur["available"]), "EUR")
+    )
+    expect(page.get_by_test_id("today-EUR")).to_contain_text(_money(page, 1250, "EUR"))
+    expect(page.get_by_test_id("today-EUR")).to_contain_text("1 succeeded of 1 payments")
     users = api.get(f"/admin/merchants/{merchant.id}/users", headers=operator_login.headers)
     assert [u["role"] for u in users.json()["users"] if u["email"] == email] == ["admin"]
     assert all(i["email"] != email for i in users.json().get("invites", []))
 
     # A second use of the link is refused: it worked once.
     token = parse_qs(urlsplit(link).query)["token"][0]
-    again = api.post(
+    reused = api.post(
         "/v1/account/invites/accept", json={"token": token, "password": "another-password"}
     )
-    assert again.status_code in (400, 404), again.text
+    assert reused.status_code in (400, 404), reused.text
 
     # Finds the payment by searching, and refunds part of it. The first answer is lost on the
     # way back (the server made the refund); the retry sends the same Idempotency-Key.
@@ -209,8 +227,8 @@ def test_invited_admin__accepts_signs_in_refunds_adds_an_endpoint_and_rolls_a_ke
         # Replays it: the same event (webhook-id) reaches the receiver again.
         row.get_by_test_id("replay").click()
         expect(page.get_by_test_id("notice")).to_contain_text("replayed")
-        again = receiver.wait_for("/hook", 2, timeout_s=60)[1]
-        assert again.headers.get("webhook-id") == delivered.headers.get("webhook-id")
+        replayed = receiver.wait_for("/hook", 2, timeout_s=60)[1]
+        assert replayed.headers.get("webhook-id") == delivered.headers.get("webhook-id")
         expect(attempt).to_have_count(2)
 
         # The event's own page shows its JSON, as the API answers it.
@@ -366,11 +384,28 @@ def test_sign_in__wrong_password_is_refused_and_a_reload_asks_again(
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_test_id("login-error")).to_have_text("Wrong email or password.")
 
+    tokens: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            tokens.append(request.headers["authorization"])
+            if "authorization" in request.headers
+            else None
+        ),
+    )
     _sign_in(page, invite["email"], password)
     _go(page, "Events")
     expect(page).to_have_url(re.compile(r"/merchant/events$"))
     page.reload()
     expect(page).to_have_url(re.compile(r"/merchant/login\?next=%2Fevents"))
+
+    # Signing out ends the session on the server too.
+    _sign_in(page, invite["email"], password)
+    token = tokens[-1]
+    assert api.get("/v1/account", headers={"Authorization": token}).status_code == 200
+    page.get_by_test_id("sign-out").click()
+    expect(page).to_have_url(re.compile(r"/merchant/login$"))
+    assert api.get("/v1/account", headers={"Authorization": token}).status_code == 401
 
 
 def test_mode_switch__live_mode_shows_live_objects_only(
