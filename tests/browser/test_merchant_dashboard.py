@@ -235,6 +235,9 @@ def test_invited_admin__accepts_signs_in_refunds_adds_an_endpoint_and_rolls_a_ke
         row.get_by_role("link", name=re.compile(r"^evt_")).click()
         expect(page.get_by_test_id("event-json")).to_contain_text(paid["id"])
         expect(page.get_by_test_id("event-json")).to_contain_text('"type": "refund.succeeded"')
+        _go(page, "Events")  # the same page without ?id=: the list of them all
+        expect(page.get_by_test_id("event-json")).to_have_count(0)
+        expect(page.get_by_test_id("events-table").locator("tbody tr")).not_to_have_count(1)
 
     # Rolls the test secret key, the old one working for a day more; the new one shown once.
     _go(page, "API keys")

@@ -86,7 +86,7 @@ export class Shell {
   /** Shows the other mode's data; a test object's page has no live twin, so it goes to its list. */
   async switchMode(mode: Mode): Promise<void> {
     const [section, id] = this.router.url.split(/[?#]/, 1)[0].split('/').filter(Boolean);
-    if (id && section !== 'team') {
+    if (id) {
       await this.router.navigate(['/', section]);
     }
     this.session.mode.set(mode);

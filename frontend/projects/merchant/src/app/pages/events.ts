@@ -4,6 +4,7 @@ import { MatButtonModule } from '@angular/material/button';
 import { MatFormFieldModule } from '@angular/material/form-field';
 import { MatInputModule } from '@angular/material/input';
 import { MatSelectModule } from '@angular/material/select';
+import { takeUntilDestroyed } from '@angular/core/rxjs-interop';
 import { ActivatedRoute } from '@angular/router';
 import { toJson } from '@bufbuild/protobuf';
 
@@ -82,7 +83,7 @@ const PAGE_SIZE = 25;
 })
 export class EventsPage implements OnInit {
   private readonly session = inject(Session);
-  eventId = inject(ActivatedRoute).snapshot.queryParamMap.get('id') ?? '';
+  eventId = '';
   type = '';
   from = '';
   to = '';
@@ -95,9 +96,20 @@ export class EventsPage implements OnInit {
   readonly error = signal('');
   readonly pager = new Pager();
 
+  constructor() {
+    // `?id=` (a link from a payment or a delivery) shows that event; the same page without it,
+    // the list. The router keeps this page when only the query changes, so it listens.
+    inject(ActivatedRoute)
+      .queryParamMap.pipe(takeUntilDestroyed())
+      .subscribe((query) => {
+        this.eventId = query.get('id') ?? '';
+        this.pager.reset();
+        void this.load();
+      });
+  }
+
   ngOnInit(): void {
     this.catalog.load().catch((error: unknown) => this.error.set(describeError(error)));
-    void this.load();
   }
 
   objectId(event: Event): string {
@@ -144,6 +156,7 @@ export class EventsPage implements OnInit {
         createdLt: range.createdLt && timestampFromDate(range.createdLt),
       });
       this.single.set(false);
+      this.open.set(null);
       this.events.set(response.events);
       this.pager.nextToken.set(response.nextPageToken);
     } catch (error) {
