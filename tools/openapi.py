@@ -106,6 +106,28 @@ class Contracts:
         return self.comments.get(f"{file}:{','.join(map(str, [*path, 2, index]))}", "")
 
 
+def _sse_event(message: dict[str, Any]) -> dict[str, Any]:
+    """One Server-Sent Event of a server stream: its `data` is the message's JSON.
+
+    Before OpenAPI 3.2 (which adds `itemSchema`), a text/event-stream `schema` describes each
+    event, which tools read as an object of the event's fields.
+    """
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": message,
+            },
+            "event": {"type": "string"},
+            "id": {"type": "string"},
+            "retry": {"type": "integer"},
+        },
+    }
+
+
 def load_examples() -> dict[str, Any]:
     """protos/examples.json: each message's example JSON, by full name (without the dot)."""
     examples: dict[str, Any] = json.loads(EXAMPLES.read_text())
@@ -312,7 +334,7 @@ def _operation(
         operation["parameters"] = parameters
     output = builder.ref(method.output_type, request=False)
     content = (
-        {"text/event-stream": {"schema": {"type": "string"}, "x-event-schema": output}}
+        {"text/event-stream": {"schema": _sse_event(output), "x-event-schema": output}}
         if method.server_streaming
         else {"application/json": {"schema": output}}
     )

@@ -35,6 +35,7 @@ from rq.worker_registration import get_keys
 
 from services.common.lifetime import die_with_parent
 from services.common.logs import configure_logging
+from services.common.metrics import JOB_SECONDS, JOBS, serve_process_metrics
 from services.common.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -224,6 +225,18 @@ class _Worker(SimpleWorker):
             super().execute_job(job, queue)
         finally:
             self.running_job = False
+
+    def perform_job(self, job: Job, queue: Queue) -> bool:
+        """RQ's run of the job (it catches the job's errors), timed and counted by outcome."""
+        started_s = time.monotonic()
+        succeeded = False
+        try:
+            succeeded = bool(super().perform_job(job, queue))
+            return succeeded
+        finally:
+            name = (job.func_name or "unknown").rsplit(".", 1)[-1]
+            JOB_SECONDS.labels(queue.name, name).observe(time.monotonic() - started_s)
+            JOBS.labels(queue.name, name, "succeeded" if succeeded else "failed").inc()
 
 
 def _worker_name(kind: str, index: int) -> str:
@@ -422,6 +435,7 @@ def run_worker(*, name: str, queue_names: list[str]) -> None:
     """
     settings = Settings()
     configure_logging(service=name, level=settings.log_level, json=settings.log_json)
+    serve_process_metrics(settings, name)
     # RQ's scheduler is a forked child (of the first worker thread, which lives as long as the
     # process): killed with this process, it must not run on, re-parented, holding its pipes.
     parent_pid = os.getpid()

@@ -303,14 +303,26 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return principal
 
     async def _fail(
-        self, method: str, context: grpc.aio.ServicerContext[Any, Any], error: Exception
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        error: Exception,
+        *,
+        with_headers: bool = True,
     ) -> None:
+        """Aborts the call with the error's status; `with_headers` sends the response headers.
+
+        A server stream refused before its first message sends none: its status then comes
+        alone (trailers-only), which the edge turns into the error's HTTP status, where headers
+        first would have committed a 200.
+        """
         error = _as_domain_error(method, error)
         if isinstance(error, DomainError):
             RPC_TOTAL.labels(method, error.code.name).inc()
             if isinstance(error, RateLimited):
                 add_response_header("retry-after", str(error.retry_after_s))
-            await _send_response_headers(context)
+            if with_headers:
+                await _send_response_headers(context)
             await _abort(context, error)
         logger.exception("unhandled error in %s", method)
         RPC_TOTAL.labels(method, "INTERNAL").inc()
@@ -365,18 +377,22 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         async def wrapper(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
+            headers_sent = False
             try:
                 await self._begin(method, context)
                 _check_decoded(request)
-                await _send_response_headers(context)
                 async for item in inner(request, context):
+                    # With the first message, not before: see `_fail`.
+                    if not headers_sent:
+                        await _send_response_headers(context)
+                        headers_sent = True
                     yield item
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 if context.code() is not None and not isinstance(error, DomainError):
                     raise
-                await self._fail(method, context, error)
+                await self._fail(method, context, error, with_headers=headers_sent)
                 raise
 
         return wrapper

@@ -14,6 +14,14 @@ from services.common.ports import check_outside_ephemeral
 
 ServiceName = Literal["payment", "ledger", "webhook", "admin"]
 SERVICE_NAMES: tuple[ServiceName, ...] = ("payment", "ledger", "webhook", "admin")
+# The processes that serve no RPC but metrics of their own.
+ProcessName = Literal["payment-worker", "payment-relay", "webhook-worker", "webhook-sweeper"]
+PROCESS_NAMES: tuple[ProcessName, ...] = (
+    "payment-worker",
+    "payment-relay",
+    "webhook-worker",
+    "webhook-sweeper",
+)
 
 
 def _is_ipv4(host: str) -> bool:
@@ -61,6 +69,12 @@ class Settings(BaseSettings):
     ledger_metrics_port: int = 9102
     webhook_metrics_port: int = 9103
     admin_metrics_port: int = 9104
+    # Prometheus metrics of the processes that serve no RPC; copy k of a worker kind on its port
+    # + (k - 1) * replica_port_step, as services' copies.
+    payment_worker_metrics_port: int = 9111
+    payment_relay_metrics_port: int = 9112
+    webhook_worker_metrics_port: int = 9113
+    webhook_sweeper_metrics_port: int = 9114
     # Local scale-out (`PAYMESH_REPLICAS=2 make up`, LocalPlatform): copies of each gRPC service
     # and of each worker kind. Copy k (from 1) of a service listens on its own ports shifted by
     # (k - 1) * replica_port_step; Envoy and the other services balance over every copy.
@@ -172,6 +186,12 @@ class Settings(BaseSettings):
                 suffix = "" if copy == 1 else f" (copy {copy})"
                 listen[f"PAYMESH_{service.upper()}_GRPC_PORT{suffix}"] = grpc
                 listen[f"PAYMESH_{service.upper()}_METRICS_PORT{suffix}"] = metrics
+        for process in PROCESS_NAMES:
+            name = f"PAYMESH_{process.replace('-', '_').upper()}_METRICS_PORT"
+            for copy in range(self.worker_replicas):
+                suffix = "" if copy == 0 else f" (copy {copy + 1})"
+                shift = copy * self.replica_port_step
+                listen[f"{name}{suffix}"] = self.process_metrics_port(process) + shift
         check_outside_ephemeral(listen)
         return self
 
@@ -187,6 +207,12 @@ class Settings(BaseSettings):
     def metrics_port(self, service: ServiceName) -> int:
         """The port a service serves Prometheus metrics on."""
         port: int = getattr(self, f"{service}_metrics_port")
+        return port
+
+    def process_metrics_port(self, process: str) -> int:
+        """The port a worker, relay or sweeper process serves Prometheus metrics on (0: none,
+        as for a process not in PROCESS_NAMES, such as the benchmarks' no-op worker)."""
+        port: int = getattr(self, f"{process.replace('-', '_')}_metrics_port", 0)
         return port
 
     def replica_ports(self, service: ServiceName) -> list[tuple[int, int]]:

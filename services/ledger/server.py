@@ -20,6 +20,7 @@ from paymesh.ledger.v1 import (
     ledger_pb2_grpc,
 )
 from paymesh.payment.v1 import payment_internal_pb2_grpc
+from prometheus_client import Counter, Gauge
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,6 +36,15 @@ from services.ledger import accounts, posting, reconciliation
 from services.ledger.models import Entry
 
 logger = logging.getLogger(__name__)
+
+# Reconciliation runs (an operator's, `paymesh reconcile`) and what they found.
+RECONCILIATIONS = Counter("paymesh_reconciliations_total", "Reconciliation runs of the ledger")
+MISMATCHES = Counter(
+    "paymesh_reconciliation_mismatches_total", "Mismatches the reconciliation runs found"
+)
+LAST_MISMATCHES = Gauge(
+    "paymesh_reconciliation_last_mismatches", "Mismatches the latest reconciliation run found"
+)
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 
@@ -396,7 +406,11 @@ class LedgerInternalServicer(ledger_internal_pb2_grpc.LedgerInternalServiceServi
                 )
             )
 
-        return await asyncio.to_thread(self._read, work)
+        report = await asyncio.to_thread(self._read, work)
+        RECONCILIATIONS.inc()
+        MISMATCHES.inc(len(report.mismatches))
+        LAST_MISMATCHES.set(len(report.mismatches))
+        return report
 
     async def ListAccounts(
         self, request: ledger_internal_pb2.ListAccountsRequest, context: Context

@@ -74,6 +74,7 @@ from services.common.settings import Settings
 from services.payment import ledger, outbox, relay
 from services.payment.errors import ProcessorError, ProcessorUnavailable
 from services.payment.fees import compute_fee
+from services.payment.metrics import PAYMENTS_DRIVEN
 from services.payment.models import Payment, Refund
 from services.payment.processor import (
     AuthorizationRequest,
@@ -241,6 +242,9 @@ def drive_batch(ctx: WorkerContext, payment_ids: list[str]) -> dict[str, int]:
         outcomes = drive_payments(ctx, connection, mine, events=events)
     _relay_events(ctx, events)
     counts = Counter(outcomes.get(payment_id, "busy") for payment_id in names)
+    for outcome, count in counts.items():
+        label = "error" if outcome.startswith("error") else outcome.replace(" ", "_")
+        PAYMENTS_DRIVEN.labels(label).inc(count)
     errors = {
         payment_id: outcome
         for payment_id, outcome in outcomes.items()

@@ -1,9 +1,11 @@
-"""The payment pipeline's gauges (services/common/metrics.py): outbox lag, stuck payments."""
+"""The payment pipeline's metrics (services/common/metrics.py): its gauges (outbox lag, stuck
+payments), read by the payment service; what the worker and the relay count of their work."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,6 +14,21 @@ from services.common.db import transaction
 from services.common.metrics import PipelineCollector
 from services.common.queue import MAINTENANCE_QUEUE, PAYMENTS_QUEUE, redis_connection
 from services.common.settings import Settings
+
+# Counted by the payment worker: each payment a drive left, by outcome (succeeded, failed,
+# requires_capture, error, busy, nothing_to_do); success rate = succeeded / (succeeded + failed).
+PAYMENTS_DRIVEN = Counter(
+    "paymesh_payments_driven_total",
+    "Payments a worker's drive left, by outcome",
+    ["outcome"],
+)
+# Counted by the relay.
+RELAY_ROUNDS = Counter(
+    "paymesh_outbox_relay_rounds_total",
+    "Outbox relay rounds, by outcome (ok or failed)",
+    ["outcome"],
+)
+RELAY_ROWS = Counter("paymesh_outbox_relay_rows_total", "Outbox rows the relay's rounds handled")
 
 # Rows not relayed yet, by kind, and the oldest one's age (ix_outbox_pending).
 _OUTBOX = text(

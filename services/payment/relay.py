@@ -40,6 +40,7 @@ from services.common.clients import sync_channel
 from services.common.db import make_engine, make_sessionmaker, transaction
 from services.common.errors import status_code_name
 from services.common.logs import configure_logging
+from services.common.metrics import SWEEPS, SWEPT, serve_process_metrics
 from services.common.queue import (
     PAYMENTS_QUEUE,
     JobRequest,
@@ -50,6 +51,7 @@ from services.common.queue import (
 )
 from services.common.settings import Settings
 from services.payment import outbox, sweeper
+from services.payment.metrics import RELAY_ROUNDS, RELAY_ROWS
 from services.payment.models import OutboxMessage
 
 logger = logging.getLogger(__name__)
@@ -300,15 +302,22 @@ def run(settings: Settings, stop: threading.Event) -> None:
                     batch_size=settings.payment_relay_batch_size,
                     retry_delay_max_s=settings.payment_outbox_retry_delay_max_s,
                 )
+                RELAY_ROUNDS.labels("ok").inc()
+                RELAY_ROWS.inc(seen)
             except Exception:
+                RELAY_ROUNDS.labels("failed").inc()
                 logger.exception("outbox relay round failed")
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + settings.payment_sweep_interval_s
                 try:
                     counts = sweeper.sweep(sessions, settings)
+                    SWEEPS.labels("payment", "ok").inc()
+                    for what, count in counts.items():
+                        SWEPT.labels("payment", what).inc(count)
                     if any(counts.values()):
                         logger.info("swept", extra=counts)
                 except Exception:
+                    SWEEPS.labels("payment", "failed").inc()
                     logger.exception("sweep failed")
             if seen < settings.payment_relay_batch_size:
                 stop.wait(poll_s)
@@ -320,6 +329,7 @@ def main() -> None:
     """Runs the relay until SIGTERM or SIGINT."""
     settings = Settings()
     configure_logging(service="payment-relay", level=settings.log_level, json=settings.log_json)
+    serve_process_metrics(settings, "payment-relay")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

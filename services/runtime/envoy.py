@@ -38,9 +38,6 @@ PUBLIC_SERVICES: dict[str, list[str]] = {
 }
 
 
-# Server-streaming methods (as the transcoder rewrites their path) that must not time out.
-STREAMING_PATHS = {"/paymesh.admin.v1.AdminService/WatchOverview": "admin"}
-
 HTTP_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
@@ -112,6 +109,11 @@ def safe_methods(descriptor: Path = DESCRIPTOR) -> list[str]:
         for path, method, rule in _public_methods(descriptor)
         if not method.server_streaming and rule.WhichOneof("pattern") == "get"
     ]
+
+
+def streaming_methods(descriptor: Path = DESCRIPTOR) -> list[str]:
+    """Paths of the public server-streaming methods (as the transcoder rewrites their path)."""
+    return [path for path, method, _ in _public_methods(descriptor) if method.server_streaming]
 
 
 @dataclass(frozen=True)
@@ -341,14 +343,14 @@ def _routes() -> list[str]:
             f"  route: {{cluster: {service}, timeout: 5s, "
             f"retry_policy: {_retry_policy(RETRY_ON_SAFE)}}}",
         ]
-    for path, cluster in STREAMING_PATHS.items():
+    clusters = {name: cluster for cluster, names in PUBLIC_SERVICES.items() for name in names}
+    for path in streaming_methods():
         # A server stream lives as long as its client: no route timeout (the stream's own
         # keepalive messages keep Envoy's idle timeout from firing).
         lines += [
             f"- match: {{path: {path}}}",
-            f"  route: {{cluster: {cluster}, timeout: 0s}}",
+            f"  route: {{cluster: {clusters[path.split('/')[1]]}, timeout: 0s}}",
         ]
-    clusters = {name: cluster for cluster, names in PUBLIC_SERVICES.items() for name in names}
     for path in safe_methods():
         cluster = clusters[path.split("/")[1]]
         lines += [

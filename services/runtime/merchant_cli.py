@@ -10,20 +10,46 @@ then waits until the event is published and prints its id. `paymesh events resen
 [--endpoint WE_ID]` sends an event again (same webhook-id) to the endpoints it was delivered
 to, or to one. Each write carries an Idempotency-Key, so a request repeated after a network
 error makes nothing twice.
+
+`paymesh listen --forward-to URL [--events a,b]` opens the merchant's event stream
+(`GET /v1/events:stream`, Server-Sent Events through the edge; no public URL needed) and POSTs
+each event to URL, signed as real deliveries are (services/webhook/signing.py) with a listen
+secret it prints at start: `whsec_...`, derived from the API key and this machine, so it stays
+the same across runs. One line per event: time, type, id, and the local answer's status. A
+lost stream is reopened (tenacity, backoff with jitter) from the last cursor it got, so the
+events stored meanwhile still arrive.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import hmac
+import json
 import os
+import socket
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_never,
+    wait_exponential,
+    wait_exponential_jitter,
+)
+
+from services.webhook.crypto import SECRET_PREFIX
+from services.webhook.signing import signed_headers
 
 DEFAULT_URL = "http://localhost:8080"
 EVENT_WAIT_S = 30.0
@@ -31,6 +57,15 @@ STATUS_WAIT_S = 30.0
 POLL_S = 0.25
 ATTEMPTS = 4
 APPROVED_CARD = "4242424242424242"
+# A stream sends a message at least every 15 s (its keepalive); three missed ones mean it is lost.
+STREAM_READ_TIMEOUT_S = 45.0
+# A lost stream is reopened after a pause growing from this, with jitter, up to the max.
+RECONNECT_WAIT_S = 0.5
+RECONNECT_WAIT_MAX_S = 15.0
+# How long a forwarded event may take to be answered by the local server.
+FORWARD_TIMEOUT_S = 10.0
+# Where a machine keeps its stable id (systemd); the host name serves where there is none.
+MACHINE_ID_FILE = Path("/etc/machine-id")
 DECLINED_CARD = "4000000000000002"
 
 
@@ -263,8 +298,207 @@ def cmd_events_resend(args: argparse.Namespace) -> int:
     )
 
 
+def listen_secret(api_key: str, *, device: str) -> str:
+    """The signing secret of `paymesh listen` for this key on this device (always the same).
+
+    Derived, not stored: whoever holds the key can derive it, but the key itself is worth far
+    more than a secret that only signs what this command forwards to a local server.
+    """
+    digest = hmac.new(api_key.encode(), b"paymesh listen\x00" + device.encode(), hashlib.sha256)
+    return SECRET_PREFIX + base64.b64encode(digest.digest()).decode()
+
+
+def this_device() -> str:
+    """A stable name of this machine: its machine id, or its host name."""
+    try:
+        machine_id = MACHINE_ID_FILE.read_text().strip()
+    except OSError:
+        machine_id = ""
+    return machine_id or socket.gethostname()
+
+
+class _StreamLost(Exception):
+    """The stream could not be opened or broke before it sent anything: try again later."""
+
+
+def _sse_messages(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """The JSON messages of a Server-Sent Events body (`data:` lines, a blank line after each)."""
+    data: list[str] = []
+    for line in lines:
+        if line.startswith("data:"):
+            data.append(line[5:].lstrip(" "))
+        elif not line and data:
+            yield json.loads("\n".join(data))
+            data = []
+    if data:
+        yield json.loads("\n".join(data))
+
+
+class Listener:
+    """`paymesh listen`: the merchant's event stream, each event forwarded signed to a URL."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        api_key: str,
+        forward_to: str,
+        events: list[str],
+        secret: str,
+        out: Callable[[str], None],
+    ) -> None:
+        self._api = httpx.Client(
+            base_url=url.rstrip("/"),
+            headers={"Authorization": f"Bearer {api_key}", "User-Agent": "paymesh-cli"},
+            timeout=httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_S),
+        )
+        self._local = httpx.Client(timeout=FORWARD_TIMEOUT_S, trust_env=False)
+        self._forward_to = forward_to
+        self._events = events
+        self._secret = secret
+        self._out = out
+        self._cursor = ""
+        self._ready = False
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        """Ends `run` (from another thread) once the stream's next message or timeout comes."""
+        self._stopped.set()
+
+    def run(self) -> None:
+        """Listens until stopped; CliError when the API refuses the stream (a bad key...)."""
+        try:
+            while not self._stopped.is_set():
+                # A fresh backoff for each stream that opened and ran.
+                retrying = Retrying(
+                    retry=retry_if_exception_type(_StreamLost),
+                    wait=wait_exponential_jitter(
+                        multiplier=RECONNECT_WAIT_S, max=RECONNECT_WAIT_MAX_S
+                    ),
+                    stop=stop_never,
+                    before_sleep=lambda state: self._out(
+                        f"stream lost ({state.outcome.exception() if state.outcome else ''});"
+                        " reconnecting"
+                    ),
+                    sleep=self._pause,
+                )
+                retrying(self._stream_once)
+        finally:
+            self._api.close()
+            self._local.close()
+
+    def _pause(self, seconds: float) -> None:
+        """Tenacity's sleep, cut short by `stop`."""
+        self._stopped.wait(seconds)
+
+    def _stream_once(self) -> None:
+        """Reads one stream to its end; _StreamLost when it failed before its first message."""
+        if self._stopped.is_set():
+            return
+        params: dict[str, Any] = {"types": self._events} if self._events else {}
+        if self._cursor:
+            params["cursor"] = self._cursor
+        received = False
+        try:
+            with self._api.stream(
+                "GET",
+                "/v1/events:stream",
+                params=params,
+                headers={"Accept": "text/event-stream"},
+            ) as response:
+                if response.status_code != 200:
+                    response.read()
+                    problem = f"{response.status_code} {_message(response)}"
+                    if response.status_code >= 500 or response.status_code == 429:
+                        raise _StreamLost(problem)
+                    raise CliError(f"the stream was refused: {problem}")
+                if not self._ready:
+                    self._ready = True
+                    self._out(
+                        f"Ready! Your webhook signing secret is {self._secret} "
+                        f"(forwarding to {self._forward_to}; ^C to quit)"
+                    )
+                for message in _sse_messages(response.iter_lines()):
+                    received = True
+                    if "error" in message:
+                        raise _StreamLost(str(message["error"].get("message", message)))
+                    self._cursor = str(message.get("cursor") or self._cursor)
+                    if message.get("event"):
+                        self._forward(message["event"])
+                    if self._stopped.is_set():
+                        return
+        except (httpx.TransportError, ValueError) as error:
+            if not received:
+                raise _StreamLost(str(error) or type(error).__name__) from error
+            self._out(f"stream lost ({error or type(error).__name__}); reconnecting")
+
+    def _forward(self, event: dict[str, Any]) -> None:
+        """POSTs the event to the local URL, signed, and prints one line of what it answered."""
+        body = json.dumps(event, separators=(",", ":")).encode()
+        event_id = str(event.get("id", ""))
+        headers = signed_headers(
+            event_id=event_id, timestamp=int(time.time()), body=body, secrets=[self._secret]
+        )
+        try:
+            answer = str(
+                self._local.post(self._forward_to, content=body, headers=headers).status_code
+            )
+        except httpx.HTTPError as error:
+            answer = f"error: {error or type(error).__name__}"
+        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        kind = event.get("type", "")
+        self._out(f"{now}  --> {kind} [{event_id}]  <-- [{answer}] POST {self._forward_to}")
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    """`paymesh listen --forward-to URL [--events a,b]`."""
+    key = args.api_key or os.environ.get("PAYMESH_API_KEY", "")
+    if not key.startswith("sk_"):
+        sys.stderr.write(
+            "paymesh listen: needs a secret key (sk_...): --api-key or PAYMESH_API_KEY\n"
+        )
+        return 2
+    secret = listen_secret(key, device=this_device())
+    if args.print_secret:
+        _out(secret)
+        return 0
+    if not args.forward_to:
+        sys.stderr.write("paymesh listen: --forward-to URL is required\n")
+        return 2
+    events = [name.strip() for name in (args.events or "").split(",") if name.strip()]
+    listener = Listener(
+        url=args.url or os.environ.get("PAYMESH_API_URL", DEFAULT_URL),
+        api_key=key,
+        forward_to=args.forward_to,
+        events=events,
+        secret=secret,
+        out=_out,
+    )
+    try:
+        listener.run()
+    except CliError as error:
+        sys.stderr.write(f"paymesh listen: {error}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
 def add_commands(commands: Any) -> None:
-    """Adds `trigger` and `events resend` to the `paymesh` command's subcommands."""
+    """Adds `trigger`, `events resend` and `listen` to the `paymesh` command's subcommands."""
+    listen_command = commands.add_parser(
+        "listen",
+        help="forward the merchant's events, signed, to a local URL (no public URL needed)",
+    )
+    listen_command.add_argument("--forward-to", help="the local URL to POST each event to")
+    listen_command.add_argument("--events", help="only these event types, comma-separated")
+    listen_command.add_argument(
+        "--print-secret", action="store_true", help="print the listen signing secret and exit"
+    )
+    listen_command.add_argument("--url", help=f"the paymesh base URL (default {DEFAULT_URL})")
+    listen_command.add_argument("--api-key", help="a secret key (or PAYMESH_API_KEY)")
+    listen_command.set_defaults(client_func=cmd_listen)
+
     command = commands.add_parser(
         "trigger",
         help="cause a test-mode event through the API (e.g. payment.succeeded)",

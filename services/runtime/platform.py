@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.db import make_engine, make_sessionmaker, transaction
 from services.common.migrations import upgrade
 from services.common.ports import free_port, port_is_free
-from services.common.settings import SERVICE_NAMES, Settings
+from services.common.settings import PROCESS_NAMES, SERVICE_NAMES, ProcessName, Settings
 from services.runtime import embedded
 from services.runtime.envoy import envoy_binary, render_local
 
@@ -238,7 +238,7 @@ def processes(settings: Settings) -> dict[str, list[str]]:
 
 
 # The worker kinds `PAYMESH_WORKER_REPLICAS` multiplies; one relay and one sweeper suffice here.
-WORKER_KINDS = ("payment-worker", "webhook-worker")
+WORKER_KINDS: tuple[ProcessName, ...] = ("payment-worker", "webhook-worker")
 
 
 def _copies(settings: Settings, commands: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -255,8 +255,10 @@ def _copies(settings: Settings, commands: dict[str, list[str]]) -> dict[str, lis
                 *commands[service],
             ]
     for kind in WORKER_KINDS:
+        variable = f"PAYMESH_{kind.replace('-', '_').upper()}_METRICS_PORT"
         for copy in range(2, settings.worker_replicas + 1):
-            extra[f"{kind}-{copy}"] = commands[kind]
+            port = settings.process_metrics_port(kind) + (copy - 1) * settings.replica_port_step
+            extra[f"{kind}-{copy}"] = ["env", f"{variable}={port}", *commands[kind]]
     return extra
 
 
@@ -272,7 +274,7 @@ def free_port_settings(*, replicas: int = 1, step: int = 0) -> dict[str, str]:
     names = ["http_port", "envoy_admin_port", "webapps_port", "demo_shop_port"]
     service_names = [
         f"{service}_{kind}_port" for service in SERVICE_NAMES for kind in ("grpc", "metrics")
-    ]
+    ] + [f"{process.replace('-', '_')}_metrics_port" for process in PROCESS_NAMES]
     chosen: set[int] = set()
     while len(chosen) < len(names):
         chosen.add(free_port())

@@ -10,6 +10,7 @@ the descriptors.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -92,3 +93,29 @@ def load_definitions(path: Path = DEFINITIONS) -> tuple[EventTypeDefinition, ...
         EventTypeDefinition(entry, item["object_schema"])
         for entry, item in zip(entries(), listed, strict=True)
     )
+
+
+# The type of a test event when the request names none.
+TEST_EVENT_TYPE_DEFAULT = "payment.succeeded"
+# Members of an example object that no event carries: secrets are shown once, never in events.
+_SECRET_MEMBERS = ("client_secret", "secret")
+
+
+def test_object(definition: EventTypeDefinition, *, merchant_id: str) -> dict[str, Any]:
+    """The `data.object` of a test event: the type's example, a test-mode object in its state.
+
+    The example (protos/examples.json, on the type's schema) gets the merchant's id, `livemode`
+    false, the status the type names (`payment.failed` -> "failed") and no secret.
+    """
+    obj = copy.deepcopy(definition.object_schema["examples"][0])
+    assert isinstance(obj, dict), definition.entry.name
+    if "merchant_id" in obj:
+        obj["merchant_id"] = merchant_id
+    if "livemode" in obj:
+        obj["livemode"] = False
+    if "status" in obj:
+        obj["status"] = definition.entry.name.rsplit(".", 1)[1]
+    for member in _SECRET_MEMBERS:
+        if member in obj:
+            obj[member] = ""
+    return obj

@@ -13,13 +13,14 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.common.errors import InvalidArgument
 from services.common.pages import ANY_TIME, CreatedRange, PageTokens, Scope
-from services.webhook import endpoints
+from services.webhook import endpoints, events
 from services.webhook.crypto import SecretBox
 from services.webhook.dispatch import DueAttempt
 from services.webhook.errors import DeliveryInProgress, DeliveryNotFound, EndpointNotEnabled
@@ -616,3 +617,24 @@ def resend_event(
             if endpoint_id:
                 raise
     return due
+
+
+def send_test_event(
+    session: Session,
+    *,
+    owner: endpoints.Owner,
+    endpoint_id: str,
+    event_type: str,
+    obj: dict[str, Any],
+) -> tuple[Delivery, DueAttempt]:
+    """A test event of `event_type` (a catalog type) to the owner's endpoint only, due now.
+
+    NOT_FOUND for another merchant's (or mode's) endpoint; EndpointNotEnabled when disabled.
+    """
+    endpoint = endpoints.get_endpoint_or_raise(session, owner=owner, endpoint_id=endpoint_id)
+    if endpoint.status != "enabled":
+        raise EndpointNotEnabled("enable the endpoint before sending it a test event")
+    _, attempt = events.add_test_event(session, endpoint=endpoint, event_type=event_type, obj=obj)
+    delivery = session.get(Delivery, attempt.delivery_id)
+    assert delivery is not None
+    return delivery, attempt

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
@@ -223,21 +223,58 @@ def fan_out(session: Session, events: Sequence[Event]) -> dict[str, list[DueAtte
         for endpoint in by_owner.get((event.merchant_id, event.livemode), []):
             if "*" not in endpoint.enabled_events and event.type not in endpoint.enabled_events:
                 continue
-            delivery = Delivery(
-                id=new_id("whd"),
-                event_id=event.id,
-                endpoint_id=endpoint.id,
-                merchant_id=event.merchant_id,
-                livemode=event.livemode,
-                status="pending",
-                attempt_count=0,
-                round_attempts=0,
-                next_attempt_time=now,
-            )
-            session.add(delivery)
-            created[event.id].append(DueAttempt(delivery.id, 1, endpoint.id))
+            created[event.id].append(add_delivery(session, event=event, endpoint=endpoint, now=now))
     session.flush()
     return created
+
+
+def add_delivery(
+    session: Session, *, event: Event, endpoint: Endpoint, now: datetime
+) -> DueAttempt:
+    """Adds a pending delivery of the event to the endpoint, due now; returns its first attempt.
+
+    The delivery belongs to the endpoint's merchant and mode (a test event, test-mode, may go
+    to a live endpoint).
+    """
+    delivery = Delivery(
+        id=new_id("whd"),
+        event_id=event.id,
+        endpoint_id=endpoint.id,
+        merchant_id=endpoint.merchant_id,
+        livemode=endpoint.livemode,
+        status="pending",
+        attempt_count=0,
+        round_attempts=0,
+        next_attempt_time=now,
+        create_time=now,
+        update_time=now,
+    )
+    session.add(delivery)
+    return DueAttempt(delivery.id, 1, endpoint.id)
+
+
+def add_test_event(
+    session: Session, *, endpoint: Endpoint, event_type: str, obj: dict[str, Any]
+) -> tuple[Event, DueAttempt]:
+    """Stores a test event (test mode, the merchant's) and its one delivery, to `endpoint`.
+
+    It fans out to no other endpoint; the caller checked the type and the endpoint.
+    """
+    now = datetime.now(UTC)
+    event = Event(
+        id=new_id("evt"),
+        merchant_id=endpoint.merchant_id,
+        livemode=False,
+        type=event_type,
+        object_id=obj.get("id", ""),
+        data=obj,
+        create_time=now,
+    )
+    session.add(event)
+    session.flush()
+    attempt = add_delivery(session, event=event, endpoint=endpoint, now=now)
+    session.flush()
+    return event, attempt
 
 
 def get_event_or_raise(
@@ -310,3 +347,87 @@ def delete_expired_events(session: Session, *, retention_days: float, batch: int
     expired = select(Event.id).where(Event.create_time < cutoff).limit(batch)
     result = session.execute(delete(Event).where(Event.id.in_(expired.scalar_subquery())))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# Events a stream reads in one query.
+STREAM_BATCH_MAX = 100
+STREAM_CURSOR_LIST = "event_stream"
+
+
+@dataclass(frozen=True, order=True)
+class StreamPosition:
+    """A place in a merchant's event stream: after the event (txid, event_id) in that order.
+
+    Events are read in the order of the transactions that stored them, and only below the
+    oldest transaction still running: every event there is committed (or never will be), so
+    the stream never passes an event that a slow transaction commits later. ("" sorts first:
+    (txid, "") is before every event of transaction txid.)
+    """
+
+    txid: int
+    event_id: str
+
+
+def _stream_horizon(session: Session) -> int:
+    """The oldest transaction id still running: every transaction before it has finished."""
+    horizon = session.scalar(text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"))
+    assert isinstance(horizon, int), horizon
+    return horizon
+
+
+def open_stream(
+    session: Session, *, tokens: PageTokens, merchant_id: str, livemode: bool, cursor: str
+) -> StreamPosition:
+    """Where a stream starts: after `cursor`, or now (after every finished transaction)."""
+    scope: Scope = {"merchant_id": merchant_id, "livemode": livemode}
+    try:
+        position = tokens.open(cursor, list_name=STREAM_CURSOR_LIST, scope=scope)
+    except InvalidArgument:
+        raise InvalidArgument.field(
+            "cursor", "is not a cursor of this merchant's event stream in this mode"
+        ) from None
+    if position is None:
+        return StreamPosition(_stream_horizon(session), "")
+    txid, event_id = position
+    assert isinstance(txid, int) and isinstance(event_id, str), position
+    return StreamPosition(txid, event_id)
+
+
+def seal_stream_position(
+    position: StreamPosition, *, tokens: PageTokens, merchant_id: str, livemode: bool
+) -> str:
+    """The cursor a client resumes from (sealed: transaction ids tell platform-wide activity)."""
+    return tokens.seal(
+        [position.txid, position.event_id],
+        list_name=STREAM_CURSOR_LIST,
+        scope={"merchant_id": merchant_id, "livemode": livemode},
+    )
+
+
+def read_stream(
+    session: Session,
+    *,
+    merchant_id: str,
+    livemode: bool,
+    types: Sequence[str],
+    after: StreamPosition,
+    limit: int = STREAM_BATCH_MAX,
+) -> tuple[list[Event], StreamPosition]:
+    """The merchant's next events after `after` (of `types`, when given), and the new position.
+
+    When fewer than `limit` come back, every event below the horizon has been read, so the
+    position moves up to the horizon: a quiet stream's next read starts there.
+    """
+    horizon = _stream_horizon(session)
+    query = select(Event).where(
+        Event.merchant_id == merchant_id,
+        Event.livemode == livemode,
+        Event.txid < horizon,
+        tuple_(Event.txid, Event.id) > tuple_(after.txid, after.event_id),
+    )
+    if types:
+        query = query.where(Event.type.in_(list(types)))
+    rows = list(session.scalars(query.order_by(Event.txid, Event.id).limit(limit)))
+    if len(rows) == limit:
+        return rows, StreamPosition(rows[-1].txid, rows[-1].id)
+    return rows, max(after, StreamPosition(horizon, ""))

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from services.common.db import transaction
 from services.webhook import deliveries, sender
 from services.webhook.deliveries import Claim
+from services.webhook.metrics import ATTEMPT_SECONDS, ATTEMPTS
 from services.webhook.runtime import Runtime, worker_runtime
 from services.webhook.sender import Outcome
 from services.webhook.signing import signed_headers
@@ -77,6 +78,11 @@ def run_batch(runtime: Runtime, *, attempts: Sequence[tuple[str, int]]) -> list[
     results = {claim.delivery_id: "released" for claim in unsent}
     for claim, outcome in sent:
         results[claim.delivery_id] = "delivered" if outcome.delivered else "failed"
+        if outcome.delivered:
+            ATTEMPTS.labels("delivered").inc()
+        else:
+            ATTEMPTS.labels("rejected" if outcome.status_code else "no_response").inc()
+        ATTEMPT_SECONDS.observe(outcome.duration_ms / 1000)
         logger.info(
             "webhook attempt",
             extra={

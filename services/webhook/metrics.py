@@ -1,9 +1,11 @@
-"""The webhook pipeline's gauges (services/common/metrics.py): deliveries waiting or dead."""
+"""The webhook pipeline's metrics (services/common/metrics.py): its gauges (deliveries waiting
+or dead), read by the webhook service; the worker's attempts, by outcome."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,6 +14,17 @@ from services.common.db import transaction
 from services.common.metrics import PipelineCollector
 from services.common.queue import WEBHOOKS_QUEUE, redis_connection
 from services.common.settings import Settings
+
+# Counted by the webhook worker: each HTTP attempt, by outcome: delivered (2xx), rejected
+# (another status) or no_response (timeout, refused, blocked address).
+ATTEMPTS = Counter(
+    "paymesh_webhook_attempts_total", "Webhook delivery attempts, by outcome", ["outcome"]
+)
+ATTEMPT_SECONDS = Histogram(
+    "paymesh_webhook_attempt_duration_seconds",
+    "Time a webhook attempt took, until the receiver answered or it failed",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+)
 
 # Deliveries not delivered, by status (ix_deliveries_status), and the oldest due one's wait.
 _DELIVERIES = text(

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -27,6 +28,8 @@ from services.common.idempotency import KeyColumns, KeyStore
 
 ENDPOINT_STATUSES = ("enabled", "disabled")
 DELIVERY_STATUSES = ("pending", "delivered", "failing", "dead")
+# The current top-level transaction's id, 64 bits (it never wraps around), as a bigint.
+CURRENT_TXID = "(pg_current_xact_id()::text::bigint)"
 
 
 class Base(DeclarativeBase):
@@ -43,6 +46,7 @@ class Event(Base):
         Index("ix_events_merchant_created", "merchant_id", "livemode", "create_time", "id"),
         Index("ix_events_object", "object_id", "create_time"),
         Index("ix_events_created", "create_time"),
+        Index("ix_events_merchant_txid", "merchant_id", "livemode", "txid", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -53,6 +57,8 @@ class Event(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     store_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The storing transaction's id: the event stream's order (events.read_stream).
+    txid: Mapped[int] = mapped_column(BigInteger, server_default=text(CURRENT_TXID))
 
 
 class Endpoint(Base):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -40,6 +40,17 @@ from services.webhook.views import (
 )
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+# An event stream reads new events this often (so an event reaches `paymesh listen` within it).
+STREAM_POLL_INTERVAL_S = 0.5
+# A quiet stream sends a message without an event this often, well within Envoy's idle timeout
+# (stream_idle_timeout, 300 s), so neither Envoy nor a client takes it for dead.
+STREAM_KEEPALIVE_S = 15.0
+# The server ends a stream after this long; the client reopens it from its last cursor, and
+# the key is authenticated again (a revoked key stops within this bound).
+STREAM_DURATION_S = 300.0
+# Types a stream may be filtered to (the catalog is smaller).
+STREAM_TYPES_MAX = 50
 # What a publishing caller makes of each stored event (the Event message, or nothing).
 _Rendered = TypeVar("_Rendered")
 _Response = TypeVar("_Response", bound=Message)
@@ -145,11 +156,11 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         )
         # The catalog is fixed by the contracts: built once, and the service does not start
         # when gen/event_types.json is missing or stale.
+        definitions = catalog.load_definitions()
         self._event_types = webhook_pb2.ListEventTypesResponse(
-            event_types=[
-                _event_type_definition(definition) for definition in catalog.load_definitions()
-            ]
+            event_types=[_event_type_definition(definition) for definition in definitions]
         )
+        self._definitions = {definition.entry.name: definition for definition in definitions}
 
     def _keyed(
         self,
@@ -171,6 +182,33 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             work=work,
             parse=response_type.FromString,
         )
+
+    def _keyed_and_queued(
+        self,
+        owner: Owner,
+        operation: str,
+        key: str | None,
+        request: Message,
+        *,
+        work: Callable[[Session, list[DueAttempt]], _Response],
+        response_type: type[_Response],
+    ) -> tuple[_Response, bool]:
+        """A keyed write that makes deliveries due, their attempts queued after the commit.
+
+        `work` adds the attempts to the list it is given; they are queued once the transaction
+        has committed (a lost enqueue is the sweeper's). A replayed answer queues nothing.
+        """
+        due: list[DueAttempt] = []
+        result = self._keyed(
+            owner,
+            operation,
+            key,
+            request,
+            work=lambda session: work(session, due),
+            response_type=response_type,
+        )
+        self._runtime.enqueue(due)
+        return result
 
     def _create(
         self, owner: Owner, key: str | None, request: webhook_pb2.CreateWebhookEndpointRequest
@@ -311,10 +349,10 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
     ) -> tuple[webhook_pb2.ReplayWebhookDeliveriesResponse, bool]:
         if not request.HasField("since"):
             raise InvalidArgument.field("since", "is required")
-        # Queued once the transaction has committed (a lost enqueue is the sweeper's).
-        due: list[DueAttempt] = []
 
-        def work(session: Session) -> webhook_pb2.ReplayWebhookDeliveriesResponse:
+        def work(
+            session: Session, due: list[DueAttempt]
+        ) -> webhook_pb2.ReplayWebhookDeliveriesResponse:
             endpoint = endpoints.get_endpoint_or_raise(
                 session, owner=owner, endpoint_id=request.endpoint_id
             )
@@ -332,7 +370,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
                 delivery_ids=[attempt.delivery_id for attempt in replayed]
             )
 
-        result = self._keyed(
+        return self._keyed_and_queued(
             owner,
             "replay_webhook_deliveries",
             key,
@@ -340,8 +378,6 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             work=work,
             response_type=webhook_pb2.ReplayWebhookDeliveriesResponse,
         )
-        self._runtime.enqueue(due)
-        return result
 
     def _get_delivery(self, owner: Owner, delivery_id: str) -> webhook_pb2.WebhookDelivery:
         with transaction(self._runtime.sessions) as session:
@@ -366,9 +402,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
     def _replay(
         self, owner: Owner, key: str | None, request: webhook_pb2.ReplayWebhookDeliveryRequest
     ) -> tuple[webhook_pb2.WebhookDelivery, bool]:
-        due: list[DueAttempt] = []
-
-        def work(session: Session) -> webhook_pb2.WebhookDelivery:
+        def work(session: Session, due: list[DueAttempt]) -> webhook_pb2.WebhookDelivery:
             delivery = deliveries.get_delivery_or_raise(
                 session, delivery_or_job_id=request.id, owner=owner
             )
@@ -376,7 +410,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             event_type, _ = deliveries.context_of(session, [delivery])[delivery.id]
             return public_delivery(delivery, event_type=event_type)
 
-        result = self._keyed(
+        return self._keyed_and_queued(
             owner,
             "replay_webhook_delivery",
             key,
@@ -384,16 +418,12 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             work=work,
             response_type=webhook_pb2.WebhookDelivery,
         )
-        self._runtime.enqueue(due)
-        return result
 
     def _resend(
         self, owner: Owner, key: str | None, request: webhook_pb2.ResendEventRequest
     ) -> tuple[webhook_pb2.ResendEventResponse, bool]:
         # An empty id finds no event (NOT_FOUND), as GetEvent's does.
-        due: list[DueAttempt] = []
-
-        def work(session: Session) -> webhook_pb2.ResendEventResponse:
+        def work(session: Session, due: list[DueAttempt]) -> webhook_pb2.ResendEventResponse:
             event = events.get_event_or_raise(
                 session, merchant_id=owner.merchant_id, livemode=owner.livemode, event_id=request.id
             )
@@ -406,7 +436,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
                 delivery_ids=[attempt.delivery_id for attempt in due]
             )
 
-        result = self._keyed(
+        return self._keyed_and_queued(
             owner,
             "resend_event",
             key,
@@ -414,8 +444,64 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             work=work,
             response_type=webhook_pb2.ResendEventResponse,
         )
-        self._runtime.enqueue(due)
-        return result
+
+    def _test(
+        self, owner: Owner, key: str | None, request: webhook_pb2.TestWebhookEndpointRequest
+    ) -> tuple[webhook_pb2.WebhookDelivery, bool]:
+        event_type = request.type or catalog.TEST_EVENT_TYPE_DEFAULT
+        catalog.check_known(event_type, field="type")
+        obj = catalog.test_object(self._definitions[event_type], merchant_id=owner.merchant_id)
+
+        def work(session: Session, due: list[DueAttempt]) -> webhook_pb2.WebhookDelivery:
+            delivery, attempt = deliveries.send_test_event(
+                session, owner=owner, endpoint_id=request.id, event_type=event_type, obj=obj
+            )
+            due.append(attempt)
+            return public_delivery(delivery, event_type=event_type)
+
+        return self._keyed_and_queued(
+            owner,
+            "test_webhook_endpoint",
+            key,
+            request,
+            work=work,
+            response_type=webhook_pb2.WebhookDelivery,
+        )
+
+    def _open_stream(self, owner: Owner, cursor: str) -> events.StreamPosition:
+        with transaction(self._runtime.sessions) as session:
+            return events.open_stream(
+                session,
+                tokens=self._tokens,
+                merchant_id=owner.merchant_id,
+                livemode=owner.livemode,
+                cursor=cursor,
+            )
+
+    def _read_stream(
+        self, owner: Owner, types: list[str], after: events.StreamPosition
+    ) -> tuple[list[webhook_pb2.StreamEventsResponse], events.StreamPosition]:
+        with transaction(self._runtime.sessions) as session:
+            rows, position = events.read_stream(
+                session,
+                merchant_id=owner.merchant_id,
+                livemode=owner.livemode,
+                types=types,
+                after=after,
+            )
+            messages = [
+                webhook_pb2.StreamEventsResponse(
+                    event=event_to_proto(row),
+                    cursor=self._seal(owner, events.StreamPosition(row.txid, row.id)),
+                )
+                for row in rows
+            ]
+        return messages, position
+
+    def _seal(self, owner: Owner, position: events.StreamPosition) -> str:
+        return events.seal_stream_position(
+            position, tokens=self._tokens, merchant_id=owner.merchant_id, livemode=owner.livemode
+        )
 
     def _get_event(self, owner: Owner, event_id: str) -> webhook_pb2.Event:
         with transaction(self._runtime.sessions) as session:
@@ -541,6 +627,42 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         return idempotency.answer(
             await asyncio.to_thread(self._resend, _owner(), idempotency.key_of(context), request)
         )
+
+    async def TestWebhookEndpoint(
+        self, request: webhook_pb2.TestWebhookEndpointRequest, context: Context
+    ) -> webhook_pb2.WebhookDelivery:
+        """Sends a test event of a catalog type to the endpoint; answers its delivery."""
+        return idempotency.answer(
+            await asyncio.to_thread(self._test, _owner(), idempotency.key_of(context), request)
+        )
+
+    async def StreamEvents(
+        self, request: webhook_pb2.StreamEventsRequest, context: Context
+    ) -> AsyncIterator[webhook_pb2.StreamEventsResponse]:
+        """Sends the caller's events as they are stored, each with its cursor; ends in a while."""
+        owner = _owner()
+        types = list(dict.fromkeys(request.types))
+        if len(types) > STREAM_TYPES_MAX:
+            raise InvalidArgument.field("types", f"lists at most {STREAM_TYPES_MAX} types")
+        for event_type in types:
+            catalog.check_known(event_type, field="types")
+        position = await asyncio.to_thread(self._open_stream, owner, request.cursor)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + STREAM_DURATION_S
+        # The first message says the stream is open (and gives the cursor of its start).
+        last_sent = -STREAM_KEEPALIVE_S
+        while loop.time() < end:
+            messages, position = await asyncio.to_thread(self._read_stream, owner, types, position)
+            for message in messages:
+                yield message
+            now = loop.time()
+            if messages:
+                last_sent = now
+            elif now - last_sent >= STREAM_KEEPALIVE_S:
+                yield webhook_pb2.StreamEventsResponse(cursor=self._seal(owner, position))
+                last_sent = now
+            if len(messages) < events.STREAM_BATCH_MAX:
+                await asyncio.sleep(STREAM_POLL_INTERVAL_S)
 
     async def ListEventTypes(
         self, request: webhook_pb2.ListEventTypesRequest, context: Context

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.common.db import transaction
 from services.common.logs import configure_logging
+from services.common.metrics import SWEEPS, SWEPT, serve_process_metrics
 from services.common.settings import Settings
 from services.webhook import deliveries, events
 from services.webhook.models import KEYS
@@ -65,6 +66,7 @@ def main() -> None:
     """Sweeps every `PAYMESH_WEBHOOK_SWEEP_INTERVAL_S` until SIGTERM."""
     settings = Settings()
     configure_logging(service="webhook-sweeper", level=settings.log_level, json=settings.log_json)
+    serve_process_metrics(settings, "webhook-sweeper")
     runtime = build_runtime(settings, application_name="paymesh-webhook-sweeper", pool_size=1)
     stop = threading.Event()
 
@@ -77,19 +79,24 @@ def main() -> None:
     logger.info("webhook sweeper running")
     while not stop.is_set():
         try:
-            sweep_due(runtime)
+            SWEPT.labels("webhook", "due_attempts").inc(sweep_due(runtime))
             if time.monotonic() >= next_retention:
                 deleted = sweep_expired_events(runtime)
+                SWEPT.labels("webhook", "expired_events").inc(deleted)
                 if deleted:
                     logger.info("expired events deleted", extra={"count": deleted})
                 keys = sweep_expired_keys(runtime)
+                SWEPT.labels("webhook", "expired_idempotency_keys").inc(keys)
                 if keys:
                     logger.info("expired idempotency keys deleted", extra={"count": keys})
                 next_retention = time.monotonic() + RETENTION_SWEEP_INTERVAL_S
+            SWEEPS.labels("webhook", "ok").inc()
         except (SQLAlchemyError, RedisError):
             # PostgreSQL or Redis is away for a moment: try again next round.
+            SWEEPS.labels("webhook", "failed").inc()
             logger.warning("sweep failed; retrying", exc_info=True)
         except Exception:
+            SWEEPS.labels("webhook", "failed").inc()
             # Anything else (an RQ internal raising, as its ValueError for a job a dead worker
             # left once did) must not end the process: it alone re-enqueues due deliveries, so
             # exiting would stop every retry.

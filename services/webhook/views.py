@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from google.protobuf import json_format
 from paymesh.webhook.v1 import webhook_internal_pb2, webhook_pb2
 
+from services.common.rest_json import message_to_json
 from services.webhook.job_ids import job_id
 from services.webhook.models import Delivery, DeliveryAttempt, Endpoint, Event
 
@@ -22,9 +22,8 @@ def event_to_proto(event: Event) -> webhook_pb2.Event:
 
 def event_payload(event: Event) -> dict[str, Any]:
     """The JSON body a webhook carries: the event exactly as `GET /v1/events/{id}` shows it."""
-    payload: dict[str, Any] = json_format.MessageToDict(
-        event_to_proto(event), preserving_proto_field_name=True
-    )
+    # As the edge prints it: every field, so a test-mode event says `"livemode": false`.
+    payload = message_to_json(event_to_proto(event))
     # Struct holds numbers as doubles; the stored object keeps the publisher's exact values.
     payload["data"] = {"object": event.data}
     return payload

@@ -6,12 +6,16 @@ gRPC through the edge, and gets "not found"; A's objects read the same before an
 same holds for A's own test-mode key against A's live-mode objects, and for merchant users'
 sessions (the merchant dashboard's credential): B's admin, and A's admin in test mode. A new
 id-taking method whose object kind has no factory here fails
-`test_every_id_taking_method_has_an_object_to_aim_at`.
+`test_every_id_taking_method_has_an_object_to_aim_at`. The event stream
+(`GET /v1/events:stream`) takes no id: it carries only its key's merchant's events of its key's
+mode, and a cursor opens nothing for another merchant or mode.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -345,3 +349,66 @@ def test_a_users_test_mode_session__finds_none_of_its_merchants_live_objects(
         lambda: assert_rest_isolated(api, world, keys["a_user"], None),
         at_least=len(id_taking_methods()),
     )
+
+
+# How long a stream is read for events that must (or must not) come: the stream polls every
+# 0.5 s and an event stored before the stream is resumed comes in its first read.
+STREAM_READ_S = 3.0
+
+
+def _stream(api: httpx.Client, key: str, cursor: str = "") -> list[dict[str, Any]]:
+    """The messages an event stream sends within STREAM_READ_S (its first one at least)."""
+    messages: list[dict[str, Any]] = []
+    params = {"cursor": cursor} if cursor else {}
+    with (
+        suppress(httpx.ReadTimeout),
+        api.stream(
+            "GET",
+            "/v1/events:stream",
+            params=params,
+            headers={"X-API-Key": key},
+            timeout=httpx.Timeout(30.0, read=STREAM_READ_S),
+        ) as response,
+    ):
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                messages.append(json.loads(line[5:]))
+                if not cursor:
+                    break  # a stream from now: its opening message and cursor
+    return messages
+
+
+def test_event_streams__carry_only_the_keys_merchant_and_mode(
+    api: httpx.Client, keys: dict[str, str], worlds: dict[str, World]
+) -> None:
+    readers = ("a_test", "a_live", "b_test")
+    opened = {reader: _stream(api, keys[reader])[0]["cursor"] for reader in readers}
+    # A test event of A's test mode, stored while no stream is open.
+    sent = api.post(
+        f"/v1/webhook_endpoints/{worlds['test'].ids['endpoint']}/test",
+        headers={"X-API-Key": keys["a_test"]},
+        json={"type": "payment.succeeded"},
+    )
+    assert sent.status_code == 200, sent.text
+    event_id = sent.json()["event_id"]
+    seen = {
+        reader: [
+            message["event"]["id"]
+            for message in _stream(api, keys[reader], opened[reader])
+            if message.get("event")
+        ]
+        for reader in readers
+    }
+    assert event_id in seen["a_test"]
+    assert event_id not in seen["a_live"] and event_id not in seen["b_test"]
+    # A cursor is its merchant's and mode's only.
+    for reader, cursor in (("b_test", opened["a_test"]), ("a_live", opened["a_test"])):
+        with api.stream(
+            "GET",
+            "/v1/events:stream",
+            params={"cursor": cursor},
+            headers={"X-API-Key": keys[reader]},
+        ) as response:
+            response.read()
+            assert response.status_code == 400, (reader, response.text)

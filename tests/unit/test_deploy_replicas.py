@@ -80,8 +80,14 @@ def test_processes_gain_a_copy_of_each_service_and_worker_kind() -> None:
             *one[service],
         ]
         assert f"{service}-3" not in many
+    workers = _settings(worker_replicas="3")
     for kind in WORKER_KINDS:
-        assert many[f"{kind}-2"] == many[f"{kind}-3"] == one[kind]
+        variable = f"PAYMESH_{kind.replace('-', '_').upper()}_METRICS_PORT"
+        base = workers.process_metrics_port(kind)
+        # Each copy runs the same command, serving its metrics on its own port.
+        for copy in (2, 3):
+            port = base + (copy - 1) * workers.replica_port_step
+            assert many[f"{kind}-{copy}"] == ["env", f"{variable}={port}", *one[kind]]
     extra = set(many) - set(one)
     assert len(extra) == len(SERVICE_NAMES) + 2 * len(WORKER_KINDS)
 

@@ -159,3 +159,17 @@ def test_enabled_events__an_unknown_type_is_refused_by_name(values: list[str]) -
     assert [(v.field, unknown in v.description) for v in refused.value.violations] == [
         ("enabled_events", True)
     ]
+
+
+@pytest.mark.parametrize("definition", catalog.load_definitions(), ids=lambda d: d.entry.name)
+def test_test_object__is_a_valid_test_mode_object_of_the_type_without_secrets(
+    definition: catalog.EventTypeDefinition,
+) -> None:
+    obj = catalog.test_object(definition, merchant_id="mer_test")
+    Draft202012Validator(definition.object_schema).validate(obj)
+    assert obj["status"] == definition.entry.name.rsplit(".", 1)[1]
+    assert obj["livemode"] is False
+    assert obj.get("merchant_id", "mer_test") == "mer_test"
+    assert not obj.get("client_secret") and not obj.get("secret")
+    # The catalog's own example is left as it is.
+    assert definition.object_schema["examples"][0] is not obj

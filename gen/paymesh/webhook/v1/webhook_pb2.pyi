@@ -387,6 +387,90 @@ class ResendEventResponse(_message.Message):
 Global___ResendEventResponse: _TypeAlias = ResendEventResponse  # noqa: Y015
 
 @_typing.final
+class StreamEventsRequest(_message.Message):
+    """StreamEventsRequest opens a stream of the caller's events."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPES_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Resume after this position, the `cursor` of a message of an earlier stream of the same
+    key's merchant and mode; from now when empty.
+    """
+    @_builtins.property
+    def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only events of these catalog types (GET /v1/event_types); every type when empty."""
+
+    def __init__(
+        self,
+        *,
+        types: _abc.Iterable[_builtins.str] | None = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "types", b"types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamEventsRequest: _TypeAlias = StreamEventsRequest  # noqa: Y015
+
+@_typing.final
+class StreamEventsResponse(_message.Message):
+    """StreamEventsResponse is one message of an event stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """The stream's position after this message: pass it as `cursor` to resume."""
+    @_builtins.property
+    def event(self) -> Global___Event:
+        """The event, exactly as GET /v1/events/{id} shows it; absent in a keepalive message."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___Event | None = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamEventsResponse: _TypeAlias = StreamEventsResponse  # noqa: Y015
+
+@_typing.final
+class TestWebhookEndpointRequest(_message.Message):
+    """TestWebhookEndpointRequest names the endpoint and the type of the test event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Endpoint identifier."""
+    type: _builtins.str
+    """A catalog type (GET /v1/event_types); "payment.succeeded" when empty."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TestWebhookEndpointRequest: _TypeAlias = TestWebhookEndpointRequest  # noqa: Y015
+
+@_typing.final
 class EventTypeDefinition(_message.Message):
     """EventTypeDefinition is one entry of the event type catalog (event_types.proto)."""
 

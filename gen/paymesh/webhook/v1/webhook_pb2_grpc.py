@@ -65,6 +65,11 @@ class WebhookServiceStub:
                 request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RotateWebhookEndpointSecretRequest.SerializeToString,
                 response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.FromString,
                 _registered_method=True)
+        self.TestWebhookEndpoint = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/TestWebhookEndpoint',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.TestWebhookEndpointRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookDelivery.FromString,
+                _registered_method=True)
         self.ListWebhookDeliveries = channel.unary_unary(
                 '/paymesh.webhook.v1.WebhookService/ListWebhookDeliveries',
                 request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesRequest.SerializeToString,
@@ -104,6 +109,11 @@ class WebhookServiceStub:
                 '/paymesh.webhook.v1.WebhookService/ResendEvent',
                 request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ResendEventRequest.SerializeToString,
                 response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ResendEventResponse.FromString,
+                _registered_method=True)
+        self.StreamEvents = channel.unary_stream(
+                '/paymesh.webhook.v1.WebhookService/StreamEvents',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.StreamEventsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.StreamEventsResponse.FromString,
                 _registered_method=True)
         self.ListEventTypes = channel.unary_unary(
                 '/paymesh.webhook.v1.WebhookService/ListEventTypes',
@@ -154,6 +164,18 @@ class WebhookServiceServicer:
     def RotateWebhookEndpointSecret(self, request, context):
         """Issues a new signing secret, shown in the response only; the old one keeps signing for an
         overlap (24 hours by default).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestWebhookEndpoint(self, request, context):
+        """Sends a test event of a catalog type to this endpoint only: the type's example object as
+        `data.object`, `livemode` false (whatever the endpoint's mode), a fresh event id. It is
+        delivered like any other event (signed with the endpoint's secrets, retried, its attempts
+        recorded) whether or not the endpoint subscribed to the type, and the answer is its
+        delivery, which the endpoint's delivery log lists. A disabled endpoint answers
+        FAILED_PRECONDITION (WEBHOOK_ENDPOINT_NOT_ENABLED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -218,6 +240,17 @@ class WebhookServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamEvents(self, request, context):
+        """Streams the caller's events as they are stored, oldest first (Server-Sent Events through
+        the edge): what `paymesh listen` forwards to a local URL. Every message carries a cursor;
+        a stream opened again with the last one sent resumes after it, so nothing stored meanwhile
+        is missed. A quiet stream sends a message without an event every 15 seconds, and the server
+        ends a stream after 5 minutes (the key is checked again when it is reopened).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListEventTypes(self, request, context):
         """Lists every event type paymesh publishes (the catalog that `enabled_events` is checked
         against), each with the JSON Schema of its `data.object`.
@@ -259,6 +292,11 @@ def add_WebhookServiceServicer_to_server(servicer, server):
                     request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RotateWebhookEndpointSecretRequest.FromString,
                     response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.SerializeToString,
             ),
+            'TestWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestWebhookEndpoint,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.TestWebhookEndpointRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookDelivery.SerializeToString,
+            ),
             'ListWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
                     servicer.ListWebhookDeliveries,
                     request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesRequest.FromString,
@@ -298,6 +336,11 @@ def add_WebhookServiceServicer_to_server(servicer, server):
                     servicer.ResendEvent,
                     request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ResendEventRequest.FromString,
                     response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ResendEventResponse.SerializeToString,
+            ),
+            'StreamEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamEvents,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.StreamEventsRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.StreamEventsResponse.SerializeToString,
             ),
             'ListEventTypes': grpc.unary_unary_rpc_method_handler(
                     servicer.ListEventTypes,
@@ -468,6 +511,33 @@ class WebhookService:
             '/paymesh.webhook.v1.WebhookService/RotateWebhookEndpointSecret',
             paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RotateWebhookEndpointSecretRequest.SerializeToString,
             paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/TestWebhookEndpoint',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.TestWebhookEndpointRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookDelivery.FromString,
             options,
             channel_credentials,
             insecure,
@@ -684,6 +754,33 @@ class WebhookService:
             '/paymesh.webhook.v1.WebhookService/ResendEvent',
             paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ResendEventRequest.SerializeToString,
             paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ResendEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/StreamEvents',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.StreamEventsRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.StreamEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

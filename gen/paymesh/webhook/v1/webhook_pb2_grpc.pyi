@@ -47,6 +47,14 @@ class WebhookServiceStub:
     """Issues a new signing secret, shown in the response only; the old one keeps signing for an
     overlap (24 hours by default).
     """
+    TestWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.TestWebhookEndpointRequest, _webhook_pb2.WebhookDelivery]
+    """Sends a test event of a catalog type to this endpoint only: the type's example object as
+    `data.object`, `livemode` false (whatever the endpoint's mode), a fresh event id. It is
+    delivered like any other event (signed with the endpoint's secrets, retried, its attempts
+    recorded) whether or not the endpoint subscribed to the type, and the answer is its
+    delivery, which the endpoint's delivery log lists. A disabled endpoint answers
+    FAILED_PRECONDITION (WEBHOOK_ENDPOINT_NOT_ENABLED).
+    """
     ListWebhookDeliveries: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ListWebhookDeliveriesRequest, _webhook_pb2.ListWebhookDeliveriesResponse]
     """Lists an endpoint's deliveries, newest first."""
     ReplayWebhookDeliveries: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ReplayWebhookDeliveriesRequest, _webhook_pb2.ReplayWebhookDeliveriesResponse]
@@ -67,6 +75,13 @@ class WebhookServiceStub:
     """Sends an event again, with the same event id (webhook-id), to the endpoints it was
     delivered to, or to one of them: each finished delivery of it is replayed. Deliveries
     still in progress, and those to disabled or deleted endpoints, are left as they are.
+    """
+    StreamEvents: _grpc.UnaryStreamMultiCallable[_webhook_pb2.StreamEventsRequest, _webhook_pb2.StreamEventsResponse]
+    """Streams the caller's events as they are stored, oldest first (Server-Sent Events through
+    the edge): what `paymesh listen` forwards to a local URL. Every message carries a cursor;
+    a stream opened again with the last one sent resumes after it, so nothing stored meanwhile
+    is missed. A quiet stream sends a message without an event every 15 seconds, and the server
+    ends a stream after 5 minutes (the key is checked again when it is reopened).
     """
     ListEventTypes: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ListEventTypesRequest, _webhook_pb2.ListEventTypesResponse]
     """Lists every event type paymesh publishes (the catalog that `enabled_events` is checked
@@ -92,6 +107,14 @@ class WebhookServiceAsyncStub(WebhookServiceStub):
     """Issues a new signing secret, shown in the response only; the old one keeps signing for an
     overlap (24 hours by default).
     """
+    TestWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_webhook_pb2.TestWebhookEndpointRequest, _webhook_pb2.WebhookDelivery]  # type: ignore[assignment]
+    """Sends a test event of a catalog type to this endpoint only: the type's example object as
+    `data.object`, `livemode` false (whatever the endpoint's mode), a fresh event id. It is
+    delivered like any other event (signed with the endpoint's secrets, retried, its attempts
+    recorded) whether or not the endpoint subscribed to the type, and the answer is its
+    delivery, which the endpoint's delivery log lists. A disabled endpoint answers
+    FAILED_PRECONDITION (WEBHOOK_ENDPOINT_NOT_ENABLED).
+    """
     ListWebhookDeliveries: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ListWebhookDeliveriesRequest, _webhook_pb2.ListWebhookDeliveriesResponse]  # type: ignore[assignment]
     """Lists an endpoint's deliveries, newest first."""
     ReplayWebhookDeliveries: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ReplayWebhookDeliveriesRequest, _webhook_pb2.ReplayWebhookDeliveriesResponse]  # type: ignore[assignment]
@@ -112,6 +135,13 @@ class WebhookServiceAsyncStub(WebhookServiceStub):
     """Sends an event again, with the same event id (webhook-id), to the endpoints it was
     delivered to, or to one of them: each finished delivery of it is replayed. Deliveries
     still in progress, and those to disabled or deleted endpoints, are left as they are.
+    """
+    StreamEvents: _aio.UnaryStreamMultiCallable[_webhook_pb2.StreamEventsRequest, _webhook_pb2.StreamEventsResponse]  # type: ignore[assignment]
+    """Streams the caller's events as they are stored, oldest first (Server-Sent Events through
+    the edge): what `paymesh listen` forwards to a local URL. Every message carries a cursor;
+    a stream opened again with the last one sent resumes after it, so nothing stored meanwhile
+    is missed. A quiet stream sends a message without an event every 15 seconds, and the server
+    ends a stream after 5 minutes (the key is checked again when it is reopened).
     """
     ListEventTypes: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ListEventTypesRequest, _webhook_pb2.ListEventTypesResponse]  # type: ignore[assignment]
     """Lists every event type paymesh publishes (the catalog that `enabled_events` is checked
@@ -169,6 +199,20 @@ class WebhookServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_webhook_pb2.WebhookEndpoint, _abc.Awaitable[_webhook_pb2.WebhookEndpoint]]:
         """Issues a new signing secret, shown in the response only; the old one keeps signing for an
         overlap (24 hours by default).
+        """
+
+    @_abc_1.abstractmethod
+    def TestWebhookEndpoint(
+        self,
+        request: _webhook_pb2.TestWebhookEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.WebhookDelivery, _abc.Awaitable[_webhook_pb2.WebhookDelivery]]:
+        """Sends a test event of a catalog type to this endpoint only: the type's example object as
+        `data.object`, `livemode` false (whatever the endpoint's mode), a fresh event id. It is
+        delivered like any other event (signed with the endpoint's secrets, retried, its attempts
+        recorded) whether or not the endpoint subscribed to the type, and the answer is its
+        delivery, which the endpoint's delivery log lists. A disabled endpoint answers
+        FAILED_PRECONDITION (WEBHOOK_ENDPOINT_NOT_ENABLED).
         """
 
     @_abc_1.abstractmethod
@@ -238,6 +282,19 @@ class WebhookServiceServicer(metaclass=_abc_1.ABCMeta):
         """Sends an event again, with the same event id (webhook-id), to the endpoints it was
         delivered to, or to one of them: each finished delivery of it is replayed. Deliveries
         still in progress, and those to disabled or deleted endpoints, are left as they are.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamEvents(
+        self,
+        request: _webhook_pb2.StreamEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_webhook_pb2.StreamEventsResponse], _abc.AsyncIterator[_webhook_pb2.StreamEventsResponse]]:
+        """Streams the caller's events as they are stored, oldest first (Server-Sent Events through
+        the edge): what `paymesh listen` forwards to a local URL. Every message carries a cursor;
+        a stream opened again with the last one sent resumes after it, so nothing stored meanwhile
+        is missed. A quiet stream sends a message without an event every 15 seconds, and the server
+        ends a stream after 5 minutes (the key is checked again when it is reopened).
         """
 
     @_abc_1.abstractmethod
