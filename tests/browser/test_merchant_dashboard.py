@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from playwright.sync_api import BrowserContext, Page, Route, expect
+from standardwebhooks.webhooks import Webhook
 
 from tests.browser.support import VISA_OK, create_payment, sign_in, wait_final
 from tests.conftest import MerchantKeys, OperatorLogin
@@ -86,7 +87,7 @@ def _refunded(api: httpx.Client, merchant: MerchantKeys, payment_id: str, amount
     return wait_until(probe, timeout_s=30)
 
 
-def test_invited_admin__accepts_signs_in_refunds_adds_an_endpoint_and_rolls_a_key(
+def test_invited_admin__accepts_refunds_adds_an_endpoint_sends_a_test_event_and_rolls_a_key(
     page: Page,
     context: BrowserContext,
     api: httpx.Client,
@@ -202,6 +203,26 @@ def test_invited_admin__accepts_signs_in_refunds_adds_an_endpoint_and_rolls_a_ke
         page.get_by_test_id("open-new-endpoint").click()
         expect(page.get_by_test_id("endpoint-status")).to_have_text("enabled")
 
+        # Sends a test event of a type it did not subscribe to: signed with the secret shown,
+        # and its delivery appears in the log by itself, with the attempt's outcome.
+        page.get_by_test_id("test-event-type").click()
+        page.get_by_role("option", name="payment.failed").click()
+        page.get_by_test_id("send-test-event").click()
+        expect(page.get_by_test_id("notice")).to_contain_text("Test payment.failed event evt_")
+        [tested] = receiver.wait_for("/hook", 1, timeout_s=60)
+        payload = Webhook(secret).verify(tested.body, tested.headers)
+        assert payload["type"] == "payment.failed" and payload["livemode"] is False
+        test_row = page.get_by_test_id("delivery-log").locator(
+            'tr[data-event-type="payment.failed"]'
+        )
+        expect(test_row.get_by_test_id("delivery-status")).to_have_text("delivered")
+        expect(page.get_by_test_id("attempt").get_by_test_id("attempt-status")).to_have_text("200")
+        logged = api.get(
+            f"/v1/webhook_endpoints/{endpoint_id}/deliveries",
+            headers={"X-API-Key": merchant.secret_key},
+        ).json()["deliveries"]
+        assert [(d["event_type"], d["status"]) for d in logged] == [("payment.failed", "delivered")]
+
         # A new refund's event reaches the endpoint and shows in its delivery log, with the
         # attempt's status, latency and the receiver's body.
         page.get_by_role("link", name="← Webhooks").click()
@@ -210,8 +231,10 @@ def test_invited_admin__accepts_signs_in_refunds_adds_an_endpoint_and_rolls_a_ke
         page.get_by_test_id("refund-amount").fill("1.00")
         page.get_by_test_id("refund").click()
         expect(page.get_by_test_id("refund-notice")).to_contain_text("Refund re_")
-        delivered = receiver.wait_for("/hook", 1, timeout_s=60)[0]
-        assert b'"refund.succeeded"' in delivered.body
+        delivered = receiver.wait_for("/hook", 2, timeout_s=60)[1]
+        assert Webhook(secret).verify(delivered.body, delivered.headers)["type"] == (
+            "refund.succeeded"
+        )
         _go(page, "Webhooks")
         page.get_by_test_id(f"endpoint-{endpoint_id}").get_by_role("link").click()
         log = page.get_by_test_id("delivery-log")
@@ -227,7 +250,7 @@ def test_invited_admin__accepts_signs_in_refunds_adds_an_endpoint_and_rolls_a_ke
         # Replays it: the same event (webhook-id) reaches the receiver again.
         row.get_by_test_id("replay").click()
         expect(page.get_by_test_id("notice")).to_contain_text("replayed")
-        replayed = receiver.wait_for("/hook", 2, timeout_s=60)[1]
+        replayed = receiver.wait_for("/hook", 3, timeout_s=60)[2]
         assert replayed.headers.get("webhook-id") == delivered.headers.get("webhook-id")
         expect(attempt).to_have_count(2)
 
@@ -293,7 +316,14 @@ def test_viewer__sees_no_write_controls_and_the_server_refuses_them(
             "Webhooks",
             endpoint["url"],
             "delivery-log",
-            ["edit-endpoint", "disable-endpoint", "rotate-secret", "replay-since", "replay"],
+            [
+                "edit-endpoint",
+                "disable-endpoint",
+                "rotate-secret",
+                "send-test-event",
+                "replay-since",
+                "replay",
+            ],
         ),
         ("API keys", None, "keys-table", ["create-key", "roll", "revoke"]),
         ("Team", None, "users-table", ["invite", "invite-email", "remove-user"]),
@@ -340,6 +370,7 @@ def test_developer__manages_keys_and_webhooks_but_neither_refunds_nor_the_team(
     _go(page, "Webhooks")
     expect(page.get_by_test_id("add-endpoint")).to_be_visible()
     page.get_by_role("link", name=endpoint["url"], exact=True).click()
+    expect(page.get_by_test_id("send-test-event")).to_be_visible()
     page.get_by_test_id("edit-endpoint").click()
     page.get_by_test_id("edit-events").click()
     page.get_by_role("option", name="All events (*)").click()  # off
@@ -352,6 +383,7 @@ def test_developer__manages_keys_and_webhooks_but_neither_refunds_nor_the_team(
     page.get_by_test_id("disable-endpoint").click()
     page.get_by_role("alertdialog").get_by_test_id("confirm-ok").click()
     expect(page.get_by_test_id("endpoint-status")).to_have_text("disabled")
+    expect(page.get_by_test_id("send-test-event")).to_have_count(0)
     stored = api.get(f"/v1/webhook_endpoints/{endpoint['id']}", headers=headers).json()
     assert stored["status"] == "disabled"
     page.get_by_test_id("rotate-secret").click()

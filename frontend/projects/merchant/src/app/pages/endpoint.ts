@@ -84,6 +84,7 @@ export class EndpointPage implements OnInit, OnDestroy {
   statusFilter = '';
   replaySince = localInputValue(new Date(Date.now() - 24 * 3600_000));
   replayDelivered = false;
+  testType = 'payment.succeeded';
   private readonly saveKey = new IdempotencyKey();
   private readonly keys = new IdempotencyKeys();
   private followTimer: ReturnType<typeof setTimeout> | undefined;
@@ -225,6 +226,23 @@ export class EndpointPage implements OnInit, OnDestroy {
       this.keys.done('rotate');
       this.secret.set(rotated.secret);
       this.endpoint.set(rotated);
+    });
+  }
+
+  /** Sends the chosen type's example event to this endpoint only, and follows its delivery. */
+  async sendTest(): Promise<void> {
+    const action = `test:${this.testType}`;
+    await this.actions.run(async () => {
+      const delivery = await this.session.api(
+        WebhookService.method.testWebhookEndpoint,
+        { id: this.id(), type: this.testType },
+        { idempotencyKey: this.keys.get(action) },
+      );
+      this.keys.done(action);
+      this.notice.set(`Test ${delivery.eventType} event ${delivery.eventId} sent: delivery ${delivery.id} is ${delivery.status}.`);
+      this.open.set(delivery.id);
+      await this.loadDeliveries();
+      this.follow();
     });
   }
 
