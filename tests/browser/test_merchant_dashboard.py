@@ -215,6 +215,7 @@ def test_invited_admin__accepts_refunds_adds_an_endpoint_sends_a_test_event_and_
         test_row = page.get_by_test_id("delivery-log").locator(
             'tr[data-event-type="payment.failed"]'
         )
+        page.get_by_test_id("refresh-deliveries").click()  # in case it outlasted the follow
         expect(test_row.get_by_test_id("delivery-status")).to_have_text("delivered")
         expect(page.get_by_test_id("attempt").get_by_test_id("attempt-status")).to_have_text("200")
         logged = api.get(

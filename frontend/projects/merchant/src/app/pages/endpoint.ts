@@ -124,6 +124,12 @@ export class EndpointPage implements OnInit, OnDestroy {
     }
   }
 
+  /** The Refresh button: the log now, then again every second until what it lists settles. */
+  async refresh(): Promise<void> {
+    await this.loadDeliveries();
+    this.follow();
+  }
+
   /** Reads the log again every second for a while, so a send's outcome appears by itself. */
   private follow(until = Date.now() + FOLLOW_MS): void {
     clearTimeout(this.followTimer);
