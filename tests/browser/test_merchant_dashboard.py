@@ -461,8 +461,11 @@ def test_mode_switch__live_mode_shows_live_objects_only(
         ),
     )
     _go(page, "Payments")
-    expect(page.get_by_test_id(f"payment-row-{paid['id']}")).to_be_visible()
+    page.get_by_role("link", name=paid["id"]).click()
+    expect(page.get_by_test_id("detail-status")).to_have_text("succeeded")
+    # A test payment has no live twin: the switch goes back to the (live) list.
     page.get_by_test_id("mode-live").click()
+    expect(page).to_have_url(re.compile(r"/merchant/payments$"))
     expect(page.get_by_test_id("test-banner")).to_have_count(0)
     expect(page.get_by_text("No payments match.")).to_be_visible()
     expect(page.get_by_test_id(f"payment-row-{paid['id']}")).to_have_count(0)

@@ -83,10 +83,14 @@ export class Shell {
     { path: '/team', label: 'Team', icon: 'group' },
   ];
 
-  /** Shows the other mode's data; a test object's page has no live twin, so it goes to its list. */
+  /**
+   * Shows the other mode's data. An object's page (`/payments/pay_…`, `/events?id=evt_…`) has no
+   * twin in the other mode, so it goes to its list.
+   */
   async switchMode(mode: Mode): Promise<void> {
-    const [section, id] = this.router.url.split(/[?#]/, 1)[0].split('/').filter(Boolean);
-    if (id) {
+    const [path, query] = this.router.url.split('?', 2);
+    const [section, id] = path.split('/').filter(Boolean);
+    if (id || query) {
       await this.router.navigate(['/', section]);
     }
     this.session.mode.set(mode);
