@@ -107,7 +107,7 @@ bench: venv
 
 # Web apps (frontend/, see frontend/README.md): npm ci from the lockfile, TypeScript types
 # generated from protos/ (buf + the lockfile's protoc-gen-es, into git-ignored frontend/gen),
-# then `ng build` of both apps. Each step is skipped while its inputs are unchanged, so a second
+# then `ng build` of each app. Each step is skipped while its inputs are unchanged, so a second
 # `make up` starts in seconds.
 .PHONY: frontend frontend-gen frontend-check chromium
 FRONTEND_SOURCES := $(shell find frontend/projects frontend/shared frontend/tools -type f 2>/dev/null) \
@@ -124,7 +124,8 @@ frontend/gen/.generated: $(PROTO_SOURCES) frontend/buf.gen.yaml frontend/node_mo
 	touch $@
 
 frontend/dist/.built: frontend/gen/.generated $(FRONTEND_SOURCES) frontend/node_modules/.installed
-	cd frontend && NG_CLI_ANALYTICS=false npx ng build dashboard && NG_CLI_ANALYTICS=false npx ng build checkout
+	cd frontend && NG_CLI_ANALYTICS=false npx ng build dashboard && NG_CLI_ANALYTICS=false npx ng build merchant \
+		&& NG_CLI_ANALYTICS=false npx ng build checkout
 	touch $@
 
 # The API reference at /docs/: Redoc's standalone bundle from npm, pinned by version and by the
@@ -143,7 +144,7 @@ frontend-gen: frontend/gen/.generated
 
 frontend: frontend/dist/.built frontend/dist/docs/browser/.built
 
-# angular-eslint (with its template accessibility rules) over both apps, then the unit tests of
+# angular-eslint (with its template accessibility rules) over the apps, then the unit tests of
 # the pure logic (frontend/tests/unit) on node's own test runner, TypeScript loaded by tsx.
 frontend-check: frontend/gen/.generated
 	cd frontend && npx eslint . && node --import tsx --test tests/unit/*.test.ts

@@ -202,3 +202,12 @@ export function takeEvents(buffer: string): { data: string[]; rest: string } {
   }
   return { data, rest };
 }
+
+/** A readable message for an error a page shows. */
+export function describeError(error: unknown): string {
+  if (error instanceof ApiError) {
+    if (error.status === 403) return 'Your role does not allow this action.';
+    return error.message;
+  }
+  return error instanceof Error ? error.message : String(error);
+}

@@ -491,7 +491,7 @@ def _local_reply() -> list[str]:
 
 # The built web apps, served by services/runtime/webapps.py. The transcoder and the body checks
 # are off on their routes: they are no API, and it would refuse their paths as unknown methods.
-WEBAPP_PREFIXES = ("/dashboard/", "/checkout/", "/docs/")
+WEBAPP_PREFIXES = ("/dashboard/", "/merchant/", "/checkout/", "/docs/")
 FILTER_CONFIG_TYPE = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 
 
@@ -501,6 +501,8 @@ def _webapp_routes() -> list[str]:
         "  redirect: {path_redirect: /dashboard/}",
         "- match: {path: /dashboard}",
         "  redirect: {path_redirect: /dashboard/}",
+        "- match: {path: /merchant}",
+        "  redirect: {path_redirect: /merchant/}",
         "- match: {path: /docs}",
         "  redirect: {path_redirect: /docs/}",
         # The OpenAPI document (gen/openapi.json, tools/openapi.py), which /docs/ renders.

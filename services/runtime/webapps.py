@@ -1,9 +1,10 @@
 """Serves the built web apps (`frontend/dist/<app>/browser`) behind the Envoy edge.
 
-Envoy routes `/dashboard/`, `/checkout/` and `/docs/` (the API reference) here, so the apps
-share the API's origin, and `GET /v1/openapi.json` as `/docs/openapi.json` (gen/openapi.json).
-Files with a content hash in their name are cached for a year; `index.html` is revalidated every
-time, and any path that is not a file gets it, so the apps' own routers handle deep links.
+Envoy routes `/dashboard/`, `/merchant/`, `/checkout/` and `/docs/` (the API reference) here, so
+the apps share the API's origin, and `GET /v1/openapi.json` as `/docs/openapi.json`
+(gen/openapi.json). Files with a content hash in their name are cached for a year; `index.html` is
+revalidated every time, and any path that is not a file gets it, so the apps' own routers handle
+deep links.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 DIST = ROOT / "frontend" / "dist"
-APPS = ("dashboard", "checkout", "docs")
+APPS = ("dashboard", "merchant", "checkout", "docs")
 OPENAPI = ROOT / "gen" / "openapi.json"
 
 # Angular's output hashing: "main-ABCD1234.js", "chunk-XYZ98765.js", "styles-....css".

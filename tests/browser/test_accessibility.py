@@ -1,4 +1,4 @@
-"""axe-core scans every page of both web apps in chromium: no serious or critical violation.
+"""axe-core scans every page of the web apps in chromium: no serious or critical violation.
 
 axe-core comes from the frontend's own lockfile (frontend/node_modules/axe-core), injected into
 each page once it has rendered; the context bypasses the apps' Content-Security-Policy only so
@@ -7,9 +7,11 @@ that this test's script can run.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -26,6 +28,7 @@ from tests.browser.support import (
     wait_final,
 )
 from tests.conftest import MerchantKeys, OperatorLogin
+from tests.integration.webhook_receiver import create_endpoint
 
 AXE = Path(__file__).resolve().parents[2] / "frontend" / "node_modules" / "axe-core" / "axe.min.js"
 BLOCKING = {"serious", "critical"}
@@ -143,5 +146,73 @@ def test_axe__the_checkout_form_its_errors_and_a_decline(
 
     page.goto("/checkout/")
     _scan(page, page.get_by_role("heading", name="This checkout link is incomplete"), found)
+
+    assert found == [], "\n".join(found)
+
+
+def test_axe__every_merchant_dashboard_page_and_its_dialogs(
+    scan_context: BrowserContext,
+    api: httpx.Client,
+    merchant: MerchantKeys,
+    operator_login: OperatorLogin,
+) -> None:
+    paid = create_payment(api, merchant, amount=990, currency="EUR", card=VISA_OK)
+    wait_final(api, merchant, paid["id"])
+    endpoint = create_endpoint(api, merchant.secret_key, "https://example.com/hook")
+    invite = api.post(
+        f"/admin/merchants/{merchant.id}/invites",
+        headers={**operator_login.headers, "Idempotency-Key": secrets.token_hex(8)},
+        json={"email": f"axe-{secrets.token_hex(4)}@merchant.test", "role": "admin"},
+    )
+    assert invite.status_code == 200, invite.text
+    accept = urlsplit(invite.json()["accept_url"])
+    page = scan_context.new_page()
+    found: list[str] = []
+
+    page.goto("/merchant/login")
+    _scan(page, page.get_by_test_id("sign-in"), found)
+    page.get_by_test_id("sign-in").click()  # the empty form's errors
+    _scan(page, page.get_by_text("Enter your email."), found)
+    page.goto("/merchant/accept")
+    _scan(page, page.get_by_role("heading", name="This invitation link is incomplete"), found)
+
+    page.goto(f"{accept.path}?{accept.query}")
+    _scan(page, page.get_by_test_id("accept"), found)
+    password = secrets.token_urlsafe(12)
+    page.get_by_label("New password").fill(password)
+    page.get_by_label("Repeat the password").fill(password)
+    page.get_by_test_id("accept").click()
+    _scan(page, page.get_by_test_id("balances"), found)
+
+    def go(section: str) -> None:
+        page.get_by_role("navigation", name="Sections").get_by_role("link", name=section).click()
+
+    go("Payments")
+    _scan(page, page.get_by_test_id(f"payment-row-{paid['id']}"), found)
+    page.get_by_role("link", name=paid["id"]).click()
+    _scan(page, page.get_by_test_id("refund-panel"), found)
+    page.get_by_test_id("refund").click()  # a full refund asks first; cancelled
+    _scan(page, page.get_by_role("alertdialog"), found)
+    page.keyboard.press("Escape")
+    go("Balance")
+    _scan(page, page.get_by_test_id("balance-entries"), found)
+    go("Events")
+    page.get_by_test_id("show-json").first.click()
+    _scan(page, page.get_by_test_id("event-json"), found)
+    go("Webhooks")
+    _scan(page, page.get_by_test_id("add-endpoint"), found)
+    page.get_by_role("link", name=str(endpoint["url"]), exact=True).click()
+    _scan(page, page.get_by_test_id("delivery-log"), found)
+    page.get_by_test_id("rotate-secret").click()
+    _scan(page, page.get_by_role("alertdialog"), found)
+    page.get_by_role("alertdialog").get_by_test_id("confirm-ok").click()
+    _scan(page, page.get_by_test_id("secret-panel"), found)
+    go("API keys")
+    page.get_by_test_id("roll").first.click()
+    _scan(page, page.get_by_test_id("roll-confirm"), found)
+    go("Team")
+    _scan(page, page.get_by_test_id("invite"), found)
+    page.get_by_test_id("mode-live").click()
+    _scan(page, page.get_by_test_id("users-table"), found)
 
     assert found == [], "\n".join(found)

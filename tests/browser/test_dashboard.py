@@ -301,7 +301,7 @@ def test_viewer__sees_no_mutating_buttons(
         "/dashboard/merchants": ("merchants-table", ["create-merchant"]),
         f"/dashboard/merchants/{merchant.id}": (
             "keys-table",
-            ["create-key", "revoke", "save-fees"],
+            ["create-key", "revoke", "save-fees", "invite-user", "invite-email"],
         ),
         "/dashboard/reconciliation": ("recon-start", ["reconcile"]),
     }

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import '@angular/compiler';
 import { Injector, runInInjectionContext } from '@angular/core';
 
-import { Confirm, type ConfirmData } from '../../projects/dashboard/src/app/confirm';
+import { Confirm, type ConfirmData } from '../../shared/confirm';
 import { WebhooksPage } from '../../projects/dashboard/src/app/pages/webhooks';
 import { Session } from '../../projects/dashboard/src/app/session';
 

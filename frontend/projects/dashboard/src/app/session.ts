@@ -5,6 +5,8 @@ import type { DescMessage, DescMethodUnary, MessageInitShape, MessageShape } fro
 import { AdminService } from '@gen/paymesh/admin/v1/admin_pb';
 import { ApiError, call } from '@shared/rest';
 
+export { describeError } from '@shared/rest';
+
 interface Signed {
   token: string;
   role: string;
@@ -49,14 +51,21 @@ export class Session {
     this.state.set(null);
   }
 
-  /** Calls an admin RPC with the session; an expired session sends the operator to login. */
+  /**
+   * Calls an admin RPC with the session (a write under the `Idempotency-Key` given); an expired
+   * session sends the operator to login.
+   */
   async api<I extends DescMessage, O extends DescMessage>(
     method: DescMethodUnary<I, O>,
     init: MessageInitShape<I>,
+    options: { idempotencyKey?: string } = {},
   ): Promise<MessageShape<O>> {
-    const token = this.state()?.token ?? '';
+    const headers: Record<string, string> = { Authorization: `Bearer ${this.state()?.token ?? ''}` };
+    if (options.idempotencyKey) {
+      headers['Idempotency-Key'] = options.idempotencyKey;
+    }
     try {
-      return await call(method, init, { headers: { Authorization: `Bearer ${token}` } });
+      return await call(method, init, { headers });
     } catch (error) {
       if (error instanceof ApiError && error.status === 401) {
         this.forget();
@@ -65,13 +74,4 @@ export class Session {
       throw error;
     }
   }
-}
-
-/** A readable message for an error a page shows. */
-export function describeError(error: unknown): string {
-  if (error instanceof ApiError) {
-    if (error.status === 403) return 'Your role does not allow this action.';
-    return error.message;
-  }
-  return error instanceof Error ? error.message : String(error);
 }

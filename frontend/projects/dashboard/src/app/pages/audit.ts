@@ -5,7 +5,7 @@ import { MatFormFieldModule } from '@angular/material/form-field';
 import { MatInputModule } from '@angular/material/input';
 
 import { AdminService, type AuditEntry } from '@gen/paymesh/admin/v1/admin_pb';
-import { TimePipe } from '../format';
+import { TimePipe } from '@shared/format';
 import { Session, describeError } from '../session';
 
 const PAGE_SIZE = 50;

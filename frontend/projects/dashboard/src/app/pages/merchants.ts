@@ -7,7 +7,7 @@ import { MatTableModule } from '@angular/material/table';
 import { Router, RouterLink } from '@angular/router';
 
 import { AdminService, type Merchant } from '@gen/paymesh/admin/v1/admin_pb';
-import { TimePipe } from '../format';
+import { TimePipe } from '@shared/format';
 import { Session, describeError } from '../session';
 
 const PAGE_SIZE = 50;

@@ -12,7 +12,7 @@ import { BaseChartDirective } from 'ng2-charts';
 import { AdminService, type CurrencyOverview, type RevenueBucket } from '@gen/paymesh/admin/v1/admin_pb';
 import { formatMoney, toMajorNumber } from '@shared/money';
 import { toDate } from '@shared/time';
-import { TimePipe } from '../format';
+import { TimePipe } from '@shared/format';
 import { LiveOverview } from '../live';
 import { Session, describeError } from '../session';
 

@@ -9,7 +9,8 @@ import { Router, RouterLink } from '@angular/router';
 
 import { AdminService } from '@gen/paymesh/admin/v1/admin_pb';
 import type { Payment } from '@gen/paymesh/payment/v1/payment_pb';
-import { MoneyPipe, TimePipe } from '../format';
+import { MoneyPipe, TimePipe } from '@shared/format';
+import { Pager, PagerBar } from '@shared/pager';
 import { Session, describeError } from '../session';
 
 const PAGE_SIZE = 25;
@@ -17,7 +18,7 @@ const PAGE_SIZE = 25;
 /** Payments across merchants: filter by merchant and status, jump to an id, page through. */
 @Component({
   selector: 'pm-payments-page',
-  imports: [FormsModule, RouterLink, MatTableModule, MatFormFieldModule, MatInputModule, MatSelectModule, MatButtonModule, MoneyPipe, TimePipe],
+  imports: [FormsModule, RouterLink, MatTableModule, MatFormFieldModule, MatInputModule, MatSelectModule, MatButtonModule, MoneyPipe, TimePipe, PagerBar],
   template: `
     <h1 class="page-title">Payments</h1>
     <form class="toolbar-row filters" (ngSubmit)="search()" role="search">
@@ -69,15 +70,10 @@ const PAGE_SIZE = 25;
         <tr mat-row *matRowDef="let row; columns: columns" [attr.data-testid]="'payment-row-' + row.id"></tr>
       </table>
       @if (!loading() && payments().length === 0) { <p class="empty">No payments match.</p> }
-      <div class="toolbar-row pager">
-        <span class="muted">Page {{ tokens().length }}</span>
-        <span class="spacer"></span>
-        <button mat-button (click)="previous()" [disabled]="tokens().length <= 1">Previous</button>
-        <button mat-button (click)="next()" [disabled]="!nextToken()">Next</button>
-      </div>
+      <pm-pager [pager]="pager" (moved)="moved()" />
     </div>
   `,
-  styles: `.filters mat-form-field { width: 220px; } .num { text-align: right; } .pager { margin: 0.5rem 0 0; }`,
+  styles: `.filters mat-form-field { width: 220px; } .num { text-align: right; }`,
 })
 export class PaymentsPage implements OnInit {
   private readonly session = inject(Session);
@@ -91,9 +87,7 @@ export class PaymentsPage implements OnInit {
   readonly payments = signal<Payment[]>([]);
   readonly loading = signal(false);
   readonly error = signal('');
-  /** Page tokens of the pages seen so far; the last is the current page's. */
-  readonly tokens = signal<string[]>(['']);
-  readonly nextToken = signal('');
+  readonly pager = new Pager();
 
   ngOnInit(): void {
     void this.load();
@@ -105,17 +99,11 @@ export class PaymentsPage implements OnInit {
       void this.router.navigate(['/payments', id]);
       return;
     }
-    this.tokens.set(['']);
+    this.pager.reset();
     void this.load();
   }
 
-  next(): void {
-    this.tokens.update((t) => [...t, this.nextToken()]);
-    void this.load();
-  }
-
-  previous(): void {
-    this.tokens.update((t) => t.slice(0, -1));
+  moved(): void {
     void this.load();
   }
 
@@ -127,10 +115,10 @@ export class PaymentsPage implements OnInit {
         merchantId: this.merchantId.trim(),
         status: this.status,
         pageSize: PAGE_SIZE,
-        pageToken: this.tokens().at(-1) ?? '',
+        pageToken: this.pager.current(),
       });
       this.payments.set(response.payments);
-      this.nextToken.set(response.nextPageToken);
+      this.pager.nextToken.set(response.nextPageToken);
     } catch (error) {
       this.error.set(describeError(error));
     } finally {

@@ -6,7 +6,7 @@ import { MatInputModule } from '@angular/material/input';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 
 import { AdminService, type ReconciliationRun } from '@gen/paymesh/admin/v1/admin_pb';
-import { MoneyPipe, TimePipe } from '../format';
+import { MoneyPipe, TimePipe } from '@shared/format';
 import { Session, describeError } from '../session';
 
 /** "YYYY-MM-DDTHH:MM" in local time, as a datetime-local input wants it. */

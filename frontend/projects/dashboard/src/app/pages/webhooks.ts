@@ -7,8 +7,8 @@ import { MatSlideToggleModule } from '@angular/material/slide-toggle';
 
 import { AdminService } from '@gen/paymesh/admin/v1/admin_pb';
 import type { Delivery, DeliveryAttempt } from '@gen/paymesh/webhook/v1/webhook_internal_pb';
-import { Confirm } from '../confirm';
-import { TimePipe } from '../format';
+import { Confirm } from '@shared/confirm';
+import { TimePipe } from '@shared/format';
 import { Session, describeError } from '../session';
 
 const PAGE_SIZE = 50;

@@ -29,12 +29,12 @@ export class ConfirmDialog {
   readonly data = inject<ConfirmData>(MAT_DIALOG_DATA);
 }
 
-/** Asks the operator before an action; Cancel has the focus, so Enter alone does nothing rash. */
+/** Asks the user before an action; Cancel has the focus, so Enter alone does nothing rash. */
 @Injectable({ providedIn: 'root' })
 export class Confirm {
   private readonly dialog = inject(MatDialog);
 
-  /** True only when the operator chose the action (not Cancel, Escape or a click outside). */
+  /** True only when the user chose the action (not Cancel, Escape or a click outside). */
   async ask(data: ConfirmData): Promise<boolean> {
     const ref = this.dialog.open<ConfirmDialog, ConfirmData, boolean>(ConfirmDialog, {
       data,
