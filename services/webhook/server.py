@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from paymesh.webhook.v1 import (
 )
 from sqlalchemy.orm import Session
 
-from services.common import idempotency, pages
+from services.common import idempotency, pages, tracing
 from services.common.auth import AuthPolicy, current_principal
 from services.common.db import transaction
 from services.common.errors import DomainError, InvalidArgument
@@ -584,10 +585,12 @@ class WebhookInternalServicer(webhook_internal_pb2_grpc.WebhookInternalServiceSe
                 result if isinstance(result, DomainError) else render(result.event)
                 for result in results
             ]
+        # Each event's deliveries continue its trace (from this call's span, if it is the same).
+        contexts = tracing.onward([request.traceparent or None for request in requests])
         self._runtime.enqueue(
             [
-                attempt
-                for result in results
+                dataclasses.replace(attempt, traceparent=traceparent)
+                for result, traceparent in zip(results, contexts, strict=True)
                 if isinstance(result, events.Published)
                 for attempt in result.first_attempts
             ]
