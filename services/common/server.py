@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 RPC_TOTAL = Counter("paymesh_rpc_total", "RPCs served", ["method", "code"])
 RPC_SECONDS = Histogram("paymesh_rpc_duration_seconds", "RPC latency", ["method"])
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
 MESSAGE_BYTES_MAX = 4 * 1024 * 1024
 
 
@@ -380,6 +381,8 @@ def _access_line(
     one is the service's, for every call, internal ones too. Both carry the request id and,
     when tracing is on, the trace id.
     """
+    if method.startswith(HEALTH_METHOD_PREFIX):
+        return  # Envoy's health checks, every 2 s per service: no one's request
     code = context.code()
     logger.info(
         "rpc",
