@@ -79,6 +79,8 @@ class Claim:
     url: str
     body: bytes
     secrets: list[str]
+    # The trace the attempt belongs to (its event's), when tracing is on.
+    traceparent: str | None = None
 
 
 def _now() -> datetime:
@@ -182,6 +184,7 @@ def claim_attempts(
                 url=endpoint.url,
                 body=json.dumps(event_payload(event), separators=(",", ":")).encode(),
                 secrets=secrets[delivery.endpoint_id],
+                traceparent=event.traceparent,
             )
         )
     session.flush()

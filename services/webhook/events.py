@@ -56,6 +56,8 @@ class EventDraft:
     livemode: bool
     obj: dict[str, Any]
     create_time: datetime | None
+    # The trace its deliveries continue, when tracing is on.
+    traceparent: str | None = None
 
 
 def validate_event_type(value: str, *, field: str) -> None:
@@ -184,6 +186,7 @@ def _store(session: Session, drafts: list[EventDraft]) -> dict[str, Published]:
                     "object_id": draft.obj.get("id", ""),
                     "data": draft.obj,
                     "create_time": draft.create_time or now,
+                    "traceparent": draft.traceparent,
                 }
                 for draft in drafts
             ],
@@ -235,7 +238,7 @@ def fan_out(session: Session, events: Sequence[Event]) -> dict[str, list[DueAtte
                 next_attempt_time=now,
             )
             session.add(delivery)
-            created[event.id].append(DueAttempt(delivery.id, 1, endpoint.id))
+            created[event.id].append(DueAttempt(delivery.id, 1, endpoint.id, event.traceparent))
     session.flush()
     return created
 

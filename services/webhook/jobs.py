@@ -66,7 +66,10 @@ def run_batch(
             logs.bound(delivery_id=claim.delivery_id, event_id=claim.event_id),
             tracing.span(
                 "webhook attempt",
-                traceparent=(traceparents or {}).get((claim.delivery_id, claim.attempt_number)),
+                # The job's context when it continues the event's trace, else the event's
+                # own (a retry or a replay, enqueued by no request of that trace).
+                traceparent=(traceparents or {}).get((claim.delivery_id, claim.attempt_number))
+                or claim.traceparent,
                 kind=SpanKind.CLIENT,
                 attributes={
                     "paymesh.delivery.id": claim.delivery_id,

@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common import tracing
 from services.common.db import schema_metadata
 from services.common.idempotency import KeyColumns, KeyStore
 
@@ -53,6 +54,11 @@ class Event(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     store_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The W3C traceparent its deliveries continue (services/common/tracing.py): every attempt,
+    # retries and replays included, is a span of the trace that caused the event.
+    traceparent: Mapped[str | None] = mapped_column(
+        String(tracing.TRACEPARENT_LENGTH_MAX), nullable=True
+    )
 
 
 class Endpoint(Base):

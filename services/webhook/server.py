@@ -575,22 +575,25 @@ class WebhookInternalServicer(webhook_internal_pb2_grpc.WebhookInternalServiceSe
 
         Each event comes back rendered, or as the error that refused it.
         """
+        # Each event's deliveries continue its trace (from this call's span, if it is the same).
+        contexts = tracing.onward([request.traceparent or None for request in requests])
         with transaction(self._runtime.sessions) as session:
             results = events.publish_events(
                 session,
-                [_draft(request) for request in requests],
+                [
+                    dataclasses.replace(_draft(request), traceparent=traceparent)
+                    for request, traceparent in zip(requests, contexts, strict=True)
+                ],
                 bytes_max=self._runtime.settings.webhook_event_bytes_max,
             )
             outcomes = [
                 result if isinstance(result, DomainError) else render(result.event)
                 for result in results
             ]
-        # Each event's deliveries continue its trace (from this call's span, if it is the same).
-        contexts = tracing.onward([request.traceparent or None for request in requests])
         self._runtime.enqueue(
             [
-                dataclasses.replace(attempt, traceparent=traceparent)
-                for result, traceparent in zip(results, contexts, strict=True)
+                attempt
+                for result in results
                 if isinstance(result, events.Published)
                 for attempt in result.first_attempts
             ]

@@ -25,7 +25,7 @@ from services.runtime.platform import LocalPlatform
 from tests.conftest import MerchantKeys, platform_variables
 from tests.integration.otlp_collector import Collector, Span, serving, waterfall
 from tests.integration.test_payments import card, created, wait_for
-from tests.integration.webhook_receiver import Receiver, create_endpoint, wait_until
+from tests.integration.webhook_receiver import Receiver, Reply, create_endpoint, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -99,28 +99,31 @@ def test_a_card_payment_is_one_trace_from_the_edge_to_the_webhook(
         httpx.Client(base_url=traced.base_url, timeout=30) as api,
     ):
         path = "/hooks/traced"
+        # The first attempt fails; the retry (enqueued by the webhook sweeper after its
+        # backoff, by no request of the payment's) must still be a span of the payment's trace.
+        receiver.script(path, Reply(500, b"not now"), then=Reply(200))
         create_endpoint(
             api, traced_merchant.secret_key, receiver.url(path), events=["payment.succeeded"]
         )
         payment = created(api, traced_merchant.secret_key, payment_method={"card": card()})
         assert wait_for(api, traced_merchant.secret_key, payment["id"])["status"] == "succeeded"
-        (hook,) = receiver.wait_for(path, 1)
+        first, hook = receiver.wait_for(path, 2)
     event = json.loads(hook.body)
+    assert json.loads(first.body)["id"] == event["id"]
     assert event["data"]["object"]["id"] == payment["id"]
 
-    # The delivery attempt's span names its event; its trace is the payment's.
-    def attempt() -> Span | None:
-        return next(
-            (
-                s
-                for s in spans_of.spans()
-                if s.name == "webhook attempt"
-                and s.attributes.get("paymesh.event.id") == event["id"]
-            ),
-            None,
-        )
+    # The delivery attempts' spans name their event; their trace is the payment's.
+    def attempts() -> list[Span] | None:
+        found = [
+            s
+            for s in spans_of.spans()
+            if s.name == "webhook attempt" and s.attributes.get("paymesh.event.id") == event["id"]
+        ]
+        return found if len(found) == 2 else None
 
-    delivery = wait_until(attempt, timeout_s=EXPORT_WAIT_S)
+    failed, delivery = wait_until(attempts, timeout_s=EXPORT_WAIT_S)
+    assert failed.attributes["http.response.status_code"] == 500
+    assert failed.trace_id == delivery.trace_id
 
     def whole_trace() -> list[Span] | None:
         spans = spans_of.spans(delivery.trace_id)
@@ -148,20 +151,25 @@ def test_a_card_payment_is_one_trace_from_the_edge_to_the_webhook(
     # worker); the endpoint takes the second only.
     (publish,) = [
         s
-        for s in lineage
+        for s in _ancestors(failed, by_id)
         if (s.service, s.name)
         == ("webhook", "/paymesh.webhook.v1.WebhookInternalService/PublishEvents")
     ]
+    # The first attempt's job continues the trace; the retry's job was enqueued by the sweeper
+    # (a trace of its own), and its attempt continues the event's context stored with the event.
     deliver = _one(spans, "webhook-worker", "job deliver")
 
     # Causal order: each hop descends from the one before it, and starts after it started.
     # Between the service and the relay, and the relay and the worker, no call carries the
     # context: the outbox row's and the job's stored traceparents do.
-    chain = [root, create, relay, drive, publish, deliver, delivery]
+    chain = [root, create, relay, drive, publish, deliver, failed]
     for earlier, later in itertools.pairwise(chain):
         assert earlier in _ancestors(later, by_id), (earlier.name, later.name)
         assert earlier.start_ns <= later.start_ns, (earlier.name, later.name)
+    assert publish in lineage
+    assert failed.end_ns <= delivery.start_ns
     assert drive in _ancestors(posting, by_id)
     # The ledger posted before the payment's event was published.
     assert posting.end_ns <= publish.start_ns
     assert delivery.attributes["http.response.status_code"] == 200
+    assert failed.parent_id == deliver.span_id
