@@ -239,10 +239,14 @@ def job(
 
 
 def job_traceparents(count: int) -> list[str | None]:
-    """The traceparents to hand on for the `count` items of the job in hand (Nones when off)."""
+    """The traceparents to hand on for the `count` items of the job in hand.
+
+    None for each when the job came with no context for its items (tracing off, or a job a
+    sweeper enqueued): the items' own stored contexts, if any, then apply.
+    """
     items = _job_items_var.get()
     if len(items) != count:
-        return onward([None] * count)
+        return [None] * count
     return list(items)
 
 

@@ -116,6 +116,8 @@ def waterfall(spans: list[Span], *, width: int = 48) -> str:
         # A gRPC span's name is its full method name: the service's short name suffices here.
         name = span.name.rpartition(".")[2] if span.name.startswith("/") else span.name
         label = f"{'  ' * depth}{span.service}: {name} ({span.kind.lower()})"
+        if "http.response.status_code" in span.attributes:
+            label += f" -> {span.attributes['http.response.status_code']}"
         lines.append(f"{label:<72} {offset:9.1f} {duration:8.1f}  |{bar:<{width + 1}}|")
         for child in sorted(children.get(span.span_id, []), key=lambda s: s.start_ns):
             walk(child, depth + 1)
