@@ -9,7 +9,8 @@ metadata), and the hops that are not calls carry the context as data, in W3C `tr
 
 - an outbox row stores the traceparent of the request (or job) that wrote it;
 - an RQ job keeps, in its meta, one traceparent per item it carries (a payment, an attempt);
-- a published event carries its own in `PublishEventRequest.traceparent`.
+- a published event carries its own in `PublishEventRequest.traceparent`, and the webhook
+  service stores it with the event, so every attempt of its deliveries (retries too) continues it.
 
 Work moves in batches (a relay round, a job of 50 payments, one PublishEvents call), and a span
 has one parent. So a batch's span (`batch`) is a child of its first item's context and links to
@@ -32,6 +33,8 @@ import grpc
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from services.common.errors import ConfigurationError
+
 logger = logging.getLogger(__name__)
 
 TRACEPARENT = "traceparent"
@@ -42,17 +45,18 @@ TRACEPARENT_LENGTH_MAX = 128
 _tracer: Any = None
 
 
-def enabled() -> bool:
-    """Whether this process traces (PAYMESH_OTEL_ENDPOINT was set at start)."""
-    return _tracer is not None
-
-
 def endpoint_address(endpoint: str) -> tuple[str, int]:
     """The host and port of an OTLP/gRPC endpoint (`http://host:4317`, or `host:4317`)."""
-    parts = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}")
-    if parts.hostname is None or parts.port is None:
-        raise ValueError(f"an OTLP endpoint needs a host and a port: {endpoint!r}")
-    return parts.hostname, parts.port
+    try:
+        parts = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}")
+        port = parts.port
+    except ValueError as error:
+        raise ConfigurationError(f"PAYMESH_OTEL_ENDPOINT: {error}") from error
+    if parts.hostname is None or port is None:
+        raise ConfigurationError(
+            f"PAYMESH_OTEL_ENDPOINT needs a host and a port (http://host:4317): {endpoint!r}"
+        )
+    return parts.hostname, port
 
 
 def configure(endpoint: str | None, *, service: str) -> None:
