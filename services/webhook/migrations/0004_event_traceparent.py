@@ -3,16 +3,16 @@
 So each delivery attempt, retries and replays included, continues that trace
 (services/common/tracing.py). Null when tracing is off, and for the events stored before.
 
-Revision ID: webhook_0003
-Revises: webhook_0002
+Revision ID: webhook_0004
+Revises: webhook_0003
 Create Date: 2026-12-06
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "webhook_0003"
-down_revision = "webhook_0002"
+revision = "webhook_0004"
+down_revision = "webhook_0003"
 branch_labels = None
 depends_on = None
 

@@ -3,16 +3,16 @@
 So the relay and the job or event the row becomes continue that trace (services/common/
 tracing.py). Null when tracing is off, and for the rows written before.
 
-Revision ID: payment_0002
-Revises: payment_0001
+Revision ID: payment_0003
+Revises: payment_0002
 Create Date: 2026-12-06
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "payment_0002"
-down_revision = "payment_0001"
+revision = "payment_0003"
+down_revision = "payment_0002"
 branch_labels = None
 depends_on = None
 
