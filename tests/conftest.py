@@ -53,10 +53,8 @@ def _fresh_database(url: str) -> str:
     return f"{base}/{name}"
 
 
-@pytest.fixture(scope="session")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
-    """The whole platform, started once per test session on free ports."""
-    data_dir: Path = tmp_path_factory.mktemp("paymesh")
+def platform_variables(data_dir: Path) -> dict[str, str]:
+    """The test platforms' settings: free ports, a data directory, quick retries and sweeps."""
     ports = free_port_settings()
     variables = {
         **ports,
@@ -82,7 +80,13 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform
     }
     if os.environ.get("PAYMESH_DATABASE_URL"):
         variables["PAYMESH_DATABASE_URL"] = _fresh_database(os.environ["PAYMESH_DATABASE_URL"])
-    running = LocalPlatform(variables)
+    return variables
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+    """The whole platform, started once per test session on free ports."""
+    running = LocalPlatform(platform_variables(tmp_path_factory.mktemp("paymesh")))
     try:
         running.start()
         yield running

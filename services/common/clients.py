@@ -6,6 +6,8 @@ import json
 
 import grpc
 
+from services.common import tracing
+
 # Transient failures of idempotent internal calls are retried by the channel itself.
 _SERVICE_CONFIG = json.dumps(
     {
@@ -34,10 +36,12 @@ _OPTIONS = [
 
 
 def aio_channel(target: str) -> grpc.aio.Channel:
-    """An asyncio channel to `target` ("host:port")."""
-    return grpc.aio.insecure_channel(target, options=_OPTIONS)
+    """An asyncio channel to `target` ("host:port"), traced when tracing is on."""
+    return grpc.aio.insecure_channel(
+        target, options=_OPTIONS, interceptors=tracing.aio_client_interceptors() or None
+    )
 
 
 def sync_channel(target: str) -> grpc.Channel:
-    """A blocking channel to `target` ("host:port")."""
-    return grpc.insecure_channel(target, options=_OPTIONS)
+    """A blocking channel to `target` ("host:port"), traced when tracing is on."""
+    return tracing.intercept(grpc.insecure_channel(target, options=_OPTIONS))

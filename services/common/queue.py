@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import FrameType
@@ -33,6 +33,7 @@ from rq.timeouts import TimerDeathPenalty
 from rq.utils import now, utcparse
 from rq.worker_registration import get_keys
 
+from services.common import tracing
 from services.common.lifetime import die_with_parent
 from services.common.logs import configure_logging
 from services.common.metrics import JOB_SECONDS, JOBS, serve_process_metrics
@@ -70,6 +71,8 @@ STOP_IDLE_GRACE_S = 15.0
 WORKER_HEARTBEAT_STALE_S = JOB_TIMEOUT_S + 30
 # A batch job's id carries this many hex digits of its items' digest (96 bits).
 _BATCH_DIGEST_CHARS = 24
+# The job meta key of its items' trace contexts (`JobRequest.traceparents`).
+TRACEPARENTS_META = "traceparents"
 # Statuses in which a job still stands for pending work; any other lets the same id be reused.
 _LIVE_STATUSES = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
@@ -86,11 +89,16 @@ def make_queue(name: str, connection: Redis) -> Queue:
 
 @dataclass(frozen=True)
 class JobRequest:
-    """One job to enqueue: `func(*args)` (a dotted path) as `job_id`."""
+    """One job to enqueue: `func(*args)` (a dotted path) as `job_id`.
+
+    `traceparents`: the trace context of each item the job carries, in order, kept in the job's
+    meta when tracing is on (services/common/tracing.py); the worker continues them.
+    """
 
     func: str
     job_id: str
     args: tuple[Any, ...] = ()
+    traceparents: tuple[str | None, ...] = ()
 
 
 def batch_job_id(prefix: str, names: Iterable[str]) -> str:
@@ -134,6 +142,11 @@ def enqueue_many_once(
                 timeout=job_timeout_s,
                 result_ttl=RESULT_TTL_S,
                 failure_ttl=FAILURE_TTL_S,
+                meta=(
+                    {TRACEPARENTS_META: list(request.traceparents)}
+                    if any(request.traceparents)
+                    else None
+                ),
             )
         )
     if fresh:
@@ -219,10 +232,19 @@ class _Worker(SimpleWorker):
         raise StopRequested()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        """Runs the job in this thread, noting that one is in hand."""
+        """Runs the job in this thread, noting that one is in hand; in a span when tracing."""
         self.running_job = True
         try:
-            super().execute_job(job, queue)
+            with tracing.job(
+                f"job {(job.func_name or '').rpartition('.')[2]}",
+                job.meta.get(TRACEPARENTS_META) or [],
+                attributes={
+                    "messaging.system": "rq",
+                    "messaging.destination.name": queue.name,
+                    "messaging.message.id": job.id,
+                },
+            ):
+                super().execute_job(job, queue)
         finally:
             self.running_job = False
 
@@ -427,15 +449,20 @@ def worker_processes(connection: Redis) -> list[WorkerProcess]:
     return sorted(found.values(), key=lambda p: (p.kind, p.host, p.start_time, p.pid))
 
 
-def run_worker(*, name: str, queue_names: list[str]) -> None:
+def run_worker(
+    *, name: str, queue_names: list[str], prepare: Callable[[], object] = lambda: None
+) -> None:
     """Runs `PAYMESH_WORKER_CONCURRENCY` RQ workers on `queue_names` in this process until SIGTERM.
 
     Each worker is a SimpleWorker on a thread of its own (no fork per job): jobs mostly wait on
-    the network and on commits, so threads overlap them.
+    the network and on commits, so threads overlap them. `prepare` builds what the jobs share
+    (channels, pools), once logging and tracing are set up and before the threads start.
     """
     settings = Settings()
     configure_logging(service=name, level=settings.log_level, json=settings.log_json)
     serve_process_metrics(settings, name)
+    tracing.configure(settings.otel_endpoint, service=name)
+    prepare()
     # RQ's scheduler is a forked child (of the first worker thread, which lives as long as the
     # process): killed with this process, it must not run on, re-parented, holding its pipes.
     parent_pid = os.getpid()

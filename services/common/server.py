@@ -30,7 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 
-from services.common import versions
+from services.common import tracing, versions
 from services.common.auth import (
     ApiKeyAuthenticator,
     AuthPolicy,
@@ -53,7 +53,7 @@ from services.common.errors import (
     ValueOutOfRange,
     internal_status,
 )
-from services.common.logs import request_id_var
+from services.common.logs import bind, request_id_var
 from services.common.ratelimit import ApiRateLimiter, RateLimited, client_address
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ logger = logging.getLogger(__name__)
 RPC_TOTAL = Counter("paymesh_rpc_total", "RPCs served", ["method", "code"])
 RPC_SECONDS = Histogram("paymesh_rpc_duration_seconds", "RPC latency", ["method"])
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
 MESSAGE_BYTES_MAX = 4 * 1024 * 1024
 
 
@@ -252,6 +253,7 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 )
                 check_role(principal, method)
                 principal_var.set(principal)
+                bind(merchant_id=principal.merchant_id)
                 return
             operator_var.set(
                 await self._operator_authenticator.authenticate_operator(
@@ -268,6 +270,7 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         principal = await self._authenticate_key(self._authenticator, key, policy, metadata)
         check_role(principal, method)
         principal_var.set(principal)
+        bind(merchant_id=principal.merchant_id)
 
     async def _authenticate_key(
         self,
@@ -367,7 +370,9 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 await self._fail(method, context, error)
                 raise
             finally:
-                RPC_SECONDS.labels(method).observe(time.perf_counter() - start)
+                duration_s = time.perf_counter() - start
+                RPC_SECONDS.labels(method).observe(duration_s)
+                _access_line(method, context, duration_s)
             RPC_TOTAL.labels(method, "OK").inc()
             return response
 
@@ -378,6 +383,7 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             headers_sent = False
+            start = time.perf_counter()
             try:
                 await self._begin(method, context)
                 _check_decoded(request)
@@ -394,8 +400,38 @@ class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     raise
                 await self._fail(method, context, error, with_headers=headers_sent)
                 raise
+            finally:
+                _access_line(method, context, time.perf_counter() - start)
 
         return wrapper
+
+
+def _access_line(
+    method: str, context: grpc.aio.ServicerContext[Any, Any], duration_s: float
+) -> None:
+    """The call's one access line: method, status and latency (with the ids every line has).
+
+    The edge logs its own per HTTP request (route, HTTP status; envoy/envoy.yaml.tmpl); this
+    one is the service's, for every call, internal ones too. Both carry the request id and,
+    when tracing is on, the trace id.
+    """
+    if method.startswith(HEALTH_METHOD_PREFIX):
+        return  # Envoy's health checks, every 2 s per service: no one's request
+    code = context.code()
+    logger.info(
+        "rpc",
+        extra={
+            "method": method,
+            "code": "OK" if code is None else _code_name(code),
+            "duration_ms": round(duration_s * 1000, 3),
+        },
+    )
+
+
+def _code_name(code: Any) -> str:
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return grpc.StatusCode(_code_from_int(int(code))).name
 
 
 def _as_domain_error(method: str, error: Exception) -> Exception:
@@ -436,8 +472,11 @@ def create_server(
 ) -> tuple[grpc.aio.Server, int, Any]:
     """A server with the service, health and reflection registered, bound to `port` (0 = any)."""
     server = grpc.aio.server(
+        # The tracing interceptor (none when tracing is off) is the outermost, so the kit's
+        # log lines and the service's spans fall inside the call's server span.
         interceptors=[
-            KitInterceptor(spec.policies, authenticator, spec.operator_authenticator, rate_limiter)
+            *tracing.server_interceptors(),
+            KitInterceptor(spec.policies, authenticator, spec.operator_authenticator, rate_limiter),
         ],
         options=[
             ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),

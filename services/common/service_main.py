@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import uvloop
 
+from services.common import tracing
 from services.common.auth import ApiKeyAuthenticator
 from services.common.clients import aio_channel
 from services.common.logs import configure_logging
@@ -23,6 +24,8 @@ def run_service(
     """Builds the service from the environment's settings and serves it."""
     settings = Settings()
     configure_logging(service=name, level=settings.log_level, json=settings.log_json)
+    # Before the spec builds its channels, so they are traced.
+    tracing.configure(settings.otel_endpoint, service=name)
     spec = build_spec(settings)
 
     async def serve() -> None:

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+    # OpenTelemetry: where every process (and the edge) sends its spans over OTLP/gRPC, as
+    # "http://host:4317" or "host:4317". Unset, nothing is traced (services/common/tracing.py).
+    otel_endpoint: str | None = None
     grace_period_s: float = 5.0
     db_pool_size: int = 10
     grpc_timeout_s: float = 10.0

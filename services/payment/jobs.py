@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,6 +60,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from services.common import logs, tracing
 from services.common.clients import sync_channel
 from services.common.db import (
     Rendered,
@@ -225,21 +226,31 @@ def with_processor_retries_many(
 
 def process_payments(payment_ids: list[str]) -> dict[str, int]:
     """Moves a batch of `processing` payments on: the job of `drive_batch`."""
-    return drive_batch(context(), payment_ids)
+    traceparents = dict(zip(payment_ids, tracing.job_traceparents(len(payment_ids)), strict=True))
+    ids = {"payment_id": payment_ids[0]} if len(payment_ids) == 1 else {}
+    with logs.bound(**ids):
+        return drive_batch(context(), payment_ids, traceparents=traceparents)
 
 
-def drive_batch(ctx: WorkerContext, payment_ids: list[str]) -> dict[str, int]:
+def drive_batch(
+    ctx: WorkerContext,
+    payment_ids: list[str],
+    *,
+    traceparents: Mapping[str, str | None] | None = None,
+) -> dict[str, int]:
     """Drives the payments no other worker holds (`drive_payments`); counts what it did.
 
     Payments another worker holds are left to it ("busy"). Raises `BatchIncomplete` after
     doing the rest when a payment met an error: it stays `processing`, and the sweeper drives
-    it again.
+    it again. A payment's events carry its trace context from `traceparents` (tracing).
     """
     names = {payment_id: f"payment:{payment_id}" for payment_id in payment_ids}
     events: list[int] = []
     with exclusive_many(ctx.engine, list(names.values())) as (connection, held):
         mine = [payment_id for payment_id, name in names.items() if name in held]
-        outcomes = drive_payments(ctx, connection, mine, events=events)
+        outcomes = drive_payments(
+            ctx, connection, mine, events=events, traceparents=traceparents or {}
+        )
     _relay_events(ctx, events)
     counts = Counter(outcomes.get(payment_id, "busy") for payment_id in names)
     for outcome, count in counts.items():
@@ -324,18 +335,26 @@ def _changes_with_events(
     event_type: str,
     *,
     events: list[int],
+    traceparents: Mapping[str, str | None],
 ) -> list[Any]:
     """Applies `change` once per item and writes the events, all in one transaction.
 
     Each item's changed row, or None where the payment had moved on; the events' outbox ids
-    are added to `events`.
+    are added to `events`, each with its payment's trace context.
     """
     if not values:
         return []
     with transaction(ctx.sessions) as session:
         connection = session.connection()
         rows = execute_many(connection, change, values)
-        written = [outbox.payment_event_row(row, event_type) for row in rows if row is not None]
+        written = [
+            {
+                **outbox.payment_event_row(row, event_type),
+                "traceparent": traceparents.get(row.id),
+            }
+            for row in rows
+            if row is not None
+        ]
         if written:
             events += outbox.write_rows(connection, written)
     return rows
@@ -364,7 +383,12 @@ def _relay_events(ctx: WorkerContext, events: list[int]) -> None:
 
 
 def drive_payments(
-    ctx: WorkerContext, connection: Connection, payment_ids: list[str], *, events: list[int]
+    ctx: WorkerContext,
+    connection: Connection,
+    payment_ids: list[str],
+    *,
+    events: list[int],
+    traceparents: Mapping[str, str | None],
 ) -> dict[str, str]:
     """The body of `process_payments` on the locks' `connection`: what it did to each.
 
@@ -422,7 +446,9 @@ def drive_payments(
         (_DECLINED, declined, "payment.failed", "failed"),
         (_AWAITING_CAPTURE, manual, "payment.requires_capture", "requires_capture"),
     ):
-        changed = _changes_with_events(ctx, change, values, event_type, events=events)
+        changed = _changes_with_events(
+            ctx, change, values, event_type, events=events, traceparents=traceparents
+        )
         for value, row in zip(values, changed, strict=True):
             outcomes[value["payment_id"]] = outcome if row is not None else "nothing to do"
     # No event: each its own transaction on the locks' connection.
@@ -431,7 +457,7 @@ def drive_payments(
             outcomes[value["payment_id"]] = "nothing to do"
         else:
             to_capture.append((row, row.amount))
-    _capture_and_post(ctx, to_capture, outcomes, events=events)
+    _capture_and_post(ctx, to_capture, outcomes, events=events, traceparents=traceparents)
     return outcomes
 
 
@@ -441,6 +467,7 @@ def _capture_and_post(
     outcomes: dict[str, str],
     *,
     events: list[int],
+    traceparents: Mapping[str, str | None],
 ) -> None:
     """Captures, posts to the ledger and records `succeeded`, noting each one's outcome."""
     captures = with_processor_retries_many(
@@ -475,7 +502,9 @@ def _capture_and_post(
                 "new_ledger_reference": ledger.capture_reference(payment.id),
             }
         )
-    rows = _changes_with_events(ctx, _SUCCEEDED, succeeded, "payment.succeeded", events=events)
+    rows = _changes_with_events(
+        ctx, _SUCCEEDED, succeeded, "payment.succeeded", events=events, traceparents=traceparents
+    )
     for value, row in zip(succeeded, rows, strict=True):
         outcomes[value["payment_id"]] = "succeeded" if row is not None else "nothing to do"
 

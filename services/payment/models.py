@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common import tracing
 from services.common.db import NAMING_CONVENTION, schema_metadata
 from services.common.idempotency import KeyColumns, KeyStore
 
@@ -158,6 +159,11 @@ class OutboxMessage(Base):
     relay_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     create_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
+    )
+    # The W3C traceparent of the request or job that wrote the row, when tracing is on; the
+    # relay and the job it becomes continue that trace (services/common/tracing.py).
+    traceparent: Mapped[str | None] = mapped_column(
+        String(tracing.TRACEPARENT_LENGTH_MAX), nullable=True, default=tracing.current_traceparent
     )
 
 

@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, Row, Table, insert
 from sqlalchemy.orm import Session
 
+from services.common import tracing
 from services.common.db import execute_many, render
 from services.common.ids import new_id
 from services.common.rest_json import message_to_json
@@ -32,11 +33,11 @@ PROCESS_REFUND = "services.payment.jobs.process_refund"
 # where the ORM's unit of work cost more CPU than the statements themselves.
 _INSERT = render(
     insert(cast(Table, OutboxMessage.__table__)),
-    columns=("kind", "topic", "payload", "attempts", "last_error"),
+    columns=("kind", "topic", "payload", "attempts", "last_error", "traceparent"),
 )
 _INSERT_RETURNING_ID = render(
     insert(cast(Table, OutboxMessage.__table__)).returning(OutboxMessage.__table__.c.id),
-    columns=("kind", "topic", "payload", "attempts", "last_error"),
+    columns=("kind", "topic", "payload", "attempts", "last_error", "traceparent"),
 )
 
 
@@ -64,8 +65,17 @@ def event_row(
 
 
 def _insert_params(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # A row's own trace context (a payment's, in a batch), else the span in progress'.
+    current = tracing.current_traceparent()
     return [
-        {**row, "payload": Jsonb(row["payload"]), "attempts": 0, "last_error": ""} for row in rows
+        {
+            **row,
+            "payload": Jsonb(row["payload"]),
+            "attempts": 0,
+            "last_error": "",
+            "traceparent": row.get("traceparent") or current,
+        }
+        for row in rows
     ]
 
 

@@ -30,12 +30,14 @@ from types import FrameType
 from typing import Any
 
 import grpc
+from opentelemetry.trace import SpanKind
 from paymesh.webhook.v1 import webhook_internal_pb2, webhook_internal_pb2_grpc
 from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.common import tracing
 from services.common.clients import sync_channel
 from services.common.db import make_engine, make_sessionmaker, transaction
 from services.common.errors import status_code_name
@@ -98,6 +100,9 @@ def event_request(payload: dict[str, Any]) -> webhook_internal_pb2.PublishEventR
     )
     request.object.update(payload["object"])
     request.create_time.FromDatetime(datetime.fromisoformat(payload["create_time"]))
+    traceparent = payload.get(tracing.TRACEPARENT)
+    if traceparent:
+        request.traceparent = traceparent
     return request
 
 
@@ -175,20 +180,32 @@ def job_requests(payloads: list[dict[str, Any]]) -> list[JobRequest]:
         else:
             requests.append(
                 JobRequest(
-                    func=payload["func"], job_id=payload["job_id"], args=tuple(payload["args"])
+                    func=payload["func"],
+                    job_id=payload["job_id"],
+                    args=tuple(payload["args"]),
+                    traceparents=_traced((payload.get(tracing.TRACEPARENT),)),
                 )
             )
     for start in range(0, len(drives), PAYMENTS_PER_JOB_MAX):
         batch = drives[start : start + PAYMENTS_PER_JOB_MAX]
+        # A payment driven twice in a round (a re-drive) is driven once, in its first context.
+        contexts: dict[str, str | None] = {}
+        for payload in batch:
+            contexts.setdefault(payload["args"][0], payload.get(tracing.TRACEPARENT))
         requests.append(
             JobRequest(
                 func=outbox.PROCESS_PAYMENTS,
                 job_id=batch_job_id("payments", (payload["job_id"] for payload in batch)),
-                # A payment driven twice in a round (a re-drive) is driven once.
-                args=(list(dict.fromkeys(payload["args"][0] for payload in batch)),),
+                args=(list(contexts),),
+                traceparents=_traced(tuple(contexts.values())),
             )
         )
     return requests
+
+
+def _traced(traceparents: tuple[str | None, ...]) -> tuple[str | None, ...]:
+    """The items' contexts, or none at all when no item has one (tracing off)."""
+    return traceparents if any(traceparents) else ()
 
 
 def job_enqueuer(queue: Queue) -> Handler:
@@ -236,6 +253,24 @@ def hand_over(handler: Handler, payloads: list[dict[str, Any]]) -> list[str | No
         return [hand_over(handler, [payload])[0] for payload in payloads]
 
 
+def _hand_over_traced(handler: Handler, kind: str, rows: list[OutboxMessage]) -> list[str | None]:
+    """`hand_over` of the rows' payloads in a span continuing their traces (when tracing).
+
+    Each payload handed on carries the trace context its job or event continues from.
+    """
+    with tracing.batch(
+        f"outbox relay {kind}",
+        [row.traceparent for row in rows],
+        attributes={"paymesh.outbox.kind": kind},
+        kind=SpanKind.PRODUCER,
+    ) as onward:
+        payloads = [
+            {**row.payload, tracing.TRACEPARENT: traceparent} if traceparent else row.payload
+            for row, traceparent in zip(rows, onward, strict=True)
+        ]
+        return hand_over(handler, payloads)
+
+
 def relay_batch(
     sessions: sessionmaker[Session],
     *,
@@ -266,7 +301,7 @@ def relay_batch(
             by_kind.setdefault(row.kind, []).append(row)
         for kind, group in by_kind.items():
             try:
-                outcomes = hand_over(handlers.get(kind, publish), [row.payload for row in group])
+                outcomes = _hand_over_traced(handlers.get(kind, publish), kind, group)
             except TargetDown as error:
                 logger.warning("outbox: %d %s rows deferred: %s", len(group), kind, error)
                 for row in group:
@@ -330,6 +365,7 @@ def main() -> None:
     settings = Settings()
     configure_logging(service="payment-relay", level=settings.log_level, json=settings.log_json)
     serve_process_metrics(settings, "payment-relay")
+    tracing.configure(settings.otel_endpoint, service="payment-relay")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -12,7 +12,7 @@ from paymesh.payment.v1 import payment_internal_pb2_grpc, payment_pb2, payment_p
 from psycopg import AsyncConnection
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.common import idempotency, pages
+from services.common import idempotency, logs, pages
 from services.common.auth import AuthPolicy, Principal, current_principal, optional_principal
 from services.common.db import LoopPool, make_engine, make_sessionmaker, transaction
 from services.common.server import ServiceSpec
@@ -108,6 +108,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             payment = await payments.create_payment(
                 connection, principal=principal, data=data, card=attached
             )
+            logs.bind(payment_id=payment.id)
             return self._view(payment)
 
         return await self._idempotent.run_async(
@@ -320,6 +321,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         self, request: payment_pb2.GetPaymentRequest, context: Context
     ) -> payment_pb2.Payment:
         """Returns one payment: one statement on the event loop."""
+        logs.bind(payment_id=request.id)
         async with self._db.connection() as connection:
             row = await payments.read_payment_or_raise(
                 connection, principal=current_principal(), payment_id=request.id
@@ -342,6 +344,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         self, request: payment_pb2.ConfirmPaymentRequest, context: Context
     ) -> payment_pb2.Payment:
         """Attaches a card and starts processing; idempotent with a key."""
+        logs.bind(payment_id=request.id)
         result = await asyncio.to_thread(
             self._confirm, optional_principal(), idempotency.key_of(context), request
         )
@@ -360,6 +363,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         self, request: payment_pb2.CapturePaymentRequest, context: Context
     ) -> payment_pb2.Payment:
         """Captures an authorized payment; idempotent with a key."""
+        logs.bind(payment_id=request.id)
         result = await asyncio.to_thread(
             self._capture, current_principal(), idempotency.key_of(context), request
         )
@@ -369,6 +373,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         self, request: payment_pb2.CancelPaymentRequest, context: Context
     ) -> payment_pb2.Payment:
         """Cancels a payment; idempotent with a key."""
+        logs.bind(payment_id=request.id)
         result = await asyncio.to_thread(
             self._cancel, current_principal(), idempotency.key_of(context), request
         )

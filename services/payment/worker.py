@@ -9,8 +9,7 @@ from services.payment import jobs
 def main() -> None:
     """Works the payments queue until SIGTERM."""
     # Built at start, before the worker threads share it, rather than inside the first job.
-    jobs.context()
-    run_worker(name="payment-worker", queue_names=[PAYMENTS_QUEUE])
+    run_worker(name="payment-worker", queue_names=[PAYMENTS_QUEUE], prepare=jobs.context)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Any
 
 from services.common import errors
 from services.common.settings import SERVICE_NAMES, Settings
+from services.common.tracing import endpoint_address
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "envoy" / "envoy.yaml.tmpl"
@@ -550,6 +551,54 @@ def _all_ips(upstreams: list[Upstream]) -> bool:
     return all(u.host.replace(".", "").isdigit() for u in upstreams)
 
 
+# The OpenTelemetry collector's cluster, and the name the edge's spans carry.
+OTEL_CLUSTER = "opentelemetry_collector"
+EDGE_SERVICE_NAME = "edge"
+
+
+def _tracing(otel: Upstream | None) -> list[str]:
+    """The connection manager's `tracing`: Envoy's OpenTelemetry tracer, or none when off.
+
+    Envoy starts a span per request (sampling all of them) and sends its W3C traceparent
+    upstream, so the service's server span is its child.
+    """
+    if otel is None:
+        return []
+    return [
+        "tracing:",
+        "  provider:",
+        "    name: envoy.tracers.opentelemetry",
+        "    typed_config:",
+        '      "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig',
+        "      grpc_service:",
+        f"        envoy_grpc: {{cluster_name: {OTEL_CLUSTER}}}",
+        "        timeout: 1s",
+        f"      service_name: {EDGE_SERVICE_NAME}",
+    ]
+
+
+def _otel_cluster(otel: Upstream) -> list[str]:
+    return [
+        f"- name: {OTEL_CLUSTER}",
+        "  type: STATIC" if _all_ips([otel]) else "  type: STRICT_DNS",
+        "  connect_timeout: 1s",
+        "  typed_extension_protocol_options:",
+        "    envoy.extensions.upstreams.http.v3.HttpProtocolOptions:",
+        f'      "@type": {HTTP_OPTIONS_TYPE}',
+        "      explicit_http_config:",
+        "        http2_protocol_options: {}",
+        "  load_assignment:",
+        f"    cluster_name: {OTEL_CLUSTER}",
+        "    endpoints:",
+        "    - lb_endpoints:",
+        "      - endpoint:",
+        "          address:",
+        "            socket_address:",
+        f"              address: {otel.host}",
+        f"              port_value: {otel.port}",
+    ]
+
+
 def render(
     *,
     http_port: int,
@@ -558,8 +607,12 @@ def render(
     descriptor: Path = DESCRIPTOR,
     listen_address: str = "127.0.0.1",
     webapps: Upstream | None = None,
+    otel: Upstream | None = None,
 ) -> str:
-    """The Envoy configuration for this topology, as YAML (web apps too when `webapps` is set)."""
+    """The Envoy configuration for this topology, as YAML (web apps too when `webapps` is set).
+
+    With `otel` (an OTLP/gRPC collector), the edge traces every request to it.
+    """
     transcoded = [name for names in PUBLIC_SERVICES.values() for name in names]
     return Template(TEMPLATE.read_text()).substitute(
         http_port=http_port,
@@ -575,7 +628,13 @@ def render(
         ),
         local_reply=_indent(_local_reply(), 12),
         transcoded_services=_indent([f"- {name}" for name in transcoded], 14),
-        clusters=_indent(_clusters(upstreams) + (_webapp_cluster(webapps) if webapps else []), 2),
+        clusters=_indent(
+            _clusters(upstreams)
+            + (_webapp_cluster(webapps) if webapps else [])
+            + (_otel_cluster(otel) if otel else []),
+            2,
+        ),
+        tracing=_indent(_tracing(otel), 10),
     )
 
 
@@ -593,6 +652,9 @@ def render_local(settings: Settings) -> str:
         admin_port=settings.envoy_admin_port,
         upstreams=upstreams,
         webapps=Upstream(settings.services_host, settings.webapps_port),
+        otel=(
+            Upstream(*endpoint_address(settings.otel_endpoint)) if settings.otel_endpoint else None
+        ),
     )
 
 

@@ -80,6 +80,8 @@ class Claim:
     url: str
     body: bytes
     secrets: list[str]
+    # The trace the attempt belongs to (its event's), when tracing is on.
+    traceparent: str | None = None
 
 
 def _now() -> datetime:
@@ -183,6 +185,7 @@ def claim_attempts(
                 url=endpoint.url,
                 body=json.dumps(event_payload(event), separators=(",", ":")).encode(),
                 secrets=secrets[delivery.endpoint_id],
+                traceparent=event.traceparent,
             )
         )
     session.flush()

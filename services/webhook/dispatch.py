@@ -39,6 +39,8 @@ class DueAttempt:
     delivery_id: str
     attempt_number: int
     endpoint_id: str
+    # The trace the attempt continues (its event's), when tracing is on.
+    traceparent: str | None = None
 
 
 def batches(attempts: Sequence[DueAttempt]) -> list[list[DueAttempt]]:
@@ -74,6 +76,9 @@ def enqueue_attempts(queue: Queue, attempts: Sequence[DueAttempt], *, job_timeou
                 batch[0].endpoint_id, [(a.delivery_id, a.attempt_number) for a in batch]
             ),
             args=([[a.delivery_id, a.attempt_number] for a in batch],),
+            traceparents=(
+                tuple(a.traceparent for a in batch) if any(a.traceparent for a in batch) else ()
+            ),
         )
         for batch in batches(attempts)
     ]

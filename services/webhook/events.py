@@ -56,6 +56,8 @@ class EventDraft:
     livemode: bool
     obj: dict[str, Any]
     create_time: datetime | None
+    # The trace its deliveries continue, when tracing is on.
+    traceparent: str | None = None
 
 
 def validate_event_type(value: str, *, field: str) -> None:
@@ -184,6 +186,7 @@ def _store(session: Session, drafts: list[EventDraft]) -> dict[str, Published]:
                     "object_id": draft.obj.get("id", ""),
                     "data": draft.obj,
                     "create_time": draft.create_time or now,
+                    "traceparent": draft.traceparent,
                 }
                 for draft in drafts
             ],
@@ -250,7 +253,7 @@ def add_delivery(
         update_time=now,
     )
     session.add(delivery)
-    return DueAttempt(delivery.id, 1, endpoint.id)
+    return DueAttempt(delivery.id, 1, endpoint.id, event.traceparent)
 
 
 def add_test_event(

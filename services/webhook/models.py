@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common import tracing
 from services.common.db import schema_metadata
 from services.common.idempotency import KeyColumns, KeyStore
 
@@ -59,6 +60,11 @@ class Event(Base):
     store_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     # The storing transaction's id: the event stream's order (events.read_stream).
     txid: Mapped[int] = mapped_column(BigInteger, server_default=text(CURRENT_TXID))
+    # The W3C traceparent its deliveries continue (services/common/tracing.py): every attempt,
+    # retries and replays included, is a span of the trace that caused the event.
+    traceparent: Mapped[str | None] = mapped_column(
+        String(tracing.TRACEPARENT_LENGTH_MAX), nullable=True
+    )
 
 
 class Endpoint(Base):

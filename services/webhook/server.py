@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from paymesh.webhook.v1 import (
 )
 from sqlalchemy.orm import Session
 
-from services.common import idempotency, pages
+from services.common import idempotency, pages, tracing
 from services.common.auth import AuthPolicy, current_principal
 from services.common.db import transaction
 from services.common.errors import DomainError, InvalidArgument
@@ -696,10 +697,15 @@ class WebhookInternalServicer(webhook_internal_pb2_grpc.WebhookInternalServiceSe
 
         Each event comes back rendered, or as the error that refused it.
         """
+        # Each event's deliveries continue its trace (from this call's span, if it is the same).
+        contexts = tracing.onward([request.traceparent or None for request in requests])
         with transaction(self._runtime.sessions) as session:
             results = events.publish_events(
                 session,
-                [_draft(request) for request in requests],
+                [
+                    dataclasses.replace(_draft(request), traceparent=traceparent)
+                    for request, traceparent in zip(requests, contexts, strict=True)
+                ],
                 bytes_max=self._runtime.settings.webhook_event_bytes_max,
             )
             outcomes = [

@@ -16,6 +16,7 @@ from types import FrameType
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from services.common import tracing
 from services.common.db import transaction
 from services.common.logs import configure_logging
 from services.common.metrics import SWEEPS, SWEPT, serve_process_metrics
@@ -67,6 +68,7 @@ def main() -> None:
     settings = Settings()
     configure_logging(service="webhook-sweeper", level=settings.log_level, json=settings.log_json)
     serve_process_metrics(settings, "webhook-sweeper")
+    tracing.configure(settings.otel_endpoint, service="webhook-sweeper")
     runtime = build_runtime(settings, application_name="paymesh-webhook-sweeper", pool_size=1)
     stop = threading.Event()
 

@@ -15,9 +15,12 @@ def main() -> None:
     """Runs until SIGTERM."""
     # httpx logs every request URL at INFO; merchants' URLs may carry tokens.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    run_worker(name="webhook-worker", queue_names=[WEBHOOKS_QUEUE], prepare=_prepare)
+
+
+def _prepare() -> None:
     sender.prepare()
     worker_runtime()
-    run_worker(name="webhook-worker", queue_names=[WEBHOOKS_QUEUE])
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from paymesh.webhook.v1 import webhook_pb2 as paymesh_dot_webhook_dot_v1_dot_webhook__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)paymesh/webhook/v1/webhook_internal.proto\x12\x12paymesh.webhook.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a paymesh/webhook/v1/webhook.proto\"\xb0\x01\n\x13PublishEventRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x10\n\x08livemode\x18\x04 \x01(\x08\x12\'\n\x06object\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x14PublishEventsRequest\x12\x37\n\x06\x65vents\x18\x01 \x03(\x0b\x32\'.paymesh.webhook.v1.PublishEventRequest\"P\n\x15PublishEventsResponse\x12\x37\n\x07results\x18\x01 \x03(\x0b\x32&.paymesh.webhook.v1.PublishEventResult\"C\n\x12PublishEventResult\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"\xfa\x02\n\x08\x44\x65livery\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x12\n\nevent_type\x18\x04 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x05 \x01(\t\x12\x14\n\x0c\x65ndpoint_url\x18\x06 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x07 \x01(\t\x12\x0e\n\x06status\x18\x08 \x01(\t\x12\x15\n\rattempt_count\x18\t \x01(\x05\x12\x18\n\x10last_status_code\x18\n \x01(\x05\x12\x12\n\nlast_error\x18\x0b \x01(\t\x12\x35\n\x11next_attempt_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"r\n\x1bListFailedDeliveriesRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_failing\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"{\n\x1cListFailedDeliveriesResponse\x12\x30\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1c.paymesh.webhook.v1.Delivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\"#\n\x15ReplayDeliveryRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x98\x01\n\x17ReplayDeliveriesRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x19\n\x11include_delivered\x18\x05 \x01(\x08\"0\n\x18ReplayDeliveriesResponse\x12\x14\n\x0c\x64\x65livery_ids\x18\x01 \x03(\t\"\xb0\x01\n\x17GetDeliveryStatsRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\x08livemode\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\x0b\n\t_livemode\"]\n\x18GetDeliveryStatsResponse\x12\x11\n\tdelivered\x18\x01 \x01(\x03\x12\x0f\n\x07pending\x18\x02 \x01(\x03\x12\x0f\n\x07\x66\x61iling\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x65\x61\x64\x18\x04 \x01(\x03\",\n\x17ListObjectEventsRequest\x12\x11\n\tobject_id\x18\x01 \x01(\t\"E\n\x18ListObjectEventsResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.paymesh.webhook.v1.Event\"2\n\x1bListDeliveryAttemptsRequest\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\"\xa9\x01\n\x0f\x44\x65liveryAttempt\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x05\x12\x13\n\x0bstatus_code\x18\x03 \x01(\x05\x12\x15\n\rresponse_body\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x16\n\x0e\x61ttempt_number\x18\x06 \x01(\x05\"U\n\x1cListDeliveryAttemptsResponse\x12\x35\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32#.paymesh.webhook.v1.DeliveryAttempt2\xf0\x06\n\x16WebhookInternalService\x12R\n\x0cPublishEvent\x12\'.paymesh.webhook.v1.PublishEventRequest\x1a\x19.paymesh.webhook.v1.Event\x12\x64\n\rPublishEvents\x12(.paymesh.webhook.v1.PublishEventsRequest\x1a).paymesh.webhook.v1.PublishEventsResponse\x12y\n\x14ListFailedDeliveries\x12/.paymesh.webhook.v1.ListFailedDeliveriesRequest\x1a\x30.paymesh.webhook.v1.ListFailedDeliveriesResponse\x12Y\n\x0eReplayDelivery\x12).paymesh.webhook.v1.ReplayDeliveryRequest\x1a\x1c.paymesh.webhook.v1.Delivery\x12m\n\x10ReplayDeliveries\x12+.paymesh.webhook.v1.ReplayDeliveriesRequest\x1a,.paymesh.webhook.v1.ReplayDeliveriesResponse\x12m\n\x10GetDeliveryStats\x12+.paymesh.webhook.v1.GetDeliveryStatsRequest\x1a,.paymesh.webhook.v1.GetDeliveryStatsResponse\x12m\n\x10ListObjectEvents\x12+.paymesh.webhook.v1.ListObjectEventsRequest\x1a,.paymesh.webhook.v1.ListObjectEventsResponse\x12y\n\x14ListDeliveryAttempts\x12/.paymesh.webhook.v1.ListDeliveryAttemptsRequest\x1a\x30.paymesh.webhook.v1.ListDeliveryAttemptsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)paymesh/webhook/v1/webhook_internal.proto\x12\x12paymesh.webhook.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a paymesh/webhook/v1/webhook.proto\"\xc5\x01\n\x13PublishEventRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x10\n\x08livemode\x18\x04 \x01(\x08\x12\'\n\x06object\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btraceparent\x18\x07 \x01(\t\"O\n\x14PublishEventsRequest\x12\x37\n\x06\x65vents\x18\x01 \x03(\x0b\x32\'.paymesh.webhook.v1.PublishEventRequest\"P\n\x15PublishEventsResponse\x12\x37\n\x07results\x18\x01 \x03(\x0b\x32&.paymesh.webhook.v1.PublishEventResult\"C\n\x12PublishEventResult\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"\xfa\x02\n\x08\x44\x65livery\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x12\n\nevent_type\x18\x04 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x05 \x01(\t\x12\x14\n\x0c\x65ndpoint_url\x18\x06 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x07 \x01(\t\x12\x0e\n\x06status\x18\x08 \x01(\t\x12\x15\n\rattempt_count\x18\t \x01(\x05\x12\x18\n\x10last_status_code\x18\n \x01(\x05\x12\x12\n\nlast_error\x18\x0b \x01(\t\x12\x35\n\x11next_attempt_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"r\n\x1bListFailedDeliveriesRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_failing\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"{\n\x1cListFailedDeliveriesResponse\x12\x30\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1c.paymesh.webhook.v1.Delivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\"#\n\x15ReplayDeliveryRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x98\x01\n\x17ReplayDeliveriesRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x19\n\x11include_delivered\x18\x05 \x01(\x08\"0\n\x18ReplayDeliveriesResponse\x12\x14\n\x0c\x64\x65livery_ids\x18\x01 \x03(\t\"\xb0\x01\n\x17GetDeliveryStatsRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\x08livemode\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\x0b\n\t_livemode\"]\n\x18GetDeliveryStatsResponse\x12\x11\n\tdelivered\x18\x01 \x01(\x03\x12\x0f\n\x07pending\x18\x02 \x01(\x03\x12\x0f\n\x07\x66\x61iling\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x65\x61\x64\x18\x04 \x01(\x03\",\n\x17ListObjectEventsRequest\x12\x11\n\tobject_id\x18\x01 \x01(\t\"E\n\x18ListObjectEventsResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.paymesh.webhook.v1.Event\"2\n\x1bListDeliveryAttemptsRequest\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\"\xa9\x01\n\x0f\x44\x65liveryAttempt\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x05\x12\x13\n\x0bstatus_code\x18\x03 \x01(\x05\x12\x15\n\rresponse_body\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x16\n\x0e\x61ttempt_number\x18\x06 \x01(\x05\"U\n\x1cListDeliveryAttemptsResponse\x12\x35\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32#.paymesh.webhook.v1.DeliveryAttempt2\xf0\x06\n\x16WebhookInternalService\x12R\n\x0cPublishEvent\x12\'.paymesh.webhook.v1.PublishEventRequest\x1a\x19.paymesh.webhook.v1.Event\x12\x64\n\rPublishEvents\x12(.paymesh.webhook.v1.PublishEventsRequest\x1a).paymesh.webhook.v1.PublishEventsResponse\x12y\n\x14ListFailedDeliveries\x12/.paymesh.webhook.v1.ListFailedDeliveriesRequest\x1a\x30.paymesh.webhook.v1.ListFailedDeliveriesResponse\x12Y\n\x0eReplayDelivery\x12).paymesh.webhook.v1.ReplayDeliveryRequest\x1a\x1c.paymesh.webhook.v1.Delivery\x12m\n\x10ReplayDeliveries\x12+.paymesh.webhook.v1.ReplayDeliveriesRequest\x1a,.paymesh.webhook.v1.ReplayDeliveriesResponse\x12m\n\x10GetDeliveryStats\x12+.paymesh.webhook.v1.GetDeliveryStatsRequest\x1a,.paymesh.webhook.v1.GetDeliveryStatsResponse\x12m\n\x10ListObjectEvents\x12+.paymesh.webhook.v1.ListObjectEventsRequest\x1a,.paymesh.webhook.v1.ListObjectEventsResponse\x12y\n\x14ListDeliveryAttempts\x12/.paymesh.webhook.v1.ListDeliveryAttemptsRequest\x1a\x30.paymesh.webhook.v1.ListDeliveryAttemptsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,39 +36,39 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paymesh.webhook.v1.webhook_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PUBLISHEVENTREQUEST']._serialized_start=188
-  _globals['_PUBLISHEVENTREQUEST']._serialized_end=364
-  _globals['_PUBLISHEVENTSREQUEST']._serialized_start=366
-  _globals['_PUBLISHEVENTSREQUEST']._serialized_end=445
-  _globals['_PUBLISHEVENTSRESPONSE']._serialized_start=447
-  _globals['_PUBLISHEVENTSRESPONSE']._serialized_end=527
-  _globals['_PUBLISHEVENTRESULT']._serialized_start=529
-  _globals['_PUBLISHEVENTRESULT']._serialized_end=596
-  _globals['_DELIVERY']._serialized_start=599
-  _globals['_DELIVERY']._serialized_end=977
-  _globals['_LISTFAILEDDELIVERIESREQUEST']._serialized_start=979
-  _globals['_LISTFAILEDDELIVERIESREQUEST']._serialized_end=1093
-  _globals['_LISTFAILEDDELIVERIESRESPONSE']._serialized_start=1095
-  _globals['_LISTFAILEDDELIVERIESRESPONSE']._serialized_end=1218
-  _globals['_REPLAYDELIVERYREQUEST']._serialized_start=1220
-  _globals['_REPLAYDELIVERYREQUEST']._serialized_end=1255
-  _globals['_REPLAYDELIVERIESREQUEST']._serialized_start=1258
-  _globals['_REPLAYDELIVERIESREQUEST']._serialized_end=1410
-  _globals['_REPLAYDELIVERIESRESPONSE']._serialized_start=1412
-  _globals['_REPLAYDELIVERIESRESPONSE']._serialized_end=1460
-  _globals['_GETDELIVERYSTATSREQUEST']._serialized_start=1463
-  _globals['_GETDELIVERYSTATSREQUEST']._serialized_end=1639
-  _globals['_GETDELIVERYSTATSRESPONSE']._serialized_start=1641
-  _globals['_GETDELIVERYSTATSRESPONSE']._serialized_end=1734
-  _globals['_LISTOBJECTEVENTSREQUEST']._serialized_start=1736
-  _globals['_LISTOBJECTEVENTSREQUEST']._serialized_end=1780
-  _globals['_LISTOBJECTEVENTSRESPONSE']._serialized_start=1782
-  _globals['_LISTOBJECTEVENTSRESPONSE']._serialized_end=1851
-  _globals['_LISTDELIVERYATTEMPTSREQUEST']._serialized_start=1853
-  _globals['_LISTDELIVERYATTEMPTSREQUEST']._serialized_end=1903
-  _globals['_DELIVERYATTEMPT']._serialized_start=1906
-  _globals['_DELIVERYATTEMPT']._serialized_end=2075
-  _globals['_LISTDELIVERYATTEMPTSRESPONSE']._serialized_start=2077
-  _globals['_LISTDELIVERYATTEMPTSRESPONSE']._serialized_end=2162
-  _globals['_WEBHOOKINTERNALSERVICE']._serialized_start=2165
-  _globals['_WEBHOOKINTERNALSERVICE']._serialized_end=3045
+  _globals['_PUBLISHEVENTREQUEST']._serialized_end=385
+  _globals['_PUBLISHEVENTSREQUEST']._serialized_start=387
+  _globals['_PUBLISHEVENTSREQUEST']._serialized_end=466
+  _globals['_PUBLISHEVENTSRESPONSE']._serialized_start=468
+  _globals['_PUBLISHEVENTSRESPONSE']._serialized_end=548
+  _globals['_PUBLISHEVENTRESULT']._serialized_start=550
+  _globals['_PUBLISHEVENTRESULT']._serialized_end=617
+  _globals['_DELIVERY']._serialized_start=620
+  _globals['_DELIVERY']._serialized_end=998
+  _globals['_LISTFAILEDDELIVERIESREQUEST']._serialized_start=1000
+  _globals['_LISTFAILEDDELIVERIESREQUEST']._serialized_end=1114
+  _globals['_LISTFAILEDDELIVERIESRESPONSE']._serialized_start=1116
+  _globals['_LISTFAILEDDELIVERIESRESPONSE']._serialized_end=1239
+  _globals['_REPLAYDELIVERYREQUEST']._serialized_start=1241
+  _globals['_REPLAYDELIVERYREQUEST']._serialized_end=1276
+  _globals['_REPLAYDELIVERIESREQUEST']._serialized_start=1279
+  _globals['_REPLAYDELIVERIESREQUEST']._serialized_end=1431
+  _globals['_REPLAYDELIVERIESRESPONSE']._serialized_start=1433
+  _globals['_REPLAYDELIVERIESRESPONSE']._serialized_end=1481
+  _globals['_GETDELIVERYSTATSREQUEST']._serialized_start=1484
+  _globals['_GETDELIVERYSTATSREQUEST']._serialized_end=1660
+  _globals['_GETDELIVERYSTATSRESPONSE']._serialized_start=1662
+  _globals['_GETDELIVERYSTATSRESPONSE']._serialized_end=1755
+  _globals['_LISTOBJECTEVENTSREQUEST']._serialized_start=1757
+  _globals['_LISTOBJECTEVENTSREQUEST']._serialized_end=1801
+  _globals['_LISTOBJECTEVENTSRESPONSE']._serialized_start=1803
+  _globals['_LISTOBJECTEVENTSRESPONSE']._serialized_end=1872
+  _globals['_LISTDELIVERYATTEMPTSREQUEST']._serialized_start=1874
+  _globals['_LISTDELIVERYATTEMPTSREQUEST']._serialized_end=1924
+  _globals['_DELIVERYATTEMPT']._serialized_start=1927
+  _globals['_DELIVERYATTEMPT']._serialized_end=2096
+  _globals['_LISTDELIVERYATTEMPTSRESPONSE']._serialized_start=2098
+  _globals['_LISTDELIVERYATTEMPTSRESPONSE']._serialized_end=2183
+  _globals['_WEBHOOKINTERNALSERVICE']._serialized_start=2186
+  _globals['_WEBHOOKINTERNALSERVICE']._serialized_end=3066
 # @@protoc_insertion_point(module_scope)

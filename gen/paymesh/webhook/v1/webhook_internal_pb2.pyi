@@ -34,6 +34,7 @@ class PublishEventRequest(_message.Message):
     LIVEMODE_FIELD_NUMBER: _builtins.int
     OBJECT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Identifier chosen by the publisher, "evt_..." ; publishing it again changes nothing."""
     merchant_id: _builtins.str
@@ -42,6 +43,10 @@ class PublishEventRequest(_message.Message):
     """Type, e.g. "payment.succeeded"."""
     livemode: _builtins.bool
     """True for live mode."""
+    traceparent: _builtins.str
+    """The W3C traceparent of the trace the event belongs to (the request that caused it), when
+    the publisher traces; its deliveries continue that trace. Empty otherwise.
+    """
     @_builtins.property
     def object(self) -> _struct_pb2.Struct:
         """The object as the API shows it."""
@@ -59,10 +64,11 @@ class PublishEventRequest(_message.Message):
         livemode: _builtins.bool = ...,
         object: _struct_pb2.Struct | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "object", b"object"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "livemode", b"livemode", "merchant_id", b"merchant_id", "object", b"object", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "livemode", b"livemode", "merchant_id", b"merchant_id", "object", b"object", "traceparent", b"traceparent", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
