@@ -246,12 +246,20 @@ class RemoteServices:
             )
         )
         detail = admin_pb2.PaymentDetail(payment=matching[0], refunds=refunds.refunds)
-        detail.events.extend(
-            sorted(
-                (event for reply in events for event in reply.events),
-                key=lambda event: event.create_time.ToDatetime(),
-            )
+        traced = sorted(
+            (
+                (event, trace_id)
+                for reply in events
+                for event, trace_id in zip(
+                    reply.events,
+                    list(reply.trace_ids) or [""] * len(reply.events),
+                    strict=True,
+                )
+            ),
+            key=lambda pair: pair[0].create_time.ToDatetime(),
         )
+        detail.events.extend(event for event, _ in traced)
+        detail.event_trace_ids.extend(trace_id for _, trace_id in traced)
         detail.ledger_entries.extend(
             sorted(
                 (entry for reply in entries for entry in reply.entries),

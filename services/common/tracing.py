@@ -208,13 +208,13 @@ def onward(traceparents: Sequence[str | None]) -> list[str | None]:
     context = trace.get_current_span().get_span_context()
     trace_id = format(context.trace_id, "032x") if context.is_valid else None
     return [
-        own if value is None or _trace_id(value) == trace_id else value for value in traceparents
+        own if value is None or trace_id_of(value) == trace_id else value for value in traceparents
     ]
 
 
-def _trace_id(traceparent: str) -> str:
-    # version-traceid-spanid-flags
-    return traceparent.split("-")[1] if traceparent.count("-") >= 3 else ""
+def trace_id_of(traceparent: str | None) -> str:
+    """The trace id in a W3C traceparent (version-traceid-spanid-flags); "" for none."""
+    return traceparent.split("-")[1] if traceparent and traceparent.count("-") >= 3 else ""
 
 
 # The traceparents of the items of the job in hand, one per item (`job`).

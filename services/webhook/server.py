@@ -803,7 +803,8 @@ class WebhookInternalServicer(webhook_internal_pb2_grpc.WebhookInternalServiceSe
         with transaction(self._runtime.sessions) as session:
             rows = events.list_object_events(session, object_id=object_id)
             return webhook_internal_pb2.ListObjectEventsResponse(
-                events=[event_to_proto(row) for row in rows]
+                events=[event_to_proto(row) for row in rows],
+                trace_ids=[tracing.trace_id_of(row.traceparent) for row in rows],
             )
 
     def _attempts(self, delivery_id: str) -> webhook_internal_pb2.ListDeliveryAttemptsResponse:

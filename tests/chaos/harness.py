@@ -360,7 +360,16 @@ def _drive(client: Client, flow: Flow, *, timeout_s: float) -> None:
     assert created.status_code == 200, created.text
     flow.payment_id = created.json()["id"]
     path = f"/v1/payments/{flow.payment_id}"
-    settled = client.wait(path, FINAL | {"requires_capture"}, timeout_s=timeout_s)
+    settled = client.wait(
+        path, FINAL | {"requires_capture", "requires_action"}, timeout_s=timeout_s
+    )
+    if settled["status"] == "requires_action":
+        # A 3-D Secure card: the customer completes the challenge, under faults like the rest.
+        authenticated = client.call(
+            "POST", f"{path}/authenticate", {"result": "complete"}, key=f"{flow.key}-authenticate"
+        )
+        assert authenticated.status_code == 200, authenticated.text
+        settled = client.wait(path, FINAL | {"requires_capture"}, timeout_s=timeout_s)
     if settled["status"] == "requires_capture":
         captured = client.call(
             "POST", f"{path}/capture", {"amount_to_capture": "1500"}, key=f"{flow.key}-capture"

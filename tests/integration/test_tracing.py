@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.admin import merchants
+from services.admin import merchants, operators
 from services.common.db import make_engine, make_sessionmaker, transaction
 from services.runtime.platform import LocalPlatform
 from tests.conftest import MerchantKeys, platform_variables
@@ -173,3 +173,22 @@ def test_a_card_payment_is_one_trace_from_the_edge_to_the_webhook(
     assert posting.end_ns <= publish.start_ns
     assert delivery.attributes["http.response.status_code"] == 200
     assert failed.parent_id == deliver.span_id
+
+    # The operators' payment detail names that trace beside each event of the payment.
+    engine = make_engine(traced.settings.require_database_url(), pool_size=1)
+    with transaction(make_sessionmaker(engine)) as db:
+        operators.create_operator(
+            db, email="tracer@paymesh.test", password="trace-password", role="viewer"
+        )
+    engine.dispose()
+    with httpx.Client(base_url=traced.base_url, timeout=30) as api:
+        login = api.post(
+            "/admin/login", json={"email": "tracer@paymesh.test", "password": "trace-password"}
+        )
+        headers = {"Authorization": f"Bearer {login.json()['session_token']}"}
+        detail = api.get(f"/admin/payments/{payment['id']}", headers=headers).json()
+    traces = dict(
+        zip([e["type"] for e in detail["events"]], detail["event_trace_ids"], strict=True)
+    )
+    assert traces["payment.succeeded"] == delivery.trace_id
+    assert traces["payment.processing"] == delivery.trace_id

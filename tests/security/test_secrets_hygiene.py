@@ -67,6 +67,13 @@ def _run_workload(api: httpx.Client, sessions: sessionmaker[Session]) -> list[st
             payment = created(
                 api, secret_key, payment_method={"card": card(number, cvc=CVC)}, amount=1500
             )
+            if payment["status"] == "requires_action":
+                # A 3-D Secure card: the challenge answered as the checkout page does.
+                answered = api.post(
+                    f"/v1/payments/{payment['id']}/authenticate",
+                    json={"client_secret": payment["client_secret"], "result": "complete"},
+                )
+                assert answered.status_code == 200, answered.text
             wait_for(api, secret_key, payment["id"], timeout_s=120)
         waiting = created(api, secret_key, amount=700)
         confirmed = api.post(

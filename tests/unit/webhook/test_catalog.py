@@ -59,6 +59,7 @@ def test_catalog__lists_the_platforms_event_types_once_each() -> None:
         "refund.succeeded",
         "refund.failed",
         "webhook_endpoint.disabled",
+        "payment.requires_action",
     ]
     for name in names:
         events.validate_event_type(name, field="type")

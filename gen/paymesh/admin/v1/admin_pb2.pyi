@@ -1236,6 +1236,7 @@ class PaymentDetail(_message.Message):
     REFUNDS_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     LEDGER_ENTRIES_FIELD_NUMBER: _builtins.int
+    EVENT_TRACE_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def payment(self) -> _payment_pb2.Payment:
         """The payment."""
@@ -1252,6 +1253,12 @@ class PaymentDetail(_message.Message):
     def ledger_entries(self) -> _containers.RepeatedCompositeFieldContainer[_ledger_pb2.Entry]:
         """Ledger entries it caused (its refunds' entries included), newest first."""
 
+    @_builtins.property
+    def event_trace_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The trace id of each event in `events`, same order ("" where tracing was off): the trace
+        of the request (create, confirm, capture, refund) that caused it, in the trace backend.
+        """
+
     def __init__(
         self,
         *,
@@ -1259,10 +1266,11 @@ class PaymentDetail(_message.Message):
         refunds: _abc.Iterable[_payment_pb2.Refund] | None = ...,
         events: _abc.Iterable[_webhook_pb2.Event] | None = ...,
         ledger_entries: _abc.Iterable[_ledger_pb2.Entry] | None = ...,
+        event_trace_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "ledger_entries", b"ledger_entries", "payment", b"payment", "refunds", b"refunds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_trace_ids", b"event_trace_ids", "events", b"events", "ledger_entries", b"ledger_entries", "payment", b"payment", "refunds", b"refunds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

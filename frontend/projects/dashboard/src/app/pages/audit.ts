@@ -28,7 +28,7 @@ const PAGE_SIZE = 50;
       <button mat-flat-button type="submit">Filter</button>
     </form>
     @if (error()) { <p class="error-text" role="alert">{{ error() }}</p> }
-    <div class="panel table-wrap">
+    <div class="panel table-wrap" tabindex="0" role="region" aria-label="Audit log">
       <table data-testid="audit-table">
         <thead><tr><th>When</th><th>Operator</th><th>Action</th><th>Target</th><th>Details</th><th>From</th></tr></thead>
         <tbody>

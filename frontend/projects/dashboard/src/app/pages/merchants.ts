@@ -39,7 +39,7 @@ const PAGE_SIZE = 50;
       </section>
     }
     @if (error()) { <p class="error-text" role="alert">{{ error() }}</p> }
-    <div class="panel table-wrap">
+    <div class="panel table-wrap" tabindex="0" role="region" aria-label="Merchants">
       <table mat-table [dataSource]="merchants()" data-testid="merchants-table">
         <ng-container matColumnDef="name"><th mat-header-cell *matHeaderCellDef>Name</th><td mat-cell *matCellDef="let m"><a [routerLink]="['/merchants', m.id]">{{ m.name }}</a></td></ng-container>
         <ng-container matColumnDef="id"><th mat-header-cell *matHeaderCellDef>Id</th><td mat-cell *matCellDef="let m" class="mono">{{ m.id }}</td></ng-container>

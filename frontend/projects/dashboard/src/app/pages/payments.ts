@@ -40,7 +40,7 @@ const PAGE_SIZE = 25;
       <button mat-flat-button type="submit" data-testid="search">Search</button>
     </form>
     @if (error()) { <p class="error-text" role="alert">{{ error() }}</p> }
-    <div class="panel table-wrap">
+    <div class="panel table-wrap" tabindex="0" role="region" aria-label="Payments">
       <table mat-table [dataSource]="payments()" data-testid="payments-table">
         <ng-container matColumnDef="id">
           <th mat-header-cell *matHeaderCellDef>Payment</th>

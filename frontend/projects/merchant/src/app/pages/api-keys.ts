@@ -39,7 +39,7 @@ import { Session } from '../session';
         <button mat-flat-button type="submit" [disabled]="busy()" data-testid="create-key">Create {{ session.mode() }} key</button>
       </form>
     }
-    <div class="panel table-wrap">
+    <div class="panel table-wrap" tabindex="0" role="region" aria-label="API keys">
       <table data-testid="keys-table">
         <thead><tr><th>Key</th><th>Kind</th><th>Created</th><th>Status</th><th><span class="visually-hidden">Actions</span></th></tr></thead>
         <tbody>

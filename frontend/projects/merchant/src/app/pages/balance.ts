@@ -39,7 +39,7 @@ const PAGE_SIZE = 50;
       </mat-form-field>
       <button mat-flat-button type="submit">Filter</button>
     </form>
-    <div class="panel table-wrap">
+    <div class="panel table-wrap" tabindex="0" role="region" aria-label="Balance entries">
       <table mat-table [dataSource]="entries()" data-testid="balance-entries">
         <ng-container matColumnDef="time"><th mat-header-cell *matHeaderCellDef>Time</th><td mat-cell *matCellDef="let e">{{ e.createTime | time }}</td></ng-container>
         <ng-container matColumnDef="source">

@@ -48,7 +48,7 @@ const PAGE_SIZE = 25;
       <button mat-flat-button type="submit" data-testid="search">Search</button>
     </form>
     @if (error()) { <p class="error-text" role="alert">{{ error() }}</p> }
-    <div class="panel table-wrap">
+    <div class="panel table-wrap" tabindex="0" role="region" aria-label="Events">
       <table data-testid="events-table">
         <thead><tr><th>Event</th><th>Type</th><th>Object</th><th>Created</th><th><span class="visually-hidden">JSON</span></th></tr></thead>
         <tbody>

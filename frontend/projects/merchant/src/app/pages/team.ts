@@ -57,7 +57,7 @@ export const ROLES: readonly { value: string; label: string }[] = [
         </ul>
       </section>
     }
-    <section class="panel table-wrap" aria-labelledby="users-title">
+    <section class="panel table-wrap" tabindex="0" aria-labelledby="users-title">
       <h2 id="users-title">Users</h2>
       <table data-testid="users-table">
         <thead><tr><th>Email</th><th>Role</th><th>Since</th><th><span class="visually-hidden">Actions</span></th></tr></thead>
@@ -87,7 +87,7 @@ export const ROLES: readonly { value: string; label: string }[] = [
         </tbody>
       </table>
     </section>
-    <section class="panel table-wrap" aria-labelledby="invites-title">
+    <section class="panel table-wrap" tabindex="0" aria-labelledby="invites-title">
       <h2 id="invites-title">Open invitations</h2>
       <table data-testid="invites-table">
         <thead><tr><th>Email</th><th>Role</th><th>Sent</th><th>Expires</th></tr></thead>

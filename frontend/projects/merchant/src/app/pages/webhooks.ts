@@ -46,7 +46,7 @@ const PAGE_SIZE = 100;
         </form>
       </section>
     }
-    <div class="panel table-wrap">
+    <div class="panel table-wrap" tabindex="0" role="region" aria-label="Webhook endpoints">
       <table data-testid="endpoints-table">
         <thead><tr><th>URL</th><th>Events</th><th>Status</th><th>Created</th></tr></thead>
         <tbody>
