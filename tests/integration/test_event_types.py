@@ -111,6 +111,9 @@ def _cause_every_event_type(
     # payment.failed: a declined card.
     declined = created(api, key, payment_method={"card": card("4000000000000002")})
     failed = wait_for(api, key, declined["id"], {"failed"})
+    # payment.requires_action: a card whose issuer asks for 3-D Secure.
+    challenged = created(api, key, payment_method={"card": card("4000002760003184")})
+    assert challenged["status"] == "requires_action", challenged
     # payment.canceled: an authorization canceled before capture.
     uncaptured = created(
         api, key, amount=700, capture_method="manual", payment_method={"card": card()}
@@ -135,6 +138,7 @@ def _cause_every_event_type(
         "payment.succeeded": succeeded,
         "payment.failed": failed,
         "payment.canceled": canceled.json(),
+        "payment.requires_action": _get(api, merchant, f"/v1/payments/{challenged['id']}"),
         "refund.succeeded": refund_succeeded,
         "refund.failed": refund_failed,
         "webhook_endpoint.disabled": _get(api, merchant, f"/v1/webhook_endpoints/{endpoint['id']}"),
