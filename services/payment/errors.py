@@ -2,6 +2,7 @@
 
 DomainError (services.common.errors)
 ├── PaymentNotFound, RefundNotFound              (NOT_FOUND)
+├── CustomerNotFound, PaymentMethodNotFound      (NOT_FOUND)
 ├── PaymentStateInvalid                          (FAILED_PRECONDITION)
 └── AmountTooLarge                               (FAILED_PRECONDITION)
 
@@ -24,6 +25,18 @@ class RefundNotFound(NotFound):
     """No refund with this id for this merchant and mode."""
 
     reason = "REFUND_NOT_FOUND"
+
+
+class CustomerNotFound(NotFound):
+    """No customer with this id for this merchant and mode (or it was deleted)."""
+
+    reason = "CUSTOMER_NOT_FOUND"
+
+
+class PaymentMethodNotFound(NotFound):
+    """No saved payment method with this id for this merchant and mode."""
+
+    reason = "PAYMENT_METHOD_NOT_FOUND"
 
 
 class PaymentStateInvalid(FailedPrecondition):

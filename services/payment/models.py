@@ -90,6 +90,11 @@ class Payment(Base):
     # re-drives, so a job lost with a dead worker never blocks a new one.
     drive_count: Mapped[int] = mapped_column(Integer, default=0)
     drive_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The customer the payment is for, and the saved payment method that pays (or that its card
+    # was saved as, under `setup_future_usage`).
+    customer_id: Mapped[str | None] = mapped_column(String(40), nullable=True, default=None)
+    payment_method_id: Mapped[str | None] = mapped_column(String(40), nullable=True, default=None)
+    setup_future_usage: Mapped[str | None] = mapped_column(String(16), nullable=True, default=None)
     authorize_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     settle_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     create_time: Mapped[datetime] = mapped_column(
@@ -121,6 +126,59 @@ class Refund(Base):
     drive_count: Mapped[int] = mapped_column(Integer, default=0)
     drive_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     settle_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    update_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Customer(Base):
+    """Someone who pays a merchant; deleted ones keep their row (payments name them)."""
+
+    __tablename__ = "customers"
+    __table_args__ = (
+        Index("ix_customers_merchant_created", "merchant_id", "livemode", "create_time"),
+        Index("ix_customers_merchant_email", "merchant_id", "livemode", "email"),
+    )
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(String(40))
+    livemode: Mapped[bool]
+    email: Mapped[str] = mapped_column(String(512), default="")
+    name: Mapped[str] = mapped_column(String(256), default="")
+    description: Mapped[str] = mapped_column(String(1000), default="")
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONB, default=dict)
+    delete_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    update_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class SavedPaymentMethod(Base):
+    """A card saved for later payments: the processor's token and what is shown of the card."""
+
+    __tablename__ = "payment_methods"
+    __table_args__ = (Index("ix_payment_methods_customer_created", "customer_id", "create_time"),)
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(String(40))
+    livemode: Mapped[bool]
+    customer_id: Mapped[str | None] = mapped_column(
+        String(40), ForeignKey("customers.id"), nullable=True
+    )
+    card_brand: Mapped[str] = mapped_column(String(32))
+    card_last4: Mapped[str] = mapped_column(String(4))
+    card_exp_month: Mapped[int] = mapped_column(Integer)
+    card_exp_year: Mapped[int] = mapped_column(Integer)
+    card_fingerprint: Mapped[str] = mapped_column(String(64))
+    processor_token: Mapped[str] = mapped_column(String(64))
     create_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )

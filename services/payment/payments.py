@@ -28,12 +28,13 @@ from services.common.auth import Principal
 from services.common.db import render
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.ids import has_prefix, new_id
-from services.payment import outbox
+from services.payment import customers, outbox
 from services.payment.errors import AmountTooLarge, PaymentNotFound, PaymentStateInvalid
-from services.payment.models import PAYMENT_STATUSES, Payment
+from services.payment.models import PAYMENT_STATUSES, Customer, Payment, SavedPaymentMethod
 from services.payment.processor import CardToken
 from services.payment.validation import (
     CANCELLATION_REASONS,
+    SAVED_ID_FIELD,
     CardInput,
     PaymentInput,
     amount_violations,
@@ -139,18 +140,8 @@ _INSERT_PAYMENT = render(
 )
 
 
-async def create_payment(
-    connection: AsyncConnection[Any],
-    *,
-    principal: Principal,
-    data: PaymentInput,
-    card: AttachedCard | None,
-) -> Any:
-    """Creates a payment; with a card it starts processing at once (its first drive).
-
-    Runs in the caller's transaction on `connection`; returns the row with the attributes'
-    names.
-    """
+def _new_values(*, principal: Principal, data: PaymentInput) -> dict[str, Any]:
+    """Every column of a new payment waiting for a card (the server's times aside)."""
     payment_id = new_id("pay")
     values: dict[str, Any] = dict.fromkeys(_PAYMENT_COLUMNS)
     values.update(
@@ -171,13 +162,30 @@ async def create_payment(
         failure_code="",
         failure_message="",
         description=data.description,
-        metadata_=Jsonb(dict(data.metadata)),
+        metadata_=dict(data.metadata),
         return_url=data.return_url,
         cancellation_reason="",
         client_secret=f"{payment_id}_secret_{secrets.token_urlsafe(CLIENT_SECRET_RANDOM_BYTES)}",
         ledger_reference="",
         drive_count=0,
     )
+    return values
+
+
+async def create_payment(
+    connection: AsyncConnection[Any],
+    *,
+    principal: Principal,
+    data: PaymentInput,
+    card: AttachedCard | None,
+) -> Any:
+    """Creates a payment; with a card it starts processing at once (its first drive).
+
+    Runs in the caller's transaction on `connection`; returns the row with the attributes'
+    names. A payment for a customer is made by `create_customer_payment` instead.
+    """
+    values = _new_values(principal=principal, data=data)
+    values["metadata_"] = Jsonb(values["metadata_"])
     authenticating = card is not None and card.token.requires_authentication
     if card is not None:
         # Inserted once, already processing and driven once, as `_start_processing` leaves it
@@ -205,6 +213,82 @@ async def create_payment(
             ],
         )
     return payment
+
+
+AUTHENTICATION_REQUIRED_MESSAGE = (
+    "The card's issuer requires authentication, which an off-session payment cannot ask for."
+)
+
+
+def create_customer_payment(
+    session: Session,
+    *,
+    principal: Principal,
+    data: PaymentInput,
+    customer: Customer,
+    card: AttachedCard | None,
+    saved: SavedPaymentMethod | None,
+    setup_future_usage: str,
+    off_session: bool,
+) -> Payment:
+    """Creates a payment for a customer: with a new card (saved under `setup_future_usage`), a
+    saved payment method, or none yet.
+
+    Off session, a card that requires authentication fails the payment at once
+    (`authentication_required`, payment.failed): there is no customer to ask.
+    """
+    values = _new_values(principal=principal, data=data)
+    values.update(customer_id=customer.id, setup_future_usage=setup_future_usage or None)
+    payment = Payment(**values)
+    session.add(payment)
+    if card is None:
+        session.flush()
+        return payment
+    if saved is not None:
+        payment.payment_method_id = saved.id
+    if off_session and card.token.requires_authentication:
+        for name, value in _processing(card).items():
+            setattr(payment, name, value)
+        _fail_authentication_required(session, payment)
+        return payment
+    if saved is None and setup_future_usage:
+        payment.payment_method_id = save_payment_card(session, customer=customer, card=card).id
+    _start_processing(session, payment, card)
+    session.flush()
+    return payment
+
+
+def _fail_authentication_required(session: Session, payment: Payment) -> None:
+    payment.status = "failed"
+    payment.failure_code = "authentication_required"
+    payment.failure_message = AUTHENTICATION_REQUIRED_MESSAGE
+    outbox.payment_event(session, payment, "payment.failed")
+
+
+def save_payment_card(
+    session: Session, *, customer: Customer, card: AttachedCard
+) -> SavedPaymentMethod:
+    """Saves a payment's card as a payment method attached to `customer`."""
+    return customers.save_card(
+        session,
+        customer=customer,
+        brand=card.token.brand,
+        last4=card.token.last4,
+        exp_month=card.exp_month,
+        exp_year=card.exp_year,
+        fingerprint=card.fingerprint,
+        processor_token=card.token.token,
+    )
+
+
+def saved_card(method: SavedPaymentMethod, token: CardToken) -> AttachedCard:
+    """A saved payment method's card, as a payment attaches it (the vault's token reused)."""
+    return AttachedCard(
+        token=token,
+        exp_month=method.card_exp_month,
+        exp_year=method.card_exp_year,
+        fingerprint=method.card_fingerprint,
+    )
 
 
 def _owned(payment: Any, principal: Principal) -> bool:
@@ -320,9 +404,54 @@ def check_confirmable(payment: Payment) -> None:
         )
 
 
-def confirm_payment(session: Session, *, payment: Payment, card: AttachedCard) -> Payment:
-    """Attaches a card to a payment waiting for one and starts processing it."""
+def confirm_options(
+    session: Session, *, payment: Payment, saved_id: str, setup_future_usage: str
+) -> tuple[Customer | None, SavedPaymentMethod | None]:
+    """A confirm's (customer to save the card for, saved payment method that pays).
+
+    Both belong to the payment's customer (the one it was created for): a saved method must be
+    attached to it, and a card is saved for it when the confirm or the create asked for
+    `setup_future_usage`. A payment without a customer can do neither.
+    """
+    usage = setup_future_usage or payment.setup_future_usage or ""
+    if not (saved_id or usage):
+        return None, None
+    if payment.customer_id is None:
+        field = SAVED_ID_FIELD if saved_id else "setup_future_usage"
+        raise InvalidArgument.field(field, "needs a payment created for a customer")
+    # The payment is the caller's (or its client secret's): its merchant and mode are the
+    # tenancy of the customer and of the saved method.
+    customer = customers.get_customer_or_raise(
+        session, principal=payment, customer_id=payment.customer_id
+    )
+    if not saved_id:
+        return customer, None
+    saved = customers.saved_for_customer_or_raise(
+        session, principal=payment, payment_method_id=saved_id, customer=customer
+    )
+    return None, saved
+
+
+def confirm_payment(
+    session: Session,
+    *,
+    payment: Payment,
+    card: AttachedCard,
+    saved: SavedPaymentMethod | None = None,
+    save_for: Customer | None = None,
+) -> Payment:
+    """Attaches a card to a payment waiting for one and starts processing it.
+
+    `saved`: the saved payment method the card is; `save_for`: the customer to save a new card
+    for (setup_future_usage).
+    """
     check_confirmable(payment)
+    if saved is not None:
+        payment.payment_method_id = saved.id
+    elif save_for is not None:
+        payment.payment_method_id = save_payment_card(session, customer=save_for, card=card).id
+    else:
+        payment.payment_method_id = None
     _start_processing(session, payment, card)
     session.flush()
     return payment

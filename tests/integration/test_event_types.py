@@ -134,7 +134,32 @@ def _cause_every_event_type(
     assert declined_refund.status_code == 200, declined_refund.text
     refund_failed = wait_refund(api, key, declined_refund.json()["id"])
     assert refund_failed["status"] == "failed"
+    # payment.requires_action: a card whose issuer asks for 3-D Secure.
+    authenticating = created(api, key, payment_method={"card": card("4000002760003184")})
+    assert authenticating["status"] == "requires_action", authenticating
+    # customer.created, .updated, .deleted; payment_method.attached (a card saved while paying)
+    # and .detached.
+    customer = api.post("/v1/customers", json={"email": "e@example.com"}, headers=_auth(merchant))
+    assert customer.status_code == 200, customer.text
+    customer_id = customer.json()["id"]
+    updated = api.patch(f"/v1/customers/{customer_id}", json={"name": "E"}, headers=_auth(merchant))
+    assert updated.status_code == 200, updated.text
+    saving = created(
+        api,
+        key,
+        customer=customer_id,
+        setup_future_usage="off_session",
+        payment_method={"card": card()},
+    )
+    detached = api.post(
+        f"/v1/payment_methods/{saving['payment_method']}/detach", json={}, headers=_auth(merchant)
+    )
+    assert detached.status_code == 200, detached.text
+    deleted = api.delete(f"/v1/customers/{customer_id}", headers=_auth(merchant))
+    assert deleted.status_code == 200, deleted.text
     return {
+        "customer.updated": updated.json(),
+        "payment_method.detached": detached.json(),
         "payment.succeeded": succeeded,
         "payment.failed": failed,
         "payment.canceled": canceled.json(),

@@ -48,6 +48,10 @@ KIND_OF = {
     "delivery": "delivery",
     "events": "event",
     "event": "event",
+    "customers": "customer",
+    "customer": "customer",
+    "payment_methods": "payment_method",
+    "payment_method": "payment_method",
 }
 # How the owner reads each kind, to compare before and after the attacks.
 READS = {
@@ -57,6 +61,8 @@ READS = {
     "endpoint": ["/v1/webhook_endpoints/{id}"],
     "delivery": ["/v1/webhook_deliveries/{id}", "/v1/webhook_deliveries/{id}/attempts"],
     "event": ["/v1/events/{id}"],
+    "customer": ["/v1/customers/{id}", "/v1/payment_methods?customer={id}"],
+    "payment_method": ["/v1/payment_methods/{id}"],
 }
 # Fields a body needs besides the id so that validation cannot answer before the lookup.
 BODY_EXTRAS: dict[str, dict[str, Any]] = {
@@ -66,6 +72,7 @@ BODY_EXTRAS: dict[str, dict[str, Any]] = {
     "ConfirmPayment": {"payment_method": {"card": card()}},
     "AuthenticatePayment": {"result": "complete"},
     "ReplayWebhookDeliveries": {"since": "2020-01-01T00:00:00Z"},
+    "AttachSavedPaymentMethod": {"customer": "cus_doesnotexist"},
 }
 
 
@@ -112,8 +119,20 @@ def _delivered(api: httpx.Client, key: str, endpoint_id: str) -> list[dict[str, 
 
 
 def build_world(api: httpx.Client, key: str, receiver: Receiver) -> World:
-    """Makes a payment (held for capture), a refund, an endpoint, its deliveries and events."""
+    """Makes a payment (held for capture), a refund, an endpoint, its deliveries and events, a
+    customer and its saved payment method."""
     endpoint = create_endpoint(api, key, receiver.url("/tenancy"), ["*"])
+    customer = api.post("/v1/customers", json={"email": "a@example.com"}, headers=_auth(key))
+    assert customer.status_code == 200, customer.text
+    customer_id = customer.json()["id"]
+    saving = created(
+        api,
+        key,
+        customer=customer_id,
+        setup_future_usage="off_session",
+        payment_method={"card": card()},
+    )
+    wait_for(api, key, saving["id"], {"succeeded"}, timeout_s=SETTLE_TIMEOUT_S)
     held = created(api, key, capture_method="manual", payment_method={"card": card()})
     wait_for(api, key, held["id"], {"requires_capture"}, timeout_s=SETTLE_TIMEOUT_S)
     paid = created(api, key, payment_method={"card": card()})
@@ -139,6 +158,8 @@ def build_world(api: httpx.Client, key: str, receiver: Receiver) -> World:
             "endpoint": endpoint_id,
             "delivery": deliveries[0]["id"],
             "event": deliveries[0]["event_id"],
+            "customer": customer_id,
+            "payment_method": saving["payment_method"],
         },
     )
 

@@ -55,11 +55,14 @@ Global___Card: _TypeAlias = Card  # noqa: Y015
 
 @_typing.final
 class PaymentMethod(_message.Message):
-    """PaymentMethod is what pays for a payment. Only cards exist today."""
+    """PaymentMethod is what pays for a payment: a card, or a saved payment method by its id."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CARD_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """A saved payment method ("pm_..."), attached to the payment's customer; instead of a card."""
     @_builtins.property
     def card(self) -> Global___Card:
         """The card."""
@@ -68,10 +71,11 @@ class PaymentMethod(_message.Message):
         self,
         *,
         card: Global___Card | None = ...,
+        id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["card", b"card"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "id", b"id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -164,6 +168,8 @@ class Payment(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     NEXT_ACTION_FIELD_NUMBER: _builtins.int
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Identifier, "pay_..." ."""
     amount: _builtins.int
@@ -203,6 +209,10 @@ class Payment(_message.Message):
     """Why the payment was canceled."""
     merchant_id: _builtins.str
     """Owning merchant."""
+    customer: _builtins.str
+    """The customer ("cus_..."), if the payment is for one."""
+    payment_method: _builtins.str
+    """The saved payment method ("pm_...") that pays, or that the card was saved as."""
     @_builtins.property
     def card(self) -> Global___CardDetails:
         """The card, once one is attached."""
@@ -249,10 +259,12 @@ class Payment(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         next_action: Global___NextAction | None = ...,
+        customer: _builtins.str = ...,
+        payment_method: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "create_time", b"create_time", "next_action", b"next_action", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_capturable", b"amount_capturable", "amount_received", b"amount_received", "amount_refunded", b"amount_refunded", "cancellation_reason", b"cancellation_reason", "capture_method", b"capture_method", "card", b"card", "checkout_url", b"checkout_url", "client_secret", b"client_secret", "create_time", b"create_time", "currency", b"currency", "description", b"description", "failure_code", b"failure_code", "failure_message", b"failure_message", "fee", b"fee", "id", b"id", "livemode", b"livemode", "merchant_id", b"merchant_id", "metadata", b"metadata", "next_action", b"next_action", "return_url", b"return_url", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_capturable", b"amount_capturable", "amount_received", b"amount_received", "amount_refunded", b"amount_refunded", "cancellation_reason", b"cancellation_reason", "capture_method", b"capture_method", "card", b"card", "checkout_url", b"checkout_url", "client_secret", b"client_secret", "create_time", b"create_time", "currency", b"currency", "customer", b"customer", "description", b"description", "failure_code", b"failure_code", "failure_message", b"failure_message", "fee", b"fee", "id", b"id", "livemode", b"livemode", "merchant_id", b"merchant_id", "metadata", b"metadata", "next_action", b"next_action", "payment_method", b"payment_method", "return_url", b"return_url", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -347,6 +359,9 @@ class CreatePaymentRequest(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     RETURN_URL_FIELD_NUMBER: _builtins.int
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    SETUP_FUTURE_USAGE_FIELD_NUMBER: _builtins.int
+    OFF_SESSION_FIELD_NUMBER: _builtins.int
     amount: _builtins.int
     """Amount in the currency's minor unit; positive."""
     currency: _builtins.str
@@ -357,6 +372,18 @@ class CreatePaymentRequest(_message.Message):
     """Free text, up to 1000 characters."""
     return_url: _builtins.str
     """Where the checkout page returns the customer."""
+    customer: _builtins.str
+    """The customer ("cus_...") the payment is for; needed to pay with a saved payment method or
+    to save the card.
+    """
+    setup_future_usage: _builtins.str
+    """"on_session" or "off_session": save the card as a payment method attached to `customer`
+    for later payments (with the customer present, or not).
+    """
+    off_session: _builtins.bool
+    """True when the customer is not present (a saved payment method charged by the merchant): a
+    card that requires authentication then fails at once with "authentication_required".
+    """
     @_builtins.property
     def payment_method(self) -> Global___PaymentMethod:
         """The card; when set the payment is confirmed at once."""
@@ -375,10 +402,13 @@ class CreatePaymentRequest(_message.Message):
         description: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         return_url: _builtins.str = ...,
+        customer: _builtins.str = ...,
+        setup_future_usage: _builtins.str = ...,
+        off_session: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payment_method", b"payment_method"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "capture_method", b"capture_method", "currency", b"currency", "description", b"description", "metadata", b"metadata", "payment_method", b"payment_method", "return_url", b"return_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "capture_method", b"capture_method", "currency", b"currency", "customer", b"customer", "description", b"description", "metadata", b"metadata", "off_session", b"off_session", "payment_method", b"payment_method", "return_url", b"return_url", "setup_future_usage", b"setup_future_usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -489,10 +519,15 @@ class ConfirmPaymentRequest(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
     CLIENT_SECRET_FIELD_NUMBER: _builtins.int
+    SETUP_FUTURE_USAGE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Payment identifier."""
     client_secret: _builtins.str
     """Required with a publishable key."""
+    setup_future_usage: _builtins.str
+    """"on_session" or "off_session": save the card as a payment method attached to the
+    payment's customer.
+    """
     @_builtins.property
     def payment_method(self) -> Global___PaymentMethod:
         """The card."""
@@ -503,10 +538,11 @@ class ConfirmPaymentRequest(_message.Message):
         id: _builtins.str = ...,
         payment_method: Global___PaymentMethod | None = ...,
         client_secret: _builtins.str = ...,
+        setup_future_usage: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payment_method", b"payment_method"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_secret", b"client_secret", "id", b"id", "payment_method", b"payment_method"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_secret", b"client_secret", "id", b"id", "payment_method", b"payment_method", "setup_future_usage", b"setup_future_usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -853,3 +889,544 @@ class Checkout(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Checkout: _TypeAlias = Checkout  # noqa: Y015
+
+@_typing.final
+class Customer(_message.Message):
+    """Customer is someone who pays a merchant, with their saved payment methods."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    LIVEMODE_FIELD_NUMBER: _builtins.int
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Identifier, "cus_..." ."""
+    email: _builtins.str
+    """Email address."""
+    name: _builtins.str
+    """Full name."""
+    description: _builtins.str
+    """Merchant's description."""
+    livemode: _builtins.bool
+    """True for live mode, false for test mode."""
+    merchant_id: _builtins.str
+    """Owning merchant."""
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Merchant's key-value data."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Creation time."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Last change."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        email: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        livemode: _builtins.bool = ...,
+        merchant_id: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "email", b"email", "id", b"id", "livemode", b"livemode", "merchant_id", b"merchant_id", "metadata", b"metadata", "name", b"name", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Customer: _TypeAlias = Customer  # noqa: Y015
+
+@_typing.final
+class CreateCustomerRequest(_message.Message):
+    """CreateCustomerRequest is the body of POST /v1/customers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    EMAIL_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    email: _builtins.str
+    """Email address, up to 512 characters."""
+    name: _builtins.str
+    """Full name, up to 256 characters."""
+    description: _builtins.str
+    """Free text, up to 1000 characters."""
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Up to 50 keys of up to 40 characters, values up to 500 characters."""
+
+    def __init__(
+        self,
+        *,
+        email: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "email", b"email", "metadata", b"metadata", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCustomerRequest: _TypeAlias = CreateCustomerRequest  # noqa: Y015
+
+@_typing.final
+class GetCustomerRequest(_message.Message):
+    """GetCustomerRequest names a customer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Customer identifier."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCustomerRequest: _TypeAlias = GetCustomerRequest  # noqa: Y015
+
+@_typing.final
+class UpdateCustomerRequest(_message.Message):
+    """UpdateCustomerRequest is the body of PATCH /v1/customers/{id}; absent fields stay as they are."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Customer identifier."""
+    email: _builtins.str
+    """New email address."""
+    name: _builtins.str
+    """New name."""
+    description: _builtins.str
+    """New description."""
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Keys to set; a key sent with an empty value is removed; keys not sent stay."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        email: _builtins.str | None = ...,
+        name: _builtins.str | None = ...,
+        description: _builtins.str | None = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_email", b"_email", "_name", b"_name", "description", b"description", "email", b"email", "name", b"name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_email", b"_email", "_name", b"_name", "description", b"description", "email", b"email", "id", b"id", "metadata", b"metadata", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
+    _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
+    _WhichOneofReturnType__email: _TypeAlias = _typing.Literal["email"]  # noqa: Y015
+    _WhichOneofArgType__email: _TypeAlias = _typing.Literal["_email", b"_email"]  # noqa: Y015
+    _WhichOneofReturnType__name: _TypeAlias = _typing.Literal["name"]  # noqa: Y015
+    _WhichOneofArgType__name: _TypeAlias = _typing.Literal["_name", b"_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__description) -> _WhichOneofReturnType__description | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__email) -> _WhichOneofReturnType__email | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__name) -> _WhichOneofReturnType__name | None: ...
+
+Global___UpdateCustomerRequest: _TypeAlias = UpdateCustomerRequest  # noqa: Y015
+
+@_typing.final
+class ListCustomersRequest(_message.Message):
+    """ListCustomersRequest pages through customers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    CREATED_GTE_FIELD_NUMBER: _builtins.int
+    CREATED_LT_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum items per page, 1 to 100; default 20."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    email: _builtins.str
+    """Only customers with exactly this email address."""
+    @_builtins.property
+    def created_gte(self) -> _timestamp_pb2.Timestamp:
+        """Only customers created at or after this time (RFC 3339 in a query, e.g. 2026-12-01T00:00:00Z)."""
+
+    @_builtins.property
+    def created_lt(self) -> _timestamp_pb2.Timestamp:
+        """Only customers created before this time; with created_gte, a half-open range."""
+
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        email: _builtins.str = ...,
+        created_gte: _timestamp_pb2.Timestamp | None = ...,
+        created_lt: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_gte", b"created_gte", "created_lt", b"created_lt"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_gte", b"created_gte", "created_lt", b"created_lt", "email", b"email", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCustomersRequest: _TypeAlias = ListCustomersRequest  # noqa: Y015
+
+@_typing.final
+class ListCustomersResponse(_message.Message):
+    """ListCustomersResponse is one page of customers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    has_more: _builtins.bool
+    """Whether another page follows (exactly when next_page_token is set)."""
+    @_builtins.property
+    def customers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Customer]:
+        """The customers, newest first."""
+
+    def __init__(
+        self,
+        *,
+        customers: _abc.Iterable[Global___Customer] | None = ...,
+        next_page_token: _builtins.str = ...,
+        has_more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customers", b"customers", "has_more", b"has_more", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCustomersResponse: _TypeAlias = ListCustomersResponse  # noqa: Y015
+
+@_typing.final
+class DeleteCustomerRequest(_message.Message):
+    """DeleteCustomerRequest names a customer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Customer identifier."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteCustomerRequest: _TypeAlias = DeleteCustomerRequest  # noqa: Y015
+
+@_typing.final
+class DeleteCustomerResponse(_message.Message):
+    """DeleteCustomerResponse confirms a deletion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The deleted customer's identifier."""
+    deleted: _builtins.bool
+    """Always true."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        deleted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteCustomerResponse: _TypeAlias = DeleteCustomerResponse  # noqa: Y015
+
+@_typing.final
+class SavedPaymentMethod(_message.Message):
+    """SavedPaymentMethod is a card saved for later payments (REST: /v1/payment_methods). The
+    processor's vault keeps the card; paymesh keeps its token, never its number.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    CARD_FIELD_NUMBER: _builtins.int
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    LIVEMODE_FIELD_NUMBER: _builtins.int
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Identifier, "pm_..." ."""
+    type: _builtins.str
+    """Always "card" today."""
+    customer: _builtins.str
+    """The customer ("cus_...") it is attached to; empty once detached."""
+    livemode: _builtins.bool
+    """True for live mode, false for test mode."""
+    merchant_id: _builtins.str
+    """Owning merchant."""
+    @_builtins.property
+    def card(self) -> Global___CardDetails:
+        """What is shown of the card: brand, last4, expiry and fingerprint."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Creation time."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Last change."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        type: _builtins.str = ...,
+        card: Global___CardDetails | None = ...,
+        customer: _builtins.str = ...,
+        livemode: _builtins.bool = ...,
+        merchant_id: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "create_time", b"create_time", "customer", b"customer", "id", b"id", "livemode", b"livemode", "merchant_id", b"merchant_id", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SavedPaymentMethod: _TypeAlias = SavedPaymentMethod  # noqa: Y015
+
+@_typing.final
+class GetSavedPaymentMethodRequest(_message.Message):
+    """GetSavedPaymentMethodRequest names a saved payment method."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Payment method identifier."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSavedPaymentMethodRequest: _TypeAlias = GetSavedPaymentMethodRequest  # noqa: Y015
+
+@_typing.final
+class ListSavedPaymentMethodsRequest(_message.Message):
+    """ListSavedPaymentMethodsRequest pages through a customer's saved payment methods."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    customer: _builtins.str
+    """The customer whose payment methods to list."""
+    page_size: _builtins.int
+    """Maximum items per page, 1 to 100; default 20."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    def __init__(
+        self,
+        *,
+        customer: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSavedPaymentMethodsRequest: _TypeAlias = ListSavedPaymentMethodsRequest  # noqa: Y015
+
+@_typing.final
+class ListSavedPaymentMethodsResponse(_message.Message):
+    """ListSavedPaymentMethodsResponse is one page of saved payment methods."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_METHODS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    has_more: _builtins.bool
+    """Whether another page follows (exactly when next_page_token is set)."""
+    @_builtins.property
+    def payment_methods(self) -> _containers.RepeatedCompositeFieldContainer[Global___SavedPaymentMethod]:
+        """The payment methods, newest first."""
+
+    def __init__(
+        self,
+        *,
+        payment_methods: _abc.Iterable[Global___SavedPaymentMethod] | None = ...,
+        next_page_token: _builtins.str = ...,
+        has_more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_more", b"has_more", "next_page_token", b"next_page_token", "payment_methods", b"payment_methods"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSavedPaymentMethodsResponse: _TypeAlias = ListSavedPaymentMethodsResponse  # noqa: Y015
+
+@_typing.final
+class AttachSavedPaymentMethodRequest(_message.Message):
+    """AttachSavedPaymentMethodRequest is the body of POST /v1/payment_methods/{id}/attach."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Payment method identifier."""
+    customer: _builtins.str
+    """The customer ("cus_...") to attach it to."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        customer: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachSavedPaymentMethodRequest: _TypeAlias = AttachSavedPaymentMethodRequest  # noqa: Y015
+
+@_typing.final
+class DetachSavedPaymentMethodRequest(_message.Message):
+    """DetachSavedPaymentMethodRequest is the body of POST /v1/payment_methods/{id}/detach."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Payment method identifier."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DetachSavedPaymentMethodRequest: _TypeAlias = DetachSavedPaymentMethodRequest  # noqa: Y015

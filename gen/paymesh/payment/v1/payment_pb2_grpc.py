@@ -94,6 +94,51 @@ class PaymentServiceStub:
                 request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListRefundsRequest.SerializeToString,
                 response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListRefundsResponse.FromString,
                 _registered_method=True)
+        self.CreateCustomer = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/CreateCustomer',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.CreateCustomerRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Customer.FromString,
+                _registered_method=True)
+        self.GetCustomer = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/GetCustomer',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.GetCustomerRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Customer.FromString,
+                _registered_method=True)
+        self.ListCustomers = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/ListCustomers',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListCustomersRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListCustomersResponse.FromString,
+                _registered_method=True)
+        self.UpdateCustomer = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/UpdateCustomer',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.UpdateCustomerRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Customer.FromString,
+                _registered_method=True)
+        self.DeleteCustomer = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/DeleteCustomer',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.DeleteCustomerRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.DeleteCustomerResponse.FromString,
+                _registered_method=True)
+        self.GetSavedPaymentMethod = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/GetSavedPaymentMethod',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.GetSavedPaymentMethodRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.SavedPaymentMethod.FromString,
+                _registered_method=True)
+        self.ListSavedPaymentMethods = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/ListSavedPaymentMethods',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListSavedPaymentMethodsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListSavedPaymentMethodsResponse.FromString,
+                _registered_method=True)
+        self.AttachSavedPaymentMethod = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/AttachSavedPaymentMethod',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.AttachSavedPaymentMethodRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.SavedPaymentMethod.FromString,
+                _registered_method=True)
+        self.DetachSavedPaymentMethod = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/DetachSavedPaymentMethod',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.DetachSavedPaymentMethodRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.SavedPaymentMethod.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -184,6 +229,69 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCustomer(self, request, context):
+        """Creates a customer: who pays, so that their cards can be saved and used again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCustomer(self, request, context):
+        """Returns one customer of the calling merchant; a deleted one is not found.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCustomers(self, request, context):
+        """Lists the calling merchant's customers, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCustomer(self, request, context):
+        """Changes a customer: fields sent are set, fields absent stay as they are.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCustomer(self, request, context):
+        """Deletes a customer; its saved payment methods are detached. It is not found afterwards.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSavedPaymentMethod(self, request, context):
+        """Returns one saved payment method of the calling merchant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSavedPaymentMethods(self, request, context):
+        """Lists a customer's saved payment methods, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AttachSavedPaymentMethod(self, request, context):
+        """Attaches a saved payment method to a customer (it may then pay for the customer's payments).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DetachSavedPaymentMethod(self, request, context):
+        """Detaches a saved payment method from its customer; it cannot pay again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -241,6 +349,51 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.ListRefunds,
                     request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListRefundsRequest.FromString,
                     response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListRefundsResponse.SerializeToString,
+            ),
+            'CreateCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCustomer,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.CreateCustomerRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Customer.SerializeToString,
+            ),
+            'GetCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCustomer,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.GetCustomerRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Customer.SerializeToString,
+            ),
+            'ListCustomers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCustomers,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListCustomersRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListCustomersResponse.SerializeToString,
+            ),
+            'UpdateCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCustomer,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.UpdateCustomerRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Customer.SerializeToString,
+            ),
+            'DeleteCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCustomer,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.DeleteCustomerRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.DeleteCustomerResponse.SerializeToString,
+            ),
+            'GetSavedPaymentMethod': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSavedPaymentMethod,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.GetSavedPaymentMethodRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.SavedPaymentMethod.SerializeToString,
+            ),
+            'ListSavedPaymentMethods': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSavedPaymentMethods,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListSavedPaymentMethodsRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListSavedPaymentMethodsResponse.SerializeToString,
+            ),
+            'AttachSavedPaymentMethod': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttachSavedPaymentMethod,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.AttachSavedPaymentMethodRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.SavedPaymentMethod.SerializeToString,
+            ),
+            'DetachSavedPaymentMethod': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetachSavedPaymentMethod,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.DetachSavedPaymentMethodRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.SavedPaymentMethod.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -545,6 +698,249 @@ class PaymentService:
             '/paymesh.payment.v1.PaymentService/ListRefunds',
             paymesh_dot_payment_dot_v1_dot_payment__pb2.ListRefundsRequest.SerializeToString,
             paymesh_dot_payment_dot_v1_dot_payment__pb2.ListRefundsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/CreateCustomer',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.CreateCustomerRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.Customer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/GetCustomer',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.GetCustomerRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.Customer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCustomers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/ListCustomers',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.ListCustomersRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.ListCustomersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/UpdateCustomer',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.UpdateCustomerRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.Customer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/DeleteCustomer',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.DeleteCustomerRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.DeleteCustomerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSavedPaymentMethod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/GetSavedPaymentMethod',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.GetSavedPaymentMethodRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.SavedPaymentMethod.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSavedPaymentMethods(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/ListSavedPaymentMethods',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.ListSavedPaymentMethodsRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.ListSavedPaymentMethodsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachSavedPaymentMethod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/AttachSavedPaymentMethod',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.AttachSavedPaymentMethodRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.SavedPaymentMethod.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetachSavedPaymentMethod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/DetachSavedPaymentMethod',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.DetachSavedPaymentMethodRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.SavedPaymentMethod.FromString,
             options,
             channel_credentials,
             insecure,

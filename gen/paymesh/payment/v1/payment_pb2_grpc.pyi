@@ -66,6 +66,24 @@ class PaymentServiceStub:
     """Returns one refund of the calling merchant."""
     ListRefunds: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ListRefundsRequest, _payment_pb2.ListRefundsResponse]
     """Lists the calling merchant's refunds, newest first."""
+    CreateCustomer: _grpc.UnaryUnaryMultiCallable[_payment_pb2.CreateCustomerRequest, _payment_pb2.Customer]
+    """Creates a customer: who pays, so that their cards can be saved and used again."""
+    GetCustomer: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetCustomerRequest, _payment_pb2.Customer]
+    """Returns one customer of the calling merchant; a deleted one is not found."""
+    ListCustomers: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ListCustomersRequest, _payment_pb2.ListCustomersResponse]
+    """Lists the calling merchant's customers, newest first."""
+    UpdateCustomer: _grpc.UnaryUnaryMultiCallable[_payment_pb2.UpdateCustomerRequest, _payment_pb2.Customer]
+    """Changes a customer: fields sent are set, fields absent stay as they are."""
+    DeleteCustomer: _grpc.UnaryUnaryMultiCallable[_payment_pb2.DeleteCustomerRequest, _payment_pb2.DeleteCustomerResponse]
+    """Deletes a customer; its saved payment methods are detached. It is not found afterwards."""
+    GetSavedPaymentMethod: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetSavedPaymentMethodRequest, _payment_pb2.SavedPaymentMethod]
+    """Returns one saved payment method of the calling merchant."""
+    ListSavedPaymentMethods: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ListSavedPaymentMethodsRequest, _payment_pb2.ListSavedPaymentMethodsResponse]
+    """Lists a customer's saved payment methods, newest first."""
+    AttachSavedPaymentMethod: _grpc.UnaryUnaryMultiCallable[_payment_pb2.AttachSavedPaymentMethodRequest, _payment_pb2.SavedPaymentMethod]
+    """Attaches a saved payment method to a customer (it may then pay for the customer's payments)."""
+    DetachSavedPaymentMethod: _grpc.UnaryUnaryMultiCallable[_payment_pb2.DetachSavedPaymentMethodRequest, _payment_pb2.SavedPaymentMethod]
+    """Detaches a saved payment method from its customer; it cannot pay again."""
 
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
@@ -105,6 +123,24 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     """Returns one refund of the calling merchant."""
     ListRefunds: _aio.UnaryUnaryMultiCallable[_payment_pb2.ListRefundsRequest, _payment_pb2.ListRefundsResponse]  # type: ignore[assignment]
     """Lists the calling merchant's refunds, newest first."""
+    CreateCustomer: _aio.UnaryUnaryMultiCallable[_payment_pb2.CreateCustomerRequest, _payment_pb2.Customer]  # type: ignore[assignment]
+    """Creates a customer: who pays, so that their cards can be saved and used again."""
+    GetCustomer: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetCustomerRequest, _payment_pb2.Customer]  # type: ignore[assignment]
+    """Returns one customer of the calling merchant; a deleted one is not found."""
+    ListCustomers: _aio.UnaryUnaryMultiCallable[_payment_pb2.ListCustomersRequest, _payment_pb2.ListCustomersResponse]  # type: ignore[assignment]
+    """Lists the calling merchant's customers, newest first."""
+    UpdateCustomer: _aio.UnaryUnaryMultiCallable[_payment_pb2.UpdateCustomerRequest, _payment_pb2.Customer]  # type: ignore[assignment]
+    """Changes a customer: fields sent are set, fields absent stay as they are."""
+    DeleteCustomer: _aio.UnaryUnaryMultiCallable[_payment_pb2.DeleteCustomerRequest, _payment_pb2.DeleteCustomerResponse]  # type: ignore[assignment]
+    """Deletes a customer; its saved payment methods are detached. It is not found afterwards."""
+    GetSavedPaymentMethod: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetSavedPaymentMethodRequest, _payment_pb2.SavedPaymentMethod]  # type: ignore[assignment]
+    """Returns one saved payment method of the calling merchant."""
+    ListSavedPaymentMethods: _aio.UnaryUnaryMultiCallable[_payment_pb2.ListSavedPaymentMethodsRequest, _payment_pb2.ListSavedPaymentMethodsResponse]  # type: ignore[assignment]
+    """Lists a customer's saved payment methods, newest first."""
+    AttachSavedPaymentMethod: _aio.UnaryUnaryMultiCallable[_payment_pb2.AttachSavedPaymentMethodRequest, _payment_pb2.SavedPaymentMethod]  # type: ignore[assignment]
+    """Attaches a saved payment method to a customer (it may then pay for the customer's payments)."""
+    DetachSavedPaymentMethod: _aio.UnaryUnaryMultiCallable[_payment_pb2.DetachSavedPaymentMethodRequest, _payment_pb2.SavedPaymentMethod]  # type: ignore[assignment]
+    """Detaches a saved payment method from its customer; it cannot pay again."""
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     """PaymentService is the merchant-facing API for taking card payments and refunding them.
@@ -207,5 +243,77 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.ListRefundsResponse, _abc.Awaitable[_payment_pb2.ListRefundsResponse]]:
         """Lists the calling merchant's refunds, newest first."""
+
+    @_abc_1.abstractmethod
+    def CreateCustomer(
+        self,
+        request: _payment_pb2.CreateCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.Customer, _abc.Awaitable[_payment_pb2.Customer]]:
+        """Creates a customer: who pays, so that their cards can be saved and used again."""
+
+    @_abc_1.abstractmethod
+    def GetCustomer(
+        self,
+        request: _payment_pb2.GetCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.Customer, _abc.Awaitable[_payment_pb2.Customer]]:
+        """Returns one customer of the calling merchant; a deleted one is not found."""
+
+    @_abc_1.abstractmethod
+    def ListCustomers(
+        self,
+        request: _payment_pb2.ListCustomersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ListCustomersResponse, _abc.Awaitable[_payment_pb2.ListCustomersResponse]]:
+        """Lists the calling merchant's customers, newest first."""
+
+    @_abc_1.abstractmethod
+    def UpdateCustomer(
+        self,
+        request: _payment_pb2.UpdateCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.Customer, _abc.Awaitable[_payment_pb2.Customer]]:
+        """Changes a customer: fields sent are set, fields absent stay as they are."""
+
+    @_abc_1.abstractmethod
+    def DeleteCustomer(
+        self,
+        request: _payment_pb2.DeleteCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.DeleteCustomerResponse, _abc.Awaitable[_payment_pb2.DeleteCustomerResponse]]:
+        """Deletes a customer; its saved payment methods are detached. It is not found afterwards."""
+
+    @_abc_1.abstractmethod
+    def GetSavedPaymentMethod(
+        self,
+        request: _payment_pb2.GetSavedPaymentMethodRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.SavedPaymentMethod, _abc.Awaitable[_payment_pb2.SavedPaymentMethod]]:
+        """Returns one saved payment method of the calling merchant."""
+
+    @_abc_1.abstractmethod
+    def ListSavedPaymentMethods(
+        self,
+        request: _payment_pb2.ListSavedPaymentMethodsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ListSavedPaymentMethodsResponse, _abc.Awaitable[_payment_pb2.ListSavedPaymentMethodsResponse]]:
+        """Lists a customer's saved payment methods, newest first."""
+
+    @_abc_1.abstractmethod
+    def AttachSavedPaymentMethod(
+        self,
+        request: _payment_pb2.AttachSavedPaymentMethodRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.SavedPaymentMethod, _abc.Awaitable[_payment_pb2.SavedPaymentMethod]]:
+        """Attaches a saved payment method to a customer (it may then pay for the customer's payments)."""
+
+    @_abc_1.abstractmethod
+    def DetachSavedPaymentMethod(
+        self,
+        request: _payment_pb2.DetachSavedPaymentMethodRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.SavedPaymentMethod, _abc.Awaitable[_payment_pb2.SavedPaymentMethod]]:
+        """Detaches a saved payment method from its customer; it cannot pay again."""
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -45,6 +45,16 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """A webhook endpoint was disabled."""
     EVENT_TYPE_PAYMENT_REQUIRES_ACTION: _EventType.ValueType  # 9
     """A payment waits for its customer's authentication."""
+    EVENT_TYPE_CUSTOMER_CREATED: _EventType.ValueType  # 10
+    """A customer was created."""
+    EVENT_TYPE_CUSTOMER_UPDATED: _EventType.ValueType  # 11
+    """A customer was changed."""
+    EVENT_TYPE_CUSTOMER_DELETED: _EventType.ValueType  # 12
+    """A customer was deleted."""
+    EVENT_TYPE_PAYMENT_METHOD_ATTACHED: _EventType.ValueType  # 13
+    """A saved payment method was attached to a customer."""
+    EVENT_TYPE_PAYMENT_METHOD_DETACHED: _EventType.ValueType  # 14
+    """A saved payment method was detached from its customer."""
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """EventType is the catalog of event types; each value carries its entry as an option."""
@@ -69,6 +79,16 @@ EVENT_TYPE_WEBHOOK_ENDPOINT_DISABLED: EventType.ValueType  # 8
 """A webhook endpoint was disabled."""
 EVENT_TYPE_PAYMENT_REQUIRES_ACTION: EventType.ValueType  # 9
 """A payment waits for its customer's authentication."""
+EVENT_TYPE_CUSTOMER_CREATED: EventType.ValueType  # 10
+"""A customer was created."""
+EVENT_TYPE_CUSTOMER_UPDATED: EventType.ValueType  # 11
+"""A customer was changed."""
+EVENT_TYPE_CUSTOMER_DELETED: EventType.ValueType  # 12
+"""A customer was deleted."""
+EVENT_TYPE_PAYMENT_METHOD_ATTACHED: EventType.ValueType  # 13
+"""A saved payment method was attached to a customer."""
+EVENT_TYPE_PAYMENT_METHOD_DETACHED: EventType.ValueType  # 14
+"""A saved payment method was detached from its customer."""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 @_typing.final
