@@ -134,9 +134,6 @@ def _cause_every_event_type(
     assert declined_refund.status_code == 200, declined_refund.text
     refund_failed = wait_refund(api, key, declined_refund.json()["id"])
     assert refund_failed["status"] == "failed"
-    # payment.requires_action: a card whose issuer asks for 3-D Secure.
-    authenticating = created(api, key, payment_method={"card": card("4000002760003184")})
-    assert authenticating["status"] == "requires_action", authenticating
     # customer.created, .updated, .deleted; payment_method.attached (a card saved while paying)
     # and .detached.
     customer = api.post("/v1/customers", json={"email": "e@example.com"}, headers=_auth(merchant))
