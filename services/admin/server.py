@@ -7,6 +7,7 @@ Two gRPC services: `AdminService` (the dashboard's API, behind operator sessions
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import time
@@ -196,18 +197,8 @@ class AuthInternalServicer(admin_internal_pb2_grpc.AuthInternalServiceServicer):
             if request.mode not in ("", *MODES):
                 raise InvalidArgument.field("mode", "must be 'test' or 'live'")
             user = await self._authenticator.resolve_user(request.key, request.mode)
-            return admin_internal_pb2.Principal(
-                merchant_id=user.merchant_id,
-                mode=user.mode,
-                kind=user.kind,
-                key_id=user.key_id,
-                fee_bps=user.fee_bps,
-                fee_fixed=user.fee_fixed,
-                merchant_name=user.merchant_name,
-                api_version=user.api_version,
-                role=user.role,
-                user_id=user.user_id,
-            )
+            # The kit's Principal and the message have the same fields, by name.
+            return admin_internal_pb2.Principal(**dataclasses.asdict(user))
         return await asyncio.to_thread(self._authenticate, request.key)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import parse_qs, urlparse
 
 import httpx
@@ -48,12 +48,12 @@ def _count(sessions: sessionmaker[Session], model: type) -> int:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
-def _wait_status(call: object, status: int) -> httpx.Response:
+def _wait_status(call: Callable[[], httpx.Response], status: int) -> httpx.Response:
     deadline = time.monotonic() + CACHE_DEADLINE_S
     while True:
-        response = call()  # type: ignore[operator]
+        response = call()
         if response.status_code == status or time.monotonic() > deadline:
-            return response  # type: ignore[no-any-return]
+            return response
         time.sleep(0.5)
 
 
@@ -367,6 +367,12 @@ def test_api_keys__created_once_listed_by_mode_and_replayed_under_a_key(
     assert len([k for k in keys if k["id"] == created["id"]]) == 1, "the replay made no key"
     live = api.get("/v1/account/api_keys", params={"mode": "live"}, headers=admin.headers())
     assert live.json().get("api_keys", []) == [], live.text
+    api_error(
+        api.get("/v1/account/api_keys", params={"mode": "prod"}, headers=admin.headers()),
+        400,
+        "invalid_argument",
+        param="mode",
+    )
     for bad in ({"mode": "prod", "kind": "secret"}, {"mode": "test", "kind": "root"}):
         api_error(
             api.post("/v1/account/api_keys", json=bad, headers=admin.headers()),
