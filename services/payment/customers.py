@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import literal, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.common import pages
@@ -409,12 +409,66 @@ def validate_payment_options(
 
 
 def saved_for_customer_or_raise(
-    session: Session, *, principal: Tenant, payment_method_id: str, customer: Customer
+    session: Session,
+    *,
+    principal: Tenant,
+    payment_method_id: str,
+    customer: Customer,
+    by_client_secret: bool = False,
 ) -> SavedPaymentMethod:
-    """The caller's saved payment method if it is attached to `customer`, else an error."""
+    """The caller's saved payment method if it is attached to `customer` and unexpired.
+
+    A merchant's own method attached elsewhere is an InvalidArgument naming the field; for a
+    caller holding only a payment's client secret (the hosted checkout) it is
+    PaymentMethodNotFound, as an unknown id, so that a checkout link learns nothing of the
+    merchant's other customers. An expired card is refused whoever asks.
+    """
     method = get_payment_method_or_raise(
         session, principal=principal, payment_method_id=payment_method_id
     )
     if method.customer_id != customer.id:
+        if by_client_secret:
+            raise PaymentMethodNotFound(f"no such payment method: {payment_method_id!r}")
         raise InvalidArgument.field(SAVED_ID_FIELD, f"is not attached to customer {customer.id!r}")
+    if card_expired(method):
+        raise InvalidArgument.field(
+            SAVED_ID_FIELD,
+            f"the saved card ({method.card_brand} ending {method.card_last4}) expired at the end"
+            f" of {method.card_exp_month:02d}/{method.card_exp_year}; pay with another card",
+        )
     return method
+
+
+def card_expired(method: SavedPaymentMethod, *, now: datetime | None = None) -> bool:
+    """Whether a saved card is past its expiry (a card is good through its expiry month)."""
+    now = now or datetime.now(UTC)
+    return (method.card_exp_year, method.card_exp_month) < (now.year, now.month)
+
+
+# How many saved cards the hosted checkout offers at most.
+CHECKOUT_SAVED_CARDS_MAX = 10
+
+
+def unexpired_cards(
+    session: Session, *, tenant: Tenant, customer_id: str, now: datetime | None = None
+) -> list[SavedPaymentMethod]:
+    """A customer's unexpired saved cards, newest first, at most CHECKOUT_SAVED_CARDS_MAX.
+
+    Only cards attached to the customer (a deleted customer's are detached, so none), and only
+    the tenant's merchant and mode.
+    """
+    now = now or datetime.now(UTC)
+    return list(
+        session.scalars(
+            select(SavedPaymentMethod)
+            .where(
+                SavedPaymentMethod.customer_id == customer_id,
+                SavedPaymentMethod.merchant_id == tenant.merchant_id,
+                SavedPaymentMethod.livemode == tenant.livemode,
+                tuple_(SavedPaymentMethod.card_exp_year, SavedPaymentMethod.card_exp_month)
+                >= tuple_(literal(now.year), literal(now.month)),
+            )
+            .order_by(SavedPaymentMethod.create_time.desc(), SavedPaymentMethod.id.desc())
+            .limit(CHECKOUT_SAVED_CARDS_MAX)
+        )
+    )

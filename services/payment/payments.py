@@ -405,14 +405,32 @@ def check_confirmable(payment: Payment) -> None:
 
 
 def confirm_options(
-    session: Session, *, payment: Payment, saved_id: str, setup_future_usage: str
+    session: Session,
+    *,
+    payment: Payment,
+    saved_id: str,
+    setup_future_usage: str,
+    by_client_secret: bool = False,
 ) -> tuple[Customer | None, SavedPaymentMethod | None]:
     """A confirm's (customer to save the card for, saved payment method that pays).
 
     Both belong to the payment's customer (the one it was created for): a saved method must be
     attached to it, and a card is saved for it when the confirm or the create asked for
-    `setup_future_usage`. A payment without a customer can do neither.
+    `setup_future_usage`. A payment without a customer can do neither. A caller with the
+    client secret alone (the hosted checkout) may not ask for a `setup_future_usage` the
+    merchant did not set at create: saving a card for a merchant's customer is the merchant's
+    decision; and it finds no saved method but the payment's customer's.
     """
+    if by_client_secret and setup_future_usage and setup_future_usage != payment.setup_future_usage:
+        raise InvalidArgument.field(
+            "setup_future_usage",
+            "can be set only by the merchant, when it creates the payment"
+            + (
+                f" (this payment has {payment.setup_future_usage!r})"
+                if payment.setup_future_usage
+                else ""
+            ),
+        )
     usage = setup_future_usage or payment.setup_future_usage or ""
     if not (saved_id or usage):
         return None, None
@@ -427,9 +445,21 @@ def confirm_options(
     if not saved_id:
         return customer, None
     saved = customers.saved_for_customer_or_raise(
-        session, principal=payment, payment_method_id=saved_id, customer=customer
+        session,
+        principal=payment,
+        payment_method_id=saved_id,
+        customer=customer,
+        by_client_secret=by_client_secret,
     )
     return None, saved
+
+
+def checkout_saved_cards(session: Session, *, payment: Payment) -> list[SavedPaymentMethod]:
+    """The saved cards the hosted checkout offers: the payment's customer's unexpired ones,
+    only while the payment waits for a card (none for a payment without a customer)."""
+    if payment.customer_id is None or payment.status not in CONFIRMABLE_STATUSES:
+        return []
+    return customers.unexpired_cards(session, tenant=payment, customer_id=payment.customer_id)
 
 
 def confirm_payment(

@@ -226,7 +226,9 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
                 payment_id=request.payment_id,
                 client_secret=request.client_secret,
             )
-            return checkout_to_proto(payment)
+            return checkout_to_proto(
+                payment, saved=payments.checkout_saved_cards(session, payment=payment)
+            )
 
     def _keyed_payment_write(
         self,
@@ -280,6 +282,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
                 payment=payment,
                 saved_id=saved_id,
                 setup_future_usage=request.setup_future_usage,
+                by_client_secret=principal is None or principal.kind not in ("secret", "session"),
             )
             if saved is not None:
                 attached = payments.saved_card(

@@ -83,8 +83,10 @@ def payment_to_proto(
     return message
 
 
-def checkout_to_proto(payment: Payment) -> payment_pb2.Checkout:
-    """What the hosted checkout page may show of a payment."""
+def checkout_to_proto(
+    payment: Payment, *, saved: list[SavedPaymentMethod] | None = None
+) -> payment_pb2.Checkout:
+    """What the hosted checkout page may show of a payment, and the saved cards it offers."""
     message = payment_pb2.Checkout(
         payment_id=payment.id,
         amount=payment.amount,
@@ -96,6 +98,17 @@ def checkout_to_proto(payment: Payment) -> payment_pb2.Checkout:
         failure_code=payment.failure_code,
         failure_message=payment.failure_message,
         livemode=payment.livemode,
+        setup_future_usage=payment.setup_future_usage or "",
+        saved_payment_methods=[
+            payment_pb2.CheckoutSavedCard(
+                id=method.id,
+                brand=method.card_brand,
+                last4=method.card_last4,
+                exp_month=method.card_exp_month,
+                exp_year=method.card_exp_year,
+            )
+            for method in saved or []
+        ],
     )
     card = card_details(payment)
     if card is not None:

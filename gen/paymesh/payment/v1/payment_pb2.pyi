@@ -843,6 +843,8 @@ class Checkout(_message.Message):
     FAILURE_MESSAGE_FIELD_NUMBER: _builtins.int
     CARD_FIELD_NUMBER: _builtins.int
     LIVEMODE_FIELD_NUMBER: _builtins.int
+    SAVED_PAYMENT_METHODS_FIELD_NUMBER: _builtins.int
+    SETUP_FUTURE_USAGE_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     """Payment identifier."""
     amount: _builtins.int
@@ -863,9 +865,20 @@ class Checkout(_message.Message):
     """Decline message of the last attempt, if it failed."""
     livemode: _builtins.bool
     """True for live mode."""
+    setup_future_usage: _builtins.str
+    """The payment's "setup_future_usage" ("on_session" or "off_session"), set by the merchant on
+    create: a new card paid with here is saved for the customer. Empty when not set.
+    """
     @_builtins.property
     def card(self) -> Global___CardDetails:
         """The card of the last attempt."""
+
+    @_builtins.property
+    def saved_payment_methods(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckoutSavedCard]:
+        """The cards the payment's customer saved, to pay with one of them (ConfirmPayment with its
+        id): only while the payment waits for a card, only unexpired ones, newest first, at most 10.
+        Empty for a payment without a customer.
+        """
 
     def __init__(
         self,
@@ -881,14 +894,56 @@ class Checkout(_message.Message):
         failure_message: _builtins.str = ...,
         card: Global___CardDetails | None = ...,
         livemode: _builtins.bool = ...,
+        saved_payment_methods: _abc.Iterable[Global___CheckoutSavedCard] | None = ...,
+        setup_future_usage: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "card", b"card", "currency", b"currency", "description", b"description", "failure_code", b"failure_code", "failure_message", b"failure_message", "livemode", b"livemode", "merchant_name", b"merchant_name", "payment_id", b"payment_id", "return_url", b"return_url", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "card", b"card", "currency", b"currency", "description", b"description", "failure_code", b"failure_code", "failure_message", b"failure_message", "livemode", b"livemode", "merchant_name", b"merchant_name", "payment_id", b"payment_id", "return_url", b"return_url", "saved_payment_methods", b"saved_payment_methods", "setup_future_usage", b"setup_future_usage", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Checkout: _TypeAlias = Checkout  # noqa: Y015
+
+@_typing.final
+class CheckoutSavedCard(_message.Message):
+    """CheckoutSavedCard is what the hosted checkout shows of a saved card: enough to choose it,
+    never its fingerprint or its owner.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    BRAND_FIELD_NUMBER: _builtins.int
+    LAST4_FIELD_NUMBER: _builtins.int
+    EXP_MONTH_FIELD_NUMBER: _builtins.int
+    EXP_YEAR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The saved payment method ("pm_..."), to confirm with."""
+    brand: _builtins.str
+    """Card brand, e.g. "visa"."""
+    last4: _builtins.str
+    """Last four digits of the number."""
+    exp_month: _builtins.int
+    """Expiry month."""
+    exp_year: _builtins.int
+    """Expiry year."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        brand: _builtins.str = ...,
+        last4: _builtins.str = ...,
+        exp_month: _builtins.int = ...,
+        exp_year: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["brand", b"brand", "exp_month", b"exp_month", "exp_year", b"exp_year", "id", b"id", "last4", b"last4"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckoutSavedCard: _TypeAlias = CheckoutSavedCard  # noqa: Y015
 
 @_typing.final
 class Customer(_message.Message):

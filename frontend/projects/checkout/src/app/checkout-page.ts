@@ -23,7 +23,7 @@ import { MatInputModule } from '@angular/material/input';
 import { MatProgressSpinnerModule } from '@angular/material/progress-spinner';
 import { ActivatedRoute, Router } from '@angular/router';
 
-import { PaymentService, type Checkout } from '@gen/paymesh/payment/v1/payment_pb';
+import { PaymentService, type Checkout, type CheckoutSavedCard } from '@gen/paymesh/payment/v1/payment_pb';
 import { ApiError, call } from '@shared/rest';
 import { formatMoney } from '@shared/money';
 import {
@@ -93,6 +93,10 @@ export class CheckoutPage implements OnInit, OnDestroy {
     expiry: new FormControl('', { nonNullable: true, validators: [Validators.required, expiryValidator] }),
     cvc: new FormControl('', { nonNullable: true, validators: [Validators.required, (c) => this.cvcValidator(c)] }),
   });
+  /** The payment's customer's saved cards the server offers (only while a card is awaited). */
+  readonly savedCards = computed(() => this.checkout()?.savedPaymentMethods ?? []);
+  /** What pays: a saved card's payment method id, or 'new' for the card form. */
+  readonly choice = signal<string>('new');
   readonly brand = signal(detectBrand(''));
   readonly brandName = computed(() => BRAND_NAMES[this.brand()]);
 
@@ -127,6 +131,21 @@ export class CheckoutPage implements OnInit, OnDestroy {
     return digits.length === cvcLength(this.brand()) ? null : { cvc: true };
   }
 
+  /** Chooses a saved card (its id) or 'new'; another choice is a new attempt with a new key. */
+  choose(choice: string): void {
+    if (this.submitting) return;
+    this.choice.set(choice);
+    this.attemptKey = null;
+    this.decline.set('');
+  }
+
+  savedLabel(saved: CheckoutSavedCard): string {
+    const brand = BRAND_NAMES[saved.brand as keyof typeof BRAND_NAMES] || saved.brand || 'Card';
+    const month = String(saved.expMonth).padStart(2, '0');
+    const year = String(saved.expYear % 100).padStart(2, '0');
+    return `${brand} ending in ${saved.last4}, expires ${month}/${year}`;
+  }
+
   onNumberInput(event: Event): void {
     const field = event.target as HTMLInputElement;
     const formatted = formatNumber(field.value);
@@ -156,6 +175,8 @@ export class CheckoutPage implements OnInit, OnDestroy {
         clientSecret: this.clientSecret,
       });
       this.checkout.set(checkout);
+      // A returning customer most likely pays with the card saved last.
+      this.choice.set(checkout.savedPaymentMethods[0]?.id ?? 'new');
       this.show(checkout, false);
     } catch (error) {
       this.unavailable(
@@ -240,13 +261,27 @@ export class CheckoutPage implements OnInit, OnDestroy {
     if (this.submitting) {
       return; // a second click of the same attempt
     }
-    this.form.markAllAsTouched();
-    if (this.form.invalid) {
-      this.focusFirstInvalid();
-      return;
+    const savedId = this.choice() === 'new' ? '' : this.choice();
+    let paymentMethod: { id: string } | { card: { number: string; expMonth: number; expYear: number; cvc: string } };
+    if (savedId) {
+      paymentMethod = { id: savedId };
+    } else {
+      this.form.markAllAsTouched();
+      if (this.form.invalid) {
+        this.focusFirstInvalid();
+        return;
+      }
+      const expiry = parseExpiry(this.form.controls.expiry.value);
+      if (!expiry) return;
+      paymentMethod = {
+        card: {
+          number: digitsOf(this.form.controls.number.value),
+          expMonth: expiry.month,
+          expYear: expiry.year,
+          cvc: this.form.controls.cvc.value,
+        },
+      };
     }
-    const expiry = parseExpiry(this.form.controls.expiry.value);
-    if (!expiry) return;
     this.submitting = true;
     this.attemptKey ??= crypto.randomUUID();
     this.decline.set('');
@@ -258,14 +293,7 @@ export class CheckoutPage implements OnInit, OnDestroy {
         {
           id: this.paymentId(),
           clientSecret: this.clientSecret,
-          paymentMethod: {
-            card: {
-              number: digitsOf(this.form.controls.number.value),
-              expMonth: expiry.month,
-              expYear: expiry.year,
-              cvc: this.form.controls.cvc.value,
-            },
-          },
+          paymentMethod,
         },
         { headers: { 'Idempotency-Key': this.attemptKey } },
       );
@@ -322,6 +350,7 @@ export class CheckoutPage implements OnInit, OnDestroy {
   tryAnotherCard(): void {
     this.decline.set('');
     this.attemptKey = null;
+    this.choice.set('new');
     this.form.reset();
     this.brand.set('unknown');
     this.focusLater(this.numberInput);
