@@ -28,9 +28,15 @@ def create_payment(
     card: str | None = None,
     return_url: str = "",
     description: str = "",
+    customer: str = "",
+    setup_future_usage: str = "",
 ) -> dict[str, Any]:
     """Creates a payment (confirmed at once when `card` is given); returns its JSON."""
     body: dict[str, Any] = {"amount": amount, "currency": currency}
+    if customer:
+        body["customer"] = customer
+    if setup_future_usage:
+        body["setup_future_usage"] = setup_future_usage
     if card:
         body["payment_method"] = {
             "card": {"number": card, "exp_month": 12, "exp_year": 2034, "cvc": "123"}
@@ -47,6 +53,33 @@ def create_payment(
     assert response.status_code == 200, response.text
     created: dict[str, Any] = response.json()
     return created
+
+
+def returning_customer(
+    api: httpx.Client, merchant: MerchantKeys, *, cards: list[str]
+) -> tuple[str, list[str]]:
+    """(a new customer's id, its saved payment methods' ids, oldest first): each card paid for
+    once with setup_future_usage, as a returning customer's earlier purchases would."""
+    response = api.post(
+        "/v1/customers",
+        headers={"X-API-Key": merchant.secret_key, "Idempotency-Key": secrets.token_hex(8)},
+        json={"email": "returning@example.com"},
+    )
+    assert response.status_code == 200, response.text
+    customer_id: str = response.json()["id"]
+    methods = []
+    for number in cards:
+        paid = create_payment(
+            api,
+            merchant,
+            amount=500,
+            currency="EUR",
+            card=number,
+            customer=customer_id,
+            setup_future_usage="off_session",
+        )
+        methods.append(paid["payment_method"])
+    return customer_id, methods
 
 
 def get_payment(api: httpx.Client, merchant: MerchantKeys, payment_id: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from tests.browser.support import (
     checkout_path,
     create_payment,
     fill_card,
+    returning_customer,
     sign_in,
     wait_final,
 )
@@ -146,6 +147,29 @@ def test_axe__the_checkout_form_its_errors_and_a_decline(
 
     page.goto("/checkout/")
     _scan(page, page.get_by_role("heading", name="This checkout link is incomplete"), found)
+
+    assert found == [], "\n".join(found)
+
+
+def test_axe__the_checkout_with_a_returning_customers_saved_cards(
+    scan_context: BrowserContext, api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    customer, _ = returning_customer(api, merchant, cards=[VISA_OK, "5555555555554444"])
+    payment = create_payment(
+        api,
+        merchant,
+        amount=2500,
+        currency="EUR",
+        customer=customer,
+        setup_future_usage="off_session",
+    )
+    page = scan_context.new_page()
+    found: list[str] = []
+
+    page.goto(checkout_path(payment))
+    _scan(page, page.get_by_role("group", name="Your saved cards"), found)
+    page.get_by_role("radio", name="Use a new card").check()
+    _scan(page, page.get_by_test_id("save-note"), found)
 
     assert found == [], "\n".join(found)
 

@@ -16,6 +16,7 @@ from tests.browser.support import (
     create_payment,
     fill_card,
     get_payment,
+    returning_customer,
     wait_final,
 )
 from tests.conftest import MerchantKeys
@@ -111,6 +112,74 @@ def test_checkout__3d_secure_challenge_failed_then_another_card_pays(
     page.get_by_test_id("pay").click()
     expect(page.get_by_test_id("success")).to_be_visible()
     assert wait_final(api, merchant, payment["id"])["status"] == "succeeded"
+
+
+def test_checkout__a_returning_customer_pays_with_a_saved_card(
+    page: Page, api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    customer, (visa, mastercard) = returning_customer(api, merchant, cards=[VISA_OK, MASTERCARD_OK])
+    payment = create_payment(api, merchant, amount=3600, currency="EUR", customer=customer)
+    confirms: list[Request] = []
+    page.on(
+        "request",
+        lambda request: confirms.append(request) if request.url.endswith("/confirm") else None,
+    )
+    page.goto(checkout_path(payment))
+
+    # The saved cards, newest first and chosen, and a new card as the last choice.
+    saved = page.get_by_role("group", name="Your saved cards")
+    expect(saved.get_by_role("radio")).to_have_count(3)
+    newest = page.get_by_role("radio", name="Mastercard ending in 4444, expires 12/34", exact=True)
+    expect(newest).to_be_checked()
+    expect(
+        page.get_by_role("radio", name="Visa ending in 4242, expires 12/34", exact=True)
+    ).not_to_be_checked()
+    expect(page.get_by_role("radio", name="Use a new card")).not_to_be_checked()
+    expect(page.get_by_label("Card number")).to_have_count(0)
+    # Choosing the older card and paying confirms with its payment method, no card typed.
+    page.get_by_role("radio", name="Visa ending in 4242, expires 12/34", exact=True).check()
+    page.get_by_test_id("pay").click()
+
+    expect(page.get_by_test_id("success")).to_contain_text("Payment successful")
+    final = wait_final(api, merchant, payment["id"])
+    assert (final["status"], final["amount_received"]) == ("succeeded", 3600)
+    assert final["payment_method"] == visa and final["card"]["last4"] == "4242"
+    assert len(confirms) == 1
+    assert confirms[0].post_data_json["payment_method"] == {"id": visa}
+    assert mastercard != visa
+
+
+def test_checkout__a_returning_customer_may_use_a_new_card_which_is_saved(
+    page: Page, api: httpx.Client, merchant: MerchantKeys
+) -> None:
+    customer, (visa,) = returning_customer(api, merchant, cards=[VISA_OK])
+    payment = create_payment(
+        api,
+        merchant,
+        amount=1200,
+        currency="USD",
+        customer=customer,
+        setup_future_usage="on_session",
+    )
+    page.goto(checkout_path(payment))
+    expect(
+        page.get_by_role("radio", name="Visa ending in 4242, expires 12/34", exact=True)
+    ).to_be_checked()
+    page.get_by_role("radio", name="Use a new card").check()
+    expect(page.get_by_test_id("save-note")).to_contain_text("will save this card")
+    fill_card(page, MASTERCARD_OK)
+    page.get_by_test_id("pay").click()
+
+    expect(page.get_by_test_id("success")).to_be_visible()
+    final = wait_final(api, merchant, payment["id"])
+    assert final["status"] == "succeeded" and final["card"]["last4"] == "4444"
+    assert final["payment_method"].startswith("pm_") and final["payment_method"] != visa
+    listed = api.get(
+        "/v1/payment_methods",
+        params={"customer": customer},
+        headers={"X-API-Key": merchant.secret_key},
+    ).json()["payment_methods"]
+    assert [item["id"] for item in listed] == [final["payment_method"], visa]
 
 
 def test_checkout__double_click_pays_once(
