@@ -145,7 +145,8 @@ def test_checkout__a_returning_customer_pays_with_a_saved_card(
     assert (final["status"], final["amount_received"]) == ("succeeded", 3600)
     assert final["payment_method"] == visa and final["card"]["last4"] == "4242"
     assert len(confirms) == 1
-    assert confirms[0].post_data_json["payment_method"] == {"id": visa}
+    sent = confirms[0].post_data_json
+    assert sent is not None and sent["payment_method"] == {"id": visa}
     assert mastercard != visa
 
 
