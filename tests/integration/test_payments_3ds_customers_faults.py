@@ -308,17 +308,21 @@ def test_3ds__abandoned_challenge_canceled_by_the_sweeper_then_the_relay_killed(
     assert_trial_balance_zero(drill_platform)
 
 
-def _create_racing_a_kill(
-    platform: LocalPlatform, api: httpx.Client, key: str, idempotency_key: str, body: dict[str, Any]
+def _post_racing_a_kill(
+    platform: LocalPlatform,
+    api: httpx.Client,
+    path: str,
+    *,
+    headers: dict[str, str],
+    body: dict[str, Any],
 ) -> dict[str, Any]:
-    """Creates a payment while the payment service is SIGKILLed, then retries with the same key
-    once it is back: whatever the first request managed, one payment comes out."""
+    """POSTs a write while the payment service is SIGKILLed, then again under the same
+    Idempotency-Key once it is back: whatever the first request managed, one outcome."""
     answers: list[httpx.Response | Exception] = []
-    headers = {"X-API-Key": key, "Idempotency-Key": idempotency_key}
 
     def send() -> None:
         try:
-            answers.append(api.post("/v1/payments", json=body, headers=headers))
+            answers.append(api.post(path, json=body, headers=headers))
         except httpx.HTTPError as error:
             answers.append(error)
 
@@ -330,7 +334,7 @@ def _create_racing_a_kill(
     platform.start_process("payment")
     deadline = time.monotonic() + DRILL_TIMEOUT_S
     while True:
-        retried = api.post("/v1/payments", json=body, headers=headers)
+        retried = api.post(path, json=body, headers=headers)
         if retried.status_code == 200:
             result: dict[str, Any] = retried.json()
             first = answers[0] if answers else None
@@ -341,6 +345,14 @@ def _create_racing_a_kill(
         assert retried.status_code in (409, 503, 504), retried.text
         assert time.monotonic() < deadline, retried.text
         time.sleep(0.3)
+
+
+def _create_racing_a_kill(
+    platform: LocalPlatform, api: httpx.Client, key: str, idempotency_key: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """Creates a payment while the payment service is SIGKILLed (`_post_racing_a_kill`)."""
+    headers = {"X-API-Key": key, "Idempotency-Key": idempotency_key}
+    return _post_racing_a_kill(platform, api, "/v1/payments", headers=headers, body=body)
 
 
 @pytest.mark.usefixtures("relay_stopped", "worker_restored")
@@ -381,6 +393,52 @@ def test_saving_a_card__crash_of_the_service_relay_and_worker__one_method_attach
     assert method["customer"] == customer["id"] and method["card"]["last4"] == "4242"
     assert_events_once(drill_api, key, method_id, ["payment_method.attached"], catalog)
     assert_events_once(drill_api, key, customer["id"], ["customer.created"], catalog)
+    assert_events_once(
+        drill_api, key, payment["id"], ["payment.processing", "payment.succeeded"], catalog
+    )
+    assert_trial_balance_zero(drill_platform)
+
+
+@pytest.mark.usefixtures("relay_stopped", "worker_restored")
+def test_saving_a_card_on_the_checkout__crash_of_the_service_relay_and_worker__saved_once(
+    drill_platform: LocalPlatform,
+    drill_api: httpx.Client,
+    drill_sessions: sessionmaker[Session],
+    key: str,
+    catalog: set[str],
+) -> None:
+    customer = _post(drill_api, key, "/v1/customers", {})
+    payment = create(drill_api, key, customer=customer["id"], setup_future_usage="on_session")
+    drill_platform.kill("payment-worker")
+    # The hosted checkout's confirm: the client secret alone, one key per attempt.
+    confirmed = _post_racing_a_kill(
+        drill_platform,
+        drill_api,
+        f"/v1/payments/{payment['id']}/confirm",
+        headers={"Idempotency-Key": secrets.token_hex(8)},
+        body={"client_secret": payment["client_secret"], "payment_method": {"card": card()}},
+    )
+    method_id = confirmed["payment_method"]
+    assert method_id.startswith("pm_") and confirmed["status"] == "processing"
+    assert unrelayed_events(drill_sessions, method_id) == ["payment_method.attached"]
+
+    drill_platform.start_process("payment-relay")
+    drill_platform.start_process("payment-worker")
+    kill_worker_mid_payment(drill_platform, drill_sessions, payment["id"])
+    final = wait_for(drill_api, key, payment["id"], timeout_s=DRILL_TIMEOUT_S)
+    assert (final["status"], final["payment_method"]) == ("succeeded", method_id)
+    assert_settled_once(drill_platform, drill_sessions, payment["id"])
+    methods = drill_api.get(
+        "/v1/payment_methods", params={"customer": customer["id"]}, headers={"X-API-Key": key}
+    ).json()["payment_methods"]
+    assert [item["id"] for item in methods] == [method_id]
+    # A checkout opened again offers the card just saved, no longer for this paid payment.
+    again = create(drill_api, key, customer=customer["id"])
+    offered = drill_api.get(
+        f"/v1/checkout/{again['id']}", params={"client_secret": again["client_secret"]}
+    ).json()["saved_payment_methods"]
+    assert [item["id"] for item in offered] == [method_id]
+    assert_events_once(drill_api, key, method_id, ["payment_method.attached"], catalog)
     assert_events_once(
         drill_api, key, payment["id"], ["payment.processing", "payment.succeeded"], catalog
     )
