@@ -238,6 +238,7 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
                     amount=row.amount,
                     currency=row.currency,
                     create_time=_stamp(row.at),
+                    dispute_id=row.dispute_id,
                 )
                 for row in rows
             ],

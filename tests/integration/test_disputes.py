@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import httpx
+from google.protobuf.timestamp_pb2 import Timestamp
+from paymesh.ledger.v1 import ledger_internal_pb2, ledger_internal_pb2_grpc
 from sqlalchemy import select, update
 
 from services.common.db import transaction
@@ -323,3 +327,44 @@ def test_list__pages_and_filters_by_payment(api: httpx.Client, merchant: Merchan
         "/v1/disputes", params={"payment_id": first_payment["id"]}, headers=headers(key)
     ).json()
     assert [d["id"] for d in only["disputes"]] == [first["id"]]
+
+
+def _stamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def test_won_and_lost_disputes_reconcile_with_the_ledger_and_the_processor(
+    api: httpx.Client, merchant: MerchantKeys, platform: LocalPlatform
+) -> None:
+    key = merchant.secret_key
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    won_payment, won = disputed_payment(api, key, FRAUDULENT_CARD, amount=4_000)
+    lost_payment, lost = disputed_payment(api, key, FRAUDULENT_CARD, amount=6_000)
+    assert submit(api, key, won["id"], "winning_evidence").status_code == 200
+    assert submit(api, key, lost["id"], "losing_evidence").status_code == 200
+    wait_dispute(api, key, won["id"], status="won", funds_reinstated=True)
+    wait_dispute(api, key, lost["id"], status="lost", funds_withdrawn=True)
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    with grpc.insecure_channel(platform.settings.target("ledger")) as channel:
+        stub = ledger_internal_pb2_grpc.LedgerInternalServiceStub(channel)
+        report = stub.Reconcile(
+            ledger_internal_pb2.ReconcileRequest(start_time=_stamp(start), end_time=_stamp(end)),
+            timeout=60,
+        )
+    # Other tests share this platform's ledger; only this merchant's figures are asserted.
+    ours = {won["id"], lost["id"], won_payment["id"], lost_payment["id"], merchant.id}
+    assert [m for m in report.mismatches if ours & set(m.ids)] == []
+    assert not [m for m in report.mismatches if m.kind == "TRIAL_BALANCE_UNBALANCED"]
+    # Two captures, two withdrawals, one reinstatement, and the processor's record of each.
+    assert report.checked_count >= 10
+    assert balance(api, key) == (
+        4_000
+        - won_payment["fee"]
+        - USD_DISPUTE_FEE
+        + 6_000
+        - lost_payment["fee"]
+        - 6_000
+        - USD_DISPUTE_FEE
+    )
