@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from services.common import pages
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.money import normalize_currency
+from services.payment import disputes
+from services.payment.models import Dispute
 
 FEED_PAGE_SIZE_DEFAULT = 500
 FEED_PAGE_SIZE_MAX = 1000
@@ -298,3 +300,15 @@ def processor_records(
         page_size=page_size,
         page_token=page_token,
     )
+
+
+def open_dispute_count(session: Session, *, merchant_id: str, livemode: bool) -> int:
+    """Disputes not yet closed, of one merchant (all when empty) in one mode."""
+    query = (
+        select(func.count())
+        .select_from(Dispute)
+        .where(Dispute.livemode == livemode, Dispute.status.not_in(disputes.CLOSED))
+    )
+    if merchant_id:
+        query = query.where(Dispute.merchant_id == merchant_id)
+    return int(session.scalar(query) or 0)

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from services.common.db import transaction
 from services.payment.models import Dispute, OutboxMessage, ProcessorDispute
 from services.runtime.platform import LocalPlatform
+from tests.conftest import OperatorLogin
 from tests.integration.conftest import MerchantKeys
 from tests.integration.test_payments import card, created, wait_for
 from tests.integration.test_payments_refunds import ledger_entries, refund
@@ -368,3 +369,32 @@ def test_won_and_lost_disputes_reconcile_with_the_ledger_and_the_processor(
         - 6_000
         - USD_DISPUTE_FEE
     )
+
+
+def test_operators_list_disputes_and_the_overview_counts_open_ones(
+    api: httpx.Client, merchant: MerchantKeys, viewer_login: OperatorLogin
+) -> None:
+    key = merchant.secret_key
+    payment, dispute = disputed_payment(api, key, FRAUDULENT_CARD)
+
+    def overview() -> dict[str, Any]:
+        response = api.get(
+            "/admin/overview", params={"merchant_id": merchant.id}, headers=viewer_login.headers
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    assert overview()["open_disputes"] == 1
+    listed = api.get(
+        "/admin/disputes", params={"payment_id": payment["id"]}, headers=viewer_login.headers
+    )
+    assert listed.status_code == 200, listed.text
+    assert [d["id"] for d in listed.json()["disputes"]] == [dispute["id"]]
+    page = api.get("/admin/disputes", params={"page_size": 1}, headers=viewer_login.headers)
+    assert page.status_code == 200 and len(page.json()["disputes"]) == 1
+    # A merchant's key never opens the operators' API.
+    assert api.get("/admin/disputes", headers=headers(key)).status_code in {401, 403}
+    closed = api.post(f"/v1/disputes/{dispute['id']}/close", json={}, headers=headers(key))
+    assert closed.status_code == 200, closed.text
+    assert overview().get("open_disputes", 0) == 0

@@ -21,6 +21,36 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class SearchDisputesRequest(_message.Message):
+    """SearchDisputesRequest pages through every merchant's disputes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum items per page, 1 to 100; default 20."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    payment_id: _builtins.str
+    """Only disputes of this payment."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "payment_id", b"payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchDisputesRequest: _TypeAlias = SearchDisputesRequest  # noqa: Y015
+
+@_typing.final
 class SearchPaymentsRequest(_message.Message):
     """SearchPaymentsRequest filters payments across merchants."""
 
@@ -276,6 +306,11 @@ class GetPaymentStatsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CURRENCIES_FIELD_NUMBER: _builtins.int
+    OPEN_DISPUTE_COUNT_FIELD_NUMBER: _builtins.int
+    open_dispute_count: _builtins.int
+    """Disputes of the merchant (all, when none is named) and mode waiting for the merchant or
+    the card network now (not "won", "lost" or "warning_closed"), whatever the time window.
+    """
     @_builtins.property
     def currencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyStats]:
         """Sorted by currency code."""
@@ -284,10 +319,11 @@ class GetPaymentStatsResponse(_message.Message):
         self,
         *,
         currencies: _abc.Iterable[Global___CurrencyStats] | None = ...,
+        open_dispute_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["currencies", b"currencies"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currencies", b"currencies", "open_dispute_count", b"open_dispute_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
