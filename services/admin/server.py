@@ -727,8 +727,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             payments=reply.payments, **pages.next_page(reply.next_page_token)
         )
 
-    async def ListDisputes(
-        self, request: admin_pb2.ListDisputesRequest, context: Context
+    async def SearchDisputes(
+        self, request: admin_pb2.SearchDisputesRequest, context: Context
     ) -> payment_pb2.ListDisputesResponse:
         """Disputes across merchants, newest first."""
         _check_page_size(request.page_size)

@@ -1179,8 +1179,8 @@ class SearchPaymentsRequest(_message.Message):
 Global___SearchPaymentsRequest: _TypeAlias = SearchPaymentsRequest  # noqa: Y015
 
 @_typing.final
-class ListDisputesRequest(_message.Message):
-    """ListDisputesRequest pages through every merchant's disputes."""
+class SearchDisputesRequest(_message.Message):
+    """SearchDisputesRequest pages through every merchant's disputes."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1206,7 +1206,7 @@ class ListDisputesRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ListDisputesRequest: _TypeAlias = ListDisputesRequest  # noqa: Y015
+Global___SearchDisputesRequest: _TypeAlias = SearchDisputesRequest  # noqa: Y015
 
 @_typing.final
 class SearchPaymentsResponse(_message.Message):

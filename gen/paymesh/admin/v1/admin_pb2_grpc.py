@@ -119,9 +119,9 @@ class AdminServiceStub:
                 request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchPaymentsRequest.SerializeToString,
                 response_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchPaymentsResponse.FromString,
                 _registered_method=True)
-        self.ListDisputes = channel.unary_unary(
-                '/paymesh.admin.v1.AdminService/ListDisputes',
-                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListDisputesRequest.SerializeToString,
+        self.SearchDisputes = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/SearchDisputes',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchDisputesRequest.SerializeToString,
                 response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListDisputesResponse.FromString,
                 _registered_method=True)
         self.GetPaymentDetail = channel.unary_unary(
@@ -305,7 +305,7 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ListDisputes(self, request, context):
+    def SearchDisputes(self, request, context):
         """Lists disputes across merchants, newest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -479,9 +479,9 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchPaymentsRequest.FromString,
                     response_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchPaymentsResponse.SerializeToString,
             ),
-            'ListDisputes': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListDisputes,
-                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.ListDisputesRequest.FromString,
+            'SearchDisputes': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchDisputes,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchDisputesRequest.FromString,
                     response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListDisputesResponse.SerializeToString,
             ),
             'GetPaymentDetail': grpc.unary_unary_rpc_method_handler(
@@ -990,7 +990,7 @@ class AdminService:
             _registered_method=True)
 
     @staticmethod
-    def ListDisputes(request,
+    def SearchDisputes(request,
             target,
             options=(),
             channel_credentials=None,
@@ -1003,8 +1003,8 @@ class AdminService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/paymesh.admin.v1.AdminService/ListDisputes',
-            paymesh_dot_admin_dot_v1_dot_admin__pb2.ListDisputesRequest.SerializeToString,
+            '/paymesh.admin.v1.AdminService/SearchDisputes',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchDisputesRequest.SerializeToString,
             paymesh_dot_payment_dot_v1_dot_payment__pb2.ListDisputesResponse.FromString,
             options,
             channel_credentials,

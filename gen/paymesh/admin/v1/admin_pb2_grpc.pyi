@@ -74,7 +74,7 @@ class AdminServiceStub:
     """Hourly or daily buckets of volume, fees and refunds in one currency."""
     SearchPayments: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SearchPaymentsRequest, _admin_pb2.SearchPaymentsResponse]
     """Searches payments across merchants, newest first."""
-    ListDisputes: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListDisputesRequest, _payment_pb2.ListDisputesResponse]
+    SearchDisputes: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SearchDisputesRequest, _payment_pb2.ListDisputesResponse]
     """Lists disputes across merchants, newest first."""
     GetPaymentDetail: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetPaymentDetailRequest, _admin_pb2.PaymentDetail]
     """One payment of any merchant with its refunds, events and ledger entries."""
@@ -144,7 +144,7 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Hourly or daily buckets of volume, fees and refunds in one currency."""
     SearchPayments: _aio.UnaryUnaryMultiCallable[_admin_pb2.SearchPaymentsRequest, _admin_pb2.SearchPaymentsResponse]  # type: ignore[assignment]
     """Searches payments across merchants, newest first."""
-    ListDisputes: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListDisputesRequest, _payment_pb2.ListDisputesResponse]  # type: ignore[assignment]
+    SearchDisputes: _aio.UnaryUnaryMultiCallable[_admin_pb2.SearchDisputesRequest, _payment_pb2.ListDisputesResponse]  # type: ignore[assignment]
     """Lists disputes across merchants, newest first."""
     GetPaymentDetail: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetPaymentDetailRequest, _admin_pb2.PaymentDetail]  # type: ignore[assignment]
     """One payment of any merchant with its refunds, events and ledger entries."""
@@ -309,9 +309,9 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Searches payments across merchants, newest first."""
 
     @_abc_1.abstractmethod
-    def ListDisputes(
+    def SearchDisputes(
         self,
-        request: _admin_pb2.ListDisputesRequest,
+        request: _admin_pb2.SearchDisputesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.ListDisputesResponse, _abc.Awaitable[_payment_pb2.ListDisputesResponse]]:
         """Lists disputes across merchants, newest first."""
