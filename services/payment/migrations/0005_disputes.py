@@ -52,6 +52,8 @@ def upgrade() -> None:
         schema="processor",
         postgresql_where=sa.text("scenario IN ('dispute_fraudulent', 'dispute_inquiry')"),
     )
+    # Filing a dispute reads the charge's refunds (what it still holds).
+    op.create_index("ix_refunds_payment", "refunds", ["payment_id"], schema="processor")
     op.add_column("payments", sa.Column("dispute_id", sa.String(40), nullable=True))
     op.create_table(
         "disputes",
@@ -102,6 +104,7 @@ def downgrade() -> None:
     op.drop_index("ix_disputes_merchant_created", table_name="disputes")
     op.drop_table("disputes")
     op.drop_column("payments", "dispute_id")
+    op.drop_index("ix_refunds_payment", table_name="refunds", schema="processor")
     op.drop_index("ix_charges_disputable", table_name="charges", schema="processor")
     op.drop_table("disputes", schema="processor")
     op.drop_column("charges", "scenario", schema="processor")
