@@ -727,6 +727,24 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             payments=reply.payments, **pages.next_page(reply.next_page_token)
         )
 
+    async def SearchDisputes(
+        self, request: admin_pb2.SearchDisputesRequest, context: Context
+    ) -> payment_pb2.ListDisputesResponse:
+        """Disputes across merchants, newest first."""
+        _check_page_size(request.page_size)
+        reply = await self._remote.call(
+            "payment",
+            self._remote.payments.SearchDisputes,
+            payment_internal_pb2.SearchDisputesRequest(
+                payment_id=request.payment_id,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            ),
+        )
+        return payment_pb2.ListDisputesResponse(
+            disputes=reply.disputes, **pages.next_page(reply.next_page_token)
+        )
+
     async def GetPaymentDetail(
         self, request: admin_pb2.GetPaymentDetailRequest, context: Context
     ) -> admin_pb2.PaymentDetail:

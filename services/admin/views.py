@@ -173,6 +173,7 @@ class RemoteServices:
             ),
             workers=workers,
             pipeline=pipeline,
+            open_disputes=stats.open_dispute_count,
         )
 
     async def pipeline(self) -> admin_pb2.Pipeline:

@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     payment_capture_window_s: float = 7 * 24 * 3600.0
     # Payments waiting for their customer's 3-D Secure authentication this long are canceled.
     payment_authentication_window_s: float = 3600.0
+    # How long a merchant has to answer a dispute (evidence_details.due_by) before it is lost.
+    payment_dispute_response_window_s: float = 7 * 24 * 3600.0
     # Idempotency keys are kept at least this long (the API promises 24 hours).
     idempotency_key_ttl_s: float = 24 * 3600.0
     # A claimed key whose request died is released after this long.

@@ -156,8 +156,10 @@ def postings_hash(postings: list[Posting], *, livemode: bool) -> str:
 
 
 def source_id_of(metadata: dict[str, str]) -> str:
-    """The payment or refund a transaction records, from its metadata."""
-    return metadata.get("refund_id") or metadata.get("payment_id") or ""
+    """The payment, refund or dispute a transaction records, from its metadata."""
+    return (
+        metadata.get("refund_id") or metadata.get("dispute_id") or metadata.get("payment_id") or ""
+    )
 
 
 def _existing(

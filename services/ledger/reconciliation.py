@@ -1,12 +1,17 @@
 """Reconciliation: the ledger against the payment service's records and the processor's.
 
 For a time range [start, end) it checks that
-- every succeeded payment and refund has exactly one ledger transaction, with the legs the
-  posting rules give (capture A, fee F: debit processor_receivable A, credit merchant_balance
-  A-F, credit platform_fees F; refund R: debit merchant_balance R, credit processor_receivable R);
-- every processor capture and refund has a ledger transaction whose processor_receivable leg
-  moves the same amount, and every movement has its processor record;
-- each merchant's merchant_balance movement equals captured - fees - refunded;
+- every succeeded payment and refund, and every dispute's withdrawal and reinstatement, has
+  exactly one ledger transaction, with the legs the posting rules give (capture A, fee F: debit
+  processor_receivable A, credit merchant_balance A-F, credit platform_fees F; refund R: debit
+  merchant_balance R, credit processor_receivable R; dispute D, dispute fee F: debit
+  merchant_balance D+F, credit processor_receivable D, credit platform_fees F; dispute won:
+  debit processor_receivable D, credit merchant_balance D);
+- every processor capture, refund, dispute and dispute reinstatement has a ledger transaction
+  whose processor_receivable leg moves the same amount, and every movement has its processor
+  record;
+- each merchant's merchant_balance movement equals captured - fees - refunded - disputed -
+  dispute fees + reinstated;
 - no ledger transaction of the range is unaccounted for, and the trial balance is zero.
 
 The ledger posts before the payment service marks a movement succeeded, and the processor acts
@@ -64,7 +69,7 @@ class PaymentRecords(Protocol):
 class Movement:
     """A succeeded payment capture or refund per the payment service."""
 
-    kind: str  # "payment" or "refund"
+    kind: str  # "payment", "refund", "dispute" or "dispute_won"
     id: str
     payment_id: str
     merchant_id: str
@@ -80,13 +85,14 @@ class Movement:
 class ProcessorRecord:
     """A capture or refund the processor performed."""
 
-    kind: str  # "capture" or "refund"
+    kind: str  # "capture", "refund", "dispute" or "dispute_reinstatement"
     processor_id: str
     payment_id: str
     refund_id: str
     amount: int
     currency: str
     create_time: datetime
+    dispute_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -143,7 +149,19 @@ class Report:
 def expected_legs(movement: Movement) -> dict[Leg, int]:
     """The legs the posting rules give for a movement (zero-amount legs left out)."""
     currency = movement.currency
-    if movement.kind == "payment":
+    merchant = movement.merchant_id
+    if movement.kind == "dispute":
+        legs = {
+            (merchant, "merchant_balance", "debit", currency): movement.amount + movement.fee,
+            (PLATFORM_OWNER, "processor_receivable", "credit", currency): movement.amount,
+            (PLATFORM_OWNER, "platform_fees", "credit", currency): movement.fee,
+        }
+    elif movement.kind == "dispute_won":
+        legs = {
+            (PLATFORM_OWNER, "processor_receivable", "debit", currency): movement.amount,
+            (merchant, "merchant_balance", "credit", currency): movement.amount,
+        }
+    elif movement.kind == "payment":
         legs = {
             (PLATFORM_OWNER, "processor_receivable", "debit", currency): movement.amount,
             (movement.merchant_id, "merchant_balance", "credit", currency): (
@@ -157,6 +175,36 @@ def expected_legs(movement: Movement) -> dict[Leg, int]:
             (PLATFORM_OWNER, "processor_receivable", "credit", currency): movement.amount,
         }
     return {leg: amount for leg, amount in legs.items() if amount}
+
+
+# Movements that share their source id (a dispute's two postings): matched by reference only.
+_BY_REFERENCE_ONLY = frozenset({"dispute", "dispute_won"})
+# What each movement's processor record is called, and the side its receivable leg moves.
+_PROCESSOR_KIND = {
+    "payment": "capture",
+    "refund": "refund",
+    "dispute": "dispute",
+    "dispute_won": "dispute_reinstatement",
+}
+_RECEIVABLE_INCREASE = {
+    "payment": "debit",
+    "refund": "credit",
+    "dispute": "credit",
+    "dispute_won": "debit",
+    "capture": "debit",
+    "dispute_reinstatement": "debit",
+}
+
+
+def _merchant_effect(movement: Movement) -> int:
+    """How the movement should move its merchant's balance (credit positive)."""
+    if movement.kind == "payment":
+        return movement.amount - movement.fee
+    if movement.kind == "dispute":
+        return -(movement.amount + movement.fee)
+    if movement.kind == "dispute_won":
+        return movement.amount
+    return -movement.amount
 
 
 def _net(legs: dict[Leg, int], kind: str, currency: str, *, increase: str) -> int:
@@ -196,7 +244,11 @@ def compare(
         by_source[view.source_id].append(view)
 
     def views_of(movement: Movement) -> list[LedgerView]:
-        found = {view.id: view for view in by_source.get(movement.id, [])}
+        found = (
+            {}
+            if movement.kind in _BY_REFERENCE_ONLY
+            else {view.id: view for view in by_source.get(movement.id, [])}
+        )
         if movement.ledger_reference in by_reference:
             view = by_reference[movement.ledger_reference]
             found[view.id] = view
@@ -214,14 +266,11 @@ def compare(
         if movement.kind == "payment":
             line.payments_captured += movement.amount
             line.payments_fees += movement.fee
-            merchant_expected[movement.merchant_id, movement.currency, movement.livemode] += (
-                movement.amount - movement.fee
-            )
-        else:
+        elif movement.kind == "refund":
             line.payments_refunded += movement.amount
-            merchant_expected[movement.merchant_id, movement.currency, movement.livemode] -= (
-                movement.amount
-            )
+        merchant_expected[movement.merchant_id, movement.currency, movement.livemode] += (
+            _merchant_effect(movement)
+        )
         views = views_of(movement)
         for view in views:
             considered[view.id] = view
@@ -252,7 +301,7 @@ def compare(
         view = views[0]
         expected = expected_legs(movement)
         if view.legs != expected or view.livemode != movement.livemode:
-            increase = "debit" if movement.kind == "payment" else "credit"
+            increase = _RECEIVABLE_INCREASE[movement.kind]
             mismatches.append(
                 Mismatch(
                     "AMOUNT_MISMATCH",
@@ -279,7 +328,7 @@ def compare(
             Mismatch(
                 "UNEXPECTED_LEDGER_TRANSACTION",
                 f"ledger transaction {view.id} ({view.external_reference!r}, source "
-                f"{view.source_id or '-'}) matches no succeeded payment or refund: "
+                f"{view.source_id or '-'}) matches no succeeded payment, refund or dispute: "
                 f"{_describe(view.legs)}",
                 [view.id, *([view.source_id] if view.source_id else [])],
                 ",".join(sorted(_currencies(view.legs))),
@@ -306,7 +355,8 @@ def compare(
                 Mismatch(
                     "MERCHANT_BALANCE_MISMATCH",
                     f"merchant {merchant_id} ({'live' if livemode else 'test'} mode): "
-                    "captured - fees - refunded differs from its merchant_balance movement",
+                    "captured - fees - refunded - disputed + reinstated differs from its "
+                    "merchant_balance movement",
                     [merchant_id],
                     currency,
                     merchant_expected.get(key, 0),
@@ -321,10 +371,10 @@ def compare(
         source = _record_source(record)
         if record.kind == "refund":
             line.processor_refunded += record.amount
-        else:
+        elif record.kind == "capture":
             line.processor_captured += record.amount
-        views = by_source.get(source, [])
-        increase = "credit" if record.kind == "refund" else "debit"
+        views = _record_views(record, by_source, by_reference)
+        increase = _RECEIVABLE_INCREASE[record.kind]
         moved = sum(
             _net(view.legs, "processor_receivable", record.currency, increase=increase)
             for view in views
@@ -342,7 +392,7 @@ def compare(
                 )
             )
     for movement in in_range:
-        kind = "capture" if movement.kind == "payment" else "refund"
+        kind = _PROCESSOR_KIND[movement.kind]
         if (kind, movement.id) not in record_keys:
             mismatches.append(
                 Mismatch(
@@ -377,8 +427,30 @@ def compare(
 
 
 def _record_source(record: ProcessorRecord) -> str:
-    """The payment or refund id a processor record is about."""
+    """The payment, refund or dispute id a processor record is about."""
+    if record.kind in ("dispute", "dispute_reinstatement"):
+        return record.dispute_id
     return record.refund_id if record.kind == "refund" else record.payment_id
+
+
+def _record_views(
+    record: ProcessorRecord,
+    by_source: dict[str, list[LedgerView]],
+    by_reference: dict[str, LedgerView],
+) -> list[LedgerView]:
+    """The ledger transactions a processor record should match.
+
+    A dispute's two postings share its id as source: each record matches its own posting by
+    reference (`dispute:<id>`, `dispute:<id>:won`, the payment service's posting rules).
+    """
+    if record.kind == "dispute":
+        reference = f"dispute:{record.dispute_id}"
+    elif record.kind == "dispute_reinstatement":
+        reference = f"dispute:{record.dispute_id}:won"
+    else:
+        return by_source.get(_record_source(record), [])
+    view = by_reference.get(reference) if record.dispute_id else None
+    return [view] if view is not None else []
 
 
 def _describe(legs: dict[Leg, int]) -> str:
@@ -459,6 +531,7 @@ def fetch_processor_records(
                 amount=r.amount,
                 currency=r.currency,
                 create_time=r.create_time.ToDatetime(tzinfo=UTC),
+                dispute_id=r.dispute_id,
             )
             for r in page.records
         )

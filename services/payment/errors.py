@@ -3,7 +3,9 @@
 DomainError (services.common.errors)
 ├── PaymentNotFound, RefundNotFound              (NOT_FOUND)
 ├── CustomerNotFound, PaymentMethodNotFound      (NOT_FOUND)
-├── PaymentStateInvalid                          (FAILED_PRECONDITION)
+├── DisputeNotFound                              (NOT_FOUND)
+├── PaymentStateInvalid, DisputeStateInvalid     (FAILED_PRECONDITION)
+├── ChargeDisputed                               (FAILED_PRECONDITION)
 └── AmountTooLarge                               (FAILED_PRECONDITION)
 
 (The idempotency key errors are services/common/idempotency.py's, for every service.)
@@ -57,3 +59,21 @@ class ProcessorError(Exception):
 
 class ProcessorUnavailable(ProcessorError):
     """The processor is down or timed out; the same call may be retried."""
+
+
+class DisputeNotFound(NotFound):
+    """No dispute with this id for this merchant and mode."""
+
+    reason = "DISPUTE_NOT_FOUND"
+
+
+class DisputeStateInvalid(FailedPrecondition):
+    """The dispute's status (or its passed due_by) does not allow this call."""
+
+    reason = "DISPUTE_STATE_INVALID"
+
+
+class ChargeDisputed(FailedPrecondition):
+    """The payment is disputed: it cannot be refunded (the dispute settles the money)."""
+
+    reason = "CHARGE_DISPUTED"

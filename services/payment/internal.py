@@ -18,10 +18,10 @@ from services.common import idempotency, pages
 from services.common.db import transaction
 from services.common.errors import InvalidArgument
 from services.common.settings import Settings
-from services.payment import payments, refunds, reports
+from services.payment import disputes, payments, refunds, reports
 from services.payment.metrics import read_backlog
 from services.payment.models import KEYS
-from services.payment.views import payment_to_proto, refund_to_proto
+from services.payment.views import dispute_to_proto, payment_to_proto, refund_to_proto
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -79,6 +79,9 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
                 start_time=_time(request, "start_time"),
                 end_time=_time(request, "end_time"),
             )
+            open_disputes = reports.open_dispute_count(
+                session, merchant_id=request.merchant_id, livemode=request.livemode
+            )
         return payment_internal_pb2.GetPaymentStatsResponse(
             currencies=[
                 payment_internal_pb2.CurrencyStats(
@@ -95,7 +98,8 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
                     net_volume=entry.gross_volume - entry.fees - entry.refunded,
                 )
                 for entry in stats
-            ]
+            ],
+            open_dispute_count=open_disputes,
         )
 
     def _timeline(
@@ -142,6 +146,28 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
             return payment_pb2.ListRefundsResponse(
                 refunds=[refund_to_proto(row) for row in rows], **pages.next_page(token)
             )
+
+    def _search_disputes(
+        self, request: payment_internal_pb2.SearchDisputesRequest
+    ) -> payment_pb2.ListDisputesResponse:
+        with transaction(self._sessions) as session:
+            rows, token = disputes.list_disputes(
+                session,
+                tokens=self._tokens,
+                principal=None,
+                payment_id=request.payment_id,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+            return payment_pb2.ListDisputesResponse(
+                disputes=[dispute_to_proto(row) for row in rows], **pages.next_page(token)
+            )
+
+    async def SearchDisputes(
+        self, request: payment_internal_pb2.SearchDisputesRequest, context: Context
+    ) -> payment_pb2.ListDisputesResponse:
+        """Disputes across merchants and modes, newest first."""
+        return await asyncio.to_thread(self._search_disputes, request)
 
     def _operator_refund(
         self, request: payment_internal_pb2.CreateOperatorRefundRequest
@@ -238,6 +264,7 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
                     amount=row.amount,
                     currency=row.currency,
                     create_time=_stamp(row.at),
+                    dispute_id=row.dispute_id,
                 )
                 for row in rows
             ],

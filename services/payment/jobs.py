@@ -72,11 +72,11 @@ from services.common.db import (
 )
 from services.common.queue import PAYMENTS_QUEUE, make_queue, redis_connection
 from services.common.settings import Settings
-from services.payment import ledger, outbox, relay
+from services.payment import disputes, ledger, outbox, relay
 from services.payment.errors import ProcessorError, ProcessorUnavailable
 from services.payment.fees import compute_fee
 from services.payment.metrics import PAYMENTS_DRIVEN
-from services.payment.models import Payment, Refund
+from services.payment.models import Dispute, Payment, Refund
 from services.payment.processor import (
     AuthorizationRequest,
     CaptureRequest,
@@ -566,3 +566,70 @@ def drive_refund(ctx: WorkerContext, refund_id: str) -> str:
         payment.amount_refunded += locked.amount
         outbox.refund_event(session, locked, "refund.succeeded")
     return "succeeded"
+
+
+def process_dispute(dispute_id: str) -> str:
+    """Carries out what a dispute waits for: its withdrawal, the decision, its reinstatement."""
+    ctx = context()
+    with exclusive(ctx.engine, f"dispute:{dispute_id}") as connection:
+        if connection is None:
+            return "busy"
+        return drive_dispute(ctx, dispute_id)
+
+
+def _load_dispute(ctx: WorkerContext, dispute_id: str) -> Dispute | None:
+    with transaction(ctx.sessions) as session:
+        dispute = session.get(Dispute, dispute_id)
+        if dispute is not None:
+            session.expunge(dispute)
+        return dispute
+
+
+def drive_dispute(ctx: WorkerContext, dispute_id: str) -> str:
+    """The body of `process_dispute`, without the lock; returns what it did.
+
+    Each step posts first (idempotent by reference), then records it with its event under the
+    row lock only if not yet recorded; so a crash anywhere repeats at most a posting the ledger
+    already holds. The withdrawal comes before the decision, so a reinstatement never precedes
+    the withdrawal it reverses.
+    """
+    done: list[str] = []
+    dispute = _load_dispute(ctx, dispute_id)
+    if dispute is None:
+        return "nothing to do"
+    timeout_s = ctx.settings.grpc_timeout_s
+    if not dispute.is_inquiry and dispute.withdraw_time is None:
+        ledger.post(ctx.ledger, ledger.dispute_request(dispute), timeout_s=timeout_s)
+        with transaction(ctx.sessions) as session:
+            locked = session.get(Dispute, dispute_id, with_for_update=True)
+            assert locked is not None
+            if locked.withdraw_time is None:
+                locked.withdraw_time = datetime.now(UTC)
+                locked.ledger_reference = ledger.dispute_reference(dispute_id)
+                disputes.dispute_event(session, locked, "dispute.funds_withdrawn")
+                done.append("withdrawn")
+    if dispute.status in disputes.UNDER_REVIEW:
+        payment_id = dispute.payment_id
+        evidence_text = dispute.evidence.get("uncategorized_text", "")
+        outcome = with_processor_retries(
+            lambda: ctx.processor.decide_dispute(payment_id=payment_id, evidence_text=evidence_text)
+        )
+        with transaction(ctx.sessions) as session:
+            locked = session.get(Dispute, dispute_id, with_for_update=True)
+            assert locked is not None
+            if locked.status in disputes.UNDER_REVIEW:
+                disputes.move(session, locked, "warning_closed" if locked.is_inquiry else outcome)
+                done.append(locked.status)
+        dispute = _load_dispute(ctx, dispute_id)
+        assert dispute is not None
+    if dispute.status == "won" and dispute.reinstate_time is None:
+        ledger.post(ctx.ledger, ledger.dispute_won_request(dispute), timeout_s=timeout_s)
+        with transaction(ctx.sessions) as session:
+            locked = session.get(Dispute, dispute_id, with_for_update=True)
+            assert locked is not None
+            if locked.reinstate_time is None:
+                locked.reinstate_time = datetime.now(UTC)
+                locked.reinstate_reference = ledger.dispute_won_reference(dispute_id)
+                disputes.dispute_event(session, locked, "dispute.funds_reinstated")
+                done.append("reinstated")
+    return ", ".join(done) or "nothing to do"

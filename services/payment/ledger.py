@@ -4,8 +4,14 @@
   (merchant) A - F; credit `platform_fees` (platform) F. A zero leg is left out (the ledger takes
   positive amounts only), e.g. when the fee swallows the whole amount.
 - refund R: debit `merchant_balance` (merchant) R; credit `processor_receivable` (platform) R.
+- dispute opened (a chargeback) of D with dispute fee F: debit `merchant_balance` (merchant)
+  D + F; credit `processor_receivable` (platform) D (the network took it back); credit
+  `platform_fees` (platform) F.
+- dispute won: debit `processor_receivable` (platform) D; credit `merchant_balance` (merchant)
+  D. The fee stays. A lost dispute posts nothing more; an inquiry posts nothing.
 
-Posting is idempotent by `external_reference` (`payment:<id>:capture`, `refund:<id>`), so a
+Posting is idempotent by `external_reference` (`payment:<id>:capture`, `refund:<id>`,
+`dispute:<id>`, `dispute:<id>:won`), so a
 worker may post again after a crash and the ledger keeps one transaction.
 """
 
@@ -19,7 +25,7 @@ from paymesh.ledger.v1 import ledger_internal_pb2, ledger_internal_pb2_grpc
 from sqlalchemy import Row
 
 from services.common.errors import status_code_name
-from services.payment.models import Payment, Refund
+from services.payment.models import Dispute, Payment, Refund
 
 PLATFORM = "platform"
 RETRYABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -33,6 +39,16 @@ def capture_reference(payment_id: str) -> str:
 def refund_reference(refund_id: str) -> str:
     """The ledger reference of a refund."""
     return f"refund:{refund_id}"
+
+
+def dispute_reference(dispute_id: str) -> str:
+    """The ledger reference of a dispute's withdrawal."""
+    return f"dispute:{dispute_id}"
+
+
+def dispute_won_reference(dispute_id: str) -> str:
+    """The ledger reference of a won dispute's reinstatement."""
+    return f"dispute:{dispute_id}:won"
 
 
 def _posting(
@@ -80,6 +96,50 @@ def refund_request(refund: Refund) -> ledger_internal_pb2.PostTransactionRequest
             "refund_id": refund.id,
         },
         livemode=refund.livemode,
+    )
+
+
+def _dispute_metadata(dispute: Dispute) -> dict[str, str]:
+    return {
+        "payment_id": dispute.payment_id,
+        "merchant_id": dispute.merchant_id,
+        "dispute_id": dispute.id,
+    }
+
+
+def dispute_request(dispute: Dispute) -> ledger_internal_pb2.PostTransactionRequest:
+    """The balanced transaction withdrawing a chargeback's amount and its fee."""
+    assert dispute.amount > 0 and dispute.fee >= 0 and not dispute.is_inquiry
+    currency = dispute.currency
+    legs = [
+        _posting(
+            dispute.merchant_id, "merchant_balance", "debit", dispute.amount + dispute.fee, currency
+        ),
+        _posting(PLATFORM, "processor_receivable", "credit", dispute.amount, currency),
+        _posting(PLATFORM, "platform_fees", "credit", dispute.fee, currency),
+    ]
+    return ledger_internal_pb2.PostTransactionRequest(
+        external_reference=dispute_reference(dispute.id),
+        description=f"dispute {dispute.id} of {dispute.payment_id}",
+        postings=[leg for leg in legs if leg.amount > 0],
+        metadata=_dispute_metadata(dispute),
+        livemode=dispute.livemode,
+    )
+
+
+def dispute_won_request(dispute: Dispute) -> ledger_internal_pb2.PostTransactionRequest:
+    """The balanced transaction reinstating a won dispute's amount (not its fee)."""
+    return ledger_internal_pb2.PostTransactionRequest(
+        external_reference=dispute_won_reference(dispute.id),
+        description=f"dispute {dispute.id} of {dispute.payment_id} won",
+        postings=[
+            _posting(PLATFORM, "processor_receivable", "debit", dispute.amount, dispute.currency),
+            _posting(
+                dispute.merchant_id, "merchant_balance", "credit", dispute.amount, dispute.currency
+            ),
+        ],
+        metadata=_dispute_metadata(dispute),
+        livemode=dispute.livemode,
     )
 
 

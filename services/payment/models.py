@@ -35,6 +35,15 @@ PAYMENT_STATUSES = (
     "canceled",
 )
 REFUND_STATUSES = ("pending", "succeeded", "failed")
+DISPUTE_STATUSES = (
+    "warning_needs_response",
+    "warning_under_review",
+    "warning_closed",
+    "needs_response",
+    "under_review",
+    "won",
+    "lost",
+)
 CAPTURE_METHODS = ("automatic", "manual")
 
 
@@ -95,6 +104,8 @@ class Payment(Base):
     customer_id: Mapped[str | None] = mapped_column(String(40), nullable=True, default=None)
     payment_method_id: Mapped[str | None] = mapped_column(String(40), nullable=True, default=None)
     setup_future_usage: Mapped[str | None] = mapped_column(String(16), nullable=True, default=None)
+    # The payment's dispute ("dp_..."), once the card's holder disputed the charge.
+    dispute_id: Mapped[str | None] = mapped_column(String(40), nullable=True, default=None)
     authorize_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     settle_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     create_time: Mapped[datetime] = mapped_column(
@@ -132,6 +143,53 @@ class Refund(Base):
     update_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+class Dispute(Base):
+    """A cardholder's dispute of a captured payment: a chargeback, or an inquiry before one."""
+
+    __tablename__ = "disputes"
+    __table_args__ = (
+        Index("ix_disputes_merchant_created", "merchant_id", "livemode", "create_time"),
+        Index("ix_disputes_status_due", "status", "due_by"),
+    )
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    payment_id: Mapped[str] = mapped_column(String(40), ForeignKey("payments.id"))
+    # The processor's record of it (processor.disputes); unique, so a dispute opens once.
+    processor_dispute_id: Mapped[str] = mapped_column(String(40), unique=True)
+    merchant_id: Mapped[str] = mapped_column(String(40))
+    livemode: Mapped[bool]
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    # The dispute fee withdrawn with the amount (0 for an inquiry, which moves no money).
+    fee: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(32))
+    is_charge_refundable: Mapped[bool] = mapped_column(default=False)
+    evidence: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
+    evidence_submitted: Mapped[bool] = mapped_column(default=False)
+    due_by: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The ledger references of the withdrawal and of the reinstatement, once posted.
+    ledger_reference: Mapped[str] = mapped_column(String(120), default="")
+    reinstate_reference: Mapped[str] = mapped_column(String(120), default="")
+    withdraw_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    reinstate_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    drive_count: Mapped[int] = mapped_column(Integer, default=0)
+    drive_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    close_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    update_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+    @property
+    def is_inquiry(self) -> bool:
+        """Whether this is an inquiry (statuses "warning_..."): no money moves."""
+        return self.status.startswith("warning_")
 
 
 class Customer(Base):
@@ -266,6 +324,8 @@ class ProcessorCharge(ProcessorBase):
     currency: Mapped[str] = mapped_column(String(3))
     # "authorized", "captured" or "voided".
     status: Mapped[str] = mapped_column(String(16))
+    # The card's scenario (processor.tokens): what the simulator does after the capture.
+    scenario: Mapped[str | None] = mapped_column(String(32), nullable=True, default=None)
     create_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
@@ -285,3 +345,28 @@ class ProcessorRefund(ProcessorBase):
     create_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class ProcessorDispute(ProcessorBase):
+    """A dispute the card network filed against a captured charge; one per charge.
+
+    `outcome` is set when the network decides ("won": the amount is reinstated; "lost").
+    """
+
+    __tablename__ = "disputes"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    charge_id: Mapped[str] = mapped_column(String(40))
+    payment_id: Mapped[str] = mapped_column(String(40), unique=True)
+    # "chargeback" (the money is taken back) or "inquiry" (a question, no money moves).
+    kind: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(32))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True, default=None)
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    outcome_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When the payment service took it (as a real network's notification would reach it).
+    notify_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

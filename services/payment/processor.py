@@ -22,6 +22,13 @@ and behaves by test card:
 | 4000002760003184, 4000000000003220 (3DS2) | requires 3-D Secure authentication, then approved |
 | 4000002500003155 | requires authentication, unless paid with once saved (a saved payment method) |
 | 4000008400001629 | requires authentication, then declined (card_declined) |
+| 4000000000000259 | approved; once captured, the cardholder files a chargeback (fraudulent) |
+| 4000000000001976 | approved; once captured, the cardholder's bank opens an inquiry |
+
+A charge keeps its card's scenario. The network files a dispute against a captured charge of a
+dispute card when the payment service next asks for filed disputes (`take_filed_disputes`, the
+sweeper's round), and decides it when the merchant's evidence reaches it (`decide_dispute`): the
+test evidence "winning_evidence" wins, anything else loses, as Stripe's test mode does.
 
 Its vault stores only the behaviour a card triggers, its brand and last four digits: never the
 number or the cvc.
@@ -35,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from psycopg import AsyncConnection
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,6 +52,7 @@ from services.payment.errors import ProcessorError, ProcessorUnavailable
 from services.payment.models import (
     ProcessorAttempt,
     ProcessorCharge,
+    ProcessorDispute,
     ProcessorRefund,
     ProcessorToken,
 )
@@ -60,7 +68,16 @@ SCENARIOS = {
     "4000000000003220": "authenticate",
     "4000002500003155": "authenticate_unless_saved",
     "4000008400001629": "authenticate_then_decline",
+    "4000000000000259": "dispute_fraudulent",
+    "4000000000001976": "dispute_inquiry",
 }
+# Scenarios whose captured charge is disputed: the dispute's kind and reason.
+DISPUTE_SCENARIOS = {
+    "dispute_fraudulent": ("chargeback", "fraudulent"),
+    "dispute_inquiry": ("inquiry", "general"),
+}
+# The test evidence (in `uncategorized_text`) that wins a dispute; anything else loses.
+WINNING_EVIDENCE = "winning_evidence"
 # Scenarios whose card the customer must authenticate (3-D Secure) before it is authorized.
 AUTHENTICATED_SCENARIOS = frozenset(
     {"authenticate", "authenticate_unless_saved", "authenticate_then_decline"}
@@ -98,6 +115,18 @@ class Authorization:
     def approved(self) -> bool:
         """Whether the card was authorized."""
         return self.charge_id is not None
+
+
+@dataclass(frozen=True)
+class FiledDispute:
+    """A dispute the card network filed against a captured charge."""
+
+    processor_dispute_id: str
+    payment_id: str
+    kind: str  # "chargeback" or "inquiry"
+    reason: str
+    amount: int
+    currency: str
 
 
 @dataclass(frozen=True)
@@ -167,6 +196,17 @@ class Connector(Protocol):
         """Sends `amount` back to the card; idempotent by refund id; returns its own id."""
         ...
 
+    def take_filed_disputes(self, *, session: Session, limit: int) -> list[FiledDispute]:
+        """Disputes filed since the last call, at most `limit`, marked taken in `session`.
+
+        The caller records them in the same transaction: a rollback gives them back.
+        """
+        ...
+
+    def decide_dispute(self, *, payment_id: str, evidence_text: str) -> str:
+        """The network's decision on the payment's dispute ("won" or "lost"); the first stays."""
+        ...
+
 
 # One INSERT in the caller's transaction: the ORM's flush of it at commit cost a create more
 # CPU than the statement.
@@ -215,7 +255,15 @@ _NEW_CHARGE = render(
     insert(_CHARGES)
     .on_conflict_do_nothing(index_elements=[_CHARGES.c.payment_id])
     .returning(_CHARGES.c.id),
-    columns=("id", "payment_id", "amount_authorized", "amount_captured", "currency", "status"),
+    columns=(
+        "id",
+        "payment_id",
+        "amount_authorized",
+        "amount_captured",
+        "currency",
+        "status",
+        "scenario",
+    ),
 )
 _CHARGE = render(
     select(_CHARGES.c.id, _CHARGES.c.status).where(_CHARGES.c.payment_id == bindparam("payment_id"))
@@ -308,8 +356,10 @@ class SimulatedProcessor:
         charge_ids = iter(
             self._charges(
                 [
-                    request
-                    for request, answer in zip(requests, decided, strict=True)
+                    (request, scenario)
+                    for request, answer, (_, scenario) in zip(
+                        requests, decided, counted, strict=True
+                    )
                     if answer is None
                 ]
             )
@@ -326,8 +376,9 @@ class SimulatedProcessor:
                 answers.append(Authorization(charge_id))
         return answers
 
-    def _charges(self, requests: Sequence[AuthorizationRequest]) -> list[str]:
-        """Each request's charge: a new one, or the first authorization's on a repeat."""
+    def _charges(self, charged: Sequence[tuple[AuthorizationRequest, str]]) -> list[str]:
+        """Each request's charge (its card's scenario kept): new, or the first's on a repeat."""
+        requests = [request for request, _ in charged]
         with autocommit(self._sessions) as connection:
             created = execute_many(
                 connection,
@@ -340,8 +391,9 @@ class SimulatedProcessor:
                         "amount_captured": 0,
                         "currency": request.currency,
                         "status": "authorized",
+                        "scenario": scenario,
                     }
-                    for request in requests
+                    for request, scenario in charged
                 ],
             )
             repeats = [request for request, row in zip(requests, created, strict=True) if not row]
@@ -433,3 +485,68 @@ class SimulatedProcessor:
                 )
             )
             return processor_id
+
+    def take_filed_disputes(self, *, session: Session, limit: int) -> list[FiledDispute]:
+        """Files disputes against captured charges of dispute cards, then hands out the untaken.
+
+        Both in the caller's transaction (the simulator's records share its database); rows
+        another sweeper holds are skipped.
+        """
+        session.execute(
+            text(
+                "INSERT INTO processor.disputes"
+                " (id, charge_id, payment_id, kind, reason, amount, currency)"
+                " SELECT 'pdp_' || md5(c.id), c.id, c.payment_id,"
+                " CASE c.scenario WHEN 'dispute_inquiry' THEN 'inquiry' ELSE 'chargeback' END,"
+                " CASE c.scenario WHEN 'dispute_inquiry' THEN 'general' ELSE 'fraudulent' END,"
+                " c.amount_captured - r.refunded, c.currency"
+                " FROM processor.charges c"
+                # The cardholder disputes what the charge still holds after its refunds.
+                " CROSS JOIN LATERAL (SELECT coalesce(sum(amount), 0) AS refunded"
+                " FROM processor.refunds WHERE payment_id = c.payment_id) r"
+                " WHERE c.scenario IN ('dispute_fraudulent', 'dispute_inquiry')"
+                " AND c.status = 'captured' AND c.amount_captured > r.refunded"
+                " AND NOT EXISTS (SELECT 1 FROM processor.disputes d"
+                " WHERE d.payment_id = c.payment_id)"
+                " LIMIT :limit ON CONFLICT DO NOTHING"
+            ),
+            {"limit": limit},
+        )
+        rows = session.scalars(
+            select(ProcessorDispute)
+            .where(ProcessorDispute.notify_time.is_(None))
+            .order_by(ProcessorDispute.create_time)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for row in rows:
+            row.notify_time = func.now()
+        return [
+            FiledDispute(
+                processor_dispute_id=row.id,
+                payment_id=row.payment_id,
+                kind=row.kind,
+                reason=row.reason,
+                amount=row.amount,
+                currency=row.currency,
+            )
+            for row in rows
+        ]
+
+    def decide_dispute(self, *, payment_id: str, evidence_text: str) -> str:
+        """Won with the test evidence "winning_evidence", else lost; a repeat answers the first."""
+        self._wait()
+        outcome = "won" if WINNING_EVIDENCE in evidence_text else "lost"
+        with transaction(self._sessions) as session:
+            session.execute(
+                update(ProcessorDispute)
+                .where(ProcessorDispute.payment_id == payment_id)
+                .where(ProcessorDispute.outcome.is_(None))
+                .values(outcome=outcome, outcome_time=func.now())
+            )
+            decided = session.scalars(
+                select(ProcessorDispute.outcome).where(ProcessorDispute.payment_id == payment_id)
+            ).one_or_none()
+        if decided is None:
+            raise ProcessorError(f"no dispute of {payment_id}")
+        return decided

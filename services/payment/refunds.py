@@ -16,7 +16,12 @@ from services.common.auth import Principal
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.ids import has_prefix, new_id
 from services.payment import outbox
-from services.payment.errors import AmountTooLarge, PaymentStateInvalid, RefundNotFound
+from services.payment.errors import (
+    AmountTooLarge,
+    ChargeDisputed,
+    PaymentStateInvalid,
+    RefundNotFound,
+)
 from services.payment.models import Payment, Refund
 from services.payment.payments import (
     get_payment_by_id_or_raise,
@@ -63,6 +68,11 @@ def create_refund(
         raise PaymentStateInvalid(
             f"a payment in status {payment.status!r} cannot be refunded",
             metadata={"status": payment.status},
+        )
+    if payment.dispute_id is not None:
+        raise ChargeDisputed(
+            f"the payment is disputed ({payment.dispute_id}): the dispute settles its money",
+            metadata={"dispute": payment.dispute_id},
         )
     available = refundable(session, payment)
     if available <= 0:

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from services.common import pages
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.money import normalize_currency
+from services.payment import disputes
+from services.payment.models import Dispute
 
 FEED_PAGE_SIZE_DEFAULT = 500
 FEED_PAGE_SIZE_MAX = 1000
@@ -227,13 +229,32 @@ SETTLED_SQL = (
     " UNION ALL"
     " SELECT 'refund', id, payment_id, merchant_id, amount, 0, currency, livemode, settle_time,"
     " ledger_reference FROM payment.refunds WHERE status = 'succeeded'"
+    " UNION ALL"
+    " SELECT 'dispute', id, payment_id, merchant_id, amount, fee, currency, livemode,"
+    " withdraw_time, ledger_reference FROM payment.disputes WHERE withdraw_time IS NOT NULL"
+    " UNION ALL"
+    " SELECT 'dispute_won', id, payment_id, merchant_id, amount, 0, currency, livemode,"
+    " reinstate_time, reinstate_reference FROM payment.disputes"
+    " WHERE reinstate_time IS NOT NULL"
 )
 PROCESSOR_SQL = (
     "SELECT 'capture' AS kind, id, payment_id, '' AS refund_id, amount_captured AS amount,"
-    " currency, capture_time AS at FROM processor.charges WHERE status = 'captured'"
+    " currency, capture_time AS at, '' AS dispute_id"
+    " FROM processor.charges WHERE status = 'captured'"
     " UNION ALL"
-    " SELECT 'refund', id, payment_id, refund_id, amount, currency, create_time"
+    " SELECT 'refund', id, payment_id, refund_id, amount, currency, create_time, ''"
     " FROM processor.refunds"
+    # A chargeback takes the amount back when filed, and gives it back when won; inquiries
+    # move no money.
+    " UNION ALL"
+    " SELECT 'dispute', d.id, d.payment_id, '', d.amount, d.currency, d.create_time,"
+    " coalesce(p.dispute_id, '') FROM processor.disputes d"
+    " LEFT JOIN payment.payments p ON p.id = d.payment_id WHERE d.kind = 'chargeback'"
+    " UNION ALL"
+    " SELECT 'dispute_reinstatement', d.id, d.payment_id, '', d.amount, d.currency,"
+    " d.outcome_time, coalesce(p.dispute_id, '') FROM processor.disputes d"
+    " LEFT JOIN payment.payments p ON p.id = d.payment_id"
+    " WHERE d.kind = 'chargeback' AND d.outcome = 'won'"
 )
 
 
@@ -246,7 +267,7 @@ def settled_movements(
     page_size: int,
     page_token: str,
 ) -> tuple[list[Any], str]:
-    """Succeeded captures and refunds by settle time, oldest first."""
+    """Succeeded captures and refunds, disputes' withdrawals and reinstatements, oldest first."""
     return _feed(
         session,
         SETTLED_SQL,
@@ -268,7 +289,7 @@ def processor_records(
     page_size: int,
     page_token: str,
 ) -> tuple[list[Any], str]:
-    """The simulator's captures and refunds, oldest first."""
+    """The simulator's captures, refunds and chargebacks (taken and given back), oldest first."""
     return _feed(
         session,
         PROCESSOR_SQL,
@@ -279,3 +300,15 @@ def processor_records(
         page_size=page_size,
         page_token=page_token,
     )
+
+
+def open_dispute_count(session: Session, *, merchant_id: str, livemode: bool) -> int:
+    """Disputes not yet closed, of one merchant (all when empty) in one mode."""
+    query = (
+        select(func.count())
+        .select_from(Dispute)
+        .where(Dispute.livemode == livemode, Dispute.status.not_in(disputes.CLOSED))
+    )
+    if merchant_id:
+        query = query.where(Dispute.merchant_id == merchant_id)
+    return int(session.scalar(query) or 0)

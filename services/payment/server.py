@@ -18,7 +18,7 @@ from services.common.db import LoopPool, make_engine, make_sessionmaker, transac
 from services.common.server import ServiceSpec
 from services.common.service_main import run_service
 from services.common.settings import Settings
-from services.payment import customers, payments, refunds
+from services.payment import customers, disputes, payments, refunds
 from services.payment.internal import PaymentInternalServicer
 from services.payment.metrics import pipeline_collector
 from services.payment.models import KEYS
@@ -27,6 +27,7 @@ from services.payment.validation import CardInput, PaymentInput, validate_card, 
 from services.payment.views import (
     checkout_to_proto,
     customer_to_proto,
+    dispute_to_proto,
     payment_method_to_proto,
     payment_to_proto,
     refund_to_proto,
@@ -55,6 +56,10 @@ def _parse_payment(data: bytes) -> payment_pb2.Payment:
 
 def _parse_refund(data: bytes) -> payment_pb2.Refund:
     return payment_pb2.Refund.FromString(data)
+
+
+def _parse_dispute(data: bytes) -> payment_pb2.Dispute:
+    return payment_pb2.Dispute.FromString(data)
 
 
 def _parse_customer(data: bytes) -> payment_pb2.Customer:
@@ -416,6 +421,74 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
                 refunds=[refund_to_proto(row) for row in rows], **pages.next_page(token)
             )
 
+    def _get_dispute(self, principal: Principal, dispute_id: str) -> payment_pb2.Dispute:
+        with transaction(self._sessions) as session:
+            return dispute_to_proto(
+                disputes.get_dispute_or_raise(session, principal=principal, dispute_id=dispute_id)
+            )
+
+    def _list_disputes(
+        self, principal: Principal, request: payment_pb2.ListDisputesRequest
+    ) -> payment_pb2.ListDisputesResponse:
+        with transaction(self._sessions) as session:
+            rows, token = disputes.list_disputes(
+                session,
+                principal=principal,
+                tokens=self._tokens,
+                payment_id=request.payment_id,
+                page_size=request.page_size,
+                page_token=request.page_token,
+                created=pages.CreatedRange.of(request),
+            )
+            return payment_pb2.ListDisputesResponse(
+                disputes=[dispute_to_proto(row) for row in rows], **pages.next_page(token)
+            )
+
+    def _update_dispute(
+        self, principal: Principal, key: str | None, request: payment_pb2.UpdateDisputeRequest
+    ) -> tuple[payment_pb2.Dispute, bool]:
+        evidence = {field.name: value for field, value in request.evidence.ListFields() if value}
+        disputes.validate_evidence(evidence)
+
+        def work(session: Session) -> payment_pb2.Dispute:
+            return dispute_to_proto(
+                disputes.update_dispute(
+                    session,
+                    principal=principal,
+                    dispute_id=request.id,
+                    evidence=evidence,
+                    submit=request.submit,
+                )
+            )
+
+        return self._idempotent.run(
+            owner=principal.merchant_id,
+            livemode=principal.livemode,
+            operation="update_dispute",
+            key=key,
+            request=request,
+            work=work,
+            parse=_parse_dispute,
+        )
+
+    def _close_dispute(
+        self, principal: Principal, key: str | None, request: payment_pb2.CloseDisputeRequest
+    ) -> tuple[payment_pb2.Dispute, bool]:
+        def work(session: Session) -> payment_pb2.Dispute:
+            return dispute_to_proto(
+                disputes.close_dispute(session, principal=principal, dispute_id=request.id)
+            )
+
+        return self._idempotent.run(
+            owner=principal.merchant_id,
+            livemode=principal.livemode,
+            operation="close_dispute",
+            key=key,
+            request=request,
+            work=work,
+            parse=_parse_dispute,
+        )
+
     def _keyed(
         self,
         principal: Principal,
@@ -674,6 +747,36 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     ) -> payment_pb2.ListRefundsResponse:
         """Lists refunds, newest first."""
         return await asyncio.to_thread(self._list_refunds, current_principal(), request)
+
+    async def GetDispute(
+        self, request: payment_pb2.GetDisputeRequest, context: Context
+    ) -> payment_pb2.Dispute:
+        """Returns one dispute."""
+        return await asyncio.to_thread(self._get_dispute, current_principal(), request.id)
+
+    async def ListDisputes(
+        self, request: payment_pb2.ListDisputesRequest, context: Context
+    ) -> payment_pb2.ListDisputesResponse:
+        """Lists disputes, newest first."""
+        return await asyncio.to_thread(self._list_disputes, current_principal(), request)
+
+    async def UpdateDispute(
+        self, request: payment_pb2.UpdateDisputeRequest, context: Context
+    ) -> payment_pb2.Dispute:
+        """Sets (and submits) a dispute's evidence; idempotent with a key."""
+        result = await asyncio.to_thread(
+            self._update_dispute, current_principal(), idempotency.key_of(context), request
+        )
+        return idempotency.answer(result)
+
+    async def CloseDispute(
+        self, request: payment_pb2.CloseDisputeRequest, context: Context
+    ) -> payment_pb2.Dispute:
+        """Accepts a dispute; idempotent with a key."""
+        result = await asyncio.to_thread(
+            self._close_dispute, current_principal(), idempotency.key_of(context), request
+        )
+        return idempotency.answer(result)
 
     async def CreateCustomer(
         self, request: payment_pb2.CreateCustomerRequest, context: Context

@@ -5,6 +5,8 @@
   drive: an outbox job with a fresh job id.
 - manual-capture payments authorized longer ago than `payment_capture_window_s` are canceled
   (reason `abandoned`) and their authorization is voided.
+- disputes the card network filed are opened (`disputes.open_dispute`); disputes unanswered by
+  their `due_by` are closed (lost); disputes whose worker step is overdue are re-driven.
 - expired idempotency keys are deleted.
 - relayed outbox rows older than `OUTBOX_RETENTION_S` are deleted.
 
@@ -17,14 +19,15 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, select, text
+from sqlalchemy import and_, or_, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.db import transaction
 from services.common.settings import Settings
-from services.payment import outbox
-from services.payment.models import KEYS, Payment, Refund
+from services.payment import disputes, outbox
+from services.payment.models import KEYS, Dispute, Payment, Refund
 from services.payment.payments import cancel_payment
+from services.payment.processor import Connector, SimulatedProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,36 @@ def redrive_stuck(session: Session, *, stuck_after_s: float) -> int:
         logger.warning("re-driving stuck refund %s", refund.id)
         outbox.drive_refund(session, refund)
     return len(payments) + len(refunds)
+
+
+def open_filed_disputes(session: Session, *, processor: Connector, response_window_s: float) -> int:
+    """Opens the disputes the card network filed since the last round; returns how many."""
+    filed = processor.take_filed_disputes(session=session, limit=BATCH_SIZE_MAX)
+    for item in filed:
+        disputes.open_dispute(session, filed=item, response_window_s=response_window_s)
+    return len(filed)
+
+
+def redrive_disputes(session: Session, *, stuck_after_s: float) -> int:
+    """Re-drives disputes whose withdrawal, decision or reinstatement is overdue."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=stuck_after_s)
+    rows = session.scalars(
+        select(Dispute)
+        .where(
+            or_(
+                and_(~Dispute.status.startswith("warning_"), Dispute.withdraw_time.is_(None)),
+                Dispute.status.in_(disputes.UNDER_REVIEW),
+                and_(Dispute.status == "won", Dispute.reinstate_time.is_(None)),
+            )
+        )
+        .where(or_(Dispute.drive_time.is_(None), Dispute.drive_time < cutoff))
+        .limit(BATCH_SIZE_MAX)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for dispute in rows:
+        logger.warning("re-driving stuck dispute %s", dispute.id)
+        disputes.drive(session, dispute)
+    return len(rows)
 
 
 def cancel_uncaptured(session: Session, *, window_s: float) -> int:
@@ -113,6 +146,19 @@ def sweep(sessions: sessionmaker[Session], settings: Settings) -> dict[str, int]
     with transaction(sessions) as session:
         counts["unauthenticated_canceled"] = cancel_unauthenticated(
             session, window_s=settings.payment_authentication_window_s
+        )
+    processor = SimulatedProcessor(sessions, latency_ms=settings.processor_latency_ms)
+    with transaction(sessions) as session:
+        counts["disputes_opened"] = open_filed_disputes(
+            session,
+            processor=processor,
+            response_window_s=settings.payment_dispute_response_window_s,
+        )
+    with transaction(sessions) as session:
+        counts["disputes_expired"] = disputes.expire_unanswered(session, limit=BATCH_SIZE_MAX)
+    with transaction(sessions) as session:
+        counts["disputes_redriven"] = redrive_disputes(
+            session, stuck_after_s=settings.payment_stuck_after_s
         )
     with transaction(sessions) as session:
         counts["keys_expired"] = KEYS.sweep_expired(session)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from paymesh.payment.v1 import payment_pb2
 from sqlalchemy import Row
 
-from services.payment.models import Customer, Payment, Refund, SavedPaymentMethod
+from services.payment.models import Customer, Dispute, Payment, Refund, SavedPaymentMethod
 
 
 def checkout_url(*, base_url: str, payment: Payment | Row[Any]) -> str:
@@ -63,6 +64,8 @@ def payment_to_proto(
         merchant_id=payment.merchant_id,
         customer=payment.customer_id or "",
         payment_method=payment.payment_method_id or "",
+        disputed=payment.dispute_id is not None,
+        dispute=payment.dispute_id or "",
     )
     card = card_details(payment)
     if card is not None:
@@ -131,6 +134,35 @@ def refund_to_proto(refund: Refund) -> payment_pb2.Refund:
     )
     message.create_time.FromDatetime(refund.create_time)
     message.update_time.FromDatetime(refund.update_time)
+    return message
+
+
+def dispute_to_proto(dispute: Dispute) -> payment_pb2.Dispute:
+    """The dispute as the API shows it."""
+    evidence = dispute.evidence or {}
+    message = payment_pb2.Dispute(
+        id=dispute.id,
+        payment_id=dispute.payment_id,
+        amount=dispute.amount,
+        currency=dispute.currency,
+        status=dispute.status,
+        reason=dispute.reason,
+        fee=dispute.fee,
+        evidence=payment_pb2.DisputeEvidence(**evidence),
+        evidence_details=payment_pb2.EvidenceDetails(
+            has_evidence=bool(evidence),
+            past_due=dispute.due_by <= datetime.now(UTC),
+            submitted=dispute.evidence_submitted,
+        ),
+        is_charge_refundable=dispute.is_charge_refundable,
+        funds_withdrawn=dispute.withdraw_time is not None,
+        funds_reinstated=dispute.reinstate_time is not None,
+        livemode=dispute.livemode,
+        merchant_id=dispute.merchant_id,
+    )
+    message.evidence_details.due_by.FromDatetime(dispute.due_by)
+    message.create_time.FromDatetime(dispute.create_time)
+    message.update_time.FromDatetime(dispute.update_time)
     return message
 
 

@@ -68,6 +68,8 @@ FORWARD_TIMEOUT_S = 10.0
 MACHINE_ID_FILE = Path("/etc/machine-id")
 DECLINED_CARD = "4000000000000002"
 AUTHENTICATION_CARD = "4000002760003184"
+# Paid, then disputed as fraudulent by the simulated card network.
+DISPUTED_CARD = "4000000000000259"
 
 
 class CliError(Exception):
@@ -220,6 +222,34 @@ def _refund_succeeded(api: Api, out: Callable[[str], None]) -> str:
     return str(refund["id"])
 
 
+def _disputed(api: Api, out: Callable[[str], None]) -> str:
+    """A paid payment's dispute, once the simulated network filed it."""
+    payment = _settled(api, _payment(api, out, card=DISPUTED_CARD))
+    if payment["status"] != "succeeded":
+        raise CliError(f"payment {payment['id']} ended {payment['status']}, not succeeded")
+
+    def filed() -> str | None:
+        page = api.request("GET", "/v1/disputes", payment_id=payment["id"])
+        disputes = page.get("disputes", [])
+        return str(disputes[0]["id"]) if disputes else None
+
+    dispute_id: str = _until(f"a dispute of {payment['id']}", filed, STATUS_WAIT_S)
+    out(f"payment {payment['id']} disputed: {dispute_id}")
+    return dispute_id
+
+
+def _dispute_won(api: Api, out: Callable[[str], None]) -> str:
+    """A dispute answered with the winning test evidence (updated, closed, reinstated)."""
+    dispute_id = _disputed(api, out)
+    api.request(
+        "POST",
+        f"/v1/disputes/{dispute_id}",
+        {"evidence": {"uncategorized_text": "winning_evidence"}, "submit": True},
+    )
+    out(f"submitted winning evidence for {dispute_id}")
+    return dispute_id
+
+
 # Each event type it can cause: what to create, returning the id of the event's object.
 FIXTURES: dict[str, Callable[[Api, Callable[[str], None]], str]] = {
     "payment.processing": _charged,
@@ -229,6 +259,11 @@ FIXTURES: dict[str, Callable[[Api, Callable[[str], None]], str]] = {
     "payment.requires_action": _requires_action,
     "payment.canceled": _canceled,
     "refund.succeeded": _refund_succeeded,
+    "dispute.created": _disputed,
+    "dispute.funds_withdrawn": _disputed,
+    "dispute.updated": _dispute_won,
+    "dispute.closed": _dispute_won,
+    "dispute.funds_reinstated": _dispute_won,
 }
 
 

@@ -38,13 +38,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from paymesh.ledger.v1 import ledger_internal_pb2, ledger_internal_pb2_grpc
 from paymesh.payment.v1 import payment_internal_pb2, payment_internal_pb2_grpc
 
-from services.payment.processor import SCENARIOS
+from services.payment.processor import DISPUTE_SCENARIOS, SCENARIOS
 from services.runtime import embedded
 from services.runtime.platform import LocalPlatform, processes
 from tests.chaos.proxy import FaultProxy
 from tests.integration.webhook_receiver import Receiver, Reply
 
 CARDS = ["4242424242424242", "5555555555554444", *SCENARIOS]
+# Cards that are paid and then disputed: the flow answers the dispute instead of refunding.
+DISPUTE_CARDS = {card for card, scenario in SCENARIOS.items() if scenario in DISPUTE_SCENARIOS}
+DISPUTE_CLOSED = {"won", "lost", "warning_closed"}
 FINAL = {"succeeded", "failed", "canceled"}
 DELIVERY_FINAL = {"delivered", "dead"}
 # Processes the fault thread may SIGKILL: every paymesh process (not the edge or the web apps).
@@ -345,6 +348,7 @@ class Flow:
     body: dict[str, Any] = field(default_factory=dict)
     payment_id: str = ""
     refund_ids: list[str] = field(default_factory=list)
+    dispute_id: str = ""
 
 
 def _drive(client: Client, flow: Flow, *, timeout_s: float) -> None:
@@ -376,7 +380,9 @@ def _drive(client: Client, flow: Flow, *, timeout_s: float) -> None:
         )
         assert captured.status_code == 200, captured.text
         settled = client.wait(path, FINAL, timeout_s=timeout_s)
-    if flow.refund and settled["status"] == "succeeded":
+    if flow.card in DISPUTE_CARDS and settled["status"] == "succeeded":
+        _answer_dispute(client, flow, timeout_s=timeout_s)
+    elif flow.refund and settled["status"] == "succeeded":
         refund = client.call(
             "POST",
             "/v1/refunds",
@@ -388,6 +394,29 @@ def _drive(client: Client, flow: Flow, *, timeout_s: float) -> None:
         client.wait(
             f"/v1/refunds/{refund.json()['id']}", {"succeeded", "failed"}, timeout_s=timeout_s
         )
+
+
+def _answer_dispute(client: Client, flow: Flow, *, timeout_s: float) -> None:
+    """Waits for the payment's dispute, submits evidence (winning for some), waits for the end."""
+    deadline = time.monotonic() + timeout_s
+    while not flow.dispute_id:
+        listed = client.call("GET", f"/v1/disputes?payment_id={flow.payment_id}")
+        assert listed.status_code == 200, listed.text
+        found = listed.json().get("disputes", [])
+        if found:
+            flow.dispute_id = found[0]["id"]
+            break
+        assert time.monotonic() < deadline, f"{flow.payment_id} was never disputed"
+        time.sleep(0.3)
+    evidence = "winning_evidence" if flow.refund else "losing_evidence"
+    submitted = client.call(
+        "POST",
+        f"/v1/disputes/{flow.dispute_id}",
+        {"evidence": {"uncategorized_text": evidence}, "submit": True},
+        key=f"{flow.key}-dispute",
+    )
+    assert submitted.status_code == 200, submitted.text
+    client.wait(f"/v1/disputes/{flow.dispute_id}", DISPUTE_CLOSED, timeout_s=timeout_s)
 
 
 def _timestamp(moment: datetime) -> Timestamp:

@@ -17,6 +17,12 @@ from services.payment.models import ProcessorCharge
 from services.webhook import catalog
 from services.webhook.models import Endpoint
 from tests.integration.conftest import MerchantKeys
+from tests.integration.test_disputes import (
+    FRAUDULENT_CARD,
+    disputed_payment,
+    submit,
+    wait_dispute,
+)
 from tests.integration.test_payments import card, created, wait_for
 from tests.integration.test_payments_refunds import refund, wait_refund
 from tests.integration.webhook_receiver import Receiver, Reply, create_endpoint, wait_until
@@ -154,7 +160,13 @@ def _cause_every_event_type(
     assert detached.status_code == 200, detached.text
     deleted = api.delete(f"/v1/customers/{customer_id}", headers=_auth(merchant))
     assert deleted.status_code == 200, deleted.text
+    # dispute.created, .funds_withdrawn, .updated, .closed, .funds_reinstated: a chargeback
+    # answered with the winning test evidence.
+    _, dispute = disputed_payment(api, key, FRAUDULENT_CARD)
+    assert submit(api, key, dispute["id"], "winning_evidence").status_code == 200
+    won = wait_dispute(api, key, dispute["id"], status="won", funds_reinstated=True)
     return {
+        "dispute.closed": won,
         "customer.updated": updated.json(),
         "payment_method.detached": detached.json(),
         "payment.succeeded": succeeded,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,12 +17,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.admin import merchants
 from services.common.db import make_engine, make_sessionmaker, transaction
-from services.payment.models import OutboxMessage, ProcessorCharge
+from services.payment.models import Dispute, OutboxMessage, ProcessorCharge
 from services.runtime import embedded
 from services.runtime.platform import LocalPlatform, free_port_settings
 from tests.integration.test_payments import card, charge_count, event_types, fetch, wait_for
 
 DRILL_TIMEOUT_S = 90.0
+# Paid, then disputed as fraudulent by the simulated card network.
+DISPUTE_CARD = "4000000000000259"
 
 
 @pytest.fixture(scope="module")
@@ -258,3 +260,96 @@ def test_postgres_restart__the_requests_after_it_succeed_without_an_error(
         final = wait_for(drill_api, drill_key, payment_id, timeout_s=DRILL_TIMEOUT_S)
         assert final["status"] == "succeeded"
         assert charge_count(drill_sessions, payment_id) == 1
+
+
+def _dispute_of(sessions: sessionmaker[Session], payment_id: str) -> Dispute | None:
+    with transaction(sessions) as session:
+        return session.scalars(select(Dispute).where(Dispute.payment_id == payment_id)).first()
+
+
+def _wait_dispute(
+    sessions: sessionmaker[Session], payment_id: str, check: Callable[[Dispute], bool]
+) -> Dispute:
+    deadline = time.monotonic() + DRILL_TIMEOUT_S
+    while True:
+        dispute = _dispute_of(sessions, payment_id)
+        if dispute is not None and check(dispute):
+            return dispute
+        assert time.monotonic() < deadline, f"the dispute of {payment_id} never got there"
+        time.sleep(0.1)
+
+
+def _dispute_events(sessions: sessionmaker[Session], dispute_id: str) -> list[str]:
+    with transaction(sessions) as session:
+        return list(
+            session.scalars(
+                select(OutboxMessage.topic)
+                .where(OutboxMessage.kind == "event")
+                .where(OutboxMessage.payload["object"]["id"].astext == dispute_id)
+                .order_by(OutboxMessage.id)
+            )
+        )
+
+
+def _disputed_payment(drill_api: httpx.Client, drill_key: str) -> str:
+    response = drill_api.post(
+        "/v1/payments",
+        json={"amount": 3000, "currency": "USD", "payment_method": {"card": card(DISPUTE_CARD)}},
+        headers={"X-API-Key": drill_key},
+    )
+    assert response.status_code == 200, response.text
+    payment_id: str = response.json()["id"]
+    final = wait_for(drill_api, drill_key, payment_id, timeout_s=DRILL_TIMEOUT_S)
+    assert final["status"] == "succeeded"
+    return payment_id
+
+
+def test_relay_killed_before_a_dispute_opens__it_opens_once_after_restart(
+    drill_platform: LocalPlatform,
+    drill_api: httpx.Client,
+    drill_key: str,
+    drill_sessions: sessionmaker[Session],
+) -> None:
+    payment_id = _disputed_payment(drill_api, drill_key)
+    # The relay runs the sweeper that opens filed disputes and re-drives stuck ones.
+    drill_platform.kill("payment-relay")
+    drill_platform.start_process("payment-relay")
+    dispute = _wait_dispute(drill_sessions, payment_id, lambda d: d.withdraw_time is not None)
+    assert len(ledger_transaction_ids(drill_platform, dispute.id)) == 1
+    assert _dispute_events(drill_sessions, dispute.id) == [
+        "dispute.created",
+        "dispute.funds_withdrawn",
+    ]
+
+
+def test_worker_killed_mid_decision__dispute_won_once_after_restart(
+    drill_platform: LocalPlatform,
+    drill_api: httpx.Client,
+    drill_key: str,
+    drill_sessions: sessionmaker[Session],
+) -> None:
+    payment_id = _disputed_payment(drill_api, drill_key)
+    dispute = _wait_dispute(drill_sessions, payment_id, lambda d: d.withdraw_time is not None)
+    submitted = drill_api.post(
+        f"/v1/disputes/{dispute.id}",
+        json={"evidence": {"uncategorized_text": "winning_evidence"}, "submit": True},
+        headers={"X-API-Key": drill_key},
+    )
+    assert submitted.status_code == 200, submitted.text
+    # The network's decision takes a processor call (1.5 s here): kill the worker inside it.
+    time.sleep(0.8)
+    drill_platform.kill("payment-worker")
+    assert _dispute_of(drill_sessions, payment_id).status == "under_review", (  # type: ignore[union-attr]
+        "the kill came too late to be mid-decision"
+    )
+    drill_platform.start_process("payment-worker")
+    won = _wait_dispute(drill_sessions, payment_id, lambda d: d.reinstate_time is not None)
+    assert won.status == "won"
+    assert len(ledger_transaction_ids(drill_platform, dispute.id)) == 2
+    assert _dispute_events(drill_sessions, dispute.id) == [
+        "dispute.created",
+        "dispute.funds_withdrawn",
+        "dispute.updated",
+        "dispute.closed",
+        "dispute.funds_reinstated",
+    ]

@@ -35,6 +35,8 @@ from tests.integration.webhook_receiver import Receiver, create_endpoint, wait_u
 from tests.security.contracts import CLIENT_SECRET_METHODS, RestMethod, merchant_methods
 
 SETTLE_TIMEOUT_S = 120.0
+# Paid, then the cardholder's bank opens an inquiry (a dispute that moves no money).
+INQUIRY_CARD = "4000000000001976"
 # The collection a path's `{id}` sits in, or the `<kind>_id` field name, -> the object kind.
 KIND_OF = {
     "payments": "payment",
@@ -52,6 +54,8 @@ KIND_OF = {
     "customer": "customer",
     "payment_methods": "payment_method",
     "payment_method": "payment_method",
+    "disputes": "dispute",
+    "dispute": "dispute",
 }
 # How the owner reads each kind, to compare before and after the attacks.
 READS = {
@@ -63,6 +67,7 @@ READS = {
     "event": ["/v1/events/{id}"],
     "customer": ["/v1/customers/{id}", "/v1/payment_methods?customer={id}"],
     "payment_method": ["/v1/payment_methods/{id}"],
+    "dispute": ["/v1/disputes/{id}"],
 }
 # Fields a body needs besides the id so that validation cannot answer before the lookup.
 BODY_EXTRAS: dict[str, dict[str, Any]] = {
@@ -73,6 +78,7 @@ BODY_EXTRAS: dict[str, dict[str, Any]] = {
     "AuthenticatePayment": {"result": "complete"},
     "ReplayWebhookDeliveries": {"since": "2020-01-01T00:00:00Z"},
     "AttachSavedPaymentMethod": {"customer": "cus_doesnotexist"},
+    "UpdateDispute": {"evidence": {"uncategorized_text": "winning_evidence"}, "submit": True},
 }
 
 
@@ -120,7 +126,7 @@ def _delivered(api: httpx.Client, key: str, endpoint_id: str) -> list[dict[str, 
 
 def build_world(api: httpx.Client, key: str, receiver: Receiver) -> World:
     """Makes a payment (held for capture), a refund, an endpoint, its deliveries and events, a
-    customer and its saved payment method."""
+    customer and its saved payment method, and a dispute."""
     endpoint = create_endpoint(api, key, receiver.url("/tenancy"), ["*"])
     customer = api.post("/v1/customers", json={"email": "a@example.com"}, headers=_auth(key))
     assert customer.status_code == 200, customer.text
@@ -148,6 +154,13 @@ def build_world(api: httpx.Client, key: str, receiver: Receiver) -> World:
         lambda: _get(api, key, f"/v1/refunds/{refund_id}")["status"] in {"succeeded", "failed"},
         timeout_s=SETTLE_TIMEOUT_S,
     )
+    # An inquiry: it waits for its merchant's answer and moves no money meanwhile.
+    inquired = created(api, key, payment_method={"card": card(INQUIRY_CARD)})
+    wait_for(api, key, inquired["id"], {"succeeded"}, timeout_s=SETTLE_TIMEOUT_S)
+    disputes = wait_until(
+        lambda: _get(api, key, f"/v1/disputes?payment_id={inquired['id']}").get("disputes"),
+        timeout_s=SETTLE_TIMEOUT_S,
+    )
     endpoint_id = str(endpoint["id"])
     deliveries = wait_until(lambda: _delivered(api, key, endpoint_id), timeout_s=SETTLE_TIMEOUT_S)
     return World(
@@ -160,6 +173,7 @@ def build_world(api: httpx.Client, key: str, receiver: Receiver) -> World:
             "event": deliveries[0]["event_id"],
             "customer": customer_id,
             "payment_method": saving["payment_method"],
+            "dispute": disputes[0]["id"],
         },
     )
 

@@ -65,6 +65,11 @@ def test_catalog__lists_the_platforms_event_types_once_each() -> None:
         "customer.deleted",
         "payment_method.attached",
         "payment_method.detached",
+        "dispute.created",
+        "dispute.updated",
+        "dispute.closed",
+        "dispute.funds_withdrawn",
+        "dispute.funds_reinstated",
     ]
     for name in names:
         events.validate_event_type(name, field="type")
@@ -84,6 +89,7 @@ def test_catalog__each_object_type_is_a_message_of_the_contracts() -> None:
         "webhook_endpoint": webhook_pb2.WebhookEndpoint.DESCRIPTOR.full_name,
         "customer": payment_pb2.Customer.DESCRIPTOR.full_name,
         "payment_method": payment_pb2.SavedPaymentMethod.DESCRIPTOR.full_name,
+        "dispute": payment_pb2.Dispute.DESCRIPTOR.full_name,
     }
     for entry in catalog.entries():
         assert pool.FindMessageTypeByName(entry.object_type)

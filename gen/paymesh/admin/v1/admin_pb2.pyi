@@ -837,6 +837,11 @@ class Overview(_message.Message):
     WEBHOOKS_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
     PIPELINE_FIELD_NUMBER: _builtins.int
+    OPEN_DISPUTES_FIELD_NUMBER: _builtins.int
+    open_disputes: _builtins.int
+    """Disputes of the merchant (when filtered) and mode still open now (needing a response or
+    under review), whatever the time window.
+    """
     @_builtins.property
     def currencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyOverview]:
         """One entry per currency seen, sorted by code."""
@@ -864,10 +869,11 @@ class Overview(_message.Message):
         webhooks: Global___WebhookDeliveryCounts | None = ...,
         workers: _abc.Iterable[Global___WorkerProcess] | None = ...,
         pipeline: Global___Pipeline | None = ...,
+        open_disputes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["pipeline", b"pipeline", "webhooks", b"webhooks"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["currencies", b"currencies", "pipeline", b"pipeline", "webhooks", b"webhooks", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currencies", b"currencies", "open_disputes", b"open_disputes", "pipeline", b"pipeline", "webhooks", b"webhooks", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1171,6 +1177,36 @@ class SearchPaymentsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SearchPaymentsRequest: _TypeAlias = SearchPaymentsRequest  # noqa: Y015
+
+@_typing.final
+class SearchDisputesRequest(_message.Message):
+    """SearchDisputesRequest pages through every merchant's disputes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum items per page, 1 to 100; default 20."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    payment_id: _builtins.str
+    """Only disputes of this payment."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "payment_id", b"payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchDisputesRequest: _TypeAlias = SearchDisputesRequest  # noqa: Y015
 
 @_typing.final
 class SearchPaymentsResponse(_message.Message):

@@ -26,51 +26,53 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from paymesh.payment.v1 import payment_pb2 as paymesh_dot_payment_dot_v1_dot_payment__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)paymesh/payment/v1/payment_internal.proto\x12\x12paymesh.payment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a paymesh/payment/v1/payment.proto\"w\n\x15SearchPaymentsRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\npayment_id\x18\x05 \x01(\t\"r\n\x16SearchPaymentsResponse\x12-\n\x08payments\x18\x01 \x03(\x0b\x32\x1b.paymesh.payment.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\"\x14\n\x12GetPipelineRequest\"w\n\x13GetPipelineResponse\x12\x31\n\x06outbox\x18\x01 \x03(\x0b\x32!.paymesh.payment.v1.OutboxBacklog\x12\x16\n\x0estuck_payments\x18\x02 \x01(\x03\x12\x15\n\rstuck_refunds\x18\x03 \x01(\x03\"C\n\rOutboxBacklog\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\x03\x12\x13\n\x0blag_seconds\x18\x03 \x01(\x01\"\x9d\x01\n\x16GetPaymentStatsRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x04 \x01(\x08\"\x93\x02\n\rCurrencyStats\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x17\n\x0fsucceeded_count\x18\x02 \x01(\x03\x12\x14\n\x0c\x66\x61iled_count\x18\x03 \x01(\x03\x12\x18\n\x10processing_count\x18\x04 \x01(\x03\x12\x1e\n\x16requires_capture_count\x18\x05 \x01(\x03\x12\x16\n\x0e\x63\x61nceled_count\x18\x06 \x01(\x03\x12%\n\x1drequires_payment_method_count\x18\x07 \x01(\x03\x12\x14\n\x0cgross_volume\x18\x08 \x01(\x03\x12\x0c\n\x04\x66\x65\x65s\x18\t \x01(\x03\x12\x10\n\x08refunded\x18\n \x01(\x03\x12\x12\n\nnet_volume\x18\x0b \x01(\x03\"P\n\x17GetPaymentStatsResponse\x12\x35\n\ncurrencies\x18\x01 \x03(\x0b\x32!.paymesh.payment.v1.CurrencyStats\"\xc7\x01\n\x19GetRevenueTimelineRequest\x12\x13\n\x0bgranularity\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmerchant_id\x18\x05 \x01(\t\x12\x10\n\x08livemode\x18\x06 \x01(\x08\"\x9c\x01\n\rRevenueBucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05gross\x18\x02 \x01(\x03\x12\x0c\n\x04\x66\x65\x65s\x18\x03 \x01(\x03\x12\x0f\n\x07refunds\x18\x04 \x01(\x03\x12\x17\n\x0fsucceeded_count\x18\x05 \x01(\x03\x12\x14\n\x0c\x66\x61iled_count\x18\x06 \x01(\x03\"P\n\x1aGetRevenueTimelineResponse\x12\x32\n\x07\x62uckets\x18\x01 \x03(\x0b\x32!.paymesh.payment.v1.RevenueBucket\"/\n\x19ListPaymentRefundsRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"\x8f\x01\n\x1b\x43reateOperatorRefundRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x13\n\x06\x61mount\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x13\n\x0boperator_id\x18\x05 \x01(\tB\t\n\x07_amount\"\xa2\x01\n\x1bListSettledMovementsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xe0\x01\n\x0fSettledMovement\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x12\n\npayment_id\x18\x03 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x0b\n\x03\x66\x65\x65\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\x10\n\x08livemode\x18\x08 \x01(\x08\x12/\n\x0bsettle_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10ledger_reference\x18\n \x01(\t\"\x81\x01\n\x1cListSettledMovementsResponse\x12\x36\n\tmovements\x18\x01 \x03(\x0b\x32#.paymesh.payment.v1.SettledMovement\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\"\xa2\x01\n\x1bListProcessorRecordsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xaf\x01\n\x0fProcessorRecord\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x14\n\x0cprocessor_id\x18\x02 \x01(\t\x12\x12\n\npayment_id\x18\x03 \x01(\t\x12\x11\n\trefund_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x7f\n\x1cListProcessorRecordsResponse\x12\x34\n\x07records\x18\x01 \x03(\x0b\x32#.paymesh.payment.v1.ProcessorRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\x32\x8b\x07\n\x16PaymentInternalService\x12g\n\x0eSearchPayments\x12).paymesh.payment.v1.SearchPaymentsRequest\x1a*.paymesh.payment.v1.SearchPaymentsResponse\x12j\n\x0fGetPaymentStats\x12*.paymesh.payment.v1.GetPaymentStatsRequest\x1a+.paymesh.payment.v1.GetPaymentStatsResponse\x12^\n\x0bGetPipeline\x12&.paymesh.payment.v1.GetPipelineRequest\x1a\'.paymesh.payment.v1.GetPipelineResponse\x12s\n\x12GetRevenueTimeline\x12-.paymesh.payment.v1.GetRevenueTimelineRequest\x1a..paymesh.payment.v1.GetRevenueTimelineResponse\x12l\n\x12ListPaymentRefunds\x12-.paymesh.payment.v1.ListPaymentRefundsRequest\x1a\'.paymesh.payment.v1.ListRefundsResponse\x12\x63\n\x14\x43reateOperatorRefund\x12/.paymesh.payment.v1.CreateOperatorRefundRequest\x1a\x1a.paymesh.payment.v1.Refund\x12y\n\x14ListSettledMovements\x12/.paymesh.payment.v1.ListSettledMovementsRequest\x1a\x30.paymesh.payment.v1.ListSettledMovementsResponse\x12y\n\x14ListProcessorRecords\x12/.paymesh.payment.v1.ListProcessorRecordsRequest\x1a\x30.paymesh.payment.v1.ListProcessorRecordsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)paymesh/payment/v1/payment_internal.proto\x12\x12paymesh.payment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a paymesh/payment/v1/payment.proto\"R\n\x15SearchDisputesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\npayment_id\x18\x03 \x01(\t\"w\n\x15SearchPaymentsRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\npayment_id\x18\x05 \x01(\t\"r\n\x16SearchPaymentsResponse\x12-\n\x08payments\x18\x01 \x03(\x0b\x32\x1b.paymesh.payment.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\"\x14\n\x12GetPipelineRequest\"w\n\x13GetPipelineResponse\x12\x31\n\x06outbox\x18\x01 \x03(\x0b\x32!.paymesh.payment.v1.OutboxBacklog\x12\x16\n\x0estuck_payments\x18\x02 \x01(\x03\x12\x15\n\rstuck_refunds\x18\x03 \x01(\x03\"C\n\rOutboxBacklog\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\x03\x12\x13\n\x0blag_seconds\x18\x03 \x01(\x01\"\x9d\x01\n\x16GetPaymentStatsRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x04 \x01(\x08\"\x93\x02\n\rCurrencyStats\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x17\n\x0fsucceeded_count\x18\x02 \x01(\x03\x12\x14\n\x0c\x66\x61iled_count\x18\x03 \x01(\x03\x12\x18\n\x10processing_count\x18\x04 \x01(\x03\x12\x1e\n\x16requires_capture_count\x18\x05 \x01(\x03\x12\x16\n\x0e\x63\x61nceled_count\x18\x06 \x01(\x03\x12%\n\x1drequires_payment_method_count\x18\x07 \x01(\x03\x12\x14\n\x0cgross_volume\x18\x08 \x01(\x03\x12\x0c\n\x04\x66\x65\x65s\x18\t \x01(\x03\x12\x10\n\x08refunded\x18\n \x01(\x03\x12\x12\n\nnet_volume\x18\x0b \x01(\x03\"l\n\x17GetPaymentStatsResponse\x12\x35\n\ncurrencies\x18\x01 \x03(\x0b\x32!.paymesh.payment.v1.CurrencyStats\x12\x1a\n\x12open_dispute_count\x18\x02 \x01(\x03\"\xc7\x01\n\x19GetRevenueTimelineRequest\x12\x13\n\x0bgranularity\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmerchant_id\x18\x05 \x01(\t\x12\x10\n\x08livemode\x18\x06 \x01(\x08\"\x9c\x01\n\rRevenueBucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05gross\x18\x02 \x01(\x03\x12\x0c\n\x04\x66\x65\x65s\x18\x03 \x01(\x03\x12\x0f\n\x07refunds\x18\x04 \x01(\x03\x12\x17\n\x0fsucceeded_count\x18\x05 \x01(\x03\x12\x14\n\x0c\x66\x61iled_count\x18\x06 \x01(\x03\"P\n\x1aGetRevenueTimelineResponse\x12\x32\n\x07\x62uckets\x18\x01 \x03(\x0b\x32!.paymesh.payment.v1.RevenueBucket\"/\n\x19ListPaymentRefundsRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"\x8f\x01\n\x1b\x43reateOperatorRefundRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x13\n\x06\x61mount\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x13\n\x0boperator_id\x18\x05 \x01(\tB\t\n\x07_amount\"\xa2\x01\n\x1bListSettledMovementsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xe0\x01\n\x0fSettledMovement\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x12\n\npayment_id\x18\x03 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x0b\n\x03\x66\x65\x65\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\x10\n\x08livemode\x18\x08 \x01(\x08\x12/\n\x0bsettle_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10ledger_reference\x18\n \x01(\t\"\x81\x01\n\x1cListSettledMovementsResponse\x12\x36\n\tmovements\x18\x01 \x03(\x0b\x32#.paymesh.payment.v1.SettledMovement\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\"\xa2\x01\n\x1bListProcessorRecordsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xc3\x01\n\x0fProcessorRecord\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x14\n\x0cprocessor_id\x18\x02 \x01(\t\x12\x12\n\npayment_id\x18\x03 \x01(\t\x12\x11\n\trefund_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndispute_id\x18\x08 \x01(\t\"\x7f\n\x1cListProcessorRecordsResponse\x12\x34\n\x07records\x18\x01 \x03(\x0b\x32#.paymesh.payment.v1.ProcessorRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\x32\xf2\x07\n\x16PaymentInternalService\x12g\n\x0eSearchPayments\x12).paymesh.payment.v1.SearchPaymentsRequest\x1a*.paymesh.payment.v1.SearchPaymentsResponse\x12j\n\x0fGetPaymentStats\x12*.paymesh.payment.v1.GetPaymentStatsRequest\x1a+.paymesh.payment.v1.GetPaymentStatsResponse\x12^\n\x0bGetPipeline\x12&.paymesh.payment.v1.GetPipelineRequest\x1a\'.paymesh.payment.v1.GetPipelineResponse\x12s\n\x12GetRevenueTimeline\x12-.paymesh.payment.v1.GetRevenueTimelineRequest\x1a..paymesh.payment.v1.GetRevenueTimelineResponse\x12l\n\x12ListPaymentRefunds\x12-.paymesh.payment.v1.ListPaymentRefundsRequest\x1a\'.paymesh.payment.v1.ListRefundsResponse\x12\x63\n\x14\x43reateOperatorRefund\x12/.paymesh.payment.v1.CreateOperatorRefundRequest\x1a\x1a.paymesh.payment.v1.Refund\x12y\n\x14ListSettledMovements\x12/.paymesh.payment.v1.ListSettledMovementsRequest\x1a\x30.paymesh.payment.v1.ListSettledMovementsResponse\x12y\n\x14ListProcessorRecords\x12/.paymesh.payment.v1.ListProcessorRecordsRequest\x1a\x30.paymesh.payment.v1.ListProcessorRecordsResponse\x12\x65\n\x0eSearchDisputes\x12).paymesh.payment.v1.SearchDisputesRequest\x1a(.paymesh.payment.v1.ListDisputesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paymesh.payment.v1.payment_internal_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEARCHPAYMENTSREQUEST']._serialized_start=132
-  _globals['_SEARCHPAYMENTSREQUEST']._serialized_end=251
-  _globals['_SEARCHPAYMENTSRESPONSE']._serialized_start=253
-  _globals['_SEARCHPAYMENTSRESPONSE']._serialized_end=367
-  _globals['_GETPIPELINEREQUEST']._serialized_start=369
-  _globals['_GETPIPELINEREQUEST']._serialized_end=389
-  _globals['_GETPIPELINERESPONSE']._serialized_start=391
-  _globals['_GETPIPELINERESPONSE']._serialized_end=510
-  _globals['_OUTBOXBACKLOG']._serialized_start=512
-  _globals['_OUTBOXBACKLOG']._serialized_end=579
-  _globals['_GETPAYMENTSTATSREQUEST']._serialized_start=582
-  _globals['_GETPAYMENTSTATSREQUEST']._serialized_end=739
-  _globals['_CURRENCYSTATS']._serialized_start=742
-  _globals['_CURRENCYSTATS']._serialized_end=1017
-  _globals['_GETPAYMENTSTATSRESPONSE']._serialized_start=1019
-  _globals['_GETPAYMENTSTATSRESPONSE']._serialized_end=1099
-  _globals['_GETREVENUETIMELINEREQUEST']._serialized_start=1102
-  _globals['_GETREVENUETIMELINEREQUEST']._serialized_end=1301
-  _globals['_REVENUEBUCKET']._serialized_start=1304
-  _globals['_REVENUEBUCKET']._serialized_end=1460
-  _globals['_GETREVENUETIMELINERESPONSE']._serialized_start=1462
-  _globals['_GETREVENUETIMELINERESPONSE']._serialized_end=1542
-  _globals['_LISTPAYMENTREFUNDSREQUEST']._serialized_start=1544
-  _globals['_LISTPAYMENTREFUNDSREQUEST']._serialized_end=1591
-  _globals['_CREATEOPERATORREFUNDREQUEST']._serialized_start=1594
-  _globals['_CREATEOPERATORREFUNDREQUEST']._serialized_end=1737
-  _globals['_LISTSETTLEDMOVEMENTSREQUEST']._serialized_start=1740
-  _globals['_LISTSETTLEDMOVEMENTSREQUEST']._serialized_end=1902
-  _globals['_SETTLEDMOVEMENT']._serialized_start=1905
-  _globals['_SETTLEDMOVEMENT']._serialized_end=2129
-  _globals['_LISTSETTLEDMOVEMENTSRESPONSE']._serialized_start=2132
-  _globals['_LISTSETTLEDMOVEMENTSRESPONSE']._serialized_end=2261
-  _globals['_LISTPROCESSORRECORDSREQUEST']._serialized_start=2264
-  _globals['_LISTPROCESSORRECORDSREQUEST']._serialized_end=2426
-  _globals['_PROCESSORRECORD']._serialized_start=2429
-  _globals['_PROCESSORRECORD']._serialized_end=2604
-  _globals['_LISTPROCESSORRECORDSRESPONSE']._serialized_start=2606
-  _globals['_LISTPROCESSORRECORDSRESPONSE']._serialized_end=2733
-  _globals['_PAYMENTINTERNALSERVICE']._serialized_start=2736
-  _globals['_PAYMENTINTERNALSERVICE']._serialized_end=3643
+  _globals['_SEARCHDISPUTESREQUEST']._serialized_start=132
+  _globals['_SEARCHDISPUTESREQUEST']._serialized_end=214
+  _globals['_SEARCHPAYMENTSREQUEST']._serialized_start=216
+  _globals['_SEARCHPAYMENTSREQUEST']._serialized_end=335
+  _globals['_SEARCHPAYMENTSRESPONSE']._serialized_start=337
+  _globals['_SEARCHPAYMENTSRESPONSE']._serialized_end=451
+  _globals['_GETPIPELINEREQUEST']._serialized_start=453
+  _globals['_GETPIPELINEREQUEST']._serialized_end=473
+  _globals['_GETPIPELINERESPONSE']._serialized_start=475
+  _globals['_GETPIPELINERESPONSE']._serialized_end=594
+  _globals['_OUTBOXBACKLOG']._serialized_start=596
+  _globals['_OUTBOXBACKLOG']._serialized_end=663
+  _globals['_GETPAYMENTSTATSREQUEST']._serialized_start=666
+  _globals['_GETPAYMENTSTATSREQUEST']._serialized_end=823
+  _globals['_CURRENCYSTATS']._serialized_start=826
+  _globals['_CURRENCYSTATS']._serialized_end=1101
+  _globals['_GETPAYMENTSTATSRESPONSE']._serialized_start=1103
+  _globals['_GETPAYMENTSTATSRESPONSE']._serialized_end=1211
+  _globals['_GETREVENUETIMELINEREQUEST']._serialized_start=1214
+  _globals['_GETREVENUETIMELINEREQUEST']._serialized_end=1413
+  _globals['_REVENUEBUCKET']._serialized_start=1416
+  _globals['_REVENUEBUCKET']._serialized_end=1572
+  _globals['_GETREVENUETIMELINERESPONSE']._serialized_start=1574
+  _globals['_GETREVENUETIMELINERESPONSE']._serialized_end=1654
+  _globals['_LISTPAYMENTREFUNDSREQUEST']._serialized_start=1656
+  _globals['_LISTPAYMENTREFUNDSREQUEST']._serialized_end=1703
+  _globals['_CREATEOPERATORREFUNDREQUEST']._serialized_start=1706
+  _globals['_CREATEOPERATORREFUNDREQUEST']._serialized_end=1849
+  _globals['_LISTSETTLEDMOVEMENTSREQUEST']._serialized_start=1852
+  _globals['_LISTSETTLEDMOVEMENTSREQUEST']._serialized_end=2014
+  _globals['_SETTLEDMOVEMENT']._serialized_start=2017
+  _globals['_SETTLEDMOVEMENT']._serialized_end=2241
+  _globals['_LISTSETTLEDMOVEMENTSRESPONSE']._serialized_start=2244
+  _globals['_LISTSETTLEDMOVEMENTSRESPONSE']._serialized_end=2373
+  _globals['_LISTPROCESSORRECORDSREQUEST']._serialized_start=2376
+  _globals['_LISTPROCESSORRECORDSREQUEST']._serialized_end=2538
+  _globals['_PROCESSORRECORD']._serialized_start=2541
+  _globals['_PROCESSORRECORD']._serialized_end=2736
+  _globals['_LISTPROCESSORRECORDSRESPONSE']._serialized_start=2738
+  _globals['_LISTPROCESSORRECORDSRESPONSE']._serialized_end=2865
+  _globals['_PAYMENTINTERNALSERVICE']._serialized_start=2868
+  _globals['_PAYMENTINTERNALSERVICE']._serialized_end=3878
 # @@protoc_insertion_point(module_scope)

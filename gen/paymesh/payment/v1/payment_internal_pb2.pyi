@@ -21,6 +21,36 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class SearchDisputesRequest(_message.Message):
+    """SearchDisputesRequest pages through every merchant's disputes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum items per page, 1 to 100; default 20."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    payment_id: _builtins.str
+    """Only disputes of this payment."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "payment_id", b"payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchDisputesRequest: _TypeAlias = SearchDisputesRequest  # noqa: Y015
+
+@_typing.final
 class SearchPaymentsRequest(_message.Message):
     """SearchPaymentsRequest filters payments across merchants."""
 
@@ -276,6 +306,11 @@ class GetPaymentStatsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CURRENCIES_FIELD_NUMBER: _builtins.int
+    OPEN_DISPUTE_COUNT_FIELD_NUMBER: _builtins.int
+    open_dispute_count: _builtins.int
+    """Disputes of the merchant (all, when none is named) and mode waiting for the merchant or
+    the card network now (not "won", "lost" or "warning_closed"), whatever the time window.
+    """
     @_builtins.property
     def currencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyStats]:
         """Sorted by currency code."""
@@ -284,10 +319,11 @@ class GetPaymentStatsResponse(_message.Message):
         self,
         *,
         currencies: _abc.Iterable[Global___CurrencyStats] | None = ...,
+        open_dispute_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["currencies", b"currencies"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currencies", b"currencies", "open_dispute_count", b"open_dispute_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -509,7 +545,9 @@ Global___ListSettledMovementsRequest: _TypeAlias = ListSettledMovementsRequest  
 
 @_typing.final
 class SettledMovement(_message.Message):
-    """SettledMovement is a succeeded payment capture or refund as the payment service records it."""
+    """SettledMovement is a succeeded payment capture or refund, or a dispute's withdrawal or
+    reinstatement, as the payment service records it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -524,9 +562,11 @@ class SettledMovement(_message.Message):
     SETTLE_TIME_FIELD_NUMBER: _builtins.int
     LEDGER_REFERENCE_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
-    """"payment" or "refund"."""
+    """"payment", "refund", "dispute" (a chargeback's amount and fee withdrawn) or "dispute_won"
+    (its amount reinstated).
+    """
     id: _builtins.str
-    """The payment or refund id."""
+    """The payment, refund or dispute id."""
     payment_id: _builtins.str
     """The payment id (same as id for payments)."""
     merchant_id: _builtins.str
@@ -534,7 +574,7 @@ class SettledMovement(_message.Message):
     amount: _builtins.int
     """Captured or refunded amount."""
     fee: _builtins.int
-    """Fee charged (payments only)."""
+    """Fee charged (payments), or the dispute fee withdrawn (disputes)."""
     currency: _builtins.str
     """ISO 4217 code."""
     livemode: _builtins.bool
@@ -639,7 +679,9 @@ Global___ListProcessorRecordsRequest: _TypeAlias = ListProcessorRecordsRequest  
 
 @_typing.final
 class ProcessorRecord(_message.Message):
-    """ProcessorRecord is a capture or refund the processor simulator performed."""
+    """ProcessorRecord is a capture or refund the processor simulator performed, or a chargeback the
+    card network took back ("dispute") or gave back ("dispute_reinstatement").
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -650,8 +692,9 @@ class ProcessorRecord(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    DISPUTE_ID_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
-    """"capture" or "refund"."""
+    """"capture", "refund", "dispute" or "dispute_reinstatement"."""
     processor_id: _builtins.str
     """The processor's own id."""
     payment_id: _builtins.str
@@ -662,6 +705,8 @@ class ProcessorRecord(_message.Message):
     """Amount moved."""
     currency: _builtins.str
     """ISO 4217 code."""
+    dispute_id: _builtins.str
+    """The payment service's dispute ("dp_..."), for dispute records; empty until it was opened."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -676,10 +721,11 @@ class ProcessorRecord(_message.Message):
         amount: _builtins.int = ...,
         currency: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        dispute_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "currency", b"currency", "kind", b"kind", "payment_id", b"payment_id", "processor_id", b"processor_id", "refund_id", b"refund_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "currency", b"currency", "dispute_id", b"dispute_id", "kind", b"kind", "payment_id", b"payment_id", "processor_id", b"processor_id", "refund_id", b"refund_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

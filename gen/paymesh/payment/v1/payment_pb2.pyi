@@ -170,6 +170,8 @@ class Payment(_message.Message):
     NEXT_ACTION_FIELD_NUMBER: _builtins.int
     CUSTOMER_FIELD_NUMBER: _builtins.int
     PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    DISPUTED_FIELD_NUMBER: _builtins.int
+    DISPUTE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Identifier, "pay_..." ."""
     amount: _builtins.int
@@ -213,6 +215,10 @@ class Payment(_message.Message):
     """The customer ("cus_..."), if the payment is for one."""
     payment_method: _builtins.str
     """The saved payment method ("pm_...") that pays, or that the card was saved as."""
+    disputed: _builtins.bool
+    """True once the cardholder disputed the payment; it can then no longer be refunded."""
+    dispute: _builtins.str
+    """The payment's dispute ("dp_..."), when disputed."""
     @_builtins.property
     def card(self) -> Global___CardDetails:
         """The card, once one is attached."""
@@ -261,10 +267,12 @@ class Payment(_message.Message):
         next_action: Global___NextAction | None = ...,
         customer: _builtins.str = ...,
         payment_method: _builtins.str = ...,
+        disputed: _builtins.bool = ...,
+        dispute: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "create_time", b"create_time", "next_action", b"next_action", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_capturable", b"amount_capturable", "amount_received", b"amount_received", "amount_refunded", b"amount_refunded", "cancellation_reason", b"cancellation_reason", "capture_method", b"capture_method", "card", b"card", "checkout_url", b"checkout_url", "client_secret", b"client_secret", "create_time", b"create_time", "currency", b"currency", "customer", b"customer", "description", b"description", "failure_code", b"failure_code", "failure_message", b"failure_message", "fee", b"fee", "id", b"id", "livemode", b"livemode", "merchant_id", b"merchant_id", "metadata", b"metadata", "next_action", b"next_action", "payment_method", b"payment_method", "return_url", b"return_url", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_capturable", b"amount_capturable", "amount_received", b"amount_received", "amount_refunded", b"amount_refunded", "cancellation_reason", b"cancellation_reason", "capture_method", b"capture_method", "card", b"card", "checkout_url", b"checkout_url", "client_secret", b"client_secret", "create_time", b"create_time", "currency", b"currency", "customer", b"customer", "description", b"description", "dispute", b"dispute", "disputed", b"disputed", "failure_code", b"failure_code", "failure_message", b"failure_message", "fee", b"fee", "id", b"id", "livemode", b"livemode", "merchant_id", b"merchant_id", "metadata", b"metadata", "next_action", b"next_action", "payment_method", b"payment_method", "return_url", b"return_url", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -669,6 +677,325 @@ class Refund(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Refund: _TypeAlias = Refund  # noqa: Y015
+
+@_typing.final
+class Dispute(_message.Message):
+    """Dispute is a cardholder's challenge of a captured payment: a chargeback (the amount and a
+    dispute fee are withdrawn from the merchant's balance; the amount comes back if the merchant
+    wins) or an inquiry (statuses "warning_...": a question before a chargeback; no money moves).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    FEE_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    EVIDENCE_DETAILS_FIELD_NUMBER: _builtins.int
+    IS_CHARGE_REFUNDABLE_FIELD_NUMBER: _builtins.int
+    FUNDS_WITHDRAWN_FIELD_NUMBER: _builtins.int
+    FUNDS_REINSTATED_FIELD_NUMBER: _builtins.int
+    LIVEMODE_FIELD_NUMBER: _builtins.int
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Identifier, "dp_..." ."""
+    payment_id: _builtins.str
+    """The disputed payment."""
+    amount: _builtins.int
+    """Disputed amount in the currency's minor unit."""
+    currency: _builtins.str
+    """The payment's currency."""
+    status: _builtins.str
+    """"warning_needs_response", "warning_under_review", "warning_closed", "needs_response",
+    "under_review", "won" or "lost".
+    """
+    reason: _builtins.str
+    """The cardholder's reason, e.g. "fraudulent" or "general"."""
+    fee: _builtins.int
+    """The dispute fee withdrawn with a chargeback (kept whatever the outcome); 0 for an inquiry."""
+    is_charge_refundable: _builtins.bool
+    """Whether the payment could still be refunded instead (an inquiry's may)."""
+    funds_withdrawn: _builtins.bool
+    """Whether the amount and fee left the merchant's balance."""
+    funds_reinstated: _builtins.bool
+    """Whether the amount came back (a won chargeback)."""
+    livemode: _builtins.bool
+    """True for live mode."""
+    merchant_id: _builtins.str
+    """Owning merchant."""
+    @_builtins.property
+    def evidence(self) -> Global___DisputeEvidence:
+        """The evidence given so far."""
+
+    @_builtins.property
+    def evidence_details(self) -> Global___EvidenceDetails:
+        """When evidence is due and whether it was given."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Creation time."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Last change."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        status: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        fee: _builtins.int = ...,
+        evidence: Global___DisputeEvidence | None = ...,
+        evidence_details: Global___EvidenceDetails | None = ...,
+        is_charge_refundable: _builtins.bool = ...,
+        funds_withdrawn: _builtins.bool = ...,
+        funds_reinstated: _builtins.bool = ...,
+        livemode: _builtins.bool = ...,
+        merchant_id: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "evidence", b"evidence", "evidence_details", b"evidence_details", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "currency", b"currency", "evidence", b"evidence", "evidence_details", b"evidence_details", "fee", b"fee", "funds_reinstated", b"funds_reinstated", "funds_withdrawn", b"funds_withdrawn", "id", b"id", "is_charge_refundable", b"is_charge_refundable", "livemode", b"livemode", "merchant_id", b"merchant_id", "payment_id", b"payment_id", "reason", b"reason", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dispute: _TypeAlias = Dispute  # noqa: Y015
+
+@_typing.final
+class DisputeEvidence(_message.Message):
+    """DisputeEvidence is what a merchant shows the card network to contest a dispute."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_NAME_FIELD_NUMBER: _builtins.int
+    CUSTOMER_EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    PRODUCT_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    UNCATEGORIZED_TEXT_FIELD_NUMBER: _builtins.int
+    customer_name: _builtins.str
+    """The customer's name."""
+    customer_email_address: _builtins.str
+    """The customer's email address."""
+    product_description: _builtins.str
+    """What was sold."""
+    uncategorized_text: _builtins.str
+    """Anything else, up to 20000 characters. In test mode "winning_evidence" wins the dispute
+    and "losing_evidence" loses it.
+    """
+    def __init__(
+        self,
+        *,
+        customer_name: _builtins.str = ...,
+        customer_email_address: _builtins.str = ...,
+        product_description: _builtins.str = ...,
+        uncategorized_text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_email_address", b"customer_email_address", "customer_name", b"customer_name", "product_description", b"product_description", "uncategorized_text", b"uncategorized_text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisputeEvidence: _TypeAlias = DisputeEvidence  # noqa: Y015
+
+@_typing.final
+class EvidenceDetails(_message.Message):
+    """EvidenceDetails says when evidence is due."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DUE_BY_FIELD_NUMBER: _builtins.int
+    HAS_EVIDENCE_FIELD_NUMBER: _builtins.int
+    PAST_DUE_FIELD_NUMBER: _builtins.int
+    SUBMITTED_FIELD_NUMBER: _builtins.int
+    has_evidence: _builtins.bool
+    """Whether any evidence was given."""
+    past_due: _builtins.bool
+    """Whether due_by passed."""
+    submitted: _builtins.bool
+    """Whether the evidence was submitted to the network."""
+    @_builtins.property
+    def due_by(self) -> _timestamp_pb2.Timestamp:
+        """Evidence must be submitted before this time; an unanswered dispute is then lost."""
+
+    def __init__(
+        self,
+        *,
+        due_by: _timestamp_pb2.Timestamp | None = ...,
+        has_evidence: _builtins.bool = ...,
+        past_due: _builtins.bool = ...,
+        submitted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due_by", b"due_by"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["due_by", b"due_by", "has_evidence", b"has_evidence", "past_due", b"past_due", "submitted", b"submitted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvidenceDetails: _TypeAlias = EvidenceDetails  # noqa: Y015
+
+@_typing.final
+class GetDisputeRequest(_message.Message):
+    """GetDisputeRequest names a dispute."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Dispute identifier."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDisputeRequest: _TypeAlias = GetDisputeRequest  # noqa: Y015
+
+@_typing.final
+class ListDisputesRequest(_message.Message):
+    """ListDisputesRequest pages through disputes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    CREATED_GTE_FIELD_NUMBER: _builtins.int
+    CREATED_LT_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum items per page, 1 to 100; default 20."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    payment_id: _builtins.str
+    """Only disputes of this payment."""
+    @_builtins.property
+    def created_gte(self) -> _timestamp_pb2.Timestamp:
+        """Only disputes created at or after this time (RFC 3339 in a query, e.g. 2026-12-01T00:00:00Z)."""
+
+    @_builtins.property
+    def created_lt(self) -> _timestamp_pb2.Timestamp:
+        """Only disputes created before this time; with created_gte, a half-open range."""
+
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        created_gte: _timestamp_pb2.Timestamp | None = ...,
+        created_lt: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_gte", b"created_gte", "created_lt", b"created_lt"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_gte", b"created_gte", "created_lt", b"created_lt", "page_size", b"page_size", "page_token", b"page_token", "payment_id", b"payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDisputesRequest: _TypeAlias = ListDisputesRequest  # noqa: Y015
+
+@_typing.final
+class ListDisputesResponse(_message.Message):
+    """ListDisputesResponse is one page of disputes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISPUTES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    has_more: _builtins.bool
+    """Whether another page follows (exactly when next_page_token is set)."""
+    @_builtins.property
+    def disputes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dispute]:
+        """The disputes, newest first."""
+
+    def __init__(
+        self,
+        *,
+        disputes: _abc.Iterable[Global___Dispute] | None = ...,
+        next_page_token: _builtins.str = ...,
+        has_more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disputes", b"disputes", "has_more", b"has_more", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDisputesResponse: _TypeAlias = ListDisputesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateDisputeRequest(_message.Message):
+    """UpdateDisputeRequest is the body of POST /v1/disputes/{id}."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    SUBMIT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Dispute identifier."""
+    submit: _builtins.bool
+    """Send the evidence to the card network now (the dispute goes under review); otherwise it
+    is only saved.
+    """
+    @_builtins.property
+    def evidence(self) -> Global___DisputeEvidence:
+        """Evidence fields to set; fields left empty keep what was given before."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        evidence: Global___DisputeEvidence | None = ...,
+        submit: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence", "id", b"id", "submit", b"submit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateDisputeRequest: _TypeAlias = UpdateDisputeRequest  # noqa: Y015
+
+@_typing.final
+class CloseDisputeRequest(_message.Message):
+    """CloseDisputeRequest accepts a dispute."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Dispute identifier."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseDisputeRequest: _TypeAlias = CloseDisputeRequest  # noqa: Y015
 
 @_typing.final
 class CreateRefundRequest(_message.Message):

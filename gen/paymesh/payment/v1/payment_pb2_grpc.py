@@ -94,6 +94,26 @@ class PaymentServiceStub:
                 request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListRefundsRequest.SerializeToString,
                 response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListRefundsResponse.FromString,
                 _registered_method=True)
+        self.GetDispute = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/GetDispute',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.GetDisputeRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Dispute.FromString,
+                _registered_method=True)
+        self.ListDisputes = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/ListDisputes',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListDisputesRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListDisputesResponse.FromString,
+                _registered_method=True)
+        self.UpdateDispute = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/UpdateDispute',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.UpdateDisputeRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Dispute.FromString,
+                _registered_method=True)
+        self.CloseDispute = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/CloseDispute',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.CloseDisputeRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Dispute.FromString,
+                _registered_method=True)
         self.CreateCustomer = channel.unary_unary(
                 '/paymesh.payment.v1.PaymentService/CreateCustomer',
                 request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.CreateCustomerRequest.SerializeToString,
@@ -229,6 +249,35 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDispute(self, request, context):
+        """Returns one dispute of the calling merchant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDisputes(self, request, context):
+        """Lists the calling merchant's disputes, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateDispute(self, request, context):
+        """Sets a dispute's evidence; with `submit` the evidence goes to the card network, which
+        decides the dispute (the test evidence "winning_evidence" wins, "losing_evidence" loses).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseDispute(self, request, context):
+        """Accepts a dispute without contesting it: a chargeback is lost, an inquiry closed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateCustomer(self, request, context):
         """Creates a customer: who pays, so that their cards can be saved and used again.
         """
@@ -349,6 +398,26 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.ListRefunds,
                     request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListRefundsRequest.FromString,
                     response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListRefundsResponse.SerializeToString,
+            ),
+            'GetDispute': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDispute,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.GetDisputeRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Dispute.SerializeToString,
+            ),
+            'ListDisputes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDisputes,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListDisputesRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListDisputesResponse.SerializeToString,
+            ),
+            'UpdateDispute': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateDispute,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.UpdateDisputeRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Dispute.SerializeToString,
+            ),
+            'CloseDispute': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseDispute,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.CloseDisputeRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Dispute.SerializeToString,
             ),
             'CreateCustomer': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateCustomer,
@@ -698,6 +767,114 @@ class PaymentService:
             '/paymesh.payment.v1.PaymentService/ListRefunds',
             paymesh_dot_payment_dot_v1_dot_payment__pb2.ListRefundsRequest.SerializeToString,
             paymesh_dot_payment_dot_v1_dot_payment__pb2.ListRefundsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDispute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/GetDispute',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.GetDisputeRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.Dispute.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDisputes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/ListDisputes',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.ListDisputesRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.ListDisputesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateDispute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/UpdateDispute',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.UpdateDisputeRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.Dispute.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseDispute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/CloseDispute',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.CloseDisputeRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.Dispute.FromString,
             options,
             channel_credentials,
             insecure,

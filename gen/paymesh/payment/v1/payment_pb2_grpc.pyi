@@ -66,6 +66,16 @@ class PaymentServiceStub:
     """Returns one refund of the calling merchant."""
     ListRefunds: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ListRefundsRequest, _payment_pb2.ListRefundsResponse]
     """Lists the calling merchant's refunds, newest first."""
+    GetDispute: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetDisputeRequest, _payment_pb2.Dispute]
+    """Returns one dispute of the calling merchant."""
+    ListDisputes: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ListDisputesRequest, _payment_pb2.ListDisputesResponse]
+    """Lists the calling merchant's disputes, newest first."""
+    UpdateDispute: _grpc.UnaryUnaryMultiCallable[_payment_pb2.UpdateDisputeRequest, _payment_pb2.Dispute]
+    """Sets a dispute's evidence; with `submit` the evidence goes to the card network, which
+    decides the dispute (the test evidence "winning_evidence" wins, "losing_evidence" loses).
+    """
+    CloseDispute: _grpc.UnaryUnaryMultiCallable[_payment_pb2.CloseDisputeRequest, _payment_pb2.Dispute]
+    """Accepts a dispute without contesting it: a chargeback is lost, an inquiry closed."""
     CreateCustomer: _grpc.UnaryUnaryMultiCallable[_payment_pb2.CreateCustomerRequest, _payment_pb2.Customer]
     """Creates a customer: who pays, so that their cards can be saved and used again."""
     GetCustomer: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetCustomerRequest, _payment_pb2.Customer]
@@ -123,6 +133,16 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     """Returns one refund of the calling merchant."""
     ListRefunds: _aio.UnaryUnaryMultiCallable[_payment_pb2.ListRefundsRequest, _payment_pb2.ListRefundsResponse]  # type: ignore[assignment]
     """Lists the calling merchant's refunds, newest first."""
+    GetDispute: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetDisputeRequest, _payment_pb2.Dispute]  # type: ignore[assignment]
+    """Returns one dispute of the calling merchant."""
+    ListDisputes: _aio.UnaryUnaryMultiCallable[_payment_pb2.ListDisputesRequest, _payment_pb2.ListDisputesResponse]  # type: ignore[assignment]
+    """Lists the calling merchant's disputes, newest first."""
+    UpdateDispute: _aio.UnaryUnaryMultiCallable[_payment_pb2.UpdateDisputeRequest, _payment_pb2.Dispute]  # type: ignore[assignment]
+    """Sets a dispute's evidence; with `submit` the evidence goes to the card network, which
+    decides the dispute (the test evidence "winning_evidence" wins, "losing_evidence" loses).
+    """
+    CloseDispute: _aio.UnaryUnaryMultiCallable[_payment_pb2.CloseDisputeRequest, _payment_pb2.Dispute]  # type: ignore[assignment]
+    """Accepts a dispute without contesting it: a chargeback is lost, an inquiry closed."""
     CreateCustomer: _aio.UnaryUnaryMultiCallable[_payment_pb2.CreateCustomerRequest, _payment_pb2.Customer]  # type: ignore[assignment]
     """Creates a customer: who pays, so that their cards can be saved and used again."""
     GetCustomer: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetCustomerRequest, _payment_pb2.Customer]  # type: ignore[assignment]
@@ -243,6 +263,40 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.ListRefundsResponse, _abc.Awaitable[_payment_pb2.ListRefundsResponse]]:
         """Lists the calling merchant's refunds, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetDispute(
+        self,
+        request: _payment_pb2.GetDisputeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.Dispute, _abc.Awaitable[_payment_pb2.Dispute]]:
+        """Returns one dispute of the calling merchant."""
+
+    @_abc_1.abstractmethod
+    def ListDisputes(
+        self,
+        request: _payment_pb2.ListDisputesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ListDisputesResponse, _abc.Awaitable[_payment_pb2.ListDisputesResponse]]:
+        """Lists the calling merchant's disputes, newest first."""
+
+    @_abc_1.abstractmethod
+    def UpdateDispute(
+        self,
+        request: _payment_pb2.UpdateDisputeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.Dispute, _abc.Awaitable[_payment_pb2.Dispute]]:
+        """Sets a dispute's evidence; with `submit` the evidence goes to the card network, which
+        decides the dispute (the test evidence "winning_evidence" wins, "losing_evidence" loses).
+        """
+
+    @_abc_1.abstractmethod
+    def CloseDispute(
+        self,
+        request: _payment_pb2.CloseDisputeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.Dispute, _abc.Awaitable[_payment_pb2.Dispute]]:
+        """Accepts a dispute without contesting it: a chargeback is lost, an inquiry closed."""
 
     @_abc_1.abstractmethod
     def CreateCustomer(

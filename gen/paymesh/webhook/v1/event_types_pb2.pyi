@@ -55,6 +55,16 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """A saved payment method was attached to a customer."""
     EVENT_TYPE_PAYMENT_METHOD_DETACHED: _EventType.ValueType  # 14
     """A saved payment method was detached from its customer."""
+    EVENT_TYPE_DISPUTE_CREATED: _EventType.ValueType  # 15
+    """A dispute was opened."""
+    EVENT_TYPE_DISPUTE_UPDATED: _EventType.ValueType  # 16
+    """A dispute changed."""
+    EVENT_TYPE_DISPUTE_CLOSED: _EventType.ValueType  # 17
+    """A dispute was closed."""
+    EVENT_TYPE_DISPUTE_FUNDS_WITHDRAWN: _EventType.ValueType  # 18
+    """A chargeback's funds left the merchant's balance."""
+    EVENT_TYPE_DISPUTE_FUNDS_REINSTATED: _EventType.ValueType  # 19
+    """A won chargeback's amount came back."""
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """EventType is the catalog of event types; each value carries its entry as an option."""
@@ -89,6 +99,16 @@ EVENT_TYPE_PAYMENT_METHOD_ATTACHED: EventType.ValueType  # 13
 """A saved payment method was attached to a customer."""
 EVENT_TYPE_PAYMENT_METHOD_DETACHED: EventType.ValueType  # 14
 """A saved payment method was detached from its customer."""
+EVENT_TYPE_DISPUTE_CREATED: EventType.ValueType  # 15
+"""A dispute was opened."""
+EVENT_TYPE_DISPUTE_UPDATED: EventType.ValueType  # 16
+"""A dispute changed."""
+EVENT_TYPE_DISPUTE_CLOSED: EventType.ValueType  # 17
+"""A dispute was closed."""
+EVENT_TYPE_DISPUTE_FUNDS_WITHDRAWN: EventType.ValueType  # 18
+"""A chargeback's funds left the merchant's balance."""
+EVENT_TYPE_DISPUTE_FUNDS_REINSTATED: EventType.ValueType  # 19
+"""A won chargeback's amount came back."""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 @_typing.final
