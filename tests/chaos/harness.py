@@ -553,6 +553,7 @@ def _check_payments(
     report.counts.update(f"payments {status}" for status in statuses.values())
     captures: Counter[str] = Counter()
     refunds: Counter[str] = Counter()
+    disputes: Counter[tuple[str, str]] = Counter()
     with grpc.insecure_channel(platform.settings.target("payment")) as channel:
         stub = payment_internal_pb2_grpc.PaymentInternalServiceStub(channel)
         token = ""
@@ -569,8 +570,11 @@ def _check_payments(
             for record in reply.records:
                 if record.kind == "capture":
                     captures[record.payment_id] += 1
-                else:
+                elif record.kind == "refund":
                     refunds[record.refund_id] += 1
+                else:
+                    # A chargeback's withdrawal and its reinstatement: at most one each.
+                    disputes[(record.kind, record.payment_id)] += 1
             token = reply.next_page_token
             if not token:
                 break
@@ -578,8 +582,12 @@ def _check_payments(
         expected = 1 if status == "succeeded" else 0
         assert captures[payment_id] == expected, (payment_id, status, captures[payment_id])
     assert all(count == 1 for count in refunds.values()), refunds
+    assert all(count == 1 for count in disputes.values()), disputes
     report.counts["processor captures (exactly one per succeeded payment)"] = sum(captures.values())
     report.counts["processor refunds (at most one per refund)"] = sum(refunds.values())
+    report.counts["processor dispute movements (at most one of each per payment)"] = sum(
+        disputes.values()
+    )
 
 
 def _check_ledger(platform: LocalPlatform, started: datetime, report: Report) -> None:
