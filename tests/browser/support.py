@@ -16,6 +16,8 @@ from tests.conftest import MerchantKeys
 VISA_OK = "4242424242424242"
 MASTERCARD_OK = "5555555555554444"
 DECLINED = "4000000000000002"
+# The card network disputes a payment by this card as fraudulent soon after it succeeds.
+DISPUTED = "4000000000000259"
 FINAL = {"succeeded", "failed", "requires_capture", "canceled"}
 
 
@@ -102,6 +104,47 @@ def wait_final(
         if time.monotonic() > deadline:
             raise AssertionError(f"{payment_id} still {payment['status']} after {timeout_s}s")
         time.sleep(0.2)
+
+
+def wait_dispute(
+    api: httpx.Client, merchant: MerchantKeys, payment_id: str, *, timeout_s: float = 60
+) -> dict[str, Any]:
+    """Polls the merchant's disputes of the payment until the network filed one; returns it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = api.get(
+            "/v1/disputes",
+            params={"payment_id": payment_id},
+            headers={"X-API-Key": merchant.secret_key},
+        )
+        assert response.status_code == 200, response.text
+        disputes: list[dict[str, Any]] = response.json().get("disputes", [])
+        if disputes:
+            return disputes[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no dispute of {payment_id} after {timeout_s}s")
+        time.sleep(0.2)
+
+
+def money_text(page: Page, minor: int, currency: str, digits: int) -> str:
+    """How the browser's Intl formats an amount, the way the dashboards must show it."""
+    decimal = f"{minor / 10**digits:.{digits}f}"
+    formatted: str = page.evaluate(
+        "([value, currency]) => new Intl.NumberFormat(undefined,"
+        " {style: 'currency', currency}).format(value)",
+        [decimal, currency],
+    )
+    return formatted
+
+
+def time_text(page: Page, rfc3339: str) -> str:
+    """How the browser shows a timestamp from the API (the apps' `time` pipe)."""
+    formatted: str = page.evaluate(
+        "(value) => new Date(value).toLocaleString(undefined,"
+        " {dateStyle: 'medium', timeStyle: 'medium'})",
+        rfc3339,
+    )
+    return formatted
 
 
 def checkout_path(payment: dict[str, Any]) -> str:

@@ -20,12 +20,14 @@ from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 from tests.browser.conftest import DESKTOP, open_context
 from tests.browser.support import (
     DECLINED,
+    DISPUTED,
     VISA_OK,
     checkout_path,
     create_payment,
     fill_card,
     returning_customer,
     sign_in,
+    wait_dispute,
     wait_final,
 )
 from tests.conftest import MerchantKeys, OperatorLogin
@@ -96,6 +98,8 @@ def test_axe__every_dashboard_page_and_the_confirmation_dialog(
 ) -> None:
     paid = create_payment(api, merchant, amount=990, currency="EUR", card=VISA_OK)
     wait_final(api, merchant, paid["id"])
+    disputed = create_payment(api, merchant, amount=990, currency="EUR", card=DISPUTED)
+    dispute = wait_dispute(api, merchant, disputed["id"])
     page = scan_context.new_page()
     found: list[str] = []
 
@@ -108,6 +112,8 @@ def test_axe__every_dashboard_page_and_the_confirmation_dialog(
         "/dashboard/overview": "figures",
         "/dashboard/payments": "payments-table",
         f"/dashboard/payments/{paid['id']}": "refund-panel",
+        "/dashboard/disputes": f"dispute-row-{dispute['id']}",
+        f"/dashboard/payments/{disputed['id']}": "detail-dispute",
         "/dashboard/webhooks": "failed-deliveries",
         "/dashboard/merchants": "merchants-table",
         f"/dashboard/merchants/{merchant.id}": "keys-table",

@@ -12,20 +12,16 @@ from paymesh.webhook.v1 import webhook_internal_pb2_grpc
 from playwright.sync_api import BrowserContext, Page, Route, expect
 
 from services.runtime.platform import LocalPlatform
-from tests.browser.support import DECLINED, VISA_OK, create_payment, sign_in, wait_final
+from tests.browser.support import (
+    DECLINED,
+    VISA_OK,
+    create_payment,
+    money_text,
+    sign_in,
+    wait_final,
+)
 from tests.conftest import MerchantKeys, OperatorLogin
 from tests.integration.webhook_receiver import Receiver, Reply, create_endpoint, publish
-
-
-def _money(page: Page, minor: int, currency: str, digits: int) -> str:
-    """How the browser's Intl formats an amount, the way the dashboard must show it."""
-    decimal = f"{minor / 10**digits:.{digits}f}"
-    formatted: str = page.evaluate(
-        "([value, currency]) => new Intl.NumberFormat(undefined,"
-        " {style: 'currency', currency}).format(value)",
-        [decimal, currency],
-    )
-    return formatted
 
 
 def _figure(page: Page, name: str) -> Any:
@@ -89,13 +85,13 @@ def test_overview__figures_match_the_payments_made(
     expect(_figure(page, "succeeded")).to_have_text("2")
     expect(_figure(page, "failed")).to_have_text("1")
     expect(_figure(page, "success-rate")).to_have_text("66.7%")
-    expect(_figure(page, "gross")).to_have_text(_money(page, gross, "KWD", 3))
-    expect(_figure(page, "fees")).to_have_text(_money(page, fees, "KWD", 3))
-    expect(_figure(page, "net")).to_have_text(_money(page, gross - fees, "KWD", 3))
+    expect(_figure(page, "gross")).to_have_text(money_text(page, gross, "KWD", 3))
+    expect(_figure(page, "fees")).to_have_text(money_text(page, fees, "KWD", 3))
+    expect(_figure(page, "net")).to_have_text(money_text(page, gross - fees, "KWD", 3))
 
     page.get_by_test_id("currency-JPY").click()
     expect(_figure(page, "succeeded")).to_have_text("1")
-    expect(_figure(page, "gross")).to_have_text(_money(page, 1200, "JPY", 0))
+    expect(_figure(page, "gross")).to_have_text(money_text(page, 1200, "JPY", 0))
 
 
 def test_overview__shows_the_workers_and_the_pipeline(
@@ -136,7 +132,7 @@ def test_overview__updates_live_after_a_new_payment(
     wait_final(api, merchant, second["id"])
 
     expect(_figure(page, "succeeded")).to_have_text("2", timeout=15_000)
-    expect(_figure(page, "gross")).to_have_text(_money(page, 3000, "CHF", 2))
+    expect(_figure(page, "gross")).to_have_text(money_text(page, 3000, "CHF", 2))
     assert page.evaluate("window.__notReloaded") is True
 
 
@@ -355,7 +351,9 @@ def test_payment_detail__a_full_refund_asks_first_and_sends_no_amount(
     # An empty amount is everything that is left: one click only opens the question.
     page.get_by_test_id("refund").click()
     dialog = page.get_by_role("alertdialog")
-    expect(dialog.get_by_test_id("confirm-message")).to_contain_text(_money(page, 1250, "KWD", 3))
+    expect(dialog.get_by_test_id("confirm-message")).to_contain_text(
+        money_text(page, 1250, "KWD", 3)
+    )
     page.keyboard.press("Escape")
     expect(dialog).to_have_count(0)
     assert bodies == []

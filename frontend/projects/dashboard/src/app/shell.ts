@@ -76,6 +76,7 @@ export class Shell implements OnInit, OnDestroy {
   readonly nav = [
     { path: '/overview', label: 'Overview', icon: 'monitoring' },
     { path: '/payments', label: 'Payments', icon: 'payments' },
+    { path: '/disputes', label: 'Disputes', icon: 'gavel' },
     { path: '/webhooks', label: 'Webhooks', icon: 'webhook' },
     { path: '/merchants', label: 'Merchants', icon: 'storefront' },
     { path: '/reconciliation', label: 'Reconciliation', icon: 'balance' },

@@ -18,7 +18,6 @@ import { Session, describeError } from '../session';
     .timeline { list-style: none; margin: 0; padding: 0; border-left: 2px solid #c9d2e3; }
     .timeline li { position: relative; padding: 0 0 0.75rem 1rem; }
     .timeline li::before { content: ''; position: absolute; left: -6px; top: 4px; width: 10px; height: 10px; border-radius: 50%; background: #2f6fdb; }
-    .num { text-align: right; }
   `,
 })
 export class PaymentDetailPage implements OnInit {
@@ -30,10 +29,14 @@ export class PaymentDetailPage implements OnInit {
     const p = this.detail()?.payment;
     return p ? p.amountReceived - p.amountRefunded : 0n;
   });
-  /** Operators may refund what a succeeded payment has left; viewers never see the form. */
-  readonly canRefund = computed(
-    () => this.session.canMutate() && this.detail()?.payment?.status === 'succeeded' && this.refundable() > 0n,
-  );
+  /**
+   * Operators may refund what a succeeded payment has left, unless it is disputed (the dispute
+   * settles its money and the server refuses the refund); viewers never see the form.
+   */
+  readonly canRefund = computed(() => {
+    const p = this.detail()?.payment;
+    return this.session.canMutate() && p?.status === 'succeeded' && !p.dispute && this.refundable() > 0n;
+  });
   readonly entryColumns = ['time', 'account', 'direction', 'amount', 'transaction'];
   readonly refundColumns = ['id', 'amount', 'status', 'reason', 'created'];
 

@@ -73,7 +73,7 @@ const PAGE_SIZE = 25;
       <pm-pager [pager]="pager" (moved)="moved()" />
     </div>
   `,
-  styles: `.filters mat-form-field { width: 220px; } .num { text-align: right; }`,
+  styles: `.filters mat-form-field { width: 220px; }`,
 })
 export class PaymentsPage implements OnInit {
   private readonly session = inject(Session);
