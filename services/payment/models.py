@@ -35,6 +35,8 @@ PAYMENT_STATUSES = (
     "canceled",
 )
 REFUND_STATUSES = ("pending", "succeeded", "failed")
+PAYOUT_STATUSES = ("pending", "in_transit", "paid", "failed", "canceled")
+PAYOUT_SCHEDULES = ("automatic", "manual")
 CAPTURE_METHODS = ("automatic", "manual")
 
 
@@ -51,6 +53,11 @@ class Payment(Base):
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
         Index("ix_payments_merchant_created", "merchant_id", "livemode", "create_time"),
+        Index(
+            "ix_payments_unreleased",
+            "settle_time",
+            postgresql_where=text("status = 'succeeded' AND funds_release_time IS NULL"),
+        ),
     )
     # INSERT and UPDATE return the times the database sets (RETURNING), so a flushed payment
     # can be shown without another SELECT.
@@ -97,6 +104,10 @@ class Payment(Base):
     setup_future_usage: Mapped[str | None] = mapped_column(String(16), nullable=True, default=None)
     authorize_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     settle_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When its captured funds moved from pending to available (the sweeper's release).
+    funds_release_time: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
     create_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
@@ -126,6 +137,76 @@ class Refund(Base):
     drive_count: Mapped[int] = mapped_column(Integer, default=0)
     drive_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     settle_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    update_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class PayoutAccount(Base):
+    """A merchant's payout settings in one mode: its bank account and payout schedule."""
+
+    __tablename__ = "payout_accounts"
+    __table_args__ = (
+        CheckConstraint("schedule IN ('automatic', 'manual')", name="schedule_known"),
+        CheckConstraint("settlement_delay_s >= 0", name="settlement_delay_not_negative"),
+    )
+    __mapper_args__ = {"eager_defaults": True}
+
+    merchant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    livemode: Mapped[bool] = mapped_column(primary_key=True)
+    bank_account_number: Mapped[str] = mapped_column(String(34))
+    schedule: Mapped[str] = mapped_column(String(16))
+    # The merchant's own settlement delay; None takes the mode's default from the settings.
+    settlement_delay_s: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    automatic_payout_time: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    update_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Payout(Base):
+    """Money sent from a merchant's available balance to its bank account."""
+
+    __tablename__ = "payouts"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        Index("ix_payouts_merchant_created", "merchant_id", "livemode", "create_time"),
+        Index("ix_payouts_unfinished", "drive_time", postgresql_where=text("NOT ledger_complete")),
+        CheckConstraint(
+            "status IN ('pending', 'in_transit', 'paid', 'failed', 'canceled')",
+            name="status_known",
+        ),
+    )
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(String(40))
+    livemode: Mapped[bool]
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16))
+    # "manual" (POST /v1/payouts) or "automatic" (the schedule).
+    method: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(String(1000), default="")
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONB, default=dict)
+    bank_account_number: Mapped[str] = mapped_column(String(34))
+    failure_code: Mapped[str] = mapped_column(String(64), default="")
+    # True once every ledger transaction its status calls for is posted.
+    ledger_complete: Mapped[bool] = mapped_column(default=False)
+    drive_count: Mapped[int] = mapped_column(Integer, default=0)
+    drive_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When its creation was posted to the ledger (it left the available balance).
+    post_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When it reached paid, failed or canceled.
+    finish_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     create_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
@@ -282,6 +363,24 @@ class ProcessorRefund(ProcessorBase):
     payment_id: Mapped[str] = mapped_column(String(40))
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class BankTransfer(ProcessorBase):
+    """A transfer the simulated bank made (or refused) for a payout; one per payout."""
+
+    __tablename__ = "bank_transfers"
+
+    payout_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    bank_reference: Mapped[str] = mapped_column(String(40))
+    account_number: Mapped[str] = mapped_column(String(34))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    # "paid" or "failed".
+    status: Mapped[str] = mapped_column(String(16))
+    failure_code: Mapped[str] = mapped_column(String(64), default="")
     create_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )

@@ -227,6 +227,17 @@ SETTLED_SQL = (
     " UNION ALL"
     " SELECT 'refund', id, payment_id, merchant_id, amount, 0, currency, livemode, settle_time,"
     " ledger_reference FROM payment.refunds WHERE status = 'succeeded'"
+    " UNION ALL"
+    " SELECT 'release', id, id, merchant_id, amount_received - fee, 0, currency, livemode,"
+    " funds_release_time, 'payment:' || id || ':' || 'available' FROM payment.payments"
+    " WHERE funds_release_time IS NOT NULL AND amount_received > fee"
+    " UNION ALL"
+    " SELECT 'payout', id, '', merchant_id, amount, 0, currency, livemode, post_time,"
+    " 'payout:' || id FROM payment.payouts WHERE post_time IS NOT NULL"
+    " UNION ALL"
+    " SELECT 'payout_' || status, id, '', merchant_id, amount, 0, currency, livemode,"
+    " finish_time, 'payout:' || id || ':' || status FROM payment.payouts"
+    " WHERE ledger_complete AND status IN ('paid', 'failed', 'canceled')"
 )
 PROCESSOR_SQL = (
     "SELECT 'capture' AS kind, id, payment_id, '' AS refund_id, amount_captured AS amount,"
@@ -234,6 +245,9 @@ PROCESSOR_SQL = (
     " UNION ALL"
     " SELECT 'refund', id, payment_id, refund_id, amount, currency, create_time"
     " FROM processor.refunds"
+    " UNION ALL"
+    " SELECT 'payout_' || status, bank_reference, payout_id, '', amount, currency, create_time"
+    " FROM processor.bank_transfers"
 )
 
 

@@ -52,6 +52,8 @@ class PaymentInternalServiceStub:
     """Lists succeeded payments and refunds in a time range, for reconciliation."""
     ListProcessorRecords: _grpc.UnaryUnaryMultiCallable[_payment_internal_pb2.ListProcessorRecordsRequest, _payment_internal_pb2.ListProcessorRecordsResponse]
     """Lists the processor simulator's own records of charges and refunds, for reconciliation."""
+    SearchPayouts: _grpc.UnaryUnaryMultiCallable[_payment_internal_pb2.SearchPayoutsRequest, _payment_pb2.ListPayoutsResponse]
+    """Lists payouts across merchants, newest first, for operators."""
 
 @_typing.type_check_only
 class PaymentInternalServiceAsyncStub(PaymentInternalServiceStub):
@@ -76,6 +78,8 @@ class PaymentInternalServiceAsyncStub(PaymentInternalServiceStub):
     """Lists succeeded payments and refunds in a time range, for reconciliation."""
     ListProcessorRecords: _aio.UnaryUnaryMultiCallable[_payment_internal_pb2.ListProcessorRecordsRequest, _payment_internal_pb2.ListProcessorRecordsResponse]  # type: ignore[assignment]
     """Lists the processor simulator's own records of charges and refunds, for reconciliation."""
+    SearchPayouts: _aio.UnaryUnaryMultiCallable[_payment_internal_pb2.SearchPayoutsRequest, _payment_pb2.ListPayoutsResponse]  # type: ignore[assignment]
+    """Lists payouts across merchants, newest first, for operators."""
 
 class PaymentInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     """PaymentInternalService is for other paymesh services (admin, ledger) only; the edge never
@@ -145,5 +149,13 @@ class PaymentInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payment_internal_pb2.ListProcessorRecordsResponse, _abc.Awaitable[_payment_internal_pb2.ListProcessorRecordsResponse]]:
         """Lists the processor simulator's own records of charges and refunds, for reconciliation."""
+
+    @_abc_1.abstractmethod
+    def SearchPayouts(
+        self,
+        request: _payment_internal_pb2.SearchPayoutsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ListPayoutsResponse, _abc.Awaitable[_payment_pb2.ListPayoutsResponse]]:
+        """Lists payouts across merchants, newest first, for operators."""
 
 def add_PaymentInternalServiceServicer_to_server(servicer: PaymentInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
