@@ -453,3 +453,24 @@ def test_ledger__trial_balance_stays_zero_with_payouts(
         ledger_internal_pb2.GetTrialBalanceRequest(), timeout=10
     )
     assert reply.balanced
+
+
+def test_admin__operators_list_payouts_and_the_overview_counts_failed_ones(
+    api: httpx.Client, merchant: MerchantKeys, operator_login: Any
+) -> None:
+    net = funded(api, merchant, account=NO_ACCOUNT)
+    created = create_payout(api, merchant.secret_key, amount=net, currency="USD").json()
+    wait_payout(api, merchant.secret_key, created["id"], {"failed"})
+    listed = api.get(
+        "/admin/payouts",
+        params={"merchant_id": merchant.id, "status": "failed"},
+        headers=operator_login.headers,
+    )
+    assert listed.status_code == 200, listed.text
+    assert [p["id"] for p in listed.json()["payouts"]] == [created["id"]]
+    overview = api.get("/admin/overview", headers=operator_login.headers)
+    assert overview.status_code == 200, overview.text
+    assert overview.json()["pipeline"]["payouts_failed"] >= 1
+    # Merchant keys never open operators' RPCs.
+    refused = api.get("/admin/payouts", headers=_headers(merchant.secret_key))
+    assert refused.status_code in (401, 403), refused.text
