@@ -253,6 +253,7 @@ def compare(
             found[view.id] = view
         return sorted(found.values(), key=lambda view: view.id)
 
+    released = {movement.id for movement in movements if movement.kind == "release"}
     accounted: set[str] = set()
     for movement in movements:
         accounted.update(view.id for view in views_of(movement))
@@ -299,6 +300,14 @@ def compare(
             )
         view = views[0]
         expected = expected_legs(movement)
+        if movement.kind == "payment" and movement.id not in released:
+            # A capture posted before pending balances (payment_0006) credited available.
+            legacy = {
+                (owner, "merchant_balance" if kind == "merchant_pending" else kind, side, code): n
+                for (owner, kind, side, code), n in expected.items()
+            }
+            if view.legs == legacy:
+                expected = legacy
         if view.legs != expected or view.livemode != movement.livemode:
             increase = "debit" if movement.kind == "payment" else "credit"
             mismatches.append(

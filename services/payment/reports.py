@@ -230,7 +230,7 @@ SETTLED_SQL = (
     " UNION ALL"
     " SELECT 'release', id, id, merchant_id, amount_received - fee, 0, currency, livemode,"
     " funds_release_time, 'payment:' || id || ':' || 'available' FROM payment.payments"
-    " WHERE funds_release_time IS NOT NULL AND amount_received > fee"
+    " WHERE funds_release_time > settle_time AND amount_received > fee"
     " UNION ALL"
     " SELECT 'payout', id, '', merchant_id, amount, 0, currency, livemode, post_time,"
     " 'payout:' || id FROM payment.payouts WHERE post_time IS NOT NULL"

@@ -23,6 +23,10 @@ def upgrade() -> None:
     op.add_column(
         "payments", sa.Column("funds_release_time", sa.DateTime(timezone=True), nullable=True)
     )
+    # Captures posted before this revision credited merchant_balance (available) directly:
+    # their funds count as released when they settled, so the sweeper never moves them again
+    # (and reconciliation, which expects a release only after the settle time, none).
+    op.execute("UPDATE payments SET funds_release_time = settle_time WHERE status = 'succeeded'")
     # What the sweeper scans for funds to make available: succeeded and not released yet.
     op.create_index(
         "ix_payments_unreleased",
