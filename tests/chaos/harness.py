@@ -390,6 +390,33 @@ def _drive(client: Client, flow: Flow, *, timeout_s: float) -> None:
         )
 
 
+PAYOUT_AMOUNT = 100
+
+
+def _drive_payouts(
+    client: Client, seed: int, count: int, payouts: list[str], *, timeout_s: float
+) -> None:
+    """Pays out `count` times from the available balance while the payments and faults run."""
+    for index in range(count):
+        deadline = time.monotonic() + timeout_s
+        while True:
+            balance = client.call("GET", "/v1/balance").json().get("available", [])
+            usd = [b for b in balance if b["currency"] == "USD"]
+            if usd and usd[0]["available"] >= PAYOUT_AMOUNT:
+                break
+            assert time.monotonic() < deadline, f"no {PAYOUT_AMOUNT} USD became available"
+            time.sleep(0.5)
+        made = client.call(
+            "POST",
+            "/v1/payouts",
+            {"amount": PAYOUT_AMOUNT, "currency": "USD"},
+            key=f"chaos-{seed}-payout-{index}",
+        )
+        assert made.status_code == 200, made.text
+        payouts.append(made.json()["id"])
+        client.wait(f"/v1/payouts/{made.json()['id']}", {"paid", "failed"}, timeout_s=timeout_s)
+
+
 def _timestamp(moment: datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(moment)
@@ -466,6 +493,14 @@ def run_chaos(
             )
             for index in range(payments)
         ]
+        # Payouts run beside the payments: funds become available at once, to a paying account.
+        settings = client.call(
+            "POST",
+            "/v1/account/payout_settings",
+            {"bank_account_number": "000123456789", "settlement_delay_s": 0},
+        )
+        assert settings.status_code == 200, settings.text
+        payouts: list[str] = []
         stop = threading.Event()
         injector = FaultInjector(platform, backends, proxies, rng=rng, seed=seed, report=report)
         fault_thread = threading.Thread(target=injector.run, args=(faults, stop), daemon=True)
@@ -480,6 +515,8 @@ def run_chaos(
             with ThreadPoolExecutor(max_workers=4) as pool:
                 for done in [
                     pool.submit(_drive, client, flow, timeout_s=drain_timeout_s) for flow in flows
+                ] + [
+                    pool.submit(_drive_payouts, client, seed, 3, payouts, timeout_s=drain_timeout_s)
                 ]:
                     done.result()
             fault_thread.join(timeout=drain_timeout_s)
@@ -494,7 +531,7 @@ def run_chaos(
         try:
             _restart_dead(platform, report)
             platform.wait_healthy(timeout_s=drain_timeout_s)
-            _check_payments(platform, client, flows, started, report)
+            _check_payments(platform, client, flows, started, report, payouts=payouts)
             _check_ledger(platform, started, report)
             _check_webhooks(
                 platform,
@@ -514,7 +551,13 @@ def run_chaos(
 
 
 def _check_payments(
-    platform: LocalPlatform, client: Client, flows: list[Flow], started: datetime, report: Report
+    platform: LocalPlatform,
+    client: Client,
+    flows: list[Flow],
+    started: datetime,
+    report: Report,
+    *,
+    payouts: list[str],
 ) -> None:
     statuses = {
         flow.payment_id: client.call("GET", f"/v1/payments/{flow.payment_id}").json()["status"]
@@ -524,6 +567,7 @@ def _check_payments(
     report.counts.update(f"payments {status}" for status in statuses.values())
     captures: Counter[str] = Counter()
     refunds: Counter[str] = Counter()
+    transfers: Counter[str] = Counter()
     with grpc.insecure_channel(platform.settings.target("payment")) as channel:
         stub = payment_internal_pb2_grpc.PaymentInternalServiceStub(channel)
         token = ""
@@ -540,8 +584,10 @@ def _check_payments(
             for record in reply.records:
                 if record.kind == "capture":
                     captures[record.payment_id] += 1
-                else:
+                elif record.kind == "refund":
                     refunds[record.refund_id] += 1
+                else:  # the bank's transfer for a payout (its id in payment_id)
+                    transfers[record.payment_id] += 1
             token = reply.next_page_token
             if not token:
                 break
@@ -551,6 +597,14 @@ def _check_payments(
     assert all(count == 1 for count in refunds.values()), refunds
     report.counts["processor captures (exactly one per succeeded payment)"] = sum(captures.values())
     report.counts["processor refunds (at most one per refund)"] = sum(refunds.values())
+    payout_statuses = {
+        payout_id: client.call("GET", f"/v1/payouts/{payout_id}").json()["status"]
+        for payout_id in payouts
+    }
+    assert set(payout_statuses.values()) <= {"paid", "failed"}, payout_statuses
+    for payout_id in payouts:
+        assert transfers[payout_id] == 1, (payout_id, transfers[payout_id])
+    report.counts["bank transfers (exactly one per payout)"] = sum(transfers.values())
 
 
 def _check_ledger(platform: LocalPlatform, started: datetime, report: Report) -> None:
