@@ -16,7 +16,7 @@ from paymesh.ledger.v1 import ledger_internal_pb2, ledger_internal_pb2_grpc
 from sqlalchemy import select
 
 from services.common.db import transaction
-from services.payment.models import OutboxMessage
+from services.payment.models import OutboxMessage, Payout
 from services.runtime.platform import LocalPlatform
 from tests.integration.conftest import MerchantKeys
 from tests.integration.test_payments import paid
@@ -142,6 +142,12 @@ def ledger_legs(platform: LocalPlatform, source_id: str) -> dict[str, list[tuple
             (kinds[entry.account_id], entry.direction, entry.amount)
         )
     return {transaction_id: sorted(legs[transaction_id]) for transaction_id in legs}
+
+
+def ledger_complete(sessions: Any, payout_id: str) -> bool:
+    """Whether the payment service recorded every ledger transaction the payout's status needs."""
+    with transaction(sessions) as session:
+        return bool(session.scalar(select(Payout.ledger_complete).where(Payout.id == payout_id)))
 
 
 def reconcile_mismatches(platform: LocalPlatform, ids: set[str]) -> list[Any]:
@@ -279,9 +285,10 @@ def test_payout__cancel_while_pending_returns_the_funds_and_later_cancel_is_refu
     )
     assert again.status_code == 400, again.text
     assert error_code(again) == "payout_state_invalid"
-    wait_until(
-        lambda: len(ledger_legs(platform, created["id"])) == 2, "the cancel's ledger reversal"
-    )
+    # The worker posts both transactions, then records them on the payout (ledger_complete);
+    # reconciliation reads that record, so it waits for it rather than for the ledger.
+    wait_until(lambda: ledger_complete(sessions, created["id"]), "the cancel's ledger reversal")
+    assert len(ledger_legs(platform, created["id"])) == 2
     assert balance(api, merchant.secret_key) == {"USD": (net, 0)}
     assert payout_events(sessions, created["id"]) == ["payout.created", "payout.canceled"]
     assert reconcile_mismatches(platform, {merchant.id, created["id"]}) == []
