@@ -77,6 +77,8 @@ def platform_variables(data_dir: Path) -> dict[str, str]:
         "PAYMESH_PAYMENT_SWEEP_INTERVAL_S": "0.5",
         "PAYMESH_PAYMENT_STUCK_AFTER_S": "5",
         "PAYMESH_PAYMENT_OUTBOX_RETRY_DELAY_MAX_S": "2",
+        # Payouts: automatic payouts every second for merchants on that schedule.
+        "PAYMESH_PAYOUT_AUTOMATIC_INTERVAL_TEST_S": "1",
     }
     if os.environ.get("PAYMESH_DATABASE_URL"):
         variables["PAYMESH_DATABASE_URL"] = _fresh_database(os.environ["PAYMESH_DATABASE_URL"])

@@ -745,6 +745,25 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             disputes=reply.disputes, **pages.next_page(reply.next_page_token)
         )
 
+    async def SearchPayouts(
+        self, request: admin_pb2.SearchPayoutsRequest, context: Context
+    ) -> payment_pb2.ListPayoutsResponse:
+        """Payouts across merchants, newest first."""
+        _check_page_size(request.page_size)
+        reply: payment_pb2.ListPayoutsResponse = await self._remote.call(
+            "payment",
+            self._remote.payments.SearchPayouts,
+            payment_internal_pb2.SearchPayoutsRequest(
+                merchant_id=request.merchant_id,
+                status=request.status,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            ),
+        )
+        return payment_pb2.ListPayoutsResponse(
+            payouts=reply.payouts, **pages.next_page(reply.next_page_token)
+        )
+
     async def GetPaymentDetail(
         self, request: admin_pb2.GetPaymentDetailRequest, context: Context
     ) -> admin_pb2.PaymentDetail:

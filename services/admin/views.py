@@ -194,6 +194,8 @@ class RemoteServices:
             outbox=payment.outbox,
             stuck_payments=payment.stuck_payments,
             stuck_refunds=payment.stuck_refunds,
+            payouts_in_transit=payment.payouts_in_transit,
+            payouts_failed=payment.payouts_failed,
         )
 
     async def workers(self) -> list[admin_pb2.WorkerProcess]:

@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     payment_relay_batch_size: int = 100
     payment_outbox_retry_delay_max_s: float = 30.0
     payment_sweep_interval_s: float = 5.0
+    # Payouts: how long captured funds stay pending before they become available, per mode
+    # (a merchant's payout account may set its own), and how often automatic payouts run.
+    payout_settlement_delay_live_s: float = 2 * 24 * 3600.0
+    payout_settlement_delay_test_s: float = 3.0
+    payout_automatic_interval_live_s: float = 24 * 3600.0
+    payout_automatic_interval_test_s: float = 10.0
     # A `processing` payment (or pending refund) untouched this long is re-driven.
     payment_stuck_after_s: float = 60.0
     # Manual-capture payments not captured within this window are canceled.

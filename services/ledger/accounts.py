@@ -112,19 +112,29 @@ def entries_balances(session: Session, account_ids: list[str]) -> dict[str, int]
     return {account_id: found.get(account_id, 0) for account_id in account_ids}
 
 
-def merchant_balances(session: Session, *, merchant_id: str, livemode: bool) -> dict[str, int]:
-    """The merchant's available balance per currency (negative when it owes the platform)."""
+def merchant_balances(
+    session: Session, *, merchant_id: str, livemode: bool
+) -> dict[str, tuple[int, int]]:
+    """The merchant's (available, pending) per currency; available is negative when it owes."""
     accounts = list(
         session.scalars(
             select(Account).where(
                 Account.owner == merchant_id,
-                Account.kind == "merchant_balance",
+                Account.kind.in_(("merchant_balance", "merchant_pending")),
                 Account.livemode == livemode,
             )
         )
     )
     balances = stored_balances(session, [a.id for a in accounts])
-    return dict(sorted((a.currency, balances[a.id]) for a in accounts))
+    found: dict[str, tuple[int, int]] = {}
+    for account in accounts:
+        available, pending = found.get(account.currency, (0, 0))
+        if account.kind == "merchant_balance":
+            available = balances[account.id]
+        else:
+            pending = balances[account.id]
+        found[account.currency] = (available, pending)
+    return dict(sorted(found.items()))
 
 
 def list_merchant_entries(
@@ -137,10 +147,10 @@ def list_merchant_entries(
     page_token: str,
     created: pages.CreatedRange = pages.ANY_TIME,
 ) -> Page[Entry]:
-    """The merchant's balance entries (one per payment capture or refund), newest first."""
+    """The merchant's available and pending balance entries, newest first."""
     accounts = select(Account.id).where(
         Account.owner == merchant_id,
-        Account.kind == "merchant_balance",
+        Account.kind.in_(("merchant_balance", "merchant_pending")),
         Account.livemode == livemode,
     )
     query = select(Entry).where(

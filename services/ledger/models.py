@@ -46,7 +46,8 @@ class Account(Base):
         CheckConstraint("normal_side IN ('debit', 'credit')", name="normal_side_known"),
         CheckConstraint("balance_shards BETWEEN 1 AND 64", name="balance_shards_range"),
         CheckConstraint(
-            "kind IN ('processor_receivable', 'platform_fees', 'merchant_balance')",
+            "kind IN ('processor_receivable', 'platform_fees', 'merchant_balance',"
+            " 'merchant_pending', 'payouts_in_transit', 'platform_cash')",
             name="kind_known",
         ),
     )

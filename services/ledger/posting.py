@@ -30,9 +30,14 @@ PLATFORM_OWNER = "platform"
 NORMAL_SIDES = {
     "processor_receivable": "debit",  # asset: the processor owes it to us
     "platform_fees": "credit",  # revenue
-    "merchant_balance": "credit",  # liability: we owe it to the merchant
+    "merchant_balance": "credit",  # liability: we owe it to the merchant, available to pay out
+    "merchant_pending": "credit",  # liability: captured for the merchant, not available yet
+    "payouts_in_transit": "credit",  # liability: paid out to the merchant's bank, not landed
+    # asset: the platform's cash at its bank; payouts paid take from it (the processor's
+    # settlements into it are not modelled yet, so it runs negative)
+    "platform_cash": "debit",
 }
-PLATFORM_KINDS = frozenset({"processor_receivable", "platform_fees"})
+PLATFORM_KINDS = frozenset({"processor_receivable", "platform_fees", "platform_cash"})
 DIRECTIONS = frozenset({"debit", "credit"})
 POSTINGS_MAX = 50
 REFERENCE_LENGTH_MAX = 200
@@ -156,9 +161,13 @@ def postings_hash(postings: list[Posting], *, livemode: bool) -> str:
 
 
 def source_id_of(metadata: dict[str, str]) -> str:
-    """The payment, refund or dispute a transaction records, from its metadata."""
+    """The payment, refund, dispute or payout a transaction records, from its metadata."""
     return (
-        metadata.get("refund_id") or metadata.get("dispute_id") or metadata.get("payment_id") or ""
+        metadata.get("refund_id")
+        or metadata.get("dispute_id")
+        or metadata.get("payout_id")
+        or metadata.get("payment_id")
+        or ""
     )
 
 

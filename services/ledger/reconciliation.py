@@ -1,17 +1,22 @@
 """Reconciliation: the ledger against the payment service's records and the processor's.
 
 For a time range [start, end) it checks that
-- every succeeded payment and refund, and every dispute's withdrawal and reinstatement, has
+- every succeeded payment and refund, every dispute's withdrawal and reinstatement, every
+  release of a payment's funds and every payout step (created, paid, failed, canceled) has
   exactly one ledger transaction, with the legs the posting rules give (capture A, fee F: debit
-  processor_receivable A, credit merchant_balance A-F, credit platform_fees F; refund R: debit
-  merchant_balance R, credit processor_receivable R; dispute D, dispute fee F: debit
-  merchant_balance D+F, credit processor_receivable D, credit platform_fees F; dispute won:
-  debit processor_receivable D, credit merchant_balance D);
+  processor_receivable A, credit merchant_pending A-F, credit platform_fees F; release N: debit
+  merchant_pending, credit merchant_balance; refund R: debit merchant_balance R, credit
+  processor_receivable R; dispute D, dispute fee F: debit merchant_balance D+F, credit
+  processor_receivable D, credit platform_fees F; dispute won: debit processor_receivable D,
+  credit merchant_balance D; payout P created: debit merchant_balance, credit
+  payouts_in_transit; paid: debit payouts_in_transit, credit platform_cash; failed or canceled:
+  debit payouts_in_transit, credit merchant_balance);
 - every processor capture, refund, dispute and dispute reinstatement has a ledger transaction
-  whose processor_receivable leg moves the same amount, and every movement has its processor
-  record;
-- each merchant's merchant_balance movement equals captured - fees - refunded - disputed -
-  dispute fees + reinstated;
+  whose processor_receivable leg moves the same amount, and every such movement has its
+  processor record; every bank transfer (payout paid or failed) has its payout movement with
+  the same amount and outcome, and the other way round (`BANK_MISMATCH`);
+- each merchant's money (merchant_pending + merchant_balance + payouts_in_transit) moved by
+  captured - fees - refunded - disputed - dispute fees + reinstated - paid out;
 - no ledger transaction of the range is unaccounted for, and the trial balance is zero.
 
 The ledger posts before the payment service marks a movement succeeded, and the processor acts
@@ -69,7 +74,7 @@ class PaymentRecords(Protocol):
 class Movement:
     """A succeeded payment capture or refund per the payment service."""
 
-    kind: str  # "payment", "refund", "dispute" or "dispute_won"
+    kind: str  # "payment", "refund", "dispute", "dispute_won", "release" or "payout[_<end>]"
     id: str
     payment_id: str
     merchant_id: str
@@ -85,7 +90,7 @@ class Movement:
 class ProcessorRecord:
     """A capture or refund the processor performed."""
 
-    kind: str  # "capture", "refund", "dispute" or "dispute_reinstatement"
+    kind: str  # "capture", "refund", "dispute", "dispute_reinstatement" or "payout_<end>"
     processor_id: str
     payment_id: str
     refund_id: str
@@ -146,6 +151,39 @@ class Report:
     create_time: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
+# Movements matched by their source id as well as their reference. The others share their
+# source id between postings (a dispute's two, a payout's steps) or name none (a release).
+_BY_SOURCE = frozenset({"payment", "refund"})
+# Movements of money the processor moved: the processor's record of each, and the side its
+# receivable leg moves.
+_PROCESSOR_KIND = {
+    "payment": "capture",
+    "refund": "refund",
+    "dispute": "dispute",
+    "dispute_won": "dispute_reinstatement",
+}
+_RECEIVABLE_INCREASE = {
+    "payment": "debit",
+    "refund": "credit",
+    "dispute": "credit",
+    "dispute_won": "debit",
+    "capture": "debit",
+    "dispute_reinstatement": "debit",
+}
+# The merchant's money in the ledger: what is pending, available, and on its way to its bank.
+MERCHANT_KINDS = frozenset({"merchant_pending", "merchant_balance", "payouts_in_transit"})
+# Movements by kind: (kind debited, owner is the merchant?), (kind credited, merchant?).
+_TWO_LEGS = {
+    "release": (("merchant_pending", True), ("merchant_balance", True)),
+    "payout": (("merchant_balance", True), ("payouts_in_transit", True)),
+    "payout_paid": (("payouts_in_transit", True), ("platform_cash", False)),
+    "payout_failed": (("payouts_in_transit", True), ("merchant_balance", True)),
+    "payout_canceled": (("payouts_in_transit", True), ("merchant_balance", True)),
+}
+# Bank transfer kinds and the payout movement each one stands for.
+BANK_KINDS = {"payout_paid": "payout_paid", "payout_failed": "payout_failed"}
+
+
 def expected_legs(movement: Movement) -> dict[Leg, int]:
     """The legs the posting rules give for a movement (zero-amount legs left out)."""
     currency = movement.currency
@@ -164,47 +202,46 @@ def expected_legs(movement: Movement) -> dict[Leg, int]:
     elif movement.kind == "payment":
         legs = {
             (PLATFORM_OWNER, "processor_receivable", "debit", currency): movement.amount,
-            (movement.merchant_id, "merchant_balance", "credit", currency): (
+            (movement.merchant_id, "merchant_pending", "credit", currency): (
                 movement.amount - movement.fee
             ),
             (PLATFORM_OWNER, "platform_fees", "credit", currency): movement.fee,
         }
-    else:
+    elif movement.kind == "refund":
         legs = {
             (movement.merchant_id, "merchant_balance", "debit", currency): movement.amount,
             (PLATFORM_OWNER, "processor_receivable", "credit", currency): movement.amount,
         }
+    else:
+        (debited, debit_merchant), (credited, credit_merchant) = _TWO_LEGS[movement.kind]
+        legs = {
+            (
+                movement.merchant_id if debit_merchant else PLATFORM_OWNER,
+                debited,
+                "debit",
+                currency,
+            ): (movement.amount),
+            (
+                movement.merchant_id if credit_merchant else PLATFORM_OWNER,
+                credited,
+                "credit",
+                currency,
+            ): movement.amount,
+        }
     return {leg: amount for leg, amount in legs.items() if amount}
 
 
-# Movements that share their source id (a dispute's two postings): matched by reference only.
-_BY_REFERENCE_ONLY = frozenset({"dispute", "dispute_won"})
-# What each movement's processor record is called, and the side its receivable leg moves.
-_PROCESSOR_KIND = {
-    "payment": "capture",
-    "refund": "refund",
-    "dispute": "dispute",
-    "dispute_won": "dispute_reinstatement",
-}
-_RECEIVABLE_INCREASE = {
-    "payment": "debit",
-    "refund": "credit",
-    "dispute": "credit",
-    "dispute_won": "debit",
-    "capture": "debit",
-    "dispute_reinstatement": "debit",
-}
-
-
-def _merchant_effect(movement: Movement) -> int:
-    """How the movement should move its merchant's balance (credit positive)."""
+def merchant_effect(movement: Movement) -> int:
+    """How a movement changes the merchant's money (pending + available + in transit)."""
     if movement.kind == "payment":
         return movement.amount - movement.fee
+    if movement.kind in ("refund", "payout_paid"):
+        return -movement.amount
     if movement.kind == "dispute":
         return -(movement.amount + movement.fee)
     if movement.kind == "dispute_won":
         return movement.amount
-    return -movement.amount
+    return 0
 
 
 def _net(legs: dict[Leg, int], kind: str, currency: str, *, increase: str) -> int:
@@ -244,16 +281,14 @@ def compare(
         by_source[view.source_id].append(view)
 
     def views_of(movement: Movement) -> list[LedgerView]:
-        found = (
-            {}
-            if movement.kind in _BY_REFERENCE_ONLY
-            else {view.id: view for view in by_source.get(movement.id, [])}
-        )
+        by_id = by_source.get(movement.id, []) if movement.kind in _BY_SOURCE else []
+        found = {view.id: view for view in by_id}
         if movement.ledger_reference in by_reference:
             view = by_reference[movement.ledger_reference]
             found[view.id] = view
         return sorted(found.values(), key=lambda view: view.id)
 
+    released = {movement.id for movement in movements if movement.kind == "release"}
     accounted: set[str] = set()
     for movement in movements:
         accounted.update(view.id for view in views_of(movement))
@@ -269,7 +304,7 @@ def compare(
         elif movement.kind == "refund":
             line.payments_refunded += movement.amount
         merchant_expected[movement.merchant_id, movement.currency, movement.livemode] += (
-            _merchant_effect(movement)
+            merchant_effect(movement)
         )
         views = views_of(movement)
         for view in views:
@@ -300,8 +335,16 @@ def compare(
             )
         view = views[0]
         expected = expected_legs(movement)
+        if movement.kind == "payment" and movement.id not in released:
+            # A capture posted before pending balances (payment_0006) credited available.
+            legacy = {
+                (owner, "merchant_balance" if kind == "merchant_pending" else kind, side, code): n
+                for (owner, kind, side, code), n in expected.items()
+            }
+            if view.legs == legacy:
+                expected = legacy
         if view.legs != expected or view.livemode != movement.livemode:
-            increase = _RECEIVABLE_INCREASE[movement.kind]
+            increase = _RECEIVABLE_INCREASE.get(movement.kind, "credit")
             mismatches.append(
                 Mismatch(
                     "AMOUNT_MISMATCH",
@@ -328,7 +371,7 @@ def compare(
             Mismatch(
                 "UNEXPECTED_LEDGER_TRANSACTION",
                 f"ledger transaction {view.id} ({view.external_reference!r}, source "
-                f"{view.source_id or '-'}) matches no succeeded payment, refund or dispute: "
+                f"{view.source_id or '-'}) matches no settled payment, refund, dispute or payout: "
                 f"{_describe(view.legs)}",
                 [view.id, *([view.source_id] if view.source_id else [])],
                 ",".join(sorted(_currencies(view.legs))),
@@ -340,13 +383,13 @@ def compare(
     for view in considered.values():
         for (owner, kind, direction, currency), amount in view.legs.items():
             line = totals_of(currency)
-            if kind == "merchant_balance":
+            if kind in MERCHANT_KINDS:
                 signed = amount if direction == "credit" else -amount
                 merchant_actual[owner, currency, view.livemode] += signed
                 line.ledger_merchant_net += signed
             elif kind == "platform_fees":
                 line.ledger_fees += amount if direction == "credit" else -amount
-            else:
+            elif kind == "processor_receivable":
                 line.ledger_receivable_net += amount if direction == "debit" else -amount
     for key in sorted(merchant_expected.keys() | merchant_actual.keys()):
         merchant_id, currency, livemode = key
@@ -355,8 +398,8 @@ def compare(
                 Mismatch(
                     "MERCHANT_BALANCE_MISMATCH",
                     f"merchant {merchant_id} ({'live' if livemode else 'test'} mode): "
-                    "captured - fees - refunded - disputed + reinstated differs from its "
-                    "merchant_balance movement",
+                    "captured - fees - refunded - disputed + reinstated - paid out differs from "
+                    "the movement of its pending, available and in-transit accounts",
                     [merchant_id],
                     currency,
                     merchant_expected.get(key, 0),
@@ -366,7 +409,15 @@ def compare(
 
     # The processor's own records against the ledger's processor_receivable legs.
     record_keys = {(record.kind, _record_source(record)) for record in records}
+    payout_movements = {(m.kind, m.id): m for m in movements if m.kind in BANK_KINDS.values()}
     for record in records_in_range:
+        if record.kind in BANK_KINDS:
+            mismatch = _bank_mismatch(
+                record, payout_movements.get((record.kind, record.payment_id))
+            )
+            if mismatch is not None:
+                mismatches.append(mismatch)
+            continue
         line = totals_of(record.currency)
         source = _record_source(record)
         if record.kind == "refund":
@@ -392,6 +443,21 @@ def compare(
                 )
             )
     for movement in in_range:
+        if movement.kind in BANK_KINDS.values():
+            if (movement.kind, movement.id) not in record_keys:
+                mismatches.append(
+                    Mismatch(
+                        "BANK_MISMATCH",
+                        f"{movement.kind} {movement.id} but the bank has no such transfer",
+                        [movement.id, movement.merchant_id],
+                        movement.currency,
+                        movement.amount,
+                        0,
+                    )
+                )
+            continue
+        if movement.kind not in _PROCESSOR_KIND:
+            continue
         kind = _PROCESSOR_KIND[movement.kind]
         if (kind, movement.id) not in record_keys:
             mismatches.append(
@@ -423,6 +489,25 @@ def compare(
         totals=[totals[currency] for currency in sorted(totals)],
         mismatches=mismatches,
         checked_count=len(in_range) + len(records_in_range),
+    )
+
+
+def _bank_mismatch(record: ProcessorRecord, movement: Movement | None) -> Mismatch | None:
+    """A bank transfer (its payout id in `payment_id`) against its payout's movement."""
+    if movement is not None and movement.amount == record.amount:
+        return None
+    return Mismatch(
+        "BANK_MISMATCH",
+        f"bank transfer {record.processor_id} ({record.kind}) of payout {record.payment_id} "
+        + (
+            "matches no payout in that status"
+            if movement is None
+            else f"moved {record.amount}; the payout says {movement.amount}"
+        ),
+        [record.processor_id, record.payment_id],
+        record.currency,
+        record.amount,
+        movement.amount if movement is not None else 0,
     )
 
 

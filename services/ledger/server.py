@@ -481,8 +481,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             )
         return ledger_pb2.Balance(
             available=[
-                ledger_pb2.BalanceAmount(currency=currency, available=amount)
-                for currency, amount in balances.items()
+                ledger_pb2.BalanceAmount(currency=currency, available=available, pending=pending)
+                for currency, (available, pending) in balances.items()
             ],
             livemode=principal.livemode,
         )

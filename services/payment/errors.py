@@ -3,15 +3,17 @@
 DomainError (services.common.errors)
 ├── PaymentNotFound, RefundNotFound              (NOT_FOUND)
 ├── CustomerNotFound, PaymentMethodNotFound      (NOT_FOUND)
-├── DisputeNotFound                              (NOT_FOUND)
+├── DisputeNotFound, PayoutNotFound              (NOT_FOUND)
 ├── PaymentStateInvalid, DisputeStateInvalid     (FAILED_PRECONDITION)
-├── ChargeDisputed                               (FAILED_PRECONDITION)
+├── ChargeDisputed, PayoutStateInvalid           (FAILED_PRECONDITION)
+├── InsufficientAvailableBalance, NoBankAccount  (FAILED_PRECONDITION)
 └── AmountTooLarge                               (FAILED_PRECONDITION)
 
 (The idempotency key errors are services/common/idempotency.py's, for every service.)
 
 ProcessorError                                    (inside the worker only)
 └── ProcessorUnavailable                          (transient: retry)
+BankError                                         (inside the worker only)
 """
 
 from services.common.errors import FailedPrecondition, NotFound
@@ -77,3 +79,31 @@ class ChargeDisputed(FailedPrecondition):
     """The payment is disputed: it cannot be refunded (the dispute settles the money)."""
 
     reason = "CHARGE_DISPUTED"
+
+
+class PayoutNotFound(NotFound):
+    """No payout with this id for this merchant and mode."""
+
+    reason = "PAYOUT_NOT_FOUND"
+
+
+class PayoutStateInvalid(FailedPrecondition):
+    """The payout's status does not allow this call (only a pending payout can be canceled)."""
+
+    reason = "PAYOUT_STATE_INVALID"
+
+
+class InsufficientAvailableBalance(FailedPrecondition):
+    """A payout of more than the available balance (less payouts not yet posted)."""
+
+    reason = "INSUFFICIENT_AVAILABLE_BALANCE"
+
+
+class NoBankAccount(FailedPrecondition):
+    """A payout asked for before the merchant set a bank account."""
+
+    reason = "NO_BANK_ACCOUNT"
+
+
+class BankError(Exception):
+    """The simulated bank could not answer; not a client-facing error (retried by a re-drive)."""

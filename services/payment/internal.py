@@ -18,10 +18,15 @@ from services.common import idempotency, pages
 from services.common.db import transaction
 from services.common.errors import InvalidArgument
 from services.common.settings import Settings
-from services.payment import disputes, payments, refunds, reports
+from services.payment import disputes, payments, payouts, refunds, reports
 from services.payment.metrics import read_backlog
 from services.payment.models import KEYS
-from services.payment.views import dispute_to_proto, payment_to_proto, refund_to_proto
+from services.payment.views import (
+    dispute_to_proto,
+    payment_to_proto,
+    payout_to_proto,
+    refund_to_proto,
+)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -67,6 +72,29 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
             return payment_internal_pb2.SearchPaymentsResponse(
                 payments=[payment_to_proto(row) for row in rows], **pages.next_page(token)
             )
+
+    def _search_payouts(
+        self, request: payment_internal_pb2.SearchPayoutsRequest
+    ) -> payment_pb2.ListPayoutsResponse:
+        with transaction(self._sessions) as session:
+            rows, token = payouts.list_payouts(
+                session,
+                principal=None,
+                tokens=self._tokens,
+                page_size=request.page_size,
+                page_token=request.page_token,
+                status=request.status,
+                merchant_id=request.merchant_id,
+            )
+            return payment_pb2.ListPayoutsResponse(
+                payouts=[payout_to_proto(row) for row in rows], **pages.next_page(token)
+            )
+
+    async def SearchPayouts(
+        self, request: payment_internal_pb2.SearchPayoutsRequest, context: Context
+    ) -> payment_pb2.ListPayoutsResponse:
+        """Lists payouts across merchants, newest first."""
+        return await asyncio.to_thread(self._search_payouts, request)
 
     def _stats(
         self, request: payment_internal_pb2.GetPaymentStatsRequest
@@ -292,6 +320,8 @@ class PaymentInternalServicer(payment_internal_pb2_grpc.PaymentInternalServiceSe
             ],
             stuck_payments=backlog.stuck_payments,
             stuck_refunds=backlog.stuck_refunds,
+            payouts_in_transit=backlog.payouts_in_transit,
+            payouts_failed=backlog.payouts_failed,
         )
 
     async def GetPipeline(

@@ -1,18 +1,23 @@
 """What the payment service posts to the ledger (issue 4's posting rules), and how.
 
-- capture of A with fee F: debit `processor_receivable` (platform) A; credit `merchant_balance`
+- capture of A with fee F: debit `processor_receivable` (platform) A; credit `merchant_pending`
   (merchant) A - F; credit `platform_fees` (platform) F. A zero leg is left out (the ledger takes
   positive amounts only), e.g. when the fee swallows the whole amount.
+- funds available (the sweeper, after the settlement delay) N = A - F: debit `merchant_pending`
+  N; credit `merchant_balance` (available) N.
 - refund R: debit `merchant_balance` (merchant) R; credit `processor_receivable` (platform) R.
 - dispute opened (a chargeback) of D with dispute fee F: debit `merchant_balance` (merchant)
   D + F; credit `processor_receivable` (platform) D (the network took it back); credit
   `platform_fees` (platform) F.
 - dispute won: debit `processor_receivable` (platform) D; credit `merchant_balance` (merchant)
   D. The fee stays. A lost dispute posts nothing more; an inquiry posts nothing.
+- payout created P: debit `merchant_balance` P; credit `payouts_in_transit` (merchant) P.
+- payout paid: debit `payouts_in_transit` P; credit `platform_cash` (platform) P.
+- payout failed or canceled: debit `payouts_in_transit` P; credit `merchant_balance` P.
 
-Posting is idempotent by `external_reference` (`payment:<id>:capture`, `refund:<id>`,
-`dispute:<id>`, `dispute:<id>:won`), so a
-worker may post again after a crash and the ledger keeps one transaction.
+Posting is idempotent by `external_reference` (`payment:<id>:capture`, `payment:<id>:available`,
+`refund:<id>`, `dispute:<id>`, `dispute:<id>:won`, `payout:<id>`,
+`payout:<id>:paid|failed|canceled`), so a worker may post again after a crash and the ledger keeps one transaction.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from paymesh.ledger.v1 import ledger_internal_pb2, ledger_internal_pb2_grpc
 from sqlalchemy import Row
 
 from services.common.errors import status_code_name
-from services.payment.models import Dispute, Payment, Refund
+from services.payment.models import Dispute, Payment, Payout, Refund
 
 PLATFORM = "platform"
 RETRYABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -67,7 +72,7 @@ def capture_request(
     currency = payment.currency
     legs = [
         _posting(PLATFORM, "processor_receivable", "debit", amount, currency),
-        _posting(payment.merchant_id, "merchant_balance", "credit", amount - fee, currency),
+        _posting(payment.merchant_id, "merchant_pending", "credit", amount - fee, currency),
         _posting(PLATFORM, "platform_fees", "credit", fee, currency),
     ]
     return ledger_internal_pb2.PostTransactionRequest(
@@ -143,6 +148,62 @@ def dispute_won_request(dispute: Dispute) -> ledger_internal_pb2.PostTransaction
     )
 
 
+def release_reference(payment_id: str) -> str:
+    """The ledger reference of a payment's funds becoming available."""
+    return f"payment:{payment_id}:available"
+
+
+def release_request(
+    *, payment_id: str, merchant_id: str, livemode: bool, amount: int, currency: str
+) -> ledger_internal_pb2.PostTransactionRequest:
+    """The balanced transaction moving a payment's net amount from pending to available."""
+    assert amount > 0
+    return ledger_internal_pb2.PostTransactionRequest(
+        external_reference=release_reference(payment_id),
+        description=f"funds of {payment_id} available",
+        postings=[
+            _posting(merchant_id, "merchant_pending", "debit", amount, currency),
+            _posting(merchant_id, "merchant_balance", "credit", amount, currency),
+        ],
+        # `released_payment_id`, not `payment_id`: the transaction's source is not the capture.
+        metadata={"released_payment_id": payment_id, "merchant_id": merchant_id},
+        livemode=livemode,
+    )
+
+
+def payout_reference(payout_id: str, step: str = "") -> str:
+    """The ledger reference of a payout's creation, or of its end (`paid`, `failed`...)."""
+    return f"payout:{payout_id}:{step}" if step else f"payout:{payout_id}"
+
+
+def payout_request(payout: Payout, step: str = "") -> ledger_internal_pb2.PostTransactionRequest:
+    """The balanced transaction of a payout's creation (step "") or end (paid/failed/canceled)."""
+    assert step in ("", "paid", "failed", "canceled")
+    merchant, amount, currency = payout.merchant_id, payout.amount, payout.currency
+    if step == "":
+        legs = [
+            _posting(merchant, "merchant_balance", "debit", amount, currency),
+            _posting(merchant, "payouts_in_transit", "credit", amount, currency),
+        ]
+    elif step == "paid":
+        legs = [
+            _posting(merchant, "payouts_in_transit", "debit", amount, currency),
+            _posting(PLATFORM, "platform_cash", "credit", amount, currency),
+        ]
+    else:
+        legs = [
+            _posting(merchant, "payouts_in_transit", "debit", amount, currency),
+            _posting(merchant, "merchant_balance", "credit", amount, currency),
+        ]
+    return ledger_internal_pb2.PostTransactionRequest(
+        external_reference=payout_reference(payout.id, step),
+        description=f"payout {payout.id} {step or 'created'}",
+        postings=legs,
+        metadata={"payout_id": payout.id, "merchant_id": merchant},
+        livemode=payout.livemode,
+    )
+
+
 def post(
     stub: ledger_internal_pb2_grpc.LedgerInternalServiceStub,
     request: ledger_internal_pb2.PostTransactionRequest,
@@ -152,6 +213,42 @@ def post(
     """Posts a transaction; returns its id. gRPC errors propagate to the caller."""
     transaction: ledger_internal_pb2.Transaction = stub.PostTransaction(request, timeout=timeout_s)
     return transaction.id
+
+
+# A merchant has at most a handful of accounts per mode (kinds by currencies); this bounds the read.
+ACCOUNT_PAGES_MAX = 20
+
+
+def merchant_balances(
+    stub: ledger_internal_pb2_grpc.LedgerInternalServiceStub,
+    *,
+    merchant_id: str,
+    livemode: bool,
+    timeout_s: float,
+) -> dict[str, tuple[int, int]]:
+    """The merchant's (available, pending) per currency in a mode, read from the ledger."""
+    found: dict[str, tuple[int, int]] = {}
+    token = ""
+    for _ in range(ACCOUNT_PAGES_MAX):
+        reply = stub.ListAccounts(
+            ledger_internal_pb2.ListAccountsRequest(
+                owner=merchant_id, page_size=100, page_token=token
+            ),
+            timeout=timeout_s,
+        )
+        for account in reply.accounts:
+            if account.livemode != livemode:
+                continue
+            available, pending = found.get(account.currency, (0, 0))
+            if account.kind == "merchant_balance":
+                available = account.balance
+            elif account.kind == "merchant_pending":
+                pending = account.balance
+            found[account.currency] = (available, pending)
+        token = reply.next_page_token
+        if not token:
+            break
+    return found
 
 
 class PostingFailed(Exception):

@@ -45,7 +45,10 @@ _STUCK = text(
     " AS payments,"
     " (SELECT count(*) FROM payment.refunds WHERE status = 'pending'"
     "  AND (drive_time IS NULL OR drive_time < now() - make_interval(secs => :after_s)))"
-    " AS refunds"
+    " AS refunds,"
+    " (SELECT count(*) FROM payment.payouts WHERE status IN ('pending', 'in_transit'))"
+    " AS payouts_in_transit,"
+    " (SELECT count(*) FROM payment.payouts WHERE status = 'failed') AS payouts_failed"
 )
 
 
@@ -59,6 +62,8 @@ class Backlog:
     outbox: dict[str, tuple[int, float]]
     stuck_payments: int
     stuck_refunds: int
+    payouts_in_transit: int = 0
+    payouts_failed: int = 0
 
 
 def read_backlog(sessions: sessionmaker[Session], stuck_after_s: float) -> Backlog:
@@ -70,7 +75,13 @@ def read_backlog(sessions: sessionmaker[Session], stuck_after_s: float) -> Backl
         kind: (rows[kind].pending, float(rows[kind].lag_s)) if kind in rows else (0, 0.0)
         for kind in OUTBOX_KINDS
     }
-    return Backlog(outbox=outbox, stuck_payments=stuck.payments, stuck_refunds=stuck.refunds)
+    return Backlog(
+        outbox=outbox,
+        stuck_payments=stuck.payments,
+        stuck_refunds=stuck.refunds,
+        payouts_in_transit=stuck.payouts_in_transit,
+        payouts_failed=stuck.payouts_failed,
+    )
 
 
 def _read(sessions: sessionmaker[Session], stuck_after_s: float) -> Iterator[Metric]:

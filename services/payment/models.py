@@ -44,6 +44,8 @@ DISPUTE_STATUSES = (
     "won",
     "lost",
 )
+PAYOUT_STATUSES = ("pending", "in_transit", "paid", "failed", "canceled")
+PAYOUT_SCHEDULES = ("automatic", "manual")
 CAPTURE_METHODS = ("automatic", "manual")
 
 
@@ -60,6 +62,11 @@ class Payment(Base):
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
         Index("ix_payments_merchant_created", "merchant_id", "livemode", "create_time"),
+        Index(
+            "ix_payments_unreleased",
+            "settle_time",
+            postgresql_where=text("status = 'succeeded' AND funds_release_time IS NULL"),
+        ),
     )
     # INSERT and UPDATE return the times the database sets (RETURNING), so a flushed payment
     # can be shown without another SELECT.
@@ -108,6 +115,10 @@ class Payment(Base):
     dispute_id: Mapped[str | None] = mapped_column(String(40), nullable=True, default=None)
     authorize_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     settle_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When its captured funds moved from pending to available (the sweeper's release).
+    funds_release_time: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
     create_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
@@ -190,6 +201,76 @@ class Dispute(Base):
     def is_inquiry(self) -> bool:
         """Whether this is an inquiry (statuses "warning_..."): no money moves."""
         return self.status.startswith("warning_")
+
+
+class PayoutAccount(Base):
+    """A merchant's payout settings in one mode: its bank account and payout schedule."""
+
+    __tablename__ = "payout_accounts"
+    __table_args__ = (
+        CheckConstraint("schedule IN ('automatic', 'manual')", name="schedule_known"),
+        CheckConstraint("settlement_delay_s >= 0", name="settlement_delay_not_negative"),
+    )
+    __mapper_args__ = {"eager_defaults": True}
+
+    merchant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    livemode: Mapped[bool] = mapped_column(primary_key=True)
+    bank_account_number: Mapped[str] = mapped_column(String(34))
+    schedule: Mapped[str] = mapped_column(String(16))
+    # The merchant's own settlement delay; None takes the mode's default from the settings.
+    settlement_delay_s: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    automatic_payout_time: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    update_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Payout(Base):
+    """Money sent from a merchant's available balance to its bank account."""
+
+    __tablename__ = "payouts"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        Index("ix_payouts_merchant_created", "merchant_id", "livemode", "create_time"),
+        Index("ix_payouts_unfinished", "drive_time", postgresql_where=text("NOT ledger_complete")),
+        CheckConstraint(
+            "status IN ('pending', 'in_transit', 'paid', 'failed', 'canceled')",
+            name="status_known",
+        ),
+    )
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(String(40))
+    livemode: Mapped[bool]
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16))
+    # "manual" (POST /v1/payouts) or "automatic" (the schedule).
+    method: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(String(1000), default="")
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONB, default=dict)
+    bank_account_number: Mapped[str] = mapped_column(String(34))
+    failure_code: Mapped[str] = mapped_column(String(64), default="")
+    # True once every ledger transaction its status calls for is posted.
+    ledger_complete: Mapped[bool] = mapped_column(default=False)
+    drive_count: Mapped[int] = mapped_column(Integer, default=0)
+    drive_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When its creation was posted to the ledger (it left the available balance).
+    post_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When it reached paid, failed or canceled.
+    finish_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    update_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
 
 
 class Customer(Base):
@@ -370,3 +451,21 @@ class ProcessorDispute(ProcessorBase):
     outcome_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # When the payment service took it (as a real network's notification would reach it).
     notify_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class BankTransfer(ProcessorBase):
+    """A transfer the simulated bank made (or refused) for a payout; one per payout."""
+
+    __tablename__ = "bank_transfers"
+
+    payout_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    bank_reference: Mapped[str] = mapped_column(String(40))
+    account_number: Mapped[str] = mapped_column(String(34))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    # "paid" or "failed".
+    status: Mapped[str] = mapped_column(String(16))
+    failure_code: Mapped[str] = mapped_column(String(64), default="")
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

@@ -31,6 +31,7 @@ from typing import Any
 
 import grpc
 from opentelemetry.trace import SpanKind
+from paymesh.ledger.v1 import ledger_internal_pb2_grpc
 from paymesh.webhook.v1 import webhook_internal_pb2, webhook_internal_pb2_grpc
 from redis.exceptions import RedisError
 from rq import Queue
@@ -52,7 +53,7 @@ from services.common.queue import (
     redis_connection,
 )
 from services.common.settings import Settings
-from services.payment import outbox, sweeper
+from services.payment import outbox, payout_sweeper, sweeper
 from services.payment.metrics import RELAY_ROUNDS, RELAY_ROWS
 from services.payment.models import OutboxMessage
 
@@ -326,6 +327,9 @@ def run(settings: Settings, stop: threading.Event) -> None:
     publish = webhook_publisher(settings)
     poll_s = settings.payment_relay_poll_interval_ms / 1000
     next_sweep = 0.0
+    ledger_stub = ledger_internal_pb2_grpc.LedgerInternalServiceStub(
+        sync_channel(settings.target("ledger"))
+    )
     try:
         while not stop.is_set():
             seen = 0
@@ -346,6 +350,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
                 next_sweep = time.monotonic() + settings.payment_sweep_interval_s
                 try:
                     counts = sweeper.sweep(sessions, settings)
+                    counts |= payout_sweeper.sweep(sessions, settings, ledger_stub)
                     SWEEPS.labels("payment", "ok").inc()
                     for what, count in counts.items():
                         SWEPT.labels("payment", what).inc(count)

@@ -236,6 +236,17 @@ SETTLED_SQL = (
     " SELECT 'dispute_won', id, payment_id, merchant_id, amount, 0, currency, livemode,"
     " reinstate_time, reinstate_reference FROM payment.disputes"
     " WHERE reinstate_time IS NOT NULL"
+    " UNION ALL"
+    " SELECT 'release', id, id, merchant_id, amount_received - fee, 0, currency, livemode,"
+    " funds_release_time, 'payment:' || id || ':' || 'available' FROM payment.payments"
+    " WHERE funds_release_time > settle_time AND amount_received > fee"
+    " UNION ALL"
+    " SELECT 'payout', id, '', merchant_id, amount, 0, currency, livemode, post_time,"
+    " 'payout:' || id FROM payment.payouts WHERE post_time IS NOT NULL"
+    " UNION ALL"
+    " SELECT 'payout_' || status, id, '', merchant_id, amount, 0, currency, livemode,"
+    " finish_time, 'payout:' || id || ':' || status FROM payment.payouts"
+    " WHERE ledger_complete AND status IN ('paid', 'failed', 'canceled')"
 )
 PROCESSOR_SQL = (
     "SELECT 'capture' AS kind, id, payment_id, '' AS refund_id, amount_captured AS amount,"
@@ -255,6 +266,10 @@ PROCESSOR_SQL = (
     " d.outcome_time, coalesce(p.dispute_id, '') FROM processor.disputes d"
     " LEFT JOIN payment.payments p ON p.id = d.payment_id"
     " WHERE d.kind = 'chargeback' AND d.outcome = 'won'"
+    " UNION ALL"
+    " SELECT 'payout_' || status, bank_reference, payout_id, '', amount, currency, create_time,"
+    " ''"
+    " FROM processor.bank_transfers"
 )
 
 

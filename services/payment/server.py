@@ -8,17 +8,20 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
+from paymesh.ledger.v1 import ledger_internal_pb2_grpc
 from paymesh.payment.v1 import payment_internal_pb2_grpc, payment_pb2, payment_pb2_grpc
 from psycopg import AsyncConnection
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common import idempotency, logs, pages
 from services.common.auth import AuthPolicy, Principal, current_principal, optional_principal
+from services.common.clients import sync_channel
 from services.common.db import LoopPool, make_engine, make_sessionmaker, transaction
+from services.common.errors import Unavailable
 from services.common.server import ServiceSpec
 from services.common.service_main import run_service
 from services.common.settings import Settings
-from services.payment import customers, disputes, payments, refunds
+from services.payment import customers, disputes, ledger, payments, payouts, refunds
 from services.payment.internal import PaymentInternalServicer
 from services.payment.metrics import pipeline_collector
 from services.payment.models import KEYS
@@ -30,6 +33,7 @@ from services.payment.views import (
     dispute_to_proto,
     payment_method_to_proto,
     payment_to_proto,
+    payout_to_proto,
     refund_to_proto,
 )
 
@@ -70,6 +74,14 @@ def _parse_deleted_customer(data: bytes) -> payment_pb2.DeleteCustomerResponse:
     return payment_pb2.DeleteCustomerResponse.FromString(data)
 
 
+def _parse_payout(data: bytes) -> payment_pb2.Payout:
+    return payment_pb2.Payout.FromString(data)
+
+
+def _parse_payout_settings(data: bytes) -> payment_pb2.PayoutSettings:
+    return payment_pb2.PayoutSettings.FromString(data)
+
+
 def _parse_payment_method(data: bytes) -> payment_pb2.SavedPaymentMethod:
     return payment_pb2.SavedPaymentMethod.FromString(data)
 
@@ -97,6 +109,9 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         self._tokens = pages.PageTokens(settings.require_secret("page_token_key"))
         self._idempotent = idempotency.Runner(
             sessions, settings, KEYS, secret=settings.require_secret("card_fingerprint_key")
+        )
+        self._ledger = ledger_internal_pb2_grpc.LedgerInternalServiceStub(
+            sync_channel(settings.target("ledger"))
         )
 
     def _view(self, payment: Any) -> payment_pb2.Payment:
@@ -844,6 +859,178 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         """Detaches a saved payment method from its customer; idempotent with a key."""
         result = await asyncio.to_thread(
             self._detach_payment_method, current_principal(), idempotency.key_of(context), request
+        )
+        return idempotency.answer(result)
+
+    def _available(self, principal: Principal, currency: str) -> int:
+        """The caller's available balance in a currency, from the ledger."""
+        try:
+            balances = ledger.merchant_balances(
+                self._ledger,
+                merchant_id=principal.merchant_id,
+                livemode=principal.livemode,
+                timeout_s=self._settings.grpc_timeout_s,
+            )
+        except grpc.RpcError as error:
+            raise Unavailable("the ledger could not be reached; try again") from error
+        return balances.get(currency, (0, 0))[0]
+
+    def _create_payout(
+        self, principal: Principal, key: str | None, request: payment_pb2.CreatePayoutRequest
+    ) -> tuple[payment_pb2.Payout, bool]:
+        currency = payouts.validate_payout_input(
+            amount=request.amount,
+            currency=request.currency,
+            description=request.description,
+            metadata=dict(request.metadata),
+        )
+
+        def work(session: Session) -> payment_pb2.Payout:
+            # The payout account's row lock first, then the ledger's figure: a merchant's
+            # payouts are decided one at a time.
+            payouts.get_account(
+                session,
+                merchant_id=principal.merchant_id,
+                livemode=principal.livemode,
+                for_update=True,
+            )
+            return payout_to_proto(
+                payouts.create_payout(
+                    session,
+                    merchant_id=principal.merchant_id,
+                    livemode=principal.livemode,
+                    available=self._available(principal, currency),
+                    amount=request.amount,
+                    currency=currency,
+                    method="manual",
+                    description=request.description,
+                    metadata=dict(request.metadata),
+                )
+            )
+
+        return self._keyed(principal, "create_payout", key, request, work=work, parse=_parse_payout)
+
+    def _get_payout(self, principal: Principal, payout_id: str) -> payment_pb2.Payout:
+        with transaction(self._sessions) as session:
+            return payout_to_proto(
+                payouts.get_payout_or_raise(session, principal=principal, payout_id=payout_id)
+            )
+
+    def _list_payouts(
+        self, principal: Principal, request: payment_pb2.ListPayoutsRequest
+    ) -> payment_pb2.ListPayoutsResponse:
+        with transaction(self._sessions) as session:
+            rows, token = payouts.list_payouts(
+                session,
+                principal=principal,
+                tokens=self._tokens,
+                page_size=request.page_size,
+                page_token=request.page_token,
+                status=request.status,
+                created=pages.CreatedRange.of(request),
+            )
+            return payment_pb2.ListPayoutsResponse(
+                payouts=[payout_to_proto(row) for row in rows], **pages.next_page(token)
+            )
+
+    def _cancel_payout(
+        self, principal: Principal, key: str | None, request: payment_pb2.CancelPayoutRequest
+    ) -> tuple[payment_pb2.Payout, bool]:
+        def work(session: Session) -> payment_pb2.Payout:
+            return payout_to_proto(
+                payouts.cancel_payout(session, principal=principal, payout_id=request.id)
+            )
+
+        return self._keyed(principal, "cancel_payout", key, request, work=work, parse=_parse_payout)
+
+    def _payout_settings_view(
+        self, principal: Principal, account: Any
+    ) -> payment_pb2.PayoutSettings:
+        return payment_pb2.PayoutSettings(
+            bank_account_last4=account.bank_account_number[-4:] if account else "",
+            schedule=account.schedule if account else "manual",
+            settlement_delay_s=payouts.settlement_delay_s(
+                self._settings, account, livemode=principal.livemode
+            ),
+            livemode=principal.livemode,
+        )
+
+    def _get_payout_settings(self, principal: Principal) -> payment_pb2.PayoutSettings:
+        with transaction(self._sessions) as session:
+            account = payouts.get_account(
+                session, merchant_id=principal.merchant_id, livemode=principal.livemode
+            )
+            return self._payout_settings_view(principal, account)
+
+    def _update_payout_settings(
+        self,
+        principal: Principal,
+        key: str | None,
+        request: payment_pb2.UpdatePayoutSettingsRequest,
+    ) -> tuple[payment_pb2.PayoutSettings, bool]:
+        delay_s = request.settlement_delay_s if request.HasField("settlement_delay_s") else None
+
+        def work(session: Session) -> payment_pb2.PayoutSettings:
+            account = payouts.update_account(
+                session,
+                principal=principal,
+                bank_account_number=_optional(request, "bank_account_number"),
+                schedule=_optional(request, "schedule"),
+                settlement_delay_s=delay_s,
+            )
+            return self._payout_settings_view(principal, account)
+
+        return self._keyed(
+            principal,
+            "update_payout_settings",
+            key,
+            request,
+            work=work,
+            parse=_parse_payout_settings,
+        )
+
+    async def CreatePayout(
+        self, request: payment_pb2.CreatePayoutRequest, context: Context
+    ) -> payment_pb2.Payout:
+        """Creates a payout of available funds; idempotent with a key."""
+        result = await asyncio.to_thread(
+            self._create_payout, current_principal(), idempotency.key_of(context), request
+        )
+        return idempotency.answer(result)
+
+    async def GetPayout(
+        self, request: payment_pb2.GetPayoutRequest, context: Context
+    ) -> payment_pb2.Payout:
+        """Returns one payout."""
+        return await asyncio.to_thread(self._get_payout, current_principal(), request.id)
+
+    async def ListPayouts(
+        self, request: payment_pb2.ListPayoutsRequest, context: Context
+    ) -> payment_pb2.ListPayoutsResponse:
+        """Lists payouts, newest first."""
+        return await asyncio.to_thread(self._list_payouts, current_principal(), request)
+
+    async def CancelPayout(
+        self, request: payment_pb2.CancelPayoutRequest, context: Context
+    ) -> payment_pb2.Payout:
+        """Cancels a pending payout; idempotent with a key."""
+        result = await asyncio.to_thread(
+            self._cancel_payout, current_principal(), idempotency.key_of(context), request
+        )
+        return idempotency.answer(result)
+
+    async def GetPayoutSettings(
+        self, request: payment_pb2.GetPayoutSettingsRequest, context: Context
+    ) -> payment_pb2.PayoutSettings:
+        """Returns the caller's payout settings."""
+        return await asyncio.to_thread(self._get_payout_settings, current_principal())
+
+    async def UpdatePayoutSettings(
+        self, request: payment_pb2.UpdatePayoutSettingsRequest, context: Context
+    ) -> payment_pb2.PayoutSettings:
+        """Sets the caller's bank account and payout schedule; idempotent with a key."""
+        result = await asyncio.to_thread(
+            self._update_payout_settings, current_principal(), idempotency.key_of(context), request
         )
         return idempotency.answer(result)
 

@@ -1,6 +1,6 @@
 """Maintenance the relay runs on a schedule: nothing stays stuck, nothing is kept forever.
 
-- `processing` payments and `pending` refunds whose last drive is older than
+- `processing` payments, `pending` refunds and unfinished payouts whose last drive is older than
   `payment_stuck_after_s` (a worker died, Redis lost the job, the ledger was down) get a new
   drive: an outbox job with a fresh job id.
 - manual-capture payments authorized longer ago than `payment_capture_window_s` are canceled
@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.db import transaction
 from services.common.settings import Settings
-from services.payment import disputes, outbox
-from services.payment.models import KEYS, Dispute, Payment, Refund
+from services.payment import disputes, outbox, payouts
+from services.payment.models import KEYS, Dispute, Payment, Payout, Refund
 from services.payment.payments import cancel_payment
 from services.payment.processor import Connector, SimulatedProcessor
 
@@ -36,7 +36,7 @@ OUTBOX_RETENTION_S = 7 * 24 * 3600
 
 
 def redrive_stuck(session: Session, *, stuck_after_s: float) -> int:
-    """Re-drives stuck payments and refunds; returns how many."""
+    """Re-drives stuck payments, refunds and payouts; returns how many."""
     cutoff = datetime.now(UTC) - timedelta(seconds=stuck_after_s)
     payments = session.scalars(
         select(Payment)
@@ -58,7 +58,17 @@ def redrive_stuck(session: Session, *, stuck_after_s: float) -> int:
     for refund in refunds:
         logger.warning("re-driving stuck refund %s", refund.id)
         outbox.drive_refund(session, refund)
-    return len(payments) + len(refunds)
+    stuck_payouts = session.scalars(
+        select(Payout)
+        .where(Payout.ledger_complete.is_(False))
+        .where(or_(Payout.drive_time.is_(None), Payout.drive_time < cutoff))
+        .limit(BATCH_SIZE_MAX)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for payout in stuck_payouts:
+        logger.warning("re-driving stuck payout %s", payout.id)
+        payouts.drive(session, payout)
+    return len(payments) + len(refunds) + len(stuck_payouts)
 
 
 def open_filed_disputes(session: Session, *, processor: Connector, response_window_s: float) -> int:

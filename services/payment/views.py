@@ -8,7 +8,14 @@ from typing import Any
 from paymesh.payment.v1 import payment_pb2
 from sqlalchemy import Row
 
-from services.payment.models import Customer, Dispute, Payment, Refund, SavedPaymentMethod
+from services.payment.models import (
+    Customer,
+    Dispute,
+    Payment,
+    Payout,
+    Refund,
+    SavedPaymentMethod,
+)
 
 
 def checkout_url(*, base_url: str, payment: Payment | Row[Any]) -> str:
@@ -200,4 +207,26 @@ def payment_method_to_proto(method: SavedPaymentMethod) -> payment_pb2.SavedPaym
     )
     message.create_time.FromDatetime(method.create_time)
     message.update_time.FromDatetime(method.update_time)
+    return message
+
+
+def payout_to_proto(payout: Payout) -> payment_pb2.Payout:
+    """The payout as the API shows it: only the last four digits of the bank account."""
+    message = payment_pb2.Payout(
+        id=payout.id,
+        amount=payout.amount,
+        currency=payout.currency,
+        status=payout.status,
+        method=payout.method,
+        description=payout.description,
+        metadata=payout.metadata_,
+        bank_account_last4=payout.bank_account_number[-4:],
+        failure_code=payout.failure_code,
+        livemode=payout.livemode,
+        merchant_id=payout.merchant_id,
+    )
+    if payout.finish_time is not None:
+        message.finish_time.FromDatetime(payout.finish_time)
+    message.create_time.FromDatetime(payout.create_time)
+    message.update_time.FromDatetime(payout.update_time)
     return message

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -100,6 +101,17 @@ def test_invited_admin__accepts_refunds_adds_an_endpoint_sends_a_test_event_and_
         api, merchant, amount=1250, currency="EUR", card=VISA_OK, description=description
     )
     assert wait_final(api, merchant, paid["id"])["status"] == "succeeded"
+    # Its funds become available after the test-mode settlement delay (seconds): wait, so the
+    # balance the home page shows below cannot move between the page and the API's answer.
+    deadline = time.monotonic() + 60
+    while any(
+        b["pending"]
+        for b in api.get("/v1/balance", headers={"X-API-Key": merchant.secret_key}).json()[
+            "available"
+        ]
+    ):
+        assert time.monotonic() < deadline, "the funds never became available"
+        time.sleep(0.2)
 
     # The operator invites from the operators' dashboard; the link is shown once.
     sign_in(

@@ -419,6 +419,33 @@ def _answer_dispute(client: Client, flow: Flow, *, timeout_s: float) -> None:
     client.wait(f"/v1/disputes/{flow.dispute_id}", DISPUTE_CLOSED, timeout_s=timeout_s)
 
 
+PAYOUT_AMOUNT = 100
+
+
+def _drive_payouts(
+    client: Client, seed: int, count: int, payouts: list[str], *, timeout_s: float
+) -> None:
+    """Pays out `count` times from the available balance while the payments and faults run."""
+    for index in range(count):
+        deadline = time.monotonic() + timeout_s
+        while True:
+            balance = client.call("GET", "/v1/balance").json().get("available", [])
+            usd = [b for b in balance if b["currency"] == "USD"]
+            if usd and usd[0]["available"] >= PAYOUT_AMOUNT:
+                break
+            assert time.monotonic() < deadline, f"no {PAYOUT_AMOUNT} USD became available"
+            time.sleep(0.5)
+        made = client.call(
+            "POST",
+            "/v1/payouts",
+            {"amount": PAYOUT_AMOUNT, "currency": "USD"},
+            key=f"chaos-{seed}-payout-{index}",
+        )
+        assert made.status_code == 200, made.text
+        payouts.append(made.json()["id"])
+        client.wait(f"/v1/payouts/{made.json()['id']}", {"paid", "failed"}, timeout_s=timeout_s)
+
+
 def _timestamp(moment: datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(moment)
@@ -495,6 +522,14 @@ def run_chaos(
             )
             for index in range(payments)
         ]
+        # Payouts run beside the payments: funds become available at once, to a paying account.
+        settings = client.call(
+            "POST",
+            "/v1/account/payout_settings",
+            {"bank_account_number": "000123456789", "settlement_delay_s": 0},
+        )
+        assert settings.status_code == 200, settings.text
+        payouts: list[str] = []
         stop = threading.Event()
         injector = FaultInjector(platform, backends, proxies, rng=rng, seed=seed, report=report)
         fault_thread = threading.Thread(target=injector.run, args=(faults, stop), daemon=True)
@@ -509,6 +544,8 @@ def run_chaos(
             with ThreadPoolExecutor(max_workers=4) as pool:
                 for done in [
                     pool.submit(_drive, client, flow, timeout_s=drain_timeout_s) for flow in flows
+                ] + [
+                    pool.submit(_drive_payouts, client, seed, 3, payouts, timeout_s=drain_timeout_s)
                 ]:
                     done.result()
             fault_thread.join(timeout=drain_timeout_s)
@@ -523,7 +560,7 @@ def run_chaos(
         try:
             _restart_dead(platform, report)
             platform.wait_healthy(timeout_s=drain_timeout_s)
-            _check_payments(platform, client, flows, started, report)
+            _check_payments(platform, client, flows, started, report, payouts=payouts)
             _check_ledger(platform, started, report)
             _check_webhooks(
                 platform,
@@ -543,7 +580,13 @@ def run_chaos(
 
 
 def _check_payments(
-    platform: LocalPlatform, client: Client, flows: list[Flow], started: datetime, report: Report
+    platform: LocalPlatform,
+    client: Client,
+    flows: list[Flow],
+    started: datetime,
+    report: Report,
+    *,
+    payouts: list[str],
 ) -> None:
     statuses = {
         flow.payment_id: client.call("GET", f"/v1/payments/{flow.payment_id}").json()["status"]
@@ -554,6 +597,7 @@ def _check_payments(
     captures: Counter[str] = Counter()
     refunds: Counter[str] = Counter()
     disputes: Counter[tuple[str, str]] = Counter()
+    transfers: Counter[str] = Counter()
     with grpc.insecure_channel(platform.settings.target("payment")) as channel:
         stub = payment_internal_pb2_grpc.PaymentInternalServiceStub(channel)
         token = ""
@@ -572,6 +616,9 @@ def _check_payments(
                     captures[record.payment_id] += 1
                 elif record.kind == "refund":
                     refunds[record.refund_id] += 1
+                elif record.kind.startswith("payout_"):
+                    # The bank's transfer for a payout (its id in payment_id).
+                    transfers[record.payment_id] += 1
                 else:
                     # A chargeback's withdrawal and its reinstatement: at most one each.
                     disputes[(record.kind, record.payment_id)] += 1
@@ -588,6 +635,14 @@ def _check_payments(
     report.counts["processor dispute movements (at most one of each per payment)"] = sum(
         disputes.values()
     )
+    payout_statuses = {
+        payout_id: client.call("GET", f"/v1/payouts/{payout_id}").json()["status"]
+        for payout_id in payouts
+    }
+    assert set(payout_statuses.values()) <= {"paid", "failed"}, payout_statuses
+    for payout_id in payouts:
+        assert transfers[payout_id] == 1, (payout_id, transfers[payout_id])
+    report.counts["bank transfers (exactly one per payout)"] = sum(transfers.values())
 
 
 def _check_ledger(platform: LocalPlatform, started: datetime, report: Report) -> None:

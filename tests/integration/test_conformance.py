@@ -77,10 +77,11 @@ def _headers(
     path: str, platform: LocalPlatform, viewer: OperatorLogin, merchant_viewer: UserLogin
 ) -> dict[str, str]:
     """Operators' calls as a viewer operator; account calls as a viewer user (a session of its
-    own for ending one); merchant calls with the fuzz merchant's key."""
+    own for ending one); merchant calls with the fuzz merchant's key (also the payout settings,
+    which live under /v1/account but belong to the payment service and take a secret key)."""
     if path.startswith("/admin/"):
         return viewer.headers
-    if not path.startswith("/v1/account"):
+    if not path.startswith("/v1/account") or path == "/v1/account/payout_settings":
         return {}
     if path == "/v1/account/sessions/end":
         with httpx.Client(base_url=platform.base_url, timeout=30) as client:

@@ -111,12 +111,16 @@ def dispute_events(sessions, dispute_id: str) -> list[str]:  # type: ignore[no-u
 
 
 def balance(api: httpx.Client, key: str, currency: str = "USD") -> int:
-    """The merchant's available balance in `currency`."""
+    """The merchant's whole balance in `currency`: available plus pending.
+
+    A capture's net lands in pending and moves to available after the settlement delay, while a
+    dispute takes from available at once; their sum does not depend on when the release ran.
+    """
     response = api.get("/v1/balance", headers=headers(key))
     assert response.status_code == 200, response.text
     for item in response.json().get("available", []):
         if item["currency"] == currency:
-            return int(item["available"])
+            return int(item["available"]) + int(item.get("pending", 0))
     return 0
 
 

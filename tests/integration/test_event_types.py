@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from services.common.db import transaction
 from services.payment.models import ProcessorCharge
+from services.runtime.platform import LocalPlatform
 from services.webhook import catalog
 from services.webhook.models import Endpoint
 from tests.integration.conftest import MerchantKeys
@@ -25,6 +26,14 @@ from tests.integration.test_disputes import (
 )
 from tests.integration.test_payments import card, created, wait_for
 from tests.integration.test_payments_refunds import refund, wait_refund
+from tests.integration.test_payouts import (
+    NO_ACCOUNT,
+    PAYS,
+    balance,
+    create_payout,
+    set_payout_settings,
+    wait_payout,
+)
 from tests.integration.webhook_receiver import Receiver, Reply, create_endpoint, wait_until
 from tests.rest_errors import api_error
 
@@ -85,7 +94,10 @@ def test_event_types__list_the_catalog_each_with_its_object_schema(
         assert item["description"] and item["object_type"].startswith("paymesh."), item
         schema = item["object_schema"]
         Draft202012Validator.check_schema(schema)
-        assert schema["type"] == "object" and "id" in schema["properties"], item["name"]
+        assert schema["type"] == "object", item["name"]
+        # Every object has an id but the balance, which is the merchant's one balance.
+        has_id = "id" in schema["properties"]
+        assert has_id != (item["object_type"] == "paymesh.ledger.v1.Balance"), item["name"]
     payment = listed[0]["object_schema"]
     assert listed[0]["object_type"] == "paymesh.payment.v1.Payment"
     assert payment["properties"]["amount"] == {
@@ -95,11 +107,45 @@ def test_event_types__list_the_catalog_each_with_its_object_schema(
     }
 
 
+def _cause_payout_events(
+    api: httpx.Client, merchant: MerchantKeys, platform: LocalPlatform
+) -> dict[str, dict[str, Any]]:
+    """payout.created, .updated, .paid, .failed, .canceled (balance.available came before)."""
+    key = merchant.secret_key
+    wait_until(
+        lambda: (balance(api, key).get("USD", (0, 0))[0] >= 300) or None,
+        timeout_s=SETTLE_TIMEOUT_S,
+    )
+    made = create_payout(api, key, amount=100, currency="USD").json()
+    paid_payout = wait_payout(api, key, made["id"], {"paid"})
+    set_payout_settings(api, key, bank_account_number=NO_ACCOUNT)
+    refused = create_payout(api, key, amount=100, currency="USD").json()
+    failed_payout = wait_payout(api, key, refused["id"], {"failed"})
+    platform.kill("payment-worker")  # so that the next payout stays pending
+    try:
+        pending = create_payout(api, key, amount=100, currency="USD").json()
+        canceled = api.post(f"/v1/payouts/{pending['id']}/cancel", json={}, headers=_auth(merchant))
+        assert canceled.status_code == 200, canceled.text
+    finally:
+        platform.start_process("payment-worker")
+    return {
+        "payout.paid": paid_payout,
+        "payout.failed": failed_payout,
+        "payout.canceled": canceled.json(),
+        "balance.available": _get(api, merchant, "/v1/balance"),
+    }
+
+
 def _cause_every_event_type(
     api: httpx.Client, merchant: MerchantKeys, sessions: Any, receiver: Receiver
 ) -> dict[str, dict[str, Any]]:
-    """Makes the platform publish one event of each type; returns objects as GET shows them."""
+    """Makes the platform publish one event of each type; returns objects as GET shows them.
+
+    The payouts' come after, from `_cause_payout_events`: the funds captured here become
+    available at once (no settlement delay) and pay them.
+    """
     key = merchant.secret_key
+    set_payout_settings(api, key, bank_account_number=PAYS, settlement_delay_s=0)
     # webhook_endpoint.disabled: payment.succeeded reaches an endpoint that answers 410 Gone.
     path = f"/gone/{merchant.id}"
     receiver.script(path, then=Reply(410))
@@ -180,10 +226,15 @@ def _cause_every_event_type(
 
 
 def test_event_types__every_published_event_and_object_validates_against_its_schema(
-    api: httpx.Client, merchant: MerchantKeys, sessions: Any, receiver: Receiver
+    api: httpx.Client,
+    merchant: MerchantKeys,
+    sessions: Any,
+    receiver: Receiver,
+    platform: LocalPlatform,
 ) -> None:
     schemas = _schemas(api, merchant)
     shown = _cause_every_event_type(api, merchant, sessions, receiver)
+    shown |= _cause_payout_events(api, merchant, platform)
 
     def all_types_arrived() -> list[dict[str, Any]] | None:
         events: list[dict[str, Any]] = _get(api, merchant, "/v1/events", page_size=100)["events"]

@@ -422,8 +422,8 @@ def test_balance_shows_available_per_currency_and_negative_after_refunds(
     )
     body = api.get("/v1/balance", headers=headers).json()
     assert body["available"] == [
-        {"currency": "EUR", "available": 495},
-        {"currency": "USD", "available": -30},
+        {"currency": "EUR", "available": 495, "pending": 0},
+        {"currency": "USD", "available": -30, "pending": 0},
     ]
     assert body.get("livemode", False) is False
 
@@ -466,9 +466,9 @@ def test_test_mode_keys_see_test_mode_balances_only(
             session, merchant_id=merchant.id, mode="live", kind="secret"
         ).key
     test_balance = api.get("/v1/balance", headers={"X-API-Key": merchant.secret_key}).json()
-    assert test_balance["available"] == [{"currency": "USD", "available": 99}]
+    assert test_balance["available"] == [{"currency": "USD", "available": 99, "pending": 0}]
     live_balance = api.get("/v1/balance", headers={"X-API-Key": live_key}).json()
-    assert live_balance["available"] == [{"currency": "USD", "available": 4950}]
+    assert live_balance["available"] == [{"currency": "USD", "available": 4950, "pending": 0}]
     assert live_balance["livemode"] is True
     live_entries = api.get("/v1/balance/entries", headers={"X-API-Key": live_key}).json()
     assert [e["amount"] for e in live_entries["entries"]] == [4950]

@@ -113,7 +113,7 @@ class Harness:
         reference = f"payment:{payment_id}:capture"
         legs = [
             Posting("platform", "processor_receivable", "debit", amount, currency),
-            Posting(merchant_id, "merchant_balance", "credit", amount - fee, currency),
+            Posting(merchant_id, "merchant_pending", "credit", amount - fee, currency),
             Posting("platform", "platform_fees", "credit", fee, currency),
         ]
         self._post(reference, [leg for leg in legs if leg.amount], {"payment_id": payment_id})
@@ -328,7 +328,7 @@ def test_injected_unexpected_transaction_is_reported_with_ids(harness: Harness) 
             " VALUES (%s, %s, 'forged', false)",
             (transaction_id, f"manual:{transaction_id}"),
         )
-        for account_kind, direction in (("platform_fees", "debit"), ("merchant_balance", "credit")):
+        for account_kind, direction in (("platform_fees", "debit"), ("merchant_pending", "credit")):
             raw.execute(
                 "INSERT INTO ledger.entries"
                 " (id, transaction_id, account_id, direction, amount, currency)"
@@ -483,15 +483,25 @@ def test_real_payments_and_refunds_reconcile_with_the_real_ledger(
         entries = stub.ListEntries(
             ledger_internal_pb2.ListEntriesRequest(source_id=payment["id"]), timeout=10
         )
-        (account,) = stub.ListAccounts(
-            ledger_internal_pb2.ListAccountsRequest(owner=merchant.id), timeout=10
-        ).accounts
+        accounts = {
+            account.kind: account
+            for account in stub.ListAccounts(
+                ledger_internal_pb2.ListAccountsRequest(owner=merchant.id), timeout=10
+            ).accounts
+        }
     # Other tests share this platform's ledger; only this merchant's figures are asserted.
     ours = {payment["id"], settled["id"], merchant.id}
     assert [m for m in report.mismatches if ours & set(m.ids)] == []
     assert report.checked_count >= 4  # the capture and refund, and the processor's records
     assert sum(e.amount for e in entries.entries if e.direction == "debit") == 5_000
-    (credited,) = [e.amount for e in entries.entries if e.account_id == account.id]
-    assert account.balance == credited - 1_200
+    # The capture credits pending; the refund debits available (the sweeper may have moved the
+    # capture's funds to available meanwhile, which changes neither total).
+    (credited,) = [
+        e.amount for e in entries.entries if e.account_id == accounts["merchant_pending"].id
+    ]
+    available = accounts["merchant_balance"].balance
+    pending = accounts["merchant_pending"].balance
+    assert available + pending == credited - 1_200
     balance = api.get("/v1/balance", headers={"X-API-Key": merchant.secret_key}).json()
-    assert balance["available"] == [{"currency": "USD", "available": account.balance}]
+    (shown,) = balance["available"]
+    assert shown["available"] + shown["pending"] == credited - 1_200

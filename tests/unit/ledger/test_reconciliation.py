@@ -136,3 +136,59 @@ def test_unbalanced_trial_balance_is_reported() -> None:
     assert [(m.kind, m.currency, m.expected, m.actual) for m in report.mismatches] == [
         ("TRIAL_BALANCE_UNBALANCED", "EUR", 5, 4)
     ]
+
+
+def _step(kind: str, ident: str, amount: int, reference: str) -> Movement:
+    return Movement(kind, ident, "", "mer_a", amount, 0, "USD", False, NOON, reference)
+
+
+def _view(movement: Movement, tid: str, source: str) -> LedgerView:
+    return LedgerView(tid, movement.ledger_reference, source, False, NOON, expected_legs(movement))
+
+
+def test_release_and_payout_steps_reconcile_against_the_bank() -> None:
+    paid = payment("pay_1", 1000, 30)
+    release = _step("release", "pay_1", 970, "payment:pay_1:available")
+    created = _step("payout", "po_1", 900, "payout:po_1")
+    landed = _step("payout_paid", "po_1", 900, "payout:po_1:paid")
+    transfer = ProcessorRecord("payout_paid", "bt_1", "po_1", "", 900, "USD", NOON)
+    ledger = [
+        view_of(paid, "ltx_1"),
+        _view(release, "ltx_2", ""),
+        _view(created, "ltx_3", "po_1"),
+        _view(landed, "ltx_4", "po_1"),
+    ]
+    movements = [paid, release, created, landed]
+    clean = run(movements, [capture_record("pay_1", 1000), transfer], ledger)
+    assert clean.mismatches == []
+    # The merchant's money moved by what was captured less fees and paid out.
+    assert clean.totals[0].ledger_merchant_net == 970 - 900
+
+    no_transfer = run(movements, [capture_record("pay_1", 1000)], ledger)
+    assert [(m.kind, m.ids) for m in no_transfer.mismatches] == [
+        ("BANK_MISMATCH", ["po_1", "mer_a"])
+    ]
+    other_amount = ProcessorRecord("payout_paid", "bt_1", "po_1", "", 901, "USD", NOON)
+    wrong = run(movements, [capture_record("pay_1", 1000), other_amount], ledger)
+    assert [m.kind for m in wrong.mismatches] == ["BANK_MISMATCH"]
+    unposted = run(movements, [capture_record("pay_1", 1000), transfer], ledger[:3])
+    assert {m.kind for m in unposted.mismatches} == {
+        "MISSING_LEDGER_TRANSACTION",
+        "MERCHANT_BALANCE_MISMATCH",
+    }
+
+
+def test_a_capture_posted_before_pending_balances_still_reconciles() -> None:
+    paid = payment("pay_old", 1000, 30)
+    legacy = {
+        (owner, "merchant_balance" if kind == "merchant_pending" else kind, side, code): amount
+        for (owner, kind, side, code), amount in expected_legs(paid).items()
+    }
+    old = LedgerView("ltx_1", paid.ledger_reference, paid.id, False, NOON, legacy)
+    assert run([paid], [capture_record("pay_old", 1000)], [old]).mismatches == []
+    # Once its funds were released the pending leg is the rule.
+    release = _step("release", "pay_old", 970, "payment:pay_old:available")
+    report = run(
+        [paid, release], [capture_record("pay_old", 1000)], [old, _view(release, "ltx_2", "")]
+    )
+    assert "AMOUNT_MISMATCH" in {m.kind for m in report.mismatches}

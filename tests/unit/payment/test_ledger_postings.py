@@ -25,12 +25,12 @@ def totals(request: ledger_internal_pb2.PostTransactionRequest) -> dict[str, int
     return dict(sums)
 
 
-def test_capture__debits_receivable_credits_merchant_and_fees() -> None:
+def test_capture__debits_receivable_credits_merchant_pending_and_fees() -> None:
     request = capture_request(payment(), amount=1000, fee=59)
     legs = {(p.owner, p.kind, p.direction): p.amount for p in request.postings}
     assert legs == {
         ("platform", "processor_receivable", "debit"): 1000,
-        ("mer_1", "merchant_balance", "credit"): 941,
+        ("mer_1", "merchant_pending", "credit"): 941,
         ("platform", "platform_fees", "credit"): 59,
     }
     assert totals(request) == {"EUR": 0}
@@ -43,7 +43,7 @@ def test_capture__zero_legs_are_left_out() -> None:
     all_fee = capture_request(payment(), amount=10, fee=10)
     assert {p.kind for p in all_fee.postings} == {"processor_receivable", "platform_fees"}
     no_fee = capture_request(payment(), amount=10, fee=0)
-    assert {p.kind for p in no_fee.postings} == {"processor_receivable", "merchant_balance"}
+    assert {p.kind for p in no_fee.postings} == {"processor_receivable", "merchant_pending"}
     assert totals(all_fee) == totals(no_fee) == {"EUR": 0}
 
 
@@ -65,3 +65,38 @@ def test_refund__debits_merchant_credits_receivable() -> None:
     assert totals(request) == {"JPY": 0}
     assert request.external_reference == "refund:re_1"
     assert dict(request.metadata)["refund_id"] == "re_1"
+
+
+def test_payout_postings__each_step_balances_through_payouts_in_transit() -> None:
+    from services.payment.ledger import payout_request, release_request
+    from services.payment.models import Payout
+
+    payout = Payout(id="po_1", merchant_id="mer_1", livemode=False, amount=700, currency="EUR")
+    steps = {
+        step: {
+            (p.owner, p.kind, p.direction): p.amount for p in payout_request(payout, step).postings
+        }
+        for step in ("", "paid", "failed", "canceled")
+    }
+    assert steps[""] == {
+        ("mer_1", "merchant_balance", "debit"): 700,
+        ("mer_1", "payouts_in_transit", "credit"): 700,
+    }
+    assert steps["paid"] == {
+        ("mer_1", "payouts_in_transit", "debit"): 700,
+        ("platform", "platform_cash", "credit"): 700,
+    }
+    assert (
+        steps["failed"]
+        == steps["canceled"]
+        == {
+            ("mer_1", "payouts_in_transit", "debit"): 700,
+            ("mer_1", "merchant_balance", "credit"): 700,
+        }
+    )
+    release = release_request(
+        payment_id="pay_1", merchant_id="mer_1", livemode=False, amount=941, currency="EUR"
+    )
+    assert totals(release) == {"EUR": 0}
+    assert release.external_reference == "payment:pay_1:available"
+    assert "payment_id" not in release.metadata  # not the capture's source

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor_pool
 from jsonschema import Draft202012Validator
+from paymesh.ledger.v1 import ledger_pb2
 from paymesh.payment.v1 import payment_pb2
 from paymesh.webhook.v1 import webhook_pb2
 
@@ -70,6 +71,12 @@ def test_catalog__lists_the_platforms_event_types_once_each() -> None:
         "dispute.closed",
         "dispute.funds_withdrawn",
         "dispute.funds_reinstated",
+        "payout.created",
+        "payout.updated",
+        "payout.paid",
+        "payout.failed",
+        "payout.canceled",
+        "balance.available",
     ]
     for name in names:
         events.validate_event_type(name, field="type")
@@ -90,6 +97,8 @@ def test_catalog__each_object_type_is_a_message_of_the_contracts() -> None:
         "customer": payment_pb2.Customer.DESCRIPTOR.full_name,
         "payment_method": payment_pb2.SavedPaymentMethod.DESCRIPTOR.full_name,
         "dispute": payment_pb2.Dispute.DESCRIPTOR.full_name,
+        "payout": payment_pb2.Payout.DESCRIPTOR.full_name,
+        "balance": ledger_pb2.Balance.DESCRIPTOR.full_name,
     }
     for entry in catalog.entries():
         assert pool.FindMessageTypeByName(entry.object_type)
@@ -184,10 +193,12 @@ def test_test_object__is_a_valid_test_mode_object_of_the_type_without_secrets(
     if "status" in definition.object_schema["properties"]:
         assert obj["status"] == definition.entry.name.rsplit(".", 1)[1]
     else:
-        # Customers and payment methods have no status: their event's verb is no state.
+        # Customers, payment methods and the balance have no status: their event's verb is
+        # no state.
         assert definition.entry.object_type in {
             "paymesh.payment.v1.Customer",
             "paymesh.payment.v1.SavedPaymentMethod",
+            "paymesh.ledger.v1.Balance",
         }, definition.entry.name
     assert obj["livemode"] is False
     assert obj.get("merchant_id", "mer_test") == "mer_test"

@@ -889,10 +889,16 @@ class Pipeline(_message.Message):
     OUTBOX_FIELD_NUMBER: _builtins.int
     STUCK_PAYMENTS_FIELD_NUMBER: _builtins.int
     STUCK_REFUNDS_FIELD_NUMBER: _builtins.int
+    PAYOUTS_IN_TRANSIT_FIELD_NUMBER: _builtins.int
+    PAYOUTS_FAILED_FIELD_NUMBER: _builtins.int
     stuck_payments: _builtins.int
     """Payments processing that nothing has driven for a while (the sweeper re-drives them)."""
     stuck_refunds: _builtins.int
     """Refunds pending that nothing has driven for a while."""
+    payouts_in_transit: _builtins.int
+    """Payouts pending or in transit to merchants' banks."""
+    payouts_failed: _builtins.int
+    """Payouts the bank refused (their funds went back to the merchants' balances)."""
     @_builtins.property
     def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueBacklog]:
         """Each RQ queue's waiting jobs, by name."""
@@ -908,10 +914,12 @@ class Pipeline(_message.Message):
         outbox: _abc.Iterable[_payment_internal_pb2.OutboxBacklog] | None = ...,
         stuck_payments: _builtins.int = ...,
         stuck_refunds: _builtins.int = ...,
+        payouts_in_transit: _builtins.int = ...,
+        payouts_failed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outbox", b"outbox", "queues", b"queues", "stuck_payments", b"stuck_payments", "stuck_refunds", b"stuck_refunds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outbox", b"outbox", "payouts_failed", b"payouts_failed", "payouts_in_transit", b"payouts_in_transit", "queues", b"queues", "stuck_payments", b"stuck_payments", "stuck_refunds", b"stuck_refunds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1207,6 +1215,40 @@ class SearchDisputesRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SearchDisputesRequest: _TypeAlias = SearchDisputesRequest  # noqa: Y015
+
+@_typing.final
+class SearchPayoutsRequest(_message.Message):
+    """SearchPayoutsRequest pages through payouts of every merchant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    merchant_id: _builtins.str
+    """Only this merchant's payouts; empty for all."""
+    status: _builtins.str
+    """Only payouts in this status, e.g. "failed"."""
+    page_size: _builtins.int
+    """Maximum items per page, 1 to 100; default 20."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    def __init__(
+        self,
+        *,
+        merchant_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["merchant_id", b"merchant_id", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchPayoutsRequest: _TypeAlias = SearchPayoutsRequest  # noqa: Y015
 
 @_typing.final
 class SearchPaymentsResponse(_message.Message):

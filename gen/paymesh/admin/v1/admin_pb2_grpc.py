@@ -124,6 +124,11 @@ class AdminServiceStub:
                 request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchDisputesRequest.SerializeToString,
                 response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListDisputesResponse.FromString,
                 _registered_method=True)
+        self.SearchPayouts = channel.unary_unary(
+                '/paymesh.admin.v1.AdminService/SearchPayouts',
+                request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchPayoutsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListPayoutsResponse.FromString,
+                _registered_method=True)
         self.GetPaymentDetail = channel.unary_unary(
                 '/paymesh.admin.v1.AdminService/GetPaymentDetail',
                 request_serializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.GetPaymentDetailRequest.SerializeToString,
@@ -312,6 +317,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchPayouts(self, request, context):
+        """Lists payouts across merchants, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetPaymentDetail(self, request, context):
         """One payment of any merchant with its refunds, events and ledger entries.
         """
@@ -483,6 +495,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SearchDisputes,
                     request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchDisputesRequest.FromString,
                     response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListDisputesResponse.SerializeToString,
+            ),
+            'SearchPayouts': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchPayouts,
+                    request_deserializer=paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchPayoutsRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListPayoutsResponse.SerializeToString,
             ),
             'GetPaymentDetail': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPaymentDetail,
@@ -1006,6 +1023,33 @@ class AdminService:
             '/paymesh.admin.v1.AdminService/SearchDisputes',
             paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchDisputesRequest.SerializeToString,
             paymesh_dot_payment_dot_v1_dot_payment__pb2.ListDisputesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchPayouts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.admin.v1.AdminService/SearchPayouts',
+            paymesh_dot_admin_dot_v1_dot_admin__pb2.SearchPayoutsRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.ListPayoutsResponse.FromString,
             options,
             channel_credentials,
             insecure,

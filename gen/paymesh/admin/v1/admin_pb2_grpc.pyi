@@ -76,6 +76,8 @@ class AdminServiceStub:
     """Searches payments across merchants, newest first."""
     SearchDisputes: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SearchDisputesRequest, _payment_pb2.ListDisputesResponse]
     """Lists disputes across merchants, newest first."""
+    SearchPayouts: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SearchPayoutsRequest, _payment_pb2.ListPayoutsResponse]
+    """Lists payouts across merchants, newest first."""
     GetPaymentDetail: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetPaymentDetailRequest, _admin_pb2.PaymentDetail]
     """One payment of any merchant with its refunds, events and ledger entries."""
     RefundPayment: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RefundPaymentRequest, _payment_pb2.Refund]
@@ -146,6 +148,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Searches payments across merchants, newest first."""
     SearchDisputes: _aio.UnaryUnaryMultiCallable[_admin_pb2.SearchDisputesRequest, _payment_pb2.ListDisputesResponse]  # type: ignore[assignment]
     """Lists disputes across merchants, newest first."""
+    SearchPayouts: _aio.UnaryUnaryMultiCallable[_admin_pb2.SearchPayoutsRequest, _payment_pb2.ListPayoutsResponse]  # type: ignore[assignment]
+    """Lists payouts across merchants, newest first."""
     GetPaymentDetail: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetPaymentDetailRequest, _admin_pb2.PaymentDetail]  # type: ignore[assignment]
     """One payment of any merchant with its refunds, events and ledger entries."""
     RefundPayment: _aio.UnaryUnaryMultiCallable[_admin_pb2.RefundPaymentRequest, _payment_pb2.Refund]  # type: ignore[assignment]
@@ -315,6 +319,14 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.ListDisputesResponse, _abc.Awaitable[_payment_pb2.ListDisputesResponse]]:
         """Lists disputes across merchants, newest first."""
+
+    @_abc_1.abstractmethod
+    def SearchPayouts(
+        self,
+        request: _admin_pb2.SearchPayoutsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ListPayoutsResponse, _abc.Awaitable[_payment_pb2.ListPayoutsResponse]]:
+        """Lists payouts across merchants, newest first."""
 
     @_abc_1.abstractmethod
     def GetPaymentDetail(

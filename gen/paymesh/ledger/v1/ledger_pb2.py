@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epaymesh/ledger/v1/ledger.proto\x12\x11paymesh.ledger.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11GetBalanceRequest\"4\n\rBalanceAmount\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x03\"P\n\x07\x42\x61lance\x12\x33\n\tavailable\x18\x01 \x03(\x0b\x32 .paymesh.ledger.v1.BalanceAmount\x12\x10\n\x08livemode\x18\x02 \x01(\x08\"\xa3\x01\n\x19ListBalanceEntriesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12/\n\x0b\x63reated_gte\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_lt\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb8\x01\n\x05\x45ntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0etransaction_id\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x11\n\tdirection\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x11\n\tsource_id\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"r\n\x1aListBalanceEntriesResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.paymesh.ledger.v1.Entry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\x32\x85\x02\n\rLedgerService\x12\x63\n\nGetBalance\x12$.paymesh.ledger.v1.GetBalanceRequest\x1a\x1a.paymesh.ledger.v1.Balance\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/balance\x12\x8e\x01\n\x12ListBalanceEntries\x12,.paymesh.ledger.v1.ListBalanceEntriesRequest\x1a-.paymesh.ledger.v1.ListBalanceEntriesResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/balance/entriesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epaymesh/ledger/v1/ledger.proto\x12\x11paymesh.ledger.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11GetBalanceRequest\"E\n\rBalanceAmount\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x03\x12\x0f\n\x07pending\x18\x03 \x01(\x03\"P\n\x07\x42\x61lance\x12\x33\n\tavailable\x18\x01 \x03(\x0b\x32 .paymesh.ledger.v1.BalanceAmount\x12\x10\n\x08livemode\x18\x02 \x01(\x08\"\xa3\x01\n\x19ListBalanceEntriesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12/\n\x0b\x63reated_gte\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_lt\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb8\x01\n\x05\x45ntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0etransaction_id\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x11\n\tdirection\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x11\n\tsource_id\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"r\n\x1aListBalanceEntriesResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.paymesh.ledger.v1.Entry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08\x32\x85\x02\n\rLedgerService\x12\x63\n\nGetBalance\x12$.paymesh.ledger.v1.GetBalanceRequest\x1a\x1a.paymesh.ledger.v1.Balance\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/balance\x12\x8e\x01\n\x12ListBalanceEntries\x12,.paymesh.ledger.v1.ListBalanceEntriesRequest\x1a-.paymesh.ledger.v1.ListBalanceEntriesResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/balance/entriesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,15 +40,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETBALANCEREQUEST']._serialized_start=116
   _globals['_GETBALANCEREQUEST']._serialized_end=135
   _globals['_BALANCEAMOUNT']._serialized_start=137
-  _globals['_BALANCEAMOUNT']._serialized_end=189
-  _globals['_BALANCE']._serialized_start=191
-  _globals['_BALANCE']._serialized_end=271
-  _globals['_LISTBALANCEENTRIESREQUEST']._serialized_start=274
-  _globals['_LISTBALANCEENTRIESREQUEST']._serialized_end=437
-  _globals['_ENTRY']._serialized_start=440
-  _globals['_ENTRY']._serialized_end=624
-  _globals['_LISTBALANCEENTRIESRESPONSE']._serialized_start=626
-  _globals['_LISTBALANCEENTRIESRESPONSE']._serialized_end=740
-  _globals['_LEDGERSERVICE']._serialized_start=743
-  _globals['_LEDGERSERVICE']._serialized_end=1004
+  _globals['_BALANCEAMOUNT']._serialized_end=206
+  _globals['_BALANCE']._serialized_start=208
+  _globals['_BALANCE']._serialized_end=288
+  _globals['_LISTBALANCEENTRIESREQUEST']._serialized_start=291
+  _globals['_LISTBALANCEENTRIESREQUEST']._serialized_end=454
+  _globals['_ENTRY']._serialized_start=457
+  _globals['_ENTRY']._serialized_end=641
+  _globals['_LISTBALANCEENTRIESRESPONSE']._serialized_start=643
+  _globals['_LISTBALANCEENTRIESRESPONSE']._serialized_end=757
+  _globals['_LEDGERSERVICE']._serialized_start=760
+  _globals['_LEDGERSERVICE']._serialized_end=1021
 # @@protoc_insertion_point(module_scope)

@@ -44,19 +44,25 @@ class BalanceAmount(_message.Message):
 
     CURRENCY_FIELD_NUMBER: _builtins.int
     AVAILABLE_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
     currency: _builtins.str
     """ISO 4217 currency code."""
     available: _builtins.int
-    """Minor units owed to the merchant; negative when the merchant owes the platform."""
+    """Minor units owed to the merchant that can be paid out now; negative when the merchant owes
+    the platform (refunds beyond what was available), recovered from later funds.
+    """
+    pending: _builtins.int
+    """Minor units captured for the merchant that become available after its settlement delay."""
     def __init__(
         self,
         *,
         currency: _builtins.str = ...,
         available: _builtins.int = ...,
+        pending: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "currency", b"currency"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "currency", b"currency", "pending", b"pending"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -146,10 +146,16 @@ class GetPipelineResponse(_message.Message):
     OUTBOX_FIELD_NUMBER: _builtins.int
     STUCK_PAYMENTS_FIELD_NUMBER: _builtins.int
     STUCK_REFUNDS_FIELD_NUMBER: _builtins.int
+    PAYOUTS_IN_TRANSIT_FIELD_NUMBER: _builtins.int
+    PAYOUTS_FAILED_FIELD_NUMBER: _builtins.int
     stuck_payments: _builtins.int
     """Payments processing that nothing has driven for payment_stuck_after_s."""
     stuck_refunds: _builtins.int
     """Refunds pending that nothing has driven for payment_stuck_after_s."""
+    payouts_in_transit: _builtins.int
+    """Payouts pending or in transit."""
+    payouts_failed: _builtins.int
+    """Payouts that failed (the bank refused them; their funds went back to the balance)."""
     @_builtins.property
     def outbox(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutboxBacklog]:
         """Outbox rows not relayed yet, per kind ("job", "event")."""
@@ -160,14 +166,50 @@ class GetPipelineResponse(_message.Message):
         outbox: _abc.Iterable[Global___OutboxBacklog] | None = ...,
         stuck_payments: _builtins.int = ...,
         stuck_refunds: _builtins.int = ...,
+        payouts_in_transit: _builtins.int = ...,
+        payouts_failed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outbox", b"outbox", "stuck_payments", b"stuck_payments", "stuck_refunds", b"stuck_refunds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outbox", b"outbox", "payouts_failed", b"payouts_failed", "payouts_in_transit", b"payouts_in_transit", "stuck_payments", b"stuck_payments", "stuck_refunds", b"stuck_refunds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPipelineResponse: _TypeAlias = GetPipelineResponse  # noqa: Y015
+
+@_typing.final
+class SearchPayoutsRequest(_message.Message):
+    """SearchPayoutsRequest pages through payouts of every merchant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    merchant_id: _builtins.str
+    """Only this merchant's payouts; empty for all."""
+    status: _builtins.str
+    """Only payouts in this status, e.g. "failed"."""
+    page_size: _builtins.int
+    """Maximum items per page, 1 to 100; default 20."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    def __init__(
+        self,
+        *,
+        merchant_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["merchant_id", b"merchant_id", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchPayoutsRequest: _TypeAlias = SearchPayoutsRequest  # noqa: Y015
 
 @_typing.final
 class OutboxBacklog(_message.Message):

@@ -82,6 +82,11 @@ class PaymentInternalServiceStub:
                 request_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.SearchDisputesRequest.SerializeToString,
                 response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListDisputesResponse.FromString,
                 _registered_method=True)
+        self.SearchPayouts = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentInternalService/SearchPayouts',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.SearchPayoutsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListPayoutsResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentInternalServiceServicer:
@@ -152,6 +157,13 @@ class PaymentInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchPayouts(self, request, context):
+        """Lists payouts across merchants, newest first, for operators.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -199,6 +211,11 @@ def add_PaymentInternalServiceServicer_to_server(servicer, server):
                     servicer.SearchDisputes,
                     request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.SearchDisputesRequest.FromString,
                     response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListDisputesResponse.SerializeToString,
+            ),
+            'SearchPayouts': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchPayouts,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.SearchPayoutsRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListPayoutsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -446,6 +463,33 @@ class PaymentInternalService:
             '/paymesh.payment.v1.PaymentInternalService/SearchDisputes',
             paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.SearchDisputesRequest.SerializeToString,
             paymesh_dot_payment_dot_v1_dot_payment__pb2.ListDisputesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchPayouts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentInternalService/SearchPayouts',
+            paymesh_dot_payment_dot_v1_dot_payment__internal__pb2.SearchPayoutsRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.ListPayoutsResponse.FromString,
             options,
             channel_credentials,
             insecure,

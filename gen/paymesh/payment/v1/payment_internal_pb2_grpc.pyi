@@ -54,6 +54,8 @@ class PaymentInternalServiceStub:
     """Lists the processor simulator's own records of charges and refunds, for reconciliation."""
     SearchDisputes: _grpc.UnaryUnaryMultiCallable[_payment_internal_pb2.SearchDisputesRequest, _payment_pb2.ListDisputesResponse]
     """Lists disputes across merchants and modes for operators, newest first."""
+    SearchPayouts: _grpc.UnaryUnaryMultiCallable[_payment_internal_pb2.SearchPayoutsRequest, _payment_pb2.ListPayoutsResponse]
+    """Lists payouts across merchants, newest first, for operators."""
 
 @_typing.type_check_only
 class PaymentInternalServiceAsyncStub(PaymentInternalServiceStub):
@@ -80,6 +82,8 @@ class PaymentInternalServiceAsyncStub(PaymentInternalServiceStub):
     """Lists the processor simulator's own records of charges and refunds, for reconciliation."""
     SearchDisputes: _aio.UnaryUnaryMultiCallable[_payment_internal_pb2.SearchDisputesRequest, _payment_pb2.ListDisputesResponse]  # type: ignore[assignment]
     """Lists disputes across merchants and modes for operators, newest first."""
+    SearchPayouts: _aio.UnaryUnaryMultiCallable[_payment_internal_pb2.SearchPayoutsRequest, _payment_pb2.ListPayoutsResponse]  # type: ignore[assignment]
+    """Lists payouts across merchants, newest first, for operators."""
 
 class PaymentInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     """PaymentInternalService is for other paymesh services (admin, ledger) only; the edge never
@@ -157,5 +161,13 @@ class PaymentInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.ListDisputesResponse, _abc.Awaitable[_payment_pb2.ListDisputesResponse]]:
         """Lists disputes across merchants and modes for operators, newest first."""
+
+    @_abc_1.abstractmethod
+    def SearchPayouts(
+        self,
+        request: _payment_internal_pb2.SearchPayoutsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ListPayoutsResponse, _abc.Awaitable[_payment_pb2.ListPayoutsResponse]]:
+        """Lists payouts across merchants, newest first, for operators."""
 
 def add_PaymentInternalServiceServicer_to_server(servicer: PaymentInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

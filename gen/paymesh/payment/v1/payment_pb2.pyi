@@ -1812,3 +1812,375 @@ class DetachSavedPaymentMethodRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DetachSavedPaymentMethodRequest: _TypeAlias = DetachSavedPaymentMethodRequest  # noqa: Y015
+
+@_typing.final
+class Payout(_message.Message):
+    """Payout is money sent from a merchant's available balance to its bank account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    BANK_ACCOUNT_LAST4_FIELD_NUMBER: _builtins.int
+    FAILURE_CODE_FIELD_NUMBER: _builtins.int
+    LIVEMODE_FIELD_NUMBER: _builtins.int
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    FINISH_TIME_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Identifier, "po_..." ."""
+    amount: _builtins.int
+    """Amount in the currency's minor unit."""
+    currency: _builtins.str
+    """ISO 4217 currency code."""
+    status: _builtins.str
+    """Status: "pending", "in_transit", "paid", "failed" or "canceled"."""
+    method: _builtins.str
+    """"manual" (created through the API) or "automatic" (the payout schedule)."""
+    description: _builtins.str
+    """Merchant's description."""
+    bank_account_last4: _builtins.str
+    """The last four digits of the bank account it is sent to."""
+    failure_code: _builtins.str
+    """Why it failed, when failed: "no_account", "account_closed"."""
+    livemode: _builtins.bool
+    """True for live mode, false for test mode."""
+    merchant_id: _builtins.str
+    """Owning merchant."""
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Merchant's key-value data."""
+
+    @_builtins.property
+    def finish_time(self) -> _timestamp_pb2.Timestamp:
+        """When it reached paid, failed or canceled."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Creation time."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Last change."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        status: _builtins.str = ...,
+        method: _builtins.str = ...,
+        description: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        bank_account_last4: _builtins.str = ...,
+        failure_code: _builtins.str = ...,
+        livemode: _builtins.bool = ...,
+        merchant_id: _builtins.str = ...,
+        finish_time: _timestamp_pb2.Timestamp | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bank_account_last4", b"bank_account_last4", "create_time", b"create_time", "currency", b"currency", "description", b"description", "failure_code", b"failure_code", "finish_time", b"finish_time", "id", b"id", "livemode", b"livemode", "merchant_id", b"merchant_id", "metadata", b"metadata", "method", b"method", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Payout: _TypeAlias = Payout  # noqa: Y015
+
+@_typing.final
+class CreatePayoutRequest(_message.Message):
+    """CreatePayoutRequest is the body of POST /v1/payouts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    amount: _builtins.int
+    """Amount, 1 or more and at most the available balance."""
+    currency: _builtins.str
+    """ISO 4217 currency code of the balance to pay out."""
+    description: _builtins.str
+    """Free text, up to 1000 characters."""
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Up to 50 keys of up to 40 characters, values up to 500 characters."""
+
+    def __init__(
+        self,
+        *,
+        amount: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        description: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency", "description", b"description", "metadata", b"metadata"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatePayoutRequest: _TypeAlias = CreatePayoutRequest  # noqa: Y015
+
+@_typing.final
+class GetPayoutRequest(_message.Message):
+    """GetPayoutRequest names a payout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Payout identifier."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPayoutRequest: _TypeAlias = GetPayoutRequest  # noqa: Y015
+
+@_typing.final
+class ListPayoutsRequest(_message.Message):
+    """ListPayoutsRequest pages through payouts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CREATED_GTE_FIELD_NUMBER: _builtins.int
+    CREATED_LT_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum items per page, 1 to 100; default 20."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    status: _builtins.str
+    """Only payouts in this status."""
+    @_builtins.property
+    def created_gte(self) -> _timestamp_pb2.Timestamp:
+        """Only payouts created at or after this time (RFC 3339 in a query, e.g. 2026-12-01T00:00:00Z)."""
+
+    @_builtins.property
+    def created_lt(self) -> _timestamp_pb2.Timestamp:
+        """Only payouts created before this time; with created_gte, a half-open range."""
+
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        status: _builtins.str = ...,
+        created_gte: _timestamp_pb2.Timestamp | None = ...,
+        created_lt: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_gte", b"created_gte", "created_lt", b"created_lt"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_gte", b"created_gte", "created_lt", b"created_lt", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPayoutsRequest: _TypeAlias = ListPayoutsRequest  # noqa: Y015
+
+@_typing.final
+class ListPayoutsResponse(_message.Message):
+    """ListPayoutsResponse is one page of payouts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYOUTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    has_more: _builtins.bool
+    """Whether another page follows (exactly when next_page_token is set)."""
+    @_builtins.property
+    def payouts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Payout]:
+        """The payouts, newest first."""
+
+    def __init__(
+        self,
+        *,
+        payouts: _abc.Iterable[Global___Payout] | None = ...,
+        next_page_token: _builtins.str = ...,
+        has_more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_more", b"has_more", "next_page_token", b"next_page_token", "payouts", b"payouts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPayoutsResponse: _TypeAlias = ListPayoutsResponse  # noqa: Y015
+
+@_typing.final
+class CancelPayoutRequest(_message.Message):
+    """CancelPayoutRequest names a payout to cancel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Payout identifier."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelPayoutRequest: _TypeAlias = CancelPayoutRequest  # noqa: Y015
+
+@_typing.final
+class GetPayoutSettingsRequest(_message.Message):
+    """GetPayoutSettingsRequest asks for the caller's payout settings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPayoutSettingsRequest: _TypeAlias = GetPayoutSettingsRequest  # noqa: Y015
+
+@_typing.final
+class PayoutSettings(_message.Message):
+    """PayoutSettings is where and when a merchant's available balance is paid out."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BANK_ACCOUNT_LAST4_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    SETTLEMENT_DELAY_S_FIELD_NUMBER: _builtins.int
+    LIVEMODE_FIELD_NUMBER: _builtins.int
+    bank_account_last4: _builtins.str
+    """The last four digits of the bank account; empty when none is set."""
+    schedule: _builtins.str
+    """"automatic" (the available balance is paid out on a schedule) or "manual"."""
+    settlement_delay_s: _builtins.int
+    """Seconds captured funds stay pending before they become available."""
+    livemode: _builtins.bool
+    """True for live mode, false for test mode."""
+    def __init__(
+        self,
+        *,
+        bank_account_last4: _builtins.str = ...,
+        schedule: _builtins.str = ...,
+        settlement_delay_s: _builtins.int = ...,
+        livemode: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bank_account_last4", b"bank_account_last4", "livemode", b"livemode", "schedule", b"schedule", "settlement_delay_s", b"settlement_delay_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PayoutSettings: _TypeAlias = PayoutSettings  # noqa: Y015
+
+@_typing.final
+class UpdatePayoutSettingsRequest(_message.Message):
+    """UpdatePayoutSettingsRequest is the body of POST /v1/account/payout_settings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BANK_ACCOUNT_NUMBER_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    SETTLEMENT_DELAY_S_FIELD_NUMBER: _builtins.int
+    bank_account_number: _builtins.str
+    """The bank account number, 4 to 34 digits (test mode: 000123456789 pays, 000111111116 fails
+    with no_account, 000111111113 fails with account_closed).
+    """
+    schedule: _builtins.str
+    """"automatic" or "manual"."""
+    settlement_delay_s: _builtins.int
+    """Seconds captured funds stay pending, 0 to 2592000 (30 days); absent keeps the mode's default
+    or the value set before.
+    """
+    def __init__(
+        self,
+        *,
+        bank_account_number: _builtins.str | None = ...,
+        schedule: _builtins.str | None = ...,
+        settlement_delay_s: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_bank_account_number", b"_bank_account_number", "_schedule", b"_schedule", "_settlement_delay_s", b"_settlement_delay_s", "bank_account_number", b"bank_account_number", "schedule", b"schedule", "settlement_delay_s", b"settlement_delay_s"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_bank_account_number", b"_bank_account_number", "_schedule", b"_schedule", "_settlement_delay_s", b"_settlement_delay_s", "bank_account_number", b"bank_account_number", "schedule", b"schedule", "settlement_delay_s", b"settlement_delay_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__bank_account_number: _TypeAlias = _typing.Literal["bank_account_number"]  # noqa: Y015
+    _WhichOneofArgType__bank_account_number: _TypeAlias = _typing.Literal["_bank_account_number", b"_bank_account_number"]  # noqa: Y015
+    _WhichOneofReturnType__schedule: _TypeAlias = _typing.Literal["schedule"]  # noqa: Y015
+    _WhichOneofArgType__schedule: _TypeAlias = _typing.Literal["_schedule", b"_schedule"]  # noqa: Y015
+    _WhichOneofReturnType__settlement_delay_s: _TypeAlias = _typing.Literal["settlement_delay_s"]  # noqa: Y015
+    _WhichOneofArgType__settlement_delay_s: _TypeAlias = _typing.Literal["_settlement_delay_s", b"_settlement_delay_s"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__bank_account_number) -> _WhichOneofReturnType__bank_account_number | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__schedule) -> _WhichOneofReturnType__schedule | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__settlement_delay_s) -> _WhichOneofReturnType__settlement_delay_s | None: ...
+
+Global___UpdatePayoutSettingsRequest: _TypeAlias = UpdatePayoutSettingsRequest  # noqa: Y015

@@ -159,6 +159,36 @@ class PaymentServiceStub:
                 request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.DetachSavedPaymentMethodRequest.SerializeToString,
                 response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.SavedPaymentMethod.FromString,
                 _registered_method=True)
+        self.CreatePayout = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/CreatePayout',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.CreatePayoutRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Payout.FromString,
+                _registered_method=True)
+        self.GetPayout = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/GetPayout',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.GetPayoutRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Payout.FromString,
+                _registered_method=True)
+        self.ListPayouts = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/ListPayouts',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListPayoutsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListPayoutsResponse.FromString,
+                _registered_method=True)
+        self.CancelPayout = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/CancelPayout',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.CancelPayoutRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Payout.FromString,
+                _registered_method=True)
+        self.GetPayoutSettings = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/GetPayoutSettings',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.GetPayoutSettingsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.PayoutSettings.FromString,
+                _registered_method=True)
+        self.UpdatePayoutSettings = channel.unary_unary(
+                '/paymesh.payment.v1.PaymentService/UpdatePayoutSettings',
+                request_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.UpdatePayoutSettingsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.PayoutSettings.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -341,6 +371,48 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreatePayout(self, request, context):
+        """Sends money from the available balance to the merchant's bank account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPayout(self, request, context):
+        """Returns one payout.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPayouts(self, request, context):
+        """Lists payouts, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelPayout(self, request, context):
+        """Cancels a payout that has not left for the bank yet; its funds return to the balance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPayoutSettings(self, request, context):
+        """Returns the merchant's payout settings in the key's mode.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePayoutSettings(self, request, context):
+        """Sets the merchant's bank account and payout schedule; absent fields stay as they are.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -463,6 +535,36 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.DetachSavedPaymentMethod,
                     request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.DetachSavedPaymentMethodRequest.FromString,
                     response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.SavedPaymentMethod.SerializeToString,
+            ),
+            'CreatePayout': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePayout,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.CreatePayoutRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Payout.SerializeToString,
+            ),
+            'GetPayout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPayout,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.GetPayoutRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Payout.SerializeToString,
+            ),
+            'ListPayouts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPayouts,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListPayoutsRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.ListPayoutsResponse.SerializeToString,
+            ),
+            'CancelPayout': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelPayout,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.CancelPayoutRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.Payout.SerializeToString,
+            ),
+            'GetPayoutSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPayoutSettings,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.GetPayoutSettingsRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.PayoutSettings.SerializeToString,
+            ),
+            'UpdatePayoutSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePayoutSettings,
+                    request_deserializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.UpdatePayoutSettingsRequest.FromString,
+                    response_serializer=paymesh_dot_payment_dot_v1_dot_payment__pb2.PayoutSettings.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1118,6 +1220,168 @@ class PaymentService:
             '/paymesh.payment.v1.PaymentService/DetachSavedPaymentMethod',
             paymesh_dot_payment_dot_v1_dot_payment__pb2.DetachSavedPaymentMethodRequest.SerializeToString,
             paymesh_dot_payment_dot_v1_dot_payment__pb2.SavedPaymentMethod.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePayout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/CreatePayout',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.CreatePayoutRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.Payout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPayout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/GetPayout',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.GetPayoutRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.Payout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPayouts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/ListPayouts',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.ListPayoutsRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.ListPayoutsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelPayout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/CancelPayout',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.CancelPayoutRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.Payout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPayoutSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/GetPayoutSettings',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.GetPayoutSettingsRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.PayoutSettings.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePayoutSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.payment.v1.PaymentService/UpdatePayoutSettings',
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.UpdatePayoutSettingsRequest.SerializeToString,
+            paymesh_dot_payment_dot_v1_dot_payment__pb2.PayoutSettings.FromString,
             options,
             channel_credentials,
             insecure,

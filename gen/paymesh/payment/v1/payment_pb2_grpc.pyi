@@ -94,6 +94,18 @@ class PaymentServiceStub:
     """Attaches a saved payment method to a customer (it may then pay for the customer's payments)."""
     DetachSavedPaymentMethod: _grpc.UnaryUnaryMultiCallable[_payment_pb2.DetachSavedPaymentMethodRequest, _payment_pb2.SavedPaymentMethod]
     """Detaches a saved payment method from its customer; it cannot pay again."""
+    CreatePayout: _grpc.UnaryUnaryMultiCallable[_payment_pb2.CreatePayoutRequest, _payment_pb2.Payout]
+    """Sends money from the available balance to the merchant's bank account."""
+    GetPayout: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetPayoutRequest, _payment_pb2.Payout]
+    """Returns one payout."""
+    ListPayouts: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ListPayoutsRequest, _payment_pb2.ListPayoutsResponse]
+    """Lists payouts, newest first."""
+    CancelPayout: _grpc.UnaryUnaryMultiCallable[_payment_pb2.CancelPayoutRequest, _payment_pb2.Payout]
+    """Cancels a payout that has not left for the bank yet; its funds return to the balance."""
+    GetPayoutSettings: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetPayoutSettingsRequest, _payment_pb2.PayoutSettings]
+    """Returns the merchant's payout settings in the key's mode."""
+    UpdatePayoutSettings: _grpc.UnaryUnaryMultiCallable[_payment_pb2.UpdatePayoutSettingsRequest, _payment_pb2.PayoutSettings]
+    """Sets the merchant's bank account and payout schedule; absent fields stay as they are."""
 
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
@@ -161,6 +173,18 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     """Attaches a saved payment method to a customer (it may then pay for the customer's payments)."""
     DetachSavedPaymentMethod: _aio.UnaryUnaryMultiCallable[_payment_pb2.DetachSavedPaymentMethodRequest, _payment_pb2.SavedPaymentMethod]  # type: ignore[assignment]
     """Detaches a saved payment method from its customer; it cannot pay again."""
+    CreatePayout: _aio.UnaryUnaryMultiCallable[_payment_pb2.CreatePayoutRequest, _payment_pb2.Payout]  # type: ignore[assignment]
+    """Sends money from the available balance to the merchant's bank account."""
+    GetPayout: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetPayoutRequest, _payment_pb2.Payout]  # type: ignore[assignment]
+    """Returns one payout."""
+    ListPayouts: _aio.UnaryUnaryMultiCallable[_payment_pb2.ListPayoutsRequest, _payment_pb2.ListPayoutsResponse]  # type: ignore[assignment]
+    """Lists payouts, newest first."""
+    CancelPayout: _aio.UnaryUnaryMultiCallable[_payment_pb2.CancelPayoutRequest, _payment_pb2.Payout]  # type: ignore[assignment]
+    """Cancels a payout that has not left for the bank yet; its funds return to the balance."""
+    GetPayoutSettings: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetPayoutSettingsRequest, _payment_pb2.PayoutSettings]  # type: ignore[assignment]
+    """Returns the merchant's payout settings in the key's mode."""
+    UpdatePayoutSettings: _aio.UnaryUnaryMultiCallable[_payment_pb2.UpdatePayoutSettingsRequest, _payment_pb2.PayoutSettings]  # type: ignore[assignment]
+    """Sets the merchant's bank account and payout schedule; absent fields stay as they are."""
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     """PaymentService is the merchant-facing API for taking card payments and refunding them.
@@ -369,5 +393,53 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.SavedPaymentMethod, _abc.Awaitable[_payment_pb2.SavedPaymentMethod]]:
         """Detaches a saved payment method from its customer; it cannot pay again."""
+
+    @_abc_1.abstractmethod
+    def CreatePayout(
+        self,
+        request: _payment_pb2.CreatePayoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.Payout, _abc.Awaitable[_payment_pb2.Payout]]:
+        """Sends money from the available balance to the merchant's bank account."""
+
+    @_abc_1.abstractmethod
+    def GetPayout(
+        self,
+        request: _payment_pb2.GetPayoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.Payout, _abc.Awaitable[_payment_pb2.Payout]]:
+        """Returns one payout."""
+
+    @_abc_1.abstractmethod
+    def ListPayouts(
+        self,
+        request: _payment_pb2.ListPayoutsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ListPayoutsResponse, _abc.Awaitable[_payment_pb2.ListPayoutsResponse]]:
+        """Lists payouts, newest first."""
+
+    @_abc_1.abstractmethod
+    def CancelPayout(
+        self,
+        request: _payment_pb2.CancelPayoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.Payout, _abc.Awaitable[_payment_pb2.Payout]]:
+        """Cancels a payout that has not left for the bank yet; its funds return to the balance."""
+
+    @_abc_1.abstractmethod
+    def GetPayoutSettings(
+        self,
+        request: _payment_pb2.GetPayoutSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.PayoutSettings, _abc.Awaitable[_payment_pb2.PayoutSettings]]:
+        """Returns the merchant's payout settings in the key's mode."""
+
+    @_abc_1.abstractmethod
+    def UpdatePayoutSettings(
+        self,
+        request: _payment_pb2.UpdatePayoutSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.PayoutSettings, _abc.Awaitable[_payment_pb2.PayoutSettings]]:
+        """Sets the merchant's bank account and payout schedule; absent fields stay as they are."""
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -65,6 +65,18 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """A chargeback's funds left the merchant's balance."""
     EVENT_TYPE_DISPUTE_FUNDS_REINSTATED: _EventType.ValueType  # 19
     """A won chargeback's amount came back."""
+    EVENT_TYPE_PAYOUT_CREATED: _EventType.ValueType  # 40
+    """A payout was created. (Numbered from 40: other lifecycles take the numbers after 14.)"""
+    EVENT_TYPE_PAYOUT_UPDATED: _EventType.ValueType  # 41
+    """A payout changed."""
+    EVENT_TYPE_PAYOUT_PAID: _EventType.ValueType  # 42
+    """A payout was paid."""
+    EVENT_TYPE_PAYOUT_FAILED: _EventType.ValueType  # 43
+    """A payout failed."""
+    EVENT_TYPE_PAYOUT_CANCELED: _EventType.ValueType  # 44
+    """A payout was canceled."""
+    EVENT_TYPE_BALANCE_AVAILABLE: _EventType.ValueType  # 45
+    """Funds became available."""
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """EventType is the catalog of event types; each value carries its entry as an option."""
@@ -109,6 +121,18 @@ EVENT_TYPE_DISPUTE_FUNDS_WITHDRAWN: EventType.ValueType  # 18
 """A chargeback's funds left the merchant's balance."""
 EVENT_TYPE_DISPUTE_FUNDS_REINSTATED: EventType.ValueType  # 19
 """A won chargeback's amount came back."""
+EVENT_TYPE_PAYOUT_CREATED: EventType.ValueType  # 40
+"""A payout was created. (Numbered from 40: other lifecycles take the numbers after 14.)"""
+EVENT_TYPE_PAYOUT_UPDATED: EventType.ValueType  # 41
+"""A payout changed."""
+EVENT_TYPE_PAYOUT_PAID: EventType.ValueType  # 42
+"""A payout was paid."""
+EVENT_TYPE_PAYOUT_FAILED: EventType.ValueType  # 43
+"""A payout failed."""
+EVENT_TYPE_PAYOUT_CANCELED: EventType.ValueType  # 44
+"""A payout was canceled."""
+EVENT_TYPE_BALANCE_AVAILABLE: EventType.ValueType  # 45
+"""Funds became available."""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 @_typing.final
