@@ -31,6 +31,7 @@ from tests.browser.support import (
     wait_final,
 )
 from tests.conftest import MerchantKeys, OperatorLogin
+from tests.integration.test_payouts import create_payout, funded
 from tests.integration.webhook_receiver import create_endpoint
 
 AXE = Path(__file__).resolve().parents[2] / "frontend" / "node_modules" / "axe-core" / "axe.min.js"
@@ -100,6 +101,9 @@ def test_axe__every_dashboard_page_and_the_confirmation_dialog(
     wait_final(api, merchant, paid["id"])
     disputed = create_payment(api, merchant, amount=990, currency="EUR", card=DISPUTED)
     dispute = wait_dispute(api, merchant, disputed["id"])
+    net = funded(api, merchant)
+    payout = create_payout(api, merchant.secret_key, amount=net // 2, currency="USD")
+    assert payout.status_code == 200, payout.text
     page = scan_context.new_page()
     found: list[str] = []
 
@@ -113,6 +117,7 @@ def test_axe__every_dashboard_page_and_the_confirmation_dialog(
         "/dashboard/payments": "payments-table",
         f"/dashboard/payments/{paid['id']}": "refund-panel",
         "/dashboard/disputes": f"dispute-row-{dispute['id']}",
+        "/dashboard/payouts": f"payout-row-{payout.json()['id']}",
         f"/dashboard/payments/{disputed['id']}": "detail-dispute",
         "/dashboard/webhooks": "failed-deliveries",
         "/dashboard/merchants": "merchants-table",

@@ -20,6 +20,7 @@ export const routes: Routes = [
       { path: 'payments', loadComponent: () => import('./pages/payments').then((m) => m.PaymentsPage), title: 'Payments · paymesh' },
       { path: 'payments/:id', loadComponent: () => import('./pages/payment-detail').then((m) => m.PaymentDetailPage), title: 'Payment · paymesh' },
       { path: 'disputes', loadComponent: () => import('./pages/disputes').then((m) => m.DisputesPage), title: 'Disputes · paymesh' },
+      { path: 'payouts', loadComponent: () => import('./pages/payouts').then((m) => m.PayoutsPage), title: 'Payouts · paymesh' },
       { path: 'webhooks', loadComponent: () => import('./pages/webhooks').then((m) => m.WebhooksPage), title: 'Webhooks · paymesh' },
       { path: 'merchants', loadComponent: () => import('./pages/merchants').then((m) => m.MerchantsPage), title: 'Merchants · paymesh' },
       { path: 'merchants/:id', loadComponent: () => import('./pages/merchant-detail').then((m) => m.MerchantDetailPage), title: 'Merchant · paymesh' },

@@ -77,6 +77,7 @@ export class Shell implements OnInit, OnDestroy {
     { path: '/overview', label: 'Overview', icon: 'monitoring' },
     { path: '/payments', label: 'Payments', icon: 'payments' },
     { path: '/disputes', label: 'Disputes', icon: 'gavel' },
+    { path: '/payouts', label: 'Payouts', icon: 'account_balance' },
     { path: '/webhooks', label: 'Webhooks', icon: 'webhook' },
     { path: '/merchants', label: 'Merchants', icon: 'storefront' },
     { path: '/reconciliation', label: 'Reconciliation', icon: 'balance' },

@@ -72,7 +72,7 @@ const PAGE_SIZE = 25;
       <pm-pager [pager]="pager" (moved)="moved()" />
     </div>
   `,
-  styles: `.filters mat-form-field { width: 260px; } .when { min-width: 8.5rem; }`,
+  styles: `.filters mat-form-field { width: 260px; }`,
 })
 export class DisputesPage implements OnInit {
   private readonly session = inject(Session);
