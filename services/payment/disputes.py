@@ -139,7 +139,8 @@ def open_dispute(
         fee=0 if inquiry else dispute_fee(filed.currency),
         status="warning_needs_response" if inquiry else "needs_response",
         reason=filed.reason,
-        is_charge_refundable=False,
+        # An inquiry moves no money: the merchant may still refund the charge (as on Stripe).
+        is_charge_refundable=inquiry,
         evidence={},
         evidence_submitted=False,
         due_by=datetime.now(UTC) + timedelta(seconds=response_window_s),

@@ -76,7 +76,7 @@ class DisputeStateInvalid(FailedPrecondition):
 
 
 class ChargeDisputed(FailedPrecondition):
-    """The payment is disputed: it cannot be refunded (the dispute settles the money)."""
+    """The payment is under a chargeback: it cannot be refunded (the dispute settles the money)."""
 
     reason = "CHARGE_DISPUTED"
 

@@ -17,7 +17,8 @@
 
 Posting is idempotent by `external_reference` (`payment:<id>:capture`, `payment:<id>:available`,
 `refund:<id>`, `dispute:<id>`, `dispute:<id>:won`, `payout:<id>`,
-`payout:<id>:paid|failed|canceled`), so a worker may post again after a crash and the ledger keeps one transaction.
+`payout:<id>:paid|failed|canceled`), so a worker may post again after a crash and the ledger
+keeps one transaction.
 """
 
 from __future__ import annotations

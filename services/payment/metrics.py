@@ -37,7 +37,8 @@ _OUTBOX = text(
     " coalesce(extract(epoch FROM now() - min(create_time)), 0) AS lag_s"
     " FROM payment.outbox WHERE relay_time IS NULL GROUP BY kind"
 )
-# What the sweeper would re-drive now (sweeper.redrive_stuck; ix_payments_status_open).
+# What the sweeper would re-drive now (sweeper.redrive_stuck and redrive_disputes;
+# ix_payments_status_open, ix_payouts_unfinished).
 _STUCK = text(
     "SELECT"
     " (SELECT count(*) FROM payment.payments WHERE status = 'processing'"
@@ -46,6 +47,15 @@ _STUCK = text(
     " (SELECT count(*) FROM payment.refunds WHERE status = 'pending'"
     "  AND (drive_time IS NULL OR drive_time < now() - make_interval(secs => :after_s)))"
     " AS refunds,"
+    " (SELECT count(*) FROM payment.payouts WHERE NOT ledger_complete"
+    "  AND (drive_time IS NULL OR drive_time < now() - make_interval(secs => :after_s)))"
+    " AS stuck_payouts,"
+    " (SELECT count(*) FROM payment.disputes WHERE"
+    "  ((NOT starts_with(status, 'warning_') AND withdraw_time IS NULL)"
+    "   OR status IN ('under_review', 'warning_under_review')"
+    "   OR (status = 'won' AND reinstate_time IS NULL))"
+    "  AND (drive_time IS NULL OR drive_time < now() - make_interval(secs => :after_s)))"
+    " AS stuck_disputes,"
     " (SELECT count(*) FROM payment.payouts WHERE status IN ('pending', 'in_transit'))"
     " AS payouts_in_transit,"
     " (SELECT count(*) FROM payment.payouts WHERE status = 'failed') AS payouts_failed"
@@ -62,6 +72,8 @@ class Backlog:
     outbox: dict[str, tuple[int, float]]
     stuck_payments: int
     stuck_refunds: int
+    stuck_payouts: int = 0
+    stuck_disputes: int = 0
     payouts_in_transit: int = 0
     payouts_failed: int = 0
 
@@ -79,6 +91,8 @@ def read_backlog(sessions: sessionmaker[Session], stuck_after_s: float) -> Backl
         outbox=outbox,
         stuck_payments=stuck.payments,
         stuck_refunds=stuck.refunds,
+        stuck_payouts=stuck.stuck_payouts,
+        stuck_disputes=stuck.stuck_disputes,
         payouts_in_transit=stuck.payouts_in_transit,
         payouts_failed=stuck.payouts_failed,
     )
@@ -101,12 +115,14 @@ def _read(sessions: sessionmaker[Session], stuck_after_s: float) -> Iterator[Met
         lag.add_metric([kind], lag_s)
     stuck_family = GaugeMetricFamily(
         "paymesh_payment_stuck",
-        "Payments processing and refunds pending that nothing has driven for"
-        " payment_stuck_after_s (the sweeper re-drives them)",
+        "Payments processing, refunds pending, payouts and disputes with a step to go that"
+        " nothing has driven for payment_stuck_after_s (the sweeper re-drives them)",
         labels=["object"],
     )
     stuck_family.add_metric(["payment"], backlog.stuck_payments)
     stuck_family.add_metric(["refund"], backlog.stuck_refunds)
+    stuck_family.add_metric(["payout"], backlog.stuck_payouts)
+    stuck_family.add_metric(["dispute"], backlog.stuck_disputes)
     yield from (pending, lag, stuck_family)
 
 

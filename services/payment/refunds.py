@@ -22,7 +22,7 @@ from services.payment.errors import (
     PaymentStateInvalid,
     RefundNotFound,
 )
-from services.payment.models import Payment, Refund
+from services.payment.models import Dispute, Payment, Refund
 from services.payment.payments import (
     get_payment_by_id_or_raise,
     get_payment_or_raise,
@@ -70,10 +70,12 @@ def create_refund(
             metadata={"status": payment.status},
         )
     if payment.dispute_id is not None:
-        raise ChargeDisputed(
-            f"the payment is disputed ({payment.dispute_id}): the dispute settles its money",
-            metadata={"dispute": payment.dispute_id},
-        )
+        dispute = session.get(Dispute, payment.dispute_id)
+        if dispute is None or not dispute.is_charge_refundable:
+            raise ChargeDisputed(
+                f"the payment is disputed ({payment.dispute_id}): the dispute settles its money",
+                metadata={"dispute": payment.dispute_id},
+            )
     available = refundable(session, payment)
     if available <= 0:
         raise AmountTooLarge("the payment is fully refunded")

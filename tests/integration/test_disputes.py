@@ -18,7 +18,7 @@ from services.runtime.platform import LocalPlatform
 from tests.conftest import OperatorLogin
 from tests.integration.conftest import MerchantKeys
 from tests.integration.test_payments import card, created, wait_for
-from tests.integration.test_payments_refunds import ledger_entries, refund
+from tests.integration.test_payments_refunds import ledger_entries, refund, wait_refund
 from tests.rest_errors import error_code
 
 FRAUDULENT_CARD = "4000000000000259"
@@ -257,10 +257,24 @@ def test_inquiry__reviewed_and_closed_without_moving_money(
 
 def test_refund_of_a_disputed_payment__refused(api: httpx.Client, merchant: MerchantKeys) -> None:
     key = merchant.secret_key
-    payment, _ = disputed_payment(api, key, FRAUDULENT_CARD)
+    payment, dispute = disputed_payment(api, key, FRAUDULENT_CARD)
+    assert dispute.get("is_charge_refundable", False) is False
     response = refund(api, key, payment_id=payment["id"])
     assert response.status_code == 400, response.text
     assert error_code(response) == "charge_disputed"
+
+
+def test_refund_under_an_inquiry__allowed_and_the_inquiry_moves_nothing(
+    api: httpx.Client, merchant: MerchantKeys, platform: LocalPlatform
+) -> None:
+    key = merchant.secret_key
+    payment, dispute = disputed_payment(api, key, INQUIRY_CARD, amount=2_500)
+    assert dispute["is_charge_refundable"] is True
+    response = refund(api, key, payment_id=payment["id"], amount=1_000)
+    assert response.status_code == 200, response.text
+    assert wait_refund(api, key, response.json()["id"])["status"] == "succeeded"
+    assert legs(platform, dispute["id"]) == []
+    assert balance(api, key) == 2_500 - payment["fee"] - 1_000
 
 
 def test_other_merchants_and_unknown_disputes__not_found(

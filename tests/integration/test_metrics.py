@@ -122,7 +122,7 @@ def test_payment_pipeline_gauges(platform: LocalPlatform) -> None:
     for kind in ("job", "event"):
         assert samples[("paymesh_payment_outbox_pending", (("kind", kind),))] >= 0
         assert samples[("paymesh_payment_outbox_lag_seconds", (("kind", kind),))] >= 0
-    for kind in ("payment", "refund"):
+    for kind in ("payment", "refund", "payout", "dispute"):
         assert samples[("paymesh_payment_stuck", (("object", kind),))] >= 0
     assert samples[("paymesh_queue_jobs", (("queue", PAYMENTS_QUEUE),))] >= 0
     assert samples[("paymesh_pipeline_source_up", (("source", "database"),))] == 1

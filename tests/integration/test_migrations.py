@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import column, create_engine, inspect, select, table
 
 from services.common.db import sqlalchemy_url
 from services.common.migrations import alembic_config, upgrade
@@ -47,9 +47,8 @@ def _revision(url: str, service: str) -> str | None:
     engine = create_engine(sqlalchemy_url(url))
     try:
         with engine.connect() as connection:
-            return connection.execute(
-                text(f'SELECT version_num FROM "{service}".alembic_version')
-            ).scalar_one_or_none()
+            versions = table("alembic_version", column("version_num"), schema=service)
+            return connection.execute(select(versions.c.version_num)).scalar_one_or_none()
     finally:
         engine.dispose()
 
