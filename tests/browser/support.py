@@ -18,6 +18,8 @@ MASTERCARD_OK = "5555555555554444"
 DECLINED = "4000000000000002"
 # The card network disputes a payment by this card as fraudulent soon after it succeeds.
 DISPUTED = "4000000000000259"
+# ...and by this one as an inquiry, which moves no money: the payment may still be refunded.
+INQUIRY = "4000000000001976"
 FINAL = {"succeeded", "failed", "requires_capture", "canceled"}
 
 
@@ -104,6 +106,19 @@ def wait_final(
         if time.monotonic() > deadline:
             raise AssertionError(f"{payment_id} still {payment['status']} after {timeout_s}s")
         time.sleep(0.2)
+
+
+def wait_until_refunded(
+    api: httpx.Client, merchant: MerchantKeys, payment_id: str, amount: int
+) -> int:
+    """Polls the payment until its refunded amount reaches `amount`; returns it."""
+    deadline = time.monotonic() + 30
+    while True:
+        response = api.get(f"/v1/payments/{payment_id}", headers={"X-API-Key": merchant.secret_key})
+        refunded = int(response.json()["amount_refunded"])
+        if refunded >= amount or time.monotonic() > deadline:
+            return refunded
+        time.sleep(0.3)
 
 
 def wait_dispute(

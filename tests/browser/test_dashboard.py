@@ -19,6 +19,7 @@ from tests.browser.support import (
     money_text,
     sign_in,
     wait_final,
+    wait_until_refunded,
 )
 from tests.conftest import MerchantKeys, OperatorLogin
 from tests.integration.webhook_receiver import Receiver, Reply, create_endpoint, publish
@@ -394,16 +395,3 @@ def test_merchant_fees__an_empty_field_refuses_to_save(
     page.get_by_test_id("fee-fixed").fill("30")
     page.get_by_test_id("save-fees").click()
     expect(page.get_by_test_id("fee-schedule")).to_contain_text("1.5% of each captured amount + 30")
-
-
-def wait_until_refunded(
-    api: httpx.Client, merchant: MerchantKeys, payment_id: str, amount: int
-) -> int:
-    """Polls the payment until its refunded amount reaches `amount`; returns it."""
-    deadline = time.monotonic() + 30
-    while True:
-        response = api.get(f"/v1/payments/{payment_id}", headers={"X-API-Key": merchant.secret_key})
-        refunded = int(response.json()["amount_refunded"])
-        if refunded >= amount or time.monotonic() > deadline:
-            return refunded
-        time.sleep(0.3)

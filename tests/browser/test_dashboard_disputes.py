@@ -9,6 +9,7 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.support import (
     DISPUTED,
+    INQUIRY,
     VISA_OK,
     create_payment,
     money_text,
@@ -16,6 +17,7 @@ from tests.browser.support import (
     time_text,
     wait_dispute,
     wait_final,
+    wait_until_refunded,
 )
 from tests.conftest import MerchantKeys, OperatorLogin
 
@@ -46,13 +48,40 @@ def test_disputes__a_disputed_payment_is_listed_and_links_both_ways(
     expect(page).to_have_url(re.compile(rf"/dashboard/payments/{paid['id']}$"))
     expect(page.get_by_test_id("detail-status")).to_have_text("succeeded")
     expect(page.get_by_test_id("detail-dispute")).to_have_text(dispute["id"])
-    # The server refuses to refund a disputed payment, so the page offers no refund.
+    expect(page.get_by_test_id("detail-dispute-status")).to_have_text("needs_response")
+    # The server refuses to refund a payment under a chargeback, so the page offers no refund.
     expect(page.get_by_test_id("refund-panel")).to_have_count(0)
     page.get_by_test_id("detail-dispute").click()
     expect(page).to_have_url(re.compile(rf"/dashboard/disputes\?payment={paid['id']}$"))
     expect(page.get_by_test_id("filter-payment-id")).to_have_value(paid["id"])
     expect(page.get_by_test_id("disputes-table").locator("tr.mat-mdc-row")).to_have_count(1)
     expect(page.get_by_test_id(f"dispute-row-{dispute['id']}")).to_be_visible()
+
+
+def test_disputes__an_inquirys_payment_is_listed_and_can_still_be_refunded(
+    page: Page, api: httpx.Client, merchant: MerchantKeys, operator_login: OperatorLogin
+) -> None:
+    paid = create_payment(api, merchant, amount=2_500, currency="EUR", card=INQUIRY)
+    assert wait_final(api, merchant, paid["id"])["status"] == "succeeded"
+    dispute = wait_dispute(api, merchant, paid["id"])
+    assert dispute["status"] == "warning_needs_response" and dispute["is_charge_refundable"]
+
+    sign_in(
+        page,
+        operator_login.email,
+        operator_login.password,
+        f"/dashboard/disputes?payment={paid['id']}",
+    )
+    row = page.get_by_test_id(f"dispute-row-{dispute['id']}")
+    expect(row.get_by_test_id("dispute-status")).to_have_text("warning_needs_response")
+    expect(row.get_by_test_id("dispute-amount")).to_have_text(money_text(page, 2_500, "EUR", 2))
+    row.get_by_role("link", name=paid["id"]).click()
+    expect(page.get_by_test_id("detail-dispute-status")).to_have_text("warning_needs_response")
+    # An inquiry moves no money: the payment may still be refunded, and the refund goes through.
+    page.get_by_test_id("refund-amount").fill("10.00")
+    page.get_by_test_id("refund").click()
+    expect(page.get_by_test_id("refunds").locator("tr.mat-mdc-row")).to_have_count(1)
+    assert wait_until_refunded(api, merchant, paid["id"], 1_000) == 1_000
 
 
 def test_disputes__the_payment_filter_shows_none_for_an_undisputed_payment(

@@ -3,6 +3,7 @@ import { MatTableModule } from '@angular/material/table';
 import { RouterLink } from '@angular/router';
 
 import { AdminService, type PaymentDetail } from '@gen/paymesh/admin/v1/admin_pb';
+import type { Dispute } from '@gen/paymesh/payment/v1/payment_pb';
 import { MoneyPipe, TimePipe } from '@shared/format';
 import { RefundForm, type RefundRequest } from '@shared/refund-form';
 import { Session, describeError } from '../session';
@@ -24,18 +25,22 @@ export class PaymentDetailPage implements OnInit {
   readonly id = input.required<string>();
   readonly session = inject(Session);
   readonly detail = signal<PaymentDetail | null>(null);
+  /** The payment's dispute, when it has one. */
+  readonly dispute = signal<Dispute | null>(null);
   readonly error = signal('');
   readonly refundable = computed(() => {
     const p = this.detail()?.payment;
     return p ? p.amountReceived - p.amountRefunded : 0n;
   });
   /**
-   * Operators may refund what a succeeded payment has left, unless it is disputed (the dispute
-   * settles its money and the server refuses the refund); viewers never see the form.
+   * Operators may refund what a succeeded payment has left, unless a chargeback disputes it (the
+   * dispute settles its money and the server refuses the refund; an inquiry's payment may still
+   * be refunded); viewers never see the form.
    */
   readonly canRefund = computed(() => {
     const p = this.detail()?.payment;
-    return this.session.canMutate() && p?.status === 'succeeded' && !p.dispute && this.refundable() > 0n;
+    const refundableDespiteDispute = !p?.dispute || this.dispute()?.isChargeRefundable === true;
+    return this.session.canMutate() && p?.status === 'succeeded' && refundableDespiteDispute && this.refundable() > 0n;
   });
   readonly entryColumns = ['time', 'account', 'direction', 'amount', 'transaction'];
   readonly refundColumns = ['id', 'amount', 'status', 'reason', 'created'];
@@ -46,11 +51,18 @@ export class PaymentDetailPage implements OnInit {
 
   async load(): Promise<void> {
     try {
-      this.detail.set(await this.session.api(AdminService.method.getPaymentDetail, { id: this.id() }));
+      const detail = await this.session.api(AdminService.method.getPaymentDetail, { id: this.id() });
+      this.dispute.set(detail.payment?.dispute ? await this.disputeOf(detail.payment.id) : null);
+      this.detail.set(detail);
       this.error.set('');
     } catch (error) {
       this.error.set(describeError(error));
     }
+  }
+
+  private async disputeOf(paymentId: string): Promise<Dispute | null> {
+    const found = await this.session.api(AdminService.method.searchDisputes, { paymentId, pageSize: 1 });
+    return found.disputes[0] ?? null;
   }
 
   /** The refund form's call: the admin refund, then the page again. */
