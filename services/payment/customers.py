@@ -9,8 +9,9 @@ shown of it; it pays only while attached to a customer. Every change writes its 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import literal, select, tuple_
 from sqlalchemy.orm import Session
@@ -317,6 +318,8 @@ def attach_payment_method(
     if method.customer_id is not None:
         _detach(session, method)
     method.customer_id = customer.id
+    # The merchant's own attach settles a card still waiting on its payment.
+    method.setup_payment_id = None
     method.update_time = datetime.now(UTC)
     _method_event(session, method, "payment_method.attached")
     return method
@@ -333,11 +336,13 @@ def detach_payment_method(
 ) -> SavedPaymentMethod:
     """Detaches a saved payment method from its customer (payment_method.detached).
 
-    Detaching one that is attached to nobody changes nothing.
+    Detaching one that is attached to nobody changes nothing, but a card still waiting on its
+    payment will then not be attached when that payment succeeds.
     """
     method = get_payment_method_or_raise(
         session, principal=principal, payment_method_id=payment_method_id, for_update=True
     )
+    method.setup_payment_id = None
     if method.customer_id is not None:
         _detach(session, method)
     return method
@@ -347,6 +352,7 @@ def save_card(
     session: Session,
     *,
     customer: Customer,
+    payment_id: str,
     brand: str,
     last4: str,
     exp_month: int,
@@ -354,12 +360,18 @@ def save_card(
     fingerprint: str,
     processor_token: str,
 ) -> SavedPaymentMethod:
-    """Saves a vaulted card as a payment method attached to `customer`."""
+    """Saves a vaulted card paying `payment_id` as a payment method of `customer`'s tenancy.
+
+    It stays unattached until the payment succeeds or is authorized (`attach_saved_cards`), as
+    on Stripe: a declined card, or one whose authentication failed or was abandoned, is never
+    offered again.
+    """
     method = SavedPaymentMethod(
         id=new_id("pm"),
         merchant_id=customer.merchant_id,
         livemode=customer.livemode,
-        customer_id=customer.id,
+        customer_id=None,
+        setup_payment_id=payment_id,
         card_brand=brand,
         card_last4=last4,
         card_exp_month=exp_month,
@@ -368,8 +380,42 @@ def save_card(
         processor_token=processor_token,
     )
     session.add(method)
-    _method_event(session, method, "payment_method.attached")
     return method
+
+
+def attach_saved_cards(session: Session, payments: Sequence[Any]) -> int:
+    """Attaches the cards saved while paying to their customers, once their payments succeeded
+    or were authorized (payment_method.attached); returns how many.
+
+    `payments` are payment rows (anything with `id`, `payment_method_id`, `customer_id`); only
+    a method still waiting on that very payment is attached, and never to a deleted customer.
+    """
+    waiting = {
+        payment.payment_method_id: payment
+        for payment in payments
+        if payment.payment_method_id is not None and payment.customer_id is not None
+    }
+    if not waiting:
+        return 0
+    methods = session.scalars(
+        select(SavedPaymentMethod)
+        .where(SavedPaymentMethod.id.in_(waiting), SavedPaymentMethod.setup_payment_id.is_not(None))
+        .with_for_update()
+    ).all()
+    attached = 0
+    for method in methods:
+        payment = waiting[method.id]
+        if method.setup_payment_id != payment.id:
+            continue
+        method.setup_payment_id = None
+        customer = session.get(Customer, payment.customer_id)
+        if customer is None or customer.delete_time is not None:
+            continue
+        method.customer_id = customer.id
+        method.update_time = datetime.now(UTC)
+        _method_event(session, method, "payment_method.attached")
+        attached += 1
+    return attached
 
 
 def validate_payment_options(

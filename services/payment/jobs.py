@@ -72,7 +72,7 @@ from services.common.db import (
 )
 from services.common.queue import PAYMENTS_QUEUE, make_queue, redis_connection
 from services.common.settings import Settings
-from services.payment import disputes, ledger, outbox, relay
+from services.payment import customers, disputes, ledger, outbox, relay
 from services.payment.errors import ProcessorError, ProcessorUnavailable
 from services.payment.fees import compute_fee
 from services.payment.metrics import PAYMENTS_DRIVEN
@@ -340,13 +340,20 @@ def _changes_with_events(
     """Applies `change` once per item and writes the events, all in one transaction.
 
     Each item's changed row, or None where the payment had moved on; the events' outbox ids
-    are added to `events`, each with its payment's trace context.
+    are added to `events`, each with its payment's trace context. A payment that succeeded or
+    was authorized gets the card it saved (setup_future_usage) attached to its customer in the
+    same transaction.
     """
     if not values:
         return []
     with transaction(ctx.sessions) as session:
         connection = session.connection()
         rows = execute_many(connection, change, values)
+        if change is not _DECLINED:
+            customers.attach_saved_cards(
+                session,
+                [row for row in rows if row is not None and row.payment_method_id is not None],
+            )
         written = [
             {
                 **outbox.payment_event_row(row, event_type),

@@ -318,6 +318,10 @@ class SavedPaymentMethod(Base):
     card_exp_year: Mapped[int] = mapped_column(Integer)
     card_fingerprint: Mapped[str] = mapped_column(String(64))
     processor_token: Mapped[str] = mapped_column(String(64))
+    # A card saved while paying (setup_future_usage): the payment it waits on, unattached, until
+    # that payment succeeds or is authorized (then attached to the payment's customer); a card
+    # whose payment is declined, fails authentication or is abandoned is never attached.
+    setup_payment_id: Mapped[str | None] = mapped_column(String(40), nullable=True, default=None)
     create_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )

@@ -252,7 +252,9 @@ def create_customer_payment(
         _fail_authentication_required(session, payment)
         return payment
     if saved is None and setup_future_usage:
-        payment.payment_method_id = save_payment_card(session, customer=customer, card=card).id
+        payment.payment_method_id = save_payment_card(
+            session, customer=customer, card=card, payment_id=payment.id
+        ).id
     _start_processing(session, payment, card)
     session.flush()
     return payment
@@ -266,12 +268,13 @@ def _fail_authentication_required(session: Session, payment: Payment) -> None:
 
 
 def save_payment_card(
-    session: Session, *, customer: Customer, card: AttachedCard
+    session: Session, *, customer: Customer, card: AttachedCard, payment_id: str
 ) -> SavedPaymentMethod:
-    """Saves a payment's card as a payment method attached to `customer`."""
+    """Saves a payment's card for `customer`, attached once the payment succeeds."""
     return customers.save_card(
         session,
         customer=customer,
+        payment_id=payment_id,
         brand=card.token.brand,
         last4=card.token.last4,
         exp_month=card.exp_month,
@@ -479,7 +482,9 @@ def confirm_payment(
     if saved is not None:
         payment.payment_method_id = saved.id
     elif save_for is not None:
-        payment.payment_method_id = save_payment_card(session, customer=save_for, card=card).id
+        payment.payment_method_id = save_payment_card(
+            session, customer=save_for, card=card, payment_id=payment.id
+        ).id
     else:
         payment.payment_method_id = None
     _start_processing(session, payment, card)

@@ -63,7 +63,8 @@ def returning_customer(
     api: httpx.Client, merchant: MerchantKeys, *, cards: list[str]
 ) -> tuple[str, list[str]]:
     """(a new customer's id, its saved payment methods' ids, oldest first): each card paid for
-    once with setup_future_usage, as a returning customer's earlier purchases would."""
+    once with setup_future_usage, as a returning customer's earlier purchases would (each card
+    is attached once its payment succeeded)."""
     response = api.post(
         "/v1/customers",
         headers={"X-API-Key": merchant.secret_key, "Idempotency-Key": secrets.token_hex(8)},
@@ -82,6 +83,7 @@ def returning_customer(
             customer=customer_id,
             setup_future_usage="off_session",
         )
+        assert wait_final(api, merchant, paid["id"])["status"] == "succeeded"
         methods.append(paid["payment_method"])
     return customer_id, methods
 

@@ -122,6 +122,7 @@ def test_checkout__says_setup_future_usage_and_offers_at_most_ten(
             method = customer_rules.save_card(
                 session,
                 customer=row,
+                payment_id=f"pay_saved_{number}",
                 brand="visa",
                 last4=f"{number:04d}",
                 exp_month=12,
@@ -129,6 +130,8 @@ def test_checkout__says_setup_future_usage_and_offers_at_most_ten(
                 fingerprint=f"{number:064d}",
                 processor_token=f"tok_test_{number}",
             )
+            # As if that payment succeeded: the worker attaches the card then.
+            method.customer_id, method.setup_payment_id = row.id, None
             ids.append(method.id)
     payment = created(api, key, customer=customer["id"], setup_future_usage="off_session")
     cards = offered(api, payment)
@@ -226,6 +229,8 @@ def test_checkout__setup_future_usage_on_confirm_needs_the_merchants_create(
     # ... and repeating the merchant's own choice, or leaving it out, saves the card.
     saved = confirm(api, asked, payment_method={"card": card()}, setup_future_usage="on_session")
     assert saved.status_code == 200, saved.text
+    # Attached to the customer once that payment succeeded.
+    assert wait_for(api, key, asked["id"], {"succeeded"})["status"] == "succeeded"
     assert methods_of(api, key, customer["id"]) == [saved.json()["payment_method"]]
     # The merchant's secret key may still ask on confirm (its own decision).
     by_merchant = created(api, key, customer=customer["id"])

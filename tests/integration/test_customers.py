@@ -45,7 +45,9 @@ def new_customer(api: httpx.Client, key: str, **body: Any) -> dict[str, Any]:
 def saved_method(
     api: httpx.Client, key: str, customer_id: str, number: str = "4242424242424242"
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the payment, its saved payment method): a card paid and saved for `customer_id`."""
+    """(the payment as created, its saved payment method): a card paid and saved for
+    `customer_id`. A card that asks for 3-D Secure has its challenge completed first: the card
+    is attached to the customer only once the payment that saves it succeeded."""
     payment = created(
         api,
         key,
@@ -54,6 +56,13 @@ def saved_method(
         payment_method={"card": card(number)},
     )
     assert payment["customer"] == customer_id and payment["payment_method"].startswith("pm_")
+    if payment["status"] == "requires_action":
+        completed = api.post(
+            f"/v1/payments/{payment['id']}/authenticate",
+            json={"client_secret": payment["client_secret"], "result": "complete"},
+        )
+        assert completed.status_code == 200, completed.text
+    assert wait_for(api, key, payment["id"], {"succeeded"})["status"] == "succeeded"
     method = api.get(f"/v1/payment_methods/{payment['payment_method']}", headers=_headers(key))
     assert method.status_code == 200, method.text
     return payment, method.json()
@@ -348,6 +357,7 @@ def test_confirm_with_setup_future_usage__saves_the_card(
     assert confirmed.status_code == 200, confirmed.text
     method_id = confirmed.json()["payment_method"]
     assert method_id.startswith("pm_")
+    assert wait_for(api, key, payment["id"])["status"] == "succeeded"
     method = api.get(f"/v1/payment_methods/{method_id}", headers=_headers(key)).json()
     assert method["customer"] == customer["id"]
     # Without a customer there is nothing to save the card for.
@@ -446,6 +456,49 @@ def test_card_3155__requires_authentication_unless_saved(
         )
         assert paid["status"] == "processing", paid
         assert wait_for(api, key, paid["id"])["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("number", "challenge"),
+    [(DECLINED, None), (THREE_DS_REQUIRED, "fail"), (THREE_DS_REQUIRED, "abandon")],
+)
+def test_a_card_whose_payment_fails__is_never_attached(
+    api: httpx.Client, merchant: MerchantKeys, number: str, challenge: str | None
+) -> None:
+    key = merchant.secret_key
+    customer = new_customer(api, key)
+    payment = created(
+        api,
+        key,
+        customer=customer["id"],
+        setup_future_usage="off_session",
+        payment_method={"card": card(number)},
+    )
+    method_id = payment["payment_method"]
+    if challenge == "fail":
+        failed = api.post(
+            f"/v1/payments/{payment['id']}/authenticate",
+            json={"client_secret": payment["client_secret"], "result": "fail"},
+        )
+        assert failed.status_code == 200, failed.text
+    elif challenge == "abandon":
+        canceled = api.post(f"/v1/payments/{payment['id']}/cancel", json={}, headers=_headers(key))
+        assert canceled.status_code == 200, canceled.text
+    final = wait_for(api, key, payment["id"], {"failed", "canceled"})
+    assert final["status"] in {"failed", "canceled"}
+    method = api.get(f"/v1/payment_methods/{method_id}", headers=_headers(key))
+    assert method.status_code == 200, method.text
+    assert method.json().get("customer", "") == ""
+    listed = api.get(
+        "/v1/payment_methods", params={"customer": customer["id"]}, headers=_headers(key)
+    ).json()
+    assert listed.get("payment_methods", []) == []
+    assert _events(api, key, method_id) == []
+    # Nor can it pay for the customer.
+    reused = create_payment(
+        api, key, customer=customer["id"], payment_method={"id": method_id}, off_session=True
+    )
+    assert reused.status_code in (400, 404), reused.text
 
 
 def test_payment_methods__detach_attach_and_customer_deletion(
@@ -629,6 +682,7 @@ def test_payment_method_writes__replay_under_the_same_idempotency_key(
     assert first.status_code == again.status_code == 200, first.text
     assert again.headers.get("idempotent-replayed") == "true"
     assert again.json()["id"] == first.json()["id"]
+    wait_for(api, key, first.json()["id"])
     listed = api.get(
         "/v1/payment_methods", params={"customer": customer["id"]}, headers=_headers(key)
     ).json()

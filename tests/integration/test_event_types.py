@@ -200,6 +200,8 @@ def _cause_every_event_type(
         setup_future_usage="off_session",
         payment_method={"card": card()},
     )
+    # The card is attached once its payment succeeded; then it is detached.
+    assert wait_for(api, key, saving["id"], {"succeeded"})["status"] == "succeeded"
     detached = api.post(
         f"/v1/payment_methods/{saving['payment_method']}/detach", json={}, headers=_auth(merchant)
     )

@@ -14,6 +14,7 @@ mode, and a cursor opens nothing for another merchant or mode.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from tests.security.contracts import CLIENT_SECRET_METHODS, RestMethod, merchant
 SETTLE_TIMEOUT_S = 120.0
 # Paid, then the cardholder's bank opens an inquiry (a dispute that moves no money).
 INQUIRY_CARD = "4000000000001976"
+PAYOUT_AMOUNT = 100
 # The collection a path's `{id}` sits in, or the `<kind>_id` field name, -> the object kind.
 KIND_OF = {
     "payments": "payment",
@@ -56,6 +58,8 @@ KIND_OF = {
     "payment_method": "payment_method",
     "disputes": "dispute",
     "dispute": "dispute",
+    "payouts": "payout",
+    "payout": "payout",
 }
 # How the owner reads each kind, to compare before and after the attacks.
 READS = {
@@ -68,6 +72,7 @@ READS = {
     "customer": ["/v1/customers/{id}", "/v1/payment_methods?customer={id}"],
     "payment_method": ["/v1/payment_methods/{id}"],
     "dispute": ["/v1/disputes/{id}"],
+    "payout": ["/v1/payouts/{id}"],
 }
 # Fields a body needs besides the id so that validation cannot answer before the lookup.
 BODY_EXTRAS: dict[str, dict[str, Any]] = {
@@ -115,6 +120,12 @@ def _get(api: httpx.Client, key: str, path: str) -> dict[str, Any]:
     return body
 
 
+def _available_usd(api: httpx.Client, key: str) -> int:
+    """The merchant's available balance in USD."""
+    balances = _get(api, key, "/v1/balance").get("available", [])
+    return sum(int(item["available"]) for item in balances if item["currency"] == "USD")
+
+
 def _delivered(api: httpx.Client, key: str, endpoint_id: str) -> list[dict[str, Any]] | None:
     """The endpoint's deliveries once there are some and every one is delivered."""
     deliveries = _get(api, key, f"/v1/webhook_endpoints/{endpoint_id}/deliveries?page_size=100")
@@ -126,8 +137,15 @@ def _delivered(api: httpx.Client, key: str, endpoint_id: str) -> list[dict[str, 
 
 def build_world(api: httpx.Client, key: str, receiver: Receiver) -> World:
     """Makes a payment (held for capture), a refund, an endpoint, its deliveries and events, a
-    customer and its saved payment method, and a dispute."""
+    customer and its saved payment method, a dispute and a paid payout."""
     endpoint = create_endpoint(api, key, receiver.url("/tenancy"), ["*"])
+    # Funds available at once (live mode's delay is days), paid out to a bank account that pays.
+    settings = api.post(
+        "/v1/account/payout_settings",
+        json={"bank_account_number": "000123456789", "settlement_delay_s": 0},
+        headers=_auth(key),
+    )
+    assert settings.status_code == 200, settings.text
     customer = api.post("/v1/customers", json={"email": "a@example.com"}, headers=_auth(key))
     assert customer.status_code == 200, customer.text
     customer_id = customer.json()["id"]
@@ -154,6 +172,18 @@ def build_world(api: httpx.Client, key: str, receiver: Receiver) -> World:
         lambda: _get(api, key, f"/v1/refunds/{refund_id}")["status"] in {"succeeded", "failed"},
         timeout_s=SETTLE_TIMEOUT_S,
     )
+    wait_until(lambda: _available_usd(api, key) >= PAYOUT_AMOUNT, timeout_s=SETTLE_TIMEOUT_S)
+    payout = api.post(
+        "/v1/payouts",
+        json={"amount": PAYOUT_AMOUNT, "currency": "USD"},
+        headers={**_auth(key), "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert payout.status_code == 200, payout.text
+    payout_id = payout.json()["id"]
+    wait_until(
+        lambda: _get(api, key, f"/v1/payouts/{payout_id}")["status"] == "paid",
+        timeout_s=SETTLE_TIMEOUT_S,
+    )
     # An inquiry: it waits for its merchant's answer and moves no money meanwhile.
     inquired = created(api, key, payment_method={"card": card(INQUIRY_CARD)})
     wait_for(api, key, inquired["id"], {"succeeded"}, timeout_s=SETTLE_TIMEOUT_S)
@@ -174,6 +204,7 @@ def build_world(api: httpx.Client, key: str, receiver: Receiver) -> World:
             "customer": customer_id,
             "payment_method": saving["payment_method"],
             "dispute": disputes[0]["id"],
+            "payout": payout_id,
         },
     )
 
