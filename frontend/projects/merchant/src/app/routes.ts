@@ -22,6 +22,8 @@ export const routes: Routes = [
       { path: 'home', loadComponent: () => import('./pages/home').then((m) => m.HomePage), title: page('Home') },
       { path: 'payments', loadComponent: () => import('./pages/payments').then((m) => m.PaymentsPage), title: page('Payments') },
       { path: 'payments/:id', loadComponent: () => import('./pages/payment-detail').then((m) => m.PaymentDetailPage), title: page('Payment') },
+      { path: 'disputes', loadComponent: () => import('./pages/disputes').then((m) => m.DisputesPage), title: page('Disputes') },
+      { path: 'disputes/:id', loadComponent: () => import('./pages/dispute').then((m) => m.DisputePage), title: page('Dispute') },
       { path: 'balance', loadComponent: () => import('./pages/balance').then((m) => m.BalancePage), title: page('Balance') },
       { path: 'events', loadComponent: () => import('./pages/events').then((m) => m.EventsPage), title: page('Events') },
       { path: 'webhooks', loadComponent: () => import('./pages/webhooks').then((m) => m.WebhooksPage), title: page('Webhooks') },

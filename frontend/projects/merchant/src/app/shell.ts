@@ -76,6 +76,7 @@ export class Shell {
   readonly nav = [
     { path: '/home', label: 'Home', icon: 'home' },
     { path: '/payments', label: 'Payments', icon: 'payments' },
+    { path: '/disputes', label: 'Disputes', icon: 'gavel' },
     { path: '/balance', label: 'Balance', icon: 'account_balance' },
     { path: '/events', label: 'Events', icon: 'list_alt' },
     { path: '/webhooks', label: 'Webhooks', icon: 'webhook' },
