@@ -25,6 +25,7 @@ export const routes: Routes = [
       { path: 'disputes', loadComponent: () => import('./pages/disputes').then((m) => m.DisputesPage), title: page('Disputes') },
       { path: 'disputes/:id', loadComponent: () => import('./pages/dispute').then((m) => m.DisputePage), title: page('Dispute') },
       { path: 'balance', loadComponent: () => import('./pages/balance').then((m) => m.BalancePage), title: page('Balance') },
+      { path: 'payouts', loadComponent: () => import('./pages/payouts').then((m) => m.PayoutsPage), title: page('Payouts') },
       { path: 'events', loadComponent: () => import('./pages/events').then((m) => m.EventsPage), title: page('Events') },
       { path: 'webhooks', loadComponent: () => import('./pages/webhooks').then((m) => m.WebhooksPage), title: page('Webhooks') },
       { path: 'webhooks/:id', loadComponent: () => import('./pages/endpoint').then((m) => m.EndpointPage), title: page('Webhook endpoint') },

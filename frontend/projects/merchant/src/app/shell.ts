@@ -78,6 +78,7 @@ export class Shell {
     { path: '/payments', label: 'Payments', icon: 'payments' },
     { path: '/disputes', label: 'Disputes', icon: 'gavel' },
     { path: '/balance', label: 'Balance', icon: 'account_balance' },
+    { path: '/payouts', label: 'Payouts', icon: 'account_balance_wallet' },
     { path: '/events', label: 'Events', icon: 'list_alt' },
     { path: '/webhooks', label: 'Webhooks', icon: 'webhook' },
     { path: '/api-keys', label: 'API keys', icon: 'key' },
