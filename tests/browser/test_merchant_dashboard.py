@@ -353,6 +353,10 @@ def test_payment_detail__a_chargeback_hides_the_refund_and_an_inquiry_keeps_it(
 
     # A chargeback: the server would answer charge_disputed, so the page offers no refund.
     follow_nav(page, "Payments")
+    # Amounts line up on the right (the shared styles' `.num`).
+    expect(page.get_by_test_id("payments-table").locator("td.num").first).to_have_css(
+        "text-align", "right"
+    )
     page.get_by_role("link", name=chargeback["id"]).click()
     expect(page.get_by_test_id("detail-status")).to_have_text("succeeded")
     expect(page.get_by_test_id("detail-dispute")).to_have_text(charged["id"])

@@ -67,6 +67,8 @@ def test_payouts__bank_account_set_on_the_page_is_paid_and_a_failing_one_fails(
     usd = page.get_by_test_id("balance-USD")
     expect(usd.get_by_test_id("available")).to_have_text(money_text(page, net, "USD", 2))
     expect(usd.get_by_test_id("pending")).to_have_text(money_text(page, 0, "USD", 2))
+    # Amounts line up on the right (the shared styles' `.num`).
+    expect(usd.get_by_test_id("available")).to_have_css("text-align", "right")
     expect(page.get_by_test_id("settings-bank")).to_have_text("None yet")
     expect(page.get_by_test_id("settings-schedule")).to_have_text("manual")
     expect(page.get_by_test_id("payouts-empty")).to_be_visible()
@@ -98,6 +100,7 @@ def test_payouts__bank_account_set_on_the_page_is_paid_and_a_failing_one_fails(
     [first] = _payouts(api, merchant)
     row = _row(page, first["id"])
     expect(row.get_by_test_id("payout-row-amount")).to_have_text(money_text(page, 4_000, "USD", 2))
+    expect(row.get_by_test_id("payout-row-amount")).to_have_css("text-align", "right")
     expect(row.get_by_test_id("payout-bank")).to_have_text("•••• 6789")
     expect(row.get_by_test_id("payout-status")).to_have_text("paid", timeout=60_000)
     expect(row.get_by_test_id("payout-status")).to_have_class(re.compile(r"\bpaid\b"))

@@ -32,7 +32,6 @@ const PAGES_MAX = 5;
     .timeline li { position: relative; padding: 0 0 0.75rem 1rem; }
     .timeline li::before { content: ''; position: absolute; left: -6px; top: 4px; width: 10px; height: 10px; border-radius: 50%; background: #2f6fdb; }
     .timeline li.delivery::before { background: #7a5cd6; } .timeline li.ledger::before { background: #2e9d55; } .timeline li.refund::before { background: #d97706; }
-    .num { text-align: right; }
   `,
 })
 export class PaymentDetailPage implements OnInit {

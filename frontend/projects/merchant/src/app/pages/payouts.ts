@@ -154,8 +154,8 @@ function withCode(error: unknown): string {
   `,
   styles: `
     .balances { border-collapse: collapse; min-width: 320px; }
-    .balances th, .balances td { text-align: left; padding: 0.35rem 1.5rem 0.35rem 0; }
-    .balances .num { text-align: right; }
+    .balances th, .balances td { padding: 0.35rem 1.5rem 0.35rem 0; }
+    .balances th:not(.num) { text-align: left; }
     .account { width: 18rem; }
     .row { display: flex; flex-wrap: wrap; gap: 0.75rem; align-items: center; }
     .summary { display: flex; flex-wrap: wrap; gap: 0.75rem 2rem; margin: 0 0 1rem; }
