@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 from playwright.sync_api import Page, expect
 
-from tests.conftest import MerchantKeys
+from tests.conftest import MerchantKeys, OperatorLogin
 
 VISA_OK = "4242424242424242"
 MASTERCARD_OK = "5555555555554444"
@@ -192,3 +192,35 @@ def sign_in(page: Page, email: str, password: str, path: str = "/dashboard/overv
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(re.compile(re.escape(path.split("?", maxsplit=1)[0]) + r"(\?|$)"))
+
+
+def invite_user(api: httpx.Client, operator: OperatorLogin, merchant_id: str, role: str) -> Any:
+    """An operator's invitation through the API: its JSON, with the only copy of the link."""
+    response = api.post(
+        f"/admin/merchants/{merchant_id}/invites",
+        headers={**operator.headers, "Idempotency-Key": secrets.token_hex(8)},
+        json={"email": f"{role}-{secrets.token_hex(4)}@merchant.test", "role": role},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _path(url: str) -> str:
+    """The path and query of an absolute link, to open it on the test's edge."""
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}" if parts.query else parts.path
+
+
+def accept_invite(page: Page, accept_url: str, password: str) -> None:
+    """Opens an invitation's link, sets the password and waits for the signed-in home."""
+    assert urlsplit(accept_url).path == "/merchant/accept", accept_url
+    page.goto(_path(accept_url))
+    page.get_by_label("New password").fill(password)
+    page.get_by_label("Repeat the password").fill(password)
+    page.get_by_test_id("accept").click()
+    expect(page).to_have_url(re.compile(r"/merchant/home$"))
+
+
+def follow_nav(page: Page, section: str) -> None:
+    """Follows a link of a dashboard's side navigation."""
+    page.get_by_role("navigation", name="Sections").get_by_role("link", name=section).click()

@@ -193,6 +193,8 @@ def test_axe__every_merchant_dashboard_page_and_its_dialogs(
 ) -> None:
     paid = create_payment(api, merchant, amount=990, currency="EUR", card=VISA_OK)
     wait_final(api, merchant, paid["id"])
+    disputed = create_payment(api, merchant, amount=990, currency="EUR", card=DISPUTED)
+    dispute = wait_dispute(api, merchant, disputed["id"])
     endpoint = create_endpoint(api, merchant.secret_key, "https://example.com/hook")
     invite = api.post(
         f"/admin/merchants/{merchant.id}/invites",
@@ -229,8 +231,20 @@ def test_axe__every_merchant_dashboard_page_and_its_dialogs(
     page.get_by_test_id("refund").click()  # a full refund asks first; cancelled
     _scan(page, page.get_by_role("alertdialog"), found)
     page.keyboard.press("Escape")
+    go("Disputes")
+    _scan(page, page.get_by_test_id(f"dispute-row-{dispute['id']}"), found)
+    page.get_by_role("link", name=dispute["id"]).click()
+    _scan(page, page.get_by_test_id("submit-evidence"), found)
+    page.get_by_test_id("accept-dispute").click()  # asks first; cancelled
+    _scan(page, page.get_by_role("alertdialog"), found)
+    page.keyboard.press("Escape")
     go("Balance")
     _scan(page, page.get_by_test_id("balance-entries"), found)
+    go("Payouts")
+    _scan(page, page.get_by_test_id("payout-settings"), found)
+    page.get_by_test_id("payout-amount").fill("1.00")
+    page.get_by_test_id("pay-out").click()  # no bank account yet: the API's error
+    _scan(page, page.get_by_test_id("payout-error"), found)
     go("Events")
     page.get_by_test_id("show-json").first.click()
     _scan(page, page.get_by_test_id("event-json"), found)

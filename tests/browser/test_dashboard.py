@@ -14,14 +14,17 @@ from playwright.sync_api import BrowserContext, Page, Route, expect
 from services.runtime.platform import LocalPlatform
 from tests.browser.support import (
     DECLINED,
+    DISPUTED,
     VISA_OK,
     create_payment,
     money_text,
     sign_in,
+    wait_dispute,
     wait_final,
     wait_until_refunded,
 )
 from tests.conftest import MerchantKeys, OperatorLogin
+from tests.integration.test_payouts import NO_ACCOUNT, create_payout, funded, wait_payout
 from tests.integration.webhook_receiver import Receiver, Reply, create_endpoint, publish
 
 
@@ -96,9 +99,22 @@ def test_overview__figures_match_the_payments_made(
 
 
 def test_overview__shows_the_workers_and_the_pipeline(
-    page: Page, operator_login: OperatorLogin
+    page: Page, api: httpx.Client, merchant: MerchantKeys, operator_login: OperatorLogin
 ) -> None:
-    sign_in(page, operator_login.email, operator_login.password, "/dashboard/overview")
+    # A payout the merchant's bank refused, and the merchant's open dispute.
+    net = funded(api, merchant, account=NO_ACCOUNT)
+    payout = create_payout(api, merchant.secret_key, amount=net, currency="USD")
+    assert payout.status_code == 200, payout.text
+    wait_payout(api, merchant.secret_key, payout.json()["id"], {"failed"})
+    disputed = create_payment(api, merchant, amount=3000, currency="USD", card=DISPUTED)
+    wait_dispute(api, merchant, disputed["id"])
+
+    sign_in(
+        page,
+        operator_login.email,
+        operator_login.password,
+        f"/dashboard/overview?merchant={merchant.id}",
+    )
     workers = page.get_by_test_id("worker-health")
     for kind in ("payment-worker", "webhook-worker"):
         expect(workers.get_by_test_id(f"worker-{kind}").first).to_contain_text("Healthy")
@@ -111,6 +127,44 @@ def test_overview__shows_the_workers_and_the_pipeline(
     expect(pipeline.get_by_test_id("stuck-payments")).to_contain_text("0")
     expect(pipeline.get_by_test_id("stuck-refunds")).to_contain_text("0")
     expect(pipeline.get_by_test_id("pipeline-warnings")).to_have_count(0)
+
+    # The merchant's open disputes, and every merchant's payouts on their way and failed, as
+    # the API counts them (payouts of other tests may still move: read both until they agree).
+    def api_figures() -> dict[str, str]:
+        response = api.get(
+            "/admin/overview", params={"merchant_id": merchant.id}, headers=operator_login.headers
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return {
+            "open-disputes": str(body.get("open_disputes", "0")),
+            "payouts-in-transit": str(body["pipeline"].get("payouts_in_transit", "0")),
+            "payouts-failed": str(body["pipeline"].get("payouts_failed", "0")),
+        }
+
+    deadline = time.monotonic() + 15
+    while True:
+        wanted = api_figures()
+        shown = {name: _figure(page, name).inner_text().strip() for name in wanted}
+        if shown == wanted or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert shown == wanted
+    assert wanted["open-disputes"] == "1"
+    assert int(wanted["payouts-failed"]) >= 1
+
+    page.get_by_test_id("figure-payouts-failed").click()
+    expect(page).to_have_url(re.compile(r"/dashboard/payouts\?status=failed$"))
+    expect(page.get_by_test_id("filter-status")).to_contain_text("failed")
+    expect(page.get_by_test_id(f"payout-row-{payout.json()['id']}")).to_be_visible()
+    expect(page.get_by_test_id("payout-status").first).to_have_text("failed")
+    page.go_back()
+    page.get_by_test_id("figure-payouts-in-transit").click()
+    expect(page).to_have_url(re.compile(r"/dashboard/payouts$"))
+    page.go_back()
+    page.get_by_test_id("figure-open-disputes").click()
+    expect(page).to_have_url(re.compile(r"/dashboard/disputes$"))
+    expect(page.get_by_test_id("dispute-status").first).to_be_visible()
 
 
 def test_overview__updates_live_after_a_new_payment(

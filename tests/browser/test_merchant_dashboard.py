@@ -9,43 +9,26 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from playwright.sync_api import BrowserContext, Page, Route, expect
 from standardwebhooks.webhooks import Webhook
 
-from tests.browser.support import VISA_OK, create_payment, sign_in, wait_final
+from tests.browser.support import (
+    DISPUTED,
+    INQUIRY,
+    VISA_OK,
+    accept_invite,
+    create_payment,
+    follow_nav,
+    invite_user,
+    sign_in,
+    wait_dispute,
+    wait_final,
+)
 from tests.conftest import MerchantKeys, OperatorLogin
 from tests.integration.webhook_receiver import Receiver, wait_until
-
-
-def _invite(api: httpx.Client, operator: OperatorLogin, merchant_id: str, role: str) -> Any:
-    """An operator's invitation through the API: its JSON, with the only copy of the link."""
-    response = api.post(
-        f"/admin/merchants/{merchant_id}/invites",
-        headers={**operator.headers, "Idempotency-Key": secrets.token_hex(8)},
-        json={"email": f"{role}-{secrets.token_hex(4)}@merchant.test", "role": role},
-    )
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def _path(url: str) -> str:
-    """The path and query of an absolute link, to open it on the test's edge."""
-    parts = urlsplit(url)
-    return f"{parts.path}?{parts.query}" if parts.query else parts.path
-
-
-def _accept(page: Page, accept_url: str, password: str) -> None:
-    """Opens an invitation's link, sets the password and waits for the signed-in home."""
-    assert urlsplit(accept_url).path == "/merchant/accept", accept_url
-    page.goto(_path(accept_url))
-    page.get_by_label("New password").fill(password)
-    page.get_by_label("Repeat the password").fill(password)
-    page.get_by_test_id("accept").click()
-    expect(page).to_have_url(re.compile(r"/merchant/home$"))
 
 
 def _sign_in(page: Page, email: str, password: str) -> None:
@@ -72,11 +55,6 @@ def _money(page: Page, minor: int, currency: str) -> str:
         [f"{minor / 100:.2f}", currency],
     )
     return formatted
-
-
-def _go(page: Page, section: str) -> None:
-    """Follows a link of the side navigation."""
-    page.get_by_role("navigation", name="Sections").get_by_role("link", name=section).click()
 
 
 def _refunded(api: httpx.Client, merchant: MerchantKeys, payment_id: str, amount: int) -> int:
@@ -125,7 +103,7 @@ def test_invited_admin__accepts_refunds_adds_an_endpoint_sends_a_test_event_and_
 
     # The person accepts in the browser and is signed in, in test mode.
     password = secrets.token_urlsafe(12)
-    _accept(page, link, password)
+    accept_invite(page, link, password)
     expect(page.get_by_test_id("role")).to_have_text("admin")
     expect(page.get_by_test_id("user")).to_contain_text(email)
     expect(page.get_by_test_id("test-banner")).to_be_visible()
@@ -155,7 +133,7 @@ def test_invited_admin__accepts_refunds_adds_an_endpoint_sends_a_test_event_and_
 
     # Finds the payment by searching, and refunds part of it. The first answer is lost on the
     # way back (the server made the refund); the retry sends the same Idempotency-Key.
-    _go(page, "Payments")
+    follow_nav(page, "Payments")
     page.get_by_test_id("search-query").fill(description)
     page.get_by_test_id("search").click()
     row = page.get_by_test_id(f"payment-row-{paid['id']}")
@@ -196,7 +174,7 @@ def test_invited_admin__accepts_refunds_adds_an_endpoint_sends_a_test_event_and_
     receiver = Receiver()
     with receiver.running():
         # Adds an endpoint for two event types picked from the catalog; its secret is shown once.
-        _go(page, "Webhooks")
+        follow_nav(page, "Webhooks")
         page.get_by_test_id("endpoint-url").fill(receiver.url("/hook"))
         page.get_by_test_id("endpoint-events").click()
         page.get_by_role("option", name="payment.succeeded").click()
@@ -239,7 +217,7 @@ def test_invited_admin__accepts_refunds_adds_an_endpoint_sends_a_test_event_and_
         # A new refund's event reaches the endpoint and shows in its delivery log, with the
         # attempt's status, latency and the receiver's body.
         page.get_by_role("link", name="← Webhooks").click()
-        _go(page, "Payments")
+        follow_nav(page, "Payments")
         page.get_by_test_id(f"payment-row-{paid['id']}").get_by_role("link").first.click()
         page.get_by_test_id("refund-amount").fill("1.00")
         page.get_by_test_id("refund").click()
@@ -248,7 +226,7 @@ def test_invited_admin__accepts_refunds_adds_an_endpoint_sends_a_test_event_and_
         assert Webhook(secret).verify(delivered.body, delivered.headers)["type"] == (
             "refund.succeeded"
         )
-        _go(page, "Webhooks")
+        follow_nav(page, "Webhooks")
         page.get_by_test_id(f"endpoint-{endpoint_id}").get_by_role("link").click()
         log = page.get_by_test_id("delivery-log")
         row = log.locator('tr[data-event-type="refund.succeeded"]')
@@ -271,12 +249,12 @@ def test_invited_admin__accepts_refunds_adds_an_endpoint_sends_a_test_event_and_
         row.get_by_role("link", name=re.compile(r"^evt_")).click()
         expect(page.get_by_test_id("event-json")).to_contain_text(paid["id"])
         expect(page.get_by_test_id("event-json")).to_contain_text('"type": "refund.succeeded"')
-        _go(page, "Events")  # the same page without ?id=: the list of them all
+        follow_nav(page, "Events")  # the same page without ?id=: the list of them all
         expect(page.get_by_test_id("event-json")).to_have_count(0)
         expect(page.get_by_test_id("events-table").locator("tbody tr")).not_to_have_count(1)
 
     # Rolls the test secret key, the old one working for a day more; the new one shown once.
-    _go(page, "API keys")
+    follow_nav(page, "API keys")
     old_prefix = merchant.secret_key[:12]
     old_row = page.locator(f'tr[data-prefix^="{old_prefix}"]')
     old_row.get_by_test_id("roll").click()
@@ -298,8 +276,8 @@ def test_invited_admin__accepts_refunds_adds_an_endpoint_sends_a_test_event_and_
     assert len(rolled) == 1 and rolled[0].get("expire_time"), listed
     page.get_by_test_id("secret-done").click()
     expect(page.get_by_test_id("secret-panel")).to_have_count(0)
-    _go(page, "Home")
-    _go(page, "API keys")
+    follow_nav(page, "Home")
+    follow_nav(page, "API keys")
     expect(page.get_by_test_id("keys-table")).to_contain_text(new_key[:12])
     assert new_key not in page.content()
 
@@ -317,9 +295,9 @@ def test_viewer__sees_no_write_controls_and_the_server_refuses_them(
         headers={"X-API-Key": merchant.secret_key, "Idempotency-Key": secrets.token_hex(8)},
         json={"url": "https://example.com/hook", "enabled_events": ["*"]},
     ).json()
-    invite = _invite(api, operator_login, merchant.id, "viewer")
+    invite = invite_user(api, operator_login, merchant.id, "viewer")
     password = secrets.token_urlsafe(12)
-    _accept(page, invite["accept_url"], password)
+    accept_invite(page, invite["accept_url"], password)
     expect(page.get_by_test_id("role")).to_have_text("viewer")
 
     checks: list[tuple[str, str | None, str, list[str]]] = [
@@ -342,7 +320,7 @@ def test_viewer__sees_no_write_controls_and_the_server_refuses_them(
         ("Team", None, "users-table", ["invite", "invite-email", "remove-user"]),
     ]
     for section, link, loaded, hidden in checks:
-        _go(page, section)
+        follow_nav(page, section)
         if link:
             page.get_by_role("link", name=link, exact=True).click()
         expect(page.get_by_test_id(loaded)).to_be_visible()
@@ -359,6 +337,50 @@ def test_viewer__sees_no_write_controls_and_the_server_refuses_them(
     assert key.status_code == 403, key.text
 
 
+def test_payment_detail__a_chargeback_hides_the_refund_and_an_inquiry_keeps_it(
+    page: Page, api: httpx.Client, merchant: MerchantKeys, operator_login: OperatorLogin
+) -> None:
+    chargeback = create_payment(api, merchant, amount=3_000, currency="EUR", card=DISPUTED)
+    inquiry = create_payment(api, merchant, amount=2_500, currency="EUR", card=INQUIRY)
+    for paid in (chargeback, inquiry):
+        assert wait_final(api, merchant, paid["id"])["status"] == "succeeded"
+    charged = wait_dispute(api, merchant, chargeback["id"])
+    asked = wait_dispute(api, merchant, inquiry["id"])
+    assert charged["status"] == "needs_response" and not charged["is_charge_refundable"]
+    assert asked["status"] == "warning_needs_response" and asked["is_charge_refundable"]
+    invite = invite_user(api, operator_login, merchant.id, "admin")
+    accept_invite(page, invite["accept_url"], secrets.token_urlsafe(12))
+
+    # A chargeback: the server would answer charge_disputed, so the page offers no refund.
+    follow_nav(page, "Payments")
+    # Amounts line up on the right (the shared styles' `.num`).
+    expect(page.get_by_test_id("payments-table").locator("td.num").first).to_have_css(
+        "text-align", "right"
+    )
+    page.get_by_role("link", name=chargeback["id"]).click()
+    expect(page.get_by_test_id("detail-status")).to_have_text("succeeded")
+    expect(page.get_by_test_id("detail-dispute")).to_have_text(charged["id"])
+    expect(page.get_by_test_id("detail-dispute-status")).to_have_text("needs_response")
+    expect(page.get_by_test_id("refund-panel")).to_have_count(0)
+    refused = api.post(
+        "/v1/refunds",
+        headers={"X-API-Key": merchant.secret_key, "Idempotency-Key": secrets.token_hex(8)},
+        json={"payment_id": chargeback["id"]},
+    )
+    assert refused.status_code == 400 and "charge_disputed" in refused.text, refused.text
+
+    # An inquiry moves no money: its payment keeps the refund form, and the refund goes through.
+    follow_nav(page, "Payments")
+    page.get_by_role("link", name=inquiry["id"]).click()
+    expect(page.get_by_test_id("detail-dispute")).to_have_text(asked["id"])
+    expect(page.get_by_test_id("detail-dispute-status")).to_have_text("warning_needs_response")
+    page.get_by_test_id("refund-amount").fill("10.00")
+    page.get_by_test_id("refund").click()
+    expect(page.get_by_test_id("refund-notice")).to_contain_text("Refund re_")
+    expect(page.get_by_test_id("refunds").locator("tr.mat-mdc-row")).to_have_count(1)
+    assert _refunded(api, merchant, inquiry["id"], 1_000) == 1_000
+
+
 def test_developer__manages_keys_and_webhooks_but_neither_refunds_nor_the_team(
     page: Page,
     api: httpx.Client,
@@ -367,9 +389,9 @@ def test_developer__manages_keys_and_webhooks_but_neither_refunds_nor_the_team(
 ) -> None:
     paid = create_payment(api, merchant, amount=900, currency="EUR", card=VISA_OK)
     assert wait_final(api, merchant, paid["id"])["status"] == "succeeded"
-    invite = _invite(api, operator_login, merchant.id, "developer")
+    invite = invite_user(api, operator_login, merchant.id, "developer")
     password = secrets.token_urlsafe(12)
-    _accept(page, invite["accept_url"], password)
+    accept_invite(page, invite["accept_url"], password)
     expect(page.get_by_test_id("role")).to_have_text("developer")
 
     endpoint = api.post(
@@ -380,7 +402,7 @@ def test_developer__manages_keys_and_webhooks_but_neither_refunds_nor_the_team(
     headers = {"X-API-Key": merchant.secret_key}
 
     # Edits the endpoint's event types, disables it and rotates its secret (shown once).
-    _go(page, "Webhooks")
+    follow_nav(page, "Webhooks")
     expect(page.get_by_test_id("add-endpoint")).to_be_visible()
     page.get_by_role("link", name=endpoint["url"], exact=True).click()
     expect(page.get_by_test_id("send-test-event")).to_be_visible()
@@ -404,13 +426,13 @@ def test_developer__manages_keys_and_webhooks_but_neither_refunds_nor_the_team(
     secret = page.get_by_test_id("secret-value").inner_text().strip()
     assert secret.startswith("whsec_") and secret != endpoint["secret"]
 
-    _go(page, "API keys")
+    follow_nav(page, "API keys")
     expect(page.get_by_test_id("create-key")).to_be_visible()
-    _go(page, "Payments")
+    follow_nav(page, "Payments")
     page.get_by_role("link", name=paid["id"]).click()
     expect(page.get_by_test_id("detail-status")).to_have_text("succeeded")
     expect(page.get_by_test_id("refund-panel")).to_have_count(0)
-    _go(page, "Team")
+    follow_nav(page, "Team")
     expect(page.get_by_test_id("users-table")).to_contain_text(invite["email"])
     expect(page.get_by_test_id("invite")).to_have_count(0)
 
@@ -418,7 +440,7 @@ def test_developer__manages_keys_and_webhooks_but_neither_refunds_nor_the_team(
 def test_sign_in__wrong_password_is_refused_and_a_reload_asks_again(
     page: Page, api: httpx.Client, merchant: MerchantKeys, operator_login: OperatorLogin
 ) -> None:
-    invite = _invite(api, operator_login, merchant.id, "admin")
+    invite = invite_user(api, operator_login, merchant.id, "admin")
     password = secrets.token_urlsafe(12)
     accepted = api.post(
         "/v1/account/invites/accept", json={"token": invite["token"], "password": password}
@@ -442,7 +464,7 @@ def test_sign_in__wrong_password_is_refused_and_a_reload_asks_again(
         ),
     )
     _sign_in(page, invite["email"], password)
-    _go(page, "Events")
+    follow_nav(page, "Events")
     expect(page).to_have_url(re.compile(r"/merchant/events$"))
     page.reload()
     expect(page).to_have_url(re.compile(r"/merchant/login\?next=%2Fevents"))
@@ -461,8 +483,8 @@ def test_mode_switch__live_mode_shows_live_objects_only(
 ) -> None:
     paid = create_payment(api, merchant, amount=400, currency="EUR", card=VISA_OK)
     wait_final(api, merchant, paid["id"])
-    invite = _invite(api, operator_login, merchant.id, "admin")
-    _accept(page, invite["accept_url"], secrets.token_urlsafe(12))
+    invite = invite_user(api, operator_login, merchant.id, "admin")
+    accept_invite(page, invite["accept_url"], secrets.token_urlsafe(12))
     modes: list[str] = []
     page.on(
         "request",
@@ -472,7 +494,7 @@ def test_mode_switch__live_mode_shows_live_objects_only(
             else None
         ),
     )
-    _go(page, "Payments")
+    follow_nav(page, "Payments")
     page.get_by_role("link", name=paid["id"]).click()
     expect(page.get_by_test_id("detail-status")).to_have_text("succeeded")
     # A test payment has no live twin: the switch goes back to the (live) list.

@@ -76,7 +76,9 @@ export class Shell {
   readonly nav = [
     { path: '/home', label: 'Home', icon: 'home' },
     { path: '/payments', label: 'Payments', icon: 'payments' },
+    { path: '/disputes', label: 'Disputes', icon: 'gavel' },
     { path: '/balance', label: 'Balance', icon: 'account_balance' },
+    { path: '/payouts', label: 'Payouts', icon: 'account_balance_wallet' },
     { path: '/events', label: 'Events', icon: 'list_alt' },
     { path: '/webhooks', label: 'Webhooks', icon: 'webhook' },
     { path: '/api-keys', label: 'API keys', icon: 'key' },

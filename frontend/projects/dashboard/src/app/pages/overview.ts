@@ -4,7 +4,7 @@ import { MatButtonModule } from '@angular/material/button';
 import { MatButtonToggleModule } from '@angular/material/button-toggle';
 import { MatFormFieldModule } from '@angular/material/form-field';
 import { MatInputModule } from '@angular/material/input';
-import { ActivatedRoute, Router } from '@angular/router';
+import { ActivatedRoute, Router, RouterLink } from '@angular/router';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import type { ChartConfiguration } from 'chart.js';
 import { BaseChartDirective } from 'ng2-charts';
@@ -33,7 +33,7 @@ interface Figure {
 /** Figures per currency, revenue and status charts, webhook and worker health; live from the stream. */
 @Component({
   selector: 'pm-overview-page',
-  imports: [FormsModule, MatButtonModule, MatButtonToggleModule, MatFormFieldModule, MatInputModule, BaseChartDirective, TimePipe],
+  imports: [FormsModule, RouterLink, MatButtonModule, MatButtonToggleModule, MatFormFieldModule, MatInputModule, BaseChartDirective, TimePipe],
   templateUrl: './overview.html',
   styleUrl: './overview.scss',
 })

@@ -15,7 +15,7 @@ import { Session, describeError } from '../session';
 
 const PAGE_SIZE = 25;
 
-/** Payouts to merchants' banks across merchants: filter by merchant (`?merchant=`) and status. */
+/** Payouts to merchants' banks across merchants: filter by merchant (`?merchant=`) and status (`?status=`). */
 @Component({
   selector: 'pm-payouts-page',
   imports: [FormsModule, RouterLink, MatTableModule, MatFormFieldModule, MatInputModule, MatSelectModule, MatButtonModule, MoneyPipe, TimePipe, PagerBar],
@@ -28,7 +28,7 @@ const PAGE_SIZE = 25;
       </mat-form-field>
       <mat-form-field appearance="outline" subscriptSizing="dynamic">
         <mat-label>Status</mat-label>
-        <mat-select name="status" [(ngModel)]="status" data-testid="filter-status">
+        <mat-select name="status" [(ngModel)]="statusFilter" data-testid="filter-status">
           <mat-option value="">Any</mat-option>
           @for (s of statuses; track s) { <mat-option [value]="s">{{ s }}</mat-option> }
         </mat-select>
@@ -86,11 +86,13 @@ export class PayoutsPage implements OnInit {
   private readonly session = inject(Session);
   /** The `?merchant=` query parameter: the filter to open the page with. */
   readonly merchant = input<string>();
+  /** The `?status=` query parameter, such as "failed" (the overview links there). */
+  readonly status = input<string>();
   readonly columns = ['id', 'merchant', 'amount', 'status', 'method', 'bank', 'created', 'finished'];
   readonly statuses = ['pending', 'in_transit', 'paid', 'failed', 'canceled'];
 
   merchantId = '';
-  status = '';
+  statusFilter = '';
   readonly payouts = signal<Payout[]>([]);
   readonly loading = signal(false);
   readonly error = signal('');
@@ -98,6 +100,8 @@ export class PayoutsPage implements OnInit {
 
   ngOnInit(): void {
     this.merchantId = this.merchant() ?? '';
+    const status = this.status() ?? '';
+    this.statusFilter = this.statuses.includes(status) ? status : '';
     void this.load();
   }
 
@@ -116,7 +120,7 @@ export class PayoutsPage implements OnInit {
     try {
       const response = await this.session.api(AdminService.method.searchPayouts, {
         merchantId: this.merchantId.trim(),
-        status: this.status,
+        status: this.statusFilter,
         pageSize: PAGE_SIZE,
         pageToken: this.pager.current(),
       });

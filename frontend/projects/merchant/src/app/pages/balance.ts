@@ -59,7 +59,7 @@ const PAGE_SIZE = 50;
       <pm-pager [pager]="pager" (moved)="moved()" />
     </div>
   `,
-  styles: `.filters mat-form-field { width: 180px; } .num { text-align: right; } .balances { display: flex; gap: 0.5rem; flex-wrap: wrap; }`,
+  styles: `.filters mat-form-field { width: 180px; } .balances { display: flex; gap: 0.5rem; flex-wrap: wrap; }`,
 })
 export class BalancePage implements OnInit {
   private readonly session = inject(Session);

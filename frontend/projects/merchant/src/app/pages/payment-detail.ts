@@ -4,7 +4,7 @@ import { RouterLink } from '@angular/router';
 import type { Timestamp } from '@bufbuild/protobuf/wkt';
 
 import { LedgerService, type Entry } from '@gen/paymesh/ledger/v1/ledger_pb';
-import { PaymentService, type Payment, type Refund } from '@gen/paymesh/payment/v1/payment_pb';
+import { PaymentService, type Dispute, type Payment, type Refund } from '@gen/paymesh/payment/v1/payment_pb';
 import { WebhookService, type Event, type WebhookDelivery } from '@gen/paymesh/webhook/v1/webhook_pb';
 import { MoneyPipe, TimePipe } from '@shared/format';
 import { formatMoney } from '@shared/money';
@@ -32,13 +32,14 @@ const PAGES_MAX = 5;
     .timeline li { position: relative; padding: 0 0 0.75rem 1rem; }
     .timeline li::before { content: ''; position: absolute; left: -6px; top: 4px; width: 10px; height: 10px; border-radius: 50%; background: #2f6fdb; }
     .timeline li.delivery::before { background: #7a5cd6; } .timeline li.ledger::before { background: #2e9d55; } .timeline li.refund::before { background: #d97706; }
-    .num { text-align: right; }
   `,
 })
 export class PaymentDetailPage implements OnInit {
   readonly id = input.required<string>();
   readonly session = inject(Session);
   readonly payment = signal<Payment | null>(null);
+  /** The payment's dispute, when it has one. */
+  readonly dispute = signal<Dispute | null>(null);
   readonly refunds = signal<Refund[]>([]);
   readonly events = signal<Event[]>([]);
   readonly deliveries = signal<WebhookDelivery[]>([]);
@@ -50,10 +51,16 @@ export class PaymentDetailPage implements OnInit {
     const p = this.payment();
     return p ? p.amountReceived - p.amountRefunded : 0n;
   });
-  /** Admins may refund what a succeeded payment has left; no one else sees the form. */
-  readonly canRefund = computed(
-    () => this.session.isAdmin() && this.payment()?.status === 'succeeded' && this.refundable() > 0n,
-  );
+  /**
+   * Admins may refund what a succeeded payment has left, unless a chargeback disputes it (the
+   * dispute settles its money and the server answers charge_disputed; an inquiry's payment may
+   * still be refunded); no one else sees the form.
+   */
+  readonly canRefund = computed(() => {
+    const p = this.payment();
+    const refundableDespiteDispute = !p?.dispute || this.dispute()?.isChargeRefundable === true;
+    return this.session.isAdmin() && p?.status === 'succeeded' && refundableDespiteDispute && this.refundable() > 0n;
+  });
   readonly timeline = computed(() => this.buildTimeline());
   readonly entryColumns = ['time', 'account', 'direction', 'amount', 'source'];
   readonly refundColumns = ['id', 'amount', 'status', 'reason', 'created'];
@@ -65,6 +72,7 @@ export class PaymentDetailPage implements OnInit {
   async load(): Promise<void> {
     try {
       const payment = await this.session.api(PaymentService.method.getPayment, { id: this.id() });
+      this.dispute.set(payment.dispute ? await this.disputeOf(payment.id) : null);
       this.payment.set(payment);
       this.error.set('');
       this.partial.set(false);
@@ -81,6 +89,11 @@ export class PaymentDetailPage implements OnInit {
     } catch (error) {
       this.error.set(describeError(error));
     }
+  }
+
+  private async disputeOf(paymentId: string): Promise<Dispute | null> {
+    const found = await this.session.api(PaymentService.method.listDisputes, { paymentId, pageSize: 1 });
+    return found.disputes[0] ?? null;
   }
 
   /** The events whose object is this payment or one of its refunds. */

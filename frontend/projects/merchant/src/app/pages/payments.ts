@@ -85,7 +85,7 @@ const PAGE_SIZE = 25;
       <pm-pager [pager]="pager" (moved)="moved()">@if (searched()) { · search applied to this page }</pm-pager>
     </div>
   `,
-  styles: `.filters mat-form-field { width: 180px; } .filters .wide { width: 260px; } .num { text-align: right; }`,
+  styles: `.filters mat-form-field { width: 180px; } .filters .wide { width: 260px; }`,
 })
 export class PaymentsPage implements OnInit {
   private readonly session = inject(Session);
