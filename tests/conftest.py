@@ -17,6 +17,8 @@ import httpx
 import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.admin import merchants
 from services.common.db import make_engine, make_sessionmaker, transaction
@@ -244,3 +246,67 @@ class StatementLog:
 
     def verbs(self) -> list[str]:
         return [verb for verb, _ in self.statements]
+
+
+# Crash drills: a platform of the test module's own, whose processes the tests kill.
+
+DRILL_VARIABLES = {
+    "PAYMESH_AUTH_CACHE_TTL_S": "1",
+    # Each processor and bank call takes this long, so a test can catch work mid-way.
+    "PAYMESH_PROCESSOR_LATENCY_MS": "1500",
+    "PAYMESH_PAYMENT_STUCK_AFTER_S": "4",
+    "PAYMESH_PAYMENT_SWEEP_INTERVAL_S": "0.5",
+    "PAYMESH_PAYMENT_OUTBOX_RETRY_DELAY_MAX_S": "1",
+}
+
+
+@pytest.fixture(scope="module")
+def drill_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+    """A platform per test module, with a slow processor and bank and a quick sweeper."""
+    running = LocalPlatform(
+        {
+            **free_port_settings(),
+            "PAYMESH_DATA_DIR": str(tmp_path_factory.mktemp("paymesh-drill")),
+            **DRILL_VARIABLES,
+        }
+    )
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def drill_engine(drill_platform: LocalPlatform) -> Iterator[Engine]:
+    """The drill platform's database: reads, and transactions that hold a step open."""
+    engine = make_engine(drill_platform.settings.require_database_url(), pool_size=4)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def drill_sessions(drill_engine: Engine) -> sessionmaker[Session]:
+    """Direct database sessions on the drill platform."""
+    return make_sessionmaker(drill_engine)
+
+
+@pytest.fixture
+def drill_api(drill_platform: LocalPlatform) -> Iterator[httpx.Client]:
+    """An HTTP client for the drill platform's edge."""
+    with httpx.Client(base_url=drill_platform.base_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def catalog(drill_platform: LocalPlatform, drill_sessions: sessionmaker[Session]) -> set[str]:
+    """The event types of the drill platform's catalog (GET /v1/event_types)."""
+    with transaction(drill_sessions) as session:
+        made = merchants.create_merchant(session, name="Catalog Reader")
+        reader = merchants.create_api_key(
+            session, merchant_id=made.id, mode="test", kind="secret"
+        ).key
+    with httpx.Client(base_url=drill_platform.base_url, timeout=30) as client:
+        listed = client.get("/v1/event_types", headers={"X-API-Key": reader})
+    assert listed.status_code == 200, listed.text
+    return {item["name"] for item in listed.json()["event_types"]}

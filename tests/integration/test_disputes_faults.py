@@ -23,7 +23,6 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,9 +31,9 @@ from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.admin import merchants
-from services.common.db import make_engine, make_sessionmaker, transaction
+from services.common.db import make_sessionmaker, transaction
 from services.payment.models import Dispute, ProcessorDispute
-from services.runtime.platform import LocalPlatform, free_port_settings
+from services.runtime.platform import LocalPlatform
 from tests.integration.test_disputes import FRAUDULENT_CARD, USD_DISPUTE_FEE, dispute_events
 from tests.integration.test_payments import card, wait_for
 from tests.integration.test_payments_3ds_customers_faults import (
@@ -51,50 +50,6 @@ from tests.integration.test_payouts import (
 DRILL_TIMEOUT_S = 90.0
 
 
-@pytest.fixture(scope="module")
-def drill_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
-    """A platform of this module's own, with the drill settings of test_payments_faults: a slow
-    processor (a test acts while the network decides) and a quick sweeper."""
-    data_dir: Path = tmp_path_factory.mktemp("paymesh-drill-disputes")
-    running = LocalPlatform(
-        {
-            **free_port_settings(),
-            "PAYMESH_DATA_DIR": str(data_dir),
-            "PAYMESH_AUTH_CACHE_TTL_S": "1",
-            "PAYMESH_PROCESSOR_LATENCY_MS": "1500",
-            "PAYMESH_PAYMENT_STUCK_AFTER_S": "4",
-            "PAYMESH_PAYMENT_SWEEP_INTERVAL_S": "0.5",
-            "PAYMESH_PAYMENT_OUTBOX_RETRY_DELAY_MAX_S": "1",
-        }
-    )
-    try:
-        running.start()
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture(scope="module")
-def drill_engine(drill_platform: LocalPlatform) -> Iterator[Engine]:
-    """The drill platform's database: reads, and the transactions that hold a step open."""
-    engine = make_engine(drill_platform.settings.require_database_url(), pool_size=4)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def drill_sessions(drill_engine: Engine) -> sessionmaker[Session]:
-    """Direct database sessions on the drill platform."""
-    return make_sessionmaker(drill_engine)
-
-
-@pytest.fixture
-def drill_api(drill_platform: LocalPlatform) -> Iterator[httpx.Client]:
-    """An HTTP client for the drill platform's edge."""
-    with httpx.Client(base_url=drill_platform.base_url, timeout=30) as client:
-        yield client
-
-
 @pytest.fixture
 def key(drill_sessions: sessionmaker[Session]) -> str:
     """A fresh merchant's test-mode secret key on the drill platform (its own events only)."""
@@ -103,20 +58,6 @@ def key(drill_sessions: sessionmaker[Session]) -> str:
         return merchants.create_api_key(
             session, merchant_id=made.id, mode="test", kind="secret"
         ).key
-
-
-@pytest.fixture(scope="module")
-def catalog(drill_platform: LocalPlatform, drill_sessions: sessionmaker[Session]) -> set[str]:
-    """The event types of the catalog (GET /v1/event_types)."""
-    with transaction(drill_sessions) as session:
-        made = merchants.create_merchant(session, name="Catalog Reader")
-        reader = merchants.create_api_key(
-            session, merchant_id=made.id, mode="test", kind="secret"
-        ).key
-    with httpx.Client(base_url=drill_platform.base_url, timeout=30) as client:
-        listed = client.get("/v1/event_types", headers={"X-API-Key": reader})
-    assert listed.status_code == 200, listed.text
-    return {item["name"] for item in listed.json()["event_types"]}
 
 
 @pytest.fixture

@@ -27,51 +27,14 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.admin import merchants
-from services.common.db import make_engine, make_sessionmaker, transaction
+from services.common.db import transaction
 from services.payment.models import OutboxMessage, Payment, ProcessorCharge
-from services.runtime.platform import LocalPlatform, free_port_settings
+from services.runtime.platform import LocalPlatform
 from tests.integration.test_payments import card, charge_count, event_types, fetch, wait_for
 from tests.integration.test_payments_faults import DRILL_TIMEOUT_S, ledger_transaction_ids
 
 THREE_DS_REQUIRED = "4000002760003184"
 UNLESS_SAVED = "4000002500003155"
-
-
-@pytest.fixture(scope="module")
-def drill_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
-    """A platform of this module's own, with the drill settings of test_payments_faults: a slow
-    processor (a test catches a payment mid-way) and a quick sweeper."""
-    running = LocalPlatform(
-        {
-            **free_port_settings(),
-            "PAYMESH_DATA_DIR": str(tmp_path_factory.mktemp("paymesh-drill-3ds")),
-            "PAYMESH_AUTH_CACHE_TTL_S": "1",
-            "PAYMESH_PROCESSOR_LATENCY_MS": "1500",
-            "PAYMESH_PAYMENT_STUCK_AFTER_S": "4",
-            "PAYMESH_PAYMENT_SWEEP_INTERVAL_S": "0.5",
-            "PAYMESH_PAYMENT_OUTBOX_RETRY_DELAY_MAX_S": "1",
-        }
-    )
-    try:
-        running.start()
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture(scope="module")
-def drill_sessions(drill_platform: LocalPlatform) -> Iterator[sessionmaker[Session]]:
-    """Direct database sessions on the drill platform."""
-    engine = make_engine(drill_platform.settings.require_database_url(), pool_size=2)
-    yield make_sessionmaker(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def drill_api(drill_platform: LocalPlatform) -> Iterator[httpx.Client]:
-    """An HTTP client for the drill platform's edge."""
-    with httpx.Client(base_url=drill_platform.base_url, timeout=30) as client:
-        yield client
 
 
 @pytest.fixture
@@ -82,20 +45,6 @@ def key(drill_sessions: sessionmaker[Session]) -> str:
         return merchants.create_api_key(
             session, merchant_id=made.id, mode="test", kind="secret"
         ).key
-
-
-@pytest.fixture(scope="module")
-def catalog(drill_platform: LocalPlatform, drill_sessions: sessionmaker[Session]) -> set[str]:
-    """The event types of the catalog (GET /v1/event_types)."""
-    with transaction(drill_sessions) as session:
-        made = merchants.create_merchant(session, name="Catalog Reader")
-        reader = merchants.create_api_key(
-            session, merchant_id=made.id, mode="test", kind="secret"
-        ).key
-    with httpx.Client(base_url=drill_platform.base_url, timeout=30) as client:
-        listed = client.get("/v1/event_types", headers={"X-API-Key": reader})
-    assert listed.status_code == 200, listed.text
-    return {item["name"] for item in listed.json()["event_types"]}
 
 
 def _post(api: httpx.Client, key: str, path: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -5,8 +5,6 @@ ledger and the events come out exactly once."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,9 +13,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.admin import merchants
-from services.common.db import make_engine, make_sessionmaker, transaction
+from services.common.db import transaction
 from services.payment.models import BankTransfer, OutboxMessage
-from services.runtime.platform import LocalPlatform, free_port_settings
+from services.runtime.platform import LocalPlatform
 from tests.integration.test_payments import card, wait_for
 from tests.integration.test_payouts import (
     PAYS,
@@ -34,37 +32,6 @@ from tests.integration.test_payouts import (
 DRILL_TIMEOUT_S = 90.0
 
 
-@pytest.fixture(scope="module")
-def drill_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
-    """A platform with a slow processor and bank and a quick sweeper, for killing things in."""
-    data_dir: Path = tmp_path_factory.mktemp("paymesh-payout-drill")
-    running = LocalPlatform(
-        {
-            **free_port_settings(),
-            "PAYMESH_DATA_DIR": str(data_dir),
-            "PAYMESH_AUTH_CACHE_TTL_S": "1",
-            # Each processor and bank call takes this long, so a test can catch a payout mid-way.
-            "PAYMESH_PROCESSOR_LATENCY_MS": "1500",
-            "PAYMESH_PAYMENT_STUCK_AFTER_S": "4",
-            "PAYMESH_PAYMENT_SWEEP_INTERVAL_S": "0.5",
-            "PAYMESH_PAYMENT_OUTBOX_RETRY_DELAY_MAX_S": "1",
-        }
-    )
-    try:
-        running.start()
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture(scope="module")
-def drill_sessions(drill_platform: LocalPlatform) -> Iterator[sessionmaker[Session]]:
-    """Direct database sessions on the drill platform."""
-    engine = make_engine(drill_platform.settings.require_database_url(), pool_size=2)
-    yield make_sessionmaker(engine)
-    engine.dispose()
-
-
 @pytest.fixture
 def drill_key(drill_sessions: sessionmaker[Session]) -> str:
     """A test-mode secret key of a fresh merchant on the drill platform."""
@@ -73,13 +40,6 @@ def drill_key(drill_sessions: sessionmaker[Session]) -> str:
         return merchants.create_api_key(
             session, merchant_id=made.id, mode="test", kind="secret"
         ).key
-
-
-@pytest.fixture
-def drill_api(drill_platform: LocalPlatform) -> Iterator[httpx.Client]:
-    """An HTTP client for the drill platform's edge."""
-    with httpx.Client(base_url=drill_platform.base_url, timeout=30) as client:
-        yield client
 
 
 def _paid_payment(api: httpx.Client, key: str, amount: int) -> dict[str, Any]:
