@@ -120,6 +120,11 @@ def test_invited_admin__accepts_refunds_adds_an_endpoint_sends_a_test_event_and_
     )
     expect(page.get_by_test_id("today-EUR")).to_contain_text(_money(page, 1250, "EUR"))
     expect(page.get_by_test_id("today-EUR")).to_contain_text("1 succeeded of 1 payments")
+    # The Balance page: available and pending (none left: the funds were released above).
+    follow_nav(page, "Balance")
+    expect(page.get_by_test_id("balance-summary")).to_contain_text(
+        f"{_money(page, int(eur['available']), 'EUR')} available · {_money(page, 0, 'EUR')} pending"
+    )
     users = api.get(f"/admin/merchants/{merchant.id}/users", headers=operator_login.headers)
     assert [u["role"] for u in users.json()["users"] if u["email"] == email] == ["admin"]
     assert all(i["email"] != email for i in users.json().get("invites", []))

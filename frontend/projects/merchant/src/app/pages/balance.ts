@@ -25,7 +25,7 @@ const PAGE_SIZE = 50;
     @if (error()) { <p class="error-text" role="alert">{{ error() }}</p> }
     <p class="balances" data-testid="balance-summary">
       @for (b of balances(); track b.currency) {
-        <span class="status-chip">{{ b.available | money: b.currency }} available</span>
+        <span class="status-chip">{{ b.available | money: b.currency }} available · {{ b.pending | money: b.currency }} pending</span>
       }
     </p>
     <form class="toolbar-row filters" (ngSubmit)="search()">
