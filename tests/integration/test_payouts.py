@@ -173,13 +173,23 @@ def test_balance__captured_funds_are_pending_until_the_settlement_delay_passes(
     assert balance(api, merchant.secret_key) == {"EUR": (0, net)}
     set_payout_settings(api, merchant.secret_key, settlement_delay_s=0)
     wait_available(api, merchant.secret_key, "EUR", net)
-    with transaction(sessions) as session:
-        events = session.scalars(
-            select(OutboxMessage).where(
-                OutboxMessage.topic == "balance.available",
-                OutboxMessage.payload["merchant_id"].astext == merchant.id,
+
+    def available_events() -> list[Any]:
+        with transaction(sessions) as session:
+            return list(
+                session.scalars(
+                    select(OutboxMessage).where(
+                        OutboxMessage.topic == "balance.available",
+                        OutboxMessage.payload["merchant_id"].astext == merchant.id,
+                    )
+                ).all()
             )
-        ).all()
+
+    # The sweeper posts the release to the ledger (the balance shows it), then records it
+    # with its event in one transaction: wait for that.
+    events = wait_until(available_events, "the balance.available event")
+    time.sleep(1.5)  # three sweeps more: still one event
+    events = available_events()
     assert [e.payload["object"]["available"] for e in events] == [
         [{"currency": "EUR", "available": net, "pending": 0}]
     ]
