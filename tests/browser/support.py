@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -155,11 +157,21 @@ def money_text(page: Page, minor: int, currency: str, digits: int) -> str:
 
 
 def time_text(page: Page, rfc3339: str) -> str:
-    """How the browser shows a timestamp from the API (the apps' `time` pipe)."""
+    """How the browser shows a timestamp from the API (the apps' `time` pipe).
+
+    The pipe's date rounds the nanoseconds to the nearest millisecond (@bufbuild/protobuf's
+    `timestampMs`, Math.round), where `new Date(rfc3339)` would cut them: .9996 s shows as the
+    next second.
+    """
+    assert rfc3339.endswith("Z"), rfc3339
+    whole, _, fraction = rfc3339.removesuffix("Z").partition(".")
+    seconds = int(datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp())
+    nanos = int(fraction.ljust(9, "0")[:9]) if fraction else 0
+    ms = seconds * 1000 + math.floor(nanos / 1_000_000 + 0.5)
     formatted: str = page.evaluate(
-        "(value) => new Date(value).toLocaleString(undefined,"
+        "(ms) => new Date(ms).toLocaleString(undefined,"
         " {dateStyle: 'medium', timeStyle: 'medium'})",
-        rfc3339,
+        ms,
     )
     return formatted
 
