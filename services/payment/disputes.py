@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import ColumnElement, and_, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.common import pages
@@ -57,6 +57,21 @@ MOVES: dict[str, frozenset[str]] = {
 CLOSED = frozenset({"won", "lost", "warning_closed"})
 NEEDS_RESPONSE = frozenset({"needs_response", "warning_needs_response"})
 UNDER_REVIEW = frozenset({"under_review", "warning_under_review"})
+
+
+def overdue(stuck_after_s: float) -> ColumnElement[bool]:
+    """Disputes with a worker step to go (withdrawal, decision, reinstatement) that nothing has
+    driven for `stuck_after_s`: what the sweeper re-drives and the stuck gauge counts."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=stuck_after_s)
+    return and_(
+        or_(
+            and_(~Dispute.status.startswith("warning_"), Dispute.withdraw_time.is_(None)),
+            Dispute.status.in_(UNDER_REVIEW),
+            and_(Dispute.status == "won", Dispute.reinstate_time.is_(None)),
+        ),
+        or_(Dispute.drive_time.is_(None), Dispute.drive_time < cutoff),
+    )
+
 
 # The evidence fields a merchant may send (a subset of Stripe's), each text up to this long.
 EVIDENCE_FIELDS = (

@@ -350,10 +350,7 @@ def _changes_with_events(
         connection = session.connection()
         rows = execute_many(connection, change, values)
         if change is not _DECLINED:
-            customers.attach_saved_cards(
-                session,
-                [row for row in rows if row is not None and row.payment_method_id is not None],
-            )
+            customers.attach_saved_cards(session, [row for row in rows if row is not None])
         written = [
             {
                 **outbox.payment_event_row(row, event_type),

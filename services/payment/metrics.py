@@ -8,13 +8,15 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.db import transaction
 from services.common.metrics import PipelineCollector
 from services.common.queue import MAINTENANCE_QUEUE, PAYMENTS_QUEUE, redis_connection
 from services.common.settings import Settings
+from services.payment import disputes
+from services.payment.models import Dispute
 
 # Counted by the payment worker: each payment a drive left, by outcome (succeeded, failed,
 # requires_capture, error, busy, nothing_to_do); success rate = succeeded / (succeeded + failed).
@@ -37,8 +39,8 @@ _OUTBOX = text(
     " coalesce(extract(epoch FROM now() - min(create_time)), 0) AS lag_s"
     " FROM payment.outbox WHERE relay_time IS NULL GROUP BY kind"
 )
-# What the sweeper would re-drive now (sweeper.redrive_stuck and redrive_disputes;
-# ix_payments_status_open, ix_payouts_unfinished).
+# What the sweeper would re-drive now (sweeper.redrive_stuck; ix_payments_status_open,
+# ix_payouts_unfinished); disputes by disputes.overdue, the sweeper's own condition.
 _STUCK = text(
     "SELECT"
     " (SELECT count(*) FROM payment.payments WHERE status = 'processing'"
@@ -50,12 +52,6 @@ _STUCK = text(
     " (SELECT count(*) FROM payment.payouts WHERE NOT ledger_complete"
     "  AND (drive_time IS NULL OR drive_time < now() - make_interval(secs => :after_s)))"
     " AS stuck_payouts,"
-    " (SELECT count(*) FROM payment.disputes WHERE"
-    "  ((NOT starts_with(status, 'warning_') AND withdraw_time IS NULL)"
-    "   OR status IN ('under_review', 'warning_under_review')"
-    "   OR (status = 'won' AND reinstate_time IS NULL))"
-    "  AND (drive_time IS NULL OR drive_time < now() - make_interval(secs => :after_s)))"
-    " AS stuck_disputes,"
     " (SELECT count(*) FROM payment.payouts WHERE status IN ('pending', 'in_transit'))"
     " AS payouts_in_transit,"
     " (SELECT count(*) FROM payment.payouts WHERE status = 'failed') AS payouts_failed"
@@ -83,6 +79,9 @@ def read_backlog(sessions: sessionmaker[Session], stuck_after_s: float) -> Backl
     with transaction(sessions) as session:
         rows = {row.kind: row for row in session.execute(_OUTBOX)}
         stuck = session.execute(_STUCK, {"after_s": stuck_after_s}).one()
+        stuck_disputes = session.scalar(
+            select(func.count()).select_from(Dispute).where(disputes.overdue(stuck_after_s))
+        )
     outbox = {
         kind: (rows[kind].pending, float(rows[kind].lag_s)) if kind in rows else (0, 0.0)
         for kind in OUTBOX_KINDS
@@ -92,7 +91,7 @@ def read_backlog(sessions: sessionmaker[Session], stuck_after_s: float) -> Backl
         stuck_payments=stuck.payments,
         stuck_refunds=stuck.refunds,
         stuck_payouts=stuck.stuck_payouts,
-        stuck_disputes=stuck.stuck_disputes,
+        stuck_disputes=int(stuck_disputes or 0),
         payouts_in_transit=stuck.payouts_in_transit,
         payouts_failed=stuck.payouts_failed,
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, or_, select, text
+from sqlalchemy import or_, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.db import transaction
@@ -81,17 +81,9 @@ def open_filed_disputes(session: Session, *, processor: Connector, response_wind
 
 def redrive_disputes(session: Session, *, stuck_after_s: float) -> int:
     """Re-drives disputes whose withdrawal, decision or reinstatement is overdue."""
-    cutoff = datetime.now(UTC) - timedelta(seconds=stuck_after_s)
     rows = session.scalars(
         select(Dispute)
-        .where(
-            or_(
-                and_(~Dispute.status.startswith("warning_"), Dispute.withdraw_time.is_(None)),
-                Dispute.status.in_(disputes.UNDER_REVIEW),
-                and_(Dispute.status == "won", Dispute.reinstate_time.is_(None)),
-            )
-        )
-        .where(or_(Dispute.drive_time.is_(None), Dispute.drive_time < cutoff))
+        .where(disputes.overdue(stuck_after_s))
         .limit(BATCH_SIZE_MAX)
         .with_for_update(skip_locked=True)
     ).all()
